@@ -1,0 +1,144 @@
+package bucket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when an object does not exist.
+var ErrNotFound = errors.New("object not found")
+
+// ErrPreconditionFailed is returned (wrapped) when a conditional write lost:
+// the key already existed for a create-only Put, or its ETag no longer matched
+// for an If-Match Put.
+var ErrPreconditionFailed = errors.New("precondition failed")
+
+// ObjectInfo describes one object.
+type ObjectInfo struct {
+	// Key is the object's key relative to the bucket (and its prefix).
+	Key  string
+	Size int64
+	// ETag identifies one version of the object's body, without quotes.
+	// Every write of a key gives it a new ETag unless the bytes are the
+	// same (S3 semantics); capsule's control objects always differ.
+	ETag         string
+	LastModified time.Time
+	// ServerTime is the store's clock when it answered (the Date header of
+	// an S3 response). Zero in List results. Lease expiry is judged by it,
+	// never by the worker's own clock.
+	ServerTime time.Time
+}
+
+// PutOptions are the conditions and settings of a write.
+type PutOptions struct {
+	// IfNoneMatch makes the write create-only: it fails with
+	// ErrPreconditionFailed when the key exists.
+	IfNoneMatch bool
+	// IfMatch makes the write succeed only while the object's ETag equals
+	// this value; ErrPreconditionFailed otherwise (also when it is gone).
+	IfMatch     string
+	ContentType string
+	// RetainUntil, when set, asks the store to keep the object immutable
+	// until then (S3 Object Lock, compliance mode). Stores that cannot
+	// fail the write rather than ignore it.
+	RetainUntil time.Time
+}
+
+// ListOptions page through a listing. Keys come in ascending byte order.
+type ListOptions struct {
+	// StartAfter lists keys strictly greater than this key.
+	StartAfter string
+	// Limit caps one page; 0 means the backend's default (1000).
+	Limit int
+}
+
+// ListPage is one page of a listing.
+type ListPage struct {
+	Objects []ObjectInfo
+	// Truncated is true when more keys follow the last one in Objects.
+	Truncated bool
+}
+
+// Reader is the read side of a bucket.
+type Reader interface {
+	// Get opens an object's body. ErrNotFound when missing. The caller
+	// closes the body.
+	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+	// Head returns an object's metadata. ErrNotFound when missing.
+	Head(ctx context.Context, key string) (ObjectInfo, error)
+	// List returns keys that start with prefix, in ascending order.
+	List(ctx context.Context, prefix string, opts ListOptions) (ListPage, error)
+}
+
+// Bucket is an object store with conditional writes. Implementations are
+// safe for concurrent use by many goroutines and, for the shared store,
+// by many processes.
+type Bucket interface {
+	Reader
+	// Put writes a whole object of known size, with optional conditions.
+	// The returned info carries the new ETag and the server's time.
+	Put(ctx context.Context, key string, body io.Reader, size int64, opts PutOptions) (ObjectInfo, error)
+	// Delete removes an object. Deleting a missing key is not an error.
+	// Deletes are never conditional (some S3 servers ignore If-Match on
+	// DELETE).
+	Delete(ctx context.Context, key string) error
+	// Upload starts a streaming write of an object of unknown size (a
+	// multipart upload on S3, with parts in flight concurrently). Nothing is
+	// visible under key until Commit succeeds; Abort discards everything.
+	// Only IfNoneMatch, ContentType and RetainUntil of opts apply.
+	Upload(ctx context.Context, key string, opts PutOptions) (Upload, error)
+}
+
+// Upload is a streaming write in progress. Write is not safe for
+// concurrent use. Exactly one of Commit or Abort must be called.
+type Upload interface {
+	io.Writer
+	// Commit finishes the object and makes it visible.
+	Commit() (ObjectInfo, error)
+	// Abort discards what was written. Safe after a failed Commit.
+	Abort() error
+}
+
+// PutBytes writes a small object from memory.
+func PutBytes(ctx context.Context, b Bucket, key string, data []byte, opts PutOptions) (ObjectInfo, error) {
+	return b.Put(ctx, key, strings.NewReader(string(data)), int64(len(data)), opts)
+}
+
+// GetBytes reads a whole (small) object into memory.
+func GetBytes(ctx context.Context, b Reader, key string) ([]byte, ObjectInfo, error) {
+	rc, info, err := b.Get(ctx, key)
+	if err != nil {
+		return nil, info, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, info, fmt.Errorf("read %s: %w", key, err)
+	}
+	return data, info, nil
+}
+
+// Walk calls fn for every object under prefix, in ascending key order,
+// following pages until the listing ends or fn returns an error.
+func Walk(ctx context.Context, b Reader, prefix string, fn func(ObjectInfo) error) error {
+	after := ""
+	for {
+		page, err := b.List(ctx, prefix, ListOptions{StartAfter: after})
+		if err != nil {
+			return err
+		}
+		for _, o := range page.Objects {
+			if err := fn(o); err != nil {
+				return err
+			}
+			after = o.Key
+		}
+		if !page.Truncated || len(page.Objects) == 0 {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,15 @@
+// Package bucket defines capsule's object-store interface: whole-object
+// reads and writes, listings in key order, conditional writes (create-only
+// and If-Match) that decide every race, and streaming uploads for artifacts
+// of unknown size.
+//
+// Errors: a missing object is ErrNotFound and a lost condition is
+// ErrPreconditionFailed; backends translate their own errors into these at
+// the edge, so callers use errors.Is.
+//
+// Implementations live in subpackages: bucket/s3 (any S3 API through
+// aws-sdk-go-v2) and bucket/fs (a local directory with the same semantics,
+// safe across processes; the embedded default). bucket/buckettest is the
+// conformance suite both pass, and bucket/bucketurl opens either from a URL.
+// Prefixed scopes a bucket to a key prefix.
+package bucket

@@ -1,0 +1,74 @@
+package bucket
+
+import (
+	"context"
+	"io"
+	"strings"
+)
+
+// Prefixed returns a view of b in which every key is relative to prefix.
+// An empty prefix returns b itself. A prefix should end in "/".
+func Prefixed(b Bucket, prefix string) Bucket {
+	if prefix == "" {
+		return b
+	}
+	return &prefixed{b: b, p: prefix}
+}
+
+type prefixed struct {
+	b Bucket
+	p string
+}
+
+func (p *prefixed) strip(info ObjectInfo) ObjectInfo {
+	info.Key = strings.TrimPrefix(info.Key, p.p)
+	return info
+}
+
+func (p *prefixed) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+	rc, info, err := p.b.Get(ctx, p.p+key)
+	return rc, p.strip(info), err
+}
+
+func (p *prefixed) Head(ctx context.Context, key string) (ObjectInfo, error) {
+	info, err := p.b.Head(ctx, p.p+key)
+	return p.strip(info), err
+}
+
+func (p *prefixed) List(ctx context.Context, prefix string, opts ListOptions) (ListPage, error) {
+	if opts.StartAfter != "" {
+		opts.StartAfter = p.p + opts.StartAfter
+	}
+	page, err := p.b.List(ctx, p.p+prefix, opts)
+	for i := range page.Objects {
+		page.Objects[i] = p.strip(page.Objects[i])
+	}
+	return page, err
+}
+
+func (p *prefixed) Put(ctx context.Context, key string, body io.Reader, size int64, opts PutOptions) (ObjectInfo, error) {
+	info, err := p.b.Put(ctx, p.p+key, body, size, opts)
+	return p.strip(info), err
+}
+
+func (p *prefixed) Delete(ctx context.Context, key string) error {
+	return p.b.Delete(ctx, p.p+key)
+}
+
+func (p *prefixed) Upload(ctx context.Context, key string, opts PutOptions) (Upload, error) {
+	u, err := p.b.Upload(ctx, p.p+key, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &prefixedUpload{Upload: u, p: p}, nil
+}
+
+type prefixedUpload struct {
+	Upload
+	p *prefixed
+}
+
+func (u *prefixedUpload) Commit() (ObjectInfo, error) {
+	info, err := u.Upload.Commit()
+	return u.p.strip(info), err
+}

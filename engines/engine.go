@@ -1,0 +1,252 @@
+package engines
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Engine backs up and restores one kind of data service. Implementations
+// are stateless and safe for concurrent use: every call gets its job.
+type Engine interface {
+	// Name is the engine's registry name ("files", "postgres", ...), the
+	// value of a source's "engine" setting.
+	Name() string
+	// Validate checks a source's configuration without contacting the
+	// service, with an error that names the bad setting.
+	Validate(src Source) error
+	// Backup reads the source and writes its data as one or more
+	// artifacts, one at a time, through job.Artifacts. It must not keep a
+	// copy on local disk: artifacts stream to the bucket.
+	Backup(ctx context.Context, job *BackupJob) (*BackupInfo, error)
+	// Restore writes a backup into job.Target. It must not damage the
+	// target before the whole backup is known good: either it stages
+	// everything (a side database, a sibling directory) and swaps it in
+	// only after every artifact was read to its end without a
+	// *ChecksumError, or it calls job.Artifacts.Verify for every artifact
+	// before it changes anything. On error or cancellation it removes
+	// what it staged and leaves the target as it was.
+	Restore(ctx context.Context, job *RestoreJob) (*RestoreInfo, error)
+}
+
+// Verifier is implemented by engines that can prove a backup restorable:
+// restore it into a scratch target next to job.Target (never the target
+// itself), check the result against what the backup recorded, and remove
+// the scratch target.
+type Verifier interface {
+	Verify(ctx context.Context, job *RestoreJob) (*VerifyReport, error)
+}
+
+// Source is a configured data service, resolved by the worker from its own
+// configuration or from the scanner. It never travels in a request.
+type Source struct {
+	// Name is the source's name as requests refer to it ("cnvrg/pg").
+	Name string
+	// Engine names the engine that handles it.
+	Engine string
+	// Config holds the engine-specific settings as decoded from YAML or
+	// JSON: nothing secret (a password arrives through Password).
+	Config map[string]any
+	// Password returns the source's secret (a database password), or ""
+	// when there is none. It is resolved when called, so a rotated file or
+	// Secret is picked up. Nil means no secret.
+	Password func(ctx context.Context) (string, error) `json:"-"`
+}
+
+// Secret returns the source's password, "" when it has none.
+func (s Source) Secret(ctx context.Context) (string, error) {
+	if s.Password == nil {
+		return "", nil
+	}
+	pw, err := s.Password(ctx)
+	if err != nil {
+		return "", fmt.Errorf("source %s: password: %w", s.Name, err)
+	}
+	return pw, nil
+}
+
+// Decode copies the source's Config into the struct pointed to by into
+// (json tags), refusing unknown settings with an error naming them.
+func (s Source) Decode(into any) error {
+	raw, err := json.Marshal(s.Config)
+	if err != nil {
+		return fmt.Errorf("source %s: settings: %w", s.Name, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "json: ")
+		return fmt.Errorf("source %s (engine %s): %s", s.Name, s.Engine, msg)
+	}
+	return nil
+}
+
+// BackupJob is one backup run.
+type BackupJob struct {
+	// ID is the backup's id: usable in names of temporary objects.
+	ID        string
+	Source    Source
+	Artifacts ArtifactWriter
+	Progress  Progress
+	Log       logrus.FieldLogger
+}
+
+// ArtifactWriter receives a backup's artifacts, one at a time.
+type ArtifactWriter interface {
+	// Create starts the next artifact. name is [a-z0-9][a-z0-9._-]*, unique
+	// within the backup. The previous artifact must be closed first. Close
+	// returns the error of the upload behind it; an engine that fails
+	// midway returns its error from Backup without closing.
+	Create(name string) (io.WriteCloser, error)
+}
+
+// BackupInfo is what an engine reports about a finished backup; it goes
+// into backupIndex.json and comes back in RestoreJob.Backup.
+type BackupInfo struct {
+	// Format names the artifacts' format ("tar", "pg_dump-custom", ...),
+	// versioned by the engine when it changes.
+	Format        string `json:"format"`
+	ServerVersion string `json:"serverVersion,omitempty"`
+	ToolVersion   string `json:"toolVersion,omitempty"`
+	// SourceInfo is what a restore needs to know about the source (host,
+	// database, mode): never a secret.
+	SourceInfo map[string]string `json:"sourceInfo,omitempty"`
+	// Details is engine-specific (row counts, key counts, ...).
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// RestoreJob is one restore (or verification) run.
+type RestoreJob struct {
+	// ID is the restore request's id: usable in names of side databases.
+	ID string
+	// Target is where the backup goes; for Verify, the server whose
+	// scratch space to use.
+	Target Source
+	// Backup is what the engine reported when it made the backup.
+	Backup    BackupInfo
+	Artifacts ArtifactReader
+	Options   RestoreOptions
+	Progress  Progress
+	Log       logrus.FieldLogger
+}
+
+// RestoreOptions are a restore request's choices.
+type RestoreOptions struct {
+	// DropPrevious drops the replaced data after a swap instead of
+	// keeping it beside the target.
+	DropPrevious bool
+	// Extra holds engine-specific options from the request.
+	Extra map[string]string
+}
+
+// ArtifactReader gives a restore the backup's artifacts.
+type ArtifactReader interface {
+	// Names lists the artifacts in the order they were written.
+	Names() []string
+	// Open streams an artifact's original (decompressed) bytes. The stored
+	// bytes are checked against the recorded sha256 and size while they
+	// stream: the Read that reaches the end returns a *ChecksumError
+	// instead of io.EOF when they do not match.
+	Open(ctx context.Context, name string) (io.ReadCloser, error)
+	// Verify reads the whole artifact, checks it, and hands no byte to
+	// the caller; for engines that cannot stage.
+	Verify(ctx context.Context, name string) error
+}
+
+// RestoreInfo is what an engine reports about a finished restore.
+type RestoreInfo struct {
+	// Downtime is how long the target was unavailable (the swap).
+	Downtime time.Duration `json:"downtime"`
+	// Previous names where the replaced data was kept, if it was.
+	Previous string         `json:"previous,omitempty"`
+	Details  map[string]any `json:"details,omitempty"`
+}
+
+// VerifyReport is the outcome of a verification.
+type VerifyReport struct {
+	OK     bool    `json:"ok"`
+	Checks []Check `json:"checks"`
+}
+
+// Check is one verified property.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// ChecksumError reports an artifact whose stored bytes do not match what
+// the index recorded.
+type ChecksumError struct {
+	Artifact   string
+	Want, Got  string // hex sha256
+	WantSize   int64
+	GotSize    int64
+	SizeDiffer bool
+}
+
+func (e *ChecksumError) Error() string {
+	if e.SizeDiffer {
+		return fmt.Sprintf("artifact %s is corrupt: %d bytes stored, index says %d", e.Artifact, e.GotSize, e.WantSize)
+	}
+	return fmt.Sprintf("artifact %s is corrupt: sha256 %s, index says %s", e.Artifact, e.Got, e.Want)
+}
+
+// Progress receives an engine's progress: a phase and, where it knows
+// them, counts of items done and in total (0 when unknown). Bytes are
+// counted by the pipeline, not the engine. A nil Progress ignores reports.
+type Progress func(phase string, done, total int64)
+
+// Report calls p unless it is nil.
+func (p Progress) Report(phase string, done, total int64) {
+	if p != nil {
+		p(phase, done, total)
+	}
+}
+
+// Registry holds the engines a worker can run. Build it explicitly in
+// main; engines never register themselves.
+type Registry struct {
+	engines map[string]Engine
+}
+
+// NewRegistry returns a registry of the given engines.
+func NewRegistry(es ...Engine) *Registry {
+	r := &Registry{engines: map[string]Engine{}}
+	for _, e := range es {
+		r.engines[e.Name()] = e
+	}
+	return r
+}
+
+// Get returns the engine called name.
+func (r *Registry) Get(name string) (Engine, error) {
+	if e, ok := r.engines[name]; ok {
+		return e, nil
+	}
+	return nil, fmt.Errorf("unknown engine %q (known: %s)", name, strings.Join(r.Names(), ", "))
+}
+
+// Names lists the registered engines in order.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.engines))
+	for n := range r.engines {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// DiscardLog is a logger that drops everything, for jobs without one.
+func DiscardLog() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
