@@ -1,0 +1,11 @@
+// Package requests holds capsule's wire types and the bucket's key
+// layout: the Request a client writes under requests/, the Lease a worker
+// holds under leases/, the Result under results/, a Cancel under cancel/,
+// and the keys of backups. Every object carries "apiVersion": "capsule/v1"
+// and a kind; JSON Schemas for them live in the repository's schemas/
+// folder, and the tests check written objects against them.
+//
+// Validation refuses unknown fields and names the bad field in its error:
+// a request names a configured source and never carries connection
+// details or secrets.
+package requests

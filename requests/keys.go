@@ -1,0 +1,131 @@
+package requests
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// The key layout, relative to the bucket's prefix. No key is a prefix of
+// another key's "directory".
+const (
+	RequestsPrefix = "requests/"
+	LeasesPrefix   = "leases/"
+	ResultsPrefix  = "results/"
+	CancelPrefix   = "cancel/"
+	BackupsPrefix  = "backups/"
+	// IndexName is the commit mark of a backup, written last.
+	IndexName = "backupIndex.json"
+	// VerifyPrefix starts the name of each verification record.
+	VerifyPrefix = "verify-"
+)
+
+// RequestKey returns requests/<id>.json.
+func RequestKey(id string) string { return RequestsPrefix + id + ".json" }
+
+// LeaseKey returns leases/<id>.json.
+func LeaseKey(id string) string { return LeasesPrefix + id + ".json" }
+
+// ResultKey returns results/<id>.json.
+func ResultKey(id string) string { return ResultsPrefix + id + ".json" }
+
+// CancelKey returns cancel/<id>.json.
+func CancelKey(id string) string { return CancelPrefix + id + ".json" }
+
+// IDFromKey returns the id in a key made by RequestKey, LeaseKey,
+// ResultKey or CancelKey under the given prefix.
+func IDFromKey(prefix, key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, prefix)
+	if !ok {
+		return "", false
+	}
+	id, ok := strings.CutSuffix(rest, ".json")
+	if !ok || ValidateID(id) != nil {
+		return "", false
+	}
+	return id, true
+}
+
+// Segment escapes a cluster or source name for use as one key segment:
+// names may contain '/', which becomes %2F.
+func Segment(name string) string { return url.PathEscape(name) }
+
+// Unsegment reverses Segment.
+func Unsegment(seg string) (string, error) { return url.PathUnescape(seg) }
+
+// BackupDir returns backups/<cluster>/<source>/<backupId>/.
+func BackupDir(cluster, source, backupID string) string {
+	return BackupsPrefix + Segment(cluster) + "/" + Segment(source) + "/" + backupID + "/"
+}
+
+// IndexKey returns the key of a backup's backupIndex.json.
+func IndexKey(cluster, source, backupID string) string {
+	return BackupDir(cluster, source, backupID) + IndexName
+}
+
+// ArtifactKey returns the key of one artifact of one attempt.
+func ArtifactKey(cluster, source, backupID string, attempt int, name string) string {
+	return fmt.Sprintf("%s%d/%s", BackupDir(cluster, source, backupID), attempt, name)
+}
+
+// VerifyKey returns the key of a verification record made at t.
+func VerifyKey(cluster, source, backupID string, t time.Time) string {
+	return BackupDir(cluster, source, backupID) + VerifyPrefix + t.UTC().Format("20060102T150405.000000000Z") + ".json"
+}
+
+// BackupKey is a parsed key under backups/.
+type BackupKey struct {
+	Cluster, Source, BackupID string
+	// Rest is what follows the backup's directory ("backupIndex.json",
+	// "1/tree.tar", "verify-….json").
+	Rest string
+}
+
+// ParseBackupKey splits a key under backups/.
+func ParseBackupKey(key string) (BackupKey, error) {
+	rest, ok := strings.CutPrefix(key, BackupsPrefix)
+	if !ok {
+		return BackupKey{}, fmt.Errorf("key %q is not under %s", key, BackupsPrefix)
+	}
+	parts := strings.SplitN(rest, "/", 4)
+	if len(parts) != 4 {
+		return BackupKey{}, fmt.Errorf("key %q: want backups/<cluster>/<source>/<backupId>/...", key)
+	}
+	cluster, err1 := Unsegment(parts[0])
+	source, err2 := Unsegment(parts[1])
+	if err := errors.Join(err1, err2); err != nil {
+		return BackupKey{}, fmt.Errorf("key %q: %w", key, err)
+	}
+	return BackupKey{Cluster: cluster, Source: source, BackupID: parts[2], Rest: parts[3]}, nil
+}
+
+// NewID returns a fresh, time-ordered request id (a lower-case ULID), so
+// that a listing of requests/ is oldest first.
+func NewID() string {
+	return strings.ToLower(ulid.MustNew(ulid.Timestamp(time.Now()), rand.Reader).String())
+}
+
+// SlotID returns the id of a scheduled request: <plan>-<slot>, with the
+// plan's name made id-safe. Every scheduler replica computes the same id
+// for the same slot, so only the first create-only write succeeds.
+func SlotID(plan string, slot time.Time) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(plan) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '-', c == '_':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('.')
+		}
+	}
+	p := strings.Trim(b.String(), ".-_")
+	if len(p) > 100 {
+		p = p[:100]
+	}
+	return p + "-" + slot.UTC().Format("20060102t150405z")
+}

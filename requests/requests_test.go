@@ -1,0 +1,169 @@
+package requests_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cnvrg/capsule/requests"
+	"github.com/cnvrg/capsule/schemas"
+)
+
+var validator schemas.Validator
+
+func TestParseValid(t *testing.T) {
+	for _, doc := range []string{
+		`{"apiVersion":"capsule/v1","kind":"Backup","id":"01jd3k","cluster":"default","source":"cnvrg/pg","labels":{"app":"x"}}`,
+		`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"files"}`,
+		`{"apiVersion":"capsule/v1","kind":"Restore","id":"r1","backupId":"01jd3k","target":"cnvrg/pg-copy","dropPrevious":true}`,
+		`{"apiVersion":"capsule/v1","kind":"Restore","id":"r1","backupId":"01jd3k","options":{"renameSuffix":"-new"}}`,
+		`{"apiVersion":"capsule/v1","kind":"Verify","id":"v1","backupId":"01jd3k"}`,
+	} {
+		r, err := requests.Parse([]byte(doc))
+		if err != nil {
+			t.Errorf("Parse(%s) = %v, want ok", doc, err)
+			continue
+		}
+		if err := validator.Validate("request", []byte(doc)); err != nil {
+			t.Errorf("schema refuses a request Parse accepts: %s: %v", doc, err)
+		}
+		if r.ID == "" {
+			t.Errorf("Parse(%s): empty id", doc)
+		}
+	}
+}
+
+func TestParseInvalidNamesTheField(t *testing.T) {
+	for _, tc := range []struct{ doc, field string }{
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"Bad ID","source":"s"}`, "id"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"../x","source":"s"}`, "id"},
+		{`{"apiVersion":"capsule/v2","kind":"Backup","id":"a","source":"s"}`, "apiVersion"},
+		{`{"apiVersion":"capsule/v1","kind":"Frobnicate","id":"a","source":"s"}`, "kind"},
+		{`{"apiVersion":"capsule/v1","id":"a","source":"s"}`, "kind"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a"}`, "source"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"../etc"}`, "source"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"a//b"}`, "source"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"s","cluster":"/x"}`, "cluster"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"s","password":"hunter2"}`, "password"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"s","url":"postgres://u:p@h/db"}`, "url"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"s","backupId":"b"}`, "backupId"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a"}`, "backupId"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","backupId":"b","source":"s"}`, "source"},
+		{`{"apiVersion":"capsule/v1","kind":"Verify","id":"a","backupId":"b","dropPrevious":true}`, "dropPrevious"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":7,"source":"s"}`, "id"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"s","labels":{"bad key":"v"}}`, "labels"},
+	} {
+		_, err := requests.Parse([]byte(tc.doc))
+		var fe *requests.FieldError
+		if !errors.As(err, &fe) {
+			t.Errorf("Parse(%s) = %v, want a FieldError naming %q", tc.doc, err, tc.field)
+			continue
+		}
+		if fe.Field != tc.field {
+			t.Errorf("Parse(%s) names field %q (%v), want %q", tc.doc, fe.Field, err, tc.field)
+		}
+		if validator.Validate("request", []byte(tc.doc)) == nil {
+			t.Errorf("schema accepts a request Parse refuses: %s", tc.doc)
+		}
+	}
+}
+
+func TestParseBadJSON(t *testing.T) {
+	for _, doc := range []string{``, `{`, `[]`, `{"apiVersion":"capsule/v1"} {}`, `null x`} {
+		if _, err := requests.Parse([]byte(doc)); err == nil {
+			t.Errorf("Parse(%q) accepted bad JSON", doc)
+		} else if !strings.Contains(err.Error(), "JSON") && !strings.Contains(err.Error(), ":") {
+			t.Errorf("Parse(%q) error %q does not say what is wrong", doc, err)
+		}
+	}
+}
+
+func TestObjectsMatchSchemas(t *testing.T) {
+	now := time.Date(2026, 11, 24, 8, 0, 0, 123, time.UTC)
+	for name, v := range map[string]any{
+		"lease": requests.Lease{APIVersion: requests.APIVersion, Kind: "Lease", ID: "a1", Holder: "h/1", Token: "0123456789abcdef0123", Attempt: 1, DurationMillis: 60000, AcquiredAt: now, RenewedAt: now,
+			Progress: &requests.Progress{Phase: "upload", Bytes: 10, StoredBytes: 3, UpdatedAt: now}},
+		"result": requests.Result{APIVersion: requests.APIVersion, Kind: "Result", ID: "a1", RequestKind: requests.KindBackup, Status: requests.StatusFailed, Error: "boom", Attempts: 2, FinishedAt: now},
+		"cancel": requests.Cancel{APIVersion: requests.APIVersion, Kind: "Cancel", ID: "a1", RequestedAt: now},
+		"request": requests.Request{APIVersion: requests.APIVersion, Kind: requests.KindBackup, ID: requests.NewID(), Source: "cnvrg/pg", CreatedAt: now},
+	} {
+		if err := validator.ValidateValue(name, v); err != nil {
+			t.Errorf("%s does not match its schema: %v", name, err)
+		}
+	}
+	// A rejected result without an error message is refused by the schema.
+	bad := requests.Result{APIVersion: requests.APIVersion, Kind: "Result", ID: "a1", Status: requests.StatusRejected, FinishedAt: now}
+	if validator.ValidateValue("result", bad) == nil {
+		t.Errorf("schema accepts a rejected result with no error")
+	}
+}
+
+func TestKeys(t *testing.T) {
+	if got := requests.IndexKey("cnvrg/app", "pg", "b1"); got != "backups/cnvrg%2Fapp/pg/b1/backupIndex.json" {
+		t.Errorf("IndexKey = %q", got)
+	}
+	k, err := requests.ParseBackupKey(requests.ArtifactKey("cnvrg/app", "cnvrg/pg", "b1", 2, "tree.tar"))
+	if err != nil || k.Cluster != "cnvrg/app" || k.Source != "cnvrg/pg" || k.BackupID != "b1" || k.Rest != "2/tree.tar" {
+		t.Errorf("ParseBackupKey = %+v, %v", k, err)
+	}
+	if id, ok := requests.IDFromKey(requests.RequestsPrefix, requests.RequestKey("abc")); !ok || id != "abc" {
+		t.Errorf("IDFromKey = %q, %v", id, ok)
+	}
+	for _, key := range []string{"requests/abc", "requests/Bad.json", "leases/abc.json"} {
+		if _, ok := requests.IDFromKey(requests.RequestsPrefix, key); ok {
+			t.Errorf("IDFromKey(%q) accepted", key)
+		}
+	}
+}
+
+func TestNewIDIsTimeOrderedAndValid(t *testing.T) {
+	prev := ""
+	for range 100 {
+		id := requests.NewID()
+		if err := requests.ValidateID(id); err != nil {
+			t.Fatalf("NewID() = %q: %v", id, err)
+		}
+		if id[:10] < prev[:min(10, len(prev))] {
+			t.Fatalf("NewID() time part went backwards: %q after %q", id, prev)
+		}
+		prev = id
+	}
+}
+
+func TestSlotIDIsStableAndValid(t *testing.T) {
+	slot := time.Date(2026, 11, 24, 6, 0, 0, 0, time.UTC)
+	a, b := requests.SlotID("cnvrg/cnvrg-app/pg", slot), requests.SlotID("cnvrg/cnvrg-app/pg", slot.In(time.FixedZone("x", 3600)))
+	if a != b {
+		t.Errorf("SlotID differs by time zone: %q vs %q", a, b)
+	}
+	if err := requests.ValidateID(a); err != nil {
+		t.Errorf("SlotID = %q: %v", a, err)
+	}
+	if a == requests.SlotID("cnvrg/cnvrg-app/pg", slot.Add(time.Second)) {
+		t.Errorf("SlotID is the same for different slots")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"s"}`))
+	f.Add([]byte(`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","backupId":"b"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := requests.Parse(data)
+		if err != nil {
+			return
+		}
+		// Whatever Parse accepts is valid and survives a round trip.
+		out, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := requests.Parse(out); err != nil {
+			t.Fatalf("re-parse of %s: %v", out, err)
+		}
+		if !strings.HasPrefix(requests.RequestKey(r.ID), requests.RequestsPrefix) || strings.Contains(r.ID, "/") {
+			t.Fatalf("accepted id %q escapes requests/", r.ID)
+		}
+	})
+}

@@ -1,0 +1,348 @@
+package requests
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// APIVersion is the version of every object capsule writes.
+const APIVersion = "capsule/v1"
+
+// Kind of a request.
+type Kind string
+
+// The request kinds.
+const (
+	KindBackup  Kind = "Backup"
+	KindRestore Kind = "Restore"
+	KindVerify  Kind = "Verify"
+)
+
+// Status of a request.
+type Status string
+
+// The statuses: a request is pending until a worker claims it, running
+// while a lease names a holder, and ends in one of the other four.
+const (
+	StatusPending   Status = "pending"
+	StatusRunning   Status = "running"
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+	StatusRejected  Status = "rejected"
+	StatusCanceled  Status = "canceled"
+)
+
+// DefaultCluster is the cluster of requests that name none.
+const DefaultCluster = "default"
+
+// Request is what a client writes to requests/<id>.json. It is never
+// modified; the worker deletes it once the result is written.
+type Request struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       Kind   `json:"kind"`
+	ID         string `json:"id"`
+	// Cluster groups backups; "default" when empty.
+	Cluster string `json:"cluster,omitempty"`
+	// Source names the configured source to back up (Backup).
+	Source string `json:"source,omitempty"`
+	// BackupID names the backup to restore or verify (Restore, Verify).
+	BackupID string `json:"backupId,omitempty"`
+	// Target names the source to restore into (Restore; default: the
+	// backup's source) or whose server hosts the scratch copy (Verify).
+	Target string `json:"target,omitempty"`
+	// DropPrevious drops the replaced data after a restore's swap.
+	DropPrevious bool `json:"dropPrevious,omitempty"`
+	// Options are engine-specific restore options.
+	Options map[string]string `json:"options,omitempty"`
+	// Labels are recorded in the backup's index.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Plan names the scheduler plan that made the request, if any.
+	Plan string `json:"plan,omitempty"`
+	// CreatedAt is when the client made the request (informational).
+	CreatedAt time.Time `json:"createdAt,omitzero"`
+}
+
+// Parse decodes and validates a request object. Unknown fields are
+// refused (a request never carries connection details or secrets), and
+// so is anything after the object.
+func Parse(data []byte) (*Request, error) {
+	var r Request
+	if err := strictUnmarshal(data, &r); err != nil {
+		return nil, err
+	}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Validate checks the request, naming the first bad field.
+func (r *Request) Validate() error {
+	if r.APIVersion != APIVersion {
+		return fieldErr("apiVersion", "must be %q, got %q", APIVersion, r.APIVersion)
+	}
+	if err := ValidateID(r.ID); err != nil {
+		return fieldErr("id", "%v", err)
+	}
+	if r.Cluster != "" {
+		if err := ValidateName(r.Cluster); err != nil {
+			return fieldErr("cluster", "%v", err)
+		}
+	}
+	if err := validateLabels(r.Labels); err != nil {
+		return err
+	}
+	if r.Plan != "" {
+		if err := ValidateName(r.Plan); err != nil {
+			return fieldErr("plan", "%v", err)
+		}
+	}
+	switch r.Kind {
+	case KindBackup:
+		if r.Source == "" {
+			return fieldErr("source", "is required for a Backup")
+		}
+		if err := ValidateName(r.Source); err != nil {
+			return fieldErr("source", "%v", err)
+		}
+		for f, set := range map[string]bool{"backupId": r.BackupID != "", "target": r.Target != "", "dropPrevious": r.DropPrevious, "options": len(r.Options) > 0} {
+			if set {
+				return fieldErr(f, "is not allowed in a Backup")
+			}
+		}
+	case KindRestore, KindVerify:
+		if r.BackupID == "" {
+			return fieldErr("backupId", "is required for a %s", r.Kind)
+		}
+		if err := ValidateID(r.BackupID); err != nil {
+			return fieldErr("backupId", "%v", err)
+		}
+		if r.Source != "" {
+			return fieldErr("source", "is not allowed in a %s (the backup names it; use target)", r.Kind)
+		}
+		if r.Target != "" {
+			if err := ValidateName(r.Target); err != nil {
+				return fieldErr("target", "%v", err)
+			}
+		}
+		if r.Kind == KindVerify && r.DropPrevious {
+			return fieldErr("dropPrevious", "is not allowed in a Verify")
+		}
+		for k := range r.Options {
+			if !optionKey.MatchString(k) {
+				return fieldErr("options", "bad key %q", k)
+			}
+		}
+	case "":
+		return fieldErr("kind", "is required (Backup, Restore or Verify)")
+	default:
+		return fieldErr("kind", "unknown kind %q (want Backup, Restore or Verify)", r.Kind)
+	}
+	return nil
+}
+
+// ClusterOrDefault returns the request's cluster, or DefaultCluster.
+func (r *Request) ClusterOrDefault() string {
+	if r.Cluster == "" {
+		return DefaultCluster
+	}
+	return r.Cluster
+}
+
+// Lease is leases/<id>.json: who works on a request now. Every write of it
+// differs (token, times, progress), so every write has a new ETag.
+type Lease struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"` // "Lease"
+	ID         string `json:"id"`
+	// Holder names the worker (host/pid/random).
+	Holder string `json:"holder"`
+	// Token is fresh for every attempt.
+	Token   string `json:"token"`
+	Attempt int    `json:"attempt"`
+	// DurationSeconds is the lease's length: it is expired when the
+	// bucket's clock says its last write is older than this.
+	DurationMillis int64 `json:"durationMillis"`
+	// AcquiredAt and RenewedAt are the holder's clock: informational only.
+	AcquiredAt time.Time `json:"acquiredAt"`
+	RenewedAt  time.Time `json:"renewedAt"`
+	// Renewals counts the holder's renewals of this attempt.
+	Renewals int       `json:"renewals"`
+	Progress *Progress `json:"progress,omitempty"`
+	// Released is set when a holder hands the lease back at shutdown: the
+	// next worker may take it over at once.
+	Released bool `json:"released,omitempty"`
+	// Finishing is set on the last renewal before the result is written.
+	Finishing bool `json:"finishing,omitempty"`
+}
+
+// Duration returns the lease's length.
+func (l *Lease) Duration() time.Duration { return time.Duration(l.DurationMillis) * time.Millisecond }
+
+// Progress is a running request's latest progress, kept in its lease.
+type Progress struct {
+	Phase string `json:"phase,omitempty"`
+	// Artifact is the artifact being written or read.
+	Artifact string `json:"artifact,omitempty"`
+	// Bytes is the raw bytes the engine wrote (backup) or read (restore).
+	Bytes int64 `json:"bytes"`
+	// StoredBytes is the compressed bytes that reached the bucket.
+	StoredBytes int64 `json:"storedBytes"`
+	// Done and Total count an engine's items (files, tables, keys).
+	Done      int64     `json:"done,omitempty"`
+	Total     int64     `json:"total,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Result is results/<id>.json: how a request ended. Written once.
+type Result struct {
+	APIVersion  string    `json:"apiVersion"`
+	Kind        string    `json:"kind"` // "Result"
+	ID          string    `json:"id"`
+	RequestKind Kind      `json:"requestKind,omitempty"`
+	Status      Status    `json:"status"`
+	Cluster     string    `json:"cluster,omitempty"`
+	Source      string    `json:"source,omitempty"`
+	BackupID    string    `json:"backupId,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	Attempts    int       `json:"attempts"`
+	Worker      string    `json:"worker,omitempty"`
+	StartedAt   time.Time `json:"startedAt,omitzero"`
+	FinishedAt  time.Time `json:"finishedAt"`
+	// Bytes and StoredBytes: raw and stored sizes moved.
+	Bytes       int64 `json:"bytes,omitempty"`
+	StoredBytes int64 `json:"storedBytes,omitempty"`
+	// DowntimeMillis is a restore's swap time.
+	DowntimeMillis int64 `json:"downtimeMillis,omitempty"`
+	// Details is kind- and engine-specific (a verification's checks, a
+	// restore's kept previous data).
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// Cancel is cancel/<id>.json: a client's wish to stop a request.
+type Cancel struct {
+	APIVersion  string    `json:"apiVersion"`
+	Kind        string    `json:"kind"` // "Cancel"
+	ID          string    `json:"id"`
+	Reason      string    `json:"reason,omitempty"`
+	RequestedAt time.Time `json:"requestedAt"`
+}
+
+// Ended reports whether s is a final status.
+func (s Status) Ended() bool {
+	switch s {
+	case StatusSucceeded, StatusFailed, StatusRejected, StatusCanceled:
+		return true
+	}
+	return false
+}
+
+// FieldError names the bad field of an object.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+var (
+	idPattern   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
+	namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$`)
+	optionKey   = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
+	labelKey    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$`)
+)
+
+// ValidateID checks a request or backup id: [a-z0-9][a-z0-9._-]{0,127}.
+func ValidateID(id string) error {
+	if id == "" {
+		return fmt.Errorf("is empty")
+	}
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("%q is not a valid id: want 1-128 of [a-z0-9._-], starting with a letter or digit", clipString(id))
+	}
+	return nil
+}
+
+// ValidateName checks a cluster, source or plan name: segments of
+// [A-Za-z0-9._-] separated by single slashes, at most 200 bytes.
+func ValidateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("is empty")
+	}
+	if len(name) > 200 || !namePattern.MatchString(name) {
+		return fmt.Errorf("%q is not a valid name: want segments of [A-Za-z0-9._-] separated by '/', at most 200 bytes", clipString(name))
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if seg == "." || seg == ".." {
+			return fmt.Errorf("%q is not a valid name: '.' and '..' segments are not allowed", name)
+		}
+	}
+	return nil
+}
+
+func validateLabels(labels map[string]string) error {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if len(keys) > 64 {
+		return fieldErr("labels", "at most 64 labels, got %d", len(keys))
+	}
+	for _, k := range keys {
+		if !labelKey.MatchString(k) {
+			return fieldErr("labels", "bad key %q", clipString(k))
+		}
+		if len(labels[k]) > 256 {
+			return fieldErr("labels", "value of %q is longer than 256 bytes", k)
+		}
+	}
+	return nil
+}
+
+func strictUnmarshal(data []byte, into any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		return describeJSONError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("invalid JSON: data after the object")
+	}
+	return nil
+}
+
+func describeJSONError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Errorf("invalid JSON at byte %d: %v", syn.Offset, syn)
+	case errors.As(err, &typ):
+		return fieldErr(typ.Field, "must be a %s, got a JSON %s", typ.Type, typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return fieldErr(f, "unknown field (requests name a configured source; they never carry connection details)")
+	case err == io.EOF:
+		return fmt.Errorf("invalid JSON: empty")
+	}
+	return fmt.Errorf("invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+func clipString(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
