@@ -1,0 +1,278 @@
+package index
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/requests"
+)
+
+// Kind values of the objects this package writes.
+const (
+	KindIndex        = "BackupIndex"
+	KindVerification = "Verification"
+)
+
+// BackupIndex is backupIndex.json, the commit mark of a backup: written
+// once, create-only, after every artifact and before the result. It holds
+// everything a restore needs with the bucket alone.
+type BackupIndex struct {
+	APIVersion     string            `json:"apiVersion"`
+	Kind           string            `json:"kind"`
+	BackupID       string            `json:"backupId"`
+	RequestID      string            `json:"requestId"`
+	Cluster        string            `json:"cluster"`
+	Source         string            `json:"source"`
+	Plan           string            `json:"plan,omitempty"`
+	Engine         string            `json:"engine"`
+	Format         string            `json:"format"`
+	ServerVersion  string            `json:"serverVersion,omitempty"`
+	ToolVersion    string            `json:"toolVersion,omitempty"`
+	CapsuleVersion string            `json:"capsuleVersion"`
+	Status         requests.Status   `json:"status"`
+	Attempt        int               `json:"attempt"`
+	Worker         string            `json:"worker,omitempty"`
+	StartedAt      time.Time         `json:"startedAt"`
+	FinishedAt     time.Time         `json:"finishedAt"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	SourceInfo     map[string]string `json:"sourceInfo,omitempty"`
+	Details        map[string]any    `json:"details,omitempty"`
+	Bytes          int64             `json:"bytes"`
+	StoredBytes    int64             `json:"storedBytes"`
+	RetainUntil    time.Time         `json:"retainUntil,omitzero"`
+	Artifacts      []Artifact        `json:"artifacts"`
+}
+
+// Artifact is one stored stream of a backup.
+type Artifact struct {
+	Name string `json:"name"`
+	// Key is relative to the bucket's prefix.
+	Key string `json:"key"`
+	// Size is the bytes the engine wrote; StoredSize the bytes stored.
+	Size       int64 `json:"size"`
+	StoredSize int64 `json:"storedSize"`
+	// SHA256 is the hex sha256 of the stored bytes.
+	SHA256      string      `json:"sha256"`
+	Compression string      `json:"compression"`
+	Encryption  *Encryption `json:"encryption,omitempty"`
+}
+
+// Encryption says how an artifact was encrypted.
+type Encryption struct {
+	Scheme     string   `json:"scheme"`
+	Recipients []string `json:"recipients"`
+}
+
+// Verification is a verify-<time>.json record beside a backup's index: the
+// outcome of one verification. Later records supersede earlier ones.
+type Verification struct {
+	APIVersion     string        `json:"apiVersion"`
+	Kind           string        `json:"kind"`
+	BackupID       string        `json:"backupId"`
+	RequestID      string        `json:"requestId"`
+	OK             bool          `json:"ok"`
+	Error          string        `json:"error,omitempty"`
+	Target         string        `json:"target,omitempty"`
+	Worker         string        `json:"worker,omitempty"`
+	VerifiedAt     time.Time     `json:"verifiedAt"`
+	DurationMillis int64         `json:"durationMillis,omitempty"`
+	Checks         []CheckResult `json:"checks"`
+}
+
+// CheckResult is one verified property.
+type CheckResult struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Key returns the index's own key.
+func (x *BackupIndex) Key() string { return requests.IndexKey(x.Cluster, x.Source, x.BackupID) }
+
+// Write stores the index create-only. It returns
+// bucket.ErrPreconditionFailed (wrapped) when an index already exists:
+// the backup was committed by an earlier attempt.
+func Write(ctx context.Context, b bucket.Bucket, x *BackupIndex) error {
+	data, err := json.MarshalIndent(x, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = bucket.PutBytes(ctx, b, x.Key(), append(data, '\n'), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil})
+	if err != nil {
+		return fmt.Errorf("write index %s: %w", x.Key(), err)
+	}
+	return nil
+}
+
+// WriteVerification stores a verification record beside the backup.
+func WriteVerification(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *Verification) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	key := requests.VerifyKey(x.Cluster, x.Source, x.BackupID, v.VerifiedAt)
+	if _, err := bucket.PutBytes(ctx, b, key, append(data, '\n'), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil}); err != nil {
+		return fmt.Errorf("write verification %s: %w", key, err)
+	}
+	return nil
+}
+
+// Read loads an index from its key.
+func Read(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, error) {
+	data, _, err := bucket.GetBytes(ctx, b, key)
+	if err != nil {
+		return nil, err
+	}
+	var x BackupIndex
+	if err := json.Unmarshal(data, &x); err != nil {
+		return nil, fmt.Errorf("index %s: %w", key, err)
+	}
+	if x.APIVersion != requests.APIVersion || x.Kind != KindIndex {
+		return nil, fmt.Errorf("index %s: unsupported apiVersion %q kind %q", key, x.APIVersion, x.Kind)
+	}
+	return &x, nil
+}
+
+// Entry is one backup as the catalog shows it: the index merged with the
+// facts recorded beside it later.
+type Entry struct {
+	*BackupIndex
+	// Verification is the newest verification record, if any.
+	Verification *Verification `json:"verification,omitempty"`
+}
+
+// Filter narrows a listing. Empty fields match everything.
+type Filter struct {
+	Cluster string
+	Source  string
+}
+
+func (f Filter) prefix() string {
+	p := requests.BackupsPrefix
+	if f.Cluster == "" {
+		return p
+	}
+	p += requests.Segment(f.Cluster) + "/"
+	if f.Source == "" {
+		return p
+	}
+	return p + requests.Segment(f.Source) + "/"
+}
+
+// ErrBackupNotFound is returned by Find when no committed backup has the id.
+var ErrBackupNotFound = errors.New("backup not found")
+
+// List returns the committed backups that match f, newest first (by
+// finish time, then id). A backup without an index is not committed and
+// is not listed.
+func List(ctx context.Context, b bucket.Reader, f Filter) ([]Entry, error) {
+	indexKeys, verifyKeys, err := scan(ctx, b, f.prefix(), "")
+	if err != nil {
+		return nil, err
+	}
+	entries := make([]Entry, len(indexKeys))
+	errs := make([]error, len(indexKeys))
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, key := range indexKeys {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			entries[i], errs[i] = load(ctx, b, key, verifyKeys[dirOf(key)])
+		}()
+	}
+	wg.Wait()
+	out := entries[:0]
+	for i, e := range entries {
+		if errs[i] != nil {
+			if errors.Is(errs[i], bucket.ErrNotFound) {
+				continue // deleted by retention since the listing
+			}
+			return nil, errs[i]
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].FinishedAt.Equal(out[j].FinishedAt) {
+			return out[i].FinishedAt.After(out[j].FinishedAt)
+		}
+		return out[i].BackupID > out[j].BackupID
+	})
+	return out, nil
+}
+
+// Find returns the committed backup with the given id, in any cluster and
+// source.
+func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) {
+	if err := requests.ValidateID(backupID); err != nil {
+		return Entry{}, fmt.Errorf("backup id: %w", err)
+	}
+	indexKeys, verifyKeys, err := scan(ctx, b, requests.BackupsPrefix, backupID)
+	if err != nil {
+		return Entry{}, err
+	}
+	switch len(indexKeys) {
+	case 0:
+		return Entry{}, fmt.Errorf("%w: %s", ErrBackupNotFound, backupID)
+	case 1:
+		return load(ctx, b, indexKeys[0], verifyKeys[dirOf(indexKeys[0])])
+	}
+	return Entry{}, fmt.Errorf("backup id %s is ambiguous: %s", backupID, strings.Join(indexKeys, ", "))
+}
+
+// scan lists index and verification keys under prefix; with onlyID set,
+// only those of that backup id.
+func scan(ctx context.Context, b bucket.Reader, prefix, onlyID string) ([]string, map[string][]string, error) {
+	var indexKeys []string
+	verifyKeys := map[string][]string{}
+	err := bucket.Walk(ctx, b, prefix, func(o bucket.ObjectInfo) error {
+		k, err := requests.ParseBackupKey(o.Key)
+		if err != nil || (onlyID != "" && k.BackupID != onlyID) {
+			return nil
+		}
+		switch {
+		case k.Rest == requests.IndexName:
+			indexKeys = append(indexKeys, o.Key)
+		case strings.HasPrefix(k.Rest, requests.VerifyPrefix) && !strings.Contains(k.Rest, "/"):
+			verifyKeys[dirOf(o.Key)] = append(verifyKeys[dirOf(o.Key)], o.Key)
+		}
+		return nil
+	})
+	return indexKeys, verifyKeys, err
+}
+
+func dirOf(key string) string { return key[:strings.LastIndex(key, "/")+1] }
+
+func load(ctx context.Context, b bucket.Reader, key string, verifications []string) (Entry, error) {
+	x, err := Read(ctx, b, key)
+	if err != nil {
+		return Entry{}, err
+	}
+	e := Entry{BackupIndex: x}
+	// Verification keys sort by time; the newest is last.
+	for i := len(verifications) - 1; i >= 0; i-- {
+		data, _, err := bucket.GetBytes(ctx, b, verifications[i])
+		if errors.Is(err, bucket.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return Entry{}, err
+		}
+		var v Verification
+		if err := json.Unmarshal(data, &v); err != nil {
+			continue // a damaged record does not hide the backup
+		}
+		e.Verification = &v
+		break
+	}
+	return e, nil
+}
