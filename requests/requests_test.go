@@ -85,8 +85,8 @@ func TestObjectsMatchSchemas(t *testing.T) {
 	for name, v := range map[string]any{
 		"lease": requests.Lease{APIVersion: requests.APIVersion, Kind: "Lease", ID: "a1", Holder: "h/1", Token: "0123456789abcdef0123", Attempt: 1, DurationMillis: 60000, AcquiredAt: now, RenewedAt: now,
 			Progress: &requests.Progress{Phase: "upload", Bytes: 10, StoredBytes: 3, UpdatedAt: now}},
-		"result": requests.Result{APIVersion: requests.APIVersion, Kind: "Result", ID: "a1", RequestKind: requests.KindBackup, Status: requests.StatusFailed, Error: "boom", Attempts: 2, FinishedAt: now},
-		"cancel": requests.Cancel{APIVersion: requests.APIVersion, Kind: "Cancel", ID: "a1", RequestedAt: now},
+		"result":  requests.Result{APIVersion: requests.APIVersion, Kind: "Result", ID: "a1", RequestKind: requests.KindBackup, Status: requests.StatusFailed, Error: "boom", Attempts: 2, FinishedAt: now},
+		"cancel":  requests.Cancel{APIVersion: requests.APIVersion, Kind: "Cancel", ID: "a1", RequestedAt: now},
 		"request": requests.Request{APIVersion: requests.APIVersion, Kind: requests.KindBackup, ID: requests.NewID(), Source: "cnvrg/pg", CreatedAt: now},
 	} {
 		if err := validator.ValidateValue(name, v); err != nil {

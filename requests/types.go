@@ -167,7 +167,10 @@ type Lease struct {
 	// Token is fresh for every attempt.
 	Token   string `json:"token"`
 	Attempt int    `json:"attempt"`
-	// DurationSeconds is the lease's length: it is expired when the
+	// Handbacks counts attempts that ended by handing the lease back at a
+	// worker's shutdown: they do not count against the attempt limit.
+	Handbacks int `json:"handbacks,omitempty"`
+	// DurationMillis is the lease's length: it is expired when the
 	// bucket's clock says its last write is older than this.
 	DurationMillis int64 `json:"durationMillis"`
 	// AcquiredAt and RenewedAt are the holder's clock: informational only.

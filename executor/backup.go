@@ -1,0 +1,248 @@
+package executor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/klauspost/compress/zstd"
+	"github.com/sirupsen/logrus"
+)
+
+func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt int, progress *Tracker, out *Outcome, log logrus.FieldLogger) error {
+	cluster := req.ClusterOrDefault()
+	log = log.WithFields(logrus.Fields{"source": req.Source, "cluster": cluster})
+	src, eng, err := x.lookupSource(req.Source, "source")
+	if err != nil {
+		return err
+	}
+	log = log.WithField("engine", eng.Name())
+	if err := eng.Validate(src); err != nil {
+		return fmt.Errorf("source %s is misconfigured: %w", req.Source, err)
+	}
+
+	// An earlier attempt may have committed the backup and died before
+	// writing the result: its index is the proof, and the work is done.
+	if prev, err := index.Read(ctx, x.cfg.Bucket, requests.IndexKey(cluster, req.Source, req.ID)); err == nil {
+		if prev.RequestID != req.ID {
+			return Reject(fmt.Errorf("id: backup %s already exists (made by request %s)", req.ID, prev.RequestID))
+		}
+		log.WithField("committed_attempt", prev.Attempt).Info("backup was committed by an earlier attempt")
+		out.Result.Bytes, out.Result.StoredBytes = prev.Bytes, prev.StoredBytes
+		return nil
+	} else if !errors.Is(err, bucket.ErrNotFound) {
+		return fmt.Errorf("check for an earlier commit: %w", err)
+	}
+
+	progress.Phase("backup")
+	sink := &artifactSink{x: x, ctx: ctx, cluster: cluster, source: req.Source, backupID: req.ID, attempt: attempt, progress: progress, retain: x.retainUntil()}
+	started := time.Now().UTC()
+	info, err := eng.Backup(ctx, &engines.BackupJob{
+		ID:        req.ID,
+		Source:    src,
+		Artifacts: sink,
+		Progress:  progress.Engine,
+		Log:       log,
+	})
+	if abortErr := sink.abortOpen(); err == nil && abortErr != nil {
+		err = abortErr
+	}
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", req.Source, err)
+	}
+	if info == nil {
+		return fmt.Errorf("backup %s: engine %s returned no info", req.Source, eng.Name())
+	}
+	if len(sink.artifacts) == 0 {
+		return fmt.Errorf("backup %s: engine %s wrote no artifact", req.Source, eng.Name())
+	}
+	idx := &index.BackupIndex{
+		APIVersion: requests.APIVersion, Kind: index.KindIndex,
+		BackupID: req.ID, RequestID: req.ID, Cluster: cluster, Source: req.Source, Plan: req.Plan,
+		Engine: eng.Name(), Format: info.Format, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,
+		CapsuleVersion: x.cfg.Version, Status: requests.StatusSucceeded, Attempt: attempt, Worker: x.cfg.Worker,
+		StartedAt: started, FinishedAt: time.Now().UTC(),
+		Labels: req.Labels, SourceInfo: info.SourceInfo, Details: info.Details,
+		RetainUntil: sink.retain, Artifacts: sink.artifacts,
+	}
+	for _, a := range sink.artifacts {
+		idx.Bytes += a.Size
+		idx.StoredBytes += a.StoredSize
+	}
+	out.Index = idx
+	out.Result.Bytes, out.Result.StoredBytes = idx.Bytes, idx.StoredBytes
+	return nil
+}
+
+var artifactName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,199}$`)
+
+// artifactSink is the engines.ArtifactWriter of one backup attempt: each
+// artifact streams through zstd and sha256 into a multipart upload under
+// the attempt's own folder, with no temporary file.
+type artifactSink struct {
+	x                         *Executor
+	ctx                       context.Context
+	cluster, source, backupID string
+	attempt                   int
+	progress                  *Tracker
+	retain                    time.Time
+
+	mu        sync.Mutex
+	open      *artifactWriter
+	artifacts []index.Artifact
+}
+
+func (s *artifactSink) Create(name string) (io.WriteCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open != nil {
+		return nil, fmt.Errorf("artifact %s created while %s is open", name, s.open.name)
+	}
+	if !artifactName.MatchString(name) {
+		return nil, fmt.Errorf("bad artifact name %q", name)
+	}
+	for _, a := range s.artifacts {
+		if a.Name == name {
+			return nil, fmt.Errorf("artifact %s created twice", name)
+		}
+	}
+	key := requests.ArtifactKey(s.cluster, s.source, s.backupID, s.attempt, name)
+	up, err := s.x.cfg.Bucket.Upload(s.ctx, key, bucket.PutOptions{ContentType: "application/octet-stream", RetainUntil: s.retain})
+	if err != nil {
+		return nil, fmt.Errorf("start upload of %s: %w", key, err)
+	}
+	w := &artifactWriter{sink: s, name: name, key: key, up: up, hash: sha256.New()}
+	w.stored = io.MultiWriter(up, w.hash, &w.storedN)
+	if s.x.level != 0 {
+		enc, err := zstd.NewWriter(w.stored, zstd.WithEncoderLevel(s.x.level), zstd.WithEncoderConcurrency(encoderConcurrency()))
+		if err != nil {
+			_ = up.Abort()
+			return nil, err
+		}
+		w.enc = enc
+	}
+	s.progress.Artifact(name)
+	s.open = w
+	return w, nil
+}
+
+// abortOpen aborts an artifact the engine left open (it failed midway).
+func (s *artifactSink) abortOpen() error {
+	s.mu.Lock()
+	w := s.open
+	s.open = nil
+	s.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	w.abort()
+	return fmt.Errorf("engine left artifact %s open", w.name)
+}
+
+type artifactWriter struct {
+	sink    *artifactSink
+	name    string
+	key     string
+	up      bucket.Upload
+	hash    hash.Hash
+	stored  io.Writer
+	storedN counter
+	enc     *zstd.Encoder
+	raw     int64
+	err     error
+	closed  bool
+}
+
+type counter struct{ n int64 }
+
+func (c *counter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+func (w *artifactWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.closed {
+		return 0, fmt.Errorf("write to closed artifact %s", w.name)
+	}
+	if err := w.sink.ctx.Err(); err != nil {
+		w.err = context.Cause(w.sink.ctx)
+		return 0, w.err
+	}
+	var n int
+	var err error
+	if w.enc != nil {
+		n, err = w.enc.Write(p)
+	} else {
+		n, err = w.stored.Write(p)
+	}
+	w.raw += int64(n)
+	w.sink.progress.Bytes(int64(n), w.storedN.n)
+	if err != nil {
+		w.err = fmt.Errorf("upload %s: %w", w.key, err)
+	}
+	return n, w.err
+}
+
+// Close finishes the artifact: flushes the compressor, commits the upload
+// and records the artifact. Its error is the upload's.
+func (w *artifactWriter) Close() error {
+	if w.closed {
+		return w.err
+	}
+	w.closed = true
+	s := w.sink
+	if w.err == nil && w.enc != nil {
+		if err := w.enc.Close(); err != nil {
+			w.err = fmt.Errorf("compress %s: %w", w.name, err)
+		}
+	}
+	if w.err == nil {
+		if err := s.ctx.Err(); err != nil {
+			w.err = context.Cause(s.ctx)
+		}
+	}
+	if w.err != nil {
+		w.abort()
+		s.mu.Lock()
+		s.open = nil
+		s.mu.Unlock()
+		return w.err
+	}
+	info, err := w.up.Commit()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open = nil
+	if err != nil {
+		_ = w.up.Abort()
+		w.err = fmt.Errorf("commit %s: %w", w.key, err)
+		return w.err
+	}
+	if info.Size != 0 && info.Size != w.storedN.n {
+		w.err = fmt.Errorf("commit %s: bucket stored %d bytes, sent %d", w.key, info.Size, w.storedN.n)
+		return w.err
+	}
+	s.artifacts = append(s.artifacts, index.Artifact{
+		Name: w.name, Key: w.key, Size: w.raw, StoredSize: w.storedN.n,
+		SHA256: hex.EncodeToString(w.hash.Sum(nil)), Compression: s.x.compression(),
+	})
+	s.progress.Bytes(0, w.storedN.n)
+	return nil
+}
+
+func (w *artifactWriter) abort() {
+	if w.enc != nil {
+		_ = w.enc.Close()
+	}
+	_ = w.up.Abort()
+}

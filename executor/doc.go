@@ -1,0 +1,20 @@
+// Package executor runs one claimed request.
+//
+// Backup: the engine's stream goes through zstd (multi-threaded) and
+// sha256 into a multipart upload under the attempt's own folder,
+// backups/<cluster>/<source>/<id>/<attempt>/<artifact>, with no temporary
+// file and memory bounded by the upload's parts in flight. The Outcome
+// carries the backupIndex.json to commit; the watcher commits it (Commit)
+// only after a last lease renewal, then writes the result.
+//
+// Restore and verify: each artifact streams from the bucket through a
+// sha256 check of the stored bytes and zstd decompression to the engine;
+// the Read that reaches the end returns *engines.ChecksumError if the bytes
+// differ from what the index recorded, so an engine that stages before it
+// swaps never swaps in a corrupt backup. A verification's outcome becomes
+// a verify-<time>.json record beside the index.
+//
+// Guards: a run has a timeout; a panicking engine becomes a failed result;
+// an unknown source, engine or backup id is the request's fault and ends
+// "rejected"; a context canceled with ErrCanceled ends "canceled".
+package executor

@@ -1,0 +1,257 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/klauspost/compress/zstd"
+	"github.com/sirupsen/logrus"
+)
+
+// Sources resolves a request's source name to its configuration.
+type Sources interface {
+	// Lookup returns the named source, or an error wrapping
+	// ErrUnknownSource.
+	Lookup(name string) (engines.Source, error)
+}
+
+// ErrUnknownSource is wrapped by Sources.Lookup for a name it does not
+// know; such requests end rejected.
+var ErrUnknownSource = errors.New("unknown source")
+
+// Config configures an Executor.
+type Config struct {
+	Bucket  bucket.Bucket
+	Engines *engines.Registry
+	Sources Sources
+	// Worker names this worker in indexes and results.
+	Worker string
+	// Version is capsule's version, recorded in every index.
+	Version string
+	// Timeout bounds one run (default 24h).
+	Timeout time.Duration
+	// Compression: "zstd" (default level), "zstd-fastest", "zstd-better"
+	// or "none".
+	Compression string
+	// RetainFor, when set, asks the bucket to keep every object written
+	// under backups/ immutable for this long (S3 Object Lock).
+	RetainFor time.Duration
+	Log       logrus.FieldLogger
+}
+
+// Executor runs claimed requests. It is safe for concurrent use.
+type Executor struct {
+	cfg   Config
+	level zstd.EncoderLevel
+}
+
+// New validates cfg and returns an Executor.
+func New(cfg Config) (*Executor, error) {
+	if cfg.Bucket == nil || cfg.Engines == nil || cfg.Sources == nil {
+		return nil, errors.New("executor: Bucket, Engines and Sources are required")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 24 * time.Hour
+	}
+	if cfg.Version == "" {
+		cfg.Version = "devel"
+	}
+	if cfg.Log == nil {
+		cfg.Log = engines.DiscardLog()
+	}
+	x := &Executor{cfg: cfg}
+	switch cfg.Compression {
+	case "", "zstd":
+		x.level = zstd.SpeedDefault
+	case "zstd-fastest":
+		x.level = zstd.SpeedFastest
+	case "zstd-better":
+		x.level = zstd.SpeedBetterCompression
+	case "none":
+		x.level = 0
+	default:
+		return nil, fmt.Errorf("executor: compression %q: want zstd, zstd-fastest, zstd-better or none", cfg.Compression)
+	}
+	return x, nil
+}
+
+// Outcome is what a run produced: the result to write and, for a backup
+// or a verification, the objects to commit before it. The watcher commits
+// them in the order the claim protocol requires (index, then result).
+type Outcome struct {
+	Result       requests.Result
+	Index        *index.BackupIndex
+	Verification *index.Verification
+	// VerifiedIndex is the backup a Verification belongs to.
+	VerifiedIndex *index.BackupIndex
+}
+
+// rejectError marks a request that can never succeed as written.
+type rejectError struct{ err error }
+
+func (e *rejectError) Error() string { return e.err.Error() }
+func (e *rejectError) Unwrap() error { return e.err }
+
+// Reject marks err as the request's fault: the result is "rejected".
+func Reject(err error) error { return &rejectError{err} }
+
+// IsRejected reports whether err was marked with Reject.
+func IsRejected(err error) bool {
+	var r *rejectError
+	return errors.As(err, &r)
+}
+
+// ErrCanceled is the cause given to a run's context when a client asked to
+// cancel it; the result is "canceled".
+var ErrCanceled = errors.New("canceled by request")
+
+// Run executes one claimed request as the given attempt. It never panics:
+// a panicking engine becomes a failed result. When ctx is canceled with
+// ErrCanceled as its cause, the result is canceled; for any other cause
+// the caller decides whether a result is written at all.
+func (x *Executor) Run(ctx context.Context, req *requests.Request, attempt int, progress *Tracker) (out *Outcome) {
+	started := time.Now().UTC()
+	log := x.cfg.Log.WithFields(logrus.Fields{"request_id": req.ID, "kind": req.Kind, "attempt": attempt})
+	ctx, cancel := context.WithTimeoutCause(ctx, x.cfg.Timeout, fmt.Errorf("run timed out after %s", x.cfg.Timeout))
+	defer cancel()
+	out = &Outcome{Result: requests.Result{
+		APIVersion: requests.APIVersion, Kind: "Result", ID: req.ID, RequestKind: req.Kind,
+		Cluster: req.ClusterOrDefault(), Source: req.Source, BackupID: req.BackupID,
+		Attempts: attempt, Worker: x.cfg.Worker, StartedAt: started,
+	}}
+	defer func() {
+		if p := recover(); p != nil {
+			log.WithField("panic", p).Error("engine panicked")
+			out.Index, out.Verification = nil, nil
+			x.finish(ctx, out, fmt.Errorf("engine panicked: %v\n%s", p, clipStack(debug.Stack())))
+		}
+	}()
+	var err error
+	switch req.Kind {
+	case requests.KindBackup:
+		err = x.backup(ctx, req, attempt, progress, out, log)
+	case requests.KindRestore:
+		err = x.restore(ctx, req, progress, out, log)
+	case requests.KindVerify:
+		err = x.verify(ctx, req, progress, out, log)
+	default:
+		err = Reject(fmt.Errorf("kind: unknown kind %q", req.Kind))
+	}
+	x.finish(ctx, out, err)
+	if err != nil {
+		log.WithError(err).WithField("status", out.Result.Status).Warn("request did not succeed")
+	} else {
+		log.WithFields(logrus.Fields{"bytes": out.Result.Bytes, "stored_bytes": out.Result.StoredBytes, "seconds": time.Since(started).Seconds()}).Info("request succeeded")
+	}
+	return out
+}
+
+func (x *Executor) finish(ctx context.Context, out *Outcome, err error) {
+	out.Result.FinishedAt = time.Now().UTC()
+	switch {
+	case err == nil:
+		out.Result.Status = requests.StatusSucceeded
+	case IsRejected(err):
+		out.Result.Status = requests.StatusRejected
+		out.Result.Error = err.Error()
+	case errors.Is(context.Cause(ctx), ErrCanceled):
+		out.Result.Status = requests.StatusCanceled
+		out.Result.Error = "canceled by request"
+	default:
+		out.Result.Status = requests.StatusFailed
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%v)", err, cause)
+		}
+		out.Result.Error = err.Error()
+	}
+	if err != nil {
+		out.Index = nil
+		if out.Verification == nil {
+			return
+		}
+		// A verification that ran and failed is a fact worth recording.
+		if out.Verification.Error == "" && !out.Verification.OK {
+			out.Verification.Error = err.Error()
+		}
+	}
+}
+
+// lookupSource resolves a source and its engine.
+func (x *Executor) lookupSource(name, field string) (engines.Source, engines.Engine, error) {
+	src, err := x.cfg.Sources.Lookup(name)
+	if err != nil {
+		if errors.Is(err, ErrUnknownSource) {
+			return src, nil, Reject(fmt.Errorf("%s: %w", field, err))
+		}
+		return src, nil, err
+	}
+	eng, err := x.cfg.Engines.Get(src.Engine)
+	if err != nil {
+		return src, nil, Reject(fmt.Errorf("%s %s: %w", field, name, err))
+	}
+	return src, eng, nil
+}
+
+func (x *Executor) retainUntil() time.Time {
+	if x.cfg.RetainFor <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(x.cfg.RetainFor).UTC()
+}
+
+func (x *Executor) compression() string {
+	if x.level == 0 {
+		return "none"
+	}
+	return "zstd"
+}
+
+func encoderConcurrency() int { return max(1, min(runtime.GOMAXPROCS(0), 4)) }
+
+func clipStack(b []byte) string {
+	if len(b) > 2000 {
+		b = b[:2000]
+	}
+	return string(b)
+}
+
+// ErrConflict is returned by Commit when the backup id is already taken by
+// another request's backup: the run can never be committed.
+var ErrConflict = errors.New("conflict")
+
+// Commit writes what a finished run produced, before its result: a
+// backup's index (create-only; an index that names this request already
+// means an earlier attempt committed it), or a verification record beside
+// the verified backup.
+func (x *Executor) Commit(ctx context.Context, out *Outcome) error {
+	if out.Index != nil {
+		err := index.Write(ctx, x.cfg.Bucket, out.Index)
+		if errors.Is(err, bucket.ErrPreconditionFailed) {
+			prev, rerr := index.Read(ctx, x.cfg.Bucket, out.Index.Key())
+			if rerr != nil {
+				return fmt.Errorf("index exists but cannot be read: %w", rerr)
+			}
+			if prev.RequestID != out.Index.RequestID {
+				return fmt.Errorf("%w: backup %s was committed by request %s", ErrConflict, out.Index.BackupID, prev.RequestID)
+			}
+			x.cfg.Log.WithFields(logrus.Fields{"request_id": out.Result.ID, "committed_attempt": prev.Attempt}).Info("an earlier attempt committed this backup")
+			out.Result.Attempts = max(out.Result.Attempts, prev.Attempt)
+		} else if err != nil {
+			return err
+		}
+	}
+	if out.Verification != nil && out.VerifiedIndex != nil {
+		if err := index.WriteVerification(ctx, x.cfg.Bucket, out.VerifiedIndex, out.Verification); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/klauspost/compress/zstd"
+	"github.com/sirupsen/logrus"
+)
+
+// prepareRestore finds the backup and the target of a Restore or Verify.
+func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, error) {
+	entry, err := index.Find(ctx, x.cfg.Bucket, req.BackupID)
+	if err != nil {
+		if errors.Is(err, index.ErrBackupNotFound) {
+			return nil, engines.Source{}, nil, nil, Reject(fmt.Errorf("backupId: %w", err))
+		}
+		return nil, engines.Source{}, nil, nil, fmt.Errorf("find backup %s: %w", req.BackupID, err)
+	}
+	idx := entry.BackupIndex
+	target := req.Target
+	if target == "" {
+		target = idx.Source
+	}
+	src, eng, err := x.lookupSource(target, "target")
+	if err != nil {
+		return idx, src, nil, nil, err
+	}
+	if eng.Name() != idx.Engine {
+		return idx, src, nil, nil, Reject(fmt.Errorf("target: %s is a %s source; backup %s was made by the %s engine", target, eng.Name(), idx.BackupID, idx.Engine))
+	}
+	if err := eng.Validate(src); err != nil {
+		return idx, src, nil, nil, fmt.Errorf("target %s is misconfigured: %w", target, err)
+	}
+	job := &engines.RestoreJob{
+		ID:     req.ID,
+		Target: src,
+		Backup: engines.BackupInfo{
+			Format: idx.Format, ServerVersion: idx.ServerVersion, ToolVersion: idx.ToolVersion,
+			SourceInfo: idx.SourceInfo, Details: idx.Details,
+		},
+		Artifacts: &artifactSource{x: x, idx: idx, progress: progress},
+		Options:   engines.RestoreOptions{DropPrevious: req.DropPrevious, Extra: req.Options},
+		Progress:  progress.Engine,
+	}
+	return idx, src, eng, job, nil
+}
+
+func (x *Executor) restore(ctx context.Context, req *requests.Request, progress *Tracker, out *Outcome, log logrus.FieldLogger) error {
+	idx, src, eng, job, err := x.prepareRestore(ctx, req, progress)
+	if idx != nil {
+		out.Result.Cluster, out.Result.Source = idx.Cluster, idx.Source
+	}
+	if err != nil {
+		return err
+	}
+	job.Log = log.WithFields(logrus.Fields{"backup_id": idx.BackupID, "engine": eng.Name(), "target": src.Name})
+	progress.Phase("restore")
+	info, err := eng.Restore(ctx, job)
+	if err != nil {
+		return fmt.Errorf("restore %s into %s: %w", idx.BackupID, src.Name, err)
+	}
+	out.Result.Bytes, out.Result.StoredBytes = idx.Bytes, idx.StoredBytes
+	if info != nil {
+		out.Result.DowntimeMillis = info.Downtime.Milliseconds()
+		details := map[string]any{"target": src.Name}
+		if info.Previous != "" {
+			details["previous"] = info.Previous
+		}
+		for k, v := range info.Details {
+			details[k] = v
+		}
+		out.Result.Details = details
+	}
+	return nil
+}
+
+func (x *Executor) verify(ctx context.Context, req *requests.Request, progress *Tracker, out *Outcome, log logrus.FieldLogger) error {
+	started := time.Now()
+	idx, src, eng, job, err := x.prepareRestore(ctx, req, progress)
+	if idx != nil {
+		out.Result.Cluster, out.Result.Source = idx.Cluster, idx.Source
+	}
+	if err != nil {
+		return err
+	}
+	job.Log = log.WithFields(logrus.Fields{"backup_id": idx.BackupID, "engine": eng.Name(), "target": src.Name})
+	progress.Phase("verify")
+	rec := &index.Verification{
+		APIVersion: requests.APIVersion, Kind: index.KindVerification,
+		BackupID: idx.BackupID, RequestID: req.ID, Target: src.Name, Worker: x.cfg.Worker,
+	}
+	var report *engines.VerifyReport
+	if v, ok := eng.(engines.Verifier); ok {
+		report, err = v.Verify(ctx, job)
+	} else {
+		// The engine cannot restore into scratch space: verify what can be
+		// verified without touching anything, and say so in the checks.
+		report = &engines.VerifyReport{OK: true}
+		for _, name := range job.Artifacts.Names() {
+			c := engines.Check{Name: "sha256 " + name, OK: true, Detail: "checksum only: engine " + eng.Name() + " has no scratch restore"}
+			if verr := job.Artifacts.Verify(ctx, name); verr != nil {
+				c.OK, c.Detail, report.OK = false, verr.Error(), false
+			}
+			report.Checks = append(report.Checks, c)
+		}
+	}
+	if ctx.Err() != nil {
+		// Canceled or lost: no verdict about the backup.
+		if err == nil {
+			err = context.Cause(ctx)
+		}
+		return err
+	}
+	rec.VerifiedAt = time.Now().UTC()
+	rec.DurationMillis = time.Since(started).Milliseconds()
+	if report != nil {
+		rec.OK = report.OK && err == nil
+		for _, c := range report.Checks {
+			rec.Checks = append(rec.Checks, index.CheckResult{Name: c.Name, OK: c.OK, Detail: c.Detail})
+		}
+	}
+	if rec.Checks == nil {
+		rec.Checks = []index.CheckResult{}
+	}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	out.Verification, out.VerifiedIndex = rec, idx
+	out.Result.Details = map[string]any{"ok": rec.OK, "checks": rec.Checks}
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", idx.BackupID, err)
+	}
+	if !rec.OK {
+		return fmt.Errorf("verify %s: backup failed verification", idx.BackupID)
+	}
+	return nil
+}
+
+// artifactSource is the engines.ArtifactReader of one restore: each
+// artifact streams from the bucket through sha256 verification and zstd
+// decompression to the engine.
+type artifactSource struct {
+	x        *Executor
+	idx      *index.BackupIndex
+	progress *Tracker
+}
+
+func (a *artifactSource) Names() []string {
+	names := make([]string, len(a.idx.Artifacts))
+	for i, art := range a.idx.Artifacts {
+		names[i] = art.Name
+	}
+	return names
+}
+
+func (a *artifactSource) find(name string) (index.Artifact, error) {
+	for _, art := range a.idx.Artifacts {
+		if art.Name == name {
+			return art, nil
+		}
+	}
+	return index.Artifact{}, fmt.Errorf("backup %s has no artifact %s", a.idx.BackupID, name)
+}
+
+func (a *artifactSource) Open(ctx context.Context, name string) (io.ReadCloser, error) {
+	art, err := a.find(name)
+	if err != nil {
+		return nil, err
+	}
+	if art.Encryption != nil {
+		return nil, fmt.Errorf("artifact %s is encrypted (%s): this capsule cannot decrypt it", name, art.Encryption.Scheme)
+	}
+	body, _, err := a.x.cfg.Bucket.Get(ctx, art.Key)
+	if err != nil {
+		if errors.Is(err, bucket.ErrNotFound) {
+			return nil, fmt.Errorf("artifact %s (%s) is missing from the bucket: %w", name, art.Key, err)
+		}
+		return nil, fmt.Errorf("open artifact %s: %w", name, err)
+	}
+	a.progress.Artifact(name)
+	verified := engines.NewVerifyingReader(body, name, art.SHA256, art.StoredSize)
+	r := &restoreStream{ctx: ctx, body: body, verified: verified, progress: a.progress}
+	switch art.Compression {
+	case "none":
+		r.plain = verified
+	case "zstd":
+		dec, err := zstd.NewReader(verified, zstd.WithDecoderConcurrency(2))
+		if err != nil {
+			body.Close()
+			return nil, err
+		}
+		r.dec = dec
+	default:
+		body.Close()
+		return nil, fmt.Errorf("artifact %s: unknown compression %q", name, art.Compression)
+	}
+	return r, nil
+}
+
+func (a *artifactSource) Verify(ctx context.Context, name string) error {
+	rc, err := a.Open(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
+}
+
+// restoreStream yields an artifact's original bytes. When the
+// decompressor reaches the end of its frames it drains the stored stream
+// to its end, so the checksum verdict always arrives with the last Read:
+// a zstd frame can end before the bytes after it were checked.
+type restoreStream struct {
+	ctx      context.Context
+	body     io.ReadCloser
+	verified io.Reader
+	plain    io.Reader
+	dec      *zstd.Decoder
+	progress *Tracker
+	err      error
+}
+
+func (r *restoreStream) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if err := r.ctx.Err(); err != nil {
+		r.err = context.Cause(r.ctx)
+		return 0, r.err
+	}
+	var n int
+	var err error
+	if r.dec != nil {
+		n, err = r.dec.Read(p)
+		if err == io.EOF {
+			if _, derr := io.Copy(io.Discard, r.verified); derr != nil {
+				err = derr
+			}
+		} else if err != nil {
+			// A decode error on damaged bytes: prefer the checksum's
+			// verdict, which names the artifact.
+			if _, derr := io.Copy(io.Discard, r.verified); derr != nil {
+				var ce *engines.ChecksumError
+				if errors.As(derr, &ce) {
+					err = derr
+				}
+			}
+		}
+	} else {
+		n, err = r.plain.Read(p)
+	}
+	r.progress.Bytes(int64(n), 0)
+	if err != nil {
+		r.err = err
+	}
+	return n, err
+}
+
+func (r *restoreStream) Close() error {
+	if r.dec != nil {
+		r.dec.Close()
+		r.dec = nil
+	}
+	if r.err == nil {
+		r.err = errors.New("closed")
+	}
+	return r.body.Close()
+}

@@ -1,0 +1,381 @@
+package watcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/sirupsen/logrus"
+)
+
+// RunOnce makes one pass: it lists requests/ oldest first and claims
+// what it can up to the concurrency limit, starting each claimed request
+// in the background; then it removes leases orphaned by a crash. It
+// returns how many requests it started.
+func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
+	started := 0
+	pending := map[string]bool{}
+	var claimErr error
+	err := bucket.Walk(ctx, w.cfg.Bucket, requests.RequestsPrefix, func(o bucket.ObjectInfo) error {
+		id, ok := requests.IDFromKey(requests.RequestsPrefix, o.Key)
+		if !ok {
+			w.log.WithField("key", o.Key).Warn("ignoring an object under requests/ whose name is not <id>.json with a valid id")
+			return nil
+		}
+		pending[id] = true
+		if !w.claiming() || w.Running() >= w.cfg.Concurrency || w.isRunning(id) {
+			return nil
+		}
+		ok, err := w.TryClaim(ctx, id)
+		if err != nil {
+			w.log.WithError(err).WithField("request_id", id).Warn("claim failed")
+			claimErr = err
+		}
+		if ok {
+			started++
+		}
+		return nil
+	})
+	if err != nil {
+		return started, fmt.Errorf("list requests: %w", err)
+	}
+	if err := w.sweepLeases(ctx, pending); err != nil {
+		w.log.WithError(err).Warn("sweeping orphaned leases failed")
+	}
+	return started, claimErr
+}
+
+func (w *Watcher) isRunning(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.running[id]
+	return ok
+}
+
+// TryClaim tries to claim request id: create its lease, or take over an
+// expired one. On success the request runs in the background and
+// TryClaim returns true.
+func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
+	log := w.log.WithField("request_id", id)
+	var attempt, handbacks int
+	var etag string
+	data, info, err := bucket.GetBytes(ctx, w.cfg.Bucket, requests.LeaseKey(id))
+	switch {
+	case errors.Is(err, bucket.ErrNotFound):
+		attempt = 1
+		l := w.newLease(id, attempt, 0)
+		info, err := bucket.PutBytes(ctx, w.cfg.Bucket, requests.LeaseKey(id), marshal(l), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
+		if errors.Is(err, bucket.ErrPreconditionFailed) {
+			return false, nil // another worker won
+		}
+		if err != nil {
+			return false, fmt.Errorf("claim %s: %w", id, err)
+		}
+		etag = info.ETag
+		w.emit(Event{Type: EventClaimed, ID: id, Attempt: attempt})
+	case err != nil:
+		return false, fmt.Errorf("read lease %s: %w", id, err)
+	default:
+		var old requests.Lease
+		parseErr := json.Unmarshal(data, &old)
+		length := old.Duration()
+		if parseErr != nil || length <= 0 {
+			length = w.cfg.Lease // a damaged lease expires by our rules
+		}
+		if info.ServerTime.IsZero() {
+			return false, fmt.Errorf("read lease %s: the bucket gave no server time", id)
+		}
+		age := info.ServerTime.Sub(info.LastModified)
+		if !old.Released && age <= length {
+			return false, nil // held
+		}
+		attempt, handbacks = old.Attempt+1, old.Handbacks
+		if old.Released {
+			handbacks++
+		}
+		l := w.newLease(id, attempt, handbacks)
+		ninfo, err := bucket.PutBytes(ctx, w.cfg.Bucket, requests.LeaseKey(id), marshal(l), bucket.PutOptions{IfMatch: info.ETag, ContentType: "application/json"})
+		if errors.Is(err, bucket.ErrPreconditionFailed) {
+			return false, nil // renewed, or another worker took it over first
+		}
+		if err != nil {
+			return false, fmt.Errorf("take over %s: %w", id, err)
+		}
+		etag = ninfo.ETag
+		log.WithFields(logrus.Fields{"attempt": attempt, "previous_holder": old.Holder, "age": age.Round(time.Millisecond).String(), "released": old.Released}).Info("took over lease")
+		w.emit(Event{Type: EventTakeover, ID: id, Attempt: attempt})
+	}
+
+	// We hold the lease. Is there still work to do?
+	lh := &leaseHolder{w: w, id: id, attempt: attempt, handbacks: handbacks, etag: etag, acquired: time.Now().UTC()}
+	if _, err := w.cfg.Bucket.Head(ctx, requests.ResultKey(id)); err == nil {
+		// Finished by an earlier holder that died while cleaning up.
+		w.cleanup(ctx, id)
+		return false, nil
+	} else if !errors.Is(err, bucket.ErrNotFound) {
+		return false, lh.release(ctx, fmt.Errorf("check result %s: %w", id, err))
+	}
+	raw, _, err := bucket.GetBytes(ctx, w.cfg.Bucket, requests.RequestKey(id))
+	if errors.Is(err, bucket.ErrNotFound) {
+		_ = w.cfg.Bucket.Delete(ctx, requests.LeaseKey(id))
+		return false, nil
+	}
+	if err != nil {
+		return false, lh.release(ctx, fmt.Errorf("read request %s: %w", id, err))
+	}
+	if attempt-handbacks > w.cfg.MaxAttempts {
+		msg := fmt.Sprintf("abandoned after %d attempts", attempt-handbacks-1)
+		log.Warn(msg)
+		w.emit(Event{Type: EventAbandoned, ID: id, Attempt: attempt})
+		return false, w.writeResult(ctx, id, w.result(id, requests.StatusFailed, msg, attempt-1, nil))
+	}
+	req, perr := requests.Parse(raw)
+	if perr == nil && req.ID != id {
+		perr = fmt.Errorf("id: %q does not match the object's name %s", req.ID, requests.RequestKey(id))
+	}
+	if perr != nil {
+		log.WithError(perr).Warn("rejecting malformed request")
+		return false, w.writeResult(ctx, id, w.result(id, requests.StatusRejected, "invalid request: "+perr.Error(), attempt, req))
+	}
+	if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(id)); err == nil {
+		log.Info("request canceled before it started")
+		return false, w.writeResult(ctx, id, w.result(id, requests.StatusCanceled, "canceled by request before it started", attempt, req))
+	}
+	w.start(req, lh)
+	return true, nil
+}
+
+func (w *Watcher) newLease(id string, attempt, handbacks int) *requests.Lease {
+	now := time.Now().UTC()
+	return &requests.Lease{
+		APIVersion: requests.APIVersion, Kind: "Lease", ID: id, Holder: w.cfg.Worker,
+		Token: randomHex(16), Attempt: attempt, Handbacks: handbacks,
+		DurationMillis: w.cfg.Lease.Milliseconds(), AcquiredAt: now, RenewedAt: now,
+	}
+}
+
+func (w *Watcher) result(id string, status requests.Status, msg string, attempts int, req *requests.Request) *requests.Result {
+	r := &requests.Result{
+		APIVersion: requests.APIVersion, Kind: "Result", ID: id, Status: status, Error: msg,
+		Attempts: attempts, Worker: w.cfg.Worker, FinishedAt: time.Now().UTC(),
+	}
+	if req != nil {
+		r.RequestKind, r.Cluster, r.Source, r.BackupID = req.Kind, req.ClusterOrDefault(), req.Source, req.BackupID
+	}
+	return r
+}
+
+// writeResult writes a result create-only while holding the lease, then
+// removes the request, its cancel object and the lease.
+func (w *Watcher) writeResult(ctx context.Context, id string, r *requests.Result) error {
+	_, err := bucket.PutBytes(ctx, w.cfg.Bucket, requests.ResultKey(id), marshal(r), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
+	if err != nil && !errors.Is(err, bucket.ErrPreconditionFailed) {
+		return fmt.Errorf("write result %s: %w", id, err)
+	}
+	w.cleanup(ctx, id)
+	w.emit(Event{Type: EventFinished, ID: id, Attempt: r.Attempts, Status: r.Status, Kind: r.RequestKind})
+	return nil
+}
+
+// cleanup removes a finished request's control objects, the lease last.
+func (w *Watcher) cleanup(ctx context.Context, id string) {
+	for _, key := range []string{requests.RequestKey(id), requests.CancelKey(id), requests.LeaseKey(id)} {
+		if err := w.cfg.Bucket.Delete(ctx, key); err != nil {
+			w.log.WithError(err).WithField("key", key).Warn("cleanup failed; the next pass finishes it")
+		}
+	}
+}
+
+// sweepLeases deletes expired leases whose request is gone: a holder
+// that died after deleting the request and before deleting the lease.
+func (w *Watcher) sweepLeases(ctx context.Context, pending map[string]bool) error {
+	return bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
+		id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key)
+		if !ok || pending[id] || w.isRunning(id) {
+			return nil
+		}
+		// The listing may predate a new request: look again.
+		if _, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id)); !errors.Is(err, bucket.ErrNotFound) {
+			return nil
+		}
+		data, info, err := bucket.GetBytes(ctx, w.cfg.Bucket, o.Key)
+		if err != nil {
+			return nil
+		}
+		var l requests.Lease
+		if json.Unmarshal(data, &l) == nil && info.ServerTime.Sub(info.LastModified) <= l.Duration() {
+			return nil
+		}
+		w.log.WithField("request_id", id).Info("removing an expired lease whose request is gone")
+		return w.cfg.Bucket.Delete(ctx, o.Key)
+	})
+}
+
+// leaseHolder renews one lease with If-Match on the ETag of its own last
+// write.
+type leaseHolder struct {
+	w         *Watcher
+	id        string
+	attempt   int
+	handbacks int
+	acquired  time.Time
+	renewals  int
+
+	mu        sync.Mutex
+	etag      string
+	lastWrite time.Time // local monotonic time of the last successful write
+}
+
+// write puts the lease with If-Match; ErrPreconditionFailed means lost.
+func (h *leaseHolder) write(ctx context.Context, progress *requests.Progress, released, finishing bool) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.renewals++
+	l := h.w.newLease(h.id, h.attempt, h.handbacks)
+	l.AcquiredAt, l.Renewals, l.Progress, l.Released, l.Finishing = h.acquired, h.renewals, progress, released, finishing
+	info, err := bucket.PutBytes(ctx, h.w.cfg.Bucket, requests.LeaseKey(h.id), marshal(l), bucket.PutOptions{IfMatch: h.etag, ContentType: "application/json"})
+	if err != nil {
+		return err
+	}
+	h.etag, h.lastWrite = info.ETag, time.Now()
+	return nil
+}
+
+// release hands the lease back so another worker takes over at once, and
+// returns cause.
+func (h *leaseHolder) release(ctx context.Context, cause error) error {
+	if err := h.write(ctx, nil, true, false); err != nil && !errors.Is(err, bucket.ErrPreconditionFailed) {
+		h.w.log.WithError(err).WithField("request_id", h.id).Warn("could not hand the lease back; it expires instead")
+	} else if err == nil {
+		h.w.emit(Event{Type: EventReleased, ID: h.id, Attempt: h.attempt})
+	}
+	return cause
+}
+
+func (w *Watcher) start(req *requests.Request, lh *leaseHolder) {
+	ctx, cancel := context.WithCancelCause(w.jobsCtx)
+	j := &job{id: req.ID, attempt: lh.attempt, cancel: cancel, done: make(chan struct{})}
+	lh.lastWrite = time.Now()
+	w.mu.Lock()
+	w.running[req.ID] = j
+	w.mu.Unlock()
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer func() {
+			w.mu.Lock()
+			delete(w.running, req.ID)
+			w.mu.Unlock()
+			close(j.done)
+			w.Wake() // a slot is free
+		}()
+		w.runJob(ctx, cancel, req, lh)
+	}()
+}
+
+func (w *Watcher) runJob(ctx context.Context, cancel context.CancelCauseFunc, req *requests.Request, lh *leaseHolder) {
+	defer cancel(nil)
+	log := w.log.WithFields(logrus.Fields{"request_id": req.ID, "attempt": lh.attempt, "kind": req.Kind})
+	log.Info("running request")
+	tracker := executor.NewTracker()
+	stopRenew := make(chan struct{})
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		w.renewLoop(ctx, cancel, lh, tracker, stopRenew, log)
+	}()
+	out := w.cfg.Runner.Run(ctx, req, lh.attempt, tracker)
+	close(stopRenew)
+	<-renewDone
+
+	// The run is over; decide what to write with a context of our own:
+	// the job's may be canceled by a cancel request.
+	fctx, fcancel := context.WithTimeout(context.Background(), w.cfg.Lease)
+	defer fcancel()
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, ErrLeaseLost):
+		log.WithError(cause).Warn("lease lost: writing nothing more")
+		return
+	case errors.Is(cause, ErrShutdown):
+		_ = lh.release(fctx, nil)
+		log.Info("handed the lease back at shutdown")
+		return
+	}
+	if err := lh.write(fctx, ptr(tracker.Snapshot()), false, true); err != nil {
+		if errors.Is(err, bucket.ErrPreconditionFailed) {
+			w.emit(Event{Type: EventLost, ID: req.ID, Attempt: lh.attempt})
+			log.Warn("lease lost before commit: writing nothing more")
+			return
+		}
+		log.WithError(err).Warn("final renewal failed: leaving the request for the next attempt")
+		return
+	}
+	if err := w.cfg.Runner.Commit(fctx, out); err != nil {
+		if errors.Is(err, executor.ErrConflict) {
+			out.Result.Status, out.Result.Error = requests.StatusFailed, err.Error()
+		} else {
+			log.WithError(err).Warn("commit failed: handing the request to the next attempt")
+			_ = lh.release(fctx, nil)
+			return
+		}
+	}
+	if err := w.writeResult(fctx, req.ID, &out.Result); err != nil {
+		log.WithError(err).Warn("writing the result failed: the next attempt finishes it")
+		_ = lh.release(fctx, nil)
+		return
+	}
+	log.WithField("status", out.Result.Status).Info("request finished")
+}
+
+// renewLoop renews the lease every third of its length, checks for a
+// cancel object, and cancels the job when the lease is lost or cannot be
+// confirmed before it would expire.
+func (w *Watcher) renewLoop(ctx context.Context, cancel context.CancelCauseFunc, lh *leaseHolder, tracker *executor.Tracker, stop <-chan struct{}, log logrus.FieldLogger) {
+	t := time.NewTicker(w.cfg.Lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(lh.id)); err == nil {
+			log.Info("cancel requested")
+			cancel(executor.ErrCanceled)
+			return
+		}
+		err := lh.write(ctx, ptr(tracker.Snapshot()), false, false)
+		switch {
+		case err == nil:
+			w.emit(Event{Type: EventRenewed, ID: lh.id, Attempt: lh.attempt})
+		case errors.Is(err, bucket.ErrPreconditionFailed):
+			w.emit(Event{Type: EventLost, ID: lh.id, Attempt: lh.attempt})
+			cancel(fmt.Errorf("%w: another worker took it over", ErrLeaseLost))
+			return
+		case ctx.Err() != nil:
+			return
+		default:
+			lh.mu.Lock()
+			since := time.Since(lh.lastWrite)
+			lh.mu.Unlock()
+			log.WithError(err).WithField("since_last_renewal", since.Round(time.Millisecond).String()).Warn("lease renewal failed")
+			// Stop before another worker may judge the lease expired.
+			if since > w.cfg.Lease*5/6 {
+				w.emit(Event{Type: EventLost, ID: lh.id, Attempt: lh.attempt})
+				cancel(fmt.Errorf("%w: could not renew for %s", ErrLeaseLost, since.Round(time.Second)))
+				return
+			}
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,36 @@
+// Package watcher finds pending requests, claims them with conditional
+// writes, and runs them under a renewed lease. It implements the claim
+// protocol of DESIGN.md:
+//
+//  1. RunOnce lists requests/ (oldest first: ids are time-ordered) and for
+//     each request without a lease creates leases/<id>.json create-only
+//     (If-None-Match: *). Exactly one worker wins.
+//  2. The holder renews the lease every third of its length with If-Match
+//     on the ETag of its own last write; every body differs (token, time,
+//     progress), so every ETag differs. Each renewal also looks for
+//     cancel/<id>.json and publishes the run's progress.
+//  3. A renewal that fails with 412 means the lease was lost: the run is
+//     canceled at once and nothing more is written. A holder that cannot
+//     renew at all stops before the lease could be judged expired.
+//  4. A lease is expired when the bucket's clock (the Date of the GET
+//     that read it) says its Last-Modified is older than its length.
+//     Another worker takes it over with If-Match on the ETag it read, as
+//     attempt n+1; past MaxAttempts the request ends failed ("abandoned
+//     after n attempts"). A lease handed back at shutdown (released) is
+//     taken over at once and does not count as a failed attempt.
+//  5. Each attempt writes its artifacts under its own folder (the
+//     executor's job), so a paused zombie cannot overwrite the attempt
+//     that took over.
+//  6. To finish, the holder renews once more, commits the index
+//     (create-only), writes results/<id>.json create-only, then deletes
+//     the request, its cancel object and the lease. Every step is
+//     idempotent; a claim checks for a result before it runs anything, so
+//     a crash between any two steps is finished by the next attempt.
+//  7. Wake (notifications) only hurries a pass; the periodic LIST is the
+//     backstop that correctness relies on.
+//
+// Malformed requests get a "rejected" result naming the problem; they
+// never stop a worker. Run shuts down in two stages: stop claiming, let
+// running work finish within the grace period, then cancel it and hand
+// the leases back.
+package watcher

@@ -1,0 +1,266 @@
+package watcher
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/sirupsen/logrus"
+)
+
+// Runner executes a claimed request and commits what it produced;
+// *executor.Executor is one.
+type Runner interface {
+	Run(ctx context.Context, req *requests.Request, attempt int, progress *executor.Tracker) *executor.Outcome
+	// Commit writes a finished run's index or verification record, before
+	// the result. executor.ErrConflict means it never can.
+	Commit(ctx context.Context, out *executor.Outcome) error
+}
+
+// Config configures a Watcher.
+type Config struct {
+	Bucket bucket.Bucket
+	Runner Runner
+	// Worker names this worker in leases and results (unique per process).
+	Worker string
+	// Concurrency is how many requests run at once (default 2).
+	Concurrency int
+	// Poll is the interval between LIST passes (default 5s).
+	Poll time.Duration
+	// Lease is a lease's length (default 60s); it is renewed every third
+	// of it.
+	Lease time.Duration
+	// MaxAttempts is how many attempts a request gets before it ends
+	// failed (default 3).
+	MaxAttempts int
+	// Grace is how long running work may finish after shutdown begins
+	// before it is canceled and its leases handed back (default 30s).
+	Grace time.Duration
+	Log   logrus.FieldLogger
+	// Events, when set, is told of every claim, takeover, loss and
+	// finish (metrics and tests hook in here).
+	Events func(Event)
+}
+
+// Event is something that happened to a request on this worker.
+type Event struct {
+	Type    EventType
+	ID      string
+	Attempt int
+	Status  requests.Status
+	Kind    requests.Kind
+	Err     error
+}
+
+// EventType names an Event.
+type EventType string
+
+// The event types.
+const (
+	EventClaimed   EventType = "claimed"
+	EventTakeover  EventType = "takeover"
+	EventRenewed   EventType = "renewed"
+	EventLost      EventType = "lost"
+	EventFinished  EventType = "finished"
+	EventReleased  EventType = "released"
+	EventAbandoned EventType = "abandoned"
+)
+
+// Validate fills defaults and checks the configuration, naming the bad
+// setting.
+func (c *Config) Validate() error {
+	if c.Bucket == nil || c.Runner == nil {
+		return errors.New("watcher: Bucket and Runner are required")
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 2
+	}
+	if c.Poll == 0 {
+		c.Poll = 5 * time.Second
+	}
+	if c.Lease == 0 {
+		c.Lease = 60 * time.Second
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 3
+	}
+	if c.Grace == 0 {
+		c.Grace = 30 * time.Second
+	}
+	if c.Log == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.PanicLevel)
+		c.Log = l
+	}
+	if c.Worker == "" {
+		c.Worker = "worker-" + randomHex(4)
+	}
+	switch {
+	case c.Concurrency < 1:
+		return fmt.Errorf("concurrency: must be at least 1, got %d", c.Concurrency)
+	case c.Poll < 10*time.Millisecond:
+		return fmt.Errorf("poll: must be at least 10ms, got %s", c.Poll)
+	case c.Lease < 3*time.Second:
+		// Renewals come every third of the lease; S3's Last-Modified has
+		// one-second resolution, so a shorter lease cannot be judged.
+		return fmt.Errorf("lease: must be at least 3s (renewed every third; the bucket's clock has 1s resolution), got %s", c.Lease)
+	case c.MaxAttempts < 1:
+		return fmt.Errorf("max-attempts: must be at least 1, got %d", c.MaxAttempts)
+	case c.Grace < 0:
+		return fmt.Errorf("grace: must not be negative, got %s", c.Grace)
+	}
+	return nil
+}
+
+// Watcher finds pending requests, claims them, and runs them under a
+// renewed lease.
+type Watcher struct {
+	cfg  Config
+	log  logrus.FieldLogger
+	wake chan struct{}
+
+	mu      sync.Mutex
+	running map[string]*job
+	wg      sync.WaitGroup
+	// stopClaiming is closed when shutdown begins.
+	stopClaiming chan struct{}
+	stopOnce     sync.Once
+	// jobs' contexts derive from this, canceled after the grace period.
+	jobsCtx    context.Context
+	cancelJobs context.CancelCauseFunc
+}
+
+type job struct {
+	id      string
+	attempt int
+	cancel  context.CancelCauseFunc
+	done    chan struct{}
+}
+
+// ErrShutdown is the cause given to jobs canceled by a shutdown.
+var ErrShutdown = errors.New("worker shutting down")
+
+// ErrLeaseLost is the cause given to a job whose lease another worker took.
+var ErrLeaseLost = errors.New("lease lost")
+
+// New validates cfg and returns a Watcher.
+func New(cfg Config) (*Watcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	jobsCtx, cancelJobs := context.WithCancelCause(context.Background())
+	return &Watcher{
+		cfg:          cfg,
+		log:          cfg.Log.WithField("worker", cfg.Worker),
+		wake:         make(chan struct{}, 1),
+		running:      map[string]*job{},
+		stopClaiming: make(chan struct{}),
+		jobsCtx:      jobsCtx,
+		cancelJobs:   cancelJobs,
+	}, nil
+}
+
+// Wake asks for a pass now (a notification named a new request). It never
+// blocks; correctness never depends on it.
+func (w *Watcher) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run polls until ctx is done, then shuts down in two stages: it stops
+// claiming, lets running work finish within the grace period, then
+// cancels what is left and hands its leases back. It returns when every
+// job has stopped.
+func (w *Watcher) Run(ctx context.Context) error {
+	w.log.WithFields(logrus.Fields{"concurrency": w.cfg.Concurrency, "poll": w.cfg.Poll.String(), "lease": w.cfg.Lease.String()}).Info("worker started")
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return w.Shutdown(context.Background())
+		case <-t.C:
+		case <-w.wake:
+		}
+		if _, err := w.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			w.log.WithError(err).Warn("poll failed; will retry")
+		}
+		t.Reset(w.cfg.Poll)
+	}
+}
+
+// Shutdown stops claiming, waits up to the grace period (or ctx) for
+// running jobs, then cancels them; canceled jobs hand their leases back so
+// another worker takes over at once.
+func (w *Watcher) Shutdown(ctx context.Context) error {
+	w.stopOnce.Do(func() { close(w.stopClaiming) })
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	n := w.Running()
+	if n > 0 {
+		w.log.WithFields(logrus.Fields{"running": n, "grace": w.cfg.Grace.String()}).Info("shutting down: waiting for running work")
+	}
+	grace := time.NewTimer(w.cfg.Grace)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+		w.log.Warn("grace period over: canceling running work and handing leases back")
+		w.cancelJobs(ErrShutdown)
+		<-done
+	case <-ctx.Done():
+		w.cancelJobs(ErrShutdown)
+		<-done
+	}
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// Running returns how many jobs run now.
+func (w *Watcher) Running() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.running)
+}
+
+// Wait blocks until no job runs (for tests and one-shot runs).
+func (w *Watcher) Wait() { w.wg.Wait() }
+
+func (w *Watcher) claiming() bool {
+	select {
+	case <-w.stopClaiming:
+		return false
+	default:
+		return true
+	}
+}
+
+func (w *Watcher) emit(e Event) {
+	if w.cfg.Events != nil {
+		w.cfg.Events(e)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func marshal(v any) []byte {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only plain structs of this package reach here
+	}
+	return data
+}
