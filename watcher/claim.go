@@ -78,7 +78,6 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 			return false, fmt.Errorf("claim %s: %w", id, err)
 		}
 		etag = info.ETag
-		w.emit(Event{Type: EventClaimed, ID: id, Attempt: attempt})
 	case err != nil:
 		return false, fmt.Errorf("read lease %s: %w", id, err)
 	default:
@@ -109,7 +108,6 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 		}
 		etag = ninfo.ETag
 		log.WithFields(logrus.Fields{"attempt": attempt, "previous_holder": old.Holder, "age": age.Round(time.Millisecond).String(), "released": old.Released}).Info("took over lease")
-		w.emit(Event{Type: EventTakeover, ID: id, Attempt: attempt})
 	}
 
 	// We hold the lease. Is there still work to do?
@@ -146,6 +144,13 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 	if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(id)); err == nil {
 		log.Info("request canceled before it started")
 		return false, w.writeResult(ctx, id, w.result(id, requests.StatusCanceled, "canceled by request before it started", attempt, req))
+	}
+	// Only now is the claim real: the request is there, unfinished and
+	// not canceled.
+	if attempt == 1 {
+		w.emit(Event{Type: EventClaimed, ID: id, Attempt: attempt, Kind: req.Kind})
+	} else {
+		w.emit(Event{Type: EventTakeover, ID: id, Attempt: attempt, Kind: req.Kind})
 	}
 	w.start(req, lh)
 	return true, nil
