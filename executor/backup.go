@@ -10,6 +10,7 @@ import (
 	"io"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
@@ -164,9 +165,11 @@ type artifactWriter struct {
 	closed  bool
 }
 
-type counter struct{ n int64 }
+// counter counts bytes written by zstd's own goroutines while the
+// engine's goroutine reads it for progress.
+type counter struct{ n atomic.Int64 }
 
-func (c *counter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+func (c *counter) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); return len(p), nil }
 
 func (w *artifactWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
@@ -187,7 +190,7 @@ func (w *artifactWriter) Write(p []byte) (int, error) {
 		n, err = w.stored.Write(p)
 	}
 	w.raw += int64(n)
-	w.sink.progress.Bytes(int64(n), w.storedN.n)
+	w.sink.progress.Bytes(int64(n), w.storedN.n.Load())
 	if err != nil {
 		w.err = fmt.Errorf("upload %s: %w", w.key, err)
 	}
@@ -228,15 +231,15 @@ func (w *artifactWriter) Close() error {
 		w.err = fmt.Errorf("commit %s: %w", w.key, err)
 		return w.err
 	}
-	if info.Size != 0 && info.Size != w.storedN.n {
-		w.err = fmt.Errorf("commit %s: bucket stored %d bytes, sent %d", w.key, info.Size, w.storedN.n)
+	if info.Size != 0 && info.Size != w.storedN.n.Load() {
+		w.err = fmt.Errorf("commit %s: bucket stored %d bytes, sent %d", w.key, info.Size, w.storedN.n.Load())
 		return w.err
 	}
 	s.artifacts = append(s.artifacts, index.Artifact{
-		Name: w.name, Key: w.key, Size: w.raw, StoredSize: w.storedN.n,
+		Name: w.name, Key: w.key, Size: w.raw, StoredSize: w.storedN.n.Load(),
 		SHA256: hex.EncodeToString(w.hash.Sum(nil)), Compression: s.x.compression(),
 	})
-	s.progress.Bytes(0, w.storedN.n)
+	s.progress.Bytes(0, w.storedN.n.Load())
 	return nil
 }
 
