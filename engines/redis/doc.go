@@ -1,0 +1,48 @@
+// Package redis is capsule's engine for Redis (7.0 and later; older
+// servers back up in logical mode with a PTTL-derived expiry).
+//
+// A source is {engine: redis, url: redis://[user@]HOST:PORT or rediss://
+// for TLS, databases: [0, 3] | all, mode: logical | rdb}; the password
+// arrives through passwordEnv/passwordFile (Source.Password) and is sent
+// only in AUTH, never logged or recorded.
+//
+// Logical mode (the default) SCANs every selected database and pipelines
+// PEXPIRETIME and DUMP for a whole SCAN batch (2,000 keys by default) per
+// round trip, streaming keys.bin: a framed format described in format.go
+// (header, the FUNCTION DUMP payload, a section per database, per key its
+// bytes, absolute expiry in ms and DUMP payload, a trailer with a count
+// and a CRC-32C). It needs only +@read +scan +dump for database 0; other
+// databases need +select too, and the functions need FUNCTION DUMP (they
+// are skipped with a warning, and the index says so, when it is denied).
+//
+// RDB mode fetches the server's snapshot over the replication protocol as
+// redis-cli --rdb does (REPLCONF rdb-only, capa eof, SYNC; both the
+// length-prefixed and the diskless EOF-marked transfer), a point-in-time
+// copy of every database, stored unchanged as dump.rdb; the user needs
+// +sync +replconf. The snapshot is parsed as it streams (with
+// github.com/hdt3213/rdb, which knows every type up to RDB version 12), so
+// a snapshot capsule could not restore fails the backup. A restore
+// replays it through RESTORE: each key's raw encoding is cut out of the
+// file and framed as a DUMP payload, so the server gets exactly the bytes
+// it wrote. Limits: module types, module aux data and Redis 8 key
+// metadata are refused with an error naming them.
+//
+// The index records the mode (format redis-keys/1 or redis-rdb/1, and
+// sourceInfo.mode), the server version and the RDB format version.
+//
+// Restore safety: two passes. The first reads the whole artifact and
+// checks it (the sha256 the index recorded, the framing, every DUMP
+// payload's CRC-64, the RDB file's CRC-64) without touching the target;
+// then the target's RDB version is checked (a backup in a newer RDB
+// format than the target reads is refused with a clear error). Only then
+// are the databases the backup holds flushed (FLUSHDB each, never
+// FLUSHALL; databases the target's own databases setting excludes are
+// left alone) and the second pass replays the keys with RESTORE key
+// <abs-ms> payload REPLACE ABSTTL, pipelined. A key whose expiry has passed
+// is skipped, not resurrected. Function libraries are restored with
+// FUNCTION RESTORE REPLACE (restore option functions: replace, flush or
+// skip). The target is incomplete from the flush to the end of the
+// replay (RestoreInfo.Downtime); a failure in that window (the server
+// going away, say) leaves the flushed databases partly restored, and the
+// error says so.
+package redis

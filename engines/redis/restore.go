@@ -1,0 +1,405 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/cnvrg/capsule/engines"
+)
+
+// Restore option keys (RestoreOptions.Extra).
+const (
+	// OptFunctions says what happens to the target's function libraries:
+	// "replace" (default: the backup's libraries replace same-named ones,
+	// others stay), "flush" (the target ends with exactly the backup's
+	// libraries) or "skip".
+	OptFunctions = "functions"
+)
+
+// summary is what the checking pass found in an artifact.
+type summary struct {
+	dbs        []int         // databases the backup holds, in order
+	keys       map[int]int64 // keys per database
+	functions  bool
+	rdbVersion int
+	expired    int64 // keys already expired at check time
+}
+
+// Restore implements engines.Engine. It reads the artifact twice: the
+// first pass checks it to its end (the sha256 the index recorded, the
+// framing, every payload's CRC-64, the RDB file's CRC) and touches
+// nothing; only then are the backup's databases flushed and the second
+// pass replays the keys with RESTORE ... REPLACE ABSTTL.
+func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines.RestoreInfo, error) {
+	cfg, err := decodeConfig(job.Target)
+	if err != nil {
+		return nil, err
+	}
+	var artifact string
+	switch job.Backup.Format {
+	case formatLogical:
+		artifact = artifactKeys
+	case formatRDB:
+		artifact = artifactRDB
+	default:
+		return nil, fmt.Errorf("redis cannot restore backup format %q", job.Backup.Format)
+	}
+	if !slices.Contains(job.Artifacts.Names(), artifact) {
+		return nil, fmt.Errorf("backup has no artifact %s", artifact)
+	}
+	functionsPolicy := job.Options.Extra[OptFunctions]
+	switch functionsPolicy {
+	case "":
+		functionsPolicy = "replace"
+	case "replace", "flush", "skip":
+	default:
+		return nil, fmt.Errorf("restore option %s: %q is not replace, flush or skip", OptFunctions, functionsPolicy)
+	}
+	pw, err := job.Target.Secret(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ep, err := cfg.endpoint(pw)
+	if err != nil {
+		return nil, err
+	}
+	log := logger(job.Log, job.Target, job.Backup.SourceInfo["mode"]).WithField("restore_id", job.ID)
+
+	// Pass 1: check the whole artifact; nothing is touched.
+	job.Progress.Report("verify", 0, 0)
+	sum, err := readArtifact(ctx, job, artifact, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	log.WithFields(logrus.Fields{"databases": sum.dbs, "rdb_version": sum.rdbVersion, "functions": sum.functions}).Info("redis backup verified")
+
+	cl := ep.newClient()
+	defer cl.Close()
+	conn := newDBConn(cl)
+	defer conn.Close()
+	version, err := serverVersion(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	targetRDB, err := targetRDBVersion(ctx, conn, version)
+	if err != nil {
+		return nil, err
+	}
+	if sum.rdbVersion > targetRDB {
+		return nil, fmt.Errorf("the backup holds RDB format version %d (from Redis %s) but the target Redis %s reads only up to version %d: restore into Redis %s or newer",
+			sum.rdbVersion, job.Backup.ServerVersion, version, targetRDB, job.Backup.ServerVersion)
+	}
+	targetDBs, err := databases(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	backupDBs := sum.dbs
+	if job.Backup.Format == formatRDB {
+		// The snapshot is the whole dataset; the backup holds the
+		// databases its source selected, and every one of them that the
+		// file lacks was empty.
+		if job.Backup.SourceInfo["databases"] == "all" {
+			backupDBs = targetDBs
+		} else if backupDBs, err = parseDBList(job.Backup.SourceInfo["backedUp"]); err != nil {
+			return nil, fmt.Errorf("backup index: sourceInfo.backedUp: %w", err)
+		}
+	}
+	var dbs, skipped []int
+	for _, db := range backupDBs {
+		if cfg.Databases.has(db) {
+			dbs = append(dbs, db)
+		} else {
+			skipped = append(skipped, db)
+		}
+	}
+	if len(dbs) == 0 {
+		return nil, fmt.Errorf("the backup holds databases %v, none of which the target's databases setting (%s) selects", backupDBs, cfg.Databases)
+	}
+	if len(skipped) > 0 {
+		log.WithField("databases", skipped).Warn("backup databases not selected by the target's databases setting are not restored")
+	}
+	for _, db := range dbs {
+		if !slices.Contains(targetDBs, db) && sum.keys[db] > 0 {
+			return nil, fmt.Errorf("the backup holds database %d but the target has only %d databases", db, len(targetDBs))
+		}
+	}
+	var total int64
+	for _, db := range dbs {
+		total += sum.keys[db]
+	}
+
+	// Flush exactly the databases the backup holds, then replay.
+	start := time.Now()
+	for _, db := range dbs {
+		if !slices.Contains(targetDBs, db) {
+			continue
+		}
+		if err := conn.sel(ctx, db); err != nil {
+			return nil, err
+		}
+		if err := conn.FlushDB(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("flush database %d: %w", db, err)
+		}
+	}
+	log.WithField("databases", dbs).Info("redis target databases flushed")
+	rs := &restorer{ctx: ctx, conn: conn, dbs: dbs, functions: functionsPolicy, batch: cfg.batchSize(), progress: job.Progress, total: total}
+	if _, err := readArtifact(ctx, job, artifact, true, rs.add); err != nil {
+		return nil, fmt.Errorf("restore into the flushed databases %v failed midway, they are partly restored: %w", dbs, err)
+	}
+	if err := rs.flush(); err != nil {
+		return nil, fmt.Errorf("restore into the flushed databases %v failed midway, they are partly restored: %w", dbs, err)
+	}
+	downtime := time.Since(start)
+	log.WithFields(logrus.Fields{"keys": rs.restored, "expired_skipped": rs.expired, "downtime": downtime}).Info("redis restore done")
+	return &engines.RestoreInfo{
+		Downtime: downtime,
+		Details: map[string]any{
+			"keys":             rs.restored,
+			"expiredSkipped":   rs.expired,
+			"databases":        dbs,
+			"functions":        rs.functionsDone,
+			"targetVersion":    version,
+			"targetRDBVersion": targetRDB,
+		},
+	}, nil
+}
+
+// targetRDBVersion is the newest RDB version the target reads: that of
+// a DUMP of any key it holds, or else the one its version implies.
+func targetRDBVersion(ctx context.Context, conn *dbConn, version string) (int, error) {
+	if dbs, err := databases(ctx, conn); err == nil {
+		for _, db := range dbs {
+			if conn.sel(ctx, db) != nil {
+				break
+			}
+			k, err := conn.RandomKey(ctx).Result()
+			if err != nil {
+				continue
+			}
+			if p, err := conn.Dump(ctx, k).Result(); err == nil {
+				if v, err := payloadRDBVersion([]byte(p)); err == nil {
+					return v, nil
+				}
+			}
+			break
+		}
+	}
+	return rdbVersionOf(version), nil
+}
+
+// readArtifact reads artifact to its end, calling fn (if not nil) for
+// each record. A malformed artifact whose sha256 does not match either is
+// reported as the *engines.ChecksumError it is.
+func readArtifact(ctx context.Context, job *engines.RestoreJob, artifact string, load bool, fn func(*record) error) (*summary, error) {
+	rc, err := job.Artifacts.Open(ctx, artifact)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	sum := &summary{keys: map[int]int64{}}
+	var cbErr error
+	now := time.Now().UnixMilli()
+	onRecord := func(rec *record) error {
+		sum.rdbVersion = max(sum.rdbVersion, rec.rdbVersion)
+		switch rec.kind {
+		case tagDatabase:
+			if !slices.Contains(sum.dbs, rec.db) {
+				sum.dbs = append(sum.dbs, rec.db)
+			}
+		case tagFunctions:
+			sum.functions = true
+		case tagKey:
+			if rec.expireAt > 0 && rec.expireAt <= now {
+				sum.expired++
+			}
+			sum.keys[rec.db]++
+		}
+		if fn != nil {
+			if err := fn(rec); err != nil {
+				cbErr = err
+				return err
+			}
+		}
+		return nil
+	}
+	switch job.Backup.Format {
+	case formatRDB:
+		var info *rdbInfo
+		cur := -1
+		info, err = parseRDB(rc, func(rec *record) error {
+			if rec.kind == tagKey && rec.db != cur {
+				cur = rec.db
+				if err := onRecord(&record{kind: tagDatabase, db: cur}); err != nil {
+					return err
+				}
+			}
+			return onRecord(rec)
+		}, load)
+		if err == nil {
+			sum.rdbVersion = max(sum.rdbVersion, info.version)
+		}
+	default:
+		err = readKeys(rc, load, onRecord)
+	}
+	if err != nil {
+		if cbErr != nil || ctx.Err() != nil {
+			return nil, err
+		}
+		var ce *engines.ChecksumError
+		if !errors.As(err, &ce) {
+			// Read on: a corrupt artifact is better named as such.
+			if _, derr := io.Copy(io.Discard, rc); errors.As(derr, &ce) {
+				return nil, ce
+			}
+		}
+		return nil, fmt.Errorf("artifact %s: %w", artifact, err)
+	}
+	return sum, nil
+}
+
+// readKeys reads a logical artifact to its end.
+func readKeys(r io.Reader, load bool, fn func(*record) error) error {
+	kr, err := newKeyReader(r, !load)
+	if err != nil {
+		return err
+	}
+	db := -1
+	for {
+		rec, err := kr.next()
+		if errors.Is(err, io.EOF) {
+			// Reach the end of the stream: the reader checks its sha256
+			// there.
+			if n, err := io.Copy(io.Discard, r); err != nil {
+				return err
+			} else if n > 0 {
+				return formatErr("data after the trailer")
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if rec.kind == tagDatabase {
+			db = rec.db
+		} else if rec.kind == tagKey {
+			if db < 0 {
+				return formatErr("key before any database record")
+			}
+			rec.db = db
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+}
+
+// restorer replays records into the target with pipelined RESTOREs.
+type restorer struct {
+	ctx       context.Context
+	conn      *dbConn
+	dbs       []int
+	functions string
+	batch     int
+	progress  engines.Progress
+	total     int64
+
+	skipDB        bool
+	pipe          goredis.Pipeliner
+	queued        []*goredis.Cmd
+	bytes         int
+	restored      int64
+	expired       int64
+	functionsDone string
+}
+
+func (r *restorer) add(rec *record) error {
+	switch rec.kind {
+	case tagDatabase:
+		if err := r.flush(); err != nil {
+			return err
+		}
+		r.skipDB = !slices.Contains(r.dbs, rec.db)
+		if r.skipDB {
+			return nil
+		}
+		if err := r.conn.sel(r.ctx, rec.db); err != nil {
+			return err
+		}
+	case tagFunctions:
+		return r.restoreFunctions(rec.payload)
+	case tagKey:
+		if r.skipDB {
+			return nil
+		}
+		if rec.expireAt > 0 && rec.expireAt <= time.Now().UnixMilli() {
+			r.expired++ // expired since the backup: not resurrected
+			return nil
+		}
+		if r.pipe == nil {
+			r.pipe = r.conn.Pipeline()
+		}
+		r.queued = append(r.queued, r.pipe.Do(r.ctx, "RESTORE", rec.key, rec.expireAt, rec.payload, "REPLACE", "ABSTTL"))
+		r.bytes += len(rec.payload)
+		if len(r.queued) >= r.batch || r.bytes >= batchBytes {
+			return r.flush()
+		}
+	}
+	return nil
+}
+
+func (r *restorer) flush() error {
+	if len(r.queued) == 0 {
+		return nil
+	}
+	_, _ = r.pipe.Exec(r.ctx)
+	for _, c := range r.queued {
+		if err := c.Err(); err != nil {
+			key, _ := c.Args()[1].([]byte)
+			return fmt.Errorf("restore key %q: %w", clip(string(key)), err)
+		}
+	}
+	r.restored += int64(len(r.queued))
+	r.queued = r.queued[:0]
+	r.bytes = 0
+	r.progress.Report("keys", r.restored, r.total)
+	return nil
+}
+
+func (r *restorer) restoreFunctions(payload []byte) error {
+	switch r.functions {
+	case "skip":
+		r.functionsDone = "skipped"
+		return nil
+	case "flush":
+		r.functionsDone = "flushed and restored"
+		return r.conn.Do(r.ctx, "FUNCTION", "RESTORE", payload, "FLUSH").Err()
+	}
+	err := r.conn.Do(r.ctx, "FUNCTION", "RESTORE", payload, "REPLACE").Err()
+	if err != nil {
+		return fmt.Errorf("function restore: %w", err)
+	}
+	r.functionsDone = "restored (replace)"
+	return nil
+}
+
+// parseDBList parses "0,3,7".
+func parseDBList(s string) ([]int, error) {
+	var dbs []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("bad database list %q", s)
+		}
+		dbs = append(dbs, n)
+	}
+	return dbs, nil
+}
