@@ -1,0 +1,115 @@
+package config_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cnvrg/capsule/config"
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/engines/files"
+	"github.com/cnvrg/capsule/executor"
+)
+
+var reg = engines.NewRegistry(files.New())
+
+func TestParseAndValidate(t *testing.T) {
+	c, err := config.Parse([]byte(`
+bucket: file:///tmp/b
+cluster: prod
+worker:
+  concurrency: 4
+  lease: 30s
+sources:
+  data:
+    engine: files
+    path: /srv/data
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(reg); err != nil {
+		t.Fatal(err)
+	}
+	if c.Worker.Concurrency != 4 || c.Worker.Lease != 30*time.Second || c.Worker.Poll != 5*time.Second {
+		t.Errorf("worker settings %+v: file values over defaults", c.Worker)
+	}
+	src, err := c.Lookup("data")
+	if err != nil || src.Engine != "files" || src.Config["path"] != "/srv/data" || src.Password != nil {
+		t.Errorf("Lookup(data) = %+v, %v", src, err)
+	}
+	if _, err := c.Lookup("nope"); !errors.Is(err, executor.ErrUnknownSource) || !strings.Contains(err.Error(), "data") {
+		t.Errorf("Lookup(nope) = %v, want ErrUnknownSource listing the known sources", err)
+	}
+}
+
+func TestErrorsNameTheSetting(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"bucket: x\nbukcet: y\n", "bukcet"},
+		{"worker:\n  lease: 1s\n", "worker.lease"},
+		{"worker:\n  concurrency: 0\n", "worker.concurrency"},
+		{"worker:\n  compression: lz4\n", "worker.compression"},
+		{"cluster: 'a b'\n", "cluster"},
+		{"sources:\n  s:\n    path: /x\n", "sources.s.engine"},
+		{"sources:\n  s:\n    engine: nope\n", "sources.s.engine"},
+		{"sources:\n  s:\n    engine: files\n    path: relative\n", "sources.s"},
+		{"sources:\n  s:\n    engine: files\n    path: /x\n    colour: red\n", "colour"},
+		{"sources:\n  s:\n    engine: files\n    path: /x\n    password: hunter2\n", "sources.s.password"},
+		{"sources:\n  s:\n    engine: files\n    path: /x\n    passwordEnv: A\n    passwordFile: /b\n", "not both"},
+	} {
+		cfg, err := config.Parse([]byte(c.yaml))
+		if err == nil {
+			err = cfg.Validate(reg)
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want one naming %q", c.yaml, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error repeats the secret: %v", err)
+		}
+	}
+}
+
+func TestPasswordsAreResolvedWhenUsed(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pwFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse([]byte("sources:\n  a:\n    engine: files\n    path: /x\n    passwordEnv: CAPSULE_TEST_PW\n  b:\n    engine: files\n    path: /y\n    passwordFile: " + pwFile + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := c.Lookup("a")
+	if _, ok := a.Config["passwordEnv"]; ok {
+		t.Errorf("passwordEnv left in the engine's settings")
+	}
+	if _, err := a.Secret(context.Background()); err == nil || !strings.Contains(err.Error(), "CAPSULE_TEST_PW") {
+		t.Errorf("unset passwordEnv: %v", err)
+	}
+	t.Setenv("CAPSULE_TEST_PW", "from-env")
+	if pw, err := a.Secret(context.Background()); pw != "from-env" || err != nil {
+		t.Errorf("Secret() = %q, %v", pw, err)
+	}
+	b, _ := c.Lookup("b")
+	if pw, _ := b.Secret(context.Background()); pw != "s3cret" {
+		t.Errorf("passwordFile: %q", pw)
+	}
+	// Rotation: the file is read again on use.
+	_ = os.WriteFile(pwFile, []byte("rotated"), 0o600)
+	if pw, _ := b.Secret(context.Background()); pw != "rotated" {
+		t.Errorf("after rotation: %q", pw)
+	}
+}
+
+func TestEnvOverridesFile(t *testing.T) {
+	c, _ := config.Parse([]byte("bucket: file:///a\ncluster: one\n"))
+	c.ApplyEnv(func(k string) string { return map[string]string{"CAPSULE_BUCKET": "s3://b/p", "CAPSULE_CLUSTER": "two"}[k] })
+	if c.Bucket != "s3://b/p" || c.Cluster != "two" {
+		t.Errorf("after env: %q %q", c.Bucket, c.Cluster)
+	}
+}

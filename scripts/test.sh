@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test capsule has, on a fresh machine as on a developer's:
+# installs the pinned test tools, makes sure the database servers are up,
+# checks formatting and vet, then runs the tests (with the race detector
+# on the packages with concurrency). S3 servers are started by the tests
+# themselves on free loopback ports and stopped when they end.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+bash scripts/install-tools.sh
+bash scripts/services.sh
+export PATH="$root/.tools/bin:$PATH"
+export CAPSULE_VERSITYGW="$root/.tools/bin/versitygw"
+
+echo "== gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*'))"
+if [[ -n "$unformatted" ]]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+echo "== go vet"
+go vet ./...
+
+# Packages whose correctness is about concurrency run under -race.
+race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/...)
+all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal)(/|$)')
+
+echo "== go test -race ${race_pkgs[*]}"
+go test -race -count=1 -timeout 15m "${race_pkgs[@]}"
+echo "== go test (the rest)"
+go test -count=1 -timeout 20m $all_pkgs
