@@ -1,0 +1,52 @@
+// Package s3 is a bucket.Bucket on any S3 API (AWS, versitygw, MinIO, ...)
+// through aws-sdk-go-v2.
+//
+// # Errors
+//
+// The SDK's errors are translated where they enter: 404 (NoSuchKey,
+// NotFound) wraps bucket.ErrNotFound; 412 PreconditionFailed and 409
+// ConditionalRequestConflict (what AWS answers a conditional write that raced
+// another write or a delete) wrap bucket.ErrPreconditionFailed. Treating the
+// 409 as a lost race is safe: the caller re-reads and decides again, which is
+// what it does after a 412. An If-Match write on a missing key is
+// ErrPreconditionFailed whatever the server answers (AWS says 404). The SDK's
+// error stays in the chain for errors.As.
+//
+// # Retries
+//
+// The SDK's retryer (without its client-side retry quota) handles throttling
+// and 5xx answers. On top of it, Get, Head, List, Delete, part uploads and
+// unconditional Puts of a seekable body are retried with a bounded,
+// context-aware exponential backoff for transient failures: repeating them
+// does no harm.
+//
+// A conditional Put (and a Complete of a multipart upload) is different: when
+// its answer is lost after the server applied it, a repeat sees its own write
+// and fails with 412. Such writes go without the SDK's retries, through one
+// loop that remembers whether an earlier attempt failed ambiguously (a network
+// error or a 5xx, not a 4xx). Only then, when a repeat gets a 412 (or, for a
+// Complete, NoSuchUpload), it reads the object's ETag and takes the write as
+// its own when the ETag is the one its bytes give: the MD5 of the body for a
+// PutObject, the MD5 of the parts' MD5s with "-<parts>" for a multipart
+// upload. That is exact when bodies are unique (capsule's control objects
+// carry a random token); two writers of identical bytes may then both be told
+// they won, which cannot matter as they wrote the same thing. Where ETags are
+// not MD5s (SSE-KMS on AWS, versitygw --data-integrity-etag) the comparison
+// fails and the write is reported lost: safe, as a lost claim only waits for
+// its lease to expire.
+//
+// # Uploads
+//
+// Upload buffers the first part; an object smaller than one part becomes a
+// single PutObject. Larger objects become a multipart upload with up to
+// Options.Concurrency parts of Options.PartSize in flight, so memory stays
+// below (Concurrency+1) × PartSize; an object may have at most 10,000 parts.
+// Any failure, and Abort, aborts the multipart upload. Commit completes it,
+// create-only when asked (If-None-Match on CompleteMultipartUpload).
+//
+// # Time
+//
+// ServerTime is the Date header of the response, so lease expiry follows the
+// store's clock. PutObject and CompleteMultipartUpload do not return the
+// object's Last-Modified; their ObjectInfo.LastModified is that Date.
+package s3

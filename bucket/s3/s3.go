@@ -1,0 +1,524 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/sirupsen/logrus"
+
+	"github.com/cnvrg/capsule/bucket"
+)
+
+const (
+	// DefaultPartSize is the part size of multipart uploads.
+	DefaultPartSize = 16 << 20
+	// MinPartSize is S3's smallest part (but the last).
+	MinPartSize = 5 << 20
+	// DefaultConcurrency is how many parts are in flight at once.
+	DefaultConcurrency = 4
+	// maxParts is S3's limit of parts per upload.
+	maxParts = 10000
+	// defaultRegion is used with a custom Endpoint when no region is set.
+	defaultRegion = "us-east-1"
+)
+
+// Options configure a Bucket.
+type Options struct {
+	// Bucket is the bucket's name. Required.
+	Bucket string
+	// Endpoint is the S3 API's base URL (http://127.0.0.1:7070 for a
+	// versitygw); empty means AWS.
+	Endpoint string
+	// Region defaults to the AWS configuration's (AWS_REGION, ~/.aws), or
+	// to us-east-1 with an Endpoint.
+	Region string
+	// PathStyle addresses the bucket in the path (http://host/bucket/key)
+	// rather than the host name. An Endpoint implies it unless
+	// VirtualHosted is set.
+	PathStyle     bool
+	VirtualHosted bool
+	// AccessKey, SecretKey and SessionToken are static credentials. When
+	// AccessKey is empty the AWS default chain is used (AWS_* environment
+	// variables, ~/.aws, web identity, instance roles).
+	AccessKey    string
+	SecretKey    string
+	SessionToken string
+	// PartSize of multipart uploads; DefaultPartSize when zero, at least
+	// MinPartSize.
+	PartSize int64
+	// Concurrency is the number of parts in flight; DefaultConcurrency
+	// when zero.
+	Concurrency int
+	// Log receives retries and cleanup failures; nothing when nil.
+	Log logrus.FieldLogger
+}
+
+// Bucket is an S3 bucket.
+type Bucket struct {
+	client *s3.Client
+	name   string
+	opts   Options
+	log    logrus.FieldLogger
+}
+
+var _ bucket.Bucket = (*Bucket)(nil)
+
+// New configures a client for o.Bucket. It does not contact the server.
+func New(ctx context.Context, o Options) (*Bucket, error) {
+	if o.Bucket == "" {
+		return nil, errors.New("s3 bucket: no bucket name")
+	}
+	if o.PartSize == 0 {
+		o.PartSize = DefaultPartSize
+	}
+	if o.PartSize < MinPartSize {
+		return nil, fmt.Errorf("s3 bucket: part size %d is below S3's minimum of %d", o.PartSize, MinPartSize)
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		o.Log = l
+	}
+	if o.Region == "" && o.Endpoint != "" {
+		o.Region = defaultRegion
+	}
+	loaders := []func(*config.LoadOptions) error{
+		config.WithRetryer(func() aws.Retryer {
+			// No client-side retry quota: it would stop retries of
+			// a flaky gateway for every later request too.
+			return retry.NewStandard(func(so *retry.StandardOptions) { so.RateLimiter = ratelimit.None })
+		}),
+	}
+	if o.Region != "" {
+		loaders = append(loaders, config.WithRegion(o.Region))
+	}
+	if o.AccessKey != "" {
+		loaders = append(loaders, config.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, o.SessionToken)))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loaders...)
+	if err != nil {
+		return nil, fmt.Errorf("s3 bucket %s: aws configuration: %w", o.Bucket, err)
+	}
+	if cfg.Region == "" {
+		return nil, fmt.Errorf("s3 bucket %s: no region: set one (AWS_REGION, or the URL's ?region=)", o.Bucket)
+	}
+	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
+		if o.Endpoint != "" {
+			so.BaseEndpoint = aws.String(o.Endpoint)
+		}
+		so.UsePathStyle = o.PathStyle || (o.Endpoint != "" && !o.VirtualHosted)
+	})
+	return &Bucket{client: client, name: o.Bucket, opts: o, log: o.Log.WithField("bucket", o.Bucket)}, nil
+}
+
+// Client is the SDK client, for what the bucket interface does not cover.
+func (b *Bucket) Client() *s3.Client { return b.client }
+
+func (b *Bucket) String() string {
+	if b.opts.Endpoint != "" {
+		return fmt.Sprintf("s3://%s (endpoint %s)", b.name, b.opts.Endpoint)
+	}
+	return "s3://" + b.name
+}
+
+// Get opens an object. Its body is not retried once it is returned.
+func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, bucket.ObjectInfo, error) {
+	var out *s3.GetObjectOutput
+	err := b.retry(ctx, "get", key, func() (err error) {
+		out, err = b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.name, Key: &key})
+		return err
+	})
+	if err != nil {
+		return nil, bucket.ObjectInfo{ServerTime: errorTime(err)}, translate("get", key, err)
+	}
+	return out.Body, bucket.ObjectInfo{
+		Key:          key,
+		Size:         aws.ToInt64(out.ContentLength),
+		ETag:         unquote(out.ETag),
+		LastModified: aws.ToTime(out.LastModified),
+		ServerTime:   responseTime(out.ResultMetadata),
+	}, nil
+}
+
+// Head reads an object's metadata.
+func (b *Bucket) Head(ctx context.Context, key string) (bucket.ObjectInfo, error) {
+	var out *s3.HeadObjectOutput
+	err := b.retry(ctx, "head", key, func() (err error) {
+		out, err = b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &b.name, Key: &key})
+		return err
+	})
+	if err != nil {
+		return bucket.ObjectInfo{ServerTime: errorTime(err)}, translate("head", key, err)
+	}
+	return bucket.ObjectInfo{
+		Key:          key,
+		Size:         aws.ToInt64(out.ContentLength),
+		ETag:         unquote(out.ETag),
+		LastModified: aws.ToTime(out.LastModified),
+		ServerTime:   responseTime(out.ResultMetadata),
+	}, nil
+}
+
+// List lists one page with ListObjectsV2.
+func (b *Bucket) List(ctx context.Context, prefix string, opts bucket.ListOptions) (bucket.ListPage, error) {
+	in := &s3.ListObjectsV2Input{Bucket: &b.name, Prefix: &prefix}
+	if opts.StartAfter != "" {
+		in.StartAfter = &opts.StartAfter
+	}
+	if opts.Limit > 0 {
+		in.MaxKeys = aws.Int32(int32(min(opts.Limit, 1000)))
+	}
+	var out *s3.ListObjectsV2Output
+	err := b.retry(ctx, "list", prefix, func() (err error) {
+		out, err = b.client.ListObjectsV2(ctx, in)
+		return err
+	})
+	if err != nil {
+		return bucket.ListPage{}, translate("list", prefix, err)
+	}
+	page := bucket.ListPage{Truncated: aws.ToBool(out.IsTruncated), Objects: make([]bucket.ObjectInfo, 0, len(out.Contents))}
+	for _, o := range out.Contents {
+		page.Objects = append(page.Objects, bucket.ObjectInfo{
+			Key:          aws.ToString(o.Key),
+			Size:         aws.ToInt64(o.Size),
+			ETag:         unquote(o.ETag),
+			LastModified: aws.ToTime(o.LastModified),
+		})
+	}
+	return page, nil
+}
+
+// Delete removes an object; a missing one is no error.
+func (b *Bucket) Delete(ctx context.Context, key string) error {
+	err := b.retry(ctx, "delete", key, func() error {
+		_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.name, Key: &key})
+		return err
+	})
+	if err = translate("delete", key, err); err != nil && !errors.Is(err, bucket.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// Put writes an object with PutObject. See the package doc for retries.
+func (b *Bucket) Put(ctx context.Context, key string, body io.Reader, size int64, opts bucket.PutOptions) (bucket.ObjectInfo, error) {
+	if opts.IfNoneMatch && opts.IfMatch != "" {
+		return bucket.ObjectInfo{}, fmt.Errorf("put %s: IfNoneMatch and IfMatch are exclusive", key)
+	}
+	rs, seekable := body.(io.ReadSeeker)
+	if !seekable && size <= b.opts.PartSize {
+		// Small enough to hold: then it can be retried.
+		buf := make([]byte, size)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return bucket.ObjectInfo{}, fmt.Errorf("put %s: read body: %w", key, err)
+		}
+		rs, seekable = bytes.NewReader(buf), true
+	}
+	in := &s3.PutObjectInput{Bucket: &b.name, Key: &key, ContentLength: aws.Int64(size)}
+	if opts.ContentType != "" {
+		in.ContentType = &opts.ContentType
+	}
+	if opts.IfNoneMatch {
+		in.IfNoneMatch = aws.String("*")
+	}
+	if opts.IfMatch != "" {
+		in.IfMatch = aws.String(quote(opts.IfMatch))
+	}
+	if !opts.RetainUntil.IsZero() {
+		in.ObjectLockMode = types.ObjectLockModeCompliance
+		in.ObjectLockRetainUntilDate = aws.Time(opts.RetainUntil)
+	}
+	if !seekable {
+		// A stream larger than a part: one attempt, the SDK cannot
+		// rewind it either.
+		in.Body = body
+		out, err := b.client.PutObject(ctx, in, noSDKRetries)
+		return b.putResult("put", key, size, opts, out, err)
+	}
+	start, err := rs.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return bucket.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	// The ETag S3 gives these bytes, to recognise our own write after an
+	// ambiguous failure.
+	ownETag := func() (string, error) {
+		h := md5.New()
+		if _, err := rs.Seek(start, io.SeekStart); err != nil {
+			return "", err
+		}
+		if _, err := io.CopyN(h, rs, size); err != nil {
+			return "", err
+		}
+		return hex.EncodeToString(h.Sum(nil)), nil
+	}
+	var out *s3.PutObjectOutput
+	write := func(retries func(*s3.Options)) error {
+		if _, err := rs.Seek(start, io.SeekStart); err != nil {
+			return backoff.Permanent(err)
+		}
+		in.Body = &seekableLimit{rs: rs, start: start, size: size}
+		out, err = b.client.PutObject(ctx, in, retries)
+		return err
+	}
+	if opts.IfNoneMatch || opts.IfMatch != "" {
+		err = b.conditional(ctx, "put", key, func() error { return write(noSDKRetries) }, ownETag)
+	} else {
+		err = b.retry(ctx, "put", key, func() error { return write(func(*s3.Options) {}) })
+	}
+	return b.putResult("put", key, size, opts, out, err)
+}
+
+// putResult turns a PutObject's answer into ObjectInfo or a translated
+// error. out is nil when the write was confirmed through a Head.
+func (b *Bucket) putResult(op, key string, size int64, opts bucket.PutOptions, out *s3.PutObjectOutput, err error) (bucket.ObjectInfo, error) {
+	var own *ownWrite
+	switch {
+	case errors.As(err, &own):
+		return own.info, nil
+	case err != nil:
+		return bucket.ObjectInfo{ServerTime: errorTime(err)}, translateWrite(op, key, opts, err)
+	}
+	now := responseTime(out.ResultMetadata)
+	return bucket.ObjectInfo{Key: key, Size: size, ETag: unquote(out.ETag), LastModified: now, ServerTime: now}, nil
+}
+
+// seekableLimit gives the SDK exactly size bytes from start of rs, and lets
+// it rewind to start for its own retries and checksums.
+type seekableLimit struct {
+	rs    io.ReadSeeker
+	start int64
+	size  int64
+	off   int64
+}
+
+func (s *seekableLimit) Read(p []byte) (int, error) {
+	if s.off >= s.size {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), s.size-s.off)]
+	n, err := s.rs.Read(p)
+	s.off += int64(n)
+	if err == io.EOF && s.off < s.size {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (s *seekableLimit) Seek(offset int64, whence int) (int64, error) {
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = s.off + offset
+	case io.SeekEnd:
+		abs = s.size + offset
+	}
+	if abs < 0 || abs > s.size {
+		return 0, fmt.Errorf("seek to %d outside 0..%d", abs, s.size)
+	}
+	if _, err := s.rs.Seek(s.start+abs, io.SeekStart); err != nil {
+		return 0, err
+	}
+	s.off = abs
+	return abs, nil
+}
+
+// ownWrite is how conditional reports that a write which failed with 412
+// after an ambiguous attempt was found to be its own.
+type ownWrite struct{ info bucket.ObjectInfo }
+
+func (*ownWrite) Error() string { return "the write was our own" }
+
+// conditional runs a conditional write without SDK retries, retrying
+// transient failures itself. After an ambiguous failure, a 412 (or a
+// NoSuchUpload from a repeated Complete) is checked against the object's
+// ETag: when it equals ownETag(), the earlier attempt won and the result is
+// an *ownWrite error carrying the object's info.
+func (b *Bucket) conditional(ctx context.Context, op, key string, write func() error, ownETag func() (string, error)) error {
+	ambiguous := false
+	attempt := 0
+	return backoff.Retry(func() error {
+		attempt++
+		err := write()
+		if err == nil {
+			return nil
+		}
+		code, status := errorCode(err)
+		lostOrGone := isPrecondition(code, status) || code == "NoSuchUpload"
+		if ambiguous && lostOrGone {
+			info, herr := b.Head(ctx, key)
+			want, eerr := ownETag()
+			if herr == nil && eerr == nil && info.ETag == want {
+				b.log.WithFields(logrus.Fields{"op": op, "key": key, "attempt": attempt}).
+					Info("conditional write confirmed as our own after an ambiguous failure")
+				info.LastModified = info.ServerTime
+				return backoff.Permanent(&ownWrite{info: info})
+			}
+			return backoff.Permanent(err)
+		}
+		if !transient(err) {
+			return backoff.Permanent(err)
+		}
+		ambiguous = ambiguous || !throttled(code)
+		b.log.WithFields(logrus.Fields{"op": op, "key": key, "attempt": attempt}).WithError(err).Warn("retrying conditional write")
+		return err
+	}, newBackoff(ctx))
+}
+
+// retry repeats an operation that is safe to repeat while it fails with a
+// transient error.
+func (b *Bucket) retry(ctx context.Context, op, key string, fn func() error) error {
+	attempt := 0
+	return backoff.Retry(func() error {
+		attempt++
+		err := fn()
+		if err == nil || !transient(err) {
+			return backoff.Permanent(err)
+		}
+		b.log.WithFields(logrus.Fields{"op": op, "key": key, "attempt": attempt}).WithError(err).Warn("retrying")
+		return err
+	}, newBackoff(ctx))
+}
+
+func newBackoff(ctx context.Context) backoff.BackOff {
+	eb := backoff.NewExponentialBackOff()
+	eb.InitialInterval = 200 * time.Millisecond
+	eb.MaxInterval = 5 * time.Second
+	eb.MaxElapsedTime = time.Minute
+	return backoff.WithContext(backoff.WithMaxRetries(eb, 5), ctx)
+}
+
+func noSDKRetries(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
+
+var retryables = retry.IsErrorRetryables(retry.DefaultRetryables)
+
+// transient says whether err may go away on its own: network errors,
+// timeouts, 5xx and throttling, as the SDK classifies them.
+func transient(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var attempts *retry.MaxAttemptsError
+	if errors.As(err, &attempts) {
+		err = attempts.Err
+	}
+	if retryables.IsErrorRetryable(err) == aws.TrueTernary {
+		return true
+	}
+	_, status := errorCode(err)
+	return status >= 500
+}
+
+// throttled says whether code means the server refused the request without
+// applying it.
+func throttled(code string) bool {
+	_, ok := retry.DefaultThrottleErrorCodes[code]
+	return ok
+}
+
+// errorCode returns the S3 error code and the HTTP status of err, when it
+// carries them.
+func errorCode(err error) (code string, status int) {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code = ae.ErrorCode()
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		status = re.HTTPStatusCode()
+	}
+	return code, status
+}
+
+func isPrecondition(code string, status int) bool {
+	return status == http.StatusPreconditionFailed || code == "PreconditionFailed" || code == "ConditionalRequestConflict"
+}
+
+func isNotFound(code string, status int) bool {
+	switch code {
+	case "NoSuchKey", "NotFound":
+		return true
+	case "NoSuchBucket", "NoSuchUpload":
+		return false // a configuration error, or a vanished upload
+	}
+	return status == http.StatusNotFound
+}
+
+// translate wraps err with op and key, and with bucket.ErrNotFound or
+// bucket.ErrPreconditionFailed when it means that.
+func translate(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	code, status := errorCode(err)
+	switch {
+	case isNotFound(code, status):
+		return fmt.Errorf("%s %s: %w: %w", op, key, bucket.ErrNotFound, err)
+	case isPrecondition(code, status):
+		return fmt.Errorf("%s %s: %w: %w", op, key, bucket.ErrPreconditionFailed, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, key, err)
+}
+
+// translateWrite is translate for writes: a missing key fails an If-Match
+// write's condition (AWS answers 404 for it).
+func translateWrite(op, key string, opts bucket.PutOptions, err error) error {
+	if code, status := errorCode(err); opts.IfMatch != "" && isNotFound(code, status) {
+		return fmt.Errorf("%s %s: %w: %w", op, key, bucket.ErrPreconditionFailed, err)
+	}
+	return translate(op, key, err)
+}
+
+// responseTime is the Date header of a successful response.
+func responseTime(md middleware.Metadata) time.Time {
+	if r, ok := awsmiddleware.GetRawResponse(md).(*smithyhttp.Response); ok {
+		return dateHeader(r.Header)
+	}
+	return time.Time{}
+}
+
+// errorTime is the Date header of a failed request's response, if any.
+func errorTime(err error) time.Time {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		return dateHeader(re.Response.Header)
+	}
+	return time.Time{}
+}
+
+func dateHeader(h http.Header) time.Time {
+	t, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func unquote(etag *string) string { return strings.Trim(aws.ToString(etag), `"`) }
+
+func quote(etag string) string { return `"` + strings.Trim(etag, `"`) + `"` }
