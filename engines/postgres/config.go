@@ -1,0 +1,221 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cnvrg/capsule/engines"
+	"github.com/jackc/pgx/v5"
+)
+
+// config is a postgres source's settings as they appear in YAML or JSON.
+type config struct {
+	// URL is postgres://USER@HOST:PORT/DB, without a password.
+	URL string `json:"url"`
+	// SSLMode is libpq's sslmode (disable, allow, prefer, require,
+	// verify-ca, verify-full); it may also be given as ?sslmode= in url.
+	SSLMode string `json:"sslmode,omitempty"`
+	// Databases is "all" to back up every database of the server plus
+	// its roles; unset backs up the database named in url.
+	Databases string `json:"databases,omitempty"`
+	// PasswordEnv and PasswordFile are resolved by the worker into
+	// Source.Password; accepted here so that strict decoding passes.
+	PasswordEnv  string `json:"passwordEnv,omitempty"`
+	PasswordFile string `json:"passwordFile,omitempty"`
+}
+
+// conninfo is a validated source: where the server is and what to back up.
+type conninfo struct {
+	host     string
+	port     string
+	user     string
+	database string // the database to back up; for all, the one to connect to
+	sslmode  string
+	all      bool
+}
+
+var sslModes = map[string]bool{
+	"disable": true, "allow": true, "prefer": true,
+	"require": true, "verify-ca": true, "verify-full": true,
+}
+
+// parseSource decodes and validates a source's settings. Error messages
+// name the setting and never repeat the URL (a careless operator may have
+// put a password in it).
+func parseSource(src engines.Source) (*conninfo, error) {
+	var cfg config
+	if err := src.Decode(&cfg); err != nil {
+		return nil, err
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("source %s (engine postgres): %s", src.Name, fmt.Sprintf(format, args...))
+	}
+	if cfg.URL == "" {
+		return nil, bad("url: required (postgres://USER@HOST:PORT/DB)")
+	}
+	if cfg.PasswordEnv != "" && cfg.PasswordFile != "" {
+		return nil, bad("passwordEnv and passwordFile: set only one")
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		// url's errors quote the URL or parts of it: say no more.
+		return nil, bad("url: not a valid URL (postgres://USER@HOST:PORT/DB)")
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return nil, bad("url: scheme must be postgres:// (postgres://USER@HOST:PORT/DB)")
+	}
+	if u.User == nil || u.User.Username() == "" {
+		return nil, bad("url: names no user (postgres://USER@HOST:PORT/DB)")
+	}
+	if _, has := u.User.Password(); has {
+		return nil, bad("url: must not contain a password: use passwordEnv or passwordFile")
+	}
+	ci := &conninfo{host: u.Hostname(), port: u.Port(), user: u.User.Username()}
+	if ci.host == "" {
+		return nil, bad("url: names no host (postgres://USER@HOST:PORT/DB)")
+	}
+	if ci.port == "" {
+		ci.port = "5432"
+	}
+	if p, err := strconv.Atoi(ci.port); err != nil || p < 1 || p > 65535 {
+		return nil, bad("url: port %q is not a port number", ci.port)
+	}
+	if u.Fragment != "" {
+		return nil, bad("url: must not have a #fragment")
+	}
+	ci.database = strings.TrimPrefix(u.Path, "/")
+	if strings.Contains(ci.database, "/") {
+		return nil, bad("url: database name %q contains a slash", ci.database)
+	}
+	ci.sslmode = cfg.SSLMode
+	for k, vs := range u.Query() {
+		if k != "sslmode" {
+			return nil, bad("url: parameter %q is not supported (only sslmode)", k)
+		}
+		if ci.sslmode != "" && ci.sslmode != vs[0] {
+			return nil, bad("sslmode: %q conflicts with sslmode=%s in url", ci.sslmode, vs[0])
+		}
+		ci.sslmode = vs[0]
+	}
+	if ci.sslmode == "" {
+		ci.sslmode = "prefer"
+	}
+	if !sslModes[ci.sslmode] {
+		return nil, bad("sslmode: %q is not one of disable, allow, prefer, require, verify-ca, verify-full", ci.sslmode)
+	}
+	switch cfg.Databases {
+	case "":
+		if ci.database == "" {
+			return nil, bad("url: names no database (postgres://USER@HOST:PORT/DB), and databases is not \"all\"")
+		}
+	case "all":
+		ci.all = true
+		if ci.database == "" {
+			ci.database = "postgres"
+		}
+	default:
+		return nil, bad("databases: %q is not supported (\"all\", or unset for the database in url)", cfg.Databases)
+	}
+	return ci, nil
+}
+
+// connString is a libpq keyword/value connection string for database db,
+// without a password.
+func (ci *conninfo) connString(db string) string {
+	return strings.Join([]string{
+		"host=" + quoteConnValue(ci.host),
+		"port=" + quoteConnValue(ci.port),
+		"user=" + quoteConnValue(ci.user),
+		"dbname=" + quoteConnValue(db),
+		"sslmode=" + quoteConnValue(ci.sslmode),
+		"application_name=capsule",
+		"connect_timeout=30",
+	}, " ")
+}
+
+// dbArg is the value of a tool's -d option naming database db. It is a
+// connection string so that a database name containing "=" is never read
+// as one; the tools take the rest of the connection from the environment.
+func dbArg(db string) string {
+	return "dbname=" + quoteConnValue(db)
+}
+
+func quoteConnValue(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	s = strings.ReplaceAll(s, `'`, `\'`)
+	return "'" + s + "'"
+}
+
+// connect opens a control connection to database db. The password goes
+// into the connection's configuration, never into the string.
+func connect(ctx context.Context, ci *conninfo, password, db string) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(ci.connString(db))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", db, err)
+	}
+	if password != "" {
+		cc.Password = password
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to database %s on %s:%s as %s: %w", db, ci.host, ci.port, ci.user, scrub(err, password))
+	}
+	return conn, nil
+}
+
+// scrub replaces the password in an error's text, should a driver ever
+// echo it.
+func scrub(err error, password string) error {
+	if err == nil || password == "" || !strings.Contains(err.Error(), password) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), password, "********"))
+}
+
+// strippedEnv are variables of the worker's environment that would
+// change which server, database or user the tools reach, or where they
+// find a password; the source alone decides those.
+var strippedEnv = map[string]bool{
+	"PGHOST": true, "PGHOSTADDR": true, "PGPORT": true, "PGDATABASE": true,
+	"PGUSER": true, "PGPASSWORD": true, "PGPASSFILE": true, "PGSERVICE": true,
+	"PGSERVICEFILE": true, "PGSSLMODE": true, "PGOPTIONS": true, "PGAPPNAME": true,
+	"PGREQUIRESSL": true, "PGTARGETSESSIONATTRS": true,
+}
+
+// toolEnv is the environment of pg_dump, pg_restore and pg_dumpall: the
+// worker's own minus the variables above, plus the source's connection
+// and its password in PGPASSWORD. A child's environment is readable only
+// by its own user (and root), unlike its argv, and it dies with the
+// child, unlike a password file.
+func toolEnv(ci *conninfo, password string) ([]string, error) {
+	if strings.ContainsRune(password, 0) {
+		return nil, errors.New("password contains a NUL byte, which no PostgreSQL tool accepts")
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !strippedEnv[k] {
+			env = append(env, kv)
+		}
+	}
+	env = append(env,
+		"PGHOST="+ci.host,
+		"PGPORT="+ci.port,
+		"PGUSER="+ci.user,
+		"PGSSLMODE="+ci.sslmode,
+		"PGAPPNAME=capsule",
+		"PGCONNECT_TIMEOUT=30",
+	)
+	if password != "" {
+		env = append(env, "PGPASSWORD="+password)
+	}
+	return env, nil
+}

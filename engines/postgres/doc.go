@@ -1,0 +1,132 @@
+// Package postgres is capsule's PostgreSQL engine: it backs up a
+// database (or every database of a server plus its roles) with pg_dump,
+// restores with pg_restore into a side database that it swaps in by
+// renaming, and verifies a backup by restoring it into a scratch
+// database and counting rows.
+//
+// # Source
+//
+//	engine: postgres
+//	url: postgres://USER@HOST:PORT/DB   # never with a password in it
+//	passwordEnv: VAR                    # or passwordFile: PATH (resolved by the worker)
+//	sslmode: require                    # libpq's sslmode; default prefer (also ?sslmode= in url)
+//	databases: all                      # optional: every database plus roles; DB is then only
+//	                                    # where to connect (default postgres)
+//
+// # Secrets
+//
+// The password comes only from Source.Password. The control connection
+// (pgx) gets it in its configuration; pg_dump, pg_dumpall and pg_restore
+// get it in PGPASSWORD in their environment, which on Linux only their
+// own user and root can read, and which dies with them (a password file
+// would outlive a killed worker). It is never in a child's argv (the
+// tools get the database as -d "dbname='…'" and the rest of the
+// connection from PGHOST, PGPORT, PGUSER, PGSSLMODE), a log line, an
+// error, the BackupInfo or an artifact. Connection variables of the
+// worker's own environment (PGHOST, PGPASSWORD, PGSERVICE, …) are
+// removed from the tools' environment, so the source alone decides where
+// they connect. The tests watch every process's argv during a backup and
+// a restore and read the tools' environment to prove this.
+//
+// # Backup
+//
+// One artifact per database, db-<name>.dump: pg_dump --format=custom
+// --compress=0 streamed from pg_dump's stdout to the artifact (no temp
+// file; capsule's pipeline compresses, faster than pg_dump's zlib). The
+// custom format is what pg_restore can restore selectively and in
+// parallel; the directory format cannot stream. The engine first opens a
+// REPEATABLE READ transaction, exports its snapshot and starts pg_dump
+// --snapshot=<it>; while pg_dump runs it counts every table's rows
+// exactly inside that same transaction, and keeps it open until pg_dump
+// ends. The recorded counts are therefore exactly what the archive holds,
+// and the archive is one consistent snapshot even under concurrent
+// writes.
+//
+// BackupInfo records the server version, the pg_dump version, Format
+// (pg_dump-custom.v1), the host, port, user and database names, and in
+// Details per database: its encoding, collation, owner, size, archive
+// size, and per table the exact row count and the planner's estimate
+// (pg_class.reltuples). pg_dump older than the server's major version is
+// refused with an error saying which version to install.
+//
+// With databases: all the first artifact is globals.sql (pg_dumpall
+// --globals-only: roles, memberships, tablespaces), then one archive per
+// database that accepts connections, templates excluded, and capsule's
+// own side, previous and scratch databases (*_capsule_restore_*,
+// *_capsule_prev_*, *_capsule_verify_*) excluded. Role password hashes
+// (never the source's password itself) are in globals.sql when the
+// backing-up role is a superuser, since reading them needs one; other
+// roles back up the roles without passwords.
+//
+// # Restore: side database, then swap
+//
+// For every database to restore, the engine creates <db>_capsule_restore_<id>
+// (from template0, with the backed-up encoding, collation and owner) and
+// pipes the artifact into pg_restore --exit-on-error reading stdin. It
+// copies the stream into pg_restore itself and always reads the artifact
+// to its end, even when pg_restore stops early, so a damaged artifact
+// fails with the *engines.ChecksumError naming it whatever pg_restore
+// made of the bytes. Reading from a pipe, pg_restore restores serially:
+// parallel restore (-j) needs a seekable file, which would mean a local
+// copy. The side database is then ANALYZEd so that it serves with
+// statistics from its first query.
+//
+// Only when every side database is complete does the swap begin. For each
+// database: ALTER DATABASE … WITH ALLOW_CONNECTIONS false (so reconnecting
+// clients cannot race the rename), pg_terminate_backend of its sessions,
+// and in one transaction ALTER DATABASE <db> RENAME TO
+// <db>_capsule_prev_<id> and ALTER DATABASE <side> RENAME TO <db> (both or
+// neither; retried when a session slipped in). The time from closing the
+// database to the commit is RestoreInfo.Downtime (summed over databases;
+// Details has each one's) — tens of milliseconds here. The previous
+// database is reopened and kept, named in RestoreInfo.Previous, until the
+// operator drops it, or dropped at once with RestoreOptions.DropPrevious.
+// A database that did not exist is simply renamed into place. If a swap
+// fails, the swaps already made in the same restore are undone.
+//
+// Restore safety: nothing touches a live database before every side
+// database is complete and every artifact has been read to its end and
+// checked. A failed, corrupt or canceled restore (pg_restore is killed
+// with the context) drops its side databases and any role it created,
+// and leaves the live databases as they were. Names beside a database are
+// cut to PostgreSQL's 63 bytes (a long request id is shortened with a
+// hash). A side database left by a crashed earlier attempt of the same
+// request is dropped and rebuilt; if that attempt had swapped already,
+// the restore refuses rather than swap twice.
+//
+// Ownership: when the restoring role is a superuser, objects keep their
+// owners and privileges; otherwise pg_restore runs with --no-owner (a
+// non-superuser cannot give objects away) and everything belongs to the
+// restoring role. Restore option noOwner=true forces --no-owner. Ending
+// other roles' sessions at the swap needs a superuser or
+// pg_signal_backend.
+//
+// Roles (databases: all): restore reads globals.sql fully (so checks it)
+// before anything else and, as a superuser, creates only the roles the
+// server lacks, with their attributes, password hashes, comments and
+// memberships. Existing roles are never altered (a restore must not reset
+// a live role's password), so existing roles never make a restore fail.
+// Tablespaces and privileges on parameters are not restored. Restore
+// option roles=skip skips roles; a non-superuser skips them anyway.
+//
+// Restore options (RestoreOptions.Extra): database=<name> restores only
+// that backed-up database; roles=create-missing|skip; noOwner=true.
+// Backups of all databases restore onto a databases: all source under
+// their own names, or onto a one-database source: the backed-up database
+// of that name, or the one named by database=.
+//
+// Not carried: database-level settings and grants (ALTER DATABASE … SET,
+// GRANT CONNECT), which pg_restore applies only with --create, which
+// would restore under the original name instead of the side one.
+//
+// # Verify
+//
+// Verify restores each backed-up database (or database=) into
+// <db>_capsule_verify_<id> on the target's server with --no-owner
+// --no-privileges (a verification must not depend on, or create, roles),
+// checks that every recorded table is present with exactly the recorded
+// row count, and drops the scratch database, whatever the outcome. It
+// never touches the target database. A backup that cannot be restored
+// (corrupt artifact, pg_restore failure) returns the report so far, not
+// OK, together with the error.
+package postgres

@@ -1,0 +1,196 @@
+package postgres
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/cnvrg/capsule/engines"
+)
+
+func TestToolVersions(t *testing.T) {
+	for _, c := range []struct{ out, want string }{
+		{"pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)\n", "15.20"},
+		{"pg_restore (PostgreSQL) 9.6.24\n", "9.6.24"},
+		{"pg_dump (PostgreSQL) 17beta2\n", "17beta2"},
+		{"pg_dumpall (PostgreSQL) 16.4 (Ubuntu 16.4-1.pgdg22.04+1)\n", "16.4"},
+	} {
+		got, err := parseToolVersion("pg_dump", c.out)
+		if err != nil || got != c.want {
+			t.Errorf("parseToolVersion(%q) = %q, %v; want %q", c.out, got, err, c.want)
+		}
+	}
+	if _, err := parseToolVersion("pg_dump", "something else"); err == nil {
+		t.Errorf("parseToolVersion accepted output without a version")
+	}
+
+	for _, c := range []struct {
+		v    string
+		want int
+	}{{"15.20", 150020}, {"9.6.24", 90624}, {"16beta1", 160000}, {"10.3", 100003}, {"9.2", 90200}} {
+		if got, err := versionNum(c.v); err != nil || got != c.want {
+			t.Errorf("versionNum(%q) = %d, %v; want %d", c.v, got, err, c.want)
+		}
+	}
+
+	for _, c := range []struct {
+		tool   string
+		server int
+		ok     bool
+	}{
+		{"15.20", 150020, true},
+		{"15.1", 150020, true}, // same major: fine
+		{"16.0", 150020, true},
+		{"14.9", 150002, false},
+		{"9.6.24", 90624, true},
+		{"9.5.1", 90624, false},
+		{"10.3", 90624, true},
+		{"9.6.0", 100001, false},
+		{"17beta2", 160004, true},
+	} {
+		err := checkToolVersion("pg_dump", c.tool, c.server)
+		if (err == nil) != c.ok {
+			t.Errorf("checkToolVersion(pg_dump %s, server %d) = %v, want ok=%v", c.tool, c.server, err, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "pg_dump "+c.tool+" is older than the server") {
+			t.Errorf("unclear error: %v", err)
+		}
+	}
+	if err := checkToolVersion("pg_dump", "14.9", 150002); err == nil || !strings.Contains(err.Error(), "install the PostgreSQL 15 client tools") {
+		t.Errorf("error does not say what to install: %v", err)
+	}
+	if err := checkArchiveVersion("14.1", "15.2"); err == nil {
+		t.Errorf("pg_restore 14 accepted an archive of pg_dump 15")
+	}
+	if err := checkArchiveVersion("16.1", "15.2"); err != nil {
+		t.Errorf("pg_restore 16 refused an archive of pg_dump 15: %v", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	src := func(cfg map[string]any) engines.Source {
+		return engines.Source{Name: "s", Engine: "postgres", Config: cfg}
+	}
+	e := New()
+	for _, cfg := range []map[string]any{
+		{"url": "postgres://app@db:5432/app"},
+		{"url": "postgresql://app@db/app?sslmode=require", "sslmode": "require", "passwordEnv": "PGPW"},
+		{"url": "postgres://admin@db:5432", "databases": "all", "passwordFile": "/run/secrets/pw"},
+		{"url": "postgres://app@[::1]:6432/app", "sslmode": "verify-full"},
+	} {
+		if err := e.Validate(src(cfg)); err != nil {
+			t.Errorf("Validate(%v) = %v", cfg, err)
+		}
+	}
+	for _, c := range []struct {
+		cfg  map[string]any
+		want string
+	}{
+		{map[string]any{}, "url: required"},
+		{map[string]any{"url": "mysql://app@db/app"}, "url: scheme"},
+		{map[string]any{"url": "postgres://db/app"}, "url: names no user"},
+		{map[string]any{"url": "postgres://app:hunter2@db/app"}, "url: must not contain a password"},
+		{map[string]any{"url": "postgres://app:hunter2@db:x/app"}, "url: not a valid URL"},
+		{map[string]any{"url": "postgres://app@/app"}, "url: names no host"},
+		{map[string]any{"url": "postgres://app@db/"}, "url: names no database"},
+		{map[string]any{"url": "postgres://app@db/app?connect_timeout=3"}, `url: parameter "connect_timeout"`},
+		{map[string]any{"url": "postgres://app@db/app", "sslmode": "maybe"}, "sslmode:"},
+		{map[string]any{"url": "postgres://app@db/app?sslmode=disable", "sslmode": "require"}, "sslmode:"},
+		{map[string]any{"url": "postgres://app@db/app", "databases": "some"}, "databases:"},
+		{map[string]any{"url": "postgres://app@db/app", "passwordEnv": "A", "passwordFile": "B"}, "passwordEnv and passwordFile"},
+		{map[string]any{"url": "postgres://app@db/app", "password": "x"}, "password"},
+	} {
+		err := e.Validate(src(c.cfg))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate(%v) = %v, want an error containing %q", c.cfg, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Validate's error repeats the password: %v", err)
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	long := strings.Repeat("x", 80)
+	for _, c := range []struct{ db, kind, id string }{
+		{"app", "restore", "01jabc"},
+		{long, "prev", "01jabc"},
+		{"app", "verify", strings.Repeat("r", 128)},
+		{"données_" + strings.Repeat("é", 40), "restore", "id"},
+	} {
+		n := sideName(c.db, c.kind, c.id)
+		if len(n) > 63 {
+			t.Errorf("sideName(%q, %q, %q) = %q: %d bytes, PostgreSQL keeps 63", c.db, c.kind, c.id, n, len(n))
+		}
+		if !strings.Contains(n, "_capsule_"+c.kind+"_") || !strings.HasPrefix(c.db, n[:strings.Index(n, "_capsule_")]) {
+			t.Errorf("sideName(%q, %q, %q) = %q", c.db, c.kind, c.id, n)
+		}
+	}
+	if sideName("app", "restore", strings.Repeat("r", 100)+"1") == sideName("app", "restore", strings.Repeat("r", 100)+"2") {
+		t.Errorf("long ids that differ give the same side name")
+	}
+
+	for db, want := range map[string]string{
+		"app":        "db-app.dump",
+		"my_app-2.x": "db-my_app-2.x.dump",
+	} {
+		if got := artifactName(db); got != want {
+			t.Errorf("artifactName(%q) = %q, want %q", db, got, want)
+		}
+	}
+	if a, b := artifactName("App"), artifactName("app"); a == b || !strings.HasPrefix(a, "db-app-") {
+		t.Errorf("artifactName(App) = %q, artifactName(app) = %q", a, b)
+	}
+	if a := artifactName("we ird/name"); strings.ContainsAny(a, " /") {
+		t.Errorf("artifactName kept unsafe characters: %q", a)
+	}
+}
+
+func TestParseGlobals(t *testing.T) {
+	script := `--
+-- PostgreSQL database cluster dump
+--
+
+\restrict abc123
+
+SET default_transaction_read_only = off;
+SET standard_conforming_strings = on;
+
+CREATE ROLE app;
+ALTER ROLE app WITH NOSUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$4096:x;y''z';
+CREATE ROLE "Odd ""Name""";
+ALTER ROLE "Odd ""Name""" WITH NOLOGIN;
+COMMENT ON ROLE app IS 'semi; colon
+and newline';
+/* a block; comment */
+GRANT app TO "Odd ""Name""" GRANTED BY postgres;
+GRANT ALL ON TABLESPACE fast TO app;
+CREATE TABLESPACE fast OWNER app LOCATION '/x';
+
+\unrestrict abc123
+`
+	got := parseGlobals(script)
+	want := []struct{ kind, role string }{
+		{"set", ""}, {"set", ""},
+		{"create", "app"}, {"alter", "app"},
+		{"create", `Odd "Name"`}, {"alter", `Odd "Name"`},
+		{"comment", "app"},
+		{"grant", `Odd "Name"`},
+	}
+	if len(got) != len(want) {
+		for _, g := range got {
+			t.Logf("%s %q: %q", g.kind, g.role, g.sql)
+		}
+		t.Fatalf("parsed %d statements, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		if got[i].kind != w.kind || got[i].role != w.role {
+			t.Errorf("statement %d: %s %q, want %s %q (%q)", i, got[i].kind, got[i].role, w.kind, w.role, got[i].sql)
+		}
+	}
+	if !strings.HasSuffix(got[3].sql, `'SCRAM-SHA-256$4096:x;y''z'`) {
+		t.Errorf("a semicolon inside a string split the statement: %q", got[3].sql)
+	}
+	if !strings.Contains(got[6].sql, "semi; colon\nand newline") {
+		t.Errorf("comment statement: %q", got[6].sql)
+	}
+}
