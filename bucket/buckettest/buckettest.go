@@ -50,6 +50,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) bucket.Bucket) {
 		{"UploadLarge", testUploadLarge},
 		{"UploadAbort", testUploadAbort},
 		{"UploadIfNoneMatch", testUploadIfNoneMatch},
+		{"UploadCanceled", testUploadCanceled},
 		{"ServerTime", testServerTime},
 		{"Prefixed", testPrefixed},
 	}
@@ -493,6 +494,29 @@ func testUploadAbort(t *testing.T, b bucket.Bucket) {
 		if page := list(t, b, "up/", bucket.ListOptions{}); len(page.Objects) != 0 {
 			t.Fatalf("after abort, listing shows %q", keys(page.Objects))
 		}
+	}
+}
+
+// testUploadCanceled: an upload whose context ends fails to commit and
+// leaves nothing, never a truncated object.
+func testUploadCanceled(t *testing.T, b bucket.Bucket) {
+	for _, n := range []int{10, 12 << 20} {
+		cctx, cancel := context.WithCancel(ctx(t))
+		u, err := b.Upload(cctx, "up/canceled", bucket.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeOdd(t, u, randomBytes(n))
+		cancel()
+		u.Write(randomBytes(1000)) // may fail already
+		if info, err := u.Commit(); err == nil {
+			t.Fatalf("commit after cancel of a %d-byte upload succeeded: %+v", n, info)
+		}
+		if err := u.Abort(); err != nil {
+			t.Errorf("abort after failed commit: %v", err)
+		}
+		_, err = b.Head(ctx(t), "up/canceled")
+		wantErr(t, "head after canceled upload", err, bucket.ErrNotFound)
 	}
 }
 

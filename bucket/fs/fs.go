@@ -320,6 +320,9 @@ func (b *Bucket) Put(ctx context.Context, key string, body io.Reader, size int64
 	if err := checkOptions(opts); err != nil {
 		return bucket.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
 	}
+	if size < 0 {
+		return bucket.ObjectInfo{}, fmt.Errorf("put %s: negative size %d (use Upload for data of unknown size)", key, size)
+	}
 	t, err := b.newTemp()
 	if err != nil {
 		return bucket.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)

@@ -229,6 +229,9 @@ func (b *Bucket) Put(ctx context.Context, key string, body io.Reader, size int64
 	if opts.IfNoneMatch && opts.IfMatch != "" {
 		return bucket.ObjectInfo{}, fmt.Errorf("put %s: IfNoneMatch and IfMatch are exclusive", key)
 	}
+	if size < 0 {
+		return bucket.ObjectInfo{}, fmt.Errorf("put %s: negative size %d (use Upload for data of unknown size)", key, size)
+	}
 	rs, seekable := body.(io.ReadSeeker)
 	if !seekable && size <= b.opts.PartSize {
 		// Small enough to hold: then it can be retried.

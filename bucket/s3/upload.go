@@ -164,7 +164,9 @@ func (u *upload) send() error {
 	select {
 	case u.sem <- struct{}{}:
 	case <-u.ctx.Done():
-		return fmt.Errorf("upload %s: %w", u.key, context.Cause(u.ctx))
+		err := fmt.Errorf("upload %s: %w", u.key, context.Cause(u.ctx))
+		u.fail(err)
+		return err
 	}
 	num, buf := u.next, u.buf
 	u.next++
@@ -230,7 +232,7 @@ func (u *upload) Commit() (bucket.ObjectInfo, error) {
 		return info, err
 	}
 	if len(u.buf) > 0 {
-		u.send()
+		u.send() // on failure, sets what failed() reports below
 	}
 	u.wg.Wait()
 	if err := u.failed(); err != nil {
