@@ -1,0 +1,40 @@
+// Package mysql is capsule's engine for MySQL and MariaDB.
+//
+// A source is {engine: mysql, url: mysql://USER@HOST:PORT/DB, databases:
+// [a, b] | all}; without databases the URL's database is backed up. The
+// password arrives through passwordEnv/passwordFile (Source.Password) and
+// reaches the tools only in a private option file (mode 0600, removed
+// afterwards, passed as --defaults-extra-file): never in argv, the
+// environment, a log line or the index.
+//
+// Backup: one mariadb-dump (or mysqldump) run over every selected database
+// with --single-transaction (one consistent snapshot across all of them,
+// without locking InnoDB tables), --routines --triggers --events
+// --hex-blob, streamed into the artifact dump.sql. It is dumped with
+// --databases --no-create-db, so the dump creates no database and
+// switches between them only with "USE `db`;" lines; object definitions
+// name no schema. The index records, per database, its character set and
+// every table, view, trigger, routine and event.
+//
+// Restore safety: staging and an atomic swap. The dump is loaded with the
+// mariadb client into side schemas <db>_capsule_restore_<id> (the USE lines
+// are pointed at them as the dump streams), read to its end (its sha256
+// checked) and compared with what the index recorded; any failure drops
+// the side schemas and leaves the target untouched. Then, per database:
+// the triggers of the staged and of the target tables are dropped
+// (MariaDB and MySQL refuse to move a table with triggers to another
+// schema: "Trigger in wrong schema"), one RENAME TABLE statement moves
+// every table of every target to <db>_capsule_prev_<id> and every staged
+// table into the target (atomic), and the triggers, views (their
+// definitions name the side schema, which is rewritten), procedures,
+// functions and events are recreated in the target with the sql_mode and
+// collation they were made under. The replaced tables are kept, with
+// their triggers, in <db>_capsule_prev_<id> unless DropPrevious; the
+// replaced views, routines and events are not kept. The downtime
+// (RestoreInfo.Downtime) runs from the first trigger dropped to the last
+// object recreated: tables are never missing, but for that moment
+// triggers, views and routines may be.
+//
+// Verify loads the backup into side schemas next to the target's, checks
+// them against the index and counts their rows, and drops them.
+package mysql
