@@ -17,6 +17,11 @@ var ErrNotFound = errors.New("object not found")
 // for an If-Match Put.
 var ErrPreconditionFailed = errors.New("precondition failed")
 
+// ErrRetained is returned (wrapped) by Delete when the store refuses
+// because S3 Object Lock (a retain-until date or a legal hold) still keeps
+// the object. Retrying before the retention ends fails the same way.
+var ErrRetained = errors.New("object is retained by object lock")
+
 // ObjectInfo describes one object.
 type ObjectInfo struct {
 	// Key is the object's key relative to the bucket (and its prefix).
@@ -84,7 +89,7 @@ type Bucket interface {
 	Put(ctx context.Context, key string, body io.Reader, size int64, opts PutOptions) (ObjectInfo, error)
 	// Delete removes an object. Deleting a missing key is not an error.
 	// Deletes are never conditional (some S3 servers ignore If-Match on
-	// DELETE).
+	// DELETE). ErrRetained when Object Lock keeps the object.
 	Delete(ctx context.Context, key string) error
 	// Upload starts a streaming write of an object of unknown size (a
 	// multipart upload on S3, with parts in flight concurrently). Nothing is
@@ -101,6 +106,31 @@ type Upload interface {
 	Commit() (ObjectInfo, error)
 	// Abort discards what was written. Safe after a failed Commit.
 	Abort() error
+}
+
+// PendingUpload is a streaming write that was started and neither
+// committed nor aborted: in progress, or left behind by a crashed writer.
+type PendingUpload struct {
+	// Key is the key the upload would create.
+	Key string
+	// UploadID identifies the upload to AbortUpload.
+	UploadID string
+	// Initiated is when the upload started (S3), or when it was last
+	// written to (bucket/fs), by the store's clock.
+	Initiated time.Time
+}
+
+// UploadLister is implemented by buckets whose streaming writes can outlive
+// their writer (multipart uploads on S3, temporary files in a directory), so
+// that a garbage collector can find and discard them. Not part of Bucket:
+// callers check for it with a type assertion.
+type UploadLister interface {
+	// ListUploads returns the pending uploads of keys that start with
+	// prefix, in no particular order.
+	ListUploads(ctx context.Context, prefix string) ([]PendingUpload, error)
+	// AbortUpload discards a pending upload. An upload that is already
+	// gone (committed or aborted) is not an error.
+	AbortUpload(ctx context.Context, key, uploadID string) error
 }
 
 // PutBytes writes a small object from memory.

@@ -7,10 +7,14 @@ import (
 )
 
 // Prefixed returns a view of b in which every key is relative to prefix.
-// An empty prefix returns b itself. A prefix should end in "/".
+// An empty prefix returns b itself. A prefix should end in "/". The view
+// is an UploadLister when b is one.
 func Prefixed(b Bucket, prefix string) Bucket {
 	if prefix == "" {
 		return b
+	}
+	if ul, ok := b.(UploadLister); ok {
+		return &prefixedLister{prefixed: prefixed{b: b, p: prefix}, ul: ul}
 	}
 	return &prefixed{b: b, p: prefix}
 }
@@ -71,4 +75,21 @@ type prefixedUpload struct {
 func (u *prefixedUpload) Commit() (ObjectInfo, error) {
 	info, err := u.Upload.Commit()
 	return u.p.strip(info), err
+}
+
+type prefixedLister struct {
+	prefixed
+	ul UploadLister
+}
+
+func (p *prefixedLister) ListUploads(ctx context.Context, prefix string) ([]PendingUpload, error) {
+	ups, err := p.ul.ListUploads(ctx, p.p+prefix)
+	for i := range ups {
+		ups[i].Key = strings.TrimPrefix(ups[i].Key, p.p)
+	}
+	return ups, err
+}
+
+func (p *prefixedLister) AbortUpload(ctx context.Context, key, uploadID string) error {
+	return p.ul.AbortUpload(ctx, p.p+key, uploadID)
 }

@@ -53,6 +53,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) bucket.Bucket) {
 		{"UploadCanceled", testUploadCanceled},
 		{"ServerTime", testServerTime},
 		{"Prefixed", testPrefixed},
+		{"PendingUploads", testPendingUploads},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -531,6 +532,55 @@ func testUploadIfNoneMatch(t *testing.T, b bucket.Bucket) {
 		_, err = upload(t, b, key, randomBytes(n), bucket.PutOptions{IfNoneMatch: true})
 		wantErr(t, fmt.Sprintf("create-only upload of %d bytes onto an existing key", n), err, bucket.ErrPreconditionFailed)
 		checkContent(t, b, key, data, first.ETag)
+	}
+}
+
+// testPendingUploads: a bucket.UploadLister lists an open upload under
+// its prefix and only there, and AbortUpload discards it so that its
+// Commit fails and leaves nothing. Skipped for buckets that are none.
+func testPendingUploads(t *testing.T, b bucket.Bucket) {
+	ul, ok := b.(bucket.UploadLister)
+	if !ok {
+		t.Skip("not a bucket.UploadLister")
+	}
+	const n = 12 << 20 // more than a part, so S3 has a multipart upload
+	open := func(key string) bucket.Upload {
+		u, err := b.Upload(ctx(t), key, bucket.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeOdd(t, u, randomBytes(n))
+		return u
+	}
+	mine, other := open("up/pending"), open("elsewhere/pending")
+	defer other.Abort()
+	ups, err := ul.ListUploads(ctx(t), "up/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ups) != 1 || ups[0].Key != "up/pending" || ups[0].UploadID == "" {
+		t.Fatalf("ListUploads(up/) = %+v, want only up/pending", ups)
+	}
+	if d := time.Since(ups[0].Initiated); d > time.Minute || d < -time.Minute {
+		t.Errorf("initiated %s, %s from now", ups[0].Initiated, d)
+	}
+	if err := ul.AbortUpload(ctx(t), ups[0].Key, ups[0].UploadID); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+	if err := ul.AbortUpload(ctx(t), ups[0].Key, ups[0].UploadID); err != nil {
+		t.Fatalf("abort of an aborted upload: %v", err)
+	}
+	if ups, err := ul.ListUploads(ctx(t), "up/"); err != nil || len(ups) != 0 {
+		t.Fatalf("after abort, ListUploads(up/) = %+v, %v", ups, err)
+	}
+	if info, err := mine.Commit(); err == nil {
+		t.Fatalf("commit of an aborted upload succeeded: %+v", info)
+	}
+	mine.Abort()
+	_, err = b.Head(ctx(t), "up/pending")
+	wantErr(t, "head after aborted upload", err, bucket.ErrNotFound)
+	if ups, err := ul.ListUploads(ctx(t), "elsewhere/"); err != nil || len(ups) != 1 {
+		t.Fatalf("ListUploads(elsewhere/) = %+v, %v; want the other upload", ups, err)
 	}
 }
 

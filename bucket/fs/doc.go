@@ -25,6 +25,11 @@
 //   - If-Match: compare the current file's ETag, then rename(2) over it;
 //   - unconditional: rename(2).
 //
+// Each temporary file carries the key it is written for in the extended
+// attribute user.capsule.key, so ListUploads (bucket.UploadLister) can name
+// the writes in progress or left by a crashed writer, and AbortUpload can
+// remove one; New also removes those untouched for a day.
+//
 // Delete takes the same lock, so every change of a key is serialised across
 // processes: a create-only write cannot slip between another writer's check
 // and its rename, nor be overwritten by a writer that checked before a

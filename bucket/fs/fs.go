@@ -27,6 +27,8 @@ const (
 	// internalDir holds the bucket's own state; no key may start with it.
 	internalDir = ".capsule-fs"
 	etagAttr    = "user.capsule.etag"
+	// keyAttr names, on a temporary file, the key it is written for.
+	keyAttr     = "user.capsule.key"
 	lockStripes = 256
 	// staleTemp is how long a temporary file may sit untouched before New
 	// removes it as left behind by a crashed writer.
@@ -323,7 +325,7 @@ func (b *Bucket) Put(ctx context.Context, key string, body io.Reader, size int64
 	if size < 0 {
 		return bucket.ObjectInfo{}, fmt.Errorf("put %s: negative size %d (use Upload for data of unknown size)", key, size)
 	}
-	t, err := b.newTemp()
+	t, err := b.newTemp(key)
 	if err != nil {
 		return bucket.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
 	}
@@ -357,10 +359,17 @@ type temp struct {
 	w *bufio.Writer
 }
 
-func (b *Bucket) newTemp() (*temp, error) {
-	f, err := os.CreateTemp(b.tmp, "obj-*")
+// newTemp creates a temporary file for key's next version, labelled with
+// the key so that ListUploads can name it.
+func (b *Bucket) newTemp(key string) (*temp, error) {
+	f, err := os.CreateTemp(b.tmp, tempPattern)
 	if err != nil {
 		return nil, err
+	}
+	if err := unix.Fsetxattr(int(f.Fd()), keyAttr, []byte(key), 0); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("label temporary file: %w", err)
 	}
 	return &temp{f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil
 }
@@ -557,7 +566,7 @@ func (b *Bucket) Upload(ctx context.Context, key string, opts bucket.PutOptions)
 	if err := checkOptions(opts); err != nil {
 		return nil, fmt.Errorf("upload %s: %w", key, err)
 	}
-	t, err := b.newTemp()
+	t, err := b.newTemp(key)
 	if err != nil {
 		return nil, fmt.Errorf("upload %s: %w", key, err)
 	}

@@ -9,8 +9,15 @@
 // another write or a delete) wrap bucket.ErrPreconditionFailed. Treating the
 // 409 as a lost race is safe: the caller re-reads and decides again, which is
 // what it does after a 412. An If-Match write on a missing key is
-// ErrPreconditionFailed whatever the server answers (AWS says 404). The SDK's
-// error stays in the chain for errors.As.
+// ErrPreconditionFailed whatever the server answers (AWS says 404). A Delete
+// that Object Lock refuses wraps bucket.ErrRetained: ObjectLocked, or 403
+// AccessDenied (or InvalidRequest) whose message names the lock or retention,
+// or an AccessDenied on an object whose headers show a retain-until date
+// after the server's time or a legal hold; a plain AccessDenied stays an
+// error. On AWS, Object Lock needs a versioned bucket, where a Delete without
+// a version id succeeds (it adds a delete marker and the locked version stays
+// until a lifecycle rule expires it); versitygw locks unversioned objects and
+// refuses their Delete. The SDK's error stays in the chain for errors.As.
 //
 // # Retries
 //
@@ -41,7 +48,9 @@
 // single PutObject. Larger objects become a multipart upload with up to
 // Options.Concurrency parts of Options.PartSize in flight, so memory stays
 // below (Concurrency+1) × PartSize; an object may have at most 10,000 parts.
-// Any failure, and Abort, aborts the multipart upload. Commit completes it,
+// Any failure, and Abort, aborts the multipart upload; an upload a crashed
+// writer left open is found with ListUploads (bucket.UploadLister) and
+// discarded with AbortUpload. Commit completes it,
 // create-only when asked (If-None-Match on CompleteMultipartUpload).
 //
 // # Time

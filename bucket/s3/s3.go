@@ -218,10 +218,53 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 		_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.name, Key: &key})
 		return err
 	})
+	if err != nil && b.retained(ctx, key, err) {
+		return fmt.Errorf("delete %s: %w: %w", key, bucket.ErrRetained, err)
+	}
 	if err = translate("delete", key, err); err != nil && !errors.Is(err, bucket.ErrNotFound) {
 		return err
 	}
 	return nil
+}
+
+// retained says whether a failed delete was refused by Object Lock. Servers
+// answer 403 AccessDenied for a locked object (AWS for a locked version;
+// versitygw, whose buckets need no versioning, for the object) and some
+// answer ObjectLocked or InvalidRequest. AccessDenied also means a missing
+// permission, so it counts only when the message names the lock, or when
+// the object's headers show a retain-until date after the server's time or
+// a legal hold.
+func (b *Bucket) retained(ctx context.Context, key string, err error) bool {
+	code, _ := errorCode(err)
+	var msg string
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		msg = strings.ToLower(ae.ErrorMessage())
+	}
+	switch code {
+	case "ObjectLocked":
+		return true
+	case "AccessDenied", "InvalidRequest":
+		if strings.Contains(msg, "object lock") || strings.Contains(msg, "retention") || strings.Contains(msg, "legal hold") {
+			return true
+		}
+	}
+	if code != "AccessDenied" {
+		return false
+	}
+	out, herr := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &b.name, Key: &key})
+	if herr != nil {
+		return false
+	}
+	if out.ObjectLockLegalHoldStatus == types.ObjectLockLegalHoldStatusOn {
+		return true
+	}
+	until := aws.ToTime(out.ObjectLockRetainUntilDate)
+	now := responseTime(out.ResultMetadata)
+	if now.IsZero() {
+		now = time.Now()
+	}
+	return until.After(now)
 }
 
 // Put writes an object with PutObject. See the package doc for retries.
