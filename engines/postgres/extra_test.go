@@ -140,7 +140,9 @@ func (w *procWatch) finish() {
 func TestPasswordNeverLeaks(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
-	(&service{db: db}).Seed(ctx, t)
+	// More than a pipe's buffer, so that pg_dump outlives the hook that
+	// reads its environment.
+	db.exec(ctx, t, "", `CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g`)
 	w := watchProcs(db.password)
 	e := New()
 	e.started = w.started
@@ -366,8 +368,10 @@ func TestRestoreWhileClientsConnected(t *testing.T) {
 		swapAt = time.Now()
 		mu.Lock()
 		defer mu.Unlock()
-		if len(seen) == 0 || seen[len(seen)-1].v != "live" {
-			t.Errorf("just before the swap the client does not see the live data: %+v", seen[len(seen)-1:])
+		if len(seen) == 0 {
+			t.Errorf("the client made no query before the swap")
+		} else if last := seen[len(seen)-1]; last.v != "live" {
+			t.Errorf("just before the swap the client does not see the live data: %q, %v", last.v, last.err)
 		}
 	}
 	restoreStart := time.Now()
@@ -599,6 +603,31 @@ func TestAllDatabases(t *testing.T) {
 	// Disaster: database b and its owner are gone, a is damaged.
 	db.exec(ctx, t, "postgres", `DROP DATABASE `+ident(b)+` WITH (FORCE)`, `DROP ROLE `+ident(owner))
 	db.exec(ctx, t, a, `DELETE FROM ta WHERE id > 10`)
+
+	// A corrupt artifact, whichever: nothing changes, and the role the
+	// restore created before it met the damage is removed again.
+	damaged := db.snapshot(ctx, t, a)
+	for _, name := range names {
+		bad := store.Clone()
+		bad.Flip(t, name)
+		_, err := e.Restore(ctx, bad.RestoreJob(t, "bad", src, info, engines.RestoreOptions{DropPrevious: true}))
+		var ce *engines.ChecksumError
+		if !errors.As(err, &ce) || ce.Artifact != name {
+			t.Errorf("Restore with %s corrupt: err = %v, want a ChecksumError naming it", name, err)
+		}
+		if n := db.value(ctx, t, "postgres", `SELECT count(*)::text FROM pg_roles WHERE rolname = $1`, owner); n != "0" {
+			t.Errorf("after a failed restore (%s corrupt) role %s exists", name, owner)
+		}
+		if n := db.value(ctx, t, "postgres", `SELECT count(*)::text FROM pg_database WHERE datname = $1`, b); n != "0" {
+			t.Errorf("after a failed restore (%s corrupt) database %s exists", name, b)
+		}
+		if diff := compareSnapshots(damaged, db.snapshot(ctx, t, a)); diff != "" {
+			t.Errorf("a failed restore (%s corrupt) changed %s: %s", name, a, diff)
+		}
+		if left := db.leftovers(ctx, t); len(left) > 0 {
+			t.Errorf("side databases remain: %v", left)
+		}
+	}
 
 	rinfo, err := e.Restore(ctx, store.RestoreJob(t, "all", src, info, engines.RestoreOptions{DropPrevious: true}))
 	if err != nil {

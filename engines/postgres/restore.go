@@ -212,7 +212,9 @@ func (r *run) cleanup() {
 	for i := len(r.roles) - 1; i >= 0; i-- {
 		if _, err := r.conn.Exec(ctx, `DROP ROLE IF EXISTS `+ident(r.roles[i])); err != nil {
 			r.j.log.WithFields(logrus.Fields{"role": r.roles[i], "error": err.Error()}).Error("could not remove a role this restore created")
+			continue
 		}
+		r.j.log.WithField("role", r.roles[i]).Info("removed a role this restore created")
 	}
 	r.roles = nil
 }
