@@ -29,6 +29,7 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 		return err
 	}
 	log = log.WithField("engine", eng.Name())
+	out.Engine = eng.Name()
 	if err := eng.Validate(src); err != nil {
 		return fmt.Errorf("source %s is misconfigured: %w", req.Source, err)
 	}

@@ -92,6 +92,9 @@ type Outcome struct {
 	Verification *index.Verification
 	// VerifiedIndex is the backup a Verification belongs to.
 	VerifiedIndex *index.BackupIndex
+	// Engine names the engine the run used, once it got that far (for
+	// metrics; empty when the request never reached an engine).
+	Engine string
 }
 
 // rejectError marks a request that can never succeed as written.

@@ -57,6 +57,7 @@ func (x *Executor) restore(ctx context.Context, req *requests.Request, progress 
 	idx, src, eng, job, err := x.prepareRestore(ctx, req, progress)
 	if idx != nil {
 		out.Result.Cluster, out.Result.Source = idx.Cluster, idx.Source
+		out.Engine = idx.Engine
 	}
 	if err != nil {
 		return err
@@ -87,6 +88,7 @@ func (x *Executor) verify(ctx context.Context, req *requests.Request, progress *
 	idx, src, eng, job, err := x.prepareRestore(ctx, req, progress)
 	if idx != nil {
 		out.Result.Cluster, out.Result.Source = idx.Cluster, idx.Source
+		out.Engine = idx.Engine
 	}
 	if err != nil {
 		return err

@@ -29,10 +29,11 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 			return nil
 		}
 		pending[id] = true
-		if !w.claiming() || w.Running() >= w.cfg.Concurrency || w.isRunning(id) {
+		if !w.reserve(id) {
 			return nil
 		}
 		ok, err := w.TryClaim(ctx, id)
+		w.unreserve(id)
 		if err != nil {
 			w.log.WithError(err).WithField("request_id", id).Warn("claim failed")
 			claimErr = err
@@ -49,6 +50,45 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 		w.log.WithError(err).Warn("sweeping orphaned leases failed")
 	}
 	return started, claimErr
+}
+
+// ClaimHint claims request id at once if this worker may take more work:
+// a notification named it. Like a pass, it claims nothing while shutting
+// down, at the concurrency limit, or when id already runs or is being
+// claimed here; a request it cannot take now is left for the passes (a
+// finished job wakes one). A request that is already gone costs one HEAD
+// and no write, so stale, duplicated or foreign hints are cheap.
+func (w *Watcher) ClaimHint(ctx context.Context, id string) (bool, error) {
+	if !w.reserve(id) {
+		return false, nil
+	}
+	defer w.unreserve(id)
+	if _, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id)); errors.Is(err, bucket.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("claim hint %s: %w", id, err)
+	}
+	return w.TryClaim(ctx, id)
+}
+
+// reserve marks id as being claimed if this worker may claim it now.
+func (w *Watcher) reserve(id string) bool {
+	if !w.claiming() {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.running[id]; ok || w.claims[id] || len(w.running)+len(w.claims) >= w.cfg.Concurrency {
+		return false
+	}
+	w.claims[id] = true
+	return true
+}
+
+func (w *Watcher) unreserve(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.claims, id)
 }
 
 func (w *Watcher) isRunning(id string) bool {
@@ -131,7 +171,7 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 		msg := fmt.Sprintf("abandoned after %d attempts", attempt-handbacks-1)
 		log.Warn(msg)
 		w.emit(Event{Type: EventAbandoned, ID: id, Attempt: attempt})
-		return false, w.writeResult(ctx, id, w.result(id, requests.StatusFailed, msg, attempt-1, nil))
+		return false, w.writeResult(ctx, id, w.result(id, requests.StatusFailed, msg, attempt-1, nil), "")
 	}
 	req, perr := requests.Parse(raw)
 	if perr == nil && req.ID != id {
@@ -139,18 +179,22 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 	}
 	if perr != nil {
 		log.WithError(perr).Warn("rejecting malformed request")
-		return false, w.writeResult(ctx, id, w.result(id, requests.StatusRejected, "invalid request: "+perr.Error(), attempt, req))
+		return false, w.writeResult(ctx, id, w.result(id, requests.StatusRejected, "invalid request: "+perr.Error(), attempt, req), "")
 	}
 	if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(id)); err == nil {
 		log.Info("request canceled before it started")
-		return false, w.writeResult(ctx, id, w.result(id, requests.StatusCanceled, "canceled by request before it started", attempt, req))
+		return false, w.writeResult(ctx, id, w.result(id, requests.StatusCanceled, "canceled by request before it started", attempt, req), "")
 	}
 	// Only now is the claim real: the request is there, unfinished and
 	// not canceled.
+	source := req.Source
+	if source == "" {
+		source = req.Target
+	}
 	if attempt == 1 {
-		w.emit(Event{Type: EventClaimed, ID: id, Attempt: attempt, Kind: req.Kind})
+		w.emit(Event{Type: EventClaimed, ID: id, Attempt: attempt, Kind: req.Kind, Source: source})
 	} else {
-		w.emit(Event{Type: EventTakeover, ID: id, Attempt: attempt, Kind: req.Kind})
+		w.emit(Event{Type: EventTakeover, ID: id, Attempt: attempt, Kind: req.Kind, Source: source})
 	}
 	w.start(req, lh)
 	return true, nil
@@ -177,14 +221,22 @@ func (w *Watcher) result(id string, status requests.Status, msg string, attempts
 }
 
 // writeResult writes a result create-only while holding the lease, then
-// removes the request, its cancel object and the lease.
-func (w *Watcher) writeResult(ctx context.Context, id string, r *requests.Result) error {
+// removes the request, its cancel object and the lease. engine is the
+// run's engine, if it got that far.
+func (w *Watcher) writeResult(ctx context.Context, id string, r *requests.Result, engine string) error {
 	_, err := bucket.PutBytes(ctx, w.cfg.Bucket, requests.ResultKey(id), marshal(r), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
 	if err != nil && !errors.Is(err, bucket.ErrPreconditionFailed) {
 		return fmt.Errorf("write result %s: %w", id, err)
 	}
 	w.cleanup(ctx, id)
-	w.emit(Event{Type: EventFinished, ID: id, Attempt: r.Attempts, Status: r.Status, Kind: r.RequestKind})
+	ev := Event{
+		Type: EventFinished, ID: id, Attempt: r.Attempts, Status: r.Status, Kind: r.RequestKind,
+		Source: r.Source, Cluster: r.Cluster, Engine: engine, Bytes: r.Bytes, StoredBytes: r.StoredBytes, Finished: r.FinishedAt,
+	}
+	if !r.StartedAt.IsZero() && r.FinishedAt.After(r.StartedAt) {
+		ev.Duration = r.FinishedAt.Sub(r.StartedAt)
+	}
+	w.emit(ev)
 	return nil
 }
 
@@ -331,7 +383,7 @@ func (w *Watcher) runJob(ctx context.Context, cancel context.CancelCauseFunc, re
 			return
 		}
 	}
-	if err := w.writeResult(fctx, req.ID, &out.Result); err != nil {
+	if err := w.writeResult(fctx, req.ID, &out.Result, out.Engine); err != nil {
 		log.WithError(err).Warn("writing the result failed: the next attempt finishes it")
 		_ = lh.release(fctx, nil)
 		return

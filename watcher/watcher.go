@@ -58,6 +58,20 @@ type Event struct {
 	Status  requests.Status
 	Kind    requests.Kind
 	Err     error
+	// Source is the source a request names: on a claim or takeover, a
+	// Backup's source or a Restore's or Verify's target (empty when it
+	// names none); on EventFinished, the result's source.
+	Source string
+	// The rest describe a finished run (EventFinished), as far as it got:
+	// Engine is empty when the request never reached an engine, Duration
+	// is zero when nothing ran (a rejected or canceled claim).
+	Cluster     string
+	Engine      string
+	Bytes       int64
+	StoredBytes int64
+	Duration    time.Duration
+	// Finished is the result's FinishedAt.
+	Finished time.Time
 }
 
 // EventType names an Event.
@@ -129,7 +143,10 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	running map[string]*job
-	wg      sync.WaitGroup
+	// claims are ids whose claim is under way (a pass or a hint), so
+	// that concurrent claimers respect the limit and never race for one id.
+	claims map[string]bool
+	wg     sync.WaitGroup
 	// stopClaiming is closed when shutdown begins.
 	stopClaiming chan struct{}
 	stopOnce     sync.Once
@@ -162,6 +179,7 @@ func New(cfg Config) (*Watcher, error) {
 		log:          cfg.Log.WithField("worker", cfg.Worker),
 		wake:         make(chan struct{}, 1),
 		running:      map[string]*job{},
+		claims:       map[string]bool{},
 		stopClaiming: make(chan struct{}),
 		jobsCtx:      jobsCtx,
 		cancelJobs:   cancelJobs,

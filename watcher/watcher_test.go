@@ -42,7 +42,7 @@ func newGate() *gateEngine {
 	return &gateEngine{started: make(chan string, 100), release: make(chan struct{})}
 }
 
-func (g *gateEngine) Name() string                 { return "gate" }
+func (g *gateEngine) Name() string                  { return "gate" }
 func (g *gateEngine) Validate(engines.Source) error { return nil }
 func (g *gateEngine) Backup(ctx context.Context, job *engines.BackupJob) (*engines.BackupInfo, error) {
 	g.calls.Add(1)
@@ -296,12 +296,12 @@ func TestMalformedRequestsAreRejectedAndTheWorkerGoesOn(t *testing.T) {
 		body string
 		want string
 	}{
-		"badjson":    {`{"apiVersion":"capsule/v1",`, "invalid JSON"},
-		"badkind":    {`{"apiVersion":"capsule/v1","kind":"Frobnicate","id":"badkind","source":"data"}`, "kind"},
-		"mismatch":   {`{"apiVersion":"capsule/v1","kind":"Backup","id":"other","source":"data"}`, "does not match"},
-		"nosource":   {`{"apiVersion":"capsule/v1","kind":"Backup","id":"nosource","source":"nope"}`, `unknown source "nope"`},
-		"secret":     {`{"apiVersion":"capsule/v1","kind":"Backup","id":"secret","source":"data","password":"x"}`, "password"},
-		"nobackup":   {`{"apiVersion":"capsule/v1","kind":"Restore","id":"nobackup","backupId":"missing"}`, "backup not found"},
+		"badjson":     {`{"apiVersion":"capsule/v1",`, "invalid JSON"},
+		"badkind":     {`{"apiVersion":"capsule/v1","kind":"Frobnicate","id":"badkind","source":"data"}`, "kind"},
+		"mismatch":    {`{"apiVersion":"capsule/v1","kind":"Backup","id":"other","source":"data"}`, "does not match"},
+		"nosource":    {`{"apiVersion":"capsule/v1","kind":"Backup","id":"nosource","source":"nope"}`, `unknown source "nope"`},
+		"secret":      {`{"apiVersion":"capsule/v1","kind":"Backup","id":"secret","source":"data","password":"x"}`, "password"},
+		"nobackup":    {`{"apiVersion":"capsule/v1","kind":"Restore","id":"nobackup","backupId":"missing"}`, "backup not found"},
 		"wrongengine": {`{"apiVersion":"capsule/v1","kind":"Restore","id":"wrongengine","backupId":"PLACEHOLDER","target":"gate"}`, "made by the files engine"},
 	}
 	w := e.watcher("w1", nil)
