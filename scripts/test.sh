@@ -22,8 +22,8 @@ echo "== go vet"
 go vet ./...
 
 # Packages whose correctness is about concurrency run under -race.
-race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/...)
-all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal)(/|$)')
+race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/...)
+all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal|retention)(/|$)')
 
 echo "== go test -race ${race_pkgs[*]}"
 go test -race -count=1 -timeout 15m "${race_pkgs[@]}"

@@ -1,0 +1,64 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/requests"
+)
+
+// inUse lists requests/ and returns the backups that a Restore or Verify
+// request there names: backup id → request id. Requests are never
+// rewritten, so each (key, ETag) is read and parsed once per Runner; the
+// cache forgets what the listing no longer shows.
+func (r *Runner) inUse(ctx context.Context) (map[string]string, error) {
+	var listed []bucket.ObjectInfo
+	if err := bucket.Walk(ctx, r.cfg.Bucket, requests.RequestsPrefix, func(o bucket.ObjectInfo) error {
+		listed = append(listed, o)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	out := map[string]string{}
+	present := map[string]bool{}
+	for _, o := range listed {
+		id, ok := requests.IDFromKey(requests.RequestsPrefix, o.Key)
+		if !ok {
+			continue
+		}
+		ck := o.Key + "\x00" + o.ETag
+		present[ck] = true
+		r.mu.Lock()
+		req, cached := r.seen[ck]
+		r.mu.Unlock()
+		if !cached {
+			data, _, err := bucket.GetBytes(ctx, r.cfg.Bucket, o.Key)
+			if errors.Is(err, bucket.ErrNotFound) {
+				continue // finished since the listing
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read request %s: %w", id, err)
+			}
+			req, err = requests.Parse(data)
+			if err != nil || (req.Kind != requests.KindRestore && req.Kind != requests.KindVerify) {
+				req = nil // a malformed request is rejected, never run
+			}
+			r.mu.Lock()
+			r.seen[ck] = req
+			r.mu.Unlock()
+		}
+		if req != nil {
+			out[req.BackupID] = id
+		}
+	}
+	r.mu.Lock()
+	for ck := range r.seen {
+		if !present[ck] {
+			delete(r.seen, ck)
+		}
+	}
+	r.mu.Unlock()
+	return out, nil
+}

@@ -1,0 +1,412 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/requests"
+)
+
+// Defaults of Config.
+const (
+	DefaultLease         = 30 * time.Second
+	DefaultRetryRetained = 24 * time.Hour
+)
+
+// Config configures a Runner.
+type Config struct {
+	// Bucket is the bucket, scoped to capsule's prefix. Required.
+	Bucket bucket.Bucket
+	// Holder names this replica in lock objects (host/pid, a pod's name).
+	// Required.
+	Holder string
+	// Lease is the length of a lock; DefaultLease when zero. It is renewed
+	// every third of it.
+	Lease time.Duration
+	// RetryRetained is how long an object that Object Lock kept rests
+	// before the next try, when its retain-until date is unknown;
+	// DefaultRetryRetained when zero.
+	RetryRetained time.Duration
+	// Log receives what was deleted and what could not be; nothing when
+	// nil.
+	Log logrus.FieldLogger
+}
+
+// Validate checks the configuration, naming the bad setting.
+func (c *Config) Validate() error {
+	switch {
+	case c.Bucket == nil:
+		return errors.New("retention: Bucket is required")
+	case c.Holder == "":
+		return errors.New("retention: Holder is required (it names this replica in lock objects)")
+	case c.Lease < 0:
+		return fmt.Errorf("retention: Lease %s is negative", c.Lease)
+	case c.Lease > 0 && c.Lease < 30*time.Millisecond:
+		return fmt.Errorf("retention: Lease %s is too short to renew every third of it", c.Lease)
+	case c.RetryRetained < 0:
+		return fmt.Errorf("retention: RetryRetained %s is negative", c.RetryRetained)
+	}
+	return nil
+}
+
+// Runner applies retention policies and collects garbage. It is safe for
+// concurrent use; run one per process and share it, so that what Object Lock
+// keeps is reported once.
+type Runner struct {
+	cfg Config
+	log logrus.FieldLogger
+
+	mu sync.Mutex
+	// retained remembers objects Object Lock keeps: key → when to try again.
+	retained map[string]time.Time
+	// seen caches parsed requests by key and ETag (requests are never
+	// rewritten); nil for one that is no Restore or Verify.
+	seen map[string]*requests.Request
+}
+
+// New checks cfg and returns a Runner.
+func New(cfg Config) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.RetryRetained == 0 {
+		cfg.RetryRetained = DefaultRetryRetained
+	}
+	log := cfg.Log
+	if log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		log = l
+	}
+	return &Runner{cfg: cfg, log: log, retained: map[string]time.Time{}, seen: map[string]*requests.Request{}}, nil
+}
+
+// Policy says which backups to keep.
+type Policy struct {
+	// Cluster and Source select the backups. Required.
+	Cluster, Source string
+	// Plan selects scheduled backups: those whose index carries this
+	// plan. Manual backups have none. Empty means manual backups only, and
+	// then IncludeManual must be set.
+	Plan string
+	// Keep is how many good backups to keep, newest first (at least 1).
+	Keep int
+	// IncludeManual also counts and deletes manual backups (no plan).
+	IncludeManual bool
+}
+
+// Validate checks the policy, naming the bad field.
+func (p Policy) Validate() error {
+	if err := requests.ValidateName(p.Cluster); err != nil {
+		return fmt.Errorf("retention policy: cluster: %w", err)
+	}
+	if err := requests.ValidateName(p.Source); err != nil {
+		return fmt.Errorf("retention policy: source: %w", err)
+	}
+	if p.Plan == "" && !p.IncludeManual {
+		return errors.New("retention policy: plan: is empty and includeManual is not set, so no backup is selected")
+	}
+	if p.Plan != "" {
+		if err := requests.ValidateName(p.Plan); err != nil {
+			return fmt.Errorf("retention policy: plan: %w", err)
+		}
+	}
+	if p.Keep < 1 {
+		return fmt.Errorf("retention policy: keep: must be at least 1, got %d", p.Keep)
+	}
+	return nil
+}
+
+func (p Policy) selects(x *index.BackupIndex) bool {
+	return x.Status == requests.StatusSucceeded && (x.Plan == p.Plan || (p.IncludeManual && x.Plan == ""))
+}
+
+// Report is what one Apply did. Every backup of the policy is in exactly
+// one of Kept, Deleted and Skipped, unless the lease was held elsewhere.
+type Report struct {
+	// LeaseHeldBy names the replica that held the policy's lease; when
+	// set, this run did nothing.
+	LeaseHeldBy string `json:"leaseHeldBy,omitempty"`
+	// Kept are the backups the policy keeps, newest first.
+	Kept []string `json:"kept"`
+	// Deleted are the backups this run deleted (their index is gone).
+	Deleted []string `json:"deleted"`
+	// Retained are objects Object Lock keeps, each reported by the first
+	// run of this Runner that meets it.
+	Retained []RetainedObject `json:"retained,omitempty"`
+	// Skipped are backups the policy would delete, with the reason they
+	// are still there (in use by a restore, retained by Object Lock).
+	Skipped map[string]string `json:"skipped,omitempty"`
+}
+
+// RetainedObject is an object that Object Lock keeps.
+type RetainedObject struct {
+	Key string `json:"key"`
+	// Until is the retain-until date, when known.
+	Until time.Time `json:"until,omitzero"`
+	// Err is the store's refusal, or why it was not even tried.
+	Err string `json:"error"`
+}
+
+// Apply deletes the backups p no longer keeps, under p's lease. When another
+// replica holds the lease it returns at once with Report.LeaseHeldBy set.
+// On an error the report says what was done before it.
+func (r *Runner) Apply(ctx context.Context, p Policy) (*Report, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	log := r.log.WithFields(logrus.Fields{"cluster": p.Cluster, "source": p.Source, "plan": p.Plan})
+	l, heldBy, err := acquire(ctx, r.cfg.Bucket, LockKey(p), "retention", r.cfg.Holder, r.cfg.Lease)
+	if err != nil {
+		return nil, err
+	}
+	if l == nil {
+		log.WithField("holder", heldBy).Debug("retention lease held by another replica")
+		return &Report{LeaseHeldBy: heldBy}, nil
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.hold(ctx, cancel)
+	}()
+	rep, err := r.apply(ctx, l, p, log)
+	err = withCause(ctx, err)
+	cancel(nil)
+	wg.Wait()
+	if rerr := l.release(ctx); rerr != nil {
+		log.WithError(rerr).Warn("could not release the retention lease; it expires instead")
+	}
+	return rep, err
+}
+
+func (r *Runner) apply(ctx context.Context, l *lease, p Policy, log logrus.FieldLogger) (*Report, error) {
+	rep := &Report{Kept: []string{}, Deleted: []string{}, Skipped: map[string]string{}}
+	all, err := index.List(ctx, r.cfg.Bucket, index.Filter{Cluster: p.Cluster, Source: p.Source})
+	if err != nil {
+		return rep, fmt.Errorf("list backups of %s/%s: %w", p.Cluster, p.Source, err)
+	}
+	var mine []index.Entry
+	for _, e := range all {
+		if p.selects(e.BackupIndex) {
+			mine = append(mine, e)
+		}
+	}
+	kept, drop := choose(mine, p.Keep)
+	for _, e := range kept {
+		rep.Kept = append(rep.Kept, e.BackupID)
+	}
+	if len(drop) == 0 {
+		return rep, nil
+	}
+	inUse, err := r.inUse(ctx)
+	if err != nil {
+		return rep, err
+	}
+	// Oldest first: an interrupted run leaves the newer ones.
+	for i := len(drop) - 1; i >= 0; i-- {
+		x := drop[i].BackupIndex
+		blog := log.WithField("backup_id", x.BackupID)
+		if why := r.keepReason(l, x, inUse, rep); why != "" {
+			rep.Skipped[x.BackupID] = why
+			continue
+		}
+		// Look again right before deleting: the lease, and the
+		// requests written since the first look.
+		if !l.valid() {
+			return rep, fmt.Errorf("%w: stopped before deleting %s", ErrLeaseLost, x.BackupID)
+		}
+		if inUse, err = r.inUse(ctx); err != nil {
+			return rep, err
+		}
+		if why := r.keepReason(l, x, inUse, rep); why != "" {
+			rep.Skipped[x.BackupID] = why
+			continue
+		}
+		deleted, err := r.deleteBackup(ctx, l, x, rep, blog)
+		switch _, skipped := rep.Skipped[x.BackupID]; {
+		case deleted:
+			rep.Deleted = append(rep.Deleted, x.BackupID)
+		case err == nil && !skipped:
+			rep.Skipped[x.BackupID] = "already deleted by another run"
+		}
+		if err != nil {
+			return rep, err
+		}
+	}
+	if err := context.Cause(ctx); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// choose splits a policy's backups, newest first, into those it keeps and
+// those it deletes (see the package doc): it keeps the newest keep good
+// backups and everything newer, and at least the newest keep backups.
+func choose(entries []index.Entry, keep int) (kept, drop []index.Entry) {
+	sorted := append([]index.Entry(nil), entries...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		if !a.FinishedAt.Equal(b.FinishedAt) {
+			return a.FinishedAt.After(b.FinishedAt)
+		}
+		return a.BackupID > b.BackupID
+	})
+	last := -1 // index of the oldest kept backup
+	good := 0
+	for i, e := range sorted {
+		if e.Verification == nil || e.Verification.OK {
+			good++
+			last = i
+			if good == keep {
+				break
+			}
+		}
+	}
+	last = max(last, min(keep, len(sorted))-1)
+	return sorted[:last+1], sorted[last+1:]
+}
+
+// keepReason says why backup x must stay, or "" when it may go.
+func (r *Runner) keepReason(l *lease, x *index.BackupIndex, inUse map[string]string, rep *Report) string {
+	if id, ok := inUse[x.BackupID]; ok {
+		return "in use by request " + id
+	}
+	key := x.Key()
+	now := l.now()
+	if x.RetainUntil.After(now) {
+		o := RetainedObject{Key: key, Until: x.RetainUntil, Err: "not tried: the index records a retainUntil date"}
+		if r.noteRetained(o, now) {
+			rep.Retained = append(rep.Retained, o)
+		}
+		return "retained by Object Lock until " + x.RetainUntil.UTC().Format(time.RFC3339)
+	}
+	if next, ok := r.retainedUntil(key, now); ok {
+		return "retained by Object Lock; next try after " + next.UTC().Format(time.RFC3339)
+	}
+	return ""
+}
+
+// deleteBackup deletes x's index, then everything else under its folder.
+// It reports whether this call deleted the index: false when it was gone
+// already, or when Object Lock keeps it (then the backup is skipped).
+func (r *Runner) deleteBackup(ctx context.Context, l *lease, x *index.BackupIndex, rep *Report, log logrus.FieldLogger) (bool, error) {
+	key := x.Key()
+	_, err := r.cfg.Bucket.Head(ctx, key)
+	existed := err == nil
+	if err != nil && !errors.Is(err, bucket.ErrNotFound) {
+		return false, fmt.Errorf("delete backup %s: %w", x.BackupID, err)
+	}
+	if existed {
+		if err := r.cfg.Bucket.Delete(ctx, key); err != nil {
+			if errors.Is(err, bucket.ErrRetained) {
+				o := RetainedObject{Key: key, Until: x.RetainUntil, Err: err.Error()}
+				if r.noteRetained(o, l.now()) {
+					rep.Retained = append(rep.Retained, o)
+				}
+				rep.Skipped[x.BackupID] = "retained by Object Lock: its index could not be deleted"
+				return false, nil
+			}
+			return false, fmt.Errorf("delete backup %s: %w", x.BackupID, err)
+		}
+		log.WithFields(logrus.Fields{"finished_at": x.FinishedAt, "attempt": x.Attempt}).Info("deleted backup by retention")
+	}
+	// The backup is gone; now its objects. Whatever fails here is left
+	// to the garbage collector.
+	_, retained, err := r.deleteFolder(ctx, l, requests.BackupDir(x.Cluster, x.Source, x.BackupID), x.RetainUntil)
+	rep.Retained = append(rep.Retained, retained...)
+	if err != nil {
+		return existed, fmt.Errorf("delete objects of backup %s: %w", x.BackupID, err)
+	}
+	return existed, nil
+}
+
+// deleteFolder deletes every object under dir, but those Object Lock is
+// known to keep. It returns how many it deleted and the objects Object Lock
+// kept that this Runner had not reported yet.
+func (r *Runner) deleteFolder(ctx context.Context, l *lease, dir string, until time.Time) (int, []RetainedObject, error) {
+	var keys []string
+	if err := bucket.Walk(ctx, r.cfg.Bucket, dir, func(o bucket.ObjectInfo) error {
+		keys = append(keys, o.Key)
+		return nil
+	}); err != nil {
+		return 0, nil, err
+	}
+	n := 0
+	var retained []RetainedObject
+	for _, key := range keys {
+		if _, ok := r.retainedUntil(key, l.now()); ok {
+			continue
+		}
+		if err := context.Cause(ctx); err != nil {
+			return n, retained, err
+		}
+		err := r.cfg.Bucket.Delete(ctx, key)
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, bucket.ErrRetained):
+			o := RetainedObject{Key: key, Until: until, Err: err.Error()}
+			if r.noteRetained(o, l.now()) {
+				retained = append(retained, o)
+			}
+		default:
+			return n, retained, err
+		}
+	}
+	return n, retained, nil
+}
+
+// noteRetained remembers that Object Lock keeps o.Key, until o.Until when
+// that is later than now, else for RetryRetained. It logs and returns true
+// unless the object is remembered already.
+func (r *Runner) noteRetained(o RetainedObject, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if next, ok := r.retained[o.Key]; ok && now.Before(next) {
+		return false
+	}
+	next := o.Until
+	if !next.After(now) {
+		next = now.Add(r.cfg.RetryRetained)
+	}
+	r.retained[o.Key] = next
+	r.log.WithFields(logrus.Fields{"key": o.Key, "until": o.Until, "next_try": next}).WithField("reason", o.Err).
+		Warn("object lock keeps an object: left in place")
+	return true
+}
+
+// retainedUntil says whether key is remembered as retained at now, and
+// when it will be tried again.
+func (r *Runner) retainedUntil(key string, now time.Time) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next, ok := r.retained[key]
+	if ok && !now.Before(next) {
+		delete(r.retained, key)
+		return time.Time{}, false
+	}
+	return next, ok
+}
+
+// withCause adds to err why ctx ended (a lost lease), when err does not say
+// it already.
+func withCause(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w: %w", err, cause)
+	}
+	return err
+}
