@@ -36,9 +36,9 @@ sources:
 YAML
 
 echo "== start a worker"
-capsule worker --name demo-worker 2> "$demo/worker.log" &
+"$root/bin/capsule" --config "$demo/capsule.yaml" --log-format text worker --name demo-worker > "$demo/worker.log" 2>&1 &
 worker=$!
-trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
+trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true; echo "(worker stopped; its log is $demo/worker.log)"' EXIT
 
 echo "== back up the sample directory"
 id="$(capsule backup sample --label demo=true)"

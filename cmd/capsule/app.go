@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/bucket/bucketurl"
+	"github.com/cnvrg/capsule/config"
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// app holds what every command shares: where output goes, the
+// configuration and the bucket. Nothing here is global.
+type app struct {
+	out, errOut io.Writer
+	getenv      func(string) string
+
+	bucketURL  string
+	configPath string
+	cluster    string
+	logLevel   string
+	logFormat  string
+
+	cfg config.Config
+	log *logrus.Logger
+}
+
+func newApp(out, errOut io.Writer, getenv func(string) string) *app {
+	return &app{out: out, errOut: errOut, getenv: getenv}
+}
+
+// exitError carries a command's exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	var e *exitError
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return 1
+}
+
+func (a *app) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "capsule",
+		Short: "Back up and restore data services into an S3 bucket",
+		Long: `capsule backs up and restores PostgreSQL, Redis, MySQL/MariaDB, Elasticsearch,
+MongoDB and plain directories into an S3 bucket (or a local directory).
+
+The bucket is the only state. A client drops a request under requests/ in the
+bucket ("capsule backup", "capsule restore", "capsule verify"); any number of
+workers ("capsule worker") claim requests with conditional writes, run them, and
+write a result and a self-describing backupIndex.json. Lose the cluster, keep
+the bucket, and any capsule binary can list ("capsule ls") and restore.
+
+The bucket comes from --bucket, else CAPSULE_BUCKET, else the config file, else
+a local directory (` + bucketurl.DefaultURL() + `).
+Bucket URLs: s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:7070&region=us-east-1
+(credentials from the AWS default chain) or file:///path/to/dir.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.load(cmd)
+		},
+	}
+	root.SetOut(a.out)
+	root.SetErr(a.errOut)
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.bucketURL, "bucket", "", "bucket URL (env CAPSULE_BUCKET)")
+	pf.StringVar(&a.configPath, "config", "", "YAML config file (env CAPSULE_CONFIG)")
+	pf.StringVar(&a.cluster, "cluster", "", `cluster the request belongs to (env CAPSULE_CLUSTER; default "default")`)
+	pf.StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
+	pf.StringVar(&a.logFormat, "log-format", "auto", "text, json, or auto (text on a terminal, json otherwise)")
+	root.AddCommand(a.workerCmd(), a.backupCmd(), a.restoreCmd(), a.verifyCmd(), a.lsCmd(), a.describeCmd(),
+		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd())
+	return root
+}
+
+// load applies defaults, the config file, the environment and the flags,
+// in that order, and validates the result once.
+func (a *app) load(cmd *cobra.Command) error {
+	a.log = logrus.New()
+	a.log.SetOutput(a.errOut)
+	lvl, err := logrus.ParseLevel(a.logLevel)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	a.log.SetLevel(lvl)
+	switch a.logFormat {
+	case "json":
+		a.log.SetFormatter(&logrus.JSONFormatter{})
+	case "text":
+		a.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "auto":
+		if f, ok := a.errOut.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			a.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+		} else {
+			a.log.SetFormatter(&logrus.JSONFormatter{})
+		}
+	default:
+		return fmt.Errorf("--log-format: %q is not text, json or auto", a.logFormat)
+	}
+	path := a.configPath
+	if path == "" {
+		path = a.getenv("CAPSULE_CONFIG")
+	}
+	a.cfg, err = config.Load(path)
+	if err != nil {
+		return err
+	}
+	a.cfg.ApplyEnv(a.getenv)
+	if a.bucketURL != "" {
+		a.cfg.Bucket = a.bucketURL
+	}
+	if a.cluster != "" {
+		a.cfg.Cluster = a.cluster
+	}
+	return a.cfg.Validate(registry())
+}
+
+// openBucket opens the configured bucket, or the local default, saying so.
+func (a *app) openBucket(ctx context.Context) (bucket.Bucket, error) {
+	url := a.cfg.Bucket
+	if url == "" {
+		url = bucketurl.DefaultURL()
+		fmt.Fprintf(a.errOut, "capsule: no --bucket or CAPSULE_BUCKET given: using the local directory %s\n", strings.TrimPrefix(url, "file://"))
+	}
+	b, desc, err := bucketurl.Open(ctx, url, a.log)
+	if err != nil {
+		return nil, err
+	}
+	a.log.WithField("bucket", desc).Debug("bucket opened")
+	return b, nil
+}

@@ -1,0 +1,21 @@
+// Command capsule backs up and restores data services into an S3 bucket
+// (or a local directory). See `capsule --help`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a := newApp(os.Stdout, os.Stderr, os.Getenv)
+	if err := a.root().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "capsule:", err)
+		os.Exit(exitCode(err))
+	}
+}

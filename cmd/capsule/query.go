@@ -1,0 +1,318 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cnvrg/capsule/client"
+	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/internal/version"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/spf13/cobra"
+)
+
+func outputFlag(cmd *cobra.Command, p *string) {
+	cmd.Flags().StringVarP(p, "output", "o", "table", "table or json")
+}
+
+func checkOutput(o string) error {
+	if o != "table" && o != "json" && o != "text" {
+		return fmt.Errorf("--output: %q is not table or json", o)
+	}
+	return nil
+}
+
+func (a *app) lsCmd() *cobra.Command {
+	var source, output string
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List committed backups, newest first",
+		Long: `List the backups in the bucket (those whose backupIndex.json was written),
+newest first, for the cluster (--cluster, default "default"; --all-clusters for
+every cluster) and optionally one source.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			b, err := a.openBucket(ctx)
+			if err != nil {
+				return err
+			}
+			f := index.Filter{Cluster: a.cfg.Cluster, Source: source}
+			if all {
+				f.Cluster = ""
+				if source != "" {
+					return errors.New("--source needs a cluster: drop --all-clusters")
+				}
+			}
+			entries, err := index.List(ctx, b, f)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if entries == nil {
+					entries = []index.Entry{}
+				}
+				return writeJSON(a.out, entries)
+			}
+			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "BACKUP ID\tCLUSTER\tSOURCE\tENGINE\tFINISHED\tSIZE\tSTORED\tVERIFIED")
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.BackupID, e.Cluster, e.Source, e.Engine,
+					e.FinishedAt.Local().Format("2006-01-02 15:04:05"), humanBytes(e.Bytes), humanBytes(e.StoredBytes), verified(e.Verification))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(entries) == 0 {
+				fmt.Fprintf(a.errOut, "no backups in cluster %q\n", f.Cluster)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&source, "source", "", "only this source")
+	cmd.Flags().BoolVar(&all, "all-clusters", false, "list every cluster")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func verified(v *index.Verification) string {
+	if v == nil {
+		return "-"
+	}
+	if v.OK {
+		return "ok " + v.VerifiedAt.Local().Format("2006-01-02 15:04")
+	}
+	return "FAILED " + v.VerifiedAt.Local().Format("2006-01-02 15:04")
+}
+
+func (a *app) describeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "describe BACKUP_ID",
+		Short: "Print a backup's index (JSON) with its newest verification",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			b, err := a.openBucket(ctx)
+			if err != nil {
+				return err
+			}
+			e, err := index.Find(ctx, b, args[0])
+			if err != nil {
+				return err
+			}
+			return writeJSON(a.out, e)
+		},
+	}
+}
+
+func (a *app) statusCmd() *cobra.Command {
+	var output string
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "status REQUEST_ID",
+		Short: "Show whether a request is pending, running (with progress) or how it ended",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			b, err := a.openBucket(ctx)
+			if err != nil {
+				return err
+			}
+			st, err := client.GetStatus(ctx, b, args[0])
+			if err != nil {
+				return err
+			}
+			if wait {
+				last := ""
+				st, err = client.Wait(ctx, b, args[0], 500*time.Millisecond, func(st *client.Status) {
+					if line := progressLine(st); line != last {
+						fmt.Fprintln(a.errOut, line)
+						last = line
+					}
+				})
+				if err != nil {
+					return err
+				}
+			}
+			if output == "json" {
+				err = writeJSON(a.out, st)
+			} else {
+				printStatus(a.out, st)
+			}
+			if err == nil && wait && st.Status != requests.StatusSucceeded {
+				err = &exitError{code: 2, err: fmt.Errorf("request %s ended %s: %s", st.ID, st.Status, st.Result.Error)}
+			}
+			return err
+		},
+	}
+	outputFlag(cmd, &output)
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the request until it ends; exit non-zero unless it succeeded")
+	return cmd
+}
+
+func printStatus(w io.Writer, st *client.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "id\t%s\n", st.ID)
+	fmt.Fprintf(tw, "status\t%s\n", st.Status)
+	if r := st.Result; r != nil {
+		fmt.Fprintf(tw, "kind\t%s\n", r.RequestKind)
+		if r.Source != "" {
+			fmt.Fprintf(tw, "source\t%s/%s\n", r.Cluster, r.Source)
+		}
+		if r.BackupID != "" {
+			fmt.Fprintf(tw, "backup\t%s\n", r.BackupID)
+		}
+		fmt.Fprintf(tw, "attempts\t%d\n", r.Attempts)
+		fmt.Fprintf(tw, "worker\t%s\n", r.Worker)
+		if !r.StartedAt.IsZero() {
+			fmt.Fprintf(tw, "duration\t%s\n", r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond))
+		}
+		if r.Bytes > 0 {
+			fmt.Fprintf(tw, "size\t%s (%s stored)\n", humanBytes(r.Bytes), humanBytes(r.StoredBytes))
+		}
+		if r.DowntimeMillis > 0 {
+			fmt.Fprintf(tw, "downtime\t%s\n", time.Duration(r.DowntimeMillis)*time.Millisecond)
+		}
+		if r.Error != "" {
+			fmt.Fprintf(tw, "error\t%s\n", r.Error)
+		}
+	} else if l := st.Lease; l != nil {
+		fmt.Fprintf(tw, "progress\t%s\n", progressLine(st))
+	}
+	if st.CancelRequested {
+		fmt.Fprintf(tw, "cancel\trequested\n")
+	}
+	tw.Flush()
+}
+
+func (a *app) tailCmd() *cobra.Command {
+	var follow bool
+	var output string
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "tail",
+		Short: "Print results as they appear",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			b, err := a.openBucket(ctx)
+			if err != nil {
+				return err
+			}
+			seen := map[string]bool{}
+			print := func(key string, r requests.Result) error {
+				seen[key] = true
+				if output == "json" {
+					data, _ := json.Marshal(r)
+					_, err := fmt.Fprintln(a.out, string(data))
+					return err
+				}
+				line := fmt.Sprintf("%s  %-9s %-7s %s", r.FinishedAt.Local().Format("2006-01-02 15:04:05"), r.Status, r.RequestKind, r.ID)
+				if r.Source != "" {
+					line += "  " + r.Cluster + "/" + r.Source
+				}
+				if r.Error != "" {
+					line += "  " + r.Error
+				}
+				_, err := fmt.Fprintln(a.out, line)
+				return err
+			}
+			for {
+				if err := client.Results(ctx, b, func(k string) bool { return seen[k] }, print); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				if !follow {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new results until interrupted")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "with --follow: how often to look")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json (one object a line)")
+	return cmd
+}
+
+func (a *app) cancelCmd() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "cancel REQUEST_ID",
+		Short: "Ask the worker running a request to stop it",
+		Long: `Write cancel/<id>.json. The worker sees it at its next lease renewal (or
+before it starts the request) and ends the request "canceled"; a restore that
+is canceled leaves its target as it was.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			b, err := a.openBucket(ctx)
+			if err != nil {
+				return err
+			}
+			if err := client.Cancel(ctx, b, args[0], reason); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "cancel requested for %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the cancel object)")
+	return cmd
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print capsule's version and engines",
+		Args:  cobra.NoArgs,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			return nil // needs no configuration
+		},
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintf(a.out, "capsule %s\nengines: %s\n", version.String(), strings.Join(registry().Names(), ", "))
+			return nil
+		},
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/internal/version"
+	"github.com/cnvrg/capsule/watcher"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) workerCmd() *cobra.Command {
+	var (
+		name       string
+		once       bool
+		flagsSeen  func(string) bool
+		conc       int
+		poll       time.Duration
+		lease      time.Duration
+		maxAttempt int
+		grace      time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Claim and run requests from the bucket until stopped",
+		Long: `Run a worker: poll requests/ in the bucket, claim requests with conditional
+writes, run them through their engine, and write results and backup indexes.
+Any number of workers may share a bucket; each request runs exactly once.
+
+On SIGTERM or Ctrl-C the worker stops claiming, lets running work finish
+within --grace, then cancels it and hands its leases back so another worker
+takes over at once. With --once it runs what is pending and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w := a.cfg.Worker
+			if flagsSeen("concurrency") {
+				w.Concurrency = conc
+			}
+			if flagsSeen("poll") {
+				w.Poll = poll
+			}
+			if flagsSeen("lease") {
+				w.Lease = lease
+			}
+			if flagsSeen("max-attempts") {
+				w.MaxAttempts = maxAttempt
+			}
+			if flagsSeen("grace") {
+				w.Grace = grace
+			}
+			a.cfg.Worker = w
+			if err := a.cfg.Validate(nil); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			b, err := a.openBucket(ctx)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				host, _ := os.Hostname()
+				name = fmt.Sprintf("%s/%d", host, os.Getpid())
+			}
+			exec, err := executor.New(executor.Config{
+				Bucket: b, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
+				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Log: a.log,
+			})
+			if err != nil {
+				return err
+			}
+			wt, err := watcher.New(watcher.Config{
+				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
+				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: a.log,
+			})
+			if err != nil {
+				return err
+			}
+			if once {
+				for {
+					n, err := wt.RunOnce(ctx)
+					wt.Wait()
+					if err != nil {
+						return err
+					}
+					if n == 0 || ctx.Err() != nil {
+						return ctx.Err()
+					}
+				}
+			}
+			return wt.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	flagsSeen = func(n string) bool { return f.Changed(n) }
+	f.StringVar(&name, "name", "", "this worker's name in leases and results (default host/pid)")
+	f.BoolVar(&once, "once", false, "run what is pending, then exit")
+	f.IntVar(&conc, "concurrency", 2, "requests run at once")
+	f.DurationVar(&poll, "poll", 5*time.Second, "interval between listings of requests/")
+	f.DurationVar(&lease, "lease", 60*time.Second, "lease length; renewed every third of it")
+	f.IntVar(&maxAttempt, "max-attempts", 3, "attempts before a request ends failed")
+	f.DurationVar(&grace, "grace", 30*time.Second, "time running work may finish after SIGTERM")
+	return cmd
+}
