@@ -248,7 +248,10 @@ func (c *cluster) finishes() map[string]int {
 }
 
 // checkBackups checks every succeeded request's index and artifacts.
-func (c *cluster) checkBackups(ids []string, results map[string]*requests.Result) {
+// With killed set, a worker may have died between writing a result and
+// logging it, so a request may show no completion in the logs; it must
+// never show two.
+func (c *cluster) checkBackups(ids []string, results map[string]*requests.Result, killed bool) {
 	c.t.Helper()
 	ctx := context.Background()
 	var v schemas.Validator
@@ -270,7 +273,7 @@ func (c *cluster) checkBackups(ids []string, results map[string]*requests.Result
 			c.t.Errorf("request %s ended %s: %s", id, r.Status, r.Error)
 			continue
 		}
-		if finishes[id] != 1 {
+		if finishes[id] > 1 || (!killed && finishes[id] != 1) {
 			c.t.Errorf("request %s was completed %d times by the workers", id, finishes[id])
 		}
 		e, ok := byID[id]
@@ -312,7 +315,7 @@ func TestThreeWorkersHundredBackups(t *testing.T) {
 	}
 	ids := c.submitBackups(100)
 	results := c.waitResults(ids, 3*time.Minute)
-	c.checkBackups(ids, results)
+	c.checkBackups(ids, results, false)
 }
 
 func TestKilledWorkerIsTakenOver(t *testing.T) {
@@ -346,7 +349,7 @@ func TestKilledWorkerIsTakenOver(t *testing.T) {
 	}
 	<-victim.done
 	results := c.waitResults(ids, 4*time.Minute)
-	c.checkBackups(ids, results)
+	c.checkBackups(ids, results, true)
 	// The victim's leases were taken over: some request needed a 2nd attempt.
 	retried := 0
 	for _, r := range results {

@@ -1,0 +1,11 @@
+// Package browser tests capsule's page (GET / of the API) in headless
+// Chromium, driven over the Chrome DevTools protocol with chromedp (pure
+// Go, no Node.js): the page must show every backup the test created, with
+// its status and verification, draw each source's timeline, fetch nothing
+// but the API, and log no error. A screenshot is kept as a test artifact
+// ($CAPSULE_ARTIFACTS/page.png, else e2e/artifacts/page.png).
+//
+// Chromium comes from Debian (scripts/install-browser.sh); the test looks
+// at $CAPSULE_CHROMIUM, then chromium, chromium-browser and google-chrome
+// on $PATH, and skips when none is there.
+package browser
