@@ -1,0 +1,373 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/requests"
+)
+
+// catalog caches index.List per cluster ("" is every cluster) for ttl.
+// One listing per cluster runs at a time; requests that arrive meanwhile
+// wait for it rather than start their own.
+type catalog struct {
+	b   bucket.Reader
+	ttl time.Duration
+
+	mu      sync.Mutex
+	entries map[string]*listing
+}
+
+type listing struct {
+	done    chan struct{} // closed when the load ended
+	asOf    time.Time     // when the load started
+	entries []index.Entry
+	err     error
+}
+
+// loadTimeout bounds one listing, which runs for every request waiting
+// on it (not canceled with the one that started it).
+const loadTimeout = 60 * time.Second
+
+func newCatalog(b bucket.Reader, ttl time.Duration) *catalog {
+	return &catalog{b: b, ttl: ttl, entries: map[string]*listing{}}
+}
+
+// list returns the cluster's committed backups, newest first (by
+// finishedAt, then backupId), read at most ttl ago, and when they were.
+func (c *catalog) list(ctx context.Context, cluster string) ([]index.Entry, time.Time, error) {
+	c.mu.Lock()
+	l := c.entries[cluster]
+	if l == nil || (isDone(l) && (l.err != nil || time.Since(l.asOf) >= c.ttl)) {
+		c.sweep()
+		l = &listing{done: make(chan struct{}), asOf: time.Now()}
+		c.entries[cluster] = l
+		go func() {
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
+			defer cancel()
+			l.entries, l.err = index.List(lctx, c.b, index.Filter{Cluster: cluster})
+			close(l.done)
+		}()
+	}
+	c.mu.Unlock()
+	select {
+	case <-l.done:
+		return l.entries, l.asOf, l.err
+	case <-ctx.Done():
+		return nil, time.Time{}, ctx.Err()
+	}
+}
+
+// sweep drops stale listings so that asking for many clusters does not
+// grow the cache without bound. Called with mu held.
+func (c *catalog) sweep() {
+	for k, l := range c.entries {
+		if isDone(l) && time.Since(l.asOf) >= c.ttl {
+			delete(c.entries, k)
+		}
+	}
+}
+
+func isDone(l *listing) bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// BackupEntry is one backup as the API shows it: its backupIndex.json
+// exactly as stored, and the newest verification recorded beside it.
+type BackupEntry struct {
+	Index        *index.BackupIndex  `json:"index"`
+	Verification *index.Verification `json:"verification,omitempty"`
+}
+
+func toEntry(e index.Entry) BackupEntry {
+	return BackupEntry{Index: e.BackupIndex, Verification: e.Verification}
+}
+
+// BackupSummary names one backup in the clusters overview.
+type BackupSummary struct {
+	BackupID    string          `json:"backupId"`
+	Status      requests.Status `json:"status"`
+	StartedAt   time.Time       `json:"startedAt"`
+	FinishedAt  time.Time       `json:"finishedAt"`
+	Bytes       int64           `json:"bytes"`
+	StoredBytes int64           `json:"storedBytes"`
+}
+
+// SourceSummary is one source of a cluster.
+type SourceSummary struct {
+	Name    string `json:"name"`
+	Engine  string `json:"engine"`
+	Backups int    `json:"backups"`
+	// NewestSuccessful is the newest backup that succeeded, if any.
+	NewestSuccessful *BackupSummary `json:"newestSuccessful,omitempty"`
+}
+
+// ClusterSummary is one cluster: the sources with backups in it.
+type ClusterSummary struct {
+	Name    string          `json:"name"`
+	Backups int             `json:"backups"`
+	Sources []SourceSummary `json:"sources"`
+}
+
+// ClusterList is the body of GET /v1/clusters.
+type ClusterList struct {
+	Clusters []ClusterSummary `json:"clusters"`
+	AsOf     time.Time        `json:"asOf"`
+}
+
+// BackupPage is the body of GET /v1/clusters/{cluster}/backups.
+type BackupPage struct {
+	Cluster string        `json:"cluster"`
+	Backups []BackupEntry `json:"backups"`
+	// NextCursor, when set, fetches the page after this one.
+	NextCursor string    `json:"nextCursor,omitempty"`
+	AsOf       time.Time `json:"asOf"`
+}
+
+func (s *server) clusters(w http.ResponseWriter, r *http.Request) {
+	if !noQuery(w, r) {
+		return
+	}
+	all, asOf, err := s.catalog.list(r.Context(), "")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := ClusterList{Clusters: []ClusterSummary{}, AsOf: asOf.UTC()}
+	byCluster := map[string]*ClusterSummary{}
+	bySource := map[[2]string]*SourceSummary{}
+	var order [][2]string
+	for _, e := range all { // newest first
+		c := byCluster[e.Cluster]
+		if c == nil {
+			c = &ClusterSummary{Name: e.Cluster}
+			byCluster[e.Cluster] = c
+		}
+		c.Backups++
+		k := [2]string{e.Cluster, e.Source}
+		src := bySource[k]
+		if src == nil {
+			src = &SourceSummary{Name: e.Source, Engine: e.Engine}
+			bySource[k] = src
+			order = append(order, k)
+		}
+		src.Backups++
+		if src.NewestSuccessful == nil && e.Status == requests.StatusSucceeded {
+			src.NewestSuccessful = &BackupSummary{BackupID: e.BackupID, Status: e.Status, StartedAt: e.StartedAt, FinishedAt: e.FinishedAt, Bytes: e.Bytes, StoredBytes: e.StoredBytes}
+		}
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if order[i][0] != order[j][0] {
+			return order[i][0] < order[j][0]
+		}
+		return order[i][1] < order[j][1]
+	})
+	for _, k := range order {
+		c := byCluster[k[0]]
+		c.Sources = append(c.Sources, *bySource[k])
+	}
+	names := make([]string, 0, len(byCluster))
+	for n := range byCluster {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		out.Clusters = append(out.Clusters, *byCluster[n])
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Limits of a page of backups.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+)
+
+func (s *server) backups(w http.ResponseWriter, r *http.Request) {
+	cluster, ok := clusterParam(w, r)
+	if !ok {
+		return
+	}
+	q, ok := query(w, r)
+	if !ok {
+		return
+	}
+	for k, v := range q {
+		switch k {
+		case "source", "status", "limit", "cursor":
+			if len(v) > 1 {
+				writeError(w, http.StatusBadRequest, CodeInvalidParameter, k, k+": give it once")
+				return
+			}
+		default:
+			writeError(w, http.StatusBadRequest, CodeInvalidParameter, k, fmt.Sprintf("%s: unknown parameter (want source, status, limit or cursor)", clip(k)))
+			return
+		}
+	}
+	source := q.Get("source")
+	if source != "" {
+		if err := requests.ValidateName(source); err != nil {
+			writeError(w, http.StatusBadRequest, CodeInvalidParameter, "source", "source: "+err.Error())
+			return
+		}
+	}
+	status := requests.Status(q.Get("status"))
+	switch status {
+	case "", requests.StatusSucceeded, requests.StatusFailed, requests.StatusCanceled, requests.StatusRejected, requests.StatusRunning, requests.StatusPending:
+	default:
+		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "status", fmt.Sprintf("status: %q is not a status (succeeded, failed, canceled, rejected, running, pending)", clip(string(status))))
+		return
+	}
+	limit := DefaultLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxLimit {
+			writeError(w, http.StatusBadRequest, CodeInvalidParameter, "limit", fmt.Sprintf("limit: want an integer from 1 to %d, got %q", MaxLimit, clip(v)))
+			return
+		}
+		limit = n
+	}
+	var cur *cursor
+	if v := q.Get("cursor"); v != "" {
+		c, err := parseCursor(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, CodeInvalidParameter, "cursor", "cursor: "+err.Error())
+			return
+		}
+		cur = &c
+	}
+	all, asOf, err := s.catalog.list(r.Context(), cluster)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	page := BackupPage{Cluster: cluster, Backups: []BackupEntry{}, AsOf: asOf.UTC()}
+	for _, e := range all {
+		if (source != "" && e.Source != source) || (status != "" && e.Status != status) || (cur != nil && !cur.before(e)) {
+			continue
+		}
+		if len(page.Backups) == limit {
+			last := page.Backups[limit-1].Index
+			page.NextCursor = cursor{finishedAt: last.FinishedAt, backupID: last.BackupID}.String()
+			break
+		}
+		page.Backups = append(page.Backups, toEntry(e))
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+func (s *server) backup(w http.ResponseWriter, r *http.Request) {
+	cluster, ok := clusterParam(w, r)
+	if !ok || !noQuery(w, r) {
+		return
+	}
+	id := r.PathValue("backupId")
+	if err := requests.ValidateID(id); err != nil {
+		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "backupId", "backupId: "+err.Error())
+		return
+	}
+	all, _, err := s.catalog.list(r.Context(), cluster)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, e := range all {
+		if e.BackupID == id {
+			writeJSON(w, http.StatusOK, toEntry(e))
+			return
+		}
+	}
+	s.fail(w, r, index.ErrBackupNotFound)
+}
+
+func clusterParam(w http.ResponseWriter, r *http.Request) (string, bool) {
+	cluster := r.PathValue("cluster")
+	if err := requests.ValidateName(cluster); err != nil {
+		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "cluster", "cluster: "+err.Error())
+		return "", false
+	}
+	return cluster, true
+}
+
+// noQuery refuses query parameters where none are defined, so that a
+// typo is not silently ignored.
+func noQuery(w http.ResponseWriter, r *http.Request) bool {
+	q, ok := query(w, r)
+	if !ok {
+		return false
+	}
+	for k := range q {
+		writeError(w, http.StatusBadRequest, CodeInvalidParameter, k, fmt.Sprintf("%s: this path takes no parameters", clip(k)))
+		return false
+	}
+	return true
+}
+
+// query parses the query string, refusing a malformed one (which
+// url.URL.Query would drop silently).
+func query(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "", "the query string is malformed: "+err.Error())
+		return nil, false
+	}
+	return q, true
+}
+
+// cursor is a position in the order (finishedAt desc, backupId desc):
+// the last backup a page returned.
+type cursor struct {
+	finishedAt time.Time
+	backupID   string
+}
+
+// String encodes the cursor opaquely (base64url of "<RFC 3339 time> <id>").
+func (c cursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(c.finishedAt.UTC().Format(time.RFC3339Nano) + " " + c.backupID))
+}
+
+func parseCursor(s string) (cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return cursor{}, fmt.Errorf("not a cursor this API returned")
+	}
+	t, id, ok := strings.Cut(string(raw), " ")
+	if !ok {
+		return cursor{}, fmt.Errorf("not a cursor this API returned")
+	}
+	at, err := time.Parse(time.RFC3339Nano, t)
+	if err != nil || requests.ValidateID(id) != nil {
+		return cursor{}, fmt.Errorf("not a cursor this API returned")
+	}
+	return cursor{finishedAt: at, backupID: id}, nil
+}
+
+// before reports whether e comes after the cursor in the listing's order.
+func (c cursor) before(e index.Entry) bool {
+	if !e.FinishedAt.Equal(c.finishedAt) {
+		return e.FinishedAt.Before(c.finishedAt)
+	}
+	return e.BackupID < c.backupID
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

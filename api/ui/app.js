@@ -1,0 +1,214 @@
+// capsule's page: clusters → sources → backups, read from the API beside
+// it. Plain JavaScript, no libraries, nothing fetched from elsewhere.
+"use strict";
+
+(function () {
+  const REFRESH_MS = 15000;
+  const PAGE = 500;        // backups per API call
+  const MAX_BACKUPS = 5000; // per cluster, to keep the page light
+  const TIMELINE = 60;      // newest backups drawn per source
+
+  const main = document.getElementById("main");
+  const updated = document.getElementById("updated");
+  const refreshButton = document.getElementById("refresh");
+  const SVG = "http://www.w3.org/2000/svg";
+
+  // el builds an element: el("td", {class: "x", title: "y"}, child, "text", ...).
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v !== undefined && v !== null) e.setAttribute(k, v);
+    }
+    for (const c of children) {
+      if (c === undefined || c === null) continue;
+      e.append(c instanceof Node ? c : String(c));
+    }
+    return e;
+  }
+
+  function svg(tag, attrs, ...children) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    for (const c of children) e.append(c instanceof Node ? c : String(c));
+    return e;
+  }
+
+  class APIError extends Error {
+    constructor(status, body) {
+      super((body && body.message) || "HTTP " + status);
+      this.status = status;
+      this.code = body && body.code;
+    }
+  }
+
+  async function get(path) {
+    const res = await fetch(path, { headers: { Accept: "application/json" } });
+    let body = null;
+    try { body = await res.json(); } catch (_) { /* not JSON */ }
+    if (!res.ok) throw new APIError(res.status, body);
+    return body;
+  }
+
+  async function backupsOf(cluster) {
+    const out = [];
+    let cursor = "";
+    do {
+      let url = "v1/clusters/" + encodeURIComponent(cluster) + "/backups?limit=" + PAGE;
+      if (cursor) url += "&cursor=" + encodeURIComponent(cursor);
+      const page = await get(url);
+      out.push(...page.backups);
+      cursor = page.nextCursor || "";
+    } while (cursor && out.length < MAX_BACKUPS);
+    return { backups: out, truncated: !!cursor };
+  }
+
+  function bytes(n) {
+    if (n === undefined || n === null) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let i = 0;
+    let v = n;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return (i === 0 ? v : v.toFixed(v < 10 ? 1 : 0)) + " " + units[i];
+  }
+
+  function duration(ms) {
+    if (!(ms >= 0)) return "–";
+    const s = ms / 1000;
+    if (s < 1) return Math.round(ms) + " ms";
+    if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + Math.round(s % 60) + "s";
+    return Math.floor(s / 3600) + "h " + Math.round((s % 3600) / 60) + "m";
+  }
+
+  function age(iso) {
+    const s = (Date.now() - Date.parse(iso)) / 1000;
+    if (!(s >= 0)) return "just now";
+    if (s < 60) return Math.round(s) + "s ago";
+    if (s < 3600) return Math.round(s / 60) + "m ago";
+    if (s < 86400) return Math.round(s / 3600) + "h ago";
+    return Math.round(s / 86400) + "d ago";
+  }
+
+  function tookMs(x) {
+    return Date.parse(x.finishedAt) - Date.parse(x.startedAt);
+  }
+
+  function statusBadge(status) {
+    return el("span", { class: "badge status-" + status, "data-status": status }, status);
+  }
+
+  function verificationCell(v) {
+    if (!v) return el("td", { class: "verify muted", "data-verified": "none" }, "not verified");
+    const when = new Date(v.verifiedAt).toLocaleString();
+    if (v.ok) {
+      return el("td", { class: "verify", "data-verified": "ok", title: "verified " + when },
+        el("span", { class: "badge ok" }, "✓ restorable"), " ", el("span", { class: "muted" }, age(v.verifiedAt)));
+    }
+    return el("td", { class: "verify", "data-verified": "failed", title: (v.error || "verification failed") + " (" + when + ")" },
+      el("span", { class: "badge bad" }, "✗ failed"), " ", el("span", { class: "muted" }, age(v.verifiedAt)));
+  }
+
+  // timeline draws a source's newest backups, oldest on the left: bars are
+  // the bytes backed up, the line is how long each backup took.
+  function timeline(backups) {
+    const pts = backups.slice(0, TIMELINE).map((b) => b.index).reverse();
+    const W = 720, H = 130, L = 56, R = 56, T = 12, B = 22;
+    const w = W - L - R, h = H - T - B;
+    const root = svg("svg", { class: "timeline", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "sizes and durations of the newest backups" });
+    if (pts.length === 0) return root;
+    const maxBytes = Math.max(1, ...pts.map((x) => x.bytes || 0));
+    const maxMs = Math.max(1, ...pts.map(tookMs));
+    const t0 = Date.parse(pts[0].finishedAt), t1 = Date.parse(pts[pts.length - 1].finishedAt);
+    const span = Math.max(1, t1 - t0);
+    const slot = w / Math.max(pts.length, 1);
+    const barW = Math.max(2, Math.min(24, slot * 0.6));
+    const xOf = (x, i) => pts.length === 1 ? L + w / 2 : L + barW / 2 + ((Date.parse(x.finishedAt) - t0) / span) * (w - barW);
+    root.append(
+      svg("line", { x1: L, y1: T + h, x2: L + w, y2: T + h, class: "axis" }),
+      svg("text", { x: L - 6, y: T + 8, class: "label size", "text-anchor": "end" }, bytes(maxBytes)),
+      svg("text", { x: L - 6, y: T + h, class: "label size", "text-anchor": "end" }, "0"),
+      svg("text", { x: L + w + 6, y: T + 8, class: "label took" }, duration(maxMs)),
+      svg("text", { x: L + w + 6, y: T + h, class: "label took" }, "0"),
+      svg("text", { x: L, y: H - 6, class: "label" }, new Date(t0).toLocaleString()),
+      svg("text", { x: L + w, y: H - 6, class: "label", "text-anchor": "end" }, new Date(t1).toLocaleString()),
+    );
+    const line = [];
+    pts.forEach((x, i) => {
+      const cx = xOf(x, i);
+      const bh = Math.max(1, (x.bytes / maxBytes) * h);
+      const bar = svg("rect", { x: cx - barW / 2, y: T + h - bh, width: barW, height: bh, class: "bar status-" + x.status, "data-backup-id": x.backupId },
+        svg("title", {}, `${x.backupId}\n${bytes(x.bytes)} (${bytes(x.storedBytes)} stored), took ${duration(tookMs(x))}\n${new Date(x.finishedAt).toLocaleString()}`));
+      root.append(bar);
+      line.push([cx, T + h - (tookMs(x) / maxMs) * h]);
+    });
+    if (line.length > 1) {
+      root.append(svg("polyline", { points: line.map((p) => p.join(",")).join(" "), class: "took-line" }));
+    }
+    for (const [cx, cy] of line) root.append(svg("circle", { cx, cy, r: 3, class: "took-dot" }));
+    return root;
+  }
+
+  function sourceView(cluster, src, backups) {
+    const newest = src.newestSuccessful;
+    const rows = backups.map((b) => {
+      const x = b.index;
+      return el("tr", { "data-backup-id": x.backupId, "data-status": x.status },
+        el("td", { class: "id" }, x.backupId),
+        el("td", {}, statusBadge(x.status)),
+        el("td", { title: new Date(x.finishedAt).toLocaleString() }, age(x.finishedAt)),
+        el("td", { class: "num" }, duration(tookMs(x))),
+        el("td", { class: "num", title: x.bytes + " bytes" }, bytes(x.bytes)),
+        el("td", { class: "num", title: x.storedBytes + " bytes" }, bytes(x.storedBytes)),
+        verificationCell(b.verification));
+    });
+    return el("article", { class: "source", "data-cluster": cluster, "data-source": src.name },
+      el("h3", {}, src.name, " ", el("span", { class: "badge engine" }, src.engine)),
+      el("p", { class: "muted" }, src.backups + (src.backups === 1 ? " backup" : " backups"),
+        newest ? " · newest successful " + age(newest.finishedAt) + " (" + bytes(newest.bytes) + ")" : " · no successful backup"),
+      el("div", { class: "legend muted" }, el("span", { class: "key bar-key" }), "size ", el("span", { class: "key line-key" }), "duration"),
+      timeline(backups),
+      el("table", {},
+        el("thead", {}, el("tr", {}, ...["Backup", "Status", "Finished", "Took", "Size", "Stored", "Verification"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...rows)));
+  }
+
+  async function clusterView(c) {
+    const { backups, truncated } = await backupsOf(c.name);
+    const bySource = new Map();
+    for (const b of backups) {
+      if (!bySource.has(b.index.source)) bySource.set(b.index.source, []);
+      bySource.get(b.index.source).push(b);
+    }
+    return el("section", { class: "cluster", "data-cluster": c.name },
+      el("h2", {}, c.name, " ", el("span", { class: "muted count" }, c.backups + (c.backups === 1 ? " backup" : " backups"))),
+      truncated ? el("p", { class: "muted" }, `showing the newest ${backups.length}`) : null,
+      ...c.sources.map((s) => sourceView(c.name, s, bySource.get(s.name) || [])));
+  }
+
+  let busy = false;
+  async function load() {
+    if (busy) return;
+    busy = true;
+    refreshButton.disabled = true;
+    try {
+      const list = await get("v1/clusters");
+      const views = await Promise.all(list.clusters.map(clusterView));
+      const body = views.length ? views : [el("p", { class: "empty muted" }, "No backups in this bucket yet.")];
+      main.replaceChildren(...body);
+      main.dataset.loaded = "true";
+      updated.textContent = "read " + new Date(list.asOf).toLocaleTimeString();
+    } catch (err) {
+      main.querySelectorAll(".error").forEach((e) => e.remove());
+      main.prepend(el("div", { class: "error", role: "alert" }, "Could not load: " + err.message + (err.code ? " (" + err.code + ")" : "")));
+      const loading = document.getElementById("loading");
+      if (loading) loading.remove();
+    } finally {
+      busy = false;
+      refreshButton.disabled = false;
+    }
+  }
+
+  refreshButton.addEventListener("click", load);
+  load();
+  setInterval(load, REFRESH_MS);
+})();
