@@ -10,6 +10,7 @@ cd "$root"
 
 bash scripts/install-tools.sh
 bash scripts/services.sh
+bash scripts/install-browser.sh
 export PATH="$root/.tools/bin:$PATH"
 export CAPSULE_VERSITYGW="$root/.tools/bin/versitygw"
 
