@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/cnvrg/capsule/config"
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/engines/files"
+	"github.com/cnvrg/capsule/engines/mysql"
+	"github.com/cnvrg/capsule/engines/postgres"
+	"github.com/cnvrg/capsule/engines/redis"
+	"gopkg.in/yaml.v3"
+)
+
+// No Docker engine runs here: the compose file and the Dockerfile are
+// checked by reading them, and every capsule command they run is checked
+// against the real binary.
+
+type composeFile struct {
+	Services map[string]struct {
+		Image       string            `yaml:"image"`
+		Build       any               `yaml:"build"`
+		Command     []string          `yaml:"command"`
+		Environment map[string]string `yaml:"environment"`
+		Configs     []struct {
+			Source string `yaml:"source"`
+			Target string `yaml:"target"`
+		} `yaml:"configs"`
+		Secrets   []string `yaml:"secrets"`
+		DependsOn []string `yaml:"depends_on"`
+	} `yaml:"services"`
+	Configs map[string]struct {
+		Content string `yaml:"content"`
+	} `yaml:"configs"`
+	Secrets map[string]struct {
+		File string `yaml:"file"`
+	} `yaml:"secrets"`
+}
+
+func TestComposeFile(t *testing.T) {
+	data, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c composeFile
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	capsuleServices := 0
+	for name, s := range c.Services {
+		for _, dep := range s.DependsOn {
+			if _, ok := c.Services[dep]; !ok {
+				t.Errorf("service %s depends on unknown service %s", name, dep)
+			}
+		}
+		for _, sec := range s.Secrets {
+			f, ok := c.Secrets[sec]
+			if !ok {
+				t.Errorf("service %s uses undeclared secret %s", name, sec)
+			} else if _, err := os.Stat("../" + strings.TrimPrefix(f.File, "./")); err != nil {
+				t.Errorf("secret %s: %v", sec, err)
+			}
+		}
+		if s.Image != "" && !regexp.MustCompile(`:[^:/]+$`).MatchString(s.Image) {
+			t.Errorf("service %s: image %s is not pinned to a tag", name, s.Image)
+		}
+		if s.Build == nil {
+			continue
+		}
+		capsuleServices++
+		// The command is a real capsule command line: --help must work.
+		args := append(append([]string{}, s.Command...), "--help")
+		if out, err := exec.Command(binary, args...).CombinedOutput(); err != nil {
+			t.Errorf("service %s: capsule %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		for _, cf := range s.Configs {
+			content, ok := c.Configs[cf.Source]
+			if !ok {
+				t.Errorf("service %s uses undeclared config %s", name, cf.Source)
+				continue
+			}
+			if s.Environment["CAPSULE_CONFIG"] != cf.Target {
+				t.Errorf("service %s mounts its config at %s but CAPSULE_CONFIG is %q", name, cf.Target, s.Environment["CAPSULE_CONFIG"])
+			}
+			cfg, err := config.Parse([]byte(content.Content))
+			if err != nil {
+				t.Errorf("config %s: %v", cf.Source, err)
+				continue
+			}
+			if err := cfg.Validate(engines.NewRegistry(files.New(), postgres.New(), redis.New(), mysql.New())); err != nil {
+				t.Errorf("config %s: %v", cf.Source, err)
+			}
+		}
+		if !strings.HasPrefix(s.Environment["CAPSULE_BUCKET"], "s3://") {
+			t.Errorf("service %s: CAPSULE_BUCKET %q is not an s3 URL", name, s.Environment["CAPSULE_BUCKET"])
+		}
+	}
+	if capsuleServices < 2 {
+		t.Errorf("%d capsule services, want workers and the API", capsuleServices)
+	}
+}
+
+func TestDockerfile(t *testing.T) {
+	data, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	gomod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(string(gomod))[1]
+	froms := regexp.MustCompile(`(?m)^FROM (\S+)`).FindAllStringSubmatch(text, -1)
+	if len(froms) != 2 {
+		t.Fatalf("want a build stage and a runtime stage, got FROM lines %v", froms)
+	}
+	if !strings.HasPrefix(froms[0][1], "golang:"+goVersion) {
+		t.Errorf("build stage %s does not use Go %s (go.mod)", froms[0][1], goVersion)
+	}
+	for _, want := range []string{"./cmd/capsule", "postgresql-client", "mariadb-client", "ENTRYPOINT", "USER "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	if m := regexp.MustCompile(`version\.version=`).FindString(text); m == "" {
+		t.Errorf("Dockerfile does not stamp the version")
+	}
+	if _, err := os.Stat("../internal/version/version.go"); err != nil {
+		t.Errorf("the version variable the Dockerfile stamps is gone: %v", err)
+	}
+}
