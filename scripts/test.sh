@@ -23,7 +23,7 @@ echo "== go vet"
 go vet ./...
 
 # Packages whose correctness is about concurrency run under -race.
-race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/...)
+race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/...)
 all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal|retention)(/|$)')
 
 echo "== go test -race ${race_pkgs[*]}"
