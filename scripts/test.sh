@@ -24,7 +24,7 @@ go vet ./...
 
 # Packages whose correctness is about concurrency run under -race.
 race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/...)
-all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal|retention)(/|$)')
+all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal|retention|api)(/|$)')
 
 echo "== go test -race ${race_pkgs[*]}"
 go test -race -count=1 -timeout 15m "${race_pkgs[@]}"
