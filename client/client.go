@@ -42,7 +42,7 @@ func Submit(ctx context.Context, b bucket.Bucket, req *requests.Request) error {
 	}
 	if _, err := bucket.PutBytes(ctx, b, requests.RequestKey(req.ID), data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"}); err != nil {
 		if errors.Is(err, bucket.ErrPreconditionFailed) {
-			return fmt.Errorf("request %s already exists: %w", req.ID, err)
+			return fmt.Errorf("request %s already exists: %w", req.ID, bucket.ErrPreconditionFailed)
 		}
 		return fmt.Errorf("submit %s: %w", req.ID, err)
 	}
