@@ -29,3 +29,4 @@ install() {
 }
 
 install versitygw github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw v1.8.0
+install goaws github.com/Admiral-Piett/goaws github.com/Admiral-Piett/goaws/app/cmd v0.5.4 cmd
