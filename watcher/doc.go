@@ -26,8 +26,10 @@
 //     the request, its cancel object and the lease. Every step is
 //     idempotent; a claim checks for a result before it runs anything, so
 //     a crash between any two steps is finished by the next attempt.
-//  7. Wake (notifications) only hurries a pass; the periodic LIST is the
-//     backstop that correctness relies on.
+//  7. Notifications only hurry things: ClaimHint claims the request a
+//     notification names at once (within the concurrency limit), Wake
+//     asks for a pass; the periodic LIST is the backstop that
+//     correctness relies on.
 //
 // Malformed requests get a "rejected" result naming the problem; they
 // never stop a worker. Run shuts down in two stages: stop claiming, let

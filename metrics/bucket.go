@@ -1,0 +1,116 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+)
+
+// InstrumentBucket returns b with every call counted by operation and
+// outcome, and timed, in r. An upload is one operation, from Upload to
+// its Commit or Abort.
+func InstrumentBucket(b bucket.Bucket, r *Registry) bucket.Bucket {
+	return &instrumented{b: b, r: r}
+}
+
+type instrumented struct {
+	b bucket.Bucket
+	r *Registry
+}
+
+var _ bucket.Bucket = (*instrumented)(nil)
+
+// outcome names how a call ended.
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, bucket.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, bucket.ErrPreconditionFailed):
+		return "precondition_failed"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "error"
+}
+
+func (i *instrumented) done(op string, start time.Time, err error) {
+	i.r.bucketOps.WithLabelValues(op, outcome(err)).Inc()
+	i.r.bucketTime.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+func (i *instrumented) Get(ctx context.Context, key string) (io.ReadCloser, bucket.ObjectInfo, error) {
+	start := time.Now()
+	rc, info, err := i.b.Get(ctx, key)
+	i.done("get", start, err)
+	return rc, info, err
+}
+
+func (i *instrumented) Head(ctx context.Context, key string) (bucket.ObjectInfo, error) {
+	start := time.Now()
+	info, err := i.b.Head(ctx, key)
+	i.done("head", start, err)
+	return info, err
+}
+
+func (i *instrumented) List(ctx context.Context, prefix string, opts bucket.ListOptions) (bucket.ListPage, error) {
+	start := time.Now()
+	page, err := i.b.List(ctx, prefix, opts)
+	i.done("list", start, err)
+	return page, err
+}
+
+func (i *instrumented) Put(ctx context.Context, key string, body io.Reader, size int64, opts bucket.PutOptions) (bucket.ObjectInfo, error) {
+	start := time.Now()
+	info, err := i.b.Put(ctx, key, body, size, opts)
+	i.done("put", start, err)
+	return info, err
+}
+
+func (i *instrumented) Delete(ctx context.Context, key string) error {
+	start := time.Now()
+	err := i.b.Delete(ctx, key)
+	i.done("delete", start, err)
+	return err
+}
+
+func (i *instrumented) Upload(ctx context.Context, key string, opts bucket.PutOptions) (bucket.Upload, error) {
+	start := time.Now()
+	u, err := i.b.Upload(ctx, key, opts)
+	if err != nil {
+		i.done("upload", start, err)
+		return nil, err
+	}
+	return &instrumentedUpload{Upload: u, i: i, start: start}, nil
+}
+
+type instrumentedUpload struct {
+	bucket.Upload
+	i        *instrumented
+	start    time.Time
+	finished bool
+}
+
+func (u *instrumentedUpload) Commit() (bucket.ObjectInfo, error) {
+	info, err := u.Upload.Commit()
+	if !u.finished {
+		u.finished = true
+		u.i.done("upload", u.start, err)
+	}
+	return info, err
+}
+
+// Abort counts the upload as canceled unless Commit already counted it
+// (an Abort after a failed Commit).
+func (u *instrumentedUpload) Abort() error {
+	err := u.Upload.Abort()
+	if !u.finished {
+		u.finished = true
+		u.i.done("upload", u.start, context.Canceled)
+	}
+	return err
+}
