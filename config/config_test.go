@@ -108,7 +108,9 @@ func TestPasswordsAreResolvedWhenUsed(t *testing.T) {
 
 func TestEnvOverridesFile(t *testing.T) {
 	c, _ := config.Parse([]byte("bucket: file:///a\ncluster: one\n"))
-	c.ApplyEnv(func(k string) string { return map[string]string{"CAPSULE_BUCKET": "s3://b/p", "CAPSULE_CLUSTER": "two"}[k] })
+	c.ApplyEnv(func(k string) string {
+		return map[string]string{"CAPSULE_BUCKET": "s3://b/p", "CAPSULE_CLUSTER": "two"}[k]
+	})
 	if c.Bucket != "s3://b/p" || c.Cluster != "two" {
 		t.Errorf("after env: %q %q", c.Bucket, c.Cluster)
 	}
