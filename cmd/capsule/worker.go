@@ -21,6 +21,7 @@ func (a *app) workerCmd() *cobra.Command {
 		lease      time.Duration
 		maxAttempt int
 		grace      time.Duration
+		services   workerServices
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -54,9 +55,15 @@ takes over at once. With --once it runs what is pending and exits.`,
 			if err := a.cfg.Validate(nil); err != nil {
 				return err
 			}
+			if err := services.validate(once); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			b, err := a.openBucket(ctx)
 			if err != nil {
+				return err
+			}
+			if b, err = a.prepareServices(ctx, &services, b); err != nil {
 				return err
 			}
 			if name == "" {
@@ -70,10 +77,12 @@ takes over at once. With --once it runs what is pending and exits.`,
 			if err != nil {
 				return err
 			}
-			wt, err := watcher.New(watcher.Config{
+			wcfg := watcher.Config{
 				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
 				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: a.log,
-			})
+			}
+			services.configure(&wcfg)
+			wt, err := watcher.New(wcfg)
 			if err != nil {
 				return err
 			}
@@ -89,7 +98,7 @@ takes over at once. With --once it runs what is pending and exits.`,
 					}
 				}
 			}
-			return wt.Run(ctx)
+			return a.runServices(ctx, &services, wt)
 		},
 	}
 	f := cmd.Flags()
@@ -101,5 +110,6 @@ takes over at once. With --once it runs what is pending and exits.`,
 	f.DurationVar(&lease, "lease", 60*time.Second, "lease length; renewed every third of it")
 	f.IntVar(&maxAttempt, "max-attempts", 3, "attempts before a request ends failed")
 	f.DurationVar(&grace, "grace", 30*time.Second, "time running work may finish after SIGTERM")
+	services.flags(f)
 	return cmd
 }
