@@ -49,23 +49,23 @@
 //
 // # Restore safety
 //
-// Without options, Restore verifies every artifact (job.Artifacts.Verify)
-// before it changes anything, then replaces each index in place (delete,
-// create, load): a corrupt backup never touches the cluster, but a restore
-// that fails or is canceled while loading leaves the indices it had
-// replaced partly loaded.
+// Restore first reads meta.json and verifies every other artifact
+// (job.Artifacts.Verify): a corrupt backup is refused before anything is
+// created or changed on the cluster. Without options it then replaces each
+// index in place (delete, create, load): a restore that fails or is
+// canceled while loading leaves the indices it had replaced partly loaded.
 //
 // With the restore option renameSuffix (RestoreOptions.Extra), every index
 // I is loaded into I<suffix> beside the live one, which stays untouched
-// and searchable; only once every artifact was read to its end and checked
-// are templates and pipelines written and, in one atomic POST /_aliases,
+// and searchable; only once every artifact was read (again) to its end and
+// checked are templates and pipelines written and, in one atomic POST /_aliases,
 // the backed-up aliases moved to the copies and the name I pointed at its
 // copy (where I is free or already an alias; a live index I keeps its
 // name, and is reported as Previous, unless DropPrevious removes it in the
 // same atomic call). On error or cancellation the copies are deleted. A
 // copy's name that exists already is refused before anything is created.
-// Data streams cannot be loaded under another name: their artifacts are
-// verified first and they are replaced in place after the swap.
+// Data streams cannot be loaded under another name: they are replaced in
+// place after the swap.
 //
 // # Snapshot mode
 //

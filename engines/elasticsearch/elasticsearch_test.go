@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -600,6 +601,38 @@ func TestPointInTimeExpiry(t *testing.T) {
 	defer std.mu.Unlock()
 	if len(std.pits) != 0 {
 		t.Errorf("%d points in time left open", len(std.pits))
+	}
+}
+
+// TestCorruptArtifactCreatesNothing: a corrupt artifact is refused before
+// any request that changes the cluster, in place or staged.
+func TestCorruptArtifactCreatesNothing(t *testing.T) {
+	svc, std := newStandInService(t, "elasticsearch", "8.11.0")
+	ctx, store, info, _ := backupAndDamage(t, svc)
+	writes := []string{"index-put", "index-delete", "settings-put", "bulk", "aliases", "itemplate-put", "ctemplate-put", "pipeline-put", "datastream-delete"}
+	count := func() map[string]int {
+		std.mu.Lock()
+		defer std.mu.Unlock()
+		m := map[string]int{}
+		for _, w := range writes {
+			m[w] = std.calls[w]
+		}
+		return m
+	}
+	for _, extra := range []map[string]string{nil, {"renameSuffix": "-x"}} {
+		for _, name := range store.Names() {
+			corrupt := store.Clone()
+			corrupt.Flip(t, name)
+			before := count()
+			_, err := newTestEngine().Restore(ctx, corrupt.RestoreJob(t, "c", svc.Source(t), info, engines.RestoreOptions{Extra: extra}))
+			var ce *engines.ChecksumError
+			if !errors.As(err, &ce) || ce.Artifact != name {
+				t.Fatalf("options %v, %s corrupt: err = %v", extra, name, err)
+			}
+			if after := count(); !reflect.DeepEqual(before, after) {
+				t.Errorf("options %v, %s corrupt: write requests made: before %v, after %v", extra, name, before, after)
+			}
+		}
 	}
 }
 

@@ -85,22 +85,16 @@ func (r *restorer) run(ctx context.Context) (*engines.RestoreInfo, error) {
 	if err := checkArtifacts(m, names); err != nil {
 		return nil, err
 	}
-	if r.opts.renameSuffix == "" {
-		// In place: nothing changes before every artifact is known good.
-		for _, n := range names[1:] {
-			if err := arts.Verify(ctx, n); err != nil {
-				return nil, err
-			}
-		}
-		r.log.WithField("artifacts", len(names)).Info("every artifact verified: restoring in place")
-		return r.inPlace(ctx)
-	}
-	// Data streams cannot be staged under another name: check theirs
-	// before anything changes.
-	for _, ds := range m.DataStreams {
-		if err := arts.Verify(ctx, ds.Artifact); err != nil {
+	// Nothing is created on the cluster before every artifact is known
+	// good. Staged copies are read again, and checked again, as they load.
+	for _, n := range names[1:] {
+		if err := arts.Verify(ctx, n); err != nil {
 			return nil, err
 		}
+	}
+	r.log.WithField("artifacts", len(names)).Info("every artifact verified")
+	if r.opts.renameSuffix == "" {
+		return r.inPlace(ctx)
 	}
 	return r.staged(ctx)
 }
