@@ -44,7 +44,9 @@
 // FerretDB, the target is dropped just before the rename), otherwise the
 // replaced collection is first renamed to <name>_capsule_prev_<restore id>
 // and reported as RestoreInfo.Previous. Views are then recreated from
-// their pipeline. On error or cancellation before the swap, every side
+// their pipeline. Time-series collections cannot be renamed: they are
+// replaced in place (dropped, recreated, loaded) after the swap, from a
+// second read of their artifact. On error or cancellation before the swap, every side
 // collection is dropped and the target is as it was. Collections of the
 // target that the backup does not hold are left alone.
 //

@@ -250,6 +250,10 @@ func (s *mongoService) Seed(ctx context.Context, t *testing.T) {
 		insertAll(ctx, t, b.Collection("validated"), 20, func(i int) any {
 			return bson.D{{Key: "_id", Value: i}, {Key: "name", Value: fmt.Sprintf("élan %d", i)}}
 		})
+		must(t, b.CreateCollection(ctx, "metrics", options.CreateCollection().SetTimeSeriesOptions(options.TimeSeries().SetTimeField("ts").SetMetaField("host"))))
+		insertAll(ctx, t, b.Collection("metrics"), 50, func(i int) any {
+			return bson.D{{Key: "ts", Value: primitive.NewDateTimeFromTime(base.Add(time.Duration(i) * time.Minute))}, {Key: "host", Value: fmt.Sprintf("h%d", i%3)}, {Key: "cpu", Value: float64(i) / 10}}
+		})
 		must(t, b.CreateView(ctx, "bigOrders", "orders", bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "total", Value: bson.D{{Key: "$gt", Value: 100}}}}}}}))
 	}
 }
@@ -319,6 +323,8 @@ func (s *mongoService) Damage(ctx context.Context, t *testing.T) {
 	must(t, b.Collection(unicodeColl).Drop(ctx))
 	if !s.ferret {
 		must(t, b.Collection("bigOrders").Drop(ctx))
+		_, err = b.Collection("metrics").InsertOne(ctx, bson.D{{Key: "ts", Value: primitive.NewDateTimeFromTime(time.Now())}, {Key: "host", Value: "intruder"}})
+		must(t, err)
 	}
 }
 
@@ -381,7 +387,8 @@ func TestFerretDBSuite(t *testing.T) {
 }
 
 // TestRealMongoSuite runs the same suite against a real MongoDB, with what
-// FerretDB v1 lacks: Decimal128, views, validators and collations.
+// FerretDB v1 lacks: Decimal128, views, validators, collations and
+// time-series collections.
 func TestRealMongoSuite(t *testing.T) {
 	raw := os.Getenv("CAPSULE_TEST_MONGO_URL")
 	if raw == "" {

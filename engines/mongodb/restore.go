@@ -50,7 +50,7 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 		return nil, err
 	}
 	r := &restorer{
-		cl: cl, cfg: cfg, job: job, tag: restoreTag(job.ID),
+		cl: cl, cfg: cfg, job: job, tag: restoreTag(job.ID), later: map[string]bool{},
 		log: logOf(job.Log).WithFields(logrus.Fields{"engine": Name, "target": job.Target.Name, "server": ver}),
 	}
 	if total, ok := job.Backup.Details["documents"].(float64); ok {
@@ -82,15 +82,20 @@ type view struct {
 }
 
 type restorer struct {
-	cl     *mongo.Client
-	cfg    *Config
-	job    *engines.RestoreJob
-	log    logrus.FieldLogger
-	tag    string
-	staged []staged
-	views  []view
-	done   int64
-	total  int64
+	// secondPass: the artifacts holding time-series collections are read
+	// again, after the swap, to replace those in place.
+	secondPass bool
+	later      map[string]bool // artifacts with time-series collections
+	laterCount int
+	cl         *mongo.Client
+	cfg        *Config
+	job        *engines.RestoreJob
+	log        logrus.FieldLogger
+	tag        string
+	staged     []staged
+	views      []view
+	done       int64
+	total      int64
 }
 
 func (r *restorer) run(ctx context.Context) (info *engines.RestoreInfo, err error) {
@@ -155,12 +160,23 @@ func (r *restorer) run(ctx context.Context) (info *engines.RestoreInfo, err erro
 			previous = append(previous, prev)
 		}
 	}
+	if r.laterCount > 0 {
+		r.secondPass = true
+		for _, a := range names {
+			if !r.later[a] {
+				continue
+			}
+			if _, err := r.artifact(ctx, a); err != nil {
+				return nil, fmt.Errorf("time-series collections, replaced in place after the swap: %w", err)
+			}
+		}
+	}
 	downtime := time.Since(start)
-	r.log.WithFields(logrus.Fields{"collections": len(r.staged), "views": len(r.views), "downtime_ms": downtime.Milliseconds()}).Info("mongodb restore done")
+	r.log.WithFields(logrus.Fields{"collections": len(r.staged), "views": len(r.views), "time_series": r.laterCount, "downtime_ms": downtime.Milliseconds()}).Info("mongodb restore done")
 	return &engines.RestoreInfo{
 		Downtime: downtime,
 		Previous: strings.Join(previous, ","),
-		Details:  map[string]any{"documents": r.done, "collections": len(r.staged), "views": len(r.views)},
+		Details:  map[string]any{"documents": r.done, "collections": len(r.staged), "views": len(r.views), "timeSeries": r.laterCount},
 	}, nil
 }
 
@@ -238,8 +254,32 @@ func (r *restorer) collection(ctx context.Context, fr *frameReader, db *mongo.Da
 	var coll *mongo.Collection
 	switch c.Type {
 	case "view":
-		r.views = append(r.views, view{db: db.Name(), name: c.Name, options: c.Options})
-	case "collection", "timeseries":
+		if !r.secondPass {
+			r.views = append(r.views, view{db: db.Name(), name: c.Name, options: c.Options})
+		}
+	case "timeseries":
+		// renameCollection cannot move a time-series collection: it is
+		// replaced in place once everything else is swapped (second pass).
+		if !r.secondPass {
+			r.later[fr.art] = true
+			r.laterCount++
+			break
+		}
+		if err := db.Collection(c.Name).Drop(ctx); err != nil {
+			return 0, fmt.Errorf("drop time-series collection: %w", err)
+		}
+		opts, err := createOptions(c.Options)
+		if err != nil {
+			return 0, err
+		}
+		if err := db.RunCommand(ctx, append(bson.D{{Key: "create", Value: c.Name}}, opts...)).Err(); err != nil {
+			return 0, fmt.Errorf("create time-series collection: %w", err)
+		}
+		coll = db.Collection(c.Name)
+	case "collection":
+		if r.secondPass {
+			break
+		}
 		side := fmt.Sprintf("capsule_tmp_%s_%d", r.tag, len(r.staged))
 		cmd := bson.D{{Key: "create", Value: side}}
 		opts, err := createOptions(c.Options)
@@ -281,12 +321,15 @@ func (r *restorer) collection(ctx context.Context, fr *frameReader, db *mongo.Da
 		}
 		switch kind {
 		case kindDocument:
-			if coll == nil {
+			if c.Type == "view" {
 				return 0, errors.New("a view with documents")
+			}
+			n++
+			if coll == nil { // loaded in the other pass
+				continue
 			}
 			batch = append(batch, doc)
 			batchBytes += len(doc)
-			n++
 			if len(batch) >= r.cfg.BatchSize || batchBytes >= insertMaxBytes {
 				if err := flush(); err != nil {
 					return 0, err
@@ -357,6 +400,9 @@ func createIndexes(ctx context.Context, db *mongo.Database, coll string, specs [
 	for _, s := range specs {
 		if name, _ := s.Lookup("name").StringValueOK(); name == "_id_" {
 			continue
+		}
+		if clustered, _ := s.Lookup("clustered").BooleanOK(); clustered {
+			continue // made by create's clusteredIndex option
 		}
 		clean, err := without(s, "ns", "v", "background")
 		if err != nil {
