@@ -399,6 +399,7 @@ func (b *backuper) docsArtifact(ctx context.Context, aw engines.ArtifactWriter, 
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
 	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false) // keep '<', '>' and '&' in sources as they were
 	if err := enc.Encode(docLine{Capsule: docsHeader, Index: target}); err != nil {
 		return 0, err
 	}

@@ -257,7 +257,9 @@ func writeErr(w http.ResponseWriter, status int, typ, reason string) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // sources come back as indexed
+	_ = enc.Encode(v)
 }
 
 func (s *standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {

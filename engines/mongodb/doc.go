@@ -8,6 +8,11 @@
 // every database but admin, local and config), batchSize (documents per
 // insert on restore, default 1000).
 //
+// Privileges: a backup needs read on its databases (listDatabases too for
+// "all"), as the built-in backup role gives; a restore needs readWrite on
+// each restored database and bypassDocumentValidation, as the built-in
+// restore role gives.
+//
 // # Artifacts
 //
 // One artifact per database, db-<name>.bson (characters outside
