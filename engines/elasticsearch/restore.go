@@ -196,7 +196,7 @@ func (r *restorer) staged(ctx context.Context) (info *engines.RestoreInfo, err e
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		for _, s := range staged {
-			if derr := r.c.request(cctx, http.MethodDelete, esPath(seg(s)), nil, nil, nil); derr != nil {
+			if derr := r.c.request(cctx, http.MethodDelete, esPath(seg(s)), url.Values{"ignore_unavailable": {"true"}}, nil, nil); derr != nil {
 				r.log.WithFields(logrus.Fields{"index": s, "error": derr}).Error("could not delete a staged index")
 			} else {
 				r.log.WithField("index", s).Info("staged index deleted")
