@@ -2,7 +2,9 @@ package main
 
 import (
 	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/engines/elasticsearch"
 	"github.com/cnvrg/capsule/engines/files"
+	"github.com/cnvrg/capsule/engines/mongodb"
 	"github.com/cnvrg/capsule/engines/mysql"
 	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/engines/redis"
@@ -16,5 +18,7 @@ func registry() *engines.Registry {
 		postgres.New(),
 		redis.New(),
 		mysql.New(),
+		elasticsearch.New(),
+		mongodb.New(),
 	)
 }
