@@ -133,6 +133,7 @@ func TestMetricsMatchTheResultsAfterAnEndToEndRun(t *testing.T) {
 		wk.l, err = notify.New(notify.Config{
 			Client: queue.Client(), QueueURL: queueURL, Bucket: name, Prefix: prefix,
 			Claim: wk.w.ClaimHint, Observe: wk.reg.ObserveSQS, WaitTime: time.Second, Log: enginetest.TestLog(t),
+			VisibilityTimeout: 5 * time.Second, // a receive whose answer is lost comes back soon
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -65,6 +65,12 @@ type Config struct {
 	// MaxMessages is how many messages one receive takes (default and
 	// most 10).
 	MaxMessages int
+	// VisibilityTimeout, when set, is how long a received message stays
+	// hidden from other receivers (default: the queue's own setting). A
+	// message whose receive response was lost on the way (the SDK then
+	// retries the receive, and the first attempt's messages stay in
+	// flight) comes back after this time.
+	VisibilityTimeout time.Duration
 	// MaxBackoff caps the wait between failed receives (default 30s).
 	MaxBackoff time.Duration
 	Log        logrus.FieldLogger
@@ -98,6 +104,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("sqs wait time: must be 1s to 20s (SQS long polling), got %s", c.WaitTime)
 	case c.MaxMessages < 1 || c.MaxMessages > 10:
 		return fmt.Errorf("sqs max messages: must be 1 to 10, got %d", c.MaxMessages)
+	case c.VisibilityTimeout != 0 && (c.VisibilityTimeout < time.Second || c.VisibilityTimeout > 12*time.Hour):
+		return fmt.Errorf("sqs visibility timeout: must be 1s to 12h, got %s", c.VisibilityTimeout)
 	case c.MaxBackoff < 10*time.Millisecond:
 		return fmt.Errorf("sqs max backoff: must be at least 10ms, got %s", c.MaxBackoff)
 	}
@@ -170,6 +178,7 @@ func (l *Listener) RunOnce(ctx context.Context) (int, error) {
 		QueueUrl:            aws.String(l.cfg.QueueURL),
 		MaxNumberOfMessages: int32(l.cfg.MaxMessages),
 		WaitTimeSeconds:     int32(l.cfg.WaitTime / time.Second),
+		VisibilityTimeout:   int32(l.cfg.VisibilityTimeout / time.Second),
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -181,6 +190,7 @@ func (l *Listener) RunOnce(ctx context.Context) (int, error) {
 	if len(out.Messages) == 0 {
 		return 0, nil
 	}
+	l.log.WithField("messages", len(out.Messages)).Debug("received notifications")
 	var wg sync.WaitGroup
 	for _, m := range out.Messages {
 		wg.Add(1)

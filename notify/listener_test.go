@@ -109,6 +109,10 @@ func (e *env) listen(mod func(*notify.Config)) {
 	cfg := notify.Config{
 		Client: e.sqs.Client(), QueueURL: e.queue, Bucket: e.name, Prefix: prefix,
 		Claim: e.w.ClaimHint, Log: enginetest.TestLog(e.t),
+		// Under load, goaws's answer to a receive is now and then lost
+		// (the SDK reads "use of closed network connection" and retries):
+		// the first attempt's messages must come back within the test.
+		VisibilityTimeout: 5 * time.Second,
 		Observe: func(o notify.Observation) {
 			e.mu.Lock()
 			e.obs[o]++
@@ -392,6 +396,7 @@ func TestConfigNamesTheBadSetting(t *testing.T) {
 		"sqs max messages": {Client: c, Claim: claim, QueueURL: "http://q/1/q", MaxMessages: 11},
 		"Client and Claim": {QueueURL: "http://q/1/q"},
 		"sqs max backoff":  {Client: c, Claim: claim, QueueURL: "http://q/1/q", MaxBackoff: time.Millisecond},
+		"sqs visibility":   {Client: c, Claim: claim, QueueURL: "http://q/1/q", VisibilityTimeout: time.Millisecond},
 	} {
 		if _, err := notify.New(cfg); err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: error %v does not name the setting", name, err)

@@ -46,12 +46,28 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := binary(t)
-	s, err := start(bin, t.TempDir())
+	dir := t.TempDir()
+	s, err := start(bin, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Stop)
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			// What the server said helps explain a lost message.
+			if log, err := os.ReadFile(filepath.Join(dir, "goaws.log")); err == nil {
+				t.Logf("goaws log:\n%s", tail(log, 20000))
+			}
+		}
+	})
 	return s
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
 }
 
 // binary finds goaws, or fails (skips with CAPSULE_SKIP_SQS=1) the test.
@@ -100,14 +116,18 @@ func repoRoot() (string, bool) {
 
 // config is goaws's configuration: one environment, no queues (tests make
 // their own), no region in queue URLs (goaws would put it in front of the
-// host name, which then does not resolve).
+// host name, which then does not resolve). Messages stay hidden for 5s
+// after a receive, not SQS's 30s: on a loaded machine the answer to a
+// receive is now and then lost on the way (the SDK reads "use of closed
+// network connection" and retries), and its messages must come back
+// within a test's patience.
 const config = `Local:
   Host: 127.0.0.1
   Port: "%d"
   AccountId: "100010001000"
   LogToFile: false
   QueueAttributeDefaults:
-    VisibilityTimeout: 30
+    VisibilityTimeout: 5
     ReceiveMessageWaitTimeSeconds: 0
 `
 
