@@ -9,10 +9,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 bash scripts/install-tools.sh
+bash scripts/envtest-assets.sh
 bash scripts/services.sh
 bash scripts/install-browser.sh
 export PATH="$root/.tools/bin:$PATH"
 export CAPSULE_VERSITYGW="$root/.tools/bin/versitygw"
+export KUBEBUILDER_ASSETS="$root/.tools/envtest"
 
 echo "== gofmt"
 unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*'))"
