@@ -1,0 +1,332 @@
+package scanner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/client"
+	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/cnvrg/capsule/retention"
+	"github.com/sirupsen/logrus"
+)
+
+// planState is what one replica remembers about a plan between passes.
+// Losing it (a restart) costs a few HEADs: everything is in the bucket.
+type planState struct {
+	// slotID is the request of the latest slot known to exist.
+	slotID string
+	// pending are backups whose end this replica waits for, to run
+	// verification and retention after each; by when they were seen.
+	pending map[string]time.Time
+	// verifyID is the latest periodic verification known to exist.
+	verifyID string
+}
+
+// pendingFor is how long a replica waits for a backup's end before it
+// forgets it (a request lost with the bucket's data, say).
+const pendingFor = 48 * time.Hour
+
+type retentionRunner struct {
+	b bucket.Bucket
+	r *retention.Runner
+}
+
+// slotLayout is how requests.SlotID writes a slot.
+const slotLayout = "20060102t150405z"
+
+// verifyPlan names a plan's verification requests: their ids are
+// requests.SlotID(verifyPlan(plan), slot).
+func verifyPlan(plan string) string { return plan + "/verify" }
+
+// pass runs every plan's schedule once at now and returns when the next
+// pass is due: the earliest next slot, or now+Tick.
+func (s *Scanner) pass(ctx context.Context, now time.Time) time.Time {
+	s.mu.RLock()
+	snap := s.snap
+	s.mu.RUnlock()
+	next := now.Add(s.cfg.Tick)
+	live := map[string]bool{}
+	for _, p := range snap.plans {
+		live[p.Name] = true
+		b := snap.buckets[p.Bucket.URL()]
+		if b == nil {
+			continue
+		}
+		st := s.state[p.Name]
+		if st == nil {
+			st = &planState{pending: map[string]time.Time{}}
+			s.state[p.Name] = st
+		}
+		s.runPlan(ctx, b, p, st, now)
+		if n := p.Schedule.Next(now); !n.IsZero() && n.Before(next) {
+			next = n
+		}
+		if p.Verify != nil && p.Verify.Schedule != nil {
+			if n := p.Verify.Schedule.Next(now); !n.IsZero() && n.Before(next) {
+				next = n
+			}
+		}
+	}
+	for name := range s.state {
+		if !live[name] {
+			delete(s.state, name) // the plan is gone: its schedule stops
+		}
+	}
+	for url := range s.retention {
+		if snap.buckets[url] == nil {
+			delete(s.retention, url)
+		}
+	}
+	return next
+}
+
+func (s *Scanner) runPlan(ctx context.Context, b bucket.Bucket, p Plan, st *planState, now time.Time) {
+	log := s.log.WithFields(logrus.Fields{"plan": p.Name, "source": p.Name})
+	slot := p.Schedule.Slot(now)
+	if slot.IsZero() {
+		return
+	}
+	id := requests.SlotID(p.Name, slot)
+	if st.slotID != id {
+		// Only the current slot is ever submitted: a slot missed while no
+		// replica ran is caught up once, by this one.
+		if s.ensureBackup(ctx, b, p, id, log) {
+			st.slotID, st.pending[id] = id, now
+		}
+	}
+	// Oldest first: each success is followed by its own retention run.
+	ids := make([]string, 0, len(st.pending))
+	for pid, seen := range st.pending {
+		if now.Sub(seen) > pendingFor {
+			log.WithField("request_id", pid).Warn("the backup never ended; no longer waiting for it")
+			delete(st.pending, pid)
+			continue
+		}
+		ids = append(ids, pid)
+	}
+	sort.Strings(ids)
+	for _, pid := range ids {
+		if s.checkBackup(ctx, b, p, pid, log) {
+			delete(st.pending, pid)
+		}
+	}
+	if len(st.pending) == 0 && p.Verify != nil && p.Verify.Schedule != nil {
+		s.periodicVerify(ctx, b, p, st, now, log)
+	}
+}
+
+// ensureBackup makes sure the slot's request exists (or ran), writing it
+// create-only when it does not. It reports whether it now exists.
+func (s *Scanner) ensureBackup(ctx context.Context, b bucket.Bucket, p Plan, id string, log logrus.FieldLogger) bool {
+	log = log.WithField("request_id", id)
+	if _, err := b.Head(ctx, requests.IndexKey(p.Cluster, p.Name, id)); err == nil {
+		s.emit(Event{Type: EventExists, Plan: p.Name, ID: id, Kind: requests.KindBackup})
+		return true
+	} else if !errors.Is(err, bucket.ErrNotFound) {
+		log.WithError(err).Warn("cannot read the bucket; will retry")
+		return false
+	}
+	req := &requests.Request{Kind: requests.KindBackup, ID: id, Cluster: p.Cluster, Source: p.Name, Plan: p.Name}
+	err := client.Submit(ctx, b, req)
+	switch {
+	case err == nil:
+		log.WithField("engine", p.Engine).Info("scheduled backup submitted")
+		s.emit(Event{Type: EventSubmitted, Plan: p.Name, ID: id, Kind: requests.KindBackup})
+		return true
+	case errors.Is(err, bucket.ErrPreconditionFailed):
+		log.Debug("the slot's backup was already submitted")
+		s.emit(Event{Type: EventExists, Plan: p.Name, ID: id, Kind: requests.KindBackup})
+		return true
+	default:
+		log.WithError(err).Warn("cannot submit the scheduled backup; will retry")
+		return false
+	}
+}
+
+// checkBackup looks for the end of a pending backup; after a success it
+// schedules a verification (every N backups) and applies retention. It
+// reports whether the backup needs no more looking after.
+func (s *Scanner) checkBackup(ctx context.Context, b bucket.Bucket, p Plan, id string, log logrus.FieldLogger) bool {
+	log = log.WithField("request_id", id)
+	status, err := s.resultStatus(ctx, b, p, id)
+	if err != nil {
+		log.WithError(err).Warn("cannot read the backup's result; will retry")
+		return false
+	}
+	if status == "" {
+		return false // not ended yet
+	}
+	if status != requests.StatusSucceeded {
+		log.WithField("status", status).Warn("scheduled backup did not succeed; retention waits for a successful one")
+		s.emit(Event{Type: EventBackupEnded, Plan: p.Name, ID: id, Status: status})
+		return true
+	}
+	s.emit(Event{Type: EventBackupEnded, Plan: p.Name, ID: id, Status: status})
+	// Verification is decided before retention, which may delete the
+	// backups that tell when the last verification was.
+	if p.Verify != nil && p.Verify.Every > 0 {
+		if err := s.verifyEvery(ctx, b, p, log); err != nil {
+			log.WithError(err).Warn("cannot schedule the verification; will retry")
+			return false
+		}
+	}
+	rep, err := s.applyRetention(ctx, b, p)
+	if err != nil {
+		log.WithError(err).Warn("retention failed; will retry")
+		s.emit(Event{Type: EventRetention, Plan: p.Name, ID: id, Rotation: p.Rotation, Retention: rep, Err: err})
+		return false
+	}
+	if len(rep.Deleted) > 0 {
+		log.WithFields(logrus.Fields{"deleted": rep.Deleted, "rotation": p.Rotation}).Info("retention deleted old backups")
+	}
+	s.emit(Event{Type: EventRetention, Plan: p.Name, ID: id, Rotation: p.Rotation, Retention: rep})
+	return true
+}
+
+// resultStatus returns how request id ended, or "" while it has not.
+func (s *Scanner) resultStatus(ctx context.Context, b bucket.Bucket, p Plan, id string) (requests.Status, error) {
+	data, _, err := bucket.GetBytes(ctx, b, requests.ResultKey(id))
+	if err == nil {
+		var r requests.Result
+		if err := json.Unmarshal(data, &r); err != nil {
+			return "", err
+		}
+		if !r.Status.Ended() {
+			return "", nil
+		}
+		return r.Status, nil
+	}
+	if !errors.Is(err, bucket.ErrNotFound) {
+		return "", err
+	}
+	// A committed index means the backup succeeded, even when its result
+	// was cleaned up since.
+	if _, err := b.Head(ctx, requests.IndexKey(p.Cluster, p.Name, id)); err == nil {
+		if _, err := b.Head(ctx, requests.RequestKey(id)); errors.Is(err, bucket.ErrNotFound) {
+			return requests.StatusSucceeded, nil
+		}
+	}
+	return "", nil
+}
+
+func (s *Scanner) applyRetention(ctx context.Context, b bucket.Bucket, p Plan) (*retention.Report, error) {
+	url := p.Bucket.URL()
+	rr := s.retention[url]
+	if rr == nil || rr.b != b {
+		r, err := retention.New(retention.Config{Bucket: b, Holder: s.cfg.Holder, Lease: s.cfg.RetentionLease, Log: s.cfg.Log})
+		if err != nil {
+			return nil, err
+		}
+		rr = &retentionRunner{b: b, r: r}
+		s.retention[url] = rr
+	}
+	return rr.r.Apply(ctx, retention.Policy{Cluster: p.Cluster, Source: p.Name, Plan: p.Name, Keep: p.Rotation})
+}
+
+// planBackups lists the plan's successful backups, newest first.
+func planBackups(ctx context.Context, b bucket.Reader, p Plan) ([]index.Entry, error) {
+	all, err := index.List(ctx, b, index.Filter{Cluster: p.Cluster, Source: p.Name})
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, e := range all {
+		if e.Plan == p.Name && e.Status == requests.StatusSucceeded {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// backupSlot returns the slot a scheduled backup's id names.
+func backupSlot(id string) (time.Time, bool) {
+	i := strings.LastIndexByte(id, '-')
+	if i < 0 {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(slotLayout, id[i+1:])
+	return t, err == nil
+}
+
+// verifyEvery submits a verification of the newest backup when none of
+// the plan's newest Every backups is verified or being verified. Every
+// replica decides the same from the bucket, and the request's id is derived
+// from the backup's slot, so only one request is written.
+func (s *Scanner) verifyEvery(ctx context.Context, b bucket.Bucket, p Plan, log logrus.FieldLogger) error {
+	entries, err := planBackups(ctx, b, p)
+	if err != nil || len(entries) == 0 {
+		return err
+	}
+	window := entries[:min(p.Verify.Every, len(entries))]
+	ids := make([]string, len(window))
+	for i, e := range window {
+		if e.Verification != nil {
+			return nil
+		}
+		slot, ok := backupSlot(e.BackupID)
+		if !ok {
+			return nil
+		}
+		ids[i] = requests.SlotID(verifyPlan(p.Name), slot)
+		for _, key := range []string{requests.RequestKey(ids[i]), requests.ResultKey(ids[i])} {
+			if _, err := b.Head(ctx, key); err == nil {
+				return nil // being verified, or verified and recorded
+			} else if !errors.Is(err, bucket.ErrNotFound) {
+				return err
+			}
+		}
+	}
+	return s.submitVerify(ctx, b, p, ids[0], window[0].BackupID, log)
+}
+
+// periodicVerify submits, once per verification slot, a verification of
+// the plan's newest backup.
+func (s *Scanner) periodicVerify(ctx context.Context, b bucket.Bucket, p Plan, st *planState, now time.Time, log logrus.FieldLogger) {
+	slot := p.Verify.Schedule.Slot(now)
+	if slot.IsZero() {
+		return
+	}
+	id := requests.SlotID(verifyPlan(p.Name), slot)
+	if st.verifyID == id {
+		return
+	}
+	if _, err := b.Head(ctx, requests.ResultKey(id)); err == nil {
+		st.verifyID = id
+		return
+	}
+	entries, err := planBackups(ctx, b, p)
+	if err != nil {
+		log.WithError(err).Warn("cannot list the plan's backups; will retry")
+		return
+	}
+	if len(entries) == 0 {
+		return // nothing to verify yet; the next successful backup retries
+	}
+	if err := s.submitVerify(ctx, b, p, id, entries[0].BackupID, log); err == nil {
+		st.verifyID = id
+	}
+}
+
+func (s *Scanner) submitVerify(ctx context.Context, b bucket.Bucket, p Plan, id, backupID string, log logrus.FieldLogger) error {
+	log = log.WithFields(logrus.Fields{"request_id": id, "backup_id": backupID})
+	req := &requests.Request{Kind: requests.KindVerify, ID: id, Cluster: p.Cluster, BackupID: backupID, Plan: p.Name}
+	err := client.Submit(ctx, b, req)
+	switch {
+	case err == nil:
+		log.Info("scheduled verification submitted")
+		s.emit(Event{Type: EventSubmitted, Plan: p.Name, ID: id, Kind: requests.KindVerify})
+		return nil
+	case errors.Is(err, bucket.ErrPreconditionFailed):
+		s.emit(Event{Type: EventExists, Plan: p.Name, ID: id, Kind: requests.KindVerify})
+		return nil
+	default:
+		log.WithError(err).Warn("cannot submit the scheduled verification; will retry")
+		return err
+	}
+}

@@ -1,0 +1,552 @@
+package scanner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/requests"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// AppRef names a CnvrgApp.
+type AppRef struct {
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	UID       types.UID `json:"uid,omitempty"`
+}
+
+func (a AppRef) String() string { return a.Namespace + "/" + a.Name }
+
+// Plan is one enabled backup block of a CnvrgApp: what to back up, where,
+// how often and how many backups to keep.
+type Plan struct {
+	// Name is <namespace>/<cnvrgapp>/<service>: the plan's name in
+	// requests and indexes, and the source's name.
+	Name string
+	App  AppRef
+	// Service is the key under spec.dbs: pg, redis or es.
+	Service string
+	// Cluster groups the plan's backups: <namespace>/<cnvrgapp>, or the
+	// scanner's configured cluster.
+	Cluster string
+	// Engine names the engine (postgres, redis, elasticsearch).
+	Engine string
+	// Host and Port are where the service listens.
+	Host string
+	Port int
+	// SourceConfig is the engine's source settings; never a secret.
+	SourceConfig map[string]any
+	// CredsSecret names the Secret the credentials came from ("" for none).
+	CredsSecret string
+	Bucket      BucketSpec
+	Schedule    Schedule
+	// Rotation is how many successful backups to keep.
+	Rotation int
+	// Verify, when set, schedules verifications of the newest backup.
+	Verify *VerifyPolicy
+
+	// password is the Secret's value, read at the scan; it stays in
+	// memory and reaches the engine only through Source().Password.
+	password    string
+	hasPassword bool
+}
+
+// VerifyPolicy schedules verifications: after every Every-th backup, or
+// once per slot of Schedule.
+type VerifyPolicy struct {
+	Every    int
+	Schedule *Schedule
+}
+
+// Source returns the plan's source as the executor resolves it. Its
+// Password returns the value read from the Secret at the last scan.
+func (p Plan) Source() engines.Source {
+	cfg := make(map[string]any, len(p.SourceConfig))
+	for k, v := range p.SourceConfig {
+		cfg[k] = v
+	}
+	src := engines.Source{Name: p.Name, Engine: p.Engine, Config: cfg}
+	if p.hasPassword {
+		pw := p.password
+		src.Password = func(context.Context) (string, error) { return pw, nil }
+	}
+	return src
+}
+
+// planJSON is how a plan prints: no secret, only where they come from.
+type planJSON struct {
+	Name     string         `json:"name"`
+	App      AppRef         `json:"app"`
+	Service  string         `json:"service"`
+	Cluster  string         `json:"cluster"`
+	Source   sourceJSON     `json:"source"`
+	Bucket   bucketJSON     `json:"bucket"`
+	Schedule scheduleJSON   `json:"schedule"`
+	Rotation int            `json:"rotation"`
+	Verify   map[string]any `json:"verify,omitempty"`
+}
+
+type sourceJSON struct {
+	Name   string         `json:"name"`
+	Engine string         `json:"engine"`
+	Host   string         `json:"host"`
+	Port   int            `json:"port"`
+	Config map[string]any `json:"config"`
+	// CredsSecret names the Secret; Password says whether it gave one.
+	CredsSecret string `json:"credsSecret,omitempty"`
+	Password    bool   `json:"password"`
+}
+
+type bucketJSON struct {
+	Secret      string `json:"secret"`
+	Type        string `json:"type"`
+	URL         string `json:"url"`
+	Endpoint    string `json:"endpoint,omitempty"`
+	Region      string `json:"region,omitempty"`
+	Bucket      string `json:"bucket"`
+	Prefix      string `json:"prefix"`
+	Credentials string `json:"credentials"`
+}
+
+type scheduleJSON struct {
+	Spec   string `json:"spec"`
+	Kind   string `json:"kind"`
+	Period string `json:"period,omitempty"`
+}
+
+func (s Schedule) view() scheduleJSON {
+	if s.IsCron() {
+		return scheduleJSON{Spec: s.Spec, Kind: "cron"}
+	}
+	return scheduleJSON{Spec: s.Spec, Kind: "period", Period: s.Period.String()}
+}
+
+// MarshalJSON prints the plan without its secrets.
+func (p Plan) MarshalJSON() ([]byte, error) {
+	v := planJSON{
+		Name: p.Name, App: p.App, Service: p.Service, Cluster: p.Cluster,
+		Source: sourceJSON{Name: p.Name, Engine: p.Engine, Host: p.Host, Port: p.Port, Config: p.SourceConfig,
+			CredsSecret: p.CredsSecret, Password: p.hasPassword && p.password != ""},
+		Bucket: bucketJSON{Secret: p.Bucket.Secret, Type: p.Bucket.Type, URL: p.Bucket.URL(), Endpoint: p.Bucket.Endpoint,
+			Region: p.Bucket.Region, Bucket: p.Bucket.Bucket, Prefix: p.Bucket.Prefix, Credentials: p.Bucket.Credentials()},
+		Schedule: p.Schedule.view(),
+		Rotation: p.Rotation,
+	}
+	if p.Verify != nil {
+		if p.Verify.Every > 0 {
+			v.Verify = map[string]any{"every": p.Verify.Every}
+		} else if p.Verify.Schedule != nil {
+			v.Verify = map[string]any{"schedule": p.Verify.Schedule.view()}
+		}
+	}
+	return json.Marshal(v)
+}
+
+// Problem is an invalid backup block: it becomes a Kubernetes Event on the
+// CnvrgApp and a log line, and the block is left out of the plans.
+type Problem struct {
+	App AppRef `json:"app"`
+	// Field is the path of the bad setting (spec.dbs.pg.backup.period).
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (p Problem) Error() string { return p.Field + ": " + p.Message }
+
+// The services of spec.dbs that capsule backs up.
+var services = []struct {
+	key, engine, svcName string
+	port                 int
+}{
+	{"pg", "postgres", "postgres", 5432},
+	{"redis", "redis", "redis", 6379},
+	{"es", "elasticsearch", "elasticsearch", 9200},
+}
+
+// Defaults of a backup block (the platform's conventions).
+const (
+	DefaultBucketRef = "cp-object-storage"
+	DefaultPeriod    = "24h"
+	DefaultRotation  = 5
+	// VerifyAnnotationPrefix + service ("capsule.cnvrg.io/verify-pg")
+	// schedules verifications: "every=N" or "period=24h".
+	VerifyAnnotationPrefix = "capsule.cnvrg.io/verify-"
+)
+
+// secretGetter reads a Secret's data; a missing Secret is an apierrors
+// NotFound.
+type secretGetter func(ctx context.Context, namespace, name string) (map[string][]byte, error)
+
+// parser turns CnvrgApps into plans.
+type parser struct {
+	cluster string
+	prefix  string
+	hostFor func(svcName, namespace string) string
+	engines *engines.Registry
+	secret  secretGetter
+}
+
+// appResult is what one CnvrgApp gave.
+type appResult struct {
+	plans    []Plan
+	problems []Problem
+	// secrets are the Secrets it refers to (namespace/name), found or not.
+	secrets []string
+}
+
+// app reads the backup blocks of one CnvrgApp.
+func (ps *parser) app(ctx context.Context, obj *unstructured.Unstructured) appResult {
+	var res appResult
+	ref := AppRef{Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: obj.GetUID()}
+	cluster := ps.cluster
+	if cluster == "" {
+		cluster = ref.Namespace + "/" + ref.Name
+	}
+	for _, svc := range services {
+		b := &block{ps: ps, ctx: ctx, obj: obj, ref: ref, svc: svc.key, res: &res}
+		p, ok := b.plan(svc.engine, svc.svcName, svc.port, cluster)
+		if ok {
+			res.plans = append(res.plans, p)
+		}
+	}
+	sort.Strings(res.secrets)
+	res.secrets = dedupe(res.secrets)
+	return res
+}
+
+// block reads one spec.dbs.<svc> block.
+type block struct {
+	ps  *parser
+	ctx context.Context
+	obj *unstructured.Unstructured
+	ref AppRef
+	svc string
+	res *appResult
+	bad bool
+}
+
+func (b *block) path(fields ...string) string {
+	return strings.Join(append([]string{"spec", "dbs", b.svc}, fields...), ".")
+}
+
+func (b *block) problem(field, format string, args ...any) {
+	b.bad = true
+	b.res.problems = append(b.res.problems, Problem{App: b.ref, Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+// warning reports a problem that does not stop the backups (a bad
+// verification setting leaves the plan without verifications).
+func (b *block) warning(field, format string, args ...any) {
+	b.res.problems = append(b.res.problems, Problem{App: b.ref, Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (b *block) field(fields ...string) (any, bool) {
+	v, ok, err := unstructured.NestedFieldNoCopy(b.obj.Object, append([]string{"spec", "dbs", b.svc}, fields...)...)
+	if err != nil || !ok || v == nil {
+		return nil, false
+	}
+	return v, true
+}
+
+func (b *block) str(fields ...string) string {
+	v, ok := b.field(fields...)
+	if !ok {
+		return ""
+	}
+	s, isStr := v.(string)
+	if !isStr {
+		b.problem(b.path(fields...), "must be a string, got %T", v)
+		return ""
+	}
+	return s
+}
+
+func (b *block) boolean(fields ...string) (bool, bool) {
+	v, ok := b.field(fields...)
+	if !ok {
+		return false, false
+	}
+	x, isBool := v.(bool)
+	if !isBool {
+		b.problem(b.path(fields...), "must be true or false, got %T", v)
+		return false, false
+	}
+	return x, true
+}
+
+func (b *block) integer(fields ...string) (int64, bool) {
+	v, ok := b.field(fields...)
+	if !ok {
+		return 0, false
+	}
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case int:
+		return int64(n), true
+	case float64:
+		if n == float64(int64(n)) {
+			return int64(n), true
+		}
+	}
+	b.problem(b.path(fields...), "must be a whole number, got %v", v)
+	return 0, false
+}
+
+func (b *block) readSecret(field, name string) map[string][]byte {
+	b.res.secrets = append(b.res.secrets, b.ref.Namespace+"/"+name)
+	data, err := b.ps.secret(b.ctx, b.ref.Namespace, name)
+	if apierrors.IsNotFound(err) {
+		b.problem(field, "Secret %q not found in namespace %s", name, b.ref.Namespace)
+		return nil
+	}
+	if err != nil {
+		b.problem(field, "Secret %q: %v", name, err)
+		return nil
+	}
+	return data
+}
+
+func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, bool) {
+	if _, ok := b.field(); !ok {
+		return Plan{}, false
+	}
+	if _, ok := b.field("backup"); !ok {
+		return Plan{}, false
+	}
+	if on, _ := b.boolean("backup", "enabled"); !on || b.bad {
+		return Plan{}, false
+	}
+	if on, set := b.boolean("enabled"); set && !on {
+		b.problem(b.path("enabled"), "is false (the service is not deployed), but backup.enabled is true: nothing to back up")
+		return Plan{}, false
+	}
+	p := Plan{
+		Name:    b.ref.Namespace + "/" + b.ref.Name + "/" + b.svc,
+		App:     b.ref,
+		Service: b.svc,
+		Cluster: cluster,
+		Engine:  engine,
+	}
+	if err := requests.ValidateName(p.Name); err != nil {
+		b.problem("metadata.name", "plan name: %v", err)
+	}
+	if err := requests.ValidateName(cluster); err != nil {
+		b.problem("metadata.name", "cluster: %v", err)
+	}
+
+	svcName := b.str("svcName")
+	if svcName == "" {
+		svcName = defSvc
+	}
+	p.Host = b.ps.hostFor(svcName, b.ref.Namespace)
+	p.Port = defPort
+	if n, ok := b.integer("port"); ok {
+		if n < 1 || n > 65535 {
+			b.problem(b.path("port"), "%d is not a port number (1-65535)", n)
+		}
+		p.Port = int(n)
+	}
+
+	period := b.str("backup", "period")
+	if period == "" {
+		period = DefaultPeriod
+	}
+	if s, err := ParseSchedule(period); err != nil {
+		b.problem(b.path("backup", "period"), "%v", err)
+	} else if !s.IsCron() && s.Period < MinPeriod {
+		b.problem(b.path("backup", "period"), "%q is shorter than %s", period, MinPeriod)
+	} else {
+		p.Schedule = s
+	}
+	p.Rotation = DefaultRotation
+	if n, ok := b.integer("backup", "rotation"); ok {
+		if n < 1 {
+			b.problem(b.path("backup", "rotation"), "must be at least 1 (capsule never deletes the last good backup), got %d", n)
+		}
+		p.Rotation = int(n)
+	}
+	p.Verify = b.verify()
+
+	// The bucket.
+	bucketRef := b.str("backup", "bucketRef")
+	if bucketRef == "" {
+		bucketRef = DefaultBucketRef
+	}
+	if data := b.readSecret(b.path("backup", "bucketRef"), bucketRef); data != nil {
+		spec, err := bucketSpec(bucketRef, data, b.ps.prefix)
+		if err != nil {
+			b.problem(b.path("backup", "bucketRef"), "Secret %q: %v", bucketRef, err)
+		}
+		p.Bucket = spec
+	}
+
+	// The credentials: backup.credsRef, else the service's.
+	credsField := b.path("backup", "credsRef")
+	creds := b.str("backup", "credsRef")
+	if creds == "" {
+		credsField, creds = b.path("credsRef"), b.str("credsRef")
+	}
+	var secret map[string][]byte
+	if creds != "" {
+		secret = b.readSecret(credsField, creds)
+		p.CredsSecret = creds
+	}
+	if b.bad {
+		return Plan{}, false
+	}
+	hostPort := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
+	key := func(k string) (string, bool) {
+		v, ok := secret[k]
+		return string(v), ok
+	}
+	switch engine {
+	case "postgres":
+		if creds == "" {
+			b.problem(credsField, "is required for PostgreSQL (a Secret with POSTGRES_USER and POSTGRES_PASSWORD)")
+			break
+		}
+		user, _ := key("POSTGRES_USER")
+		if user == "" {
+			b.problem(credsField, "Secret %q has no POSTGRES_USER", creds)
+			break
+		}
+		u := url.URL{Scheme: "postgres", User: url.User(user), Host: hostPort}
+		p.SourceConfig = map[string]any{}
+		if db, _ := key("POSTGRES_DB"); db != "" {
+			u.Path = "/" + db
+		} else {
+			p.SourceConfig["databases"] = "all"
+		}
+		p.SourceConfig["url"] = u.String()
+		p.password, p.hasPassword = key("POSTGRES_PASSWORD")
+	case "redis":
+		u := url.URL{Scheme: "redis", Host: hostPort}
+		if creds != "" {
+			pw, ok := key("CNVRG_REDIS_PASSWORD")
+			if raw, has := key("REDIS_URL"); has && raw != "" {
+				ru, err := url.Parse(raw)
+				if err != nil {
+					// url's errors quote the URL, which holds the password.
+					b.problem(credsField, "Secret %q: REDIS_URL is not a valid URL", creds)
+					break
+				}
+				if ru.User != nil {
+					if name := ru.User.Username(); name != "" {
+						u.User = url.User(name)
+					}
+					if urlPW, has := ru.User.Password(); has && !ok {
+						pw, ok = urlPW, true
+					}
+				}
+			}
+			p.password, p.hasPassword = pw, ok
+		}
+		p.SourceConfig = map[string]any{"url": u.String(), "databases": "all"}
+	case "elasticsearch":
+		// The operator's Elasticsearch speaks plain HTTP inside the cluster.
+		p.SourceConfig = map[string]any{"url": "http://" + hostPort, "indices": []any{"*"}}
+		if creds != "" {
+			if user, _ := key("CNVRG_ES_USER"); user != "" {
+				p.SourceConfig["user"] = user
+			}
+			p.password, p.hasPassword = key("CNVRG_ES_PASS")
+		}
+	}
+	if b.bad {
+		return Plan{}, false
+	}
+	if b.ps.engines != nil {
+		eng, err := b.ps.engines.Get(engine)
+		if err != nil {
+			b.problem(b.path("backup", "enabled"), "this capsule cannot back up %s: %v", engine, err)
+			return Plan{}, false
+		}
+		if err := eng.Validate(p.Source()); err != nil {
+			b.problem(b.path(), "%v", err)
+			return Plan{}, false
+		}
+	}
+	return p, true
+}
+
+// verify reads spec.dbs.<svc>.backup.verify ({every: N} or {period: 24h};
+// the shipped CRD prunes it, later ones may keep it), else the annotation
+// capsule.cnvrg.io/verify-<svc> ("every=N" or "period=24h").
+func (b *block) verify() *VerifyPolicy {
+	var every, period string
+	field := b.path("backup", "verify")
+	if v, ok := b.field("backup", "verify"); ok {
+		m, isMap := v.(map[string]any)
+		if !isMap {
+			b.warning(field, "must be an object {every: N} or {period: 24h}, got %T", v)
+			return nil
+		}
+		for k, x := range m {
+			switch k {
+			case "every":
+				every = fmt.Sprint(x)
+			case "period":
+				period = fmt.Sprint(x)
+			default:
+				b.warning(field+"."+k, "unknown setting (every or period)")
+				return nil
+			}
+		}
+	} else if a, ok := b.obj.GetAnnotations()[VerifyAnnotationPrefix+b.svc]; ok {
+		field = "metadata.annotations." + VerifyAnnotationPrefix + b.svc
+		k, v, found := strings.Cut(strings.TrimSpace(a), "=")
+		switch {
+		case !found:
+			b.warning(field, "%q: want every=N or period=<period>", a)
+			return nil
+		case k == "every":
+			every = v
+		case k == "period":
+			period = v
+		default:
+			b.warning(field, "%q: want every=N or period=<period>", a)
+			return nil
+		}
+	} else {
+		return nil
+	}
+	switch {
+	case every != "" && period != "":
+		b.warning(field, "set every or period, not both")
+	case every != "":
+		n, err := strconv.Atoi(strings.TrimSpace(every))
+		if err != nil || n < 1 {
+			b.warning(field, "every: %q is not a whole number of backups of at least 1", every)
+			return nil
+		}
+		return &VerifyPolicy{Every: n}
+	case period != "":
+		s, err := ParseSchedule(period)
+		if err != nil {
+			b.warning(field, "period: %v", err)
+			return nil
+		}
+		return &VerifyPolicy{Schedule: &s}
+	}
+	return nil
+}
+
+func dedupe(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}

@@ -1,0 +1,211 @@
+package scanner
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/yaml"
+)
+
+// sampleApp reads testdata/cnvrgapp.yaml, the conventions' sample.
+func sampleApp(t *testing.T) *unstructured.Unstructured {
+	t.Helper()
+	data, err := os.ReadFile("testdata/cnvrgapp.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return &unstructured.Unstructured{Object: m}
+}
+
+type secretMap map[string]map[string]string
+
+func (s secretMap) get(_ context.Context, ns, name string) (map[string][]byte, error) {
+	d, ok := s[ns+"/"+name]
+	if !ok {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
+	}
+	out := map[string][]byte{}
+	for k, v := range d {
+		out[k] = []byte(v)
+	}
+	return out, nil
+}
+
+func sampleSecrets() secretMap {
+	return secretMap{
+		"cnvrg/pg-creds":    {"POSTGRES_HOST": "postgres", "POSTGRES_DB": "cnvrg_production", "POSTGRES_USER": "cnvrg", "POSTGRES_PASSWORD": "pg-secret-pw"},
+		"cnvrg/redis-creds": {"CNVRG_REDIS_PASSWORD": "redis-secret-pw", "REDIS_URL": "redis://:redis-secret-pw@redis"},
+		"cnvrg/cp-object-storage": {"CNVRG_STORAGE_TYPE": "minio", "CNVRG_STORAGE_ENDPOINT": "http://minio.cnvrg:9000",
+			"CNVRG_STORAGE_BUCKET": "cnvrg-storage", "CNVRG_STORAGE_ACCESS_KEY": "AK", "CNVRG_STORAGE_SECRET_KEY": "storage-secret-key"},
+	}
+}
+
+func testParser(secrets secretMap) *parser {
+	return &parser{prefix: "capsule/", hostFor: func(svc, ns string) string { return svc + "." + ns }, secret: secrets.get}
+}
+
+func TestSamplePlans(t *testing.T) {
+	res := testParser(sampleSecrets()).app(context.Background(), sampleApp(t))
+	if len(res.problems) != 0 {
+		t.Fatalf("problems: %v", res.problems)
+	}
+	if len(res.plans) != 2 {
+		t.Fatalf("%d plans, want pg and redis (es has no backup block)", len(res.plans))
+	}
+	pg, redis := res.plans[0], res.plans[1]
+	if pg.Name != "cnvrg/cnvrg-app/pg" || pg.Cluster != "cnvrg/cnvrg-app" || pg.Engine != "postgres" {
+		t.Errorf("pg plan: %s %s %s", pg.Name, pg.Cluster, pg.Engine)
+	}
+	if got := pg.SourceConfig["url"]; got != "postgres://cnvrg@postgres.cnvrg:5432/cnvrg_production" {
+		t.Errorf("pg url %v", got)
+	}
+	if pw, _ := pg.Source().Secret(context.Background()); pw != "pg-secret-pw" {
+		t.Errorf("pg password %q", pw)
+	}
+	if pg.Schedule.Period.String() != "24h0m0s" || pg.Rotation != 5 {
+		t.Errorf("pg schedule %s rotation %d", pg.Schedule.Spec, pg.Rotation)
+	}
+	if got := redis.SourceConfig["url"]; got != "redis://redis.cnvrg:6379" {
+		t.Errorf("redis url %v", got)
+	}
+	if pw, _ := redis.Source().Secret(context.Background()); pw != "redis-secret-pw" {
+		t.Errorf("redis password %q", pw)
+	}
+	if redis.Schedule.Period.String() != "6h0m0s" || redis.Rotation != 10 {
+		t.Errorf("redis schedule %s rotation %d", redis.Schedule.Spec, redis.Rotation)
+	}
+	if got, want := pg.Bucket.URL(), "s3://cnvrg-storage/capsule/?endpoint=http%3A%2F%2Fminio.cnvrg%3A9000&region=us-east-1"; got != want {
+		t.Errorf("bucket url %s, want %s", got, want)
+	}
+	if pg.Bucket.Credentials() != "static" {
+		t.Errorf("credentials %s", pg.Bucket.Credentials())
+	}
+	if strings.Join(res.secrets, ",") != "cnvrg/cp-object-storage,cnvrg/pg-creds,cnvrg/redis-creds" {
+		t.Errorf("secrets %v", res.secrets)
+	}
+	out, err := json.Marshal(res.plans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"pg-secret-pw", "redis-secret-pw", "storage-secret-key", `"AK"`} {
+		if strings.Contains(string(out), secret) {
+			t.Errorf("a plan's JSON holds a secret (%s): %s", secret, out)
+		}
+	}
+}
+
+func TestClusterOverrideAndNoDB(t *testing.T) {
+	secrets := sampleSecrets()
+	delete(secrets["cnvrg/pg-creds"], "POSTGRES_DB")
+	ps := testParser(secrets)
+	ps.cluster = "prod"
+	res := ps.app(context.Background(), sampleApp(t))
+	if len(res.plans) != 2 || res.plans[0].Cluster != "prod" {
+		t.Fatalf("plans %v problems %v", res.plans, res.problems)
+	}
+	if res.plans[0].SourceConfig["databases"] != "all" || res.plans[0].SourceConfig["url"] != "postgres://cnvrg@postgres.cnvrg:5432" {
+		t.Errorf("pg config %v", res.plans[0].SourceConfig)
+	}
+}
+
+func TestInvalidBlocksAreProblems(t *testing.T) {
+	cases := []struct {
+		name   string
+		edit   func(app *unstructured.Unstructured, s secretMap)
+		field  string
+		plans  int
+		substr string
+	}{
+		{"bad period", func(a *unstructured.Unstructured, _ secretMap) {
+			_ = unstructured.SetNestedField(a.Object, "every day", "spec", "dbs", "pg", "backup", "period")
+		}, "spec.dbs.pg.backup.period", 1, "neither a period"},
+		{"zero rotation", func(a *unstructured.Unstructured, _ secretMap) {
+			_ = unstructured.SetNestedField(a.Object, int64(0), "spec", "dbs", "redis", "backup", "rotation")
+		}, "spec.dbs.redis.backup.rotation", 1, "at least 1"},
+		{"missing creds secret", func(_ *unstructured.Unstructured, s secretMap) { delete(s, "cnvrg/pg-creds") }, "spec.dbs.pg.backup.credsRef", 1, `"pg-creds" not found`},
+		{"missing user", func(_ *unstructured.Unstructured, s secretMap) { delete(s["cnvrg/pg-creds"], "POSTGRES_USER") }, "spec.dbs.pg.backup.credsRef", 1, "POSTGRES_USER"},
+		{"azure bucket", func(_ *unstructured.Unstructured, s secretMap) {
+			s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_TYPE"] = "azure"
+		},
+			"spec.dbs.pg.backup.bucketRef", 0, "not supported"},
+		{"bad port", func(a *unstructured.Unstructured, _ secretMap) {
+			_ = unstructured.SetNestedField(a.Object, int64(70000), "spec", "dbs", "redis", "port")
+		}, "spec.dbs.redis.port", 1, "not a port"},
+		{"bad verify annotation keeps the backups", func(a *unstructured.Unstructured, _ secretMap) {
+			a.SetAnnotations(map[string]string{"capsule.cnvrg.io/verify-pg": "often"})
+		}, "metadata.annotations.capsule.cnvrg.io/verify-pg", 2, "every=N"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			app, secrets := sampleApp(t), sampleSecrets()
+			c.edit(app, secrets)
+			res := testParser(secrets).app(context.Background(), app)
+			if len(res.plans) != c.plans {
+				t.Errorf("%d plans, want %d", len(res.plans), c.plans)
+			}
+			if len(res.problems) == 0 {
+				t.Fatal("no problem reported")
+			}
+			p := res.problems[0]
+			if p.Field != c.field || !strings.Contains(p.Message, c.substr) {
+				t.Errorf("problem %q, want field %s and %q", p.Error(), c.field, c.substr)
+			}
+			if p.App.Name != "cnvrg-app" || p.App.Namespace != "cnvrg" {
+				t.Errorf("problem's app %v", p.App)
+			}
+		})
+	}
+}
+
+func TestDisabledBlocks(t *testing.T) {
+	app := sampleApp(t)
+	_ = unstructured.SetNestedField(app.Object, false, "spec", "dbs", "pg", "backup", "enabled")
+	unstructured.RemoveNestedField(app.Object, "spec", "dbs", "redis", "backup")
+	res := testParser(sampleSecrets()).app(context.Background(), app)
+	if len(res.plans) != 0 || len(res.problems) != 0 {
+		t.Errorf("plans %v problems %v, want none", res.plans, res.problems)
+	}
+}
+
+func TestVerifySettings(t *testing.T) {
+	app := sampleApp(t)
+	app.SetAnnotations(map[string]string{"capsule.cnvrg.io/verify-pg": "every=3", "capsule.cnvrg.io/verify-redis": "period=12h"})
+	res := testParser(sampleSecrets()).app(context.Background(), app)
+	if len(res.plans) != 2 || len(res.problems) != 0 {
+		t.Fatalf("plans %v problems %v", res.plans, res.problems)
+	}
+	if v := res.plans[0].Verify; v == nil || v.Every != 3 {
+		t.Errorf("pg verify %+v", v)
+	}
+	if v := res.plans[1].Verify; v == nil || v.Schedule == nil || v.Schedule.Period.Hours() != 12 {
+		t.Errorf("redis verify %+v", v)
+	}
+	// The block's own setting (a CRD that keeps it) wins over the annotation.
+	_ = unstructured.SetNestedField(app.Object, map[string]any{"every": int64(2)}, "spec", "dbs", "pg", "backup", "verify")
+	res = testParser(sampleSecrets()).app(context.Background(), app)
+	if v := res.plans[0].Verify; v == nil || v.Every != 2 {
+		t.Errorf("pg verify from the block %+v", v)
+	}
+}
+
+func TestAWSRoleBucket(t *testing.T) {
+	secrets := sampleSecrets()
+	secrets["cnvrg/cp-object-storage"] = map[string]string{"CNVRG_STORAGE_TYPE": "aws", "CNVRG_STORAGE_REGION": "eu-west-1", "CNVRG_STORAGE_BUCKET": "b"}
+	res := testParser(secrets).app(context.Background(), sampleApp(t))
+	if len(res.plans) != 2 {
+		t.Fatalf("problems %v", res.problems)
+	}
+	if b := res.plans[0].Bucket; b.Credentials() != "role" || b.URL() != "s3://b/capsule/?region=eu-west-1" {
+		t.Errorf("bucket %s credentials %s", b.URL(), b.Credentials())
+	}
+}
