@@ -22,6 +22,7 @@ func (a *app) workerCmd() *cobra.Command {
 		maxAttempt int
 		grace      time.Duration
 		services   workerServices
+		scan       scanSettings
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -57,6 +58,9 @@ takes over at once. With --once it runs what is pending and exits.`,
 			}
 			if err := services.validate(once); err != nil {
 				return err
+			}
+			if scan.enabled {
+				return a.runScanWorker(cmd.Context(), &scan, &services, name, once)
 			}
 			ctx := cmd.Context()
 			b, err := a.openBucket(ctx)
@@ -111,5 +115,6 @@ takes over at once. With --once it runs what is pending and exits.`,
 	f.IntVar(&maxAttempt, "max-attempts", 3, "attempts before a request ends failed")
 	f.DurationVar(&grace, "grace", 30*time.Second, "time running work may finish after SIGTERM")
 	services.flags(f)
+	scan.flags(f, true)
 	return cmd
 }

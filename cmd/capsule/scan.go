@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/fleet"
+	"github.com/cnvrg/capsule/internal/version"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/cnvrg/capsule/scanner"
+	"github.com/cnvrg/capsule/watcher"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// scanSettings are the flags that point the CnvrgApp scanner at a cluster.
+type scanSettings struct {
+	enabled     bool // worker --scan
+	kubeconfig  string
+	namespaces  []string
+	tick        time.Duration
+	serviceHost string
+}
+
+func (s *scanSettings) flags(f *pflag.FlagSet, worker bool) {
+	if worker {
+		f.BoolVar(&s.enabled, "scan", false, "also run the CnvrgApp scanner, and serve every bucket a CnvrgApp names besides --bucket")
+	}
+	f.StringVar(&s.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
+	f.StringSliceVar(&s.namespaces, "namespaces", nil, "namespaces to watch for CnvrgApps, comma-separated (default all)")
+	f.DurationVar(&s.tick, "scan-tick", 10*time.Second, "longest time between two passes over the plans")
+	f.StringVar(&s.serviceHost, "service-host", "", "reach every data service at this host instead of <svcName>.<namespace> (outside the cluster, through port-forwards on the services' ports)")
+}
+
+// newScanner connects to the API server and makes a scanner. --cluster (or
+// CAPSULE_CLUSTER, or the config file's cluster) other than "default" names
+// the cluster of every plan; otherwise each CnvrgApp is its own cluster.
+func (a *app) newScanner(s *scanSettings, holder string, reg *engines.Registry) (*scanner.Scanner, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = s.kubeconfig
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	cluster := ""
+	if a.cfg.Cluster != requests.DefaultCluster {
+		cluster = a.cfg.Cluster
+	}
+	if holder == "" {
+		host, _ := os.Hostname()
+		holder = fmt.Sprintf("%s/%d", host, os.Getpid())
+	}
+	var hostFor func(string, string) string
+	if s.serviceHost != "" {
+		hostFor = func(string, string) string { return s.serviceHost }
+	}
+	return scanner.New(scanner.Config{
+		Dynamic: dyn, Kube: kube, Namespaces: s.namespaces, Cluster: cluster, Engines: reg,
+		HostFor: hostFor, Holder: holder, Tick: s.tick, Log: a.log,
+	})
+}
+
+func (a *app) scanCmd() *cobra.Command {
+	var (
+		s      scanSettings
+		once   bool
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "scan",
+		Short: "Derive backup plans from CnvrgApps and drop their scheduled requests",
+		Long: `Watch the CnvrgApps of a cnvrg cluster (mlops.cnvrg.io/v1) and turn each enabled
+backup block (spec.dbs.pg, .redis, .es) into a plan: the service, the bucket its
+bucketRef Secret names, the period and the rotation. Every replica drops each
+plan's requests at its slots, create-only, so any number of replicas make
+exactly one request per slot; after each successful backup it applies the
+rotation. Invalid blocks become Warning Events on the CnvrgApp.
+
+With --once it reads the CnvrgApps and their Secrets once, prints the plans
+(no secrets) and exits, without touching any bucket. "capsule worker --scan"
+runs the scanner together with workers for every bucket the plans name.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			sc, err := a.newScanner(&s, "", registry())
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if !once {
+				return sc.Run(ctx)
+			}
+			res, err := sc.Scan(ctx)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(a.out, res)
+			}
+			return printPlans(a, res)
+		},
+	}
+	s.flags(cmd.Flags(), false)
+	cmd.Flags().BoolVar(&once, "once", false, "scan once, print the plans and exit")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func printPlans(a *app, res *scanner.Result) error {
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PLAN\tCLUSTER\tENGINE\tHOST\tBUCKET\tSCHEDULE\tROTATION\tVERIFY")
+	for _, p := range res.Plans {
+		verify := "-"
+		if p.Verify != nil && p.Verify.Every > 0 {
+			verify = fmt.Sprintf("every %d", p.Verify.Every)
+		} else if p.Verify != nil && p.Verify.Schedule != nil {
+			verify = p.Verify.Schedule.Spec
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%s\t%s\t%d\t%s\n", p.Name, p.Cluster, p.Engine, p.Host, p.Port,
+			p.Bucket.URL(), p.Schedule.Spec, p.Rotation, verify)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range res.Problems {
+		fmt.Fprintf(a.errOut, "%s: %s: %s\n", p.App, p.Field, p.Message)
+	}
+	return nil
+}
+
+// runScanWorker is "capsule worker --scan": the scanner, and one watcher
+// per bucket that a plan names (plus --bucket when given), started and
+// stopped as CnvrgApps come and go.
+func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerServices, name string, once bool) error {
+	switch {
+	case once:
+		return errors.New("--scan: not with --once (the scanner runs until stopped)")
+	case svc.listen != "" || svc.sqsQueue != "":
+		return errors.New("--scan: --listen and --sqs-queue serve one bucket and do not combine with --scan yet")
+	}
+	if name == "" {
+		host, _ := os.Hostname()
+		name = fmt.Sprintf("%s/%d", host, os.Getpid())
+	}
+	w := a.cfg.Worker
+	sc, err := a.newScanner(s, name, registry())
+	if err != nil {
+		return err
+	}
+	fixed := map[string]bucket.Bucket{}
+	if a.cfg.Bucket != "" {
+		b, err := a.openBucket(ctx)
+		if err != nil {
+			return err
+		}
+		fixed[a.cfg.Bucket] = b
+	}
+	srcs := chainSources{sc.Sources(), &a.cfg}
+	fl, err := fleet.New(fleet.Config{
+		Set: sc, Fixed: fixed, Log: a.log,
+		New: func(key string, b bucket.Bucket) (fleet.Runner, error) {
+			log := a.log.WithField("bucket", key)
+			exec, err := executor.New(executor.Config{
+				Bucket: b, Engines: registry(), Sources: srcs, Worker: name, Version: version.String(),
+				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Log: log,
+			})
+			if err != nil {
+				return nil, err
+			}
+			return watcher.New(watcher.Config{
+				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
+				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: log,
+			})
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	scanErr := make(chan error, 1)
+	go func() {
+		err := sc.Run(ctx)
+		cancel() // a scanner that cannot run stops the workers too
+		scanErr <- err
+	}()
+	fleetErr := fl.Run(ctx)
+	return errors.Join(<-scanErr, fleetErr)
+}
+
+// chainSources looks a source up in each of its members in turn.
+type chainSources []executor.Sources
+
+func (c chainSources) Lookup(name string) (engines.Source, error) {
+	var msgs []string
+	for _, s := range c {
+		src, err := s.Lookup(name)
+		if err == nil {
+			return src, nil
+		}
+		if !errors.Is(err, executor.ErrUnknownSource) {
+			return src, err
+		}
+		msgs = append(msgs, err.Error())
+	}
+	return engines.Source{}, fmt.Errorf("%w %q: %s", executor.ErrUnknownSource, name, strings.Join(msgs, "; "))
+}
