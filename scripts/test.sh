@@ -25,8 +25,8 @@ echo "== go vet"
 go vet ./...
 
 # Packages whose correctness is about concurrency run under -race.
-race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/...)
-all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal|retention|api)(/|$)')
+race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/... ./metrics/... ./notify/... ./fleet/...)
+all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal|retention|api|metrics|notify|fleet)(/|$)')
 
 echo "== go test -race ${race_pkgs[*]}"
 go test -race -count=1 -timeout 15m "${race_pkgs[@]}"
