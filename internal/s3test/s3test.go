@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/cnvrg/capsule/internal/testtool"
 	"net"
 	"net/http"
 	"os"
@@ -103,45 +104,7 @@ func sweepStale(base string) {
 // binary finds versitygw, or fails (skips with CAPSULE_SKIP_S3=1) the test.
 func binary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("CAPSULE_VERSITYGW"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("CAPSULE_VERSITYGW=%s: %v", p, err)
-		}
-		return p
-	}
-	if root, ok := repoRoot(); ok {
-		p := filepath.Join(root, ".tools", "bin", "versitygw")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
-	}
-	if os.Getenv("CAPSULE_SKIP_S3") == "1" {
-		t.Skip("versitygw not found and CAPSULE_SKIP_S3=1")
-	}
-	t.Fatalf("versitygw %s not found (looked at $CAPSULE_VERSITYGW, <repo>/.tools/bin, $PATH); install it with: %s (or set CAPSULE_SKIP_S3=1 to skip S3 tests)", Version, installHint)
-	return ""
-}
-
-// repoRoot is the nearest directory above the working directory (a test's
-// package directory) that holds go.mod.
-func repoRoot() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
+	return testtool.Tool{Name: "versitygw", Version: Version, EnvVar: "CAPSULE_VERSITYGW", SkipVar: "CAPSULE_SKIP_S3", Install: installHint}.Find(t)
 }
 
 func start(t testing.TB, dir string) (*Server, error) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/cnvrg/capsule/internal/testtool"
 	"net"
 	"net/http"
 	"os"
@@ -73,45 +74,7 @@ func tail(b []byte, n int) []byte {
 // binary finds goaws, or fails (skips with CAPSULE_SKIP_SQS=1) the test.
 func binary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("CAPSULE_GOAWS"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("CAPSULE_GOAWS=%s: %v", p, err)
-		}
-		return p
-	}
-	if root, ok := repoRoot(); ok {
-		p := filepath.Join(root, ".tools", "bin", "goaws")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("goaws"); err == nil {
-		return p
-	}
-	if os.Getenv("CAPSULE_SKIP_SQS") == "1" {
-		t.Skip("goaws not found and CAPSULE_SKIP_SQS=1")
-	}
-	t.Fatalf("goaws %s not found (looked at $CAPSULE_GOAWS, <repo>/.tools/bin, $PATH); install it with: %s (or set CAPSULE_SKIP_SQS=1 to skip SQS tests)", Version, installHint)
-	return ""
-}
-
-// repoRoot is the nearest directory above the working directory (a test's
-// package directory) that holds go.mod.
-func repoRoot() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
+	return testtool.Tool{Name: "goaws", Version: Version, EnvVar: "CAPSULE_GOAWS", SkipVar: "CAPSULE_SKIP_SQS", Install: installHint}.Find(t)
 }
 
 // config is goaws's configuration: one environment, no queues (tests make
