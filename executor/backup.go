@@ -198,6 +198,43 @@ func (w *artifactWriter) Write(p []byte) (int, error) {
 	return n, w.err
 }
 
+// readChunk is how much ReadFrom asks for at once; pipeSize is what it
+// grows a pipe to.
+const (
+	readChunk = 1 << 20
+	pipeSize  = 1 << 20
+)
+
+// ReadFrom copies r into the artifact in reads of up to a megabyte.
+// io.Copy calls it when an engine copies a tool's standard output (a
+// pipe) into the artifact; the pipe is first grown to a megabyte where
+// the system allows (growPipe), so the tool writes up to a megabyte ahead
+// of the compressor and the worker wakes to read far less often than
+// with the default 64 KiB pipe and io.Copy's 32 KiB buffer. On two cores
+// a pg_dump backup of a 0.37 GB archive took about 8% less wall and CPU
+// time (bench/pgbench).
+func (w *artifactWriter) ReadFrom(r io.Reader) (int64, error) {
+	growPipe(r)
+	buf := make([]byte, readChunk)
+	var total int64
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return total, nil
+		case rerr != nil:
+			return total, rerr
+		}
+	}
+}
+
 // Close finishes the artifact: flushes the compressor, commits the upload
 // and records the artifact. Its error is the upload's.
 func (w *artifactWriter) Close() error {
