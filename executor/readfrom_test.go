@@ -34,7 +34,7 @@ type pipeEngine struct {
 	pipeSize int
 }
 
-func (e *pipeEngine) Name() string                 { return "pipe" }
+func (e *pipeEngine) Name() string                  { return "pipe" }
 func (e *pipeEngine) Validate(engines.Source) error { return nil }
 
 func (e *pipeEngine) Backup(ctx context.Context, job *engines.BackupJob) (*engines.BackupInfo, error) {
@@ -168,4 +168,3 @@ func TestBackupWhoseSourceFailsMidwayLeavesNothing(t *testing.T) {
 type failingReader struct{ err error }
 
 func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
-
