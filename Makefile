@@ -11,6 +11,13 @@ demo:
 test:
 	bash scripts/test.sh
 
+# The speed benchmarks of bench/ (not run by CI; results in bench/README.md):
+# PostgreSQL at two database sizes (built once, then reused) and Redis.
+PGBENCH_FLAGS ?= -sizes 0.5GB,2.4GB -compression zstd,zstd-fastest
+bench:
+	go run ./bench/pgbench $(PGBENCH_FLAGS)
+	go run ./bench/redisbench
+
 lint:
 	gofmt -l $$(git ls-files '*.go')
 	go vet ./...

@@ -1,0 +1,14 @@
+// Command redisbench measures capsule's Redis backup and restore in keys/s
+// next to redis-cli --rdb on the same data:
+//
+//	go run ./bench/redisbench [-keys 1000000] [-value 32] [-rdb=false] [-runs N]
+//
+// It starts two redis-servers of its own on free ports (no persistence,
+// repl-diskless-sync-delay 0), loads -keys small string keys into the
+// first with redis-cli --pipe (every tenth with a one-day TTL), starts a
+// versitygw and builds ./cmd/capsule (or takes -capsule). Then it times
+// redis-cli --rdb FILE, and capsule backup and restore in logical mode
+// (and RDB mode unless -rdb=false), each run by a real `capsule worker
+// --once` process whose own peak RSS (VmHWM) it samples. Restores go into
+// the second server, emptied first, and must leave it with every key.
+package main

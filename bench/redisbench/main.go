@@ -1,0 +1,430 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cnvrg/capsule/bench/internal/benchkit"
+	"github.com/cnvrg/capsule/requests"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "redisbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		keys     = flag.Int("keys", 1000000, "keys to load, back up and restore")
+		valueLen = flag.Int("value", 32, "bytes per value")
+		workFlag = flag.String("work", filepath.Join(os.TempDir(), "capsule-redisbench"), "directory for the servers' files, the S3 server's data and the workers' logs (emptied first)")
+		bin      = flag.String("capsule", "", "capsule binary to run as the worker (default: build ./cmd/capsule)")
+		runs     = flag.Int("runs", 1, "measure every step this many times and keep the fastest")
+		rdb      = flag.Bool("rdb", true, "also back up and restore in RDB mode")
+	)
+	flag.Parse()
+	if *keys < 1 || *valueLen < 1 {
+		return errors.New("-keys and -value must be positive")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	work := *workFlag
+	if err := benchkit.PrepareWorkDir(work); err != nil {
+		return err
+	}
+	version, err := benchkit.Output(ctx, "redis-server", "--version")
+	if err != nil {
+		return err
+	}
+	capsuleBin := *bin
+	if capsuleBin == "" {
+		fmt.Fprintln(os.Stderr, "building ./cmd/capsule")
+		if capsuleBin, err = benchkit.Build(ctx, work); err != nil {
+			return err
+		}
+	}
+	s3, err := benchkit.StartS3(work)
+	if err != nil {
+		return err
+	}
+	defer s3.Stop()
+	bucketName, bkt, err := s3.NewBucket(ctx)
+	if err != nil {
+		return err
+	}
+	src, err := startRedis(ctx, filepath.Join(work, "source"))
+	if err != nil {
+		return err
+	}
+	defer src.stop()
+	dst, err := startRedis(ctx, filepath.Join(work, "target"))
+	if err != nil {
+		return err
+	}
+	defer dst.stop()
+	source := func(port int, mode string) map[string]any {
+		return map[string]any{"engine": "redis", "url": fmt.Sprintf("redis://127.0.0.1:%d", port), "mode": mode}
+	}
+	c := &benchkit.Capsule{Bin: capsuleBin, Dir: work, S3: s3, BucketName: bucketName, Bucket: bkt,
+		Sources: map[string]map[string]any{
+			"redis":        source(src.port, "logical"),
+			"redis-rdb":    source(src.port, "rdb"),
+			"redis-target": source(dst.port, "logical"),
+		}}
+
+	fmt.Printf("machine: %s\n", benchkit.Machine())
+	fmt.Printf("%s; no persistence, repl-diskless-sync-delay 0; S3: versitygw on loopback, same disk\n", version)
+	fmt.Printf("load average at start: %s\n", benchkit.LoadAvg())
+
+	n := int64(*keys)
+	t := &table{runs: max(1, *runs)}
+	fmt.Fprintf(os.Stderr, "loading %d keys\n", n)
+	servers := func() time.Duration { return src.cpu() + dst.cpu() }
+	before := servers()
+	tm, err := src.load(ctx, n, *valueLen)
+	if err != nil {
+		return err
+	}
+	t.record(row{name: "load: redis-cli --pipe (SET)", wall: tm.Wall, cpu: tm.CPU, server: servers() - before})
+	mem, err := src.info(ctx, "used_memory")
+	if err != nil {
+		return err
+	}
+	modes := []string{"logical"}
+	if *rdb {
+		modes = append(modes, "rdb")
+	}
+	rdbFile := filepath.Join(work, "cli.rdb")
+	for run := 1; run <= t.runs; run++ {
+		fmt.Fprintf(os.Stderr, "run %d of %d: redis-cli --rdb\n", run, t.runs)
+		before := servers()
+		tm, err := benchkit.Time(ctx, benchkit.Command{Name: "redis-cli", Args: []string{"-p", strconv.Itoa(src.port), "--rdb", rdbFile}})
+		if err != nil {
+			return err
+		}
+		t.record(row{name: "redis-cli --rdb FILE", wall: tm.Wall, output: fileSize(rdbFile), cpu: tm.CPU, server: servers() - before})
+		os.Remove(rdbFile)
+
+		for _, mode := range modes {
+			name := "redis"
+			if mode == "rdb" {
+				name = "redis-rdb"
+			}
+			fmt.Fprintf(os.Stderr, "capsule backup (%s)\n", mode)
+			req := &requests.Request{Kind: requests.KindBackup, Source: name}
+			before := servers()
+			out, err := c.Run(ctx, req, "zstd")
+			if err != nil {
+				return err
+			}
+			t.record(row{name: "capsule backup (" + mode + ")", wall: out.Wall, output: out.Result.StoredBytes, rss: out.PeakRSS,
+				cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
+
+			fmt.Fprintf(os.Stderr, "capsule restore (%s)\n", mode)
+			if err := dst.do(ctx, "FLUSHALL"); err != nil {
+				return err
+			}
+			rreq := &requests.Request{Kind: requests.KindRestore, BackupID: req.ID, Target: "redis-target"}
+			before = servers()
+			out, err = c.Run(ctx, rreq, "zstd")
+			if err != nil {
+				return err
+			}
+			t.record(row{name: "capsule restore (" + mode + ")", wall: out.Wall, rss: out.PeakRSS,
+				cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
+			got, err := dst.dbsize(ctx)
+			if err != nil {
+				return err
+			}
+			if got != n {
+				return fmt.Errorf("capsule restore (%s): the target holds %d keys, want %d", mode, got, n)
+			}
+		}
+	}
+	fmt.Printf("\n%d keys (%d-byte values, one in ten with a TTL), used_memory %s\n", n, *valueLen, benchkit.MB(mem))
+	t.print(os.Stdout, n)
+	fmt.Printf("load average at end: %s\n", benchkit.LoadAvg())
+	_ = os.RemoveAll(filepath.Join(work, "s3data"))
+	return nil
+}
+
+// row is one step: the fastest of its runs.
+type row struct {
+	name   string
+	wall   time.Duration
+	output int64
+	rss    int64
+	// cpu is the tool's or the worker's; server is both redis-servers'
+	// (with their forks); s3 is versitygw's.
+	cpu, server, s3 time.Duration
+}
+
+type table struct {
+	runs int
+	rows []*row
+}
+
+// record keeps the fastest of the runs of a step, and the highest RSS.
+func (t *table) record(m row) {
+	for _, r := range t.rows {
+		if r.name == m.name {
+			rss := max(r.rss, m.rss)
+			if m.wall < r.wall {
+				*r = m
+			}
+			r.rss = rss
+			return
+		}
+	}
+	t.rows = append(t.rows, &m)
+}
+
+func (t *table) print(w io.Writer, keys int64) {
+	var base time.Duration
+	for _, r := range t.rows {
+		if r.name == "redis-cli --rdb FILE" {
+			base = r.wall
+		}
+	}
+	secs := func(d time.Duration) string {
+		if d <= 0 {
+			return ""
+		}
+		return fmt.Sprintf("%.1f", d.Seconds())
+	}
+	tab := benchkit.NewTable("step", "wall", "keys/s", "output", "wall/redis-cli --rdb", "CPU s: client", "redis", "S3", "worker peak RSS")
+	for _, r := range t.rows {
+		out, rss := "", ""
+		if r.output > 0 {
+			out = benchkit.MB(r.output)
+		}
+		if r.rss > 0 {
+			rss = benchkit.MiB(r.rss)
+		}
+		tab.Add(r.name, benchkit.Secs(r.wall), fmt.Sprintf("%.0f", float64(keys)/r.wall.Seconds()), out,
+			benchkit.Ratio(r.wall.Seconds(), base.Seconds()), secs(r.cpu), secs(r.server), secs(r.s3), rss)
+	}
+	tab.Print(w)
+	fmt.Fprintln(w, "capsule rows: a `capsule worker --once` process from start to exit (start-up, claim, the work, commit),")
+	fmt.Fprintln(w, "zstd to versitygw; restores go into a second, emptied redis-server and read the artifact twice (check,")
+	fmt.Fprintln(w, "then replay). CPU s: client is the tool's or the worker's; redis is both servers' with their forks;")
+	fmt.Fprintln(w, "S3 is versitygw's. Peak RSS: the worker's own VmHWM.")
+	if t.runs > 1 {
+		fmt.Fprintf(w, "fastest of %d runs per step\n", t.runs)
+	}
+}
+
+// redisServer is a redis-server this program started.
+type redisServer struct {
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func startRedis(ctx context.Context, dir string) (*redisServer, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	port, err := benchkit.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := strings.Join([]string{
+		"bind 127.0.0.1",
+		"port " + strconv.Itoa(port),
+		`save ""`,
+		"appendonly no",
+		"dir " + dir,
+		"repl-diskless-sync-delay 0",
+		"logfile " + filepath.Join(dir, "redis.log"),
+	}, "\n") + "\n"
+	confFile := filepath.Join(dir, "redis.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	s := &redisServer{port: port, dir: dir, cmd: exec.Command("redis-server", confFile)}
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- s.cmd.Wait() }()
+	deadline := time.After(30 * time.Second)
+	for {
+		if err := s.do(ctx, "PING"); err == nil {
+			return s, nil
+		}
+		select {
+		case err := <-exited:
+			return nil, fmt.Errorf("redis-server exited: %v (log %s)", err, filepath.Join(dir, "redis.log"))
+		case <-deadline:
+			s.stop()
+			return nil, fmt.Errorf("redis-server on port %d did not answer within 30s", port)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// cpu is the server's CPU time so far, with its reaped forks (BGSAVE,
+// the replication snapshot).
+func (s *redisServer) cpu() time.Duration {
+	d, _ := benchkit.ProcCPU(s.cmd.Process.Pid)
+	return d
+}
+
+func (s *redisServer) stop() {
+	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Kill()
+	}
+}
+
+// do sends one inline command and reads a one-line reply, failing on an
+// error reply.
+func (s *redisServer) do(ctx context.Context, args ...string) error {
+	_, err := s.reply(ctx, args...)
+	return err
+}
+
+func (s *redisServer) reply(ctx context.Context, args ...string) (string, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(s.port))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := conn.Write(resp(args...)); err != nil {
+		return "", err
+	}
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	switch {
+	case strings.HasPrefix(line, "-"):
+		return "", fmt.Errorf("redis %s: %s", args[0], line[1:])
+	case strings.HasPrefix(line, "$"):
+		n, err := strconv.Atoi(line[1:])
+		if err != nil || n < 0 {
+			return "", fmt.Errorf("redis %s: reply %q", args[0], line)
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
+	return strings.TrimLeft(line, "+:"), nil
+}
+
+func (s *redisServer) dbsize(ctx context.Context) (int64, error) {
+	v, err := s.reply(ctx, "DBSIZE")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
+// info returns one field of INFO as a number.
+func (s *redisServer) info(ctx context.Context, field string) (int64, error) {
+	v, err := s.reply(ctx, "INFO", "memory")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(v, "\n") {
+		if val, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return strconv.ParseInt(val, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("INFO has no %s", field)
+}
+
+// load writes n SET commands (key:00000001 … with valueLen bytes of
+// text; every tenth with a one-day TTL) into a file, and times
+// redis-cli --pipe sending them.
+func (s *redisServer) load(ctx context.Context, n int64, valueLen int) (benchkit.Timing, error) {
+	path := filepath.Join(s.dir, "load.resp")
+	f, err := os.Create(path)
+	if err != nil {
+		return benchkit.Timing{}, err
+	}
+	defer os.Remove(path)
+	w := bufio.NewWriterSize(f, 1<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	val := make([]byte, valueLen)
+	for i := int64(1); i <= n; i++ {
+		for j := range val {
+			val[j] = letters[rng.IntN(len(letters))]
+		}
+		key := fmt.Sprintf("key:%08d", i)
+		if i%10 == 0 {
+			_, err = w.Write(resp("SET", key, string(val), "EX", "86400"))
+		} else {
+			_, err = w.Write(resp("SET", key, string(val)))
+		}
+		if err != nil {
+			f.Close()
+			return benchkit.Timing{}, err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return benchkit.Timing{}, err
+	}
+	if err := f.Close(); err != nil {
+		return benchkit.Timing{}, err
+	}
+	cmd := benchkit.Command{Shell: true, Name: fmt.Sprintf("redis-cli -p %d --pipe < %s", s.port, benchkit.ShellQuote(path))}
+	t, err := benchkit.Time(ctx, cmd)
+	if err != nil {
+		return t, err
+	}
+	got, err := s.dbsize(ctx)
+	if err != nil {
+		return t, err
+	}
+	if got != n {
+		return t, fmt.Errorf("loaded %d keys, want %d", got, n)
+	}
+	return t, nil
+}
+
+// resp encodes a command in the Redis protocol.
+func resp(args ...string) []byte {
+	b := []byte("*" + strconv.Itoa(len(args)) + "\r\n")
+	for _, a := range args {
+		b = append(b, '$')
+		b = strconv.AppendInt(b, int64(len(a)), 10)
+		b = append(b, "\r\n"...)
+		b = append(b, a...)
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
