@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/engines/enginetest"
 	"github.com/cnvrg/capsule/index"
 	"github.com/klauspost/compress/zstd"
 )
@@ -70,26 +69,7 @@ sources:
 	c.env = append(c.env, "CAPSULE_E2E_PG_PASSWORD="+password)
 
 	// Watch every process's argv while the work runs.
-	stop := make(chan struct{})
-	var seen []string
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-			procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-			for _, p := range procs {
-				if data, err := os.ReadFile(p); err == nil && bytes.Contains(data, []byte(password)) {
-					seen = append(seen, strings.ReplaceAll(string(data), "\x00", " "))
-				}
-			}
-		}
-	}()
+	stopWatch := enginetest.WatchArgv(t, password, 2*time.Millisecond)
 	w := c.startWorker("w1")
 	out := c.capsule(0, "backup", "pg", "--wait", "-o", "json")
 	psql(t, db, "DELETE FROM accounts WHERE id % 2 = 0")
@@ -100,13 +80,9 @@ sources:
 	}
 	id := entries[0].BackupID
 	out += c.capsule(0, "restore", id, "--drop-previous", "--wait", "-o", "json")
-	close(stop)
-	wg.Wait()
+	stopWatch()
 	if got := psql(t, db, "SELECT count(*) FROM accounts"); got != "20000" {
 		t.Fatalf("after restore: %s rows, want 20000", got)
-	}
-	if len(seen) > 0 {
-		t.Errorf("the password was in a process's argv: %q", seen[0])
 	}
 	if strings.Contains(out, password) {
 		t.Errorf("the password is in the CLI's output")

@@ -709,7 +709,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	pw := svc.pass
 	var logs bytes.Buffer
 	logger := newBufferLogger(&logs)
-	stop := scanCmdlines(t, pw)
+	stop := enginetest.WatchArgv(t, pw, 10*time.Millisecond)
 	store := enginetest.NewStore()
 	info, err := newTestEngine().Backup(ctx, &engines.BackupJob{ID: "bk", Source: svc.Source(t), Artifacts: store, Log: logger})
 	if err != nil {

@@ -1,15 +1,10 @@
 package elasticsearch
 
 import (
-	"bytes"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"reflect"
 	"sync"
-	"testing"
-	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -32,38 +27,6 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-// scanCmdlines scans every process's argv for secret until stop is
-// called, and fails the test if it ever shows.
-func scanCmdlines(t *testing.T, secret string) (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	scans := 0
-	go func() {
-		defer close(finished)
-		for {
-			paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-			for _, p := range paths {
-				if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(secret)) {
-					t.Errorf("the password shows in %s", p)
-				}
-			}
-			scans++
-			select {
-			case <-done:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
-		if scans == 0 {
-			t.Errorf("no scan of /proc ran")
-		}
-	}
 }
 
 // compareSnapshots is enginetest's Compare for esSnapshot: equality by

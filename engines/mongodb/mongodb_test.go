@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -507,7 +506,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	logger.SetOutput(&logs)
 	logger.SetFormatter(&logrus.JSONFormatter{})
 	logger.SetLevel(logrus.DebugLevel)
-	stop := scanCmdlines(t, pw)
+	stop := enginetest.WatchArgv(t, pw, 10*time.Millisecond)
 	store := enginetest.NewStore()
 	info, err := New().Backup(ctx, &engines.BackupJob{ID: "bk", Source: svc.Source(t), Artifacts: store, Log: logger})
 	if err != nil {
@@ -565,38 +564,6 @@ func (l *lockedBuffer) Bytes() []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]byte(nil), l.b.Bytes()...)
-}
-
-// scanCmdlines scans every process's argv for secret until stop is
-// called, and fails the test if it ever shows.
-func scanCmdlines(t *testing.T, secret string) (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	scans := 0
-	go func() {
-		defer close(finished)
-		for {
-			paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-			for _, p := range paths {
-				if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(secret)) {
-					t.Errorf("the password shows in %s", p)
-				}
-			}
-			scans++
-			select {
-			case <-done:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
-		if scans == 0 {
-			t.Errorf("no scan of /proc ran")
-		}
-	}
 }
 
 func TestValidateNamesTheSetting(t *testing.T) {
