@@ -135,13 +135,7 @@ func (a *app) statusCmd() *cobra.Command {
 				return err
 			}
 			if wait {
-				last := ""
-				st, err = client.Wait(ctx, b, args[0], 500*time.Millisecond, func(st *client.Status) {
-					if line := progressLine(st); line != last {
-						fmt.Fprintln(a.errOut, line)
-						last = line
-					}
-				})
+				st, err = a.follow(ctx, b, args[0])
 				if err != nil {
 					return err
 				}

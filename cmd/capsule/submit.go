@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/spf13/cobra"
@@ -123,13 +124,7 @@ func (a *app) submit(ctx context.Context, req *requests.Request, s submitFlags) 
 		ctx, cancel = context.WithTimeout(ctx, s.timeout)
 		defer cancel()
 	}
-	last := ""
-	st, err := client.Wait(ctx, b, req.ID, 500*time.Millisecond, func(st *client.Status) {
-		if line := progressLine(st); line != last {
-			fmt.Fprintln(a.errOut, line)
-			last = line
-		}
-	})
+	st, err := a.follow(ctx, b, req.ID)
 	if err != nil {
 		return fmt.Errorf("waiting for %s: %w", req.ID, err)
 	}
@@ -144,6 +139,18 @@ func (a *app) submit(ctx context.Context, req *requests.Request, s submitFlags) 
 		return &exitError{code: 2, err: fmt.Errorf("request %s ended %s: %s", req.ID, st.Status, st.Result.Error)}
 	}
 	return nil
+}
+
+// follow waits for a request to end, printing each new progress line to
+// the error stream.
+func (a *app) follow(ctx context.Context, b bucket.Reader, id string) (*client.Status, error) {
+	last := ""
+	return client.Wait(ctx, b, id, 500*time.Millisecond, func(st *client.Status) {
+		if line := progressLine(st); line != last {
+			fmt.Fprintln(a.errOut, line)
+			last = line
+		}
+	})
 }
 
 func progressLine(st *client.Status) string {
