@@ -16,6 +16,7 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/internal/pipe"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/klauspost/compress/zstd"
 	"github.com/sirupsen/logrus"
@@ -208,13 +209,13 @@ const (
 // ReadFrom copies r into the artifact in reads of up to a megabyte.
 // io.Copy calls it when an engine copies a tool's standard output (a
 // pipe) into the artifact; the pipe is first grown to a megabyte where
-// the system allows (growPipe), so the tool writes up to a megabyte ahead
+// the system allows (pipe.Grow), so the tool writes up to a megabyte ahead
 // of the compressor and the worker wakes to read far less often than
 // with the default 64 KiB pipe and io.Copy's 32 KiB buffer. On two cores
 // a pg_dump backup of a 0.37 GB archive took about 8% less wall and CPU
 // time (bench/pgbench).
 func (w *artifactWriter) ReadFrom(r io.Reader) (int64, error) {
-	growPipe(r)
+	pipe.Grow(r, pipeSize)
 	buf := make([]byte, readChunk)
 	var total int64
 	for {
