@@ -273,6 +273,9 @@ func TestBackupIsOneSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if d.Databases[0].RowsFrom != "archive" {
+		t.Errorf("row counts came from %q, want the archive itself", d.Databases[0].RowsFrom)
+	}
 	recorded := map[string]int64{}
 	for _, tb := range d.Databases[0].Tables {
 		recorded[tb.Schema+"."+tb.Name] = tb.Rows

@@ -78,6 +78,10 @@ type dbBackup struct {
 	SizeBytes int64       `json:"sizeBytes"`
 	DumpBytes int64       `json:"dumpBytes"`
 	Tables    []tableInfo `json:"tables"`
+	// RowsFrom says where the exact row counts came from: "archive"
+	// (counted in the archive as it streamed), "count" (count(*) in the
+	// dump's snapshot) or "archive+count" (some of each).
+	RowsFrom string `json:"rowsFrom,omitempty"`
 }
 
 // tableInfo is one table's row counts: exact inside the dump's snapshot,
@@ -87,6 +91,8 @@ type tableInfo struct {
 	Name     string `json:"name"`
 	Rows     int64  `json:"rows"`
 	Estimate int64  `json:"estimate"`
+	// kind is pg_class.relkind: r or p (partitioned).
+	kind string
 }
 
 func (t tableInfo) qualified() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
@@ -249,7 +255,7 @@ func (e *Engine) dumpGlobals(ctx context.Context, j *job, bj *engines.BackupJob,
 	if err != nil {
 		return fmt.Errorf("create artifact %s: %w", globalsArtifact, err)
 	}
-	n, err := j.tools.dump(ctx, "pg_dumpall", args, w)
+	n, err := j.tools.dump(ctx, "pg_dumpall", args, w, nil)
 	if err != nil {
 		return fmt.Errorf("back up roles: %w", err)
 	}
@@ -261,9 +267,12 @@ func (e *Engine) dumpGlobals(ctx context.Context, j *job, bj *engines.BackupJob,
 }
 
 // dumpDatabase streams one database through pg_dump into an artifact.
-// A REPEATABLE READ transaction exports its snapshot to pg_dump and counts
-// every table's rows in that same snapshot while pg_dump runs, so the
-// counts are exactly what the archive holds.
+// A REPEATABLE READ transaction exports its snapshot to pg_dump, so the
+// archive is that one snapshot. Every table's exact row count is read
+// from the archive itself as it streams past (its COPY data has one line
+// per row): no second scan of the tables. Tables the archive reader
+// cannot account for are counted with count(*) in the same transaction,
+// still open, so every count is exactly what the archive holds.
 func (e *Engine) dumpDatabase(ctx context.Context, j *job, bj *engines.BackupJob, db string) (*dbBackup, error) {
 	log := j.log.WithField("database", db)
 	conn, err := j.connect(ctx, db)
@@ -294,21 +303,24 @@ func (e *Engine) dumpDatabase(ctx context.Context, j *job, bj *engines.BackupJob
 	if err != nil {
 		return nil, fmt.Errorf("create artifact %s: %w", b.Artifact, err)
 	}
-	dctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	counted := make(chan error, 1)
-	go func() { counted <- countRows(dctx, tx, b.Tables) }()
+	scan := newArchiveTee()
 	args := []string{"--format=custom", "--compress=0", "--no-password", "--snapshot=" + snapshot, "-d", dbArg(db)}
-	n, err := j.tools.dump(dctx, "pg_dump", args, w)
+	n, err := j.tools.dump(ctx, "pg_dump", args, w, scan)
+	archive, scanErr := scan.finish()
 	if err != nil {
-		cancel()
-		<-counted
 		return nil, fmt.Errorf("database %s: %w", db, err)
 	}
-	if err := <-counted; err != nil {
+	b.DumpBytes = n
+	uncounted := fillRowCounts(b.Tables, archive, scanErr)
+	if scanErr != nil {
+		log.WithField("error", scanErr.Error()).Warn("could not read row counts from the archive: counting every table in the dump's snapshot")
+	} else if len(uncounted) > 0 {
+		log.WithField("tables", len(uncounted)).Warn("the archive has no data for some tables: counting them in the dump's snapshot")
+	}
+	if err := countRows(ctx, tx, b.Tables, uncounted); err != nil {
 		return nil, fmt.Errorf("database %s: count rows: %w", db, err)
 	}
-	b.DumpBytes = n
+	b.RowsFrom = rowsFrom(scanErr, len(uncounted), len(b.Tables))
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("store artifact %s: %w", b.Artifact, err)
 	}
@@ -316,8 +328,43 @@ func (e *Engine) dumpDatabase(ctx context.Context, j *job, bj *engines.BackupJob
 	for _, t := range b.Tables {
 		rows += t.Rows
 	}
-	log.WithFields(logrus.Fields{"artifact": b.Artifact, "bytes": n, "tables": len(b.Tables), "rows": rows}).Info("backed up database")
+	log.WithFields(logrus.Fields{"artifact": b.Artifact, "bytes": n, "tables": len(b.Tables), "rows": rows, "counted": len(uncounted)}).Info("backed up database")
 	return b, nil
+}
+
+func rowsFrom(scanErr error, uncounted, tables int) string {
+	switch {
+	case scanErr != nil || uncounted == tables && tables > 0:
+		return "count"
+	case uncounted > 0:
+		return "archive+count"
+	}
+	return "archive"
+}
+
+// fillRowCounts sets each table's row count from the archive, and
+// returns the indexes of the tables it could not: all of them when the
+// archive could not be read. A partitioned table holds no rows of its own
+// (its partitions do): 0, as count(*) FROM ONLY says.
+func fillRowCounts(tables []tableInfo, archive *archiveInfo, scanErr error) []int {
+	var uncounted []int
+	for i := range tables {
+		t := &tables[i]
+		switch {
+		case t.kind == "p":
+			t.Rows = 0
+		case scanErr != nil:
+			uncounted = append(uncounted, i)
+		default:
+			n, ok := archive.tableRows(t.Schema, t.Name)
+			if !ok {
+				uncounted = append(uncounted, i)
+				continue
+			}
+			t.Rows = n
+		}
+	}
+	return uncounted
 }
 
 // queryer is a connection or a transaction.
@@ -330,7 +377,7 @@ type queryer interface {
 // tables outside the system schemas that no extension owns.
 func listTables(ctx context.Context, q queryer) ([]tableInfo, error) {
 	rows, err := q.Query(ctx, `
-		SELECT n.nspname, c.relname, c.reltuples::bigint
+		SELECT n.nspname, c.relname, c.reltuples::bigint, c.relkind::text
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
 		  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
@@ -342,7 +389,7 @@ func listTables(ctx context.Context, q queryer) ([]tableInfo, error) {
 	}
 	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tableInfo, error) {
 		var t tableInfo
-		err := r.Scan(&t.Schema, &t.Name, &t.Estimate)
+		err := r.Scan(&t.Schema, &t.Name, &t.Estimate, &t.kind)
 		return t, err
 	})
 	if err != nil {
@@ -351,10 +398,11 @@ func listTables(ctx context.Context, q queryer) ([]tableInfo, error) {
 	return tables, nil
 }
 
-// countRows sets every table's exact row count (ONLY the table itself:
-// a partitioned table counts 0, its partitions count their rows).
-func countRows(ctx context.Context, q queryer, tables []tableInfo) error {
-	for i := range tables {
+// countRows sets the exact row count of the tables at the indexes which
+// (ONLY the table itself: a partitioned table counts 0, its partitions
+// count their rows).
+func countRows(ctx context.Context, q queryer, tables []tableInfo, which []int) error {
+	for _, i := range which {
 		if err := q.QueryRow(ctx, `SELECT count(*) FROM ONLY `+tables[i].qualified()).Scan(&tables[i].Rows); err != nil {
 			return fmt.Errorf("%s.%s: %w", tables[i].Schema, tables[i].Name, err)
 		}

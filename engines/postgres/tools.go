@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cnvrg/capsule/internal/pipe"
 	"github.com/sirupsen/logrus"
 )
 
@@ -130,8 +131,9 @@ func (t *tools) command(ctx context.Context, tool string, args []string, stderr 
 }
 
 // dump runs tool and copies its standard output to w, returning the
-// number of bytes copied. A failed write kills the tool.
-func (t *tools) dump(ctx context.Context, tool string, args []string, w io.Writer) (int64, error) {
+// number of bytes copied. A failed write kills the tool. tee, when not
+// nil, sees every byte too (and must not fail).
+func (t *tools) dump(ctx context.Context, tool string, args []string, w, tee io.Writer) (int64, error) {
 	stderr := &headBuffer{max: 16 << 10}
 	cmd := t.command(ctx, tool, args, stderr)
 	out, err := cmd.StdoutPipe()
@@ -141,7 +143,13 @@ func (t *tools) dump(ctx context.Context, tool string, args []string, w io.Write
 	if err := t.start(cmd, tool); err != nil {
 		return 0, err
 	}
-	n, copyErr := io.Copy(w, out)
+	var src io.Reader = out
+	if tee != nil {
+		// w cannot see the pipe behind the TeeReader to grow it.
+		pipe.Grow(out, 1<<20)
+		src = io.TeeReader(out, tee)
+	}
+	n, copyErr := io.Copy(w, src)
 	if copyErr != nil {
 		_ = cmd.Process.Kill()
 	}
