@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +29,21 @@ type config struct {
 	// Source.Password; accepted here so that strict decoding passes.
 	PasswordEnv  string `json:"passwordEnv,omitempty"`
 	PasswordFile string `json:"passwordFile,omitempty"`
+	// RestoreJobs is how many pg_restore jobs (server connections) load
+	// a database at once; 1 streams the archive from the bucket into one
+	// pg_restore with no local copy. Default defaultRestoreJobs.
+	RestoreJobs int `json:"restoreJobs,omitempty"`
+	// StagingDir is where a parallel restore keeps its local copy of the
+	// archive while pg_restore runs; default the system's temporary
+	// directory ($TMPDIR, else /tmp).
+	StagingDir string `json:"stagingDir,omitempty"`
 }
+
+// defaultRestoreJobs is pg_restore's default parallelism.
+const defaultRestoreJobs = 2
+
+// maxRestoreJobs bounds restoreJobs (each job is a server connection).
+const maxRestoreJobs = 32
 
 // conninfo is a validated source: where the server is and what to back up.
 type conninfo struct {
@@ -38,6 +53,9 @@ type conninfo struct {
 	database string // the database to back up; for all, the one to connect to
 	sslmode  string
 	all      bool
+	// restoreJobs and stagingDir: see config.
+	restoreJobs int
+	stagingDir  string
 }
 
 var sslModes = map[string]bool{
@@ -121,6 +139,18 @@ func parseSource(src engines.Source) (*conninfo, error) {
 		}
 	default:
 		return nil, bad("databases: %q is not supported (\"all\", or unset for the database in url)", cfg.Databases)
+	}
+	switch {
+	case cfg.RestoreJobs == 0:
+		ci.restoreJobs = defaultRestoreJobs
+	case cfg.RestoreJobs < 1 || cfg.RestoreJobs > maxRestoreJobs:
+		return nil, bad("restoreJobs: %d is not between 1 and %d", cfg.RestoreJobs, maxRestoreJobs)
+	default:
+		ci.restoreJobs = cfg.RestoreJobs
+	}
+	ci.stagingDir = cfg.StagingDir
+	if ci.stagingDir != "" && !filepath.IsAbs(ci.stagingDir) {
+		return nil, bad("stagingDir: %q is not an absolute path", ci.stagingDir)
 	}
 	return ci, nil
 }

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -219,10 +221,121 @@ func (r *run) cleanup() {
 	r.roles = nil
 }
 
-// stage creates t.side like the backed-up database and restores its
-// archive into it with pg_restore, reading the artifact to its end.
+// stage restores t's archive into t.side, a new database like the
+// backed-up one, reading the artifact to its end. With restoreJobs above
+// 1 and room in the staging directory, the artifact is first copied to
+// local disk (and checked) and pg_restore -j loads it in parallel;
+// otherwise it streams from the bucket into one pg_restore.
 func (r *run) stage(ctx context.Context, t *target, arts engines.ArtifactReader, args []string, analyze bool) error {
 	log := r.j.log.WithFields(logrus.Fields{"database": t.b.Name, "side": t.side, "artifact": t.b.Artifact})
+	start := time.Now()
+	var staged *stagedArchive
+	if jobs := r.j.ci.restoreJobs; jobs > 1 {
+		var err error
+		staged, err = r.stageLocally(ctx, t, arts, log)
+		switch {
+		case errors.Is(err, errNoRoom):
+			log.WithField("reason", err.Error()).Warn("restoring from the bucket with one pg_restore job: no room to stage the archive for a parallel restore")
+		case err != nil:
+			return err
+		default:
+			defer func() {
+				if err := staged.remove(); err != nil {
+					log.WithFields(logrus.Fields{"dir": staged.dir, "error": err.Error()}).Error("could not remove the staged archive")
+				}
+			}()
+			args = append(args, "--jobs="+strconv.Itoa(jobs))
+		}
+	}
+	if err := r.createSide(ctx, t, log); err != nil {
+		return err
+	}
+	args = append([]string{"--format=custom", "--no-password", "--exit-on-error", "-d", dbArg(t.side)}, args...)
+	if staged != nil {
+		if err := r.j.tools.run(ctx, "pg_restore", append(args, staged.path)); err != nil {
+			return fmt.Errorf("restore database %s from artifact %s: %w", t.live, t.b.Artifact, err)
+		}
+	} else {
+		rc, err := arts.Open(ctx, t.b.Artifact)
+		if err != nil {
+			return fmt.Errorf("open artifact %s: %w", t.b.Artifact, err)
+		}
+		err = r.j.tools.restore(ctx, "pg_restore", args, rc)
+		_ = rc.Close()
+		if err != nil {
+			return fmt.Errorf("restore database %s from artifact %s: %w", t.live, t.b.Artifact, err)
+		}
+	}
+	if analyze {
+		conn, err := r.j.connect(ctx, t.side)
+		if err != nil {
+			return err
+		}
+		_, err = conn.Exec(ctx, `ANALYZE`)
+		_ = conn.Close(context.Background())
+		if err != nil {
+			return fmt.Errorf("analyze side database %s: %w", t.side, err)
+		}
+	}
+	log.WithFields(logrus.Fields{"seconds": time.Since(start).Seconds(), "parallel": staged != nil}).Info("side database complete")
+	return nil
+}
+
+// stageLocally copies t's artifact into a new staging directory, reading
+// it to its end. It fails with errNoRoom, having read nothing, when the
+// directory's filesystem cannot hold the archive.
+func (r *run) stageLocally(ctx context.Context, t *target, arts engines.ArtifactReader, log logrus.FieldLogger) (*stagedArchive, error) {
+	parent := r.j.ci.stagingParent()
+	sweepStaging(parent, log)
+	size := t.b.DumpBytes
+	if size <= 0 {
+		return nil, fmt.Errorf("%w: the backup does not record the archive's size", errNoRoom)
+	}
+	if err := roomFor(parent, size); err != nil {
+		return nil, err
+	}
+	staged, err := newStaging(parent)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	scan := newArchiveTee()
+	offsets := 0
+	patch := func(f *os.File) error {
+		archive, err := scan.finish()
+		if err != nil {
+			// pg_restore finds the blocks itself, only more slowly.
+			log.WithField("error", err.Error()).Warn("could not read the archive to record its data offsets")
+			return nil
+		}
+		offsets, err = setDataOffsets(f, archive)
+		if err != nil {
+			return fmt.Errorf("record data offsets in %s: %w", f.Name(), err)
+		}
+		return nil
+	}
+	rc, err := arts.Open(ctx, t.b.Artifact)
+	if err == nil {
+		_, err = staged.copyIn(rc, "archive.dump", scan, patch)
+		scan.finish() // when the copy failed before patch
+		_ = rc.Close()
+		if err != nil {
+			err = fmt.Errorf("stage artifact %s: %w", t.b.Artifact, err)
+		}
+	} else {
+		err = fmt.Errorf("open artifact %s: %w", t.b.Artifact, err)
+	}
+	if err != nil {
+		_ = staged.remove()
+		return nil, err
+	}
+	log.WithFields(logrus.Fields{"dir": staged.dir, "bytes": size, "offsets": offsets, "seconds": time.Since(start).Seconds()}).Debug("staged the archive")
+	return staged, nil
+}
+
+// createSide creates t.side like the backed-up database, dropping one an
+// earlier attempt of the same request left.
+func (r *run) createSide(ctx context.Context, t *target, log logrus.FieldLogger) error {
 	left, err := r.exists(ctx, t.side)
 	if err != nil {
 		return err
@@ -249,29 +362,6 @@ func (r *run) stage(ctx context.Context, t *target, arts engines.ArtifactReader,
 		return fmt.Errorf("create side database %s: %w", t.side, err)
 	}
 	t.staged = true
-	start := time.Now()
-	rc, err := arts.Open(ctx, t.b.Artifact)
-	if err != nil {
-		return fmt.Errorf("open artifact %s: %w", t.b.Artifact, err)
-	}
-	args = append([]string{"--format=custom", "--no-password", "--exit-on-error", "-d", dbArg(t.side)}, args...)
-	err = r.j.tools.restore(ctx, "pg_restore", args, rc)
-	_ = rc.Close()
-	if err != nil {
-		return fmt.Errorf("restore database %s from artifact %s: %w", t.live, t.b.Artifact, err)
-	}
-	if analyze {
-		conn, err := r.j.connect(ctx, t.side)
-		if err != nil {
-			return err
-		}
-		_, err = conn.Exec(ctx, `ANALYZE`)
-		_ = conn.Close(context.Background())
-		if err != nil {
-			return fmt.Errorf("analyze side database %s: %w", t.side, err)
-		}
-	}
-	log.WithField("seconds", time.Since(start).Seconds()).Info("side database complete")
 	return nil
 }
 

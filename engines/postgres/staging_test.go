@@ -1,0 +1,273 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/engines/enginetest"
+)
+
+// withSettings returns the source with extra settings.
+func withSettings(src engines.Source, kv map[string]any) engines.Source {
+	cfg := map[string]any{}
+	for k, v := range src.Config {
+		cfg[k] = v
+	}
+	for k, v := range kv {
+		cfg[k] = v
+	}
+	src.Config = cfg
+	return src
+}
+
+// argvRecorder is a started hook that keeps pg_restore's argv.
+type argvRecorder struct {
+	mu   sync.Mutex
+	argv []string
+}
+
+func (a *argvRecorder) started(tool string, pid int) {
+	if tool != "pg_restore" {
+		return
+	}
+	w := &procWatch{secret: "\x00never\x00", envOf: map[string][]string{}, argv: map[string]string{}}
+	w.started(tool, pid)
+	a.mu.Lock()
+	a.argv = append(a.argv, w.argv[tool])
+	a.mu.Unlock()
+}
+
+func (a *argvRecorder) last(t *testing.T) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.argv) == 0 {
+		t.Fatal("pg_restore never ran")
+	}
+	return a.argv[len(a.argv)-1]
+}
+
+func emptyDir(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Errorf("staging directory %s still holds %s", dir, e.Name())
+	}
+}
+
+// TestRestoreModes restores the seeded database both ways: streamed into
+// one pg_restore (restoreJobs 1), and staged on local disk for pg_restore
+// --jobs (the default). Both give the same database, and the staged copy
+// is gone afterwards.
+func TestRestoreModes(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	svc := &service{db: db}
+	svc.Seed(ctx, t)
+	want := db.snapshot(ctx, t, "")
+	e := New()
+	store, info := enginetest.Backup(ctx, t, e, db.source())
+	d, _ := readDetails(info)
+	if d.Databases[0].RowsFrom != "archive" || d.Databases[0].DumpBytes <= 0 {
+		t.Fatalf("backup details: rows from %q, archive size %d", d.Databases[0].RowsFrom, d.Databases[0].DumpBytes)
+	}
+	for _, m := range []struct {
+		name     string
+		settings map[string]any
+		wantArgv string // in pg_restore's argv
+	}{
+		{"stream", map[string]any{"restoreJobs": 1}, ""},
+		{"parallel", nil, "--jobs=2"},
+		{"parallel4", map[string]any{"restoreJobs": 4}, "--jobs=4"},
+	} {
+		t.Run(m.name, func(t *testing.T) {
+			staging := t.TempDir()
+			settings := map[string]any{"stagingDir": staging}
+			for k, v := range m.settings {
+				settings[k] = v
+			}
+			src := withSettings(db.source(), settings)
+			svc.Damage(ctx, t)
+			rec := &argvRecorder{}
+			e.started = rec.started
+			defer func() { e.started = nil }()
+			log, buf := captureLog(t)
+			job := store.RestoreJob(t, "mode-"+m.name, src, info, engines.RestoreOptions{DropPrevious: true})
+			job.Log = log
+			if _, err := e.Restore(ctx, job); err != nil {
+				t.Fatalf("Restore: %v", err)
+			}
+			if m.wantArgv != "" && !regexp.MustCompile(`"offsets":[1-9]`).Match(buf.Bytes()) {
+				t.Errorf("the staged archive's data offsets were not recorded:\n%s", buf.Bytes())
+			}
+			if diff := compareSnapshots(want, db.snapshot(ctx, t, "")); diff != "" {
+				t.Errorf("restored database differs: %s", diff)
+			}
+			argv := rec.last(t)
+			if m.wantArgv == "" {
+				if strings.Contains(argv, "--jobs") || strings.Contains(argv, staging) {
+					t.Errorf("restoreJobs 1: pg_restore ran as %q, want one job reading its stdin", argv)
+				}
+			} else if !strings.Contains(argv, m.wantArgv) || !strings.Contains(argv, staging+"/"+stagingPrefix) {
+				t.Errorf("pg_restore ran as %q, want %s and a file in %s", argv, m.wantArgv, staging)
+			}
+			emptyDir(t, staging)
+		})
+	}
+}
+
+// TestCorruptArtifactStagedNothingLeft: a damaged artifact fails while it
+// is staged, before any database is created, and its partial copy is
+// removed.
+func TestCorruptArtifactStagedNothingLeft(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	db.exec(ctx, t, "", `CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g`)
+	e := New()
+	store, info := enginetest.Backup(ctx, t, e, db.source())
+	staging := t.TempDir()
+	src := withSettings(db.source(), map[string]any{"stagingDir": staging})
+	bad := store.Clone()
+	name := store.Names()[0]
+	bad.Flip(t, name)
+	rec := &argvRecorder{}
+	e.started = rec.started
+	_, err := e.Restore(ctx, bad.RestoreJob(t, "corrupt-staged", src, info, engines.RestoreOptions{}))
+	var ce *engines.ChecksumError
+	if !errors.As(err, &ce) || ce.Artifact != name {
+		t.Fatalf("Restore: %v, want a ChecksumError naming %s", err, name)
+	}
+	if len(rec.argv) > 0 {
+		t.Errorf("pg_restore ran (%q) on a damaged artifact", rec.argv)
+	}
+	emptyDir(t, staging)
+	if left := db.leftovers(ctx, t); len(left) > 0 {
+		t.Errorf("side databases remain: %v", left)
+	}
+}
+
+// TestNoRoomStreams: when the staging directory cannot hold the archive,
+// the restore streams into one pg_restore instead of failing.
+func TestNoRoomStreams(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	db.exec(ctx, t, "", `CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g`)
+	e := New()
+	store, info := enginetest.Backup(ctx, t, e, db.source())
+	// A backup that says its archive is an exabyte.
+	d, _ := readDetails(info)
+	d.Databases[0].DumpBytes = 1 << 60
+	huge := info
+	huge.Details, _ = toMap(d)
+	db.exec(ctx, t, "", `DELETE FROM t`)
+	staging := t.TempDir()
+	rec := &argvRecorder{}
+	e.started = rec.started
+	log, buf := captureLog(t)
+	job := store.RestoreJob(t, "noroom", withSettings(db.source(), map[string]any{"stagingDir": staging}), huge, engines.RestoreOptions{DropPrevious: true})
+	job.Log = log
+	if _, err := e.Restore(ctx, job); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if n := db.value(ctx, t, "", `SELECT count(*)::text FROM t`); n != "1000" {
+		t.Errorf("restored %s rows, want 1000", n)
+	}
+	if argv := rec.last(t); strings.Contains(argv, "--jobs") {
+		t.Errorf("pg_restore ran as %q, want one job", argv)
+	}
+	if !strings.Contains(string(buf.Bytes()), "no room to stage") {
+		t.Errorf("the log does not say why the restore was not parallel:\n%s", buf.Bytes())
+	}
+	emptyDir(t, staging)
+}
+
+// TestStagingSweep: a staging directory whose worker died (its lock is
+// free) is removed by the next restore's sweep; one in use is not.
+func TestStagingSweep(t *testing.T) {
+	parent := t.TempDir()
+	live, err := newStaging(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.remove()
+	if _, err := live.copyIn(strings.NewReader("live"), "archive.dump", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := newStaging(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dead.copyIn(strings.NewReader("dead"), "archive.dump", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = dead.lock.Close() // as the kernel does when its process dies
+	// Died before it made its lock: removed once it is old.
+	young := filepath.Join(parent, stagingPrefix+"young")
+	old := filepath.Join(parent, stagingPrefix+"old")
+	other := filepath.Join(parent, "not-ours")
+	for _, d := range []string{young, old, other} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, long, long); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(other, long, long); err != nil {
+		t.Fatal(err)
+	}
+
+	log, _ := captureLog(t)
+	sweepStaging(parent, log)
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	for _, c := range []struct {
+		dir  string
+		want bool
+	}{{live.dir, true}, {dead.dir, false}, {young, true}, {old, false}, {other, true}} {
+		if got := exists(c.dir); got != c.want {
+			t.Errorf("%s: exists %v after the sweep, want %v", filepath.Base(c.dir), got, c.want)
+		}
+	}
+	if !exists(live.path) {
+		t.Errorf("the sweep removed the file of a staging directory in use")
+	}
+}
+
+// TestRestoreJobsSetting: restoreJobs and stagingDir are checked.
+func TestRestoreJobsSetting(t *testing.T) {
+	base := engines.Source{Name: "s", Engine: "postgres", Config: map[string]any{"url": "postgres://u@h/db"}}
+	for _, c := range []struct {
+		settings map[string]any
+		err      string
+		jobs     int
+	}{
+		{nil, "", defaultRestoreJobs},
+		{map[string]any{"restoreJobs": 1}, "", 1},
+		{map[string]any{"restoreJobs": 8}, "", 8},
+		{map[string]any{"restoreJobs": -1}, "restoreJobs: -1 is not between 1 and 32", 0},
+		{map[string]any{"restoreJobs": 33}, "restoreJobs: 33", 0},
+		{map[string]any{"restoreJobs": "two"}, "restoreJobs", 0},
+		{map[string]any{"stagingDir": "relative/dir"}, "stagingDir: \"relative/dir\" is not an absolute path", 0},
+	} {
+		ci, err := parseSource(withSettings(base, c.settings))
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%v: %v", c.settings, err)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%v: error %v, want one containing %q", c.settings, err, c.err)
+		case c.err == "" && ci.restoreJobs != c.jobs:
+			t.Errorf("%v: %d jobs, want %d", c.settings, ci.restoreJobs, c.jobs)
+		}
+	}
+}
