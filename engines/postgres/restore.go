@@ -267,18 +267,75 @@ func (r *run) stage(ctx context.Context, t *target, arts engines.ArtifactReader,
 		}
 	}
 	if analyze {
-		conn, err := r.j.connect(ctx, t.side)
-		if err != nil {
-			return err
-		}
-		_, err = conn.Exec(ctx, `ANALYZE`)
-		_ = conn.Close(context.Background())
-		if err != nil {
+		if err := r.analyze(ctx, t.side, r.j.ci.restoreJobs); err != nil {
 			return fmt.Errorf("analyze side database %s: %w", t.side, err)
 		}
 	}
 	log.WithFields(logrus.Fields{"seconds": time.Since(start).Seconds(), "parallel": staged != nil}).Info("side database complete")
 	return nil
+}
+
+// analyze gathers planner statistics in database db, the tables spread
+// over up to jobs connections. Like a plain ANALYZE it covers tables,
+// partitioned tables and materialized views; it leaves out the system
+// catalogs and extensions' tables, which autovacuum looks after.
+func (r *run) analyze(ctx context.Context, db string, jobs int) error {
+	conn, err := r.j.connect(ctx, db)
+	if err != nil {
+		return err
+	}
+	rows, err := conn.Query(ctx, `
+		SELECT format('%I.%I', n.nspname, c.relname)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't'
+		  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+		  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+		                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+		ORDER BY c.relpages DESC`)
+	var tables []string
+	if err == nil {
+		tables, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil {
+		_ = conn.Close(context.Background())
+		return fmt.Errorf("list tables: %w", err)
+	}
+	next := make(chan string)
+	errs := make(chan error, jobs)
+	worker := func(conn *pgx.Conn) {
+		defer conn.Close(context.Background())
+		var first error
+		for table := range next {
+			if first != nil {
+				continue // drain
+			}
+			if _, err := conn.Exec(ctx, `ANALYZE `+table); err != nil {
+				first = fmt.Errorf("%s: %w", table, err)
+			}
+		}
+		errs <- first
+	}
+	started := 1
+	go worker(conn)
+	for started < min(jobs, len(tables)) {
+		c, err := r.j.connect(ctx, db)
+		if err != nil {
+			break // the others carry on
+		}
+		started++
+		go worker(c)
+	}
+	for _, table := range tables {
+		next <- table
+	}
+	close(next)
+	var first error
+	for range started {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // stageLocally copies t's artifact into a new staging directory, reading
@@ -300,6 +357,7 @@ func (r *run) stageLocally(ctx context.Context, t *target, arts engines.Artifact
 	}
 	start := time.Now()
 	scan := newArchiveTee()
+	defer scan.finish() // ends its goroutine however the copy went
 	offsets := 0
 	patch := func(f *os.File) error {
 		archive, err := scan.finish()
@@ -317,7 +375,6 @@ func (r *run) stageLocally(ctx context.Context, t *target, arts engines.Artifact
 	rc, err := arts.Open(ctx, t.b.Artifact)
 	if err == nil {
 		_, err = staged.copyIn(rc, "archive.dump", scan, patch)
-		scan.finish() // when the copy failed before patch
 		_ = rc.Close()
 		if err != nil {
 			err = fmt.Errorf("stage artifact %s: %w", t.b.Artifact, err)

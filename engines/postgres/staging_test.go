@@ -113,6 +113,11 @@ func TestRestoreModes(t *testing.T) {
 			if diff := compareSnapshots(want, db.snapshot(ctx, t, "")); diff != "" {
 				t.Errorf("restored database differs: %s", diff)
 			}
+			// Statistics, as the swapped-in database serves its first query.
+			if n := db.value(ctx, t, "", `SELECT count(*)::text FROM pg_stat_user_tables
+				WHERE schemaname IN ('public', 'sales') AND last_analyze IS NULL`); n != "0" {
+				t.Errorf("%s restored tables have no statistics", n)
+			}
 			argv := rec.last(t)
 			if m.wantArgv == "" {
 				if strings.Contains(argv, "--jobs") || strings.Contains(argv, staging) {
