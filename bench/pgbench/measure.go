@@ -29,10 +29,15 @@ const (
 	stepRestoreAn = "pg_restore -d DB FILE, ANALYZE"
 	stepPipeAn    = "cat Z0FILE | pg_restore -d DB, ANALYZE"
 	stepRestDir   = "pg_restore -j2 -d DB DIR"
+	stepRestJ2    = "pg_restore -j2 -d DB FILE"
 )
 
 func backupStep(level string) string  { return "capsule backup (" + level + ")" }
 func restoreStep(level string) string { return "capsule restore (" + level + ")" }
+
+// streamStep is capsule's restore with restoreJobs 1: the archive
+// streams from the bucket into one pg_restore, with no local copy.
+func streamStep(level string) string { return "capsule restore (" + level + ", restoreJobs 1)" }
 
 // measurement is one run of one step.
 type measurement struct {
@@ -114,7 +119,9 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 		os.RemoveAll(dir)
 	}()
 	src := "pg-" + strings.TrimPrefix(db.Name, "capsule_bench_")
-	b.capsule.Sources = map[string]map[string]any{src: b.source(db.Name), "pg-restore": b.source(capsuleTarget)}
+	stream := b.source(capsuleTarget)
+	stream["restoreJobs"] = 1
+	b.capsule.Sources = map[string]map[string]any{src: b.source(db.Name), "pg-restore": b.source(capsuleTarget), "pg-restore-stream": stream}
 	for _, s := range b.capsule.Sources {
 		s["engine"] = "postgres"
 	}
@@ -192,6 +199,7 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 		}{
 			{stepRestore, stepRestoreAn, benchkit.Command{Name: "pg_restore", Args: []string{"--exit-on-error", "-d", pgRestoreTarget, file}}},
 			{"", stepPipeAn, benchkit.Command{Shell: true, Name: fmt.Sprintf("cat %s | pg_restore --exit-on-error -d %s", benchkit.ShellQuote(z0), pgRestoreTarget)}},
+			{stepRestJ2, "", benchkit.Command{Name: "pg_restore", Args: []string{"--exit-on-error", "-j2", "-d", pgRestoreTarget, file}}},
 			{stepRestDir, "", benchkit.Command{Name: "pg_restore", Args: []string{"--exit-on-error", "-j2", "-d", pgRestoreTarget, dir}}},
 		} {
 			say(cmp.Or(rs.name, rs.analyzed))
@@ -225,21 +233,26 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 			}
 		}
 
-		say(restoreStep(b.levels[0]))
-		if err := b.dropLike(ctx, capsuleTarget); err != nil {
-			return nil, err
-		}
-		req := &requests.Request{Kind: requests.KindRestore, BackupID: backupID, Target: "pg-restore", DropPrevious: true}
-		m, _, err = b.capsuleRun(ctx, req, b.levels[0])
-		if err != nil {
-			return nil, err
-		}
-		r.record(restoreStep(b.levels[0]), m)
-		if err := b.checkRestored(ctx, capsuleTarget, db.Counts); err != nil {
-			return nil, err
-		}
-		if err := b.dropLike(ctx, capsuleTarget); err != nil {
-			return nil, err
+		for _, rs := range []struct{ name, target string }{
+			{streamStep(b.levels[0]), "pg-restore-stream"},
+			{restoreStep(b.levels[0]), "pg-restore"},
+		} {
+			say(rs.name)
+			if err := b.dropLike(ctx, capsuleTarget); err != nil {
+				return nil, err
+			}
+			req := &requests.Request{Kind: requests.KindRestore, BackupID: backupID, Target: rs.target, DropPrevious: true}
+			m, _, err = b.capsuleRun(ctx, req, b.levels[0])
+			if err != nil {
+				return nil, err
+			}
+			r.record(rs.name, m)
+			if err := b.checkRestored(ctx, capsuleTarget, db.Counts); err != nil {
+				return nil, err
+			}
+			if err := b.dropLike(ctx, capsuleTarget); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return r, nil
