@@ -39,7 +39,8 @@ type config struct {
 	StagingDir string `json:"stagingDir,omitempty"`
 }
 
-// defaultRestoreJobs is pg_restore's default parallelism.
+// defaultRestoreJobs is how many pg_restore jobs a restore runs unless
+// the source says otherwise.
 const defaultRestoreJobs = 2
 
 // maxRestoreJobs bounds restoreJobs (each job is a server connection).

@@ -386,7 +386,7 @@ func (r *run) stageLocally(ctx context.Context, t *target, arts engines.Artifact
 		_ = staged.remove()
 		return nil, err
 	}
-	log.WithFields(logrus.Fields{"dir": staged.dir, "bytes": size, "offsets": offsets, "seconds": time.Since(start).Seconds()}).Debug("staged the archive")
+	log.WithFields(logrus.Fields{"dir": staged.dir, "bytes": size, "offsets": offsets, "seconds": time.Since(start).Seconds()}).Info("staged the archive")
 	return staged, nil
 }
 
