@@ -373,17 +373,21 @@ type queryer interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// userRelations is the FROM and WHERE of a query over the relations
+// pg_dump dumps, of the kinds given as $1 (a text[] of relkinds): not
+// temporary, outside the system schemas, owned by no extension.
+const userRelations = `
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind::text = ANY($1::text[]) AND c.relpersistence <> 't'
+		  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+		  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+		                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`
+
 // listTables lists the tables pg_dump dumps: ordinary and partitioned
 // tables outside the system schemas that no extension owns.
 func listTables(ctx context.Context, q queryer) ([]tableInfo, error) {
-	rows, err := q.Query(ctx, `
-		SELECT n.nspname, c.relname, c.reltuples::bigint, c.relkind::text
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
-		  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
-		  AND NOT EXISTS (SELECT 1 FROM pg_depend d
-		                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-		ORDER BY 1, 2`)
+	rows, err := q.Query(ctx, `SELECT n.nspname, c.relname, c.reltuples::bigint, c.relkind::text`+userRelations+`
+		ORDER BY 1, 2`, []string{"r", "p"})
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}

@@ -284,14 +284,8 @@ func (r *run) analyze(ctx context.Context, db string, jobs int) error {
 	if err != nil {
 		return err
 	}
-	rows, err := conn.Query(ctx, `
-		SELECT format('%I.%I', n.nspname, c.relname)
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't'
-		  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
-		  AND NOT EXISTS (SELECT 1 FROM pg_depend d
-		                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-		ORDER BY c.relpages DESC`)
+	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)`+userRelations+`
+		ORDER BY c.relpages DESC`, []string{"r", "p", "m"})
 	var tables []string
 	if err == nil {
 		tables, err = pgx.CollectRows(rows, pgx.RowTo[string])
