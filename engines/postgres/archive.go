@@ -216,9 +216,35 @@ func (r *archiveReader) readOffset() (state byte, at int64, err error) {
 }
 
 // chunks reads a block's chunks up to the zero length that ends them,
-// giving each chunk's bytes to each (which may be nil).
+// giving each chunk's bytes to each (which may be nil, and must not keep
+// them). pg_dump writes a chunk per row of table data, so the chunks
+// already in the buffer are parsed in place; the one that crosses the
+// buffer's end is read piece by piece.
 func (r *archiveReader) chunks(each func([]byte)) error {
+	h := 1 + r.intSize // a chunk header: an Int
 	for {
+		if r.intSize <= 8 {
+			buf, _ := r.br.Peek(r.br.Buffered())
+			off := 0
+			for len(buf)-off >= h && buf[off] == 0 { // a negative length goes the slow way, to be reported
+				var n uint64
+				for i := r.intSize; i >= 1; i-- {
+					n = n<<8 | uint64(buf[off+i])
+				}
+				if n == 0 {
+					r.discard(off + h)
+					return nil
+				}
+				if n > uint64(len(buf)-off-h) {
+					break
+				}
+				if each != nil {
+					each(buf[off+h : off+h+int(n)])
+				}
+				off += h + int(n)
+			}
+			r.discard(off)
+		}
 		n, err := r.readInt()
 		if err != nil {
 			return err
@@ -240,11 +266,16 @@ func (r *archiveReader) chunks(each func([]byte)) error {
 			if each != nil {
 				each(p)
 			}
-			_, _ = r.br.Discard(len(p))
-			r.pos += int64(len(p))
+			r.discard(len(p))
 			n -= int64(len(p))
 		}
 	}
+}
+
+// discard skips n buffered bytes.
+func (r *archiveReader) discard(n int) {
+	_, _ = r.br.Discard(n)
+	r.pos += int64(n)
 }
 
 // scanArchive reads an uncompressed custom archive from r to its end and
