@@ -8,6 +8,12 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
+# step NAME: prints a phase header with the seconds since the start, so a
+# slow CI run shows where its time went (a cold Go cache builds etcd and
+# kube-apiserver from source: most of a first run on a new machine).
+step() { echo "== $* (${SECONDS}s)"; }
+
+step "install tools"
 bash scripts/install-tools.sh
 bash scripts/envtest-assets.sh
 bash scripts/services.sh
@@ -16,12 +22,12 @@ export PATH="$root/.tools/bin:$PATH"
 export CAPSULE_VERSITYGW="$root/.tools/bin/versitygw"
 export KUBEBUILDER_ASSETS="$root/.tools/envtest"
 
-echo "== gofmt"
+step gofmt
 unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*'))"
 if [[ -n "$unformatted" ]]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
-echo "== go vet"
+step go vet
 go vet ./...
 
 # Packages whose correctness is about concurrency run under -race (the
@@ -29,7 +35,8 @@ go vet ./...
 race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/... ./metrics/... ./notify/... ./fleet/... ./engines/postgres/...)
 all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal|retention|api|metrics|notify|fleet|engines/postgres)(/|$)')
 
-echo "== go test -race ${race_pkgs[*]}"
+step "go test -race ${race_pkgs[*]}"
 go test -race -count=1 -timeout 15m "${race_pkgs[@]}"
-echo "== go test (the rest)"
+step "go test (the rest)"
 go test -count=1 -timeout 20m $all_pkgs
+step "done"
