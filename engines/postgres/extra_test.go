@@ -436,7 +436,9 @@ func TestRestoreWhileClientsConnected(t *testing.T) {
 	}
 }
 
-// TestKilledRestoreLeavesTargetIntact kills pg_restore midway.
+// TestKilledRestoreLeavesTargetIntact kills pg_restore midway, streaming
+// and staged: the target is untouched, and no side database or staged
+// copy remains.
 func TestKilledRestoreLeavesTargetIntact(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
@@ -446,34 +448,43 @@ func TestKilledRestoreLeavesTargetIntact(t *testing.T) {
 	store, info := enginetest.Backup(ctx, t, e, db.source())
 	svc.Damage(ctx, t)
 	before := db.snapshot(ctx, t, "")
-	killed := make(chan error, 1)
-	e.started = func(tool string, pid int) {
-		if tool == "pg_restore" {
-			go func() {
-				time.Sleep(300 * time.Millisecond)
-				killed <- syscall.Kill(pid, syscall.SIGKILL)
-			}()
-		}
-	}
-	_, err := e.Restore(ctx, store.RestoreJob(t, "kill", db.source(), info, engines.RestoreOptions{}))
-	if kerr := <-killed; kerr != nil {
-		t.Fatalf("kill pg_restore: %v (it finished before 300ms: the test proves nothing)", kerr)
-	}
-	if err == nil {
-		t.Fatalf("Restore with pg_restore killed returned no error")
-	}
-	t.Logf("Restore: %v", err)
-	if diff := compareSnapshots(before, db.snapshot(ctx, t, "")); diff != "" {
-		t.Errorf("the target changed: %s", diff)
-	}
-	if left := db.leftovers(ctx, t); len(left) > 0 {
-		t.Errorf("side databases remain: %v", left)
+	for _, m := range restoreModes {
+		t.Run(m.name, func(t *testing.T) {
+			src, staging := m.source(t, db.source())
+			killed := make(chan error, 1)
+			e.started = func(tool string, pid int) {
+				if tool == "pg_restore" {
+					go func() {
+						time.Sleep(300 * time.Millisecond)
+						killed <- syscall.Kill(pid, syscall.SIGKILL)
+					}()
+				}
+			}
+			defer func() { e.started = nil }()
+			_, err := e.Restore(ctx, store.RestoreJob(t, "kill-"+m.name, src, info, engines.RestoreOptions{}))
+			if kerr := <-killed; kerr != nil {
+				t.Fatalf("kill pg_restore: %v (it finished before 300ms: the test proves nothing)", kerr)
+			}
+			if err == nil {
+				t.Fatalf("Restore with pg_restore killed returned no error")
+			}
+			t.Logf("Restore: %v", err)
+			if diff := compareSnapshots(before, db.snapshot(ctx, t, "")); diff != "" {
+				t.Errorf("the target changed: %s", diff)
+			}
+			if left := db.leftovers(ctx, t); len(left) > 0 {
+				t.Errorf("side databases remain: %v", left)
+			}
+			emptyDir(t, staging)
+		})
 	}
 }
 
-// TestCorruptArtifactFailsBeforeTarget flips one byte: Restore and
-// Verify fail with a ChecksumError naming the artifact, the target is
-// untouched and no side or scratch database remains.
+// TestCorruptArtifactFailsBeforeTarget flips one byte, streaming and
+// staged: Restore and Verify fail with a ChecksumError naming the
+// artifact, the target is untouched and no side or scratch database
+// remains. Staged, the damage is found while the archive is copied:
+// pg_restore never runs, and the partial copy is removed.
 func TestCorruptArtifactFailsBeforeTarget(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
@@ -483,33 +494,45 @@ func TestCorruptArtifactFailsBeforeTarget(t *testing.T) {
 	db.exec(ctx, t, "", `DELETE FROM t WHERE id > 100`)
 	before := db.snapshot(ctx, t, "")
 	name := store.Names()[0]
-	// Flip a byte in the header too, where pg_restore fails at once,
-	// long before the end of the stream.
-	for _, at := range []string{"middle", "start"} {
-		bad := store.Clone()
-		if at == "middle" {
-			bad.Flip(t, name)
-		} else {
-			bad.Bytes(name)[20] ^= 0x20
-		}
-		_, err := e.Restore(ctx, bad.RestoreJob(t, "corrupt", db.source(), info, engines.RestoreOptions{}))
-		var ce *engines.ChecksumError
-		if !errors.As(err, &ce) || ce.Artifact != name {
-			t.Errorf("Restore with a byte flipped at the %s: err = %v, want a ChecksumError naming %s", at, err, name)
-		}
-		rep, err := e.Verify(ctx, bad.RestoreJob(t, "corruptv", db.source(), info, engines.RestoreOptions{}))
-		if !errors.As(err, &ce) || ce.Artifact != name {
-			t.Errorf("Verify with a byte flipped at the %s: err = %v, want a ChecksumError naming %s", at, err, name)
-		}
-		if rep == nil || rep.OK {
-			t.Errorf("Verify with a byte flipped at the %s: report %+v, want not ok", at, rep)
-		}
-	}
-	if diff := compareSnapshots(before, db.snapshot(ctx, t, "")); diff != "" {
-		t.Errorf("the target changed: %s", diff)
-	}
-	if left := db.leftovers(ctx, t); len(left) > 0 {
-		t.Errorf("side databases remain: %v", left)
+	for _, m := range restoreModes {
+		t.Run(m.name, func(t *testing.T) {
+			src, staging := m.source(t, db.source())
+			rec := &argvRecorder{}
+			e.started = rec.started
+			defer func() { e.started = nil }()
+			// Flip a byte in the header too, where pg_restore fails at
+			// once, long before the end of the stream.
+			for _, at := range []string{"middle", "start"} {
+				bad := store.Clone()
+				if at == "middle" {
+					bad.Flip(t, name)
+				} else {
+					bad.Bytes(name)[20] ^= 0x20
+				}
+				_, err := e.Restore(ctx, bad.RestoreJob(t, "corrupt-"+m.name, src, info, engines.RestoreOptions{}))
+				var ce *engines.ChecksumError
+				if !errors.As(err, &ce) || ce.Artifact != name {
+					t.Errorf("Restore with a byte flipped at the %s: err = %v, want a ChecksumError naming %s", at, err, name)
+				}
+				rep, err := e.Verify(ctx, bad.RestoreJob(t, "corruptv-"+m.name, src, info, engines.RestoreOptions{}))
+				if !errors.As(err, &ce) || ce.Artifact != name {
+					t.Errorf("Verify with a byte flipped at the %s: err = %v, want a ChecksumError naming %s", at, err, name)
+				}
+				if rep == nil || rep.OK {
+					t.Errorf("Verify with a byte flipped at the %s: report %+v, want not ok", at, rep)
+				}
+			}
+			if m.jobs > 1 && len(rec.argv) > 0 {
+				t.Errorf("pg_restore ran (%q) on a damaged staged artifact", rec.argv)
+			}
+			emptyDir(t, staging)
+			if diff := compareSnapshots(before, db.snapshot(ctx, t, "")); diff != "" {
+				t.Errorf("the target changed: %s", diff)
+			}
+			if left := db.leftovers(ctx, t); len(left) > 0 {
+				t.Errorf("side databases remain: %v", left)
+			}
+		})
 	}
 }
 

@@ -251,20 +251,19 @@ func (r *run) stage(ctx context.Context, t *target, arts engines.ArtifactReader,
 		return err
 	}
 	args = append([]string{"--format=custom", "--no-password", "--exit-on-error", "-d", dbArg(t.side)}, args...)
+	var err error
 	if staged != nil {
-		if err := r.j.tools.run(ctx, "pg_restore", append(args, staged.path)); err != nil {
-			return fmt.Errorf("restore database %s from artifact %s: %w", t.live, t.b.Artifact, err)
-		}
+		err = r.j.tools.run(ctx, "pg_restore", append(args, staged.path))
 	} else {
-		rc, err := arts.Open(ctx, t.b.Artifact)
-		if err != nil {
-			return fmt.Errorf("open artifact %s: %w", t.b.Artifact, err)
+		rc, oerr := arts.Open(ctx, t.b.Artifact)
+		if oerr != nil {
+			return fmt.Errorf("open artifact %s: %w", t.b.Artifact, oerr)
 		}
 		err = r.j.tools.restore(ctx, "pg_restore", args, rc)
 		_ = rc.Close()
-		if err != nil {
-			return fmt.Errorf("restore database %s from artifact %s: %w", t.live, t.b.Artifact, err)
-		}
+	}
+	if err != nil {
+		return fmt.Errorf("restore database %s from artifact %s: %w", t.live, t.b.Artifact, err)
 	}
 	if analyze {
 		if err := r.analyze(ctx, t.side, r.j.ci.restoreJobs); err != nil {

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -148,28 +147,10 @@ func abandoned(dir string) bool {
 	return unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil
 }
 
-// stagingDir is where restores of ci stage archives.
+// stagingParent is where restores of ci make their staging directories.
 func (ci *conninfo) stagingParent() string {
 	if ci.stagingDir != "" {
 		return ci.stagingDir
 	}
 	return os.TempDir()
-}
-
-// run runs tool to its end with no input.
-func (t *tools) run(ctx context.Context, tool string, args []string) error {
-	stderr := &headBuffer{max: 16 << 10}
-	cmd := t.command(ctx, tool, args, stderr)
-	if err := t.start(cmd, tool); err != nil {
-		return err
-	}
-	err := cmd.Wait()
-	t.logStderr(tool, stderr, err == nil)
-	switch {
-	case ctx.Err() != nil:
-		return fmt.Errorf("%s: %w", tool, context.Cause(ctx))
-	case err != nil:
-		return toolError(tool, err, stderr)
-	}
-	return nil
 }

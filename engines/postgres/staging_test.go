@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -131,34 +130,21 @@ func TestRestoreModes(t *testing.T) {
 	}
 }
 
-// TestCorruptArtifactStagedNothingLeft: a damaged artifact fails while it
-// is staged, before any database is created, and its partial copy is
-// removed.
-func TestCorruptArtifactStagedNothingLeft(t *testing.T) {
-	ctx := context.Background()
-	db := newTestDB(t)
-	db.exec(ctx, t, "", `CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g`)
-	e := New()
-	store, info := enginetest.Backup(ctx, t, e, db.source())
+// restoreMode is one of the two ways a restore loads a database:
+// streamed from the bucket into one pg_restore (jobs 1), or staged on
+// local disk for pg_restore --jobs.
+type restoreMode struct {
+	name string
+	jobs int
+}
+
+var restoreModes = []restoreMode{{"stream", 1}, {"staged", 2}}
+
+// source returns src set to the mode, with a staging directory of its
+// own, which it returns too.
+func (m restoreMode) source(t *testing.T, src engines.Source) (engines.Source, string) {
 	staging := t.TempDir()
-	src := withSettings(db.source(), map[string]any{"stagingDir": staging})
-	bad := store.Clone()
-	name := store.Names()[0]
-	bad.Flip(t, name)
-	rec := &argvRecorder{}
-	e.started = rec.started
-	_, err := e.Restore(ctx, bad.RestoreJob(t, "corrupt-staged", src, info, engines.RestoreOptions{}))
-	var ce *engines.ChecksumError
-	if !errors.As(err, &ce) || ce.Artifact != name {
-		t.Fatalf("Restore: %v, want a ChecksumError naming %s", err, name)
-	}
-	if len(rec.argv) > 0 {
-		t.Errorf("pg_restore ran (%q) on a damaged artifact", rec.argv)
-	}
-	emptyDir(t, staging)
-	if left := db.leftovers(ctx, t); len(left) > 0 {
-		t.Errorf("side databases remain: %v", left)
-	}
+	return withSettings(src, map[string]any{"restoreJobs": m.jobs, "stagingDir": staging}), staging
 }
 
 // TestNoRoomStreams: when the staging directory cannot hold the archive,

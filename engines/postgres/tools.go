@@ -166,6 +166,24 @@ func (t *tools) dump(ctx context.Context, tool string, args []string, w, tee io.
 	return n, nil
 }
 
+// run runs tool to its end with no input.
+func (t *tools) run(ctx context.Context, tool string, args []string) error {
+	stderr := &headBuffer{max: 16 << 10}
+	cmd := t.command(ctx, tool, args, stderr)
+	if err := t.start(cmd, tool); err != nil {
+		return err
+	}
+	err := cmd.Wait()
+	t.logStderr(tool, stderr, err == nil)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %w", tool, context.Cause(ctx))
+	case err != nil:
+		return toolError(tool, err, stderr)
+	}
+	return nil
+}
+
 // restore runs tool with in as its standard input. in is an artifact
 // stream whose final Read reports a checksum mismatch, so restore always
 // reads it to its end, even when the tool stops reading early (it failed,
