@@ -7,8 +7,8 @@
 // passwordEnv|passwordFile (resolved by the worker), indices (names,
 // aliases, data streams or patterns), caFile, mode (logical, the default,
 // or snapshot), repository (snapshot mode), templates and pipelines (extra
-// name patterns to back up), batchSize (default 1000), keepAlive (default
-// 5m).
+// name patterns to back up, and that a restore may replace), batchSize
+// (default 1000), keepAlive (default 5m).
 //
 // # Logical mode
 //
@@ -66,6 +66,42 @@
 // copy's name that exists already is refused before anything is created.
 // Data streams cannot be loaded under another name: they are replaced in
 // place after the swap.
+//
+// # Forged backups
+//
+// A backup is data, not authority: whoever can write the bucket's backups/
+// can forge a meta.json or snapshot.json whose checksum the index
+// records. Before the first request built from it, a restore refuses
+// (ErrTooLarge, ErrBadName, ErrOutsideTarget, naming the artifact and the
+// name) a backup that:
+//
+//   - has a meta.json or snapshot.json larger than 64 MiB (they are read
+//     whole);
+//   - names an index, alias, data stream, template, pipeline, snapshot or
+//     repository that is not one real name: Elasticsearch's index name
+//     rules, tightened (lowercase except pipeline ids; none of
+//     \ / * ? " < > | , # : % or white space; not starting with - _ or +;
+//     not . or ..; at most 255 bytes). So never *, _all, a pattern, a
+//     comma list or anything that changes a request's path; names are
+//     also escaped in every path;
+//   - names an index or data stream outside the target source's indices:
+//     one its patterns match, or one they resolve to on the cluster (the
+//     indices of a selected alias);
+//   - would create or move an alias that an index outside indices holds;
+//   - has an index template that does not match templates and applies to
+//     index patterns outside indices (or would replace one that does);
+//   - has a component template (pipeline) that matches neither templates
+//     (pipelines) nor indices and would replace a different one of that
+//     name on the cluster;
+//   - (snapshot mode) names a repository other than the target's
+//     repository setting.
+//
+// These checks make read-only requests (GET /_alias, the template and
+// pipeline listings, _resolve/index) and nothing else. While documents
+// load, a line longer than 100 MiB fails the restore with ErrTooLarge
+// (one document is held whole; Elasticsearch refuses larger requests by
+// default), and what follows a documents artifact's trailer is read
+// without being held.
 //
 // # Snapshot mode
 //

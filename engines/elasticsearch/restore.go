@@ -47,7 +47,7 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 	switch job.Backup.Format {
 	case FormatLogical:
 	case FormatSnapshot:
-		return e.snapshotRestore(ctx, job, cfg, opts, c, log)
+		return e.snapshotRestore(ctx, job, cfg, opts, c, si, log)
 	default:
 		return nil, fmt.Errorf("backup format %q is not one this engine writes (%s, %s)", job.Backup.Format, FormatLogical, FormatSnapshot)
 	}
@@ -85,6 +85,14 @@ func (r *restorer) run(ctx context.Context) (*engines.RestoreInfo, error) {
 	if err := checkArtifacts(m, names); err != nil {
 		return nil, err
 	}
+	var streams []string
+	for _, ds := range m.DataStreams {
+		streams = append(streams, ds.Name)
+	}
+	g := &guard{r: r, artifact: metaArtifact}
+	if err := g.check(ctx, m.Indices, streams, m); err != nil {
+		return nil, err
+	}
 	// Nothing is created on the cluster before every artifact is known
 	// good. Staged copies are read again, and checked again, as they load.
 	for _, n := range names[1:] {
@@ -105,7 +113,7 @@ func readMeta(ctx context.Context, arts engines.ArtifactReader) (*meta, error) {
 		return nil, err
 	}
 	defer rc.Close()
-	raw, err := io.ReadAll(rc)
+	raw, err := readWhole(rc, metaArtifact)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +123,9 @@ func readMeta(ctx context.Context, arts engines.ArtifactReader) (*meta, error) {
 	}
 	if m.Format != FormatLogical {
 		return nil, fmt.Errorf("%s: format %q, want %q", metaArtifact, m.Format, FormatLogical)
+	}
+	if err := m.checkNames(); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }
@@ -423,7 +434,8 @@ func (r *restorer) loadDocs(ctx context.Context, artifact, source, target, op st
 	defer rc.Close()
 	br := bufio.NewReaderSize(rc, 256<<10)
 	defer func() {
-		if err != nil {
+		// An artifact too large to read is not read to its end either.
+		if err != nil && !errors.Is(err, ErrTooLarge) {
 			err = drain(br, err)
 		}
 	}()
@@ -434,7 +446,7 @@ func (r *restorer) loadDocs(ctx context.Context, artifact, source, target, op st
 			r.job.Progress.Report("documents", r.done, r.total)
 		},
 	}
-	line, err := readLine(br)
+	line, err := readLine(br, maxDocLineBytes)
 	if err != nil {
 		return 0, fmt.Errorf("%s: header: %w", artifact, err)
 	}
@@ -444,12 +456,12 @@ func (r *restorer) loadDocs(ctx context.Context, artifact, source, target, op st
 	}
 	var end *docsEnd
 	for end == nil {
-		line, err := readLine(br)
+		line, err := readLine(br, maxDocLineBytes)
 		if err == io.EOF {
 			return 0, fmt.Errorf("%s: ends without its trailer", artifact)
 		}
 		if err != nil {
-			return 0, fmt.Errorf("%s: %w", artifact, err)
+			return 0, fmt.Errorf("%s: line %d: %w", artifact, n+2, err)
 		}
 		var d docLine
 		if err := json.Unmarshal(line, &d); err != nil {
@@ -472,11 +484,13 @@ func (r *restorer) loadDocs(ctx context.Context, artifact, source, target, op st
 			return 0, err
 		}
 	}
-	// Read to the end: that is where the checksum is checked.
-	if rest, err := io.ReadAll(br); err != nil {
+	// Read to the end, holding none of it: that is where the checksum is
+	// checked.
+	if _, err := io.Copy(onlySpace{}, br); err != nil {
+		if errors.Is(err, errNotSpace) {
+			return 0, fmt.Errorf("%s: data after its trailer", artifact)
+		}
 		return 0, err
-	} else if len(bytes.TrimSpace(rest)) > 0 {
-		return 0, fmt.Errorf("%s: data after its trailer", artifact)
 	}
 	if end.Count != n {
 		return 0, fmt.Errorf("%s: %d documents, its trailer says %d", artifact, n, end.Count)
@@ -487,10 +501,33 @@ func (r *restorer) loadDocs(ctx context.Context, artifact, source, target, op st
 	return n, nil
 }
 
-func readLine(br *bufio.Reader) ([]byte, error) {
-	line, err := br.ReadBytes('\n')
-	if err == io.EOF && len(line) > 0 {
-		return nil, errors.New("last line has no newline")
+// readLine reads one line of at most max bytes.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(line)+len(frag) > max {
+			return nil, fmt.Errorf("a line %w (%d MiB)", ErrTooLarge, max>>20)
+		}
+		line = append(line, frag...)
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(line) > 0:
+			return nil, errors.New("last line has no newline")
+		}
+		return line, err
 	}
-	return line, err
+}
+
+var errNotSpace = errors.New("not white space")
+
+// onlySpace discards white space and fails on anything else.
+type onlySpace struct{}
+
+func (onlySpace) Write(p []byte) (int, error) {
+	if len(bytes.TrimSpace(p)) > 0 {
+		return 0, errNotSpace
+	}
+	return len(p), nil
 }

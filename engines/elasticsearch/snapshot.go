@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -153,7 +152,7 @@ func readSnapshotRecord(ctx context.Context, arts engines.ArtifactReader) (*snap
 		return nil, err
 	}
 	defer rc.Close()
-	raw, err := io.ReadAll(rc)
+	raw, err := readWhole(rc, snapshotArtifact)
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +162,9 @@ func readSnapshotRecord(ctx context.Context, arts engines.ArtifactReader) (*snap
 	}
 	if rec.Format != FormatSnapshot || rec.Repository == "" || rec.Snapshot == "" {
 		return nil, fmt.Errorf("%s: not a snapshot record of format %s", snapshotArtifact, FormatSnapshot)
+	}
+	if err := rec.checkNames(); err != nil {
+		return nil, err
 	}
 	return &rec, nil
 }
@@ -179,12 +181,22 @@ type restoreAnswer struct {
 // snapshotRestore restores through the cluster's snapshot API: in place
 // (delete, then restore), or with renameSuffix into renamed indices whose
 // aliases are then swapped as in a logical restore.
-func (e *Engine) snapshotRestore(ctx context.Context, job *engines.RestoreJob, cfg *Config, opts restoreOptions, c *client, log logrus.FieldLogger) (info *engines.RestoreInfo, err error) {
+func (e *Engine) snapshotRestore(ctx context.Context, job *engines.RestoreJob, cfg *Config, opts restoreOptions, c *client, si *serverInfo, log logrus.FieldLogger) (info *engines.RestoreInfo, err error) {
 	rec, err := readSnapshotRecord(ctx, job.Artifacts)
 	if err != nil {
 		return nil, err
 	}
+	// The snapshot must come from the target's own repository: another
+	// one may hold another tenant's data.
+	if rec.Repository != cfg.Repository {
+		return nil, fmt.Errorf("%s: repository %s: %w (repository %q): a snapshot backup restores only from the target's own repository", snapshotArtifact, rec.Repository, ErrOutsideTarget, cfg.Repository)
+	}
 	log = log.WithFields(logrus.Fields{"repository": rec.Repository, "snapshot": rec.Snapshot})
+	r := &restorer{e: e, c: c, cfg: cfg, si: si, log: log, job: job, opts: opts, m: &meta{Indices: rec.Indices}}
+	g := &guard{r: r, artifact: snapshotArtifact}
+	if err := g.check(ctx, rec.Indices, rec.DataStreams, nil); err != nil {
+		return nil, err
+	}
 	if err := e.checkRepository(ctx, c, rec.Repository, log); err != nil {
 		return nil, err
 	}
@@ -245,7 +257,6 @@ func (e *Engine) snapshotRestore(ctx context.Context, job *engines.RestoreJob, c
 		log.WithField("indices", len(idx)).Info("snapshot restored in place")
 		return &engines.RestoreInfo{Downtime: time.Since(start), Details: map[string]any{"snapshot": rec.Snapshot, "indices": idx}}, nil
 	}
-	r := &restorer{e: e, c: c, cfg: cfg, log: log, job: job, opts: opts, m: &meta{Indices: rec.Indices}}
 	for _, i := range idx {
 		exists, err := r.exists(ctx, i+opts.renameSuffix)
 		if err != nil {

@@ -2,8 +2,9 @@
 //
 // A backup is one artifact, tree.tar: a PAX tar of the directory with its
 // regular files, directories and symbolic links (stored as links, never
-// followed), their permission bits including setuid, setgid and sticky,
-// numeric owners, and mtimes to the nanosecond. Sockets, devices and fifos
+// followed), their permission bits including setuid, setgid and sticky
+// (recorded, never restored), numeric owners, and mtimes to the
+// nanosecond. Sockets, devices and fifos
 // are skipped with a warning. Files are streamed, never held in memory or
 // copied to local disk; a file that changes size while it is read is
 // stored with the size it had when opened (cut or zero-padded), with a
@@ -17,21 +18,33 @@
 //	                           # path relative to path; a pattern without "/" also
 //	                           # matches the base name at any depth; an excluded
 //	                           # directory is skipped whole
+//	restoreOwnership: false    # optional; true sets each restored entry's numeric
+//	                           # owner and group from the archive (the worker needs
+//	                           # the privilege to chown: root or CAP_CHOWN)
 //
 // # Restore safety
 //
-// A restore never changes the target before the whole archive was read to
-// its end and its checksum verified. It extracts into a staging directory
-// beside the target, <parent>/.<base>.capsule-restore-<job>, on the same
-// filesystem, refusing every entry that could land outside it (absolute
-// names, ".." components, a path through a symlink, duplicates, hard links
-// and special files). Only then does it swap by two renames: target to
-// <parent>/.<base>.capsule-prev-<job>, staging to target. The replaced tree
-// is removed, or kept and reported in RestoreInfo.Previous when the
-// request's extra option keepPrevious is "true". A target that does not
-// exist is created (with its parents). On any error or cancellation the
-// staging directory, and any parent the restore created, is removed and the
-// target is left as it was.
+// A restore treats the archive as hostile: whoever can write the bucket's
+// backups/ can forge one whose checksum matches. It never changes the
+// target before the whole archive was read to its end and its checksum
+// verified. It extracts into a staging directory beside the target,
+// <parent>/.<base>.capsule-restore-<job>, on the same filesystem, refusing
+// every entry that could land outside it or reach beyond it (absolute
+// names, ".." components, a path through a symlink, duplicates, hard
+// links, devices, fifos and other special files, and GNU sparse entries,
+// which a few bytes of archive can inflate to terabytes). It never sets
+// the setuid, setgid or sticky bit, and every entry belongs to the worker
+// unless the source sets restoreOwnership. Only then does it swap by two
+// renames: target to <parent>/.<base>.capsule-prev-<job>, staging to
+// target. The replaced tree is kept there and reported in
+// RestoreInfo.Previous, or removed when the request sets dropPrevious. (The
+// request option keepPrevious "true", from when removing was the default,
+// is accepted and changes nothing.) A previous tree of the same name left
+// by an earlier attempt that crashed is never replaced while the target
+// exists: the restore is refused, naming it, unless it sets dropPrevious.
+// A target that does not exist is created (with its parents). On any error
+// or cancellation the staging directory, and any parent the restore
+// created, is removed and the target is left as it was.
 //
 // A target that cannot be renamed beside its parent (a mount point such as
 // a Kubernetes volume, whose parent is another filesystem, or a target
@@ -41,10 +54,10 @@
 // staged ones up, moving everything back if a rename fails. The same
 // guarantee holds (nothing changes before the archive is verified), but
 // the swap is a series of renames rather than one, and a kept previous
-// tree stays inside the target.
+// tree stays inside the target, in .capsule-prev-<job>: a later backup of
+// the target includes it unless exclude names ".capsule-prev-*".
 //
-// Ownership is restored only when the engine runs as root. Restoring
-// replaces the whole tree, including paths the backup excluded.
+// Restoring replaces the whole tree, including paths the backup excluded.
 //
 // The engine implements engines.Verifier: it extracts the backup into a
 // scratch directory beside the target (or in the system temp directory),

@@ -46,7 +46,7 @@ type meta struct {
 // extracted symlink can never redirect a later write.
 type extractor struct {
 	root     string // absolute, exists, empty when we start
-	chown    bool
+	chown    bool   // restoreOwnership: set owners from the archive
 	log      logrus.FieldLogger
 	progress engines.Progress
 	total    int64 // expected entries, 0 when unknown
@@ -56,12 +56,13 @@ type extractor struct {
 	late     []meta          // directories, applied after their children
 	rootMeta *meta
 	n        counts
+	special  int64 // entries whose setuid, setgid or sticky bit was dropped
 	reported time.Time
 }
 
-func newExtractor(root string, log logrus.FieldLogger, progress engines.Progress, total int64) *extractor {
+func newExtractor(root string, chown bool, log logrus.FieldLogger, progress engines.Progress, total int64) *extractor {
 	return &extractor{
-		root: root, chown: os.Geteuid() == 0, log: log, progress: progress, total: total,
+		root: root, chown: chown, log: log, progress: progress, total: total,
 		dirs: map[string]bool{".": true}, explicit: map[string]bool{},
 	}
 }
@@ -69,7 +70,7 @@ func newExtractor(root string, log logrus.FieldLogger, progress engines.Progress
 // extractArtifact opens the backup's tree.tar and extracts it into root.
 // It returns only after the artifact was read to its very end, so a nil
 // error means its checksum was verified.
-func extractArtifact(ctx context.Context, job *engines.RestoreJob, root string, log logrus.FieldLogger) (counts, error) {
+func extractArtifact(ctx context.Context, job *engines.RestoreJob, root string, chown bool, log logrus.FieldLogger) (counts, error) {
 	if job.Backup.Format != Format {
 		return counts{}, fmt.Errorf("files: backup format %q, this engine reads %q", job.Backup.Format, Format)
 	}
@@ -85,7 +86,7 @@ func extractArtifact(ctx context.Context, job *engines.RestoreJob, root string, 
 	if d, ok := recorded(job.Backup.Details); ok {
 		total = d.entries()
 	}
-	x := newExtractor(root, log, job.Progress, total)
+	x := newExtractor(root, chown, log, job.Progress, total)
 	err = x.extract(ctx, rc)
 	return x.n, err
 }
@@ -183,6 +184,14 @@ func (x *extractor) full(rel string) string {
 }
 
 func (x *extractor) entry(ctx context.Context, tr *tar.Reader, h *tar.Header, rel string) error {
+	// A GNU sparse entry (PAX records GNU.sparse.*, which the tar reader
+	// expands) can make a few bytes of archive write terabytes of zeros.
+	// This engine never writes one.
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return badArchive("files: refusing archive entry %q: a sparse file (this engine never writes one)", h.Name)
+		}
+	}
 	m := meta{rel: rel, mode: h.FileInfo().Mode(), uid: h.Uid, gid: h.Gid, modTime: h.ModTime}
 	if rel == "." {
 		if h.Typeflag != tar.TypeDir || x.rootMeta != nil {
@@ -271,17 +280,23 @@ func (x *extractor) parent(name, rel string) error {
 	return nil
 }
 
-// apply sets an entry's owner, mode and mtime. Owner first: chown clears
-// setuid and setgid bits.
+// apply sets an entry's permission bits and mtime, and its owner when
+// restoreOwnership asks for it. The setuid, setgid and sticky bits are
+// never set: a restore must not plant a program that runs as someone else.
 func (x *extractor) apply(m meta, symlink bool) error {
 	p := x.full(m.rel)
 	if x.chown {
 		if err := os.Lchown(p, m.uid, m.gid); err != nil {
-			return fmt.Errorf("files: chown %s: %w", m.rel, err)
+			return fmt.Errorf("files: chown %s (restoreOwnership): %w", m.rel, err)
 		}
 	}
 	if !symlink {
-		if err := os.Chmod(p, m.mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		if m.mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
+			x.special++
+			x.log.WithFields(logrus.Fields{"file": m.rel, "mode": m.mode.String()}).
+				Debug("files: setuid, setgid and sticky bits dropped")
+		}
+		if err := os.Chmod(p, m.mode&fs.ModePerm); err != nil {
 			return fmt.Errorf("files: chmod %s: %w", m.rel, err)
 		}
 	}
@@ -308,6 +323,9 @@ func (x *extractor) finish() error {
 		}
 	} else if err := os.Chmod(x.root, 0o755); err != nil {
 		return fmt.Errorf("files: chmod %s: %w", x.root, err)
+	}
+	if x.special > 0 {
+		x.log.WithField("entries", x.special).Warn("files: setuid, setgid and sticky bits dropped (a restore never sets them)")
 	}
 	x.progress.Report("extract", x.n.entries(), x.total)
 	return nil

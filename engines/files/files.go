@@ -54,6 +54,11 @@ func (e *Engine) Name() string { return "files" }
 type config struct {
 	Path    string   `json:"path"`
 	Exclude []string `json:"exclude,omitempty"`
+	// RestoreOwnership sets each restored entry's numeric owner and group
+	// from the archive. Off by default: a restore makes everything owned
+	// by the worker, so a forged archive cannot hand files to another
+	// user.
+	RestoreOwnership bool `json:"restoreOwnership,omitempty"`
 	// Resolved by the worker; accepted and ignored.
 	PasswordEnv  string `json:"passwordEnv,omitempty"`
 	PasswordFile string `json:"passwordFile,omitempty"`

@@ -26,18 +26,41 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// TestEngine runs the suite. A restore never sets the setuid, setgid and
+// sticky bits the seeded tree has, so snapshots are compared without them
+// (TestSpecialBitsDropped checks they are gone).
 func TestEngine(t *testing.T) {
-	enginetest.Run(t, New(), newTree(t), enginetest.Options{})
+	enginetest.Run(t, New(), newTree(t), enginetest.Options{Compare: compareRestored})
 }
 
 // TestEngineInPlace runs the suite with the swap a mount point needs
 // (staging inside the target, entries renamed one by one): no mount can
-// be made here, so the engine is told to act as if.
+// be made here, so the engine is told to act as if. The previous tree is
+// dropped: kept, it would stay inside the target (TestKeepPrevious).
 func TestEngineInPlace(t *testing.T) {
 	e := New()
 	e.inPlace = true
-	enginetest.Run(t, e, newTree(t), enginetest.Options{})
+	enginetest.Run(t, e, newTree(t), enginetest.Options{Compare: compareRestored, Restore: engines.RestoreOptions{DropPrevious: true}})
 }
+
+// compareRestored compares two snapshots without the setuid, setgid and
+// sticky bits.
+func compareRestored(want, got any) string {
+	return enginetest.DeepCompare(restored(want.([]node)), restored(got.([]node)))
+}
+
+// restored is what a restore of a snapshot's tree gives: the same tree
+// without setuid, setgid and sticky bits.
+func restored(nodes []node) []node {
+	out := slices.Clone(nodes)
+	for i := range out {
+		out[i].mode &^= specialBits
+		out[i].Mode = out[i].mode.String()
+	}
+	return out
+}
+
+const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 
 // tree is an enginetest.Service: a directory of its own under the test's
 // temp directory.
@@ -166,6 +189,7 @@ func (s *tree) Seed(ctx context.Context, t *testing.T) {
 type node struct {
 	Path   string
 	Mode   string // type and permission bits, with setuid, setgid, sticky
+	mode   fs.FileMode
 	UID    uint32
 	GID    uint32
 	Size   int64 // regular files
@@ -192,7 +216,7 @@ func snapshot(t testing.TB, dir string) []node {
 		}
 		rel, _ := filepath.Rel(dir, p)
 		st := fi.Sys().(*syscall.Stat_t)
-		n := node{Path: rel, Mode: fi.Mode().String(), UID: st.Uid, GID: st.Gid, Mtime: fi.ModTime().UnixNano()}
+		n := node{Path: rel, Mode: fi.Mode().String(), mode: fi.Mode(), UID: st.Uid, GID: st.Gid, Mtime: fi.ModTime().UnixNano()}
 		switch {
 		case fi.Mode().IsRegular():
 			f, err := os.Open(p)
@@ -332,7 +356,7 @@ func TestRestoreIntoNewPath(t *testing.T) {
 	if rinfo.Previous != "" {
 		t.Errorf("Previous = %q for a target that did not exist", rinfo.Previous)
 	}
-	if diff := enginetest.DeepCompare(want, snapshot(t, target)); diff != "" {
+	if diff := enginetest.DeepCompare(restored(want), snapshot(t, target)); diff != "" {
 		t.Fatalf("restored tree differs: %s", diff)
 	}
 	if got := listDir(t, filepath.Dir(target)); !slices.Equal(got, []string{"target"}) {
@@ -401,63 +425,89 @@ func TestFailedRestoreLeavesNoStaging(t *testing.T) {
 	}
 }
 
+// TestKeepPrevious: by default the replaced tree is kept beside the target
+// (inside it when the target must be swapped in place), named like the
+// staging directory, and reported in RestoreInfo.Previous. keepPrevious
+// "true", the option's old spelling, means the same.
 func TestKeepPrevious(t *testing.T) {
 	for _, inPlace := range []bool{false, true} {
-		t.Run(fmt.Sprintf("inPlace=%v", inPlace), func(t *testing.T) {
-			ctx := context.Background()
-			e := New()
-			e.inPlace = inPlace
-			svc := newTree(t)
-			svc.Seed(ctx, t)
-			want := snapshot(t, svc.dir)
-			store, info := mustBackup(t, e, svc.dir)
-			svc.Damage(ctx, t)
-			damaged := snapshot(t, svc.dir)
+		for _, extra := range []map[string]string{nil, {"keepPrevious": "true"}} {
+			t.Run(fmt.Sprintf("inPlace=%v/extra=%v", inPlace, extra), func(t *testing.T) {
+				ctx := context.Background()
+				e := New()
+				e.inPlace = inPlace
+				svc := newTree(t)
+				svc.Seed(ctx, t)
+				want := restored(snapshot(t, svc.dir))
+				store, info := mustBackup(t, e, svc.dir)
+				svc.Damage(ctx, t)
+				damaged := snapshot(t, svc.dir)
 
-			rinfo, err := e.Restore(ctx, restoreJob(t, store, svc.dir, info, map[string]string{"keepPrevious": "true"}))
-			if err != nil {
-				t.Fatalf("Restore: %v", err)
-			}
-			if rinfo.Previous == "" {
-				t.Fatal("keepPrevious: RestoreInfo.Previous is empty")
-			}
-			got := snapshot(t, svc.dir)
-			if inPlace {
-				// The kept tree lives inside the target: leave it out.
-				prefix := filepath.Base(rinfo.Previous)
-				got = slices.DeleteFunc(got, func(n node) bool { return strings.HasPrefix(n.Path, prefix) })
-				// Its removal would have changed the root's mtime.
-				got[0].Mtime, want[0].Mtime = 0, 0
-			}
-			if diff := enginetest.DeepCompare(want, got); diff != "" {
-				t.Errorf("restored tree differs: %s", diff)
-			}
-			prev := snapshot(t, rinfo.Previous)
-			// The old root's mode and mtime are not kept in place mode.
-			prev[0], damaged[0] = node{}, node{}
-			if diff := enginetest.DeepCompare(damaged, prev); diff != "" {
-				t.Errorf("kept previous tree differs from the replaced one: %s", diff)
-			}
-		})
+				job := restoreJob(t, store, svc.dir, info, extra)
+				rinfo, err := e.Restore(ctx, job)
+				if err != nil {
+					t.Fatalf("Restore: %v", err)
+				}
+				wantPrev := filepath.Join(filepath.Dir(svc.dir), "."+filepath.Base(svc.dir)+".capsule-prev-"+job.ID)
+				if inPlace {
+					wantPrev = filepath.Join(svc.dir, ".capsule-prev-"+job.ID)
+				}
+				if rinfo.Previous != wantPrev {
+					t.Fatalf("RestoreInfo.Previous = %q, want %q", rinfo.Previous, wantPrev)
+				}
+				got := snapshot(t, svc.dir)
+				if inPlace {
+					// The kept tree lives inside the target: leave it out.
+					prefix := filepath.Base(rinfo.Previous)
+					got = slices.DeleteFunc(got, func(n node) bool { return strings.HasPrefix(n.Path, prefix) })
+					// Its removal would have changed the root's mtime.
+					got[0].Mtime, want[0].Mtime = 0, 0
+				}
+				if diff := enginetest.DeepCompare(want, got); diff != "" {
+					t.Errorf("restored tree differs: %s", diff)
+				}
+				prev := snapshot(t, rinfo.Previous)
+				// The old root's mode and mtime are not kept in place mode.
+				prev[0], damaged[0] = node{}, node{}
+				if diff := enginetest.DeepCompare(damaged, prev); diff != "" {
+					t.Errorf("kept previous tree differs from the replaced one: %s", diff)
+				}
+			})
+		}
 	}
 }
 
-func TestDefaultRemovesPrevious(t *testing.T) {
+// TestDropPrevious: dropPrevious removes the replaced tree; keepPrevious
+// other than "true" (or with dropPrevious) is refused before anything.
+func TestDropPrevious(t *testing.T) {
 	ctx := context.Background()
 	svc := newTree(t)
 	svc.Seed(ctx, t)
 	store, info := mustBackup(t, New(), svc.dir)
 	svc.Damage(ctx, t)
 	parent := filepath.Dir(svc.dir)
-	rinfo, err := New().Restore(ctx, restoreJob(t, store, svc.dir, info, nil))
+	damaged := snapshot(t, svc.dir)
+	for _, opts := range []engines.RestoreOptions{
+		{Extra: map[string]string{"keepPrevious": "false"}},
+		{DropPrevious: true, Extra: map[string]string{"keepPrevious": "true"}},
+	} {
+		_, err := New().Restore(ctx, store.RestoreJob(t, "r", source(svc.dir), info, opts))
+		if err == nil || !strings.Contains(err.Error(), "dropPrevious") {
+			t.Errorf("Restore with %+v = %v, want an error naming dropPrevious", opts, err)
+		}
+		if diff := enginetest.DeepCompare(damaged, snapshot(t, svc.dir)); diff != "" {
+			t.Errorf("a refused restore changed the target: %s", diff)
+		}
+	}
+	rinfo, err := New().Restore(ctx, store.RestoreJob(t, "r", source(svc.dir), info, engines.RestoreOptions{DropPrevious: true}))
 	if err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
 	if rinfo.Previous != "" {
-		t.Errorf("Previous = %q, want none by default", rinfo.Previous)
+		t.Errorf("Previous = %q with dropPrevious", rinfo.Previous)
 	}
 	if got := listDir(t, parent); !slices.Equal(got, []string{filepath.Base(svc.dir)}) {
-		t.Errorf("parent holds %q after a restore, want only the target", got)
+		t.Errorf("parent holds %q after a restore with dropPrevious, want only the target", got)
 	}
 	if rinfo.Downtime <= 0 || rinfo.Downtime > time.Second {
 		t.Errorf("Downtime = %v for two renames", rinfo.Downtime)
@@ -499,17 +549,43 @@ func hostile(t *testing.T, hs ...*tar.Header) *enginetest.Store {
 	return store
 }
 
+// TestRestoreRefusesEscapes restores forged archives (a real backup's
+// index, its tree.tar replaced by a crafted one whose checksum the forger
+// recorded) that try to write outside the target, in place and by
+// rename: each is refused, the target is unchanged, and nothing appears
+// beside it, in a sibling canary directory or under /tmp.
 func TestRestoreRefusesEscapes(t *testing.T) {
 	ctx := context.Background()
+	svc := newTree(t)
+	svc.Seed(ctx, t)
+	_, info := mustBackup(t, New(), svc.dir)
+	tmpCanary := filepath.Join(os.TempDir(), "capsule-canary-"+randomName(t))
+	tmpEscape := filepath.Join(os.TempDir(), "capsule-escape-"+randomName(t))
+	if err := os.Mkdir(tmpCanary, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(tmpCanary); _ = os.RemoveAll(tmpEscape) })
 	for _, inPlace := range []bool{false, true} {
 		base := t.TempDir()
 		target := filepath.Join(base, "target")
 		outside := filepath.Join(base, "outside")
+		canary := filepath.Join(base, "canary")
+		canaryFile := filepath.Join(canary, "canary.txt")
+		if err := os.MkdirAll(canary, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(canaryFile, []byte("canary"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		dir := func(name string) *tar.Header { return &tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755} }
 		file := func(name string) *tar.Header { return &tar.Header{Name: name, Typeflag: tar.TypeReg} }
 		link := func(name, to string) *tar.Header {
 			return &tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: to, Mode: 0o777}
 		}
+		hardlink := func(name, to string) *tar.Header {
+			return &tar.Header{Name: name, Typeflag: tar.TypeLink, Linkname: to}
+		}
+		up := strings.Repeat("../", 20)
 		for _, c := range []struct {
 			name    string
 			entries []*tar.Header
@@ -518,14 +594,22 @@ func TestRestoreRefusesEscapes(t *testing.T) {
 			{"dotdot", []*tar.Header{dir("./"), file("./ok"), file("../escape")}, []string{"escape", "target/ok"}},
 			{"nested dotdot", []*tar.Header{file("a/../../escape")}, []string{"escape"}},
 			{"deep dotdot", []*tar.Header{file("../../escape")}, []string{"../escape"}},
+			{"dotdot to tmp", []*tar.Header{file(up + tmpEscape[1:])}, []string{tmpEscape}},
 			{"absolute", []*tar.Header{file(filepath.Join(outside, "abs"))}, []string{"outside/abs"}},
+			{"absolute in tmp", []*tar.Header{file(tmpEscape)}, []string{tmpEscape}},
 			{"through symlink", []*tar.Header{link("ln", outside), file("ln/evil")}, []string{"outside/evil"}},
+			{"through symlink to tmp", []*tar.Header{link("ln", tmpCanary), file("ln/evil")}, []string{filepath.Join(tmpCanary, "evil")}},
+			{"dir through symlink to tmp", []*tar.Header{link("ln", tmpCanary), dir("ln/sub/")}, []string{filepath.Join(tmpCanary, "sub")}},
 			{"through symlink to parent", []*tar.Header{link("up", ".."), file("up/escape")}, []string{"escape"}},
 			{"through relative dir symlink", []*tar.Header{dir("d/"), link("d/x", "../.."), dir("d/x/y/")}, []string{"y"}},
 			{"symlink replaces dir", []*tar.Header{dir("d/"), link("d", outside), file("d/evil")}, []string{"outside/evil"}},
 			{"file replaces symlink", []*tar.Header{link("f", filepath.Join(outside, "victim")), file("f")}, []string{"outside/victim"}},
-			{"hard link", []*tar.Header{{Name: "hl", Typeflag: tar.TypeLink, Linkname: "/etc/hostname"}}, nil},
+			{"hard link", []*tar.Header{hardlink("hl", "/etc/hostname")}, nil},
+			{"hard link to sibling", []*tar.Header{hardlink("hl", canaryFile)}, nil},
+			{"relative hard link to sibling", []*tar.Header{hardlink("hl", "../canary/canary.txt")}, nil},
 			{"device", []*tar.Header{{Name: "dev", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3}}, nil},
+			{"block device", []*tar.Header{{Name: "blk", Typeflag: tar.TypeBlock, Devmajor: 7, Devminor: 0}}, nil},
+			{"fifo", []*tar.Header{{Name: "fifo", Typeflag: tar.TypeFifo}}, nil},
 		} {
 			t.Run(fmt.Sprintf("%s/inPlace=%v", c.name, inPlace), func(t *testing.T) {
 				for _, d := range []string{target, outside} {
@@ -538,23 +622,33 @@ func TestRestoreRefusesEscapes(t *testing.T) {
 				}
 				beforeTarget := snapshot(t, target)
 				beforeBase := listDir(t, base)
+				beforeCanary := snapshot(t, canary)
 				e := New()
 				e.inPlace = inPlace
 				store := hostile(t, c.entries...)
-				_, err := e.Restore(ctx, restoreJob(t, store, target, engines.BackupInfo{Format: Format}, nil))
+				_, err := e.Restore(ctx, restoreJob(t, store, target, info, nil))
 				if err == nil || !strings.Contains(err.Error(), "refusing archive entry") {
 					t.Fatalf("Restore = %v, want a refused entry", err)
 				}
 				for _, p := range c.escapes {
-					if _, err := os.Lstat(filepath.Join(base, p)); !errors.Is(err, fs.ErrNotExist) {
+					if !filepath.IsAbs(p) {
+						p = filepath.Join(base, p)
+					}
+					if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 						t.Errorf("%s was written (lstat: %v)", p, err)
 					}
 				}
 				if got := listDir(t, outside); len(got) != 0 {
 					t.Errorf("outside holds %q", got)
 				}
+				if got := listDir(t, tmpCanary); len(got) != 0 {
+					t.Errorf("%s holds %q", tmpCanary, got)
+				}
 				if got := listDir(t, base); !slices.Equal(got, beforeBase) {
 					t.Errorf("%s holds %q, before %q", base, got, beforeBase)
+				}
+				if diff := enginetest.DeepCompare(beforeCanary, snapshot(t, canary)); diff != "" {
+					t.Errorf("the sibling canary changed: %s", diff)
 				}
 				if diff := enginetest.DeepCompare(beforeTarget, snapshot(t, target)); diff != "" {
 					t.Errorf("target changed: %s", diff)
@@ -774,41 +868,75 @@ func TestEntryName(t *testing.T) {
 
 // TestLeftoverOfCrashedAttempt: an earlier attempt of the same restore
 // crashed between its two renames (target gone, previous tree beside it)
-// or after them (both there). The retry finishes the job and cleans up.
+// or after them (both there). The retry finishes the job: it keeps the
+// previous tree, or refuses to replace it when the target is there too
+// (it may be the only copy of what the target held), and with
+// dropPrevious cleans up.
 func TestLeftoverOfCrashedAttempt(t *testing.T) {
 	ctx := context.Background()
 	for _, targetExists := range []bool{false, true} {
-		t.Run(fmt.Sprintf("targetExists=%v", targetExists), func(t *testing.T) {
-			svc := newTree(t)
-			svc.Seed(ctx, t)
-			want := snapshot(t, svc.dir)
-			store, info := mustBackup(t, New(), svc.dir)
-			parent := filepath.Dir(svc.dir)
-			job := restoreJob(t, store, svc.dir, info, nil)
-			job.ID = "crashed"
-			prev := filepath.Join(parent, "."+filepath.Base(svc.dir)+".capsule-prev-crashed")
-			staging := filepath.Join(parent, "."+filepath.Base(svc.dir)+".capsule-restore-crashed")
-			if err := os.Rename(svc.dir, prev); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.MkdirAll(filepath.Join(staging, "half"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if targetExists {
-				if err := os.MkdirAll(svc.dir, 0o755); err != nil {
+		for _, drop := range []bool{false, true} {
+			t.Run(fmt.Sprintf("targetExists=%v/dropPrevious=%v", targetExists, drop), func(t *testing.T) {
+				svc := newTree(t)
+				svc.Seed(ctx, t)
+				want := restored(snapshot(t, svc.dir))
+				store, info := mustBackup(t, New(), svc.dir)
+				parent := filepath.Dir(svc.dir)
+				job := store.RestoreJob(t, "r", source(svc.dir), info, engines.RestoreOptions{DropPrevious: drop})
+				job.ID = "crashed"
+				prev := filepath.Join(parent, "."+filepath.Base(svc.dir)+".capsule-prev-crashed")
+				staging := filepath.Join(parent, "."+filepath.Base(svc.dir)+".capsule-restore-crashed")
+				if err := os.Rename(svc.dir, prev); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if _, err := New().Restore(ctx, job); err != nil {
-				t.Fatalf("Restore: %v", err)
-			}
-			if diff := enginetest.DeepCompare(want, snapshot(t, svc.dir)); diff != "" {
-				t.Errorf("restored tree differs: %s", diff)
-			}
-			if got := listDir(t, parent); !slices.Equal(got, []string{filepath.Base(svc.dir)}) {
-				t.Errorf("parent holds %q, want only the target", got)
-			}
-		})
+				if err := os.MkdirAll(filepath.Join(staging, "half"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if targetExists {
+					if err := os.MkdirAll(svc.dir, 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				prevBefore := snapshot(t, prev)
+				rinfo, err := New().Restore(ctx, job)
+				if targetExists && !drop {
+					if err == nil || !strings.Contains(err.Error(), prev) || !strings.Contains(err.Error(), "dropPrevious") {
+						t.Fatalf("Restore = %v, want a refusal naming %s and dropPrevious", err, prev)
+					}
+					if diff := enginetest.DeepCompare(prevBefore, snapshot(t, prev)); diff != "" {
+						t.Errorf("the previous tree changed: %s", diff)
+					}
+					// Refused before anything: the earlier attempt's staging
+					// directory is still there too.
+					if got := listDir(t, parent); !slices.Equal(got, []string{filepath.Base(prev), filepath.Base(staging), filepath.Base(svc.dir)}) {
+						t.Errorf("parent holds %q, want the target, the previous tree and the old staging directory", got)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("Restore: %v", err)
+				}
+				if diff := enginetest.DeepCompare(want, snapshot(t, svc.dir)); diff != "" {
+					t.Errorf("restored tree differs: %s", diff)
+				}
+				wantNames := []string{filepath.Base(svc.dir)}
+				if !drop {
+					if rinfo.Previous != prev {
+						t.Errorf("Previous = %q, want %q", rinfo.Previous, prev)
+					}
+					if diff := enginetest.DeepCompare(prevBefore, snapshot(t, prev)); diff != "" {
+						t.Errorf("the previous tree changed: %s", diff)
+					}
+					wantNames = append(wantNames, filepath.Base(prev))
+				}
+				got := listDir(t, parent)
+				slices.Sort(got)
+				slices.Sort(wantNames)
+				if !slices.Equal(got, wantNames) {
+					t.Errorf("parent holds %q, want %q", got, wantNames)
+				}
+			})
+		}
 	}
 }
 
@@ -831,7 +959,7 @@ func TestRestoreThroughSymlinkedTarget(t *testing.T) {
 	if got, err := os.Readlink(link); err != nil || got != svc.dir {
 		t.Errorf("the target symlink now reads %q, %v", got, err)
 	}
-	if diff := enginetest.DeepCompare(want, snapshot(t, svc.dir)); diff != "" {
+	if diff := enginetest.DeepCompare(restored(want), snapshot(t, svc.dir)); diff != "" {
 		t.Errorf("restored tree differs: %s", diff)
 	}
 }

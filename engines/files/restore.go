@@ -26,7 +26,12 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 	if job.ID == "" || strings.ContainsAny(job.ID, `/\`) || job.ID == "." || job.ID == ".." {
 		return nil, fmt.Errorf("files: restore id %q cannot name a directory", job.ID)
 	}
-	keep := job.Options.Extra["keepPrevious"] == "true"
+	// The replaced tree is kept unless the request drops it. keepPrevious
+	// is the option's old name, from when dropping was the default.
+	keep := !job.Options.DropPrevious
+	if v, ok := job.Options.Extra["keepPrevious"]; ok && (v != "true" || !keep) {
+		return nil, fmt.Errorf("files: option keepPrevious=%q: the previous tree is kept by default; use dropPrevious to remove it", v)
+	}
 	log := logger(job.Log).WithFields(logrus.Fields{"engine": "files", "path": cfg.Path})
 
 	target, exists, err := resolveTarget(cfg.Path)
@@ -68,6 +73,11 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 		prev = filepath.Join(parent, "."+base+".capsule-prev-"+job.ID)
 	}
 	log = log.WithFields(logrus.Fields{"staging": staging, "in_place": inPlace})
+	// A previous tree left by an earlier attempt, beside a target that is
+	// there too, is refused now rather than after the extraction.
+	if _, err := os.Lstat(prev); err == nil && keep && exists {
+		return nil, leftoverErr(prev)
+	}
 
 	// A staging directory of this id can only be left by a crashed
 	// attempt of this very restore.
@@ -96,7 +106,7 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 	}()
 
 	job.Progress.Report("extract", 0, 0)
-	n, err := extractArtifact(ctx, job, staging, log)
+	n, err := extractArtifact(ctx, job, staging, cfg.RestoreOwnership, log)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +122,7 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 	}}
 	var keptPrev bool
 	if inPlace {
-		info.Downtime, keptPrev, err = swapInPlace(target, staging, prev, keep, log)
+		info.Downtime, keptPrev, err = swapInPlace(target, staging, prev, keep, cfg.RestoreOwnership, log)
 	} else {
 		info.Downtime, keptPrev, err = swapRename(target, staging, prev, exists, keep, log)
 	}
@@ -187,7 +197,7 @@ func swapRename(target, staging, prev string, exists, keep bool, log logrus.Fiel
 	if exists {
 		if leftover {
 			if keep {
-				return 0, false, fmt.Errorf("files: %s exists (left by an earlier attempt); move it away to keep the previous tree", prev)
+				return 0, false, leftoverErr(prev)
 			}
 			log.WithField("previous", prev).Warn("files: removing the previous tree left by an earlier attempt")
 			if err := removeTree(prev); err != nil {
@@ -229,14 +239,14 @@ func swapRename(target, staging, prev string, exists, keep bool, log logrus.Fiel
 // swapInPlace swaps the contents of a target that cannot be renamed:
 // its entries move into prev (inside it), then staging's entries move up.
 // A failed rename moves everything back.
-func swapInPlace(target, staging, prev string, keep bool, log logrus.FieldLogger) (time.Duration, bool, error) {
+func swapInPlace(target, staging, prev string, keep, owner bool, log logrus.FieldLogger) (time.Duration, bool, error) {
 	sfi, err := os.Lstat(staging)
 	if err != nil {
 		return 0, false, fmt.Errorf("files: %w", err)
 	}
 	if _, err := os.Lstat(prev); err == nil {
 		if keep {
-			return 0, false, fmt.Errorf("files: %s exists (left by an earlier attempt); move it away to keep the previous tree", prev)
+			return 0, false, leftoverErr(prev)
 		}
 		log.WithField("previous", prev).Warn("files: removing the previous tree left by an earlier attempt")
 		if err := removeTree(prev); err != nil {
@@ -291,22 +301,30 @@ func swapInPlace(target, staging, prev string, keep bool, log logrus.FieldLogger
 			kept = true
 		}
 	}
-	// The target directory takes the backed-up root's owner, mode and
-	// mtime, last, since every rename above touched its mtime.
-	if os.Geteuid() == 0 {
+	// The target directory takes the backed-up root's mode and mtime (and
+	// owner, when restoreOwnership asks for it), last, since every rename
+	// above touched its mtime.
+	if owner {
 		if st, ok := sfi.Sys().(*syscall.Stat_t); ok {
 			if err := os.Lchown(target, int(st.Uid), int(st.Gid)); err != nil {
 				log.WithError(err).Warn("files: could not set the target's owner")
 			}
 		}
 	}
-	if err := os.Chmod(target, sfi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+	if err := os.Chmod(target, sfi.Mode()&fs.ModePerm); err != nil {
 		log.WithError(err).Warn("files: could not set the target's mode")
 	}
 	if err := lutimes(target, sfi.ModTime()); err != nil {
 		log.WithError(err).Warn("files: could not set the target's mtime")
 	}
 	return downtime, kept, nil
+}
+
+// leftoverErr refuses to replace a previous tree an earlier attempt of
+// this restore left, when it is to be kept: it may be the only copy of
+// what the target held before.
+func leftoverErr(prev string) error {
+	return fmt.Errorf("files: %s exists (left by an earlier attempt of this restore): move it away to keep it, or restore with dropPrevious to remove it", prev)
 }
 
 // readNames lists a directory's entries except skip.

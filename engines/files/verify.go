@@ -40,7 +40,7 @@ func (e *Engine) Verify(ctx context.Context, job *engines.RestoreJob) (*engines.
 		rep.Checks = append(rep.Checks, engines.Check{Name: name, OK: ok, Detail: detail})
 	}
 	want, haveCounts := recorded(job.Backup.Details)
-	n, err := extractArtifact(ctx, job, scratch, log)
+	n, err := extractArtifact(ctx, job, scratch, cfg.RestoreOwnership, log)
 	if err != nil {
 		var ae *archiveError
 		var ce *engines.ChecksumError
