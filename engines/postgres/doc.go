@@ -154,7 +154,7 @@
 //
 // Roles (databases: all): restore reads globals.sql fully (so checks it)
 // before anything else. It never runs the file's text: a lexer that
-// knows dollar quotes, E'' strings, quoted names and nested comments
+// knows dollar quotes, E'…' strings, quoted names and nested comments
 // splits it, only the statements pg_dumpall writes about roles are
 // accepted (CREATE ROLE, ALTER ROLE … WITH / SET, COMMENT ON ROLE, GRANT
 // role TO role), and the SQL that runs is rendered from the parsed names
