@@ -532,3 +532,30 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutinesOfAnotherCharset: when a database's default character set
+// is not the one its routines were made under, mariadb-dump switches the
+// database's character set around each routine (ALTER DATABASE `db` …).
+// The restore points those lines at the side schema: the live database
+// keeps its character set, and the routines come back.
+func TestRoutinesOfAnotherCharset(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.seed(t, f.prefix)
+	mustExec(t, f.admin, "ALTER DATABASE "+quoteName(f.prefix)+" CHARACTER SET latin1 COLLATE latin1_swedish_ci")
+	store, info := enginetest.Backup(ctx, t, New(), f.source(nil))
+	if !strings.Contains(string(store.Bytes(artifactDump)), "ALTER DATABASE "+quoteName(f.prefix)+" CHARACTER SET") {
+		t.Fatalf("the dump does not switch the database's character set: the test proves nothing")
+	}
+	want := f.snapshot(t, f.prefix)
+	mustExec(t, f.admin, "DROP PROCEDURE "+quoteName(f.prefix)+".add_order")
+	if _, err := New().Restore(ctx, store.RestoreJob(t, "cs", f.source(nil), info, engines.RestoreOptions{DropPrevious: true})); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if d := enginetest.DeepCompare(want, f.snapshot(t, f.prefix)); d != "" {
+		t.Errorf("restored database differs: %s", d)
+	}
+	if got := queryAll(t, f.admin, "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", f.prefix); len(got) != 1 || got[0][0] != `"latin1"` {
+		t.Errorf("the database's character set is %v, want latin1", got)
+	}
+}
