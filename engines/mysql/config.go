@@ -28,6 +28,10 @@ type Config struct {
 	// and mariadb, else mysqldump and mysql, from PATH).
 	DumpTool   string `json:"dumpTool,omitempty"`
 	ClientTool string `json:"clientTool,omitempty"`
+	// Definers lists accounts (user@host) that objects a restore
+	// recreates (triggers, views, routines, events) may run as, besides
+	// the restoring account itself.
+	Definers []string `json:"definers,omitempty"`
 }
 
 // Databases is either "all" or a list of names.
@@ -84,6 +88,11 @@ func (c *Config) validate() error {
 	}
 	if !c.Databases.All && c.Databases.List == nil && t.db == "" {
 		return errors.New("setting databases: no databases named and the url names none")
+	}
+	for _, d := range c.Definers {
+		if u, h, ok := strings.Cut(d, "@"); !ok || u == "" || h == "" || strings.ContainsAny(d, "`'\"\n") {
+			return fmt.Errorf("setting definers: %q is not an account as user@host", d)
+		}
 	}
 	seen := map[string]bool{}
 	for _, n := range c.Databases.List {

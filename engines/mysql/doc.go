@@ -16,11 +16,32 @@
 // name no schema. The index records, per database, its character set and
 // every table, view, trigger, routine and event.
 //
-// Restore safety: staging and an atomic swap. The dump is loaded with the
-// mariadb client into side schemas <db>_capsule_restore_<id> (the USE lines
-// are pointed at them as the dump streams), read to its end (its sha256
-// checked) and compared with what the index recorded; any failure drops
-// the side schemas and leaves the target untouched. Then, per database:
+// Restore containment: a dump is data, never authority (whoever can
+// write the bucket can forge one with a matching sha256). No client
+// program reads it: dump.go splits it into statements as the mysql
+// client would (delimiters, DELIMITER lines, quoting under the session's
+// sql_mode, /*!NNNNN */ comments against the server's version) and
+// load.go sends them over the driver, so no client command (\!, system,
+// source, connect, …) exists to run on the worker. The statements run as
+// a temporary account (random name and password, the restoring account's
+// host) that holds ALL PRIVILEGES on the side schemas and nothing else,
+// dropped when the load ends: the server refuses the dump every other
+// database, accounts, files and global settings. Before it is sent, each
+// statement is checked against what mysqldump and mariadb-dump write; a
+// client command, a USE of a database the index does not list, a name of
+// another database, GRANT, CREATE USER, SET GLOBAL, INTO OUTFILE, LOAD
+// DATA, a plugin, a FEDERATED or CONNECT table, dynamic SQL (PREPARE,
+// EXECUTE) or a DEFINER other than the restoring account (or one the
+// source's definers setting lists) fails the restore with an error that
+// names the line, the statement and the reason. Triggers, views,
+// routines and events are created by the loading account and recreated
+// at the swap with the definer the dump named.
+//
+// Restore safety: staging and an atomic swap. The dump is loaded into
+// side schemas <db>_capsule_restore_<id> (its USE lines are pointed at
+// them), read to its end (its sha256 checked) and compared with what the
+// index recorded; any failure drops the side schemas and leaves the
+// target untouched. Then, per database:
 // the triggers of the staged and of the target tables are dropped
 // (MariaDB and MySQL refuse to move a table with triggers to another
 // schema: "Trigger in wrong schema"), one RENAME TABLE statement moves

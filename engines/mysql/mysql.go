@@ -24,7 +24,11 @@ const (
 )
 
 // Engine is the mysql/mariadb engine. It holds no state.
-type Engine struct{}
+type Engine struct {
+	// unchecked is a test hook: a restore loads the dump without the
+	// checker, confined by the server alone.
+	unchecked bool
+}
 
 var (
 	_ engines.Engine   = (*Engine)(nil)
@@ -67,6 +71,9 @@ type session struct {
 	t        *target
 	password string
 	db       *sql.DB
+	// dc is the connection's driver configuration: a restore's loading
+	// account connects the same way, as another user.
+	dc *driver.Config
 }
 
 func open(ctx context.Context, src engines.Source) (*session, error) {
@@ -100,7 +107,7 @@ func open(ctx context.Context, src engines.Source) (*session, error) {
 		db.Close()
 		return nil, fmt.Errorf("connect to %s as %s: %w", t.addr, t.user, err)
 	}
-	return &session{cfg: cfg, t: t, password: pw, db: db}, nil
+	return &session{cfg: cfg, t: t, password: pw, db: db, dc: dc.Clone()}, nil
 }
 
 // databases resolves the databases setting against the server.

@@ -70,7 +70,10 @@ func newFixture(t testing.TB) *fixture {
 	id := randHex(5)
 	f := &fixture{prefix: "capsule_test_" + id, user: "capsule_t_" + id, password: "Pw!" + randHex(12) + "'\"\\", admin: admin}
 	mustExec(t, admin, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", f.user, strings.NewReplacer(`\`, `\\`, "'", "''").Replace(f.password)))
-	mustExec(t, admin, fmt.Sprintf("GRANT ALL PRIVILEGES ON `%s%%`.* TO '%s'@'%%'", strings.ReplaceAll(f.prefix, "_", `\_`), f.user))
+	// A restore loads the dump as a temporary account that it creates
+	// and grants the side schemas: CREATE USER, and GRANT OPTION there.
+	mustExec(t, admin, fmt.Sprintf("GRANT ALL PRIVILEGES ON `%s%%`.* TO '%s'@'%%' WITH GRANT OPTION", strings.ReplaceAll(f.prefix, "_", `\_`), f.user))
+	mustExec(t, admin, fmt.Sprintf("GRANT CREATE USER ON *.* TO '%s'@'%%'", f.user))
 	mustExec(t, admin, fmt.Sprintf("GRANT SELECT ON mysql.proc TO '%s'@'%%'", f.user))
 	t.Cleanup(func() {
 		rows, err := admin.Query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?", strings.ReplaceAll(f.prefix, "_", `\_`)+"%")
@@ -488,24 +491,6 @@ func TestNoSecretLeaks(t *testing.T) {
 	}
 }
 
-func TestRewriteDump(t *testing.T) {
-	in := "-- x\nUSE `a``b`;\nINSERT INTO t VALUES ('USE `a``b`;');\nUSE `c`;\n-- Dump completed on 2024\n"
-	var out bytes.Buffer
-	if err := rewriteDump(&out, strings.NewReader(in), map[string]string{"a`b": "side1", "c": "side2"}); err != nil {
-		t.Fatal(err)
-	}
-	want := "-- x\nUSE `side1`;\nINSERT INTO t VALUES ('USE `a``b`;');\nUSE `side2`;\n-- Dump completed on 2024\n"
-	if out.String() != want {
-		t.Errorf("got %q", out.String())
-	}
-	if err := rewriteDump(&out, strings.NewReader("USE `zz`;\n-- Dump completed\n"), map[string]string{"a": "b"}); err == nil {
-		t.Errorf("a USE of an unlisted database was accepted")
-	}
-	if err := rewriteDump(&out, strings.NewReader("USE `a`;\nINSERT 1;\n"), map[string]string{"a": "b"}); err == nil {
-		t.Errorf("a dump without its completion line was accepted")
-	}
-}
-
 func TestSideName(t *testing.T) {
 	long := strings.Repeat("d", 64)
 	a, b := sideName(long, "restore", "01hzzzzzzzzzzzzzzzzzzzzzzz"), sideName(long[:63]+"e", "restore", "01hzzzzzzzzzzzzzzzzzzzzzzz")
@@ -545,5 +530,32 @@ func TestValidate(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "secretpw") {
 			t.Errorf("the error shows the password: %v", err)
 		}
+	}
+}
+
+// TestRoutinesOfAnotherCharset: when a database's default character set
+// is not the one its routines were made under, mariadb-dump switches the
+// database's character set around each routine (ALTER DATABASE `db` …).
+// The restore points those lines at the side schema: the live database
+// keeps its character set, and the routines come back.
+func TestRoutinesOfAnotherCharset(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.seed(t, f.prefix)
+	mustExec(t, f.admin, "ALTER DATABASE "+quoteName(f.prefix)+" CHARACTER SET latin1 COLLATE latin1_swedish_ci")
+	store, info := enginetest.Backup(ctx, t, New(), f.source(nil))
+	if !strings.Contains(string(store.Bytes(artifactDump)), "ALTER DATABASE "+quoteName(f.prefix)+" CHARACTER SET") {
+		t.Fatalf("the dump does not switch the database's character set: the test proves nothing")
+	}
+	want := f.snapshot(t, f.prefix)
+	mustExec(t, f.admin, "DROP PROCEDURE "+quoteName(f.prefix)+".add_order")
+	if _, err := New().Restore(ctx, store.RestoreJob(t, "cs", f.source(nil), info, engines.RestoreOptions{DropPrevious: true})); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if d := enginetest.DeepCompare(want, f.snapshot(t, f.prefix)); d != "" {
+		t.Errorf("restored database differs: %s", d)
+	}
+	if got := queryAll(t, f.admin, "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", f.prefix); len(got) != 1 || got[0][0] != `"latin1"` {
+		t.Errorf("the database's character set is %v, want latin1", got)
 	}
 }

@@ -1,14 +1,11 @@
 package mysql
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -26,6 +23,13 @@ type plan struct {
 	prev   string // where the replaced tables go ("" if to does not exist)
 	exists bool
 	want   *objects
+	// Set by the load: the definers the dump names (by "KIND name",
+	// the name lower-cased) other than the restoring account, the
+	// loading account as SHOW CREATE prints it, and the restoring
+	// account (user@host).
+	definers  map[string]string
+	loadedBy  string
+	restoring string
 }
 
 // Restore implements engines.Engine. It loads the dump into side schemas
@@ -181,15 +185,6 @@ func (e *Engine) stage(ctx context.Context, s *session, job *engines.RestoreJob,
 			return fmt.Errorf("create %s: %w", p.side, err)
 		}
 	}
-	tool, err := findTool(s.cfg.ClientTool, "mariadb", "mysql")
-	if err != nil {
-		return err
-	}
-	cnf, remove, err := defaultsFile(s.t, s.password)
-	if err != nil {
-		return err
-	}
-	defer remove()
 	rc, err := job.Artifacts.Open(ctx, artifactDump)
 	if err != nil {
 		return err
@@ -197,48 +192,20 @@ func (e *Engine) stage(ctx context.Context, s *session, job *engines.RestoreJob,
 	defer rc.Close()
 	log.WithField("schemas", sides(plans)).Info("mysql restore loads the dump into side schemas")
 	job.Progress.Report("load", 0, 0)
-
-	cmd := exec.CommandContext(ctx, tool, "--defaults-extra-file="+cnf, "--default-character-set=utf8mb4", "--batch", "--silent")
-	cmd.Env = toolEnv()
-	stderr := &tailBuffer{max: 8 << 10}
-	cmd.Stderr = stderr
-	cmd.Stdout = io.Discard
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", tool, err)
-	}
-	rename := map[string]string{}
-	for _, p := range plans {
-		rename[p.from] = p.side
-	}
-	feedErr := rewriteDump(stdin, rc, rename)
-	stdin.Close()
-	if feedErr != nil {
-		// Stop the client before it commits more of a bad stream.
-		cmd.Process.Kill()
-	}
-	waitErr := cmd.Wait()
-
-	var ce *engines.ChecksumError
-	if errors.As(feedErr, &ce) {
-		return ce
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if feedErr != nil || waitErr != nil {
+	if err := e.load(ctx, s, plans, rc, log); err != nil {
+		var ce *engines.ChecksumError
+		if errors.As(err, &ce) {
+			return ce
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		// A corrupt artifact often breaks the SQL before its end: read on
 		// to name it as such.
 		if _, derr := io.Copy(io.Discard, rc); errors.As(derr, &ce) {
 			return ce
 		}
-		if feedErr != nil && !errors.Is(feedErr, errClientGone) {
-			return fmt.Errorf("artifact %s: %w", artifactDump, feedErr)
-		}
-		return fmt.Errorf("load the dump with %s: %v: %s", tool, waitErr, stderr.text(s.password))
+		return fmt.Errorf("artifact %s: %w", artifactDump, err)
 	}
 	for _, p := range plans {
 		got, err := inventory(ctx, s.db, p.side)
@@ -251,74 +218,6 @@ func (e *Engine) stage(ctx context.Context, s *session, job *engines.RestoreJob,
 	}
 	log.Info("mysql dump loaded and checked")
 	return nil
-}
-
-var errClientGone = errors.New("the client stopped reading")
-
-// rewriteDump copies a dump to w, pointing each "USE `db`;" line at the
-// side schema, and fails unless it ends with the completion line.
-func rewriteDump(w io.Writer, r io.Reader, rename map[string]string) error {
-	br := bufio.NewReaderSize(r, 1<<20)
-	bw := bufio.NewWriterSize(w, 1<<20)
-	atStart, sawEnd := true, false
-	write := func(b []byte) error {
-		if _, err := bw.Write(b); err != nil {
-			return fmt.Errorf("%w: %v", errClientGone, err)
-		}
-		return nil
-	}
-	for {
-		chunk, err := br.ReadSlice('\n')
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) && !errors.Is(err, io.EOF) {
-			return err
-		}
-		if atStart && len(chunk) > 0 {
-			switch {
-			case bytes.HasPrefix(chunk, []byte("USE `")):
-				name, ok := parseUse(chunk)
-				side, known := rename[name]
-				if !ok || !known {
-					return fmt.Errorf("the dump switches to database %q, which the backup index does not list", clipBytes(chunk))
-				}
-				chunk = []byte("USE " + quoteName(side) + ";\n")
-			case bytes.HasPrefix(chunk, []byte("CREATE DATABASE")) || bytes.HasPrefix(chunk, []byte("/*!40000 DROP DATABASE")):
-				return fmt.Errorf("the dump creates or drops a database: %q", clipBytes(chunk))
-			case bytes.HasPrefix(chunk, []byte(completionLine)):
-				sawEnd = true
-			}
-		}
-		if werr := write(chunk); werr != nil {
-			return werr
-		}
-		atStart = !errors.Is(err, bufio.ErrBufferFull)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("%w: %v", errClientGone, err)
-	}
-	if !sawEnd {
-		return errors.New("the dump has no completion line: it is truncated")
-	}
-	return nil
-}
-
-// parseUse reads the name of a "USE `name`;" line.
-func parseUse(line []byte) (string, bool) {
-	l := strings.TrimRight(string(line), "\r\n")
-	if !strings.HasPrefix(l, "USE `") || !strings.HasSuffix(l, "`;") || len(l) < len("USE ``;")+1 {
-		return "", false
-	}
-	inner := l[len("USE `") : len(l)-2]
-	return strings.ReplaceAll(inner, "``", "`"), true
-}
-
-func clipBytes(b []byte) string {
-	if len(b) > 80 {
-		return string(b[:80]) + "…"
-	}
-	return string(bytes.TrimRight(b, "\n"))
 }
 
 func sides(plans []*plan) []string {
@@ -373,6 +272,14 @@ func swap(ctx context.Context, s *session, plans []*plan, dropPrevious bool, log
 		}
 	}
 	cleanup := func() { dropSchemas(s.db, plans, func(p *plan) string { return p.side }, log) }
+	for i, p := range plans {
+		for j := range st[i].newDefs {
+			if st[i].newDefs[j].sql, err = p.withDefiner(st[i].newDefs[j]); err != nil {
+				cleanup()
+				return 0, err
+			}
+		}
+	}
 	exec := func(q string) error {
 		_, err := conn.ExecContext(ctx, q)
 		return err
@@ -487,6 +394,26 @@ func swap(ctx context.Context, s *session, plans []*plan, dropPrevious bool, log
 		}, log)
 	}
 	return downtime, nil
+}
+
+// withDefiner gives a definition read from the side schema, where the
+// loading account made it, the definer it gets in the target: the one
+// the dump named (which the load checked against the definers setting),
+// or the restoring account.
+func (p *plan) withDefiner(d definition) (string, error) {
+	i := strings.Index(d.sql, "DEFINER=")
+	if i < 0 {
+		return d.sql, nil
+	}
+	rest := d.sql[i+len("DEFINER="):]
+	if p.loadedBy == "" || !strings.HasPrefix(rest, p.loadedBy) {
+		return "", fmt.Errorf("%s %s.%s was not made by the account that loaded the dump", strings.ToLower(d.kind), p.side, d.name)
+	}
+	want := p.restoring
+	if a, ok := p.definers[d.kind+" "+strings.ToLower(d.name)]; ok {
+		want = a
+	}
+	return d.sql[:i] + "DEFINER=" + quoteAccount(want) + rest[len(p.loadedBy):], nil
 }
 
 func prevList(plans []*plan) string {

@@ -37,6 +37,9 @@ type config struct {
 	// archive while pg_restore runs; default the system's temporary
 	// directory ($TMPDIR, else /tmp).
 	StagingDir string `json:"stagingDir,omitempty"`
+	// AllowSuperuser lets a restore or a verification run as a role
+	// that can reach beyond its databases (see restore.go, checkRole).
+	AllowSuperuser bool `json:"allowSuperuser,omitempty"`
 }
 
 // defaultRestoreJobs is how many pg_restore jobs a restore runs unless
@@ -57,6 +60,8 @@ type conninfo struct {
 	// restoreJobs and stagingDir: see config.
 	restoreJobs int
 	stagingDir  string
+	// allowSuperuser: see config.
+	allowSuperuser bool
 }
 
 var sslModes = map[string]bool{
@@ -150,6 +155,7 @@ func parseSource(src engines.Source) (*conninfo, error) {
 		ci.restoreJobs = cfg.RestoreJobs
 	}
 	ci.stagingDir = cfg.StagingDir
+	ci.allowSuperuser = cfg.AllowSuperuser
 	if ci.stagingDir != "" && !filepath.IsAbs(ci.stagingDir) {
 		return nil, bad("stagingDir: %q is not an absolute path", ci.stagingDir)
 	}

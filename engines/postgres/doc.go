@@ -16,6 +16,8 @@
 //	                                    # no local copy (see Restore)
 //	stagingDir: /var/lib/capsule        # where a parallel restore copies the archive
 //	                                    # (default $TMPDIR or /tmp)
+//	allowSuperuser: true                # let restores and verifications run as a role
+//	                                    # that reaches beyond its databases (see Privilege)
 //
 // # Secrets
 //
@@ -117,20 +119,57 @@
 // request is dropped and rebuilt; if that attempt had swapped already,
 // the restore refuses rather than swap twice.
 //
-// Ownership: when the restoring role is a superuser, objects keep their
-// owners and privileges; otherwise pg_restore runs with --no-owner (a
-// non-superuser cannot give objects away) and everything belongs to the
-// restoring role. Restore option noOwner=true forces --no-owner. Ending
-// other roles' sessions at the swap needs a superuser or
-// pg_signal_backend.
+// # Privilege
+//
+// An archive is data, never authority: anyone who can write the bucket
+// can forge one with a matching sha256 (the index is in the bucket too),
+// and pg_restore runs whatever SQL its entries hold, as the restoring
+// role; so does building an index or refreshing a materialized view,
+// which call the archive's functions. A restore therefore runs with the
+// least privilege that works: a role with CREATEDB that owns the
+// databases it restores (to create the side database and rename it into
+// place). As such a role, what a forged archive tries beyond its side
+// database (COPY … PROGRAM, reading server files, ALTER SYSTEM, other
+// roles' databases) is refused by the server and fails the restore with
+// the live databases untouched. Restore and Verify refuse to run as a
+// role that reaches further, unless the source sets allowSuperuser: true,
+// with an error naming the role and why: a superuser; a role with
+// CREATEROLE before PostgreSQL 16 (it may grant itself
+// pg_execute_server_program); a role with the privileges of
+// pg_execute_server_program, pg_read_server_files or
+// pg_write_server_files. Backups may run as a superuser (reading role
+// password hashes needs one).
+//
+// What the restoring role can still do, a forged archive can: drop or
+// rename the databases it owns (the live target among them, before the
+// swap), change its own password and settings, create databases. Give it
+// nothing else to own.
+//
+// Ownership: when the restoring role is a superuser (allowed), objects
+// keep their owners and privileges; otherwise pg_restore runs with
+// --no-owner (a non-superuser cannot give objects away) and everything
+// belongs to the restoring role. Restore option noOwner=true forces
+// --no-owner. Ending other roles' sessions at the swap needs a superuser
+// or pg_signal_backend.
 //
 // Roles (databases: all): restore reads globals.sql fully (so checks it)
-// before anything else and, as a superuser, creates only the roles the
-// server lacks, with their attributes, password hashes, comments and
-// memberships. Existing roles are never altered (a restore must not reset
-// a live role's password), so existing roles never make a restore fail.
-// Tablespaces and privileges on parameters are not restored. Restore
-// option roles=skip skips roles; a non-superuser skips them anyway.
+// before anything else. It never runs the file's text: a lexer that
+// knows dollar quotes, E'…' strings, quoted names and nested comments
+// splits it, only the statements pg_dumpall writes about roles are
+// accepted (CREATE ROLE, ALTER ROLE … WITH / SET, COMMENT ON ROLE, GRANT
+// role TO role), and the SQL that runs is rendered from the parsed names
+// and values. Any other statement refuses the whole file before a role
+// is made. A restore as a superuser (allowed) or a CREATEROLE role
+// creates only the roles the server lacks, with their attributes,
+// password hashes, settings, comments and memberships; existing roles,
+// the restoring one among them, are never altered (a restore must not
+// reset a live role's password). Without allowSuperuser a created role
+// gets no SUPERUSER, REPLICATION, BYPASSRLS or CREATEROLE and no setting
+// only a superuser may set (the restore fails, saying so), and no
+// membership in a role the restore did not create (left out, with a
+// warning). Tablespaces and privileges on parameters are not restored.
+// Restore option roles=skip skips roles; a role without CREATEROLE skips
+// them anyway.
 //
 // Restore options (RestoreOptions.Extra): database=<name> restores only
 // that backed-up database; roles=create-missing|skip; noOwner=true.

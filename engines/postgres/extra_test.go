@@ -606,9 +606,10 @@ func TestAllDatabases(t *testing.T) {
 
 	src := db.source()
 	src.Config = map[string]any{
-		"url":       fmt.Sprintf("postgres://%s@%s:%s/postgres", db.name, testHost, testPort),
-		"sslmode":   "disable",
-		"databases": "all",
+		"url":            fmt.Sprintf("postgres://%s@%s:%s/postgres", db.name, testHost, testPort),
+		"sslmode":        "disable",
+		"databases":      "all",
+		"allowSuperuser": true,
 	}
 	e := New()
 	// The server is shared: stay within this test's databases and roles.
@@ -726,7 +727,7 @@ func TestRestoreIntoNewDatabase(t *testing.T) {
 	want := db.snapshot(ctx, t, "")
 	fresh := db.name + "_copy"
 	src := db.source()
-	src.Config = map[string]any{"url": fmt.Sprintf("postgres://%s@%s:%s/%s", db.name, testHost, testPort, fresh), "sslmode": "disable"}
+	src.Config = map[string]any{"url": fmt.Sprintf("postgres://%s@%s:%s/%s", db.name, testHost, testPort, fresh), "sslmode": "disable", "allowSuperuser": true}
 	rinfo, err := e.Restore(ctx, store.RestoreJob(t, "new", src, info, engines.RestoreOptions{}))
 	if err != nil {
 		t.Fatalf("Restore: %v", err)

@@ -115,6 +115,9 @@ func (d *testDB) source() engines.Source {
 		Config: map[string]any{
 			"url":     fmt.Sprintf("postgres://%s@%s:%s/%s", d.name, testHost, testPort, d.name),
 			"sslmode": "disable",
+			// The test role is a superuser (objects keep their owners);
+			// TestNonSuperuser and the attack tests restore without one.
+			"allowSuperuser": true,
 		},
 		Password: func(context.Context) (string, error) { return pw, nil },
 	}

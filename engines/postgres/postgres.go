@@ -100,6 +100,7 @@ func (t tableInfo) qualified() string { return pgx.Identifier{t.Schema, t.Name}.
 // job is what Backup, Restore and Verify share: the parsed source, its
 // password, the tools' environment.
 type job struct {
+	source   string // the source's name
 	ci       *conninfo
 	password string
 	tools    *tools
@@ -123,7 +124,7 @@ func (e *Engine) newJob(ctx context.Context, src engines.Source, log logrus.Fiel
 		log = engines.DiscardLog()
 	}
 	log = log.WithFields(logrus.Fields{"engine": "postgres", "host": ci.host, "port": ci.port})
-	return &job{ci: ci, password: pw, tools: &tools{env: env, log: log, started: e.started}, log: log}, nil
+	return &job{source: src.Name, ci: ci, password: pw, tools: &tools{env: env, log: log, started: e.started}, log: log}, nil
 }
 
 func (j *job) connect(ctx context.Context, db string) (*pgx.Conn, error) {
@@ -134,13 +135,22 @@ func (j *job) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 type server struct {
 	versionNum int
 	version    string
+	role       string // current_user
 	superuser  bool
+	createrole bool
+	// hostRoles are the predefined roles whose privileges the role has
+	// that reach the server's host: running programs, reading and
+	// writing its files.
+	hostRoles []string
 }
 
 func serverFacts(ctx context.Context, conn *pgx.Conn) (server, error) {
 	var s server
 	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('server_version'),
-		(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)`).Scan(&s.versionNum, &s.version, &s.superuser)
+		current_user::text, r.rolsuper, r.rolcreaterole,
+		ARRAY(SELECT p FROM unnest(ARRAY['pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files']) p
+		      WHERE CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = p) THEN pg_has_role(current_user, p, 'USAGE') ELSE false END)
+		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&s.versionNum, &s.version, &s.role, &s.superuser, &s.createrole, &s.hostRoles)
 	if err != nil {
 		return s, fmt.Errorf("read server version: %w", err)
 	}

@@ -221,6 +221,34 @@ func (r *run) cleanup() {
 	r.roles = nil
 }
 
+// checkRole refuses to restore or verify as a role whose privileges
+// reach beyond the databases it restores, unless the source allows it
+// (allowSuperuser): pg_restore runs the archive's SQL as this role, and
+// an archive is data that anyone who can write the bucket can forge.
+// What reaches beyond: superuser; CREATEROLE before PostgreSQL 16 (it
+// may grant itself pg_execute_server_program); the privileges of
+// pg_execute_server_program, pg_read_server_files or
+// pg_write_server_files.
+func (r *run) checkRole(what string) error {
+	s := r.srv
+	var why []string
+	switch {
+	case s.superuser:
+		why = append(why, "is a superuser")
+	case s.createrole && s.versionNum < 160000:
+		why = append(why, "has CREATEROLE, with which PostgreSQL before 16 lets it grant itself pg_execute_server_program")
+	}
+	if len(s.hostRoles) > 0 && !s.superuser {
+		why = append(why, "has the privileges of "+strings.Join(s.hostRoles, ", "))
+	}
+	if len(why) == 0 || r.j.ci.allowSuperuser {
+		return nil
+	}
+	return fmt.Errorf("source %s: will not %s as role %s, which %s: the backup's SQL runs as this role, and a forged backup could run programs on the database host (COPY … PROGRAM), read its files or change every database; "+
+		"connect as a role without these privileges (CREATEDB and ownership of the databases it restores suffice), or set allowSuperuser: true on the source to accept the risk",
+		r.j.source, what, s.role, strings.Join(why, " and "))
+}
+
 // stage restores t's archive into t.side, a new database like the
 // backed-up one, reading the artifact to its end. With restoreJobs above
 // 1 and room in the staging directory, the artifact is first copied to
@@ -505,6 +533,9 @@ func (e *Engine) Restore(ctx context.Context, rj *engines.RestoreJob) (*engines.
 		return nil, err
 	}
 	defer r.close()
+	if err := r.checkRole("restore"); err != nil {
+		return nil, err
+	}
 	if err := checkToolVersion("pg_restore", restoreVersion, r.srv.versionNum); err != nil {
 		return nil, err
 	}
@@ -533,8 +564,8 @@ func (e *Engine) Restore(ctx context.Context, rj *engines.RestoreJob) (*engines.
 func (r *run) restore(ctx context.Context, rj *engines.RestoreJob, d *details) (*engines.RestoreInfo, error) {
 	extra := rj.Options.Extra
 	if d.Globals != "" && extra[OptRoles] != "skip" {
-		if !r.srv.superuser {
-			r.j.log.Warn("roles are not restored: creating them needs a superuser")
+		if !r.srv.superuser && !r.srv.createrole {
+			r.j.log.Warn("roles are not restored: creating them needs a superuser or CREATEROLE")
 		} else {
 			rc, err := rj.Artifacts.Open(ctx, d.Globals)
 			if err != nil {
@@ -545,7 +576,7 @@ func (r *run) restore(ctx context.Context, rj *engines.RestoreJob, d *details) (
 			if err != nil {
 				return nil, fmt.Errorf("read artifact %s: %w", d.Globals, err)
 			}
-			r.roles, err = createMissingRoles(ctx, r.conn, script, r.e.include, r.j.log)
+			r.roles, err = restoreRoles(ctx, r.conn, script, rolesPolicy{allowSuperuser: r.j.ci.allowSuperuser, restoring: r.srv.role, include: r.e.include}, r.j.log)
 			if err != nil {
 				return nil, err
 			}
@@ -699,6 +730,10 @@ func (e *Engine) Verify(ctx context.Context, rj *engines.RestoreJob) (*engines.V
 		return nil, err
 	}
 	defer r.close()
+	if err := r.checkRole("verify"); err != nil {
+		add("role "+r.srv.role, err, "")
+		return rep, err
+	}
 	defer r.cleanup()
 	for i, t := range targets {
 		rj.Progress.Report("verify", int64(i), int64(len(targets)))

@@ -275,7 +275,19 @@ func toolError(tool string, err error, stderr *headBuffer) error {
 		}
 	}
 	if len(msgs) > 4 {
+		// The last lines, and the server's first ERROR (after it come
+		// CONTEXT, the command, "a worker process died": not the why).
+		var first string
+		for _, m := range msgs[:len(msgs)-4] {
+			if strings.Contains(m, "ERROR:") {
+				first = m
+				break
+			}
+		}
 		msgs = msgs[len(msgs)-4:]
+		if first != "" {
+			msgs = append([]string{first}, msgs...)
+		}
 	}
 	if len(msgs) == 0 {
 		return fmt.Errorf("%s: %w", tool, err)

@@ -156,41 +156,84 @@ SET default_transaction_read_only = off;
 SET standard_conforming_strings = on;
 
 CREATE ROLE app;
-ALTER ROLE app WITH NOSUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$4096:x;y''z';
+ALTER ROLE app WITH NOSUPERUSER LOGIN CONNECTION LIMIT -1 PASSWORD 'SCRAM-SHA-256$4096:x;y''z' VALID UNTIL '2030-01-01 00:00:00+00';
 CREATE ROLE "Odd ""Name""";
 ALTER ROLE "Odd ""Name""" WITH NOLOGIN;
 COMMENT ON ROLE app IS 'semi; colon
 and newline';
-/* a block; comment */
-GRANT app TO "Odd ""Name""" GRANTED BY postgres;
+COMMENT ON ROLE "Odd ""Name""" IS $x$dollar; 'quoted' $$ text$x$;
+COMMENT ON ROLE APP IS E'escaped \' quote; and \\ backslash';
+/* a block; /* nested; */ comment */
+ALTER ROLE app SET search_path TO 'a', 'b';
+ALTER ROLE app IN DATABASE "db" SET work_mem = '8MB';
+ALTER ROLE app SET myext.level TO 3;
+GRANT app TO "Odd ""Name""" WITH ADMIN OPTION GRANTED BY postgres;
+GRANT pg_read_all_data TO app WITH INHERIT TRUE, SET FALSE GRANTED BY postgres;
 GRANT ALL ON TABLESPACE fast TO app;
 CREATE TABLESPACE fast OWNER app LOCATION '/x';
 
 \unrestrict abc123
 `
-	got := parseGlobals(script)
+	got, err := parseGlobals(script)
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := []struct{ kind, role string }{
-		{"set", ""}, {"set", ""},
-		{"create", "app"}, {"alter", "app"},
-		{"create", `Odd "Name"`}, {"alter", `Odd "Name"`},
-		{"comment", "app"},
-		{"grant", `Odd "Name"`},
+		{"create", "app"}, {"attrs", "app"},
+		{"create", `Odd "Name"`}, {"attrs", `Odd "Name"`},
+		{"comment", "app"}, {"comment", `Odd "Name"`}, {"comment", "app"},
+		{"setting", "app"}, {"setting", "app"}, {"setting", "app"},
+		{"grant", `Odd "Name"`}, {"grant", "app"},
 	}
 	if len(got) != len(want) {
-		for _, g := range got {
-			t.Logf("%s %q: %q", g.kind, g.role, g.sql)
-		}
-		t.Fatalf("parsed %d statements, want %d", len(got), len(want))
+		t.Fatalf("parsed %d statements, want %d: %+v", len(got), len(want), got)
 	}
 	for i, w := range want {
 		if got[i].kind != w.kind || got[i].role != w.role {
-			t.Errorf("statement %d: %s %q, want %s %q (%q)", i, got[i].kind, got[i].role, w.kind, w.role, got[i].sql)
+			t.Errorf("statement %d: %s %q, want %s %q", i, got[i].kind, got[i].role, w.kind, w.role)
 		}
 	}
-	if !strings.HasSuffix(got[3].sql, `'SCRAM-SHA-256$4096:x;y''z'`) {
-		t.Errorf("a semicolon inside a string split the statement: %q", got[3].sql)
+	if a := got[1].attrs; len(a) != 5 || a[2].value != "-1" || a[3].value != "SCRAM-SHA-256$4096:x;y'z" || a[4].name != "VALID UNTIL" {
+		t.Errorf("attributes: %+v", a)
 	}
-	if !strings.Contains(got[6].sql, "semi; colon\nand newline") {
-		t.Errorf("comment statement: %q", got[6].sql)
+	if got[4].comment != "semi; colon\nand newline" || got[5].comment != "dollar; 'quoted' $$ text" || got[6].comment != "escaped ' quote; and \\ backslash" {
+		t.Errorf("comments %q %q %q", got[4].comment, got[5].comment, got[6].comment)
+	}
+	if s := got[8]; s.db != "db" || s.param != "work_mem" || len(s.values) != 1 || s.values[0].text != "8MB" {
+		t.Errorf("setting: %+v", s)
+	}
+	if s := got[9]; s.param != "myext.level" || s.values[0].text != "3" {
+		t.Errorf("custom setting: %+v", s)
+	}
+	if g := got[10]; g.granted != "app" || !g.admin {
+		t.Errorf("grant: %+v", g)
+	}
+}
+
+// TestParseGlobalsRefuses: what pg_dumpall does not write about roles is
+// refused, whatever quoting hides it in; nothing is split inside dollar
+// quotes, strings or comments.
+func TestParseGlobalsRefuses(t *testing.T) {
+	for _, tc := range []struct{ script, want string }{
+		{"CREATE ROLE evil; COMMENT ON ROLE evil IS $$'$$; ALTER ROLE postgres SUPERUSER; SELECT $$'$$;", "SELECT"},
+		{"COMMENT ON ROLE evil IS $a$ $b$ ; $a$; DROP ROLE victim;", "DROP ROLE"},
+		{"ALTER SYSTEM SET archive_command = 'id';", "ALTER SYSTEM"},
+		{"COPY (SELECT 1) TO PROGRAM 'id';", "COPY"},
+		{"CREATE ROLE evil SUPERUSER;", "CREATE ROLE"},
+		{"ALTER ROLE evil WITH SUPERUSER RENAME TO x;", "RENAME"},
+		{"ALTER ROLE evil SET log_statement TO 'all'; SELECT 1;", "SELECT"},
+		{"GRANT ALL ON DATABASE victim TO evil;", "GRANT"},
+		{"GRANT a, b TO evil;", "GRANT"},
+		{"REVOKE victim FROM evil;", "REVOKE"},
+		{"SET standard_conforming_strings = off;", "standard_conforming_strings"},
+		{"COMMENT ON ROLE evil IS U&'\\0041';", "U&"},
+		{"CREATE ROLE evil", "truncated"},
+		{"COMMENT ON ROLE evil IS 'open;", "does not end"},
+		{"COMMENT ON ROLE evil IS 'x' \\gexec", "backslash"},
+	} {
+		_, err := parseGlobals(tc.script)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want one naming %q", tc.script, err, tc.want)
+		}
 	}
 }
