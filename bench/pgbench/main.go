@@ -200,6 +200,9 @@ func (b *bench) source(db string) map[string]any {
 	return map[string]any{
 		"url":     fmt.Sprintf("postgres://%s@%s/%s", b.pgURL.User.Username(), b.pgURL.Host, db),
 		"sslmode": "disable",
+		// The benchmark measures speed as the -pg superuser, which a
+		// restore refuses unless the source allows it.
+		"allowSuperuser": true,
 	}
 }
 
