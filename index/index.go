@@ -163,10 +163,10 @@ type Entry struct {
 	*BackupIndex
 	// Verification is the newest verification record, if any.
 	Verification *Verification `json:"verification,omitempty"`
-	// Key is the key the index was listed and read at. It equals
+	// ListedKey is the key the index was listed and read at. It equals
 	// BackupIndex.Key() (a listing believes no other), and deletes go by
 	// it, never by the content.
-	Key string `json:"-"`
+	ListedKey string `json:"-"`
 }
 
 // Listing is what ListAll found.
@@ -294,7 +294,7 @@ func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) 
 	}
 	keys := make([]string, len(found))
 	for i, e := range found {
-		keys[i] = e.Key
+		keys[i] = e.ListedKey
 	}
 	return Entry{}, fmt.Errorf("backup id %s is ambiguous: %s", backupID, strings.Join(keys, ", "))
 }
@@ -330,7 +330,7 @@ func load(ctx context.Context, b bucket.Reader, key string, verifications []stri
 	if err != nil {
 		return Entry{}, err
 	}
-	e := Entry{BackupIndex: x, Key: key}
+	e := Entry{BackupIndex: x, ListedKey: key}
 	// Verification keys sort by time; the newest is last.
 	for i := len(verifications) - 1; i >= 0; i-- {
 		data, info, err := bucket.GetBytes(ctx, b, verifications[i])

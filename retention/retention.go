@@ -141,7 +141,7 @@ func (p Policy) Validate() error {
 // believes no other; this is the last guard before a delete).
 func (p Policy) selects(e index.Entry) bool {
 	x := e.BackupIndex
-	return e.Key == requests.IndexKey(p.Cluster, p.Source, x.BackupID) &&
+	return e.ListedKey == requests.IndexKey(p.Cluster, p.Source, x.BackupID) &&
 		x.Status == requests.StatusSucceeded && (x.Plan == p.Plan || (p.IncludeManual && x.Plan == ""))
 }
 
@@ -304,7 +304,7 @@ func (r *Runner) keepReason(l *lease, e index.Entry, inUse map[string]string, re
 	if id, ok := inUse[x.BackupID]; ok {
 		return "in use by request " + id
 	}
-	key := e.Key
+	key := e.ListedKey
 	now := l.now()
 	if x.RetainUntil.After(now) {
 		o := RetainedObject{Key: key, Until: x.RetainUntil, Err: "not tried: the index records a retainUntil date"}
@@ -326,7 +326,7 @@ func (r *Runner) keepReason(l *lease, e index.Entry, inUse map[string]string, re
 // backup is skipped).
 func (r *Runner) deleteBackup(ctx context.Context, l *lease, e index.Entry, rep *Report, log logrus.FieldLogger) (bool, error) {
 	x := e.BackupIndex
-	key := e.Key
+	key := e.ListedKey
 	_, err := r.cfg.Bucket.Head(ctx, key)
 	existed := err == nil
 	if err != nil && !errors.Is(err, bucket.ErrNotFound) {
