@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/schemas"
 	"github.com/sirupsen/logrus"
@@ -36,6 +37,9 @@ type Config struct {
 	// Log receives one line per request (debug; warn on 503, error on
 	// 500). Nothing when nil.
 	Log logrus.FieldLogger
+	// Damaged reports damaged indexes the listings meet (each key once);
+	// when nil the API logs each to Log once.
+	Damaged *index.Reporter
 }
 
 // DefaultCacheTTL is the freshness of backup listings when
@@ -69,8 +73,11 @@ func New(cfg Config) (http.Handler, error) {
 		l.SetLevel(logrus.PanicLevel)
 		cfg.Log = l
 	}
+	if cfg.Damaged == nil {
+		cfg.Damaged = index.NewReporter(cfg.Log, nil)
+	}
 	b := reachable{cfg.Bucket}
-	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL)}
+	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged)}
 	if cfg.TokenFile != "" {
 		s.token = &tokenFile{path: cfg.TokenFile}
 		if _, err := s.token.digest(); err != nil {

@@ -21,31 +21,34 @@ import (
 // One listing per cluster runs at a time; requests that arrive meanwhile
 // wait for it rather than start their own.
 type catalog struct {
-	b   bucket.Reader
-	ttl time.Duration
+	b       bucket.Reader
+	ttl     time.Duration
+	damaged *index.Reporter
 
 	mu      sync.Mutex
 	entries map[string]*listing
 }
 
 type listing struct {
-	done    chan struct{} // closed when the load ended
-	asOf    time.Time     // when the load started
-	entries []index.Entry
-	err     error
+	done chan struct{} // closed when the load ended
+	asOf time.Time     // when the load started
+	l    *index.Listing
+	err  error
 }
 
 // loadTimeout bounds one listing, which runs for every request waiting
 // on it (not canceled with the one that started it).
 const loadTimeout = 60 * time.Second
 
-func newCatalog(b bucket.Reader, ttl time.Duration) *catalog {
-	return &catalog{b: b, ttl: ttl, entries: map[string]*listing{}}
+func newCatalog(b bucket.Reader, ttl time.Duration, damaged *index.Reporter) *catalog {
+	return &catalog{b: b, ttl: ttl, damaged: damaged, entries: map[string]*listing{}}
 }
 
 // list returns the cluster's committed backups, newest first (by
-// finishedAt, then backupId), read at most ttl ago, and when they were.
-func (c *catalog) list(ctx context.Context, cluster string) ([]index.Entry, time.Time, error) {
+// finishedAt, then backupId), and its damaged indexes, read at most ttl
+// ago, and when they were. Each damaged index is reported (logged,
+// counted) once.
+func (c *catalog) list(ctx context.Context, cluster string) (*index.Listing, time.Time, error) {
 	c.mu.Lock()
 	l := c.entries[cluster]
 	if l == nil || (isDone(l) && (l.err != nil || time.Since(l.asOf) >= c.ttl)) {
@@ -55,14 +58,17 @@ func (c *catalog) list(ctx context.Context, cluster string) ([]index.Entry, time
 		go func() {
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
 			defer cancel()
-			l.entries, l.err = index.List(lctx, c.b, index.Filter{Cluster: cluster})
+			l.l, l.err = index.ListAll(lctx, c.b, index.Filter{Cluster: cluster})
+			if l.err == nil {
+				c.damaged.Report(l.l.Damaged)
+			}
 			close(l.done)
 		}()
 	}
 	c.mu.Unlock()
 	select {
 	case <-l.done:
-		return l.entries, l.asOf, l.err
+		return l.l, l.asOf, l.err
 	case <-ctx.Done():
 		return nil, time.Time{}, ctx.Err()
 	}
@@ -127,13 +133,19 @@ type ClusterSummary struct {
 // ClusterList is the body of GET /v1/clusters.
 type ClusterList struct {
 	Clusters []ClusterSummary `json:"clusters"`
-	AsOf     time.Time        `json:"asOf"`
+	// Damaged are the indexes in every cluster that are not believed (see
+	// the index package), by key; they count nowhere above.
+	Damaged []index.Damaged `json:"damaged,omitempty"`
+	AsOf    time.Time       `json:"asOf"`
 }
 
 // BackupPage is the body of GET /v1/clusters/{cluster}/backups.
 type BackupPage struct {
 	Cluster string        `json:"cluster"`
 	Backups []BackupEntry `json:"backups"`
+	// Damaged are the cluster's indexes (of the source, when one is
+	// asked for) that are not believed, by key; on the first page only.
+	Damaged []index.Damaged `json:"damaged,omitempty"`
 	// NextCursor, when set, fetches the page after this one.
 	NextCursor string    `json:"nextCursor,omitempty"`
 	AsOf       time.Time `json:"asOf"`
@@ -143,12 +155,13 @@ func (s *server) clusters(w http.ResponseWriter, r *http.Request) {
 	if !noQuery(w, r) {
 		return
 	}
-	all, asOf, err := s.catalog.list(r.Context(), "")
+	l, asOf, err := s.catalog.list(r.Context(), "")
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	out := ClusterList{Clusters: []ClusterSummary{}, AsOf: asOf.UTC()}
+	all := l.Entries
+	out := ClusterList{Clusters: []ClusterSummary{}, Damaged: l.Damaged, AsOf: asOf.UTC()}
 	byCluster := map[string]*ClusterSummary{}
 	bySource := map[[2]string]*SourceSummary{}
 	var order [][2]string
@@ -251,13 +264,20 @@ func (s *server) backups(w http.ResponseWriter, r *http.Request) {
 		}
 		cur = &c
 	}
-	all, asOf, err := s.catalog.list(r.Context(), cluster)
+	l, asOf, err := s.catalog.list(r.Context(), cluster)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	page := BackupPage{Cluster: cluster, Backups: []BackupEntry{}, AsOf: asOf.UTC()}
-	for _, e := range all {
+	if cur == nil {
+		for _, d := range l.Damaged {
+			if source == "" || d.Source == source {
+				page.Damaged = append(page.Damaged, d)
+			}
+		}
+	}
+	for _, e := range l.Entries {
 		if (source != "" && e.Source != source) || (status != "" && e.Status != status) || (cur != nil && !cur.before(e)) {
 			continue
 		}
@@ -281,14 +301,20 @@ func (s *server) backup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "backupId", "backupId: "+err.Error())
 		return
 	}
-	all, _, err := s.catalog.list(r.Context(), cluster)
+	l, _, err := s.catalog.list(r.Context(), cluster)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	for _, e := range all {
+	for _, e := range l.Entries {
 		if e.BackupID == id {
 			writeJSON(w, http.StatusOK, toEntry(e))
+			return
+		}
+	}
+	for _, d := range l.Damaged {
+		if d.BackupID == id {
+			writeError(w, http.StatusNotFound, CodeNotFound, "", (&index.DamagedError{Damaged: d}).Error())
 			return
 		}
 	}

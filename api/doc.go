@@ -30,6 +30,13 @@
 // listing response says when it was read ("asOf"). Request status is read
 // from the bucket on every call.
 //
+// Damaged indexes (see the index package: content that does not match
+// the key, not parsable, or finished in the future by the bucket's clock)
+// are not backups: listings skip them and name them under "damaged" with
+// the key and the reason (the backups endpoint on its first page only),
+// never failing the whole listing; asking for one by id gets 404 with the
+// reason. Each is logged once per key (Config.Damaged).
+//
 // Pagination is by position, not by page number: a cursor names the last
 // backup returned (its finish time and id) and the next page starts
 // strictly after it in the order (finishedAt desc, backupId desc), so
@@ -39,7 +46,7 @@
 // Errors are JSON, {"code": "...", "message": "...", "field": "..."}, with
 // a stable code: bad paths, ids, parameters and bodies get 4xx; an
 // unreachable bucket gets 503 bucket_unavailable; 500 internal is kept for
-// genuine internal errors (a damaged object in the bucket). The OpenAPI
+// genuine internal errors. The OpenAPI
 // document openapi.yaml beside this file describes every response, and
 // the tests validate every response they receive against it.
 package api

@@ -14,4 +14,40 @@
 // server and tool versions, every artifact's key, sizes and sha256 of the
 // stored bytes): a fresh capsule binary restores from the bucket alone.
 // The JSON Schema is schemas/backupIndex.schema.json.
+//
+// # What is believed
+//
+// Anyone who can write backups/ can plant any object there, so the
+// bucket's content is data, never authority. An index is believed only
+// where it is: Read, List, ListAll and Find check each index against its
+// own key and skip it as damaged when
+//
+//   - it cannot be parsed, or its apiVersion or kind is not this one;
+//   - its cluster, source or backupId is not what its key says (the key's
+//     segments unescaped as requests.Segment escapes them), or the key is
+//     not exactly the one they make, or they are not valid names and ids;
+//   - an artifact's name is not a valid artifact name, or its key is not
+//     backups/<cluster>/<source>/<backupId>/<attempt>/<name> for the
+//     attempt the index names: an index never points into another
+//     attempt's, backup's or cluster's folder;
+//   - it finished in the future: its finishedAt (or startedAt) is later
+//     than its LastModified, the bucket's clock when it was written, plus
+//     MaxClockSkew (5 minutes). Times are judged by the bucket's clock, so
+//     a forged index dated years ahead is neither the newest backup nor a
+//     recent success.
+//
+// A damaged index is never used to list, restore or delete anything.
+// ListAll returns it (its key, the cluster, source and id the key says,
+// and the reason) beside the entries, never as an error for the whole
+// listing; List leaves it out; Find refuses it with an error that wraps
+// ErrDamaged and names the key and the reason (a real backup with the same
+// id elsewhere is still found). A Reporter logs each damaged key once per
+// process and feeds a metric. Each Entry carries the key it was listed at,
+// and whoever deletes a backup deletes by that key's folder, never by
+// what an index says.
+//
+// A verification record is believed only where it is too: its backupId is
+// its folder's, its key names its verifiedAt, and verifiedAt is not later
+// than the record's LastModified plus MaxClockSkew. Other records are
+// ignored: they make no backup look verified, or failed.
 package index

@@ -124,18 +124,35 @@ func WriteVerification(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *
 	return nil
 }
 
-// Read loads an index from its key.
+// Read loads the index at key and believes it only where it is (see
+// the package doc): one that cannot be parsed, whose content does not
+// match key, or that finished in the future by the bucket's clock gives a
+// *DamagedError (errors.Is(err, ErrDamaged)). The bucket's own errors
+// (bucket.ErrNotFound among them) are returned as they are.
 func Read(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, error) {
-	data, _, err := bucket.GetBytes(ctx, b, key)
+	data, info, err := bucket.GetBytes(ctx, b, key)
 	if err != nil {
 		return nil, err
 	}
+	x, derr := decode(key, data, info.LastModified)
+	if derr != nil {
+		return nil, derr
+	}
+	return x, nil
+}
+
+// decode parses and checks the index read from key, written when the
+// bucket's clock said modified.
+func decode(key string, data []byte, modified time.Time) (*BackupIndex, *DamagedError) {
 	var x BackupIndex
 	if err := json.Unmarshal(data, &x); err != nil {
-		return nil, fmt.Errorf("index %s: %w", key, err)
+		return nil, damaged(key, "not a backup index: %v", err)
 	}
 	if x.APIVersion != requests.APIVersion || x.Kind != KindIndex {
-		return nil, fmt.Errorf("index %s: unsupported apiVersion %q kind %q", key, x.APIVersion, x.Kind)
+		return nil, damaged(key, "unsupported apiVersion %q kind %q", clip(x.APIVersion), clip(x.Kind))
+	}
+	if d := check(key, &x, modified); d != nil {
+		return nil, d
 	}
 	return &x, nil
 }
@@ -146,6 +163,18 @@ type Entry struct {
 	*BackupIndex
 	// Verification is the newest verification record, if any.
 	Verification *Verification `json:"verification,omitempty"`
+	// ListedKey is the key the index was listed and read at. It equals
+	// BackupIndex.Key() (a listing believes no other), and deletes go by
+	// it, never by the content.
+	ListedKey string `json:"-"`
+}
+
+// Listing is what ListAll found.
+type Listing struct {
+	// Entries are the committed backups, newest first.
+	Entries []Entry
+	// Damaged are the indexes not believed, by key.
+	Damaged []Damaged
 }
 
 // Filter narrows a listing. Empty fields match everything.
@@ -171,8 +200,20 @@ var ErrBackupNotFound = errors.New("backup not found")
 
 // List returns the committed backups that match f, newest first (by
 // finish time, then id). A backup without an index is not committed and
-// is not listed.
+// is not listed; a damaged index is skipped (ListAll reports it).
 func List(ctx context.Context, b bucket.Reader, f Filter) ([]Entry, error) {
+	l, err := ListAll(ctx, b, f)
+	if err != nil {
+		return nil, err
+	}
+	return l.Entries, nil
+}
+
+// ListAll returns the committed backups that match f, newest first (by
+// finish time, then id), and the damaged indexes among them (see the
+// package doc), which it does not believe: a damaged index is reported,
+// never an error for the whole listing. Errors are the bucket's own.
+func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
 	indexKeys, verifyKeys, err := scan(ctx, b, f.prefix(), "")
 	if err != nil {
 		return nil, err
@@ -191,27 +232,35 @@ func List(ctx context.Context, b bucket.Reader, f Filter) ([]Entry, error) {
 		}()
 	}
 	wg.Wait()
-	out := entries[:0]
+	l := &Listing{Entries: entries[:0]}
 	for i, e := range entries {
-		if errs[i] != nil {
-			if errors.Is(errs[i], bucket.ErrNotFound) {
-				continue // deleted by retention since the listing
-			}
+		var de *DamagedError
+		switch {
+		case errs[i] == nil:
+			l.Entries = append(l.Entries, e)
+		case errors.Is(errs[i], bucket.ErrNotFound):
+			// deleted by retention since the listing
+		case errors.As(errs[i], &de):
+			l.Damaged = append(l.Damaged, de.Damaged)
+		default:
 			return nil, errs[i]
 		}
-		out = append(out, e)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].FinishedAt.Equal(out[j].FinishedAt) {
-			return out[i].FinishedAt.After(out[j].FinishedAt)
+	sort.Slice(l.Entries, func(i, j int) bool {
+		x, y := l.Entries[i], l.Entries[j]
+		if !x.FinishedAt.Equal(y.FinishedAt) {
+			return x.FinishedAt.After(y.FinishedAt)
 		}
-		return out[i].BackupID > out[j].BackupID
+		return x.BackupID > y.BackupID
 	})
-	return out, nil
+	sort.Slice(l.Damaged, func(i, j int) bool { return l.Damaged[i].Key < l.Damaged[j].Key })
+	return l, nil
 }
 
 // Find returns the committed backup with the given id, in any cluster and
-// source.
+// source. Damaged indexes that carry the id in their key are not used:
+// when only such exist, the error wraps ErrDamaged and names the key and
+// the reason.
 func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) {
 	if err := requests.ValidateID(backupID); err != nil {
 		return Entry{}, fmt.Errorf("backup id: %w", err)
@@ -220,13 +269,34 @@ func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) 
 	if err != nil {
 		return Entry{}, err
 	}
-	switch len(indexKeys) {
+	var found []Entry
+	var bad []error
+	for _, key := range indexKeys {
+		e, err := load(ctx, b, key, verifyKeys[dirOf(key)])
+		switch {
+		case err == nil:
+			found = append(found, e)
+		case errors.Is(err, bucket.ErrNotFound):
+		case errors.Is(err, ErrDamaged):
+			bad = append(bad, err)
+		default:
+			return Entry{}, err
+		}
+	}
+	switch len(found) {
 	case 0:
+		if len(bad) > 0 {
+			return Entry{}, fmt.Errorf("backup %s: %w", backupID, errors.Join(bad...))
+		}
 		return Entry{}, fmt.Errorf("%w: %s", ErrBackupNotFound, backupID)
 	case 1:
-		return load(ctx, b, indexKeys[0], verifyKeys[dirOf(indexKeys[0])])
+		return found[0], nil
 	}
-	return Entry{}, fmt.Errorf("backup id %s is ambiguous: %s", backupID, strings.Join(indexKeys, ", "))
+	keys := make([]string, len(found))
+	for i, e := range found {
+		keys[i] = e.ListedKey
+	}
+	return Entry{}, fmt.Errorf("backup id %s is ambiguous: %s", backupID, strings.Join(keys, ", "))
 }
 
 // scan lists index and verification keys under prefix; with onlyID set,
@@ -252,15 +322,18 @@ func scan(ctx context.Context, b bucket.Reader, prefix, onlyID string) ([]string
 
 func dirOf(key string) string { return key[:strings.LastIndex(key, "/")+1] }
 
+// load reads the index at key and merges the newest verification record
+// that is believed (see checkVerification); records that are not are
+// ignored.
 func load(ctx context.Context, b bucket.Reader, key string, verifications []string) (Entry, error) {
 	x, err := Read(ctx, b, key)
 	if err != nil {
 		return Entry{}, err
 	}
-	e := Entry{BackupIndex: x}
+	e := Entry{BackupIndex: x, ListedKey: key}
 	// Verification keys sort by time; the newest is last.
 	for i := len(verifications) - 1; i >= 0; i-- {
-		data, _, err := bucket.GetBytes(ctx, b, verifications[i])
+		data, info, err := bucket.GetBytes(ctx, b, verifications[i])
 		if errors.Is(err, bucket.ErrNotFound) {
 			continue
 		}
@@ -270,6 +343,9 @@ func load(ctx context.Context, b bucket.Reader, key string, verifications []stri
 		var v Verification
 		if err := json.Unmarshal(data, &v); err != nil {
 			continue // a damaged record does not hide the backup
+		}
+		if checkVerification(verifications[i], x.BackupID, &v, info.LastModified) != "" {
+			continue // nor does one that is not believed make it verified
 		}
 		e.Verification = &v
 		break

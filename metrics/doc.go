@@ -21,6 +21,14 @@
 // not fire for it (use absent() per source where that matters); a source
 // whose backups were all deleted disappears at the next start-up. The
 // verification gauge comes from each backup's newest verification record.
+// Only what the index package believes seeds them: an index whose content
+// does not match its key, or that finished in the future by the bucket's
+// clock, moves no gauge (a forged index dated 2099 cannot silence the
+// alert), nor does a verification record dated in the future.
+//
+// capsule_damaged_indexes_total counts the damaged indexes this process
+// met (each key once, and logged once, through Registry.Damaged, which the
+// worker shares with its API): alert when it grows.
 //
 // Example alert rules are in deploy/prometheus/alerts.yaml; a test checks
 // that they use only names this package exposes.

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
 )
 
 // Unknown is the label value of an engine or kind that is not known: a
@@ -32,6 +33,9 @@ type Options struct {
 	// NoRuntime leaves out the Go runtime and process collectors (for
 	// tests that compare whole scrapes).
 	NoRuntime bool
+	// Log receives one warning per damaged index (see Damaged); nothing
+	// when nil.
+	Log logrus.FieldLogger
 }
 
 // Registry holds capsule's collectors on a registry of its own (never the
@@ -57,6 +61,8 @@ type Registry struct {
 	sqsErrors    *prometheus.CounterVec
 	lastBackup   *prometheus.GaugeVec
 	lastVerified *prometheus.GaugeVec
+	damagedIdx   prometheus.Counter
+	damaged      *index.Reporter
 
 	mu     sync.Mutex
 	newest map[newestKey]time.Time
@@ -85,6 +91,7 @@ const (
 	SQSErrors               = "capsule_sqs_errors_total"
 	LastBackupSuccess       = "capsule_last_backup_success_timestamp_seconds"
 	LastVerificationSuccess = "capsule_last_verification_success_timestamp_seconds"
+	DamagedIndexes          = "capsule_damaged_indexes_total"
 )
 
 // New returns a Registry with every collector registered.
@@ -113,8 +120,15 @@ func New(opts Options) *Registry {
 	r.sqsErrors = counterVec(r, SQSErrors, "SQS calls that failed, by operation (receive, delete).", "operation")
 	r.lastBackup = gaugeVec(r, LastBackupSuccess, "Unix time of the newest successful backup per cluster and source, from the catalog at start-up and from this worker's backups since. Take the max over workers.", "cluster", "source")
 	r.lastVerified = gaugeVec(r, LastVerificationSuccess, "Unix time of the newest successful verification per cluster and source (of a backup of that source), from the catalog at start-up and from this worker's verifications since. Take the max over workers.", "cluster", "source")
+	r.damagedIdx = counter(r, DamagedIndexes, "Damaged backupIndex.json objects this process found, each counted once: unparsable, content that does not match the key (cluster, source, backup id, artifact keys), or finished in the future by the bucket's clock. They are skipped by listings, restores and retention.")
+	r.damaged = index.NewReporter(opts.Log, func(index.Damaged) { r.damagedIdx.Inc() })
 	return r
 }
+
+// Damaged is the process's reporter of damaged indexes: it logs each once
+// and counts it in capsule_damaged_indexes_total. Give it to every part
+// that lists backups (the API, retention) so each key is counted once.
+func (r *Registry) Damaged() *index.Reporter { return r.damaged }
 
 func counter(r *Registry, name, help string) prometheus.Counter {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -222,12 +236,17 @@ func (r *Registry) ObserveSQS(o notify.Observation) {
 // LoadCatalog sets the newest-success gauges from the catalog in b (every
 // committed backup, and each backup's newest verification), so that a
 // worker that just started reports the right age at once. Later events
-// only move the gauges forward. It returns how many backups it read.
+// only move the gauges forward. Only what the index package believes
+// counts: a damaged index (a forged one dated in the future, say) moves no
+// gauge and is reported through Damaged instead. It returns how many
+// backups it read.
 func (r *Registry) LoadCatalog(ctx context.Context, b bucket.Reader) (int, error) {
-	entries, err := index.List(ctx, b, index.Filter{})
+	l, err := index.ListAll(ctx, b, index.Filter{})
 	if err != nil {
 		return 0, err
 	}
+	r.damaged.Report(l.Damaged)
+	entries := l.Entries
 	for _, e := range entries {
 		if e.Status == requests.StatusSucceeded {
 			r.setNewest(r.lastBackup, e.Cluster, e.Source, e.FinishedAt)

@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"net/http"
@@ -315,5 +316,67 @@ func TestLoadCatalogSeedsTheGauges(t *testing.T) {
 	}
 	if got := s.sum(metrics.LastVerificationSuccess, L{"source": "redis"}); got != 0 {
 		t.Errorf("redis was never verified, yet the gauge says %v", got)
+	}
+}
+
+// TestLoadCatalogBelievesOnlyRealBackups plants what someone with write
+// access to backups/ could, to silence the "no good backup in 26h" alert
+// or invent a source: an index dated 2099, an index whose content names
+// another cluster and source than its key, and a verification record
+// dated 2099. None moves a gauge; the two indexes are counted once each
+// as damaged, however often the catalog is read.
+func TestLoadCatalogBelievesOnlyRealBackups(t *testing.T) {
+	fb, err := fs.New(filepath.Join(t.TempDir(), "bucket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bucket.Prefixed(fb, "capsule/")
+	ctx := context.Background()
+	t0 := time.Now().UTC().Add(-30 * time.Hour).Truncate(time.Second)
+	mk := func(cluster, source, id string, finished time.Time) *index.BackupIndex {
+		return &index.BackupIndex{
+			APIVersion: requests.APIVersion, Kind: index.KindIndex, BackupID: id, RequestID: id,
+			Cluster: cluster, Source: source, Engine: "files", Format: "tar", CapsuleVersion: "test",
+			Status: requests.StatusSucceeded, Attempt: 1, StartedAt: finished.Add(-time.Minute), FinishedAt: finished,
+			Artifacts: []index.Artifact{},
+		}
+	}
+	plant := func(key string, v any) {
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bucket.PutBytes(ctx, b, key, data, bucket.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	real := mk("default", "cnvrg/pg", "b1", t0)
+	if err := index.Write(ctx, b, real); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
+	plant(requests.IndexKey("default", "cnvrg/pg", "forged-future"), mk("default", "cnvrg/pg", "forged-future", future))
+	plant(requests.IndexKey("default", "cnvrg/pg", "forged-elsewhere"), mk("prod", "redis", "forged-elsewhere", t0.Add(time.Hour)))
+	plant(requests.VerifyKey("default", "cnvrg/pg", "b1", future), &index.Verification{APIVersion: requests.APIVersion,
+		Kind: index.KindVerification, BackupID: "b1", RequestID: "v-forged", OK: true, VerifiedAt: future, Checks: []index.CheckResult{}})
+
+	r := metrics.New(metrics.Options{NoRuntime: true})
+	for range 2 {
+		if _, err := r.LoadCatalog(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := scrapes{scrape(t, r.Handler())}
+	if got := s.max(metrics.LastBackupSuccess, L{"cluster": "default", "source": "cnvrg/pg"}); got != unix(t0) {
+		t.Errorf("last backup success of default/cnvrg/pg = %v, want %v (the real backup, 30h ago)", got, unix(t0))
+	}
+	if got := s.sum(metrics.LastBackupSuccess, L{"cluster": "prod"}); got != 0 {
+		t.Errorf("a forged index invented prod's backups: gauge %v", got)
+	}
+	if got := s.sum(metrics.LastVerificationSuccess, nil); got != 0 {
+		t.Errorf("a forged verification record set the verification gauge to %v", got)
+	}
+	if got := s.sum("capsule_damaged_indexes_total", nil); got != 2 {
+		t.Errorf("capsule_damaged_indexes_total = %v, want 2 (each damaged index once)", got)
 	}
 }

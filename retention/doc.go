@@ -27,6 +27,26 @@
 // ones and does not count toward Keep: retention never deletes a newer
 // backup because an older one cannot go.
 //
+// # What retention believes
+//
+// Only what index.ListAll believes (see the index package): an index
+// whose cluster, source, backup id or artifact keys do not match its key,
+// that cannot be parsed, or that finished in the future by the bucket's
+// clock (its LastModified plus index.MaxClockSkew) is damaged. A damaged
+// index is never counted, kept or deleted: it is listed in Report.Damaged
+// and logged once per key (Config.Damaged), and left for a person. So a
+// forged index dated 2099 is not the newest backup and pushes no real one
+// out, and the newest good backup that is always kept is a real one.
+//
+// Retention deletes the folders it listed, never keys it read: a backup's
+// index is deleted at the key the listing returned under the policy's
+// cluster and source, and then every object the LIST shows under that
+// key's folder. Nothing is deleted because an index's content (its
+// cluster, source, backup id or artifact keys) names it, so a forged index
+// cannot point retention at another backup or another tenant's keys.
+// Garbage collection likewise leaves a folder whose index is damaged
+// alone (GCReport.Left says why).
+//
 // # Restores in flight
 //
 // Before deciding, and again right before deleting each backup, Apply

@@ -148,23 +148,25 @@ func (g *collector) backup(ctx context.Context, b *backupGroup) error {
 		return g.remove(ctx, b, b.dir, all, log)
 	}
 	x, err := index.Read(ctx, g.r.cfg.Bucket, b.dir+requests.IndexName)
-	if errors.Is(err, bucket.ErrNotFound) {
+	var de *index.DamagedError
+	switch {
+	case errors.Is(err, bucket.ErrNotFound):
 		return nil // deleted by retention since the listing
-	}
-	if err != nil {
+	case errors.As(err, &de):
+		// A damaged index is no reason to delete anything, nor proof
+		// that the folder is garbage: leave it all for a person.
+		g.r.cfg.Damaged.Report([]index.Damaged{de.Damaged})
+		g.rep.Left[b.dir] = "its index is damaged: " + de.Damaged.Reason
+		return nil
+	case err != nil:
 		log.WithError(err).Warn("garbage collection: cannot read the index; leaving the backup alone")
 		return nil
 	}
-	named := map[string]bool{strconv.Itoa(x.Attempt) + "/": true}
-	for _, a := range x.Artifacts {
-		if rest, ok := strings.CutPrefix(a.Key, b.dir); ok {
-			if folder, _, nested := strings.Cut(rest, "/"); nested {
-				named[folder+"/"] = true
-			}
-		}
-	}
+	// A believed index names one attempt, and its artifacts all lie in
+	// that attempt's folder.
+	named := strconv.Itoa(x.Attempt) + "/"
 	for folder, objs := range b.folders {
-		if !named[folder] {
+		if folder != named {
 			if err := g.remove(ctx, b, b.dir+folder, objs, log.WithField("attempt", strings.TrimSuffix(folder, "/"))); err != nil {
 				return err
 			}

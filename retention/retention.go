@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,9 @@ type Config struct {
 	// Log receives what was deleted and what could not be; nothing when
 	// nil.
 	Log logrus.FieldLogger
+	// Damaged reports damaged indexes (logged once per key); when nil the
+	// Runner logs each to Log once.
+	Damaged *index.Reporter
 }
 
 // Validate checks the configuration, naming the bad setting.
@@ -90,6 +94,9 @@ func New(cfg Config) (*Runner, error) {
 		l.Out = io.Discard
 		log = l
 	}
+	if cfg.Damaged == nil {
+		cfg.Damaged = index.NewReporter(log, nil)
+	}
 	return &Runner{cfg: cfg, log: log, retained: map[string]time.Time{}, seen: map[string]*requests.Request{}}, nil
 }
 
@@ -129,8 +136,13 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-func (p Policy) selects(x *index.BackupIndex) bool {
-	return x.Status == requests.StatusSucceeded && (x.Plan == p.Plan || (p.IncludeManual && x.Plan == ""))
+// selects says whether the listed backup e is one of p's. Its key must be
+// the index key of a backup of p's cluster and source (index.List
+// believes no other; this is the last guard before a delete).
+func (p Policy) selects(e index.Entry) bool {
+	x := e.BackupIndex
+	return e.ListedKey == requests.IndexKey(p.Cluster, p.Source, x.BackupID) &&
+		x.Status == requests.StatusSucceeded && (x.Plan == p.Plan || (p.IncludeManual && x.Plan == ""))
 }
 
 // Report is what one Apply did. Every backup of the policy is in exactly
@@ -149,6 +161,9 @@ type Report struct {
 	// Skipped are backups the policy would delete, with the reason they
 	// are still there (in use by a restore, retained by Object Lock).
 	Skipped map[string]string `json:"skipped,omitempty"`
+	// Damaged are the indexes under the policy's source that are not
+	// believed (see the index package): neither counted, kept nor deleted.
+	Damaged []index.Damaged `json:"damaged,omitempty"`
 }
 
 // RetainedObject is an object that Object Lock keeps.
@@ -195,13 +210,15 @@ func (r *Runner) Apply(ctx context.Context, p Policy) (*Report, error) {
 
 func (r *Runner) apply(ctx context.Context, l *lease, p Policy, log logrus.FieldLogger) (*Report, error) {
 	rep := &Report{Kept: []string{}, Deleted: []string{}, Skipped: map[string]string{}}
-	all, err := index.List(ctx, r.cfg.Bucket, index.Filter{Cluster: p.Cluster, Source: p.Source})
+	all, err := index.ListAll(ctx, r.cfg.Bucket, index.Filter{Cluster: p.Cluster, Source: p.Source})
 	if err != nil {
 		return rep, fmt.Errorf("list backups of %s/%s: %w", p.Cluster, p.Source, err)
 	}
+	rep.Damaged = all.Damaged
+	r.cfg.Damaged.Report(all.Damaged)
 	var mine []index.Entry
-	for _, e := range all {
-		if p.selects(e.BackupIndex) {
+	for _, e := range all.Entries {
+		if p.selects(e) {
 			mine = append(mine, e)
 		}
 	}
@@ -218,9 +235,10 @@ func (r *Runner) apply(ctx context.Context, l *lease, p Policy, log logrus.Field
 	}
 	// Oldest first: an interrupted run leaves the newer ones.
 	for i := len(drop) - 1; i >= 0; i-- {
-		x := drop[i].BackupIndex
+		e := drop[i]
+		x := e.BackupIndex
 		blog := log.WithField("backup_id", x.BackupID)
-		if why := r.keepReason(l, x, inUse, rep); why != "" {
+		if why := r.keepReason(l, e, inUse, rep); why != "" {
 			rep.Skipped[x.BackupID] = why
 			continue
 		}
@@ -232,11 +250,11 @@ func (r *Runner) apply(ctx context.Context, l *lease, p Policy, log logrus.Field
 		if inUse, err = r.inUse(ctx); err != nil {
 			return rep, err
 		}
-		if why := r.keepReason(l, x, inUse, rep); why != "" {
+		if why := r.keepReason(l, e, inUse, rep); why != "" {
 			rep.Skipped[x.BackupID] = why
 			continue
 		}
-		deleted, err := r.deleteBackup(ctx, l, x, rep, blog)
+		deleted, err := r.deleteBackup(ctx, l, e, rep, blog)
 		switch _, skipped := rep.Skipped[x.BackupID]; {
 		case deleted:
 			rep.Deleted = append(rep.Deleted, x.BackupID)
@@ -280,12 +298,13 @@ func choose(entries []index.Entry, keep int) (kept, drop []index.Entry) {
 	return sorted[:last+1], sorted[last+1:]
 }
 
-// keepReason says why backup x must stay, or "" when it may go.
-func (r *Runner) keepReason(l *lease, x *index.BackupIndex, inUse map[string]string, rep *Report) string {
+// keepReason says why backup e must stay, or "" when it may go.
+func (r *Runner) keepReason(l *lease, e index.Entry, inUse map[string]string, rep *Report) string {
+	x := e.BackupIndex
 	if id, ok := inUse[x.BackupID]; ok {
 		return "in use by request " + id
 	}
-	key := x.Key()
+	key := e.ListedKey
 	now := l.now()
 	if x.RetainUntil.After(now) {
 		o := RetainedObject{Key: key, Until: x.RetainUntil, Err: "not tried: the index records a retainUntil date"}
@@ -300,11 +319,14 @@ func (r *Runner) keepReason(l *lease, x *index.BackupIndex, inUse map[string]str
 	return ""
 }
 
-// deleteBackup deletes x's index, then everything else under its folder.
-// It reports whether this call deleted the index: false when it was gone
-// already, or when Object Lock keeps it (then the backup is skipped).
-func (r *Runner) deleteBackup(ctx context.Context, l *lease, x *index.BackupIndex, rep *Report, log logrus.FieldLogger) (bool, error) {
-	key := x.Key()
+// deleteBackup deletes the index e was listed at, then everything else
+// under that folder: the keys it deletes come from the listing, never from
+// the index's content. It reports whether this call deleted the index:
+// false when it was gone already, or when Object Lock keeps it (then the
+// backup is skipped).
+func (r *Runner) deleteBackup(ctx context.Context, l *lease, e index.Entry, rep *Report, log logrus.FieldLogger) (bool, error) {
+	x := e.BackupIndex
+	key := e.ListedKey
 	_, err := r.cfg.Bucket.Head(ctx, key)
 	existed := err == nil
 	if err != nil && !errors.Is(err, bucket.ErrNotFound) {
@@ -326,7 +348,7 @@ func (r *Runner) deleteBackup(ctx context.Context, l *lease, x *index.BackupInde
 	}
 	// The backup is gone; now its objects. Whatever fails here is left
 	// to the garbage collector.
-	_, retained, err := r.deleteFolder(ctx, l, requests.BackupDir(x.Cluster, x.Source, x.BackupID), x.RetainUntil)
+	_, retained, err := r.deleteFolder(ctx, l, strings.TrimSuffix(key, requests.IndexName), x.RetainUntil)
 	rep.Retained = append(rep.Retained, retained...)
 	if err != nil {
 		return existed, fmt.Errorf("delete objects of backup %s: %w", x.BackupID, err)

@@ -101,6 +101,12 @@ func ptr[T any](v T) *T { return &v }
 // the attempt's folder, the index create-only, verifications beside it.
 func writeBackup(t *testing.T, b bucket.Bucket, s spec) *index.BackupIndex {
 	t.Helper()
+	return writeBackupIn(t, b, cluster, source, s)
+}
+
+// writeBackupIn is writeBackup in another cluster or source.
+func writeBackupIn(t *testing.T, b bucket.Bucket, cluster, source string, s spec) *index.BackupIndex {
+	t.Helper()
 	ctx := t.Context()
 	if s.attempt == 0 {
 		s.attempt = 1

@@ -63,7 +63,7 @@ func (s *workerServices) validate(once bool) error {
 // prepareServices counts the worker's bucket calls and sets up what the
 // flags ask for; it returns the bucket the executor and watcher use.
 func (a *app) prepareServices(ctx context.Context, s *workerServices, b bucket.Bucket) (bucket.Bucket, error) {
-	s.reg = metrics.New(metrics.Options{EngineOf: a.engineOf})
+	s.reg = metrics.New(metrics.Options{EngineOf: a.engineOf, Log: a.log})
 	s.bucket = metrics.InstrumentBucket(b, s.reg)
 	if s.sqsQueue != "" {
 		var err error
@@ -122,7 +122,7 @@ func (a *app) runServices(ctx context.Context, s *workerServices, wt *watcher.Wa
 	var httpErr error
 	if s.ln != nil {
 		tokenFile := a.getenv("CAPSULE_API_TOKEN_FILE")
-		h, err := api.New(api.Config{Bucket: s.bucket, TokenFile: tokenFile, Metrics: s.reg.Handler(), Log: a.log})
+		h, err := api.New(api.Config{Bucket: s.bucket, TokenFile: tokenFile, Metrics: s.reg.Handler(), Log: a.log, Damaged: s.reg.Damaged()})
 		if err != nil {
 			s.ln.Close()
 			return fmt.Errorf("CAPSULE_API_TOKEN_FILE: %w", err)

@@ -29,13 +29,20 @@ func checkOutput(o string) error {
 
 func (a *app) lsCmd() *cobra.Command {
 	var source, output string
-	var all bool
+	var all, damaged bool
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List committed backups, newest first",
 		Long: `List the backups in the bucket (those whose backupIndex.json was written),
 newest first, for the cluster (--cluster, default "default"; --all-clusters for
-every cluster) and optionally one source.`,
+every cluster) and optionally one source.
+
+An index whose content does not match its key (cluster, source, backup id,
+artifact keys), that cannot be parsed, or that finished in the future by the
+bucket's clock is damaged: it is not a backup, and no listing, restore or
+retention uses it. --all lists those too, with the reason (in JSON, as
+{"damaged": {"key", "cluster", "source", "backupId", "reason"}} after the
+backups).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -53,15 +60,28 @@ every cluster) and optionally one source.`,
 					return errors.New("--source needs a cluster: drop --all-clusters")
 				}
 			}
-			entries, err := index.List(ctx, b, f)
+			l, err := index.ListAll(ctx, b, f)
 			if err != nil {
 				return err
 			}
+			entries := l.Entries
 			if output == "json" {
-				if entries == nil {
-					entries = []index.Entry{}
+				rows := []any{}
+				for _, e := range entries {
+					rows = append(rows, e)
 				}
-				return writeJSON(a.out, entries)
+				if damaged {
+					for _, d := range l.Damaged {
+						rows = append(rows, map[string]index.Damaged{"damaged": d})
+					}
+				}
+				if err := writeJSON(a.out, rows); err != nil {
+					return err
+				}
+				if !damaged && len(l.Damaged) > 0 {
+					fmt.Fprintf(a.errOut, "%d damaged index(es) skipped; capsule ls --all shows them\n", len(l.Damaged))
+				}
+				return nil
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "BACKUP ID\tCLUSTER\tSOURCE\tENGINE\tFINISHED\tSIZE\tSTORED\tVERIFIED")
@@ -72,6 +92,20 @@ every cluster) and optionally one source.`,
 			if err := tw.Flush(); err != nil {
 				return err
 			}
+			if damaged && len(l.Damaged) > 0 {
+				fmt.Fprintln(a.out, "\nDAMAGED: not listed, restored or deleted")
+				tw = tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "BACKUP ID\tCLUSTER\tSOURCE\tKEY\tREASON")
+				for _, d := range l.Damaged {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.BackupID, d.Cluster, d.Source, d.Key, d.Reason)
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
+			if !damaged && len(l.Damaged) > 0 {
+				fmt.Fprintf(a.errOut, "%d damaged index(es) skipped; capsule ls --all shows them\n", len(l.Damaged))
+			}
 			if len(entries) == 0 {
 				fmt.Fprintf(a.errOut, "no backups in cluster %q\n", f.Cluster)
 			}
@@ -80,6 +114,7 @@ every cluster) and optionally one source.`,
 	}
 	cmd.Flags().StringVar(&source, "source", "", "only this source")
 	cmd.Flags().BoolVar(&all, "all-clusters", false, "list every cluster")
+	cmd.Flags().BoolVar(&damaged, "all", false, "also list damaged indexes (not backups: never listed, restored or deleted), with the reason")
 	outputFlag(cmd, &output)
 	return cmd
 }
