@@ -16,16 +16,26 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Sources resolves a request's source name to its configuration.
+// Sources resolves a request's source name to its configuration. An
+// executor's Sources are the sources its bucket serves: a request found in
+// the bucket may use no other.
 type Sources interface {
 	// Lookup returns the named source, or an error wrapping
-	// ErrUnknownSource.
+	// ErrUnknownSource. A source that exists but serves another bucket
+	// (another tenant's) is an error wrapping both ErrUnknownSource and
+	// ErrNotServed.
 	Lookup(name string) (engines.Source, error)
 }
 
 // ErrUnknownSource is wrapped by Sources.Lookup for a name it does not
 // know; such requests end rejected.
 var ErrUnknownSource = errors.New("unknown source")
+
+// ErrNotServed is wrapped by Sources.Lookup for a source that another
+// bucket serves. Besides rejecting a request that names it, a Restore or
+// Verify of a backup whose recorded source is not served here ends
+// rejected, whatever its target.
+var ErrNotServed = errors.New("not served by this bucket")
 
 // Config configures an Executor.
 type Config struct {

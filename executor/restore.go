@@ -33,6 +33,13 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, pr
 	if err != nil {
 		return idx, src, nil, nil, err
 	}
+	if target != idx.Source {
+		// The backup's source must not belong to another bucket either:
+		// a backup is only ever restored where its own bucket is served.
+		if _, err := x.cfg.Sources.Lookup(idx.Source); errors.Is(err, ErrNotServed) {
+			return idx, src, nil, nil, Reject(fmt.Errorf("backupId: backup %s: %w", idx.BackupID, err))
+		}
+	}
 	if eng.Name() != idx.Engine {
 		return idx, src, nil, nil, Reject(fmt.Errorf("target: %s is a %s source; backup %s was made by the %s engine", target, eng.Name(), idx.BackupID, idx.Engine))
 	}

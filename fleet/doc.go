@@ -5,6 +5,12 @@
 //
 // The set comes from a Set (scanner.Scanner is one) merged with fixed
 // buckets (the worker's configured bucket); a bucket of the Set replaces a
-// fixed one with the same key. A key whose bucket value changes (its
-// Secret was rotated) gets a fresh watcher on the new value.
+// fixed one with the same key. A key whose bucket value changes gets a
+// fresh watcher on the new value.
+//
+// New is given each bucket's key so that its runner serves that bucket's
+// sources only: the scanner keys a bucket by its URL and the credentials
+// that configured it, and scanner.Scanner.Sources(key) are the sources of
+// the plans behind that key (a tenant's bucket never serves another
+// tenant's sources, nor the worker's own).
 package fleet

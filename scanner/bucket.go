@@ -2,14 +2,22 @@ package scanner
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/s3"
 	"github.com/sirupsen/logrus"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // The keys of a bucketRef Secret (cp-object-storage).
@@ -37,6 +45,9 @@ type BucketSpec struct {
 	Prefix string
 
 	accessKey, secretKey string
+	// identity names the credentials without revealing them: "role", or
+	// "keys-" and an HMAC of the keys under the scanner's random key.
+	identity string
 }
 
 // URL names the bucket in the form capsule's --bucket takes
@@ -52,6 +63,16 @@ func (s BucketSpec) URL() string {
 	}
 	u := url.URL{Scheme: "s3", Host: s.Bucket, Path: "/" + s.Prefix, RawQuery: q.Encode()}
 	return u.String()
+}
+
+// Key names the bucket client: URL and the identity of its credentials,
+// "URL#role" or "URL#keys-<fingerprint>", where the fingerprint is an HMAC
+// of the keys under a random key of this process (so it reveals nothing
+// about them, in a log or anywhere else). It is the bucket's key in
+// Scanner.Buckets. Two Secrets that name one bucket with different keys
+// make two keys, so they never share a client; with the same keys they do.
+func (s BucketSpec) Key() string {
+	return s.URL() + "#" + s.identity
 }
 
 // Credentials says where the keys come from: "static" (the Secret) or
@@ -101,14 +122,81 @@ func bucketSpec(secretName string, data map[string][]byte, prefix string) (Bucke
 		return s, fmt.Errorf("%s: %q is not one of minio, aws", keyStorageType, s.Type)
 	}
 	if s.Endpoint != "" {
-		if e, err := url.Parse(s.Endpoint); err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" || e.User != nil {
-			return s, fmt.Errorf("%s: want http(s)://HOST[:PORT]", keyStorageEndpoint)
+		if err := checkEndpoint(s.Endpoint); err != nil {
+			return s, fmt.Errorf("%s: %w", keyStorageEndpoint, err)
 		}
+	}
+	if s.Region != "" && !regionRE.MatchString(s.Region) {
+		return s, fmt.Errorf("%s: %q is not a region name (letters, digits and hyphens)", keyStorageRegion, s.Region)
 	}
 	if s.Bucket == "" {
 		return s, errors.New(keyStorageBucket + ": required")
 	}
+	if !bucketRE.MatchString(s.Bucket) {
+		return s, fmt.Errorf("%s: %q is not a bucket name (up to 63 letters, digits, dots, hyphens and underscores)", keyStorageBucket, s.Bucket)
+	}
 	return s, nil
+}
+
+// The names the scanner puts into a bucket URL or a host name.
+var (
+	regionRE = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	bucketRE = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
+)
+
+// checkEndpoint accepts http(s)://HOST[:PORT] and nothing more: no user,
+// path, query or fragment, and a numeric port in range.
+func checkEndpoint(raw string) error {
+	const want = "want http(s)://HOST[:PORT]"
+	e, err := url.Parse(raw)
+	if err != nil {
+		// url's errors quote the whole value; say what is wrong instead.
+		return errors.New(want)
+	}
+	switch {
+	case e.Scheme != "http" && e.Scheme != "https", e.Opaque != "":
+		return fmt.Errorf("scheme: %s", want)
+	case e.User != nil:
+		return fmt.Errorf("no user or password in the URL: %s", want)
+	case e.Path != "" && e.Path != "/", e.RawQuery != "", e.ForceQuery, e.Fragment != "":
+		return fmt.Errorf("no path, query or fragment: %s", want)
+	case e.Hostname() == "":
+		return fmt.Errorf("no host: %s", want)
+	}
+	if h := strings.ToLower(e.Hostname()); net.ParseIP(h) == nil && len(validation.IsDNS1123Subdomain(h)) > 0 {
+		return fmt.Errorf("host %q is not a DNS name or an IP address", e.Hostname())
+	}
+	if p := e.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q is not a port number (1-65535)", p)
+		}
+	} else if strings.HasSuffix(e.Host, ":") {
+		return fmt.Errorf("empty port: %s", want)
+	}
+	return nil
+}
+
+// fingerprinter names credentials without revealing them: an HMAC-SHA256
+// of the keys under a key drawn at random when the scanner starts, so a
+// fingerprint means something only inside one process and a weak key
+// cannot be guessed from it.
+type fingerprinter struct{ key []byte }
+
+func newFingerprinter() *fingerprinter {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k) // crypto/rand.Read does not fail (Go 1.24+)
+	return &fingerprinter{key: k}
+}
+
+func (f *fingerprinter) identity(accessKey, secretKey string) string {
+	if accessKey == "" && secretKey == "" {
+		return "role"
+	}
+	m := hmac.New(sha256.New, f.key)
+	m.Write([]byte(accessKey))
+	m.Write([]byte{0})
+	m.Write([]byte(secretKey))
+	return "keys-" + hex.EncodeToString(m.Sum(nil))[:16]
 }
 
 // open makes a client for the bucket, scoped to its prefix. It does not

@@ -35,6 +35,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
@@ -44,6 +45,7 @@ import (
 // the shipped CnvrgApp CRD installed) that this package's tests share;
 // each test works in a namespace of its own.
 type kubeEnv struct {
+	rc   *rest.Config // the administrator's (system:masters)
 	dyn  dynamic.Interface
 	cs   kubernetes.Interface
 	dir  string // removed when the tests end
@@ -94,7 +96,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	k := &kubeEnv{dir: dir, conf: filepath.Join(dir, "kubeconfig")}
+	k := &kubeEnv{rc: cfg, dir: dir, conf: filepath.Join(dir, "kubeconfig")}
 	if err := os.WriteFile(k.conf, kc, 0o600); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -155,10 +157,13 @@ type fixture struct {
 	redisPort  int
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureIn(t, "capsule-"+randHex(4)) }
+
+// newFixtureIn is newFixture in the namespace ns.
+func newFixtureIn(t *testing.T, ns string) *fixture {
 	k := needKube(t)
 	ctx := context.Background()
-	f := &fixture{t: t, k: k, ns: "capsule-" + randHex(4), srv: s3test.Shared(t)}
+	f := &fixture{t: t, k: k, ns: ns, srv: s3test.Shared(t)}
 	f.bucketName = f.srv.NewBucket(t)
 	f.bucket = f.openBucket(f.bucketName)
 	if _, err := k.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}}, metav1.CreateOptions{}); err != nil {
@@ -279,14 +284,25 @@ func loopback(string, string) string { return "127.0.0.1" }
 
 func (f *fixture) replica(name string, rec *recorder, workers bool) *replica {
 	f.t.Helper()
-	reg := engines.NewRegistry(postgres.New(), redis.New())
-	log := testLog(f.t, name)
-	sc, err := scanner.New(scanner.Config{
-		Dynamic: f.k.dyn, Kube: f.k.cs, Namespaces: []string{f.ns}, Engines: reg, HostFor: loopback,
-		Holder: name, Tick: 500 * time.Millisecond, Log: log, Events: rec.scannerEvent(name),
+	return startReplica(f.t, name, rec, workers, scanner.Config{
+		Dynamic: f.k.dyn, Kube: f.k.cs, Namespaces: []string{f.ns}, HostFor: loopback,
 	})
+}
+
+// startReplica runs a replica with cfg (its clients, namespaces, HostFor,
+// SecretRefresh and Log if set; the rest is filled in here) until the test
+// ends.
+func startReplica(t *testing.T, name string, rec *recorder, workers bool, cfg scanner.Config) *replica {
+	t.Helper()
+	reg := engines.NewRegistry(postgres.New(), redis.New())
+	if cfg.Log == nil {
+		cfg.Log = testLog(t, name)
+	}
+	log := cfg.Log
+	cfg.Engines, cfg.Holder, cfg.Tick, cfg.Events = reg, name, 500*time.Millisecond, rec.scannerEvent(name)
+	sc, err := scanner.New(cfg)
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	r := &replica{name: name, sc: sc, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -296,14 +312,16 @@ func (f *fixture) replica(name string, rec *recorder, workers bool) *replica {
 	go func() {
 		defer wg.Done()
 		if err := sc.Run(ctx); err != nil {
-			f.t.Errorf("replica %s: scanner: %v", name, err)
+			t.Errorf("replica %s: scanner: %v", name, err)
 		}
 	}()
 	if workers {
 		r.fl, err = fleet.New(fleet.Config{
 			Set: sc, Log: log, Changed: rec.fleetChanged(name),
 			New: func(key string, b bucket.Bucket) (fleet.Runner, error) {
-				exec, err := executor.New(executor.Config{Bucket: b, Engines: reg, Sources: sc.Sources(), Worker: name, Log: log})
+				// As "capsule worker --scan" does: each bucket serves
+				// only the sources of the plans that name it.
+				exec, err := executor.New(executor.Config{Bucket: b, Engines: reg, Sources: bucketSources(sc, key), Worker: name, Log: log})
 				if err != nil {
 					return nil, err
 				}
@@ -314,18 +332,18 @@ func (f *fixture) replica(name string, rec *recorder, workers bool) *replica {
 			},
 		})
 		if err != nil {
-			f.t.Fatal(err)
+			t.Fatal(err)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := r.fl.Run(ctx); err != nil {
-				f.t.Errorf("replica %s: fleet: %v", name, err)
+				t.Errorf("replica %s: fleet: %v", name, err)
 			}
 		}()
 	}
 	go func() { wg.Wait(); close(r.done) }()
-	f.t.Cleanup(r.stop)
+	t.Cleanup(r.stop)
 	return r
 }
 

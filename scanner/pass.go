@@ -54,7 +54,7 @@ func (s *Scanner) pass(ctx context.Context, now time.Time) time.Time {
 	live := map[string]bool{}
 	for _, p := range snap.plans {
 		live[p.Name] = true
-		b := snap.buckets[p.Bucket.URL()]
+		b := snap.buckets[p.Bucket.Key()]
 		if b == nil {
 			continue
 		}
@@ -78,9 +78,9 @@ func (s *Scanner) pass(ctx context.Context, now time.Time) time.Time {
 			delete(s.state, name) // the plan is gone: its schedule stops
 		}
 	}
-	for url := range s.retention {
-		if snap.buckets[url] == nil {
-			delete(s.retention, url)
+	for key := range s.retention {
+		if snap.buckets[key] == nil {
+			delete(s.retention, key)
 		}
 	}
 	return next
@@ -216,15 +216,15 @@ func (s *Scanner) resultStatus(ctx context.Context, b bucket.Bucket, p Plan, id 
 }
 
 func (s *Scanner) applyRetention(ctx context.Context, b bucket.Bucket, p Plan) (*retention.Report, error) {
-	url := p.Bucket.URL()
-	rr := s.retention[url]
+	key := p.Bucket.Key()
+	rr := s.retention[key]
 	if rr == nil || rr.b != b {
 		r, err := retention.New(retention.Config{Bucket: b, Holder: s.cfg.Holder, Lease: s.cfg.RetentionLease, Log: s.cfg.Log})
 		if err != nil {
 			return nil, err
 		}
 		rr = &retentionRunner{b: b, r: r}
-		s.retention[url] = rr
+		s.retention[key] = rr
 	}
 	return rr.r.Apply(ctx, retention.Policy{Cluster: p.Cluster, Source: p.Name, Plan: p.Name, Keep: p.Rotation})
 }

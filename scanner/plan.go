@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // AppRef names a CnvrgApp.
@@ -193,6 +194,9 @@ type parser struct {
 	hostFor func(svcName, namespace string) string
 	engines *engines.Registry
 	secret  secretGetter
+	// fp names bucket credentials (BucketSpec.Key); nil leaves them
+	// unnamed (unit tests).
+	fp *fingerprinter
 }
 
 // appResult is what one CnvrgApp gave.
@@ -348,6 +352,12 @@ func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, 
 	if svcName == "" {
 		svcName = defSvc
 	}
+	// The name becomes a host name in the source's URL: a Service's name
+	// (an RFC 1123 label) and nothing else, not a host:port, user@host or
+	// host/path.
+	if errs := validation.IsDNS1123Label(svcName); len(errs) > 0 {
+		b.problem(b.path("svcName"), "%q is not a Service name (an RFC 1123 DNS label): %s", svcName, errs[0])
+	}
 	p.Host = b.ps.hostFor(svcName, b.ref.Namespace)
 	p.Port = defPort
 	if n, ok := b.integer("port"); ok {
@@ -386,6 +396,9 @@ func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, 
 		spec, err := bucketSpec(bucketRef, data, b.ps.prefix)
 		if err != nil {
 			b.problem(b.path("backup", "bucketRef"), "Secret %q: %v", bucketRef, err)
+		}
+		if b.ps.fp != nil {
+			spec.identity = b.ps.fp.identity(spec.accessKey, spec.secretKey)
 		}
 		p.Bucket = spec
 	}
@@ -454,7 +467,8 @@ func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, 
 		p.SourceConfig = map[string]any{"url": u.String(), "databases": "all"}
 	case "elasticsearch":
 		// The operator's Elasticsearch speaks plain HTTP inside the cluster.
-		p.SourceConfig = map[string]any{"url": "http://" + hostPort, "indices": []any{"*"}}
+		u := url.URL{Scheme: "http", Host: hostPort}
+		p.SourceConfig = map[string]any{"url": u.String(), "indices": []any{"*"}}
 		if creds != "" {
 			if user, _ := key("CNVRG_ES_USER"); user != "" {
 				p.SourceConfig["user"] = user

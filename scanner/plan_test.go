@@ -141,6 +141,24 @@ func TestInvalidBlocksAreProblems(t *testing.T) {
 		{"bad port", func(a *unstructured.Unstructured, _ secretMap) {
 			_ = unstructured.SetNestedField(a.Object, int64(70000), "spec", "dbs", "redis", "port")
 		}, "spec.dbs.redis.port", 1, "not a port"},
+		{"svcName with a path", func(a *unstructured.Unstructured, _ secretMap) {
+			_ = unstructured.SetNestedField(a.Object, "169.254.169.254/latest/meta-data", "spec", "dbs", "redis", "svcName")
+		}, "spec.dbs.redis.svcName", 1, "RFC 1123"},
+		{"endpoint with a path", func(_ *unstructured.Unstructured, s secretMap) {
+			s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_ENDPOINT"] = "http://169.254.169.254/latest/meta-data"
+		}, "spec.dbs.pg.backup.bucketRef", 0, "no path"},
+		{"endpoint with a bad port", func(_ *unstructured.Unstructured, s secretMap) {
+			s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_ENDPOINT"] = "http://minio:99999"
+		}, "spec.dbs.pg.backup.bucketRef", 0, "not a port number"},
+		{"endpoint with a user", func(_ *unstructured.Unstructured, s secretMap) {
+			s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_ENDPOINT"] = "http://evil@minio:9000"
+		}, "spec.dbs.pg.backup.bucketRef", 0, "no user"},
+		{"bucket name with a slash", func(_ *unstructured.Unstructured, s secretMap) {
+			s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_BUCKET"] = "b/../other"
+		}, "spec.dbs.pg.backup.bucketRef", 0, "not a bucket name"},
+		{"region with a host", func(_ *unstructured.Unstructured, s secretMap) {
+			s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_REGION"] = "evil.example.com/x"
+		}, "spec.dbs.pg.backup.bucketRef", 0, "not a region"},
 		{"bad verify annotation keeps the backups", func(a *unstructured.Unstructured, _ secretMap) {
 			a.SetAnnotations(map[string]string{"capsule.cnvrg.io/verify-pg": "often"})
 		}, "metadata.annotations.capsule.cnvrg.io/verify-pg", 2, "every=N"},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +18,6 @@ import (
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/retention"
 	"github.com/sirupsen/logrus"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -25,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
@@ -67,10 +66,14 @@ type Config struct {
 	Holder string
 	// Tick is the longest time between two passes over the plans
 	// (default 10s); a pass also runs at each slot's start and after each
-	// change of a CnvrgApp or a Secret it uses.
+	// change of a CnvrgApp.
 	Tick time.Duration
-	// Resync is the informers' resync period (default 10m).
+	// Resync is the CnvrgApp informers' resync period (default 10m).
 	Resync time.Duration
+	// SecretRefresh is how often the Secrets the plans name are read
+	// again (default 1m): a changed Secret is seen within this time. The
+	// scanner reads Secrets one by one, by name, never by listing them.
+	SecretRefresh time.Duration
 	// RetentionLease is the length of a retention lock (default
 	// retention.DefaultLease).
 	RetentionLease time.Duration
@@ -146,6 +149,9 @@ func (c *Config) Validate() error {
 	if c.Resync == 0 {
 		c.Resync = 10 * time.Minute
 	}
+	if c.SecretRefresh == 0 {
+		c.SecretRefresh = time.Minute
+	}
 	if c.RetentionLease == 0 {
 		c.RetentionLease = retention.DefaultLease
 	}
@@ -159,6 +165,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("tick: must be at least 10ms, got %s", c.Tick)
 	case c.Resync < 0:
 		return fmt.Errorf("resync: must not be negative, got %s", c.Resync)
+	case c.SecretRefresh < 100*time.Millisecond:
+		return fmt.Errorf("secretRefresh: must be at least 100ms, got %s", c.SecretRefresh)
 	}
 	return nil
 }
@@ -176,8 +184,6 @@ type Scanner struct {
 	// changed is closed (and replaced) when the set of buckets changes.
 	changed chan struct{}
 	synced  chan struct{}
-	// secretRefs are the Secrets (namespace/name) the CnvrgApps name.
-	secretRefs map[string]bool
 	// retired are plans that disappeared, by name, with when: requests
 	// submitted before still resolve their source for RetiredSources.
 	retired map[string]retiredPlan
@@ -203,7 +209,8 @@ type snapshot struct {
 	plans    []Plan
 	byName   map[string]Plan
 	problems []Problem
-	// buckets by BucketSpec.URL, and the specs they were opened from.
+	// buckets by BucketSpec.Key (URL and credentials), and the specs
+	// they were opened from.
 	buckets map[string]bucket.Bucket
 	specs   map[string]BucketSpec
 }
@@ -214,19 +221,18 @@ func New(cfg Config) (*Scanner, error) {
 		return nil, err
 	}
 	s := &Scanner{
-		cfg:        cfg,
-		log:        cfg.Log.WithField("component", "scanner"),
-		snap:       &snapshot{byName: map[string]Plan{}, buckets: map[string]bucket.Bucket{}, specs: map[string]BucketSpec{}},
-		changed:    make(chan struct{}),
-		synced:     make(chan struct{}),
-		secretRefs: map[string]bool{},
-		retired:    map[string]retiredPlan{},
-		poke:       make(chan struct{}, 1),
-		reported:   map[string]bool{},
-		state:      map[string]*planState{},
-		retention:  map[string]*retentionRunner{},
+		cfg:       cfg,
+		log:       cfg.Log.WithField("component", "scanner"),
+		snap:      &snapshot{byName: map[string]Plan{}, buckets: map[string]bucket.Bucket{}, specs: map[string]BucketSpec{}},
+		changed:   make(chan struct{}),
+		synced:    make(chan struct{}),
+		retired:   map[string]retiredPlan{},
+		poke:      make(chan struct{}, 1),
+		reported:  map[string]bool{},
+		state:     map[string]*planState{},
+		retention: map[string]*retentionRunner{},
 	}
-	s.parser = &parser{cluster: cfg.Cluster, prefix: cfg.Prefix, hostFor: cfg.HostFor, engines: cfg.Engines}
+	s.parser = &parser{cluster: cfg.Cluster, prefix: cfg.Prefix, hostFor: cfg.HostFor, engines: cfg.Engines, fp: newFingerprinter()}
 	return s, nil
 }
 
@@ -241,13 +247,7 @@ type Result struct {
 // does not touch any bucket: `capsule scan --once`.
 func (s *Scanner) Scan(ctx context.Context) (*Result, error) {
 	ps := *s.parser
-	ps.secret = func(ctx context.Context, ns, name string) (map[string][]byte, error) {
-		sec, err := s.cfg.Kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, err
-		}
-		return sec.Data, nil
-	}
+	ps.secret = newSecretCache(s.cfg.Kube, s.log).get
 	var apps []*unstructured.Unstructured
 	for _, ns := range s.namespaces() {
 		list, err := s.cfg.Dynamic.Resource(CnvrgApps()).Namespace(ns).List(ctx, metav1.ListOptions{})
@@ -298,9 +298,10 @@ func (s *Scanner) Problems() []Problem {
 	return append([]Problem(nil), s.snap.problems...)
 }
 
-// Buckets returns the buckets the plans name, by URL (BucketSpec.URL),
-// each scoped to capsule's prefix. A bucket whose Secret changed is a new
-// value under the same URL.
+// Buckets returns the buckets the plans name, by BucketSpec.Key: the URL
+// and the identity of the credentials, so two Secrets that name one bucket
+// with different keys give two clients. Each is scoped to capsule's
+// prefix. Sources(key) are the sources a request found in it may use.
 func (s *Scanner) Buckets() map[string]bucket.Bucket {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -321,72 +322,96 @@ func (s *Scanner) Changed() <-chan struct{} {
 // Synced returns a channel closed once Run has built the first plans.
 func (s *Scanner) Synced() <-chan struct{} { return s.synced }
 
-// Sources resolves the plans' sources for an executor: a plan's name is
-// its source's name.
-func (s *Scanner) Sources() executor.Sources { return sources{s} }
+// Sources returns the sources that the bucket Buckets()[key] serves, for
+// its executor: exactly the sources of the plans whose bucket client it is
+// (a plan's name is its source's name), and those of such plans retired
+// less than RetiredSources ago. Any other name, another bucket's plan or a
+// source of the worker's configuration included, is an error that says
+// the source "is not served by this bucket", so a request written into one
+// tenant's bucket can never touch another tenant's data.
+func (s *Scanner) Sources(key string) executor.Sources { return sources{s: s, key: key} }
 
-type sources struct{ s *Scanner }
+type sources struct {
+	s   *Scanner
+	key string
+}
 
 func (x sources) Lookup(name string) (engines.Source, error) {
-	x.s.mu.RLock()
-	p, ok := x.s.snap.byName[name]
-	if r, retired := x.s.retired[name]; !ok && retired && time.Since(r.at) < RetiredSources {
-		p, ok = r.plan, true
-	}
-	x.s.mu.RUnlock()
-	if !ok {
-		return engines.Source{}, fmt.Errorf("%w %q (no enabled backup block of a CnvrgApp has this name)", executor.ErrUnknownSource, name)
+	p, ok := x.s.plan(name)
+	if !ok || p.Bucket.Key() != x.key {
+		return engines.Source{}, x.s.NotServed(name)
 	}
 	return p.Source(), nil
 }
 
-// Run watches CnvrgApps and the Secrets they name until ctx is done,
-// rebuilding the plans on every change, and drops each plan's requests at
-// its slots. It returns nil when ctx ends, or an error when the informers
-// cannot start.
+// plan returns the current plan of that name, else a recently retired one.
+func (s *Scanner) plan(name string) (Plan, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if p, ok := s.snap.byName[name]; ok {
+		return p, true
+	}
+	if r, ok := s.retired[name]; ok && time.Since(r.at) < RetiredSources {
+		return r.plan, true
+	}
+	return Plan{}, false
+}
+
+// NotServed returns the error for a source a bucket does not serve. It
+// wraps executor.ErrUnknownSource, so the request ends rejected, and, when
+// some plan (of another bucket) has the name, executor.ErrNotServed, so a
+// backup made from it is not restored here either. Its message is the same
+// either way: it tells a tenant nothing about other tenants' sources. The
+// worker's own bucket (--bucket) uses it for the plans' names.
+func (s *Scanner) NotServed(name string) error {
+	_, known := s.plan(name)
+	return &notServedError{name: name, known: known}
+}
+
+type notServedError struct {
+	name  string
+	known bool
+}
+
+func (e *notServedError) Error() string {
+	return fmt.Sprintf("source %q is not served by this bucket", e.name)
+}
+
+func (e *notServedError) Is(target error) bool {
+	return target == executor.ErrUnknownSource || (e.known && target == executor.ErrNotServed)
+}
+
+// Run watches CnvrgApps until ctx is done, reading the Secrets they name
+// by name, rebuilding the plans on every change of a CnvrgApp and every
+// SecretRefresh, and drops each plan's requests at its slots. It returns
+// nil when ctx ends, or an error when the informers cannot start.
+//
+// It never lists or watches Secrets: get on the Secrets the CnvrgApps
+// name is the only access to Secrets it needs.
 func (s *Scanner) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
-		appInformers    []cache.SharedIndexInformer
-		secretInformers []cache.SharedIndexInformer
-		synced          []cache.InformerSynced
+		appInformers []cache.SharedIndexInformer
+		synced       []cache.InformerSynced
 	)
 	poke := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.wake() },
 		UpdateFunc: func(any, any) { s.wake() },
 		DeleteFunc: func(any) { s.wake() },
 	}
-	pokeSecret := func(obj any) {
-		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
-		if m, err := metaKey(obj); err == nil && s.refersTo(m) {
-			s.wake()
-		}
-	}
-	secretHandler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    pokeSecret,
-		UpdateFunc: func(_, obj any) { pokeSecret(obj) },
-		DeleteFunc: pokeSecret,
-	}
 	for _, ns := range s.namespaces() {
 		ai := dynamicinformer.NewFilteredDynamicInformer(s.cfg.Dynamic, CnvrgApps(), ns, s.cfg.Resync, cache.Indexers{}, nil).Informer()
-		si := coreinformers.NewSecretInformer(s.cfg.Kube, ns, s.cfg.Resync, cache.Indexers{})
 		if _, err := ai.AddEventHandler(poke); err != nil {
 			return err
 		}
-		if _, err := si.AddEventHandler(secretHandler); err != nil {
-			return err
-		}
 		appInformers = append(appInformers, ai)
-		secretInformers = append(secretInformers, si)
-		synced = append(synced, ai.HasSynced, si.HasSynced)
+		synced = append(synced, ai.HasSynced)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	for _, inf := range append(append([]cache.SharedIndexInformer{}, appInformers...), secretInformers...) {
+	for _, inf := range appInformers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -397,19 +422,9 @@ func (s *Scanner) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // ctx ended
 	}
+	secrets := newSecretCache(s.cfg.Kube, s.log)
 	ps := *s.parser
-	ps.secret = func(_ context.Context, ns, name string) (map[string][]byte, error) {
-		for _, si := range secretInformers {
-			obj, ok, err := si.GetStore().GetByKey(ns + "/" + name)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				return obj.(*corev1.Secret).Data, nil
-			}
-		}
-		return nil, apierrors.NewNotFound(corev1.Resource("secrets"), name)
-	}
+	ps.secret = secrets.get
 	listApps := func() []*unstructured.Unstructured {
 		var apps []*unstructured.Unstructured
 		for _, ai := range appInformers {
@@ -421,8 +436,11 @@ func (s *Scanner) Run(ctx context.Context) error {
 		}
 		return sortApps(apps)
 	}
-	s.rebuild(ctx, &ps, listApps())
+	rebuild := func() { secrets.keep(s.rebuild(ctx, &ps, listApps())) }
+	rebuild()
 	close(s.synced)
+	refresh := time.NewTicker(s.cfg.SecretRefresh)
+	defer refresh.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -431,7 +449,10 @@ func (s *Scanner) Run(ctx context.Context) error {
 			s.log.Info("scanner stopped")
 			return nil
 		case <-s.poke:
-			s.rebuild(ctx, &ps, listApps())
+			rebuild()
+		case <-refresh.C:
+			secrets.expire()
+			rebuild()
 		case <-timer.C:
 		}
 		next := s.pass(ctx, time.Now())
@@ -445,8 +466,6 @@ func (s *Scanner) Run(ctx context.Context) error {
 	}
 }
 
-func metaKey(obj any) (string, error) { return cache.MetaNamespaceKeyFunc(obj) }
-
 func (s *Scanner) wake() {
 	select {
 	case s.poke <- struct{}{}:
@@ -454,15 +473,61 @@ func (s *Scanner) wake() {
 	}
 }
 
-func (s *Scanner) refersTo(key string) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.secretRefs[key]
+// secretCache reads Secrets by name (get, never list or watch) and keeps
+// what it read until expire, so that rebuilds between two refreshes cost
+// no API call. A Secret that could not be read is asked for again at the
+// next rebuild. Only the Run goroutine uses it.
+type secretCache struct {
+	kube kubernetes.Interface
+	log  logrus.FieldLogger
+	// fresh are the Secrets read since the last expire; last are the
+	// latest good reads, used when the API server fails for a moment.
+	fresh, last map[string]map[string][]byte
+}
+
+func newSecretCache(kube kubernetes.Interface, log logrus.FieldLogger) *secretCache {
+	return &secretCache{kube: kube, log: log, fresh: map[string]map[string][]byte{}, last: map[string]map[string][]byte{}}
+}
+
+func (c *secretCache) get(ctx context.Context, ns, name string) (map[string][]byte, error) {
+	key := ns + "/" + name
+	if d, ok := c.fresh[key]; ok {
+		return d, nil
+	}
+	sec, err := c.kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		c.fresh[key], c.last[key] = sec.Data, sec.Data
+		return sec.Data, nil
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err), ctx.Err() != nil:
+		delete(c.last, key)
+		return nil, err
+	}
+	if d, ok := c.last[key]; ok {
+		c.log.WithError(err).WithField("secret", key).Warn("cannot read the Secret; using what was read before")
+		return d, nil
+	}
+	return nil, err
+}
+
+// expire makes the next reads ask the API server again.
+func (c *secretCache) expire() { c.fresh = map[string]map[string][]byte{} }
+
+// keep forgets the Secrets no CnvrgApp names any more.
+func (c *secretCache) keep(refs map[string]bool) {
+	for k := range c.last {
+		if !refs[k] {
+			delete(c.last, k)
+			delete(c.fresh, k)
+		}
+	}
 }
 
 // rebuild derives the plans from the informers' view, reports new
-// problems, and opens the buckets the plans name.
-func (s *Scanner) rebuild(ctx context.Context, ps *parser, apps []*unstructured.Unstructured) {
+// problems, and opens the buckets the plans name: one client per URL and
+// credentials (BucketSpec.Key). It returns the Secrets (namespace/name)
+// the CnvrgApps name.
+func (s *Scanner) rebuild(ctx context.Context, ps *parser, apps []*unstructured.Unstructured) map[string]bool {
 	next := &snapshot{byName: map[string]Plan{}, buckets: map[string]bucket.Bucket{}, specs: map[string]BucketSpec{}}
 	refs := map[string]bool{}
 	reported := map[string]bool{}
@@ -487,31 +552,33 @@ func (s *Scanner) rebuild(ctx context.Context, ps *parser, apps []*unstructured.
 	prev := s.snap
 	s.mu.RUnlock()
 	kept := next.plans[:0]
+	// The Secrets (namespace/name) behind each client, for the logs.
+	secretsOf := map[string][]string{}
 	for _, p := range next.plans {
-		url := p.Bucket.URL()
-		if spec, ok := next.specs[url]; ok {
-			if spec != p.Bucket {
-				s.log.WithFields(logrus.Fields{"plan": p.Name, "bucket": url, "secret": p.Bucket.Secret, "other_secret": spec.Secret}).
-					Warn("two Secrets name the same bucket with different settings: using the first one's")
-			}
-		} else if old, ok := prev.specs[url]; ok && old == p.Bucket {
-			next.specs[url], next.buckets[url] = old, prev.buckets[url]
+		// Same URL and same credentials: one client. Different credentials
+		// never share one, whatever the URL.
+		key := p.Bucket.Key()
+		if _, ok := next.specs[key]; ok {
+			// opened for an earlier plan
+		} else if old, ok := prev.specs[key]; ok {
+			next.specs[key], next.buckets[key] = old, prev.buckets[key]
 		} else {
 			b, err := p.Bucket.open(ctx, s.cfg.Log)
 			if err != nil {
-				s.log.WithError(err).WithFields(logrus.Fields{"plan": p.Name, "bucket": url}).Warn("cannot open the plan's bucket; the plan waits")
+				s.log.WithError(err).WithFields(logrus.Fields{"plan": p.Name, "bucket": key}).Warn("cannot open the plan's bucket; the plan waits")
 				continue
 			}
-			next.specs[url], next.buckets[url] = p.Bucket, b
+			next.specs[key], next.buckets[key] = p.Bucket, b
 		}
+		secretsOf[key] = append(secretsOf[key], p.App.Namespace+"/"+p.Bucket.Secret)
 		next.byName[p.Name] = p
 		kept = append(kept, p)
 	}
 	next.plans = kept
 
 	changed := len(next.buckets) != len(prev.buckets)
-	for url, b := range next.buckets {
-		if prev.buckets[url] != b {
+	for key, b := range next.buckets {
+		if prev.buckets[key] != b {
 			changed = true
 		}
 	}
@@ -528,19 +595,19 @@ func (s *Scanner) rebuild(ctx context.Context, ps *parser, apps []*unstructured.
 		}
 	}
 	s.snap = next
-	s.secretRefs = refs
 	if changed {
 		close(s.changed)
 		s.changed = make(chan struct{})
 	}
 	s.mu.Unlock()
 	if changed {
-		urls := make([]string, 0, len(next.buckets))
-		for u := range next.buckets {
-			urls = append(urls, u)
+		keys := make([]string, 0, len(next.buckets))
+		for k := range next.buckets {
+			keys = append(keys, k)
 		}
-		sort.Strings(urls)
-		s.log.WithField("buckets", urls).Info("the set of buckets changed")
+		sort.Strings(keys)
+		s.log.WithField("buckets", keys).Info("the set of buckets changed")
+		s.warnShared(next, secretsOf)
 	}
 	names := make([]string, len(next.plans))
 	for i, p := range next.plans {
@@ -548,6 +615,36 @@ func (s *Scanner) rebuild(ctx context.Context, ps *parser, apps []*unstructured.
 	}
 	s.log.WithFields(logrus.Fields{"plans": names, "problems": len(next.problems)}).Debug("plans rebuilt")
 	s.emit(Event{Type: EventPlans})
+	return refs
+}
+
+// warnShared says when one bucket is named with different credentials:
+// each set gets its own client and watcher, which serves only its own
+// plans' sources, so a request of one may be claimed by the other's
+// watcher and end rejected.
+func (s *Scanner) warnShared(snap *snapshot, secretsOf map[string][]string) {
+	byURL := map[string][]string{}
+	for key, spec := range snap.specs {
+		byURL[spec.URL()] = append(byURL[spec.URL()], key)
+	}
+	for url, keys := range byURL {
+		if len(keys) < 2 {
+			continue
+		}
+		sort.Strings(keys)
+		var secrets []string
+		for _, k := range keys {
+			secrets = append(secrets, strings.Join(dedupe(sortedCopy(secretsOf[k])), ","))
+		}
+		s.log.WithFields(logrus.Fields{"bucket": url, "clients": keys, "secrets": secrets}).
+			Warn("Secrets name the same bucket with different credentials: each gets its own client, which serves only its own plans' sources; give each tenant its own bucket")
+	}
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	sort.Strings(c)
+	return c
 }
 
 func (s *Scanner) emit(e Event) {

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/config"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/fleet"
@@ -176,11 +176,17 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 		}
 		fixed[a.cfg.Bucket] = b
 	}
-	srcs := chainSources{sc.Sources(), &a.cfg}
 	fl, err := fleet.New(fleet.Config{
 		Set: sc, Fixed: fixed, Log: a.log,
 		New: func(key string, b bucket.Bucket) (fleet.Runner, error) {
 			log := a.log.WithField("bucket", key)
+			// Each bucket serves its own sources only: the configuration's
+			// serve the worker's own bucket, a CnvrgApp bucket's are the
+			// plans that name it (and were configured with its keys).
+			var srcs executor.Sources = sc.Sources(key)
+			if _, ok := fixed[key]; ok {
+				srcs = fixedSources{cfg: &a.cfg, sc: sc}
+			}
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: srcs, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Log: log,
@@ -209,20 +215,19 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 	return errors.Join(<-scanErr, fleetErr)
 }
 
-// chainSources looks a source up in each of its members in turn.
-type chainSources []executor.Sources
+// fixedSources are the sources of the worker's own bucket (--bucket):
+// those of its configuration. A plan's source is not served there.
+type fixedSources struct {
+	cfg *config.Config
+	sc  *scanner.Scanner
+}
 
-func (c chainSources) Lookup(name string) (engines.Source, error) {
-	var msgs []string
-	for _, s := range c {
-		src, err := s.Lookup(name)
-		if err == nil {
-			return src, nil
+func (f fixedSources) Lookup(name string) (engines.Source, error) {
+	src, err := f.cfg.Lookup(name)
+	if errors.Is(err, executor.ErrUnknownSource) {
+		if nerr := f.sc.NotServed(name); errors.Is(nerr, executor.ErrNotServed) {
+			return src, nerr
 		}
-		if !errors.Is(err, executor.ErrUnknownSource) {
-			return src, err
-		}
-		msgs = append(msgs, err.Error())
 	}
-	return engines.Source{}, fmt.Errorf("%w %q: %s", executor.ErrUnknownSource, name, strings.Join(msgs, "; "))
+	return src, err
 }
