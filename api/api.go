@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/schemas"
 	"github.com/sirupsen/logrus"
@@ -36,6 +37,12 @@ type Config struct {
 	// Log receives one line per request (debug; warn on 503, error on
 	// 500). Nothing when nil.
 	Log logrus.FieldLogger
+	// MaxControlObject is the size limit of the requests, leases and
+	// results the API reads and writes (default
+	// requests.DefaultMaxControlObject; the workers'
+	// worker.maxControlObject). A larger one is answered with a 500
+	// object_too_large, without being read whole.
+	MaxControlObject int64
 }
 
 // DefaultCacheTTL is the freshness of backup listings when
@@ -53,6 +60,8 @@ type server struct {
 	log     logrus.FieldLogger
 	token   *tokenFile
 	catalog *catalog
+	// limit is the size limit of control objects, for package client.
+	limit client.Option
 }
 
 // New checks cfg and returns the API's handler. A configured TokenFile
@@ -70,7 +79,7 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Log = l
 	}
 	b := reachable{cfg.Bucket}
-	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL)}
+	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL), limit: client.MaxObject(cfg.MaxControlObject)}
 	if cfg.TokenFile != "" {
 		s.token = &tokenFile{path: cfg.TokenFile}
 		if _, err := s.token.digest(); err != nil {

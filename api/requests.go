@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/requests"
 )
@@ -22,7 +23,7 @@ func (s *server) requestStatus(w http.ResponseWriter, r *http.Request) {
 	if !ok || !noQuery(w, r) {
 		return
 	}
-	st, err := client.GetStatus(r.Context(), s.b, id)
+	st, err := client.GetStatus(r.Context(), s.b, id, s.limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -66,7 +67,11 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if err := client.Submit(r.Context(), s.b, req); err != nil {
+	if err := client.Submit(r.Context(), s.b, req, s.limit); err != nil {
+		if errors.Is(err, bucket.ErrTooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "", err.Error())
+			return
+		}
 		s.fail(w, r, err)
 		return
 	}
@@ -134,7 +139,7 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st, err := client.GetStatus(r.Context(), s.b, id)
+	st, err := client.GetStatus(r.Context(), s.b, id, s.limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -143,11 +148,11 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, CodeConflict, "", fmt.Sprintf("request %s already ended %s", id, st.Status))
 		return
 	}
-	if err := client.Cancel(r.Context(), s.b, id, cb.Reason); err != nil {
+	if err := client.Cancel(r.Context(), s.b, id, cb.Reason, s.limit); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if st, err = client.GetStatus(r.Context(), s.b, id); err != nil {
+	if st, err = client.GetStatus(r.Context(), s.b, id, s.limit); err != nil {
 		s.fail(w, r, err)
 		return
 	}
