@@ -88,3 +88,18 @@ func TestConfiguredControlObjectLimit(t *testing.T) {
 		t.Errorf("message %q does not name the limit", e.Message)
 	}
 }
+
+// Canceling a malformed (small) request answers like GET does: the
+// status without the half-parsed request, as openapi.yaml describes it.
+func TestCancelOfAMalformedRequest(t *testing.T) {
+	b := fsBucket(t)
+	h := newHarness(t, b, nil)
+	if _, err := bucket.PutBytes(context.Background(), b, requests.RequestKey("malformed"), []byte("\x00\x00 not json"), bucket.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := h.post("/v1/requests/malformed/cancel", nil)
+	wantStatus(t, "cancel of a malformed request", r, 202, "")
+	if strings.Contains(string(r.body), `"request"`) {
+		t.Errorf("cancel shows the half-parsed request: %s", r.body)
+	}
+}

@@ -23,17 +23,26 @@ func (s *server) requestStatus(w http.ResponseWriter, r *http.Request) {
 	if !ok || !noQuery(w, r) {
 		return
 	}
-	st, err := client.GetStatus(r.Context(), s.b, id, s.limit)
+	st, err := s.status(r, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// status reads a request's status through the size limit.
+func (s *server) status(r *http.Request, id string) (*client.Status, error) {
+	st, err := client.GetStatus(r.Context(), s.b, id, s.limit)
+	if err != nil {
+		return nil, err
 	}
 	if st.Request != nil && st.Request.Validate() != nil {
 		// A malformed request stays pending until a worker rejects it;
 		// what little of it parsed is not shown as if it were a request.
 		st.Request = nil
 	}
-	writeJSON(w, http.StatusOK, st)
+	return st, nil
 }
 
 func idParam(w http.ResponseWriter, r *http.Request) (string, bool) {
@@ -139,7 +148,7 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st, err := client.GetStatus(r.Context(), s.b, id, s.limit)
+	st, err := s.status(r, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -152,7 +161,7 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if st, err = client.GetStatus(r.Context(), s.b, id, s.limit); err != nil {
+	if st, err = s.status(r, id); err != nil {
 		s.fail(w, r, err)
 		return
 	}
