@@ -193,6 +193,13 @@ func TestPoisonRequestCannotKillTheWorkers(t *testing.T) {
 
 	maxAttempt := 0
 	lookAtLease := func() {
+		for _, w := range ws {
+			select {
+			case <-w.done:
+				t.Fatalf("worker %s exited before the poison request ended", w.name)
+			default:
+			}
+		}
 		data, _, err := bucket.GetBytesLimit(ctx, c.b, requests.LeaseKey(id), requests.DefaultMaxControlObject)
 		var l requests.Lease
 		if err == nil && json.Unmarshal(data, &l) == nil {
