@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/schemas"
@@ -40,6 +41,12 @@ type Config struct {
 	// Damaged reports damaged indexes the listings meet (each key once);
 	// when nil the API logs each to Log once.
 	Damaged *index.Reporter
+	// MaxControlObject is the size limit of the requests, leases and
+	// results the API reads and writes (default
+	// requests.DefaultMaxControlObject; the workers'
+	// worker.maxControlObject). A larger one is answered with a 500
+	// object_too_large, without being read whole.
+	MaxControlObject int64
 }
 
 // DefaultCacheTTL is the freshness of backup listings when
@@ -57,6 +64,8 @@ type server struct {
 	log     logrus.FieldLogger
 	token   *tokenFile
 	catalog *catalog
+	// limit is the size limit of control objects, for package client.
+	limit client.Option
 }
 
 // New checks cfg and returns the API's handler. A configured TokenFile
@@ -77,7 +86,7 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Damaged = index.NewReporter(cfg.Log, nil)
 	}
 	b := reachable{cfg.Bucket}
-	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged)}
+	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged), limit: client.MaxObject(cfg.MaxControlObject)}
 	if cfg.TokenFile != "" {
 		s.token = &tokenFile{path: cfg.TokenFile}
 		if _, err := s.token.digest(); err != nil {

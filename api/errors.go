@@ -33,6 +33,7 @@ const (
 	CodeBucketUnavailable = "bucket_unavailable" // 503: the bucket did not answer
 	CodeUnavailable       = "unavailable"        // 503: the token file cannot be read
 	CodeInternal          = "internal"           // 500: a genuine internal error
+	CodeObjectTooLarge    = "object_too_large"   // 500: an object in the bucket is over the size limit
 )
 
 func writeError(w http.ResponseWriter, status int, code, field, msg string) {
@@ -116,6 +117,10 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusNotFound, CodeNotFound, "", "no backup has this id in this cluster")
 	case errors.Is(err, bucket.ErrPreconditionFailed):
 		writeError(w, http.StatusConflict, CodeConflict, "id", err.Error())
+	case errors.Is(err, bucket.ErrTooLarge):
+		// The bucket holds something no reader takes whole: damaged or
+		// hostile content, not the caller's fault nor a failing store.
+		writeError(w, http.StatusInternalServerError, CodeObjectTooLarge, "", err.Error())
 	case errors.As(err, &be), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled) || r.Context().Err() != nil:
 		writeError(w, http.StatusServiceUnavailable, CodeBucketUnavailable, "", "the bucket did not answer; try again")
 	default:

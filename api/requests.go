@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/requests"
 )
@@ -22,17 +23,26 @@ func (s *server) requestStatus(w http.ResponseWriter, r *http.Request) {
 	if !ok || !noQuery(w, r) {
 		return
 	}
-	st, err := client.GetStatus(r.Context(), s.b, id)
+	st, err := s.status(r, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// status reads a request's status through the size limit.
+func (s *server) status(r *http.Request, id string) (*client.Status, error) {
+	st, err := client.GetStatus(r.Context(), s.b, id, s.limit)
+	if err != nil {
+		return nil, err
 	}
 	if st.Request != nil && st.Request.Validate() != nil {
 		// A malformed request stays pending until a worker rejects it;
 		// what little of it parsed is not shown as if it were a request.
 		st.Request = nil
 	}
-	writeJSON(w, http.StatusOK, st)
+	return st, nil
 }
 
 func idParam(w http.ResponseWriter, r *http.Request) (string, bool) {
@@ -66,7 +76,11 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if err := client.Submit(r.Context(), s.b, req); err != nil {
+	if err := client.Submit(r.Context(), s.b, req, s.limit); err != nil {
+		if errors.Is(err, bucket.ErrTooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "", err.Error())
+			return
+		}
 		s.fail(w, r, err)
 		return
 	}
@@ -134,7 +148,7 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st, err := client.GetStatus(r.Context(), s.b, id)
+	st, err := s.status(r, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -143,11 +157,11 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, CodeConflict, "", fmt.Sprintf("request %s already ended %s", id, st.Status))
 		return
 	}
-	if err := client.Cancel(r.Context(), s.b, id, cb.Reason); err != nil {
+	if err := client.Cancel(r.Context(), s.b, id, cb.Reason, s.limit); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if st, err = client.GetStatus(r.Context(), s.b, id); err != nil {
+	if st, err = s.status(r, id); err != nil {
 		s.fail(w, r, err)
 		return
 	}

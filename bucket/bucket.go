@@ -1,6 +1,7 @@
 package bucket
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -138,7 +139,10 @@ func PutBytes(ctx context.Context, b Bucket, key string, data []byte, opts PutOp
 	return b.Put(ctx, key, strings.NewReader(string(data)), int64(len(data)), opts)
 }
 
-// GetBytes reads a whole (small) object into memory.
+// GetBytes reads a whole object into memory, however large it is. Use it
+// only for objects whose size capsule controls (tests, its own
+// artifacts); anything another party may have written goes through
+// GetBytesLimit.
 func GetBytes(ctx context.Context, b Reader, key string) ([]byte, ObjectInfo, error) {
 	rc, info, err := b.Get(ctx, key)
 	if err != nil {
@@ -150,6 +154,75 @@ func GetBytes(ctx context.Context, b Reader, key string) ([]byte, ObjectInfo, er
 		return nil, info, fmt.Errorf("read %s: %w", key, err)
 	}
 	return data, info, nil
+}
+
+// ErrTooLarge is what a *TooLargeError matches with errors.Is: an object
+// was refused by a size limit.
+var ErrTooLarge = errors.New("object too large")
+
+// TooLargeError says GetBytesLimit refused an object larger than its limit
+// without reading it whole.
+type TooLargeError struct {
+	Key string
+	// Size is the object's size as the store reported it. When the store
+	// reported a size within the limit (or none) and the body went on
+	// past the limit anyway, SizeUnknown is set and Size is the bytes
+	// read before the read stopped (Limit+1): a lower bound.
+	Size        int64
+	SizeUnknown bool
+	Limit       int64
+}
+
+func (e *TooLargeError) Error() string {
+	if e.SizeUnknown {
+		return fmt.Sprintf("%s is more than %d bytes, over the %s limit", e.Key, e.Size-1, FormatSize(e.Limit))
+	}
+	return fmt.Sprintf("%s is %d bytes, over the %s limit", e.Key, e.Size, FormatSize(e.Limit))
+}
+
+// Is makes errors.Is(err, ErrTooLarge) true.
+func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
+
+// GetBytesLimit reads a whole object of at most limit bytes into memory.
+// A larger object is a *TooLargeError (errors.Is ErrTooLarge): refused
+// from the size the store reports before its body is read, or, should the
+// body run on past that size, after limit+1 bytes. With the error comes
+// the object's info (ETag, times), so a caller can still act on the
+// object as a damaged one.
+func GetBytesLimit(ctx context.Context, b Reader, key string, limit int64) ([]byte, ObjectInfo, error) {
+	if limit <= 0 {
+		return nil, ObjectInfo{}, fmt.Errorf("read %s: size limit must be positive, got %d", key, limit)
+	}
+	rc, info, err := b.Get(ctx, key)
+	if err != nil {
+		return nil, info, err
+	}
+	defer rc.Close()
+	if info.Size > limit {
+		return nil, info, &TooLargeError{Key: key, Size: info.Size, Limit: limit}
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, max(info.Size, 0)+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(rc, limit+1)); err != nil {
+		return nil, info, fmt.Errorf("read %s: %w", key, err)
+	}
+	if int64(buf.Len()) > limit {
+		return nil, info, &TooLargeError{Key: key, Size: int64(buf.Len()), SizeUnknown: true, Limit: limit}
+	}
+	return buf.Bytes(), info, nil
+}
+
+// FormatSize writes a byte count for people: in KiB, MiB or GiB when it
+// is a whole number of them, else in bytes.
+func FormatSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d %s", n/u.size, u.name)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // Walk calls fn for every object under prefix, in ascending key order,

@@ -7,6 +7,10 @@
 // ErrPreconditionFailed; backends translate their own errors into these at
 // the edge, so callers use errors.Is.
 //
+// Objects that another party may have written are read whole only through
+// GetBytesLimit: one larger than its limit is refused as a *TooLargeError
+// (ErrTooLarge) from the size the store reports, without reading its body.
+//
 // Implementations live in subpackages: bucket/s3 (any S3 API through
 // aws-sdk-go-v2) and bucket/fs (a local directory with the same semantics,
 // safe across processes; the embedded default). bucket/buckettest is the

@@ -2,6 +2,11 @@
 // request, read its status (pending, running with progress, or its
 // result), wait for it, follow results as they appear, and ask for a
 // cancel. The CLI and the HTTP API are thin layers over it.
+//
+// Every control object is read through a size limit
+// (requests.DefaultMaxControlObject, or MaxObject): a larger request or
+// result is an error wrapping a *bucket.TooLargeError, a larger lease is
+// ignored like a damaged one, and none is read whole.
 package client
 
 import (
@@ -15,10 +20,38 @@ import (
 	"github.com/cnvrg/capsule/requests"
 )
 
+// Option changes how the client reads and writes control objects.
+type Option func(*options)
+
+type options struct {
+	maxObject int64
+}
+
+// MaxObject sets the size limit of control objects, written and read,
+// to n bytes instead of requests.DefaultMaxControlObject: the workers'
+// worker.maxControlObject. n <= 0 keeps the default.
+func MaxObject(n int64) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxObject = n
+		}
+	}
+}
+
+func apply(opts []Option) options {
+	o := options{maxObject: requests.DefaultMaxControlObject}
+	for _, fn := range opts {
+		fn(&o)
+	}
+	return o
+}
+
 // Submit validates req, fills in its apiVersion, id and creation time when
 // empty, and writes it create-only. An existing request or result with
-// the same id is an error: ids are never reused.
-func Submit(ctx context.Context, b bucket.Bucket, req *requests.Request) error {
+// the same id is an error: ids are never reused. A request larger than
+// the control-object limit is refused: a worker would reject it.
+func Submit(ctx context.Context, b bucket.Bucket, req *requests.Request, opts ...Option) error {
+	o := apply(opts)
 	if req.APIVersion == "" {
 		req.APIVersion = requests.APIVersion
 	}
@@ -39,6 +72,10 @@ func Submit(ctx context.Context, b bucket.Bucket, req *requests.Request) error {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return err
+	}
+	if int64(len(data)) > o.maxObject {
+		tl := &bucket.TooLargeError{Key: requests.RequestKey(req.ID), Size: int64(len(data)), Limit: o.maxObject}
+		return fmt.Errorf("submit %s: the request object %w of control objects (worker.maxControlObject)", req.ID, tl)
 	}
 	if _, err := bucket.PutBytes(ctx, b, requests.RequestKey(req.ID), data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"}); err != nil {
 		if errors.Is(err, bucket.ErrPreconditionFailed) {
@@ -67,13 +104,16 @@ type Status struct {
 var ErrUnknownRequest = errors.New("no such request")
 
 // GetStatus reads a request's status: its result if it ended, else its
-// lease if a worker runs it, else pending.
-func GetStatus(ctx context.Context, b bucket.Reader, id string) (*Status, error) {
+// lease if a worker runs it, else pending. A request or result object
+// over the size limit is an error (errors.Is bucket.ErrTooLarge); a lease
+// over it is ignored, like a damaged one.
+func GetStatus(ctx context.Context, b bucket.Reader, id string, opts ...Option) (*Status, error) {
 	if err := requests.ValidateID(id); err != nil {
 		return nil, fmt.Errorf("request id: %w", err)
 	}
+	o := apply(opts)
 	st := &Status{ID: id}
-	if data, _, err := bucket.GetBytes(ctx, b, requests.ResultKey(id)); err == nil {
+	if data, _, err := bucket.GetBytesLimit(ctx, b, requests.ResultKey(id), o.maxObject); err == nil {
 		var r requests.Result
 		if err := json.Unmarshal(data, &r); err != nil {
 			return nil, fmt.Errorf("result %s: %w", id, err)
@@ -81,12 +121,12 @@ func GetStatus(ctx context.Context, b bucket.Reader, id string) (*Status, error)
 		st.Status, st.Result = r.Status, &r
 		return st, nil
 	} else if !errors.Is(err, bucket.ErrNotFound) {
-		return nil, err
+		return nil, objectErr("result", err)
 	}
-	data, _, err := bucket.GetBytes(ctx, b, requests.RequestKey(id))
+	data, _, err := bucket.GetBytesLimit(ctx, b, requests.RequestKey(id), o.maxObject)
 	if errors.Is(err, bucket.ErrNotFound) {
 		// It may have finished between the two reads.
-		if data, _, err2 := bucket.GetBytes(ctx, b, requests.ResultKey(id)); err2 == nil {
+		if data, _, err2 := bucket.GetBytesLimit(ctx, b, requests.ResultKey(id), o.maxObject); err2 == nil {
 			var r requests.Result
 			if err := json.Unmarshal(data, &r); err == nil {
 				st.Status, st.Result = r.Status, &r
@@ -96,12 +136,12 @@ func GetStatus(ctx context.Context, b bucket.Reader, id string) (*Status, error)
 		return nil, fmt.Errorf("%w: %s", ErrUnknownRequest, id)
 	}
 	if err != nil {
-		return nil, err
+		return nil, objectErr("request", err)
 	}
 	var req requests.Request
 	_ = json.Unmarshal(data, &req) // a malformed request is still pending until a worker rejects it
 	st.Request, st.Status = &req, requests.StatusPending
-	if data, _, err := bucket.GetBytes(ctx, b, requests.LeaseKey(id)); err == nil {
+	if data, _, err := bucket.GetBytesLimit(ctx, b, requests.LeaseKey(id), o.maxObject); err == nil {
 		var l requests.Lease
 		if json.Unmarshal(data, &l) == nil && !l.Released {
 			st.Lease, st.Status = &l, requests.StatusRunning
@@ -113,13 +153,22 @@ func GetStatus(ctx context.Context, b bucket.Reader, id string) (*Status, error)
 	return st, nil
 }
 
+// objectErr names which control object could not be read when it was
+// refused by the size limit; other errors pass as they are.
+func objectErr(what string, err error) error {
+	if errors.Is(err, bucket.ErrTooLarge) {
+		return fmt.Errorf("%s object %w", what, err)
+	}
+	return err
+}
+
 // Wait polls a request's status every interval until it ends, calling
 // onUpdate (if set) with each status read.
-func Wait(ctx context.Context, b bucket.Reader, id string, interval time.Duration, onUpdate func(*Status)) (*Status, error) {
+func Wait(ctx context.Context, b bucket.Reader, id string, interval time.Duration, onUpdate func(*Status), opts ...Option) (*Status, error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		st, err := GetStatus(ctx, b, id)
+		st, err := GetStatus(ctx, b, id, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -139,8 +188,8 @@ func Wait(ctx context.Context, b bucket.Reader, id string, interval time.Duratio
 
 // Cancel asks the worker running id to stop it. A request that already
 // ended cannot be canceled.
-func Cancel(ctx context.Context, b bucket.Bucket, id, reason string) error {
-	st, err := GetStatus(ctx, b, id)
+func Cancel(ctx context.Context, b bucket.Bucket, id, reason string, opts ...Option) error {
+	st, err := GetStatus(ctx, b, id, opts...)
 	if err != nil {
 		return err
 	}
@@ -156,14 +205,16 @@ func Cancel(ctx context.Context, b bucket.Bucket, id, reason string) error {
 // Results calls fn, in key order, for each result whose key seen does
 // not report as already seen (nil: every result), and marks nothing
 // itself: the caller keeps the set, so a follower catches results of
-// older ids that finish late.
-func Results(ctx context.Context, b bucket.Reader, seen func(key string) bool, fn func(key string, r requests.Result) error) error {
-	return bucket.Walk(ctx, b, requests.ResultsPrefix, func(o bucket.ObjectInfo) error {
-		if seen != nil && seen(o.Key) {
+// older ids that finish late. A result that is not valid JSON, or over
+// the size limit, is skipped.
+func Results(ctx context.Context, b bucket.Reader, seen func(key string) bool, fn func(key string, r requests.Result) error, opts ...Option) error {
+	o := apply(opts)
+	return bucket.Walk(ctx, b, requests.ResultsPrefix, func(obj bucket.ObjectInfo) error {
+		if seen != nil && seen(obj.Key) {
 			return nil
 		}
-		data, _, err := bucket.GetBytes(ctx, b, o.Key)
-		if errors.Is(err, bucket.ErrNotFound) {
+		data, _, err := bucket.GetBytesLimit(ctx, b, obj.Key, o.maxObject)
+		if errors.Is(err, bucket.ErrNotFound) || errors.Is(err, bucket.ErrTooLarge) {
 			return nil
 		}
 		if err != nil {
@@ -173,6 +224,6 @@ func Results(ctx context.Context, b bucket.Reader, seen func(key string) bool, f
 		if json.Unmarshal(data, &r) != nil {
 			return nil
 		}
-		return fn(o.Key, r)
+		return fn(obj.Key, r)
 	})
 }

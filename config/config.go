@@ -50,6 +50,10 @@ type Worker struct {
 	// RetainFor sets an Object Lock retain-until date this far ahead on
 	// everything written under backups/ (0: none).
 	RetainFor time.Duration `yaml:"retainFor"`
+	// MaxControlObject is the size limit, in bytes, of the control
+	// objects (requests, leases, results) that workers, the API and the
+	// CLI read: a larger request is rejected without being read.
+	MaxControlObject int64 `yaml:"maxControlObject"`
 }
 
 // Default returns the defaults.
@@ -59,6 +63,7 @@ func Default() Config {
 		Worker: Worker{
 			Concurrency: 2, Poll: 5 * time.Second, Lease: 60 * time.Second, MaxAttempts: 3,
 			Grace: 30 * time.Second, Timeout: 24 * time.Hour, Compression: "zstd",
+			MaxControlObject: requests.DefaultMaxControlObject,
 		},
 	}
 }
@@ -126,6 +131,9 @@ func (c *Config) Validate(reg *engines.Registry) error {
 		return fmt.Errorf("worker.timeout: must be positive, got %s", w.Timeout)
 	case w.RetainFor < 0:
 		return fmt.Errorf("worker.retainFor: must not be negative, got %s", w.RetainFor)
+	case w.MaxControlObject < requests.MinControlObjectLimit || w.MaxControlObject > requests.MaxControlObjectLimit:
+		return fmt.Errorf("worker.maxControlObject: must be between %d (64 KiB) and %d (64 MiB) bytes, got %d",
+			requests.MinControlObjectLimit, requests.MaxControlObjectLimit, w.MaxControlObject)
 	}
 	switch w.Compression {
 	case "zstd", "zstd-fastest", "zstd-better", "none":

@@ -35,8 +35,12 @@ sources:
 	if err := c.Validate(reg); err != nil {
 		t.Fatal(err)
 	}
-	if c.Worker.Concurrency != 4 || c.Worker.Lease != 30*time.Second || c.Worker.Poll != 5*time.Second {
+	if c.Worker.Concurrency != 4 || c.Worker.Lease != 30*time.Second || c.Worker.Poll != 5*time.Second || c.Worker.MaxControlObject != 1<<20 {
 		t.Errorf("worker settings %+v: file values over defaults", c.Worker)
+	}
+	limited, err := config.Parse([]byte("worker:\n  maxControlObject: 262144\n"))
+	if err != nil || limited.Validate(reg) != nil || limited.Worker.MaxControlObject != 256<<10 {
+		t.Errorf("worker.maxControlObject: 262144 gave %d, %v", limited.Worker.MaxControlObject, err)
 	}
 	src, err := c.Lookup("data")
 	if err != nil || src.Engine != "files" || src.Config["path"] != "/srv/data" || src.Password != nil {
@@ -53,6 +57,8 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{"worker:\n  lease: 1s\n", "worker.lease"},
 		{"worker:\n  concurrency: 0\n", "worker.concurrency"},
 		{"worker:\n  compression: lz4\n", "worker.compression"},
+		{"worker:\n  maxControlObject: 1024\n", "worker.maxControlObject"},
+		{"worker:\n  maxControlObject: 1073741824\n", "worker.maxControlObject"},
 		{"cluster: 'a b'\n", "cluster"},
 		{"sources:\n  s:\n    path: /x\n", "sources.s.engine"},
 		{"sources:\n  s:\n    engine: nope\n", "sources.s.engine"},

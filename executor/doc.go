@@ -12,7 +12,11 @@
 // the Read that reaches the end returns *engines.ChecksumError if the bytes
 // differ from what the index recorded, so an engine that stages before it
 // swaps never swaps in a corrupt backup. A verification's outcome becomes
-// a verify-<time>.json record beside the index.
+// a verify-<time>.json record beside the index. Decompression stops with
+// an *ArtifactSizeError once an artifact yields more than its recorded
+// size plus DecodeMargin, and the zstd decoder refuses windows over
+// MaxDecoderWindow: a forged index whose checksum matches a bomb still
+// cannot fill the target's disk or the worker's memory.
 //
 // Guards: a run has a timeout; a panicking engine becomes a failed result;
 // an unknown source, engine or backup id is the request's fault and ends

@@ -153,9 +153,40 @@ func (x *Executor) verify(ctx context.Context, req *requests.Request, progress *
 	return nil
 }
 
+// DecodeMargin is how many bytes an artifact may decode to beyond the size
+// its index records before the restore stops: the index is exact, so any
+// excess is a damaged or hostile backup (a decompression bomb whose
+// stored bytes match a forged checksum), and the engine never receives
+// more than the recorded size plus this margin.
+const DecodeMargin = 1 << 20
+
+// MaxDecoderWindow caps the zstd window (the history a decoder keeps in
+// memory) of an artifact, and the decoder's memory for a frame: capsule's
+// encoder uses at most 8 MiB, so 32 MiB leaves room for artifacts made
+// by the zstd tool's high levels, while a frame that asks for more is
+// refused before any memory is taken for it (the library's default is
+// 512 MiB per decoder).
+const MaxDecoderWindow = 32 << 20
+
+// ArtifactSizeError is a restore stopped because an artifact decoded to
+// more bytes than its index records plus DecodeMargin. The engine was
+// given at most Limit bytes of it.
+type ArtifactSizeError struct {
+	Artifact string
+	// Recorded is the index's size of the artifact; Limit is Recorded
+	// plus DecodeMargin.
+	Recorded, Limit int64
+}
+
+func (e *ArtifactSizeError) Error() string {
+	return fmt.Sprintf("artifact %s decodes to more than %d bytes, but the index records %d bytes (limit: the recorded size plus a %s margin): the backup is damaged or forged; stopped",
+		e.Artifact, e.Limit, e.Recorded, bucket.FormatSize(DecodeMargin))
+}
+
 // artifactSource is the engines.ArtifactReader of one restore: each
 // artifact streams from the bucket through sha256 verification and zstd
-// decompression to the engine.
+// decompression to the engine, and stops at the size the index recorded
+// (plus DecodeMargin).
 type artifactSource struct {
 	x        *Executor
 	idx      *index.BackupIndex
@@ -196,12 +227,18 @@ func (a *artifactSource) Open(ctx context.Context, name string) (io.ReadCloser, 
 	}
 	a.progress.Artifact(name)
 	verified := engines.NewVerifyingReader(body, name, art.SHA256, art.StoredSize)
-	r := &restoreStream{ctx: ctx, body: body, verified: verified, progress: a.progress}
+	if art.Size < 0 {
+		body.Close()
+		return nil, fmt.Errorf("artifact %s: the index records a negative size %d", name, art.Size)
+	}
+	r := &restoreStream{ctx: ctx, name: name, body: body, verified: verified, progress: a.progress,
+		recorded: art.Size, left: art.Size + DecodeMargin}
 	switch art.Compression {
 	case "none":
 		r.plain = verified
 	case "zstd":
-		dec, err := zstd.NewReader(verified, zstd.WithDecoderConcurrency(2))
+		dec, err := zstd.NewReader(verified, zstd.WithDecoderConcurrency(2),
+			zstd.WithDecoderMaxWindow(MaxDecoderWindow), zstd.WithDecoderMaxMemory(MaxDecoderWindow))
 		if err != nil {
 			body.Close()
 			return nil, err
@@ -227,15 +264,22 @@ func (a *artifactSource) Verify(ctx context.Context, name string) error {
 // restoreStream yields an artifact's original bytes. When the
 // decompressor reaches the end of its frames it drains the stored stream
 // to its end, so the checksum verdict always arrives with the last Read:
-// a zstd frame can end before the bytes after it were checked.
+// a zstd frame can end before the bytes after it were checked. It yields
+// at most the recorded size plus DecodeMargin; past that it fails with an
+// *ArtifactSizeError (or the checksum's verdict, if the stored bytes are
+// damaged).
 type restoreStream struct {
 	ctx      context.Context
+	name     string
 	body     io.ReadCloser
 	verified io.Reader
 	plain    io.Reader
 	dec      *zstd.Decoder
 	progress *Tracker
-	err      error
+	recorded int64
+	// left is how many more bytes may be yielded.
+	left int64
+	err  error
 }
 
 func (r *restoreStream) Read(p []byte) (int, error) {
@@ -245,6 +289,11 @@ func (r *restoreStream) Read(p []byte) (int, error) {
 	if err := r.ctx.Err(); err != nil {
 		r.err = context.Cause(r.ctx)
 		return 0, r.err
+	}
+	// Ask for at most one byte more than may be yielded: if it comes,
+	// the artifact is over its limit.
+	if int64(len(p)) > r.left+1 {
+		p = p[:r.left+1]
 	}
 	var n int
 	var err error
@@ -257,21 +306,49 @@ func (r *restoreStream) Read(p []byte) (int, error) {
 		} else if err != nil {
 			// A decode error on damaged bytes: prefer the checksum's
 			// verdict, which names the artifact.
-			if _, derr := io.Copy(io.Discard, r.verified); derr != nil {
-				var ce *engines.ChecksumError
-				if errors.As(derr, &ce) {
-					err = derr
-				}
-			}
+			err = r.checksumOr(r.decodeErr(err))
 		}
 	} else {
 		n, err = r.plain.Read(p)
 	}
+	if int64(n) > r.left {
+		n = int(r.left)
+		err = r.checksumOr(&ArtifactSizeError{Artifact: r.name, Recorded: r.recorded, Limit: r.recorded + DecodeMargin})
+	}
+	r.left -= int64(n)
 	r.progress.Bytes(int64(n), 0)
 	if err != nil {
 		r.err = err
 	}
 	return n, err
+}
+
+// checksumOr reads the rest of the stored bytes and returns their
+// checksum error if they are damaged, else err: damage is the better
+// explanation of a stream that misbehaves. It stops the decoder first,
+// whose goroutines read the stored bytes too.
+func (r *restoreStream) checksumOr(err error) error {
+	if r.dec != nil {
+		r.dec.Close()
+		r.dec = nil
+	}
+	if _, derr := io.Copy(io.Discard, r.verified); derr != nil {
+		var ce *engines.ChecksumError
+		if errors.As(derr, &ce) {
+			return derr
+		}
+	}
+	return err
+}
+
+// decodeErr names the artifact in a decoder's error, and the cap when the
+// frame asked for a larger window than this worker decodes with.
+func (r *restoreStream) decodeErr(err error) error {
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		return fmt.Errorf("artifact %s: a zstd frame needs a window over the %s this worker decodes with (executor.MaxDecoderWindow): %w",
+			r.name, bucket.FormatSize(MaxDecoderWindow), err)
+	}
+	return fmt.Errorf("decompress artifact %s: %w", r.name, err)
 }
 
 func (r *restoreStream) Close() error {

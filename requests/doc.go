@@ -8,4 +8,8 @@
 // Validation refuses unknown fields and names the bad field in its error:
 // a request names a configured source and never carries connection
 // details or secrets.
+//
+// Control objects are read through a size limit (DefaultMaxControlObject,
+// 1 MiB, unless configured): anyone who can write to the bucket can write
+// one, and no reader takes one whole without a bound.
 package requests

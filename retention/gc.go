@@ -278,7 +278,10 @@ func (g *collector) leaseLive(ctx context.Context, id string) (bool, error) {
 	if live, ok := g.leases[id]; ok {
 		return live, nil
 	}
-	data, info, err := bucket.GetBytes(ctx, g.r.cfg.Bucket, requests.LeaseKey(id))
+	data, info, err := bucket.GetBytesLimit(ctx, g.r.cfg.Bucket, requests.LeaseKey(id), requests.DefaultMaxControlObject)
+	if errors.Is(err, bucket.ErrTooLarge) {
+		data, err = nil, nil // damaged: it expires after our own lease length
+	}
 	if errors.Is(err, bucket.ErrNotFound) {
 		g.leases[id] = false
 		return false, nil

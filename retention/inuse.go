@@ -34,13 +34,14 @@ func (r *Runner) inUse(ctx context.Context) (map[string]string, error) {
 		req, cached := r.seen[ck]
 		r.mu.Unlock()
 		if !cached {
-			data, _, err := bucket.GetBytes(ctx, r.cfg.Bucket, o.Key)
+			data, _, err := bucket.GetBytesLimit(ctx, r.cfg.Bucket, o.Key, requests.DefaultMaxControlObject)
 			if errors.Is(err, bucket.ErrNotFound) {
 				continue // finished since the listing
 			}
-			if err != nil {
+			if err != nil && !errors.Is(err, bucket.ErrTooLarge) {
 				return nil, fmt.Errorf("read request %s: %w", id, err)
 			}
+			// One over the size limit fails to parse: a worker rejects it.
 			req, err = requests.Parse(data)
 			if err != nil || (req.Kind != requests.KindRestore && req.Kind != requests.KindVerify) {
 				req = nil // a malformed request is rejected, never run

@@ -74,7 +74,10 @@ type lease struct {
 // and that holder's name.
 func acquire(ctx context.Context, b bucket.Bucket, key, purpose, holder string, length time.Duration) (*lease, string, error) {
 	l := &lease{b: b, key: key, purpose: purpose, holder: holder, length: length, token: randomHex(16), taken: time.Now().UTC()}
-	data, info, err := bucket.GetBytes(ctx, b, key)
+	data, info, err := bucket.GetBytesLimit(ctx, b, key, requests.DefaultMaxControlObject)
+	if errors.Is(err, bucket.ErrTooLarge) {
+		data, err = nil, nil // damaged: it expires by our rules
+	}
 	switch {
 	case errors.Is(err, bucket.ErrNotFound):
 		err = l.write(ctx, bucket.PutOptions{IfNoneMatch: true}, false)
@@ -91,6 +94,9 @@ func acquire(ctx context.Context, b bucket.Bucket, key, purpose, holder string, 
 			return nil, "", fmt.Errorf("read lock %s: the bucket gave no server time", key)
 		}
 		if !old.Released && info.ServerTime.Sub(info.LastModified) <= held {
+			if old.Holder == "" {
+				return nil, "another replica (the lock object is damaged)", nil
+			}
 			return nil, old.Holder, nil
 		}
 		err = l.write(ctx, bucket.PutOptions{IfMatch: info.ETag}, false)
@@ -106,7 +112,7 @@ func acquire(ctx context.Context, b bucket.Bucket, key, purpose, holder string, 
 }
 
 func holderOf(ctx context.Context, b bucket.Bucket, key string) string {
-	data, _, err := bucket.GetBytes(ctx, b, key)
+	data, _, err := bucket.GetBytesLimit(ctx, b, key, requests.DefaultMaxControlObject)
 	var body leaseBody
 	if err != nil || json.Unmarshal(data, &body) != nil || body.Holder == "" {
 		return "another replica"

@@ -101,11 +101,20 @@ func (w *Watcher) isRunning(id string) bool {
 // TryClaim tries to claim request id: create its lease, or take over an
 // expired one. On success the request runs in the background and
 // TryClaim returns true.
+//
+// Whatever a request holds, it cannot stop the worker or outlive its
+// attempts: the attempt limit is checked, and the request's size compared
+// with the limit, before its body is read; a request over the limit is
+// rejected without being read. A lease over the limit counts as damaged.
 func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 	log := w.log.WithField("request_id", id)
 	var attempt, handbacks int
 	var etag string
-	data, info, err := bucket.GetBytes(ctx, w.cfg.Bucket, requests.LeaseKey(id))
+	data, info, err := bucket.GetBytesLimit(ctx, w.cfg.Bucket, requests.LeaseKey(id), w.cfg.MaxControlObject)
+	if errors.Is(err, bucket.ErrTooLarge) {
+		log.WithError(err).Warn("lease over the size limit: treating it as damaged")
+		data, err = nil, nil
+	}
 	switch {
 	case errors.Is(err, bucket.ErrNotFound):
 		attempt = 1
@@ -159,7 +168,10 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 	} else if !errors.Is(err, bucket.ErrNotFound) {
 		return false, lh.release(ctx, fmt.Errorf("check result %s: %w", id, err))
 	}
-	raw, _, err := bucket.GetBytes(ctx, w.cfg.Bucket, requests.RequestKey(id))
+	// Before reading the request's body: is it still there, has it used
+	// up its attempts (an earlier one may have died reading it), and is
+	// it small enough to read at all?
+	rinfo, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id))
 	if errors.Is(err, bucket.ErrNotFound) {
 		_ = w.cfg.Bucket.Delete(ctx, requests.LeaseKey(id))
 		return false, nil
@@ -172,6 +184,20 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 		log.Warn(msg)
 		w.emit(Event{Type: EventAbandoned, ID: id, Attempt: attempt})
 		return false, w.writeResult(ctx, id, w.result(id, requests.StatusFailed, msg, attempt-1, nil), "")
+	}
+	raw, err := w.readRequest(ctx, id, rinfo)
+	var tl *bucket.TooLargeError
+	if errors.As(err, &tl) {
+		msg := w.tooLarge(tl)
+		log.WithFields(logrus.Fields{"size": tl.Size, "limit": tl.Limit}).Warn("rejecting a request over the size limit without reading it")
+		return false, w.writeResult(ctx, id, w.result(id, requests.StatusRejected, msg, attempt, nil), "")
+	}
+	if errors.Is(err, bucket.ErrNotFound) {
+		_ = w.cfg.Bucket.Delete(ctx, requests.LeaseKey(id))
+		return false, nil
+	}
+	if err != nil {
+		return false, lh.release(ctx, fmt.Errorf("read request %s: %w", id, err))
 	}
 	req, perr := requests.Parse(raw)
 	if perr == nil && req.ID != id {
@@ -198,6 +224,27 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 	}
 	w.start(req, lh)
 	return true, nil
+}
+
+// readRequest reads request id's body through the size limit, refusing it
+// from the size its HEAD reported before any GET.
+func (w *Watcher) readRequest(ctx context.Context, id string, info bucket.ObjectInfo) ([]byte, error) {
+	key := requests.RequestKey(id)
+	if info.Size > w.cfg.MaxControlObject {
+		return nil, &bucket.TooLargeError{Key: key, Size: info.Size, Limit: w.cfg.MaxControlObject}
+	}
+	raw, _, err := bucket.GetBytesLimit(ctx, w.cfg.Bucket, key, w.cfg.MaxControlObject)
+	return raw, err
+}
+
+// tooLarge is the rejection of a request over the size limit.
+func (w *Watcher) tooLarge(tl *bucket.TooLargeError) string {
+	size := fmt.Sprintf("%d bytes", tl.Size)
+	if tl.SizeUnknown {
+		size = fmt.Sprintf("more than %d bytes", tl.Size-1)
+	}
+	return fmt.Sprintf("invalid request: request object %s is %s, over the %s limit of control objects (worker.maxControlObject); it was not read",
+		tl.Key, size, bucket.FormatSize(tl.Limit))
 }
 
 func (w *Watcher) newLease(id string, attempt, handbacks int) *requests.Lease {
@@ -261,10 +308,11 @@ func (w *Watcher) sweepLeases(ctx context.Context, pending map[string]bool) erro
 		if _, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id)); !errors.Is(err, bucket.ErrNotFound) {
 			return nil
 		}
-		data, info, err := bucket.GetBytes(ctx, w.cfg.Bucket, o.Key)
-		if err != nil {
+		data, info, err := bucket.GetBytesLimit(ctx, w.cfg.Bucket, o.Key, w.cfg.MaxControlObject)
+		if err != nil && !errors.Is(err, bucket.ErrTooLarge) {
 			return nil
 		}
+		// A lease over the size limit is damaged: data is nil.
 		var l requests.Lease
 		if json.Unmarshal(data, &l) == nil && info.ServerTime.Sub(info.LastModified) <= l.Duration() {
 			return nil

@@ -32,7 +32,11 @@
 //     correctness relies on.
 //
 // Malformed requests get a "rejected" result naming the problem; they
-// never stop a worker. Run shuts down in two stages: stop claiming, let
+// never stop a worker. Whatever a request holds: after taking the lease a
+// worker checks the attempt limit and the request's size (from a HEAD)
+// before reading its body, and rejects one over MaxControlObject unread;
+// a lease over that limit counts as damaged (it expires by the worker's
+// own lease length). Run shuts down in two stages: stop claiming, let
 // running work finish within the grace period, then cancel it and hand
 // the leases back.
 package watcher

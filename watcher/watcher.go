@@ -44,7 +44,12 @@ type Config struct {
 	// Grace is how long running work may finish after shutdown begins
 	// before it is canceled and its leases handed back (default 30s).
 	Grace time.Duration
-	Log   logrus.FieldLogger
+	// MaxControlObject is the size limit, in bytes, of the requests and
+	// leases this worker reads (default requests.DefaultMaxControlObject,
+	// 1 MiB). A larger request is rejected and a larger lease treated as
+	// damaged, neither read whole.
+	MaxControlObject int64
+	Log              logrus.FieldLogger
 	// Events, when set, is told of every claim, takeover, loss and
 	// finish (metrics and tests hook in here).
 	Events func(Event)
@@ -109,6 +114,9 @@ func (c *Config) Validate() error {
 	if c.Grace == 0 {
 		c.Grace = 30 * time.Second
 	}
+	if c.MaxControlObject == 0 {
+		c.MaxControlObject = requests.DefaultMaxControlObject
+	}
 	if c.Log == nil {
 		l := logrus.New()
 		l.SetLevel(logrus.PanicLevel)
@@ -130,6 +138,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max-attempts: must be at least 1, got %d", c.MaxAttempts)
 	case c.Grace < 0:
 		return fmt.Errorf("grace: must not be negative, got %s", c.Grace)
+	case c.MaxControlObject < requests.MinControlObjectLimit || c.MaxControlObject > requests.MaxControlObjectLimit:
+		return fmt.Errorf("max-control-object: must be between %s and %s, got %d bytes",
+			bucket.FormatSize(requests.MinControlObjectLimit), bucket.FormatSize(requests.MaxControlObjectLimit), c.MaxControlObject)
 	}
 	return nil
 }

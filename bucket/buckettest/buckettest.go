@@ -39,6 +39,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) bucket.Bucket) {
 	}{
 		{"RoundTrip", testRoundTrip},
 		{"NotFound", testNotFound},
+		{"GetBytesLimit", testGetBytesLimit},
 		{"DeleteIdempotent", testDelete},
 		{"ListOrder", testListOrder},
 		{"ListPagination", testListPagination},

@@ -122,7 +122,7 @@ func (a *app) runServices(ctx context.Context, s *workerServices, wt *watcher.Wa
 	var httpErr error
 	if s.ln != nil {
 		tokenFile := a.getenv("CAPSULE_API_TOKEN_FILE")
-		h, err := api.New(api.Config{Bucket: s.bucket, TokenFile: tokenFile, Metrics: s.reg.Handler(), Log: a.log, Damaged: s.reg.Damaged()})
+		h, err := api.New(api.Config{Bucket: s.bucket, TokenFile: tokenFile, Metrics: s.reg.Handler(), Log: a.log, Damaged: s.reg.Damaged(), MaxControlObject: a.cfg.Worker.MaxControlObject})
 		if err != nil {
 			s.ln.Close()
 			return fmt.Errorf("CAPSULE_API_TOKEN_FILE: %w", err)

@@ -165,7 +165,7 @@ func (a *app) statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := client.GetStatus(ctx, b, args[0])
+			st, err := client.GetStatus(ctx, b, args[0], a.objectLimit())
 			if err != nil {
 				return err
 			}
@@ -262,7 +262,7 @@ func (a *app) tailCmd() *cobra.Command {
 				return err
 			}
 			for {
-				if err := client.Results(ctx, b, func(k string) bool { return seen[k] }, print); err != nil {
+				if err := client.Results(ctx, b, func(k string) bool { return seen[k] }, print, a.objectLimit()); err != nil {
 					if ctx.Err() != nil {
 						return nil
 					}
@@ -300,7 +300,7 @@ is canceled leaves its target as it was.`,
 			if err != nil {
 				return err
 			}
-			if err := client.Cancel(ctx, b, args[0], reason); err != nil {
+			if err := client.Cancel(ctx, b, args[0], reason, a.objectLimit()); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.out, "cancel requested for %s\n", args[0])

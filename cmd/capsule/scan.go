@@ -197,6 +197,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			return watcher.New(watcher.Config{
 				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
 				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: log,
+				MaxControlObject: w.MaxControlObject,
 			})
 		},
 	})

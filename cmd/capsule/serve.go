@@ -50,7 +50,7 @@ The OpenAPI document is served at /v1/openapi.yaml.`,
 			if err != nil {
 				return err
 			}
-			h, err := api.New(api.Config{Bucket: b, TokenFile: tokenFile, CacheTTL: cacheTTL, Log: a.log})
+			h, err := api.New(api.Config{Bucket: b, TokenFile: tokenFile, CacheTTL: cacheTTL, Log: a.log, MaxControlObject: a.cfg.Worker.MaxControlObject})
 			if err != nil {
 				return fmt.Errorf("--api-token-file: %w", err)
 			}

@@ -108,7 +108,7 @@ func (a *app) submit(ctx context.Context, req *requests.Request, s submitFlags) 
 	if err != nil {
 		return err
 	}
-	if err := client.Submit(ctx, b, req); err != nil {
+	if err := client.Submit(ctx, b, req, a.objectLimit()); err != nil {
 		return err
 	}
 	if !s.wait {
@@ -150,7 +150,13 @@ func (a *app) follow(ctx context.Context, b bucket.Reader, id string) (*client.S
 			fmt.Fprintln(a.errOut, line)
 			last = line
 		}
-	})
+	}, a.objectLimit())
+}
+
+// objectLimit is the configured size limit of control objects
+// (worker.maxControlObject), for package client.
+func (a *app) objectLimit() client.Option {
+	return client.MaxObject(a.cfg.Worker.MaxControlObject)
 }
 
 func progressLine(st *client.Status) string {

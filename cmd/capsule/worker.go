@@ -84,6 +84,7 @@ takes over at once. With --once it runs what is pending and exits.`,
 			wcfg := watcher.Config{
 				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
 				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: a.log,
+				MaxControlObject: w.MaxControlObject,
 			}
 			services.configure(&wcfg)
 			wt, err := watcher.New(wcfg)
