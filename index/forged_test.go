@@ -1,6 +1,7 @@
 package index_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -72,6 +73,12 @@ func forgeries(t0 time.Time) []forgery {
 	// A copy of the victim's index under tenant-b: same id, other key.
 	copied := idx("tenant-a", "pg", "a1", t0.Add(2*time.Hour))
 	escaped := own("f-escaped")
+	// A real index padded past the read limit: never read whole.
+	huge, err := json.Marshal(own("f-huge"))
+	if err != nil {
+		panic(err)
+	}
+	huge = append(huge, bytes.Repeat([]byte(" "), index.MaxIndexSize)...)
 	return []forgery{
 		{"wrong cluster", requests.IndexKey("tenant-a", "pg", "f-cluster"), wrongCluster, `cluster "tenant-b"`},
 		{"wrong source", requests.IndexKey("tenant-a", "pg", "f-source"), wrongSource, `source "redis"`},
@@ -84,6 +91,7 @@ func forgeries(t0 time.Time) []forgery {
 		{"unparsable", requests.IndexKey("tenant-a", "pg", "f-json"), []byte("{not json"), "not a backup index"},
 		{"copy under another cluster", requests.IndexKey("tenant-b", "pg", "a1"), copied, `cluster "tenant-a"`},
 		{"key escaped differently", "backups/tenant%2Da/pg/f-escaped/backupIndex.json", escaped, "the key is not the one"},
+		{"over the size limit", requests.IndexKey("tenant-a", "pg", "f-huge"), huge, "over the 16 MiB limit"},
 	}
 }
 

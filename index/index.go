@@ -130,7 +130,10 @@ func WriteVerification(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *
 // *DamagedError (errors.Is(err, ErrDamaged)). The bucket's own errors
 // (bucket.ErrNotFound among them) are returned as they are.
 func Read(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, error) {
-	data, info, err := bucket.GetBytes(ctx, b, key)
+	data, info, err := bucket.GetBytesLimit(ctx, b, key, MaxIndexSize)
+	if errors.Is(err, bucket.ErrTooLarge) {
+		return nil, damaged(key, "%v", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -333,9 +336,9 @@ func load(ctx context.Context, b bucket.Reader, key string, verifications []stri
 	e := Entry{BackupIndex: x, ListedKey: key}
 	// Verification keys sort by time; the newest is last.
 	for i := len(verifications) - 1; i >= 0; i-- {
-		data, info, err := bucket.GetBytes(ctx, b, verifications[i])
-		if errors.Is(err, bucket.ErrNotFound) {
-			continue
+		data, info, err := bucket.GetBytesLimit(ctx, b, verifications[i], MaxVerificationSize)
+		if errors.Is(err, bucket.ErrNotFound) || errors.Is(err, bucket.ErrTooLarge) {
+			continue // gone since the listing, or not a record capsule wrote
 		}
 		if err != nil {
 			return Entry{}, err

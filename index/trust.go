@@ -20,6 +20,16 @@ import (
 // verification record's verifiedAt.
 const MaxClockSkew = 5 * time.Minute
 
+// MaxIndexSize is the largest backupIndex.json that is read: a larger one
+// is damaged (and never read whole). An index lists its artifacts, a few
+// hundred bytes each, plus an engine's details (per-table row counts);
+// capsule's own stay far below this.
+const MaxIndexSize = 16 << 20
+
+// MaxVerificationSize is the largest verify-<time>.json that is read; a
+// larger one is ignored like any record that is not believed.
+const MaxVerificationSize = 4 << 20
+
 // ErrDamaged is wrapped by every error about a damaged index.
 var ErrDamaged = errors.New("damaged backup index")
 

@@ -191,7 +191,7 @@ func (s *Scanner) checkBackup(ctx context.Context, b bucket.Bucket, p Plan, id s
 
 // resultStatus returns how request id ended, or "" while it has not.
 func (s *Scanner) resultStatus(ctx context.Context, b bucket.Bucket, p Plan, id string) (requests.Status, error) {
-	data, _, err := bucket.GetBytes(ctx, b, requests.ResultKey(id))
+	data, _, err := bucket.GetBytesLimit(ctx, b, requests.ResultKey(id), requests.DefaultMaxControlObject)
 	if err == nil {
 		var r requests.Result
 		if err := json.Unmarshal(data, &r); err != nil {
