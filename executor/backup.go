@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,8 +87,6 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 	return nil
 }
 
-var artifactName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,199}$`)
-
 // artifactSink is the engines.ArtifactWriter of one backup attempt: each
 // artifact streams through zstd and sha256 into a multipart upload under
 // the attempt's own folder, with no temporary file.
@@ -112,7 +109,7 @@ func (s *artifactSink) Create(name string) (io.WriteCloser, error) {
 	if s.open != nil {
 		return nil, fmt.Errorf("artifact %s created while %s is open", name, s.open.name)
 	}
-	if !artifactName.MatchString(name) {
+	if !index.ValidArtifactName(name) {
 		return nil, fmt.Errorf("bad artifact name %q", name)
 	}
 	for _, a := range s.artifacts {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -276,4 +277,32 @@ func TestCanceledBackupLeavesNoIndex(t *testing.T) {
 		t.Fatalf("index after cancel: %v", err)
 	}
 	_ = time.Now
+}
+
+// TestDamagedIndexIsRejected: a restore or verification of a backup whose
+// index does not match its key (here: it names another backup's artifact)
+// is rejected, naming the key and the reason, and the target is not
+// touched.
+func TestDamagedIndexIsRejected(t *testing.T) {
+	f := newFixture(t, "zstd")
+	ctx := context.Background()
+	victim := f.backup()
+	forged := *f.backup()
+	forged.Artifacts = append([]index.Artifact(nil), victim.Artifacts...) // the victim's keys
+	data, err := json.Marshal(&forged)
+	must(t, err)
+	_, err = bucket.PutBytes(ctx, f.b, forged.Key(), data, bucket.PutOptions{})
+	must(t, err)
+	must(t, os.MkdirAll(f.copy, 0o755))
+	must(t, os.WriteFile(filepath.Join(f.copy, "precious"), []byte("live data"), 0o644))
+	before := treeDigest(t, f.copy)
+	for _, kind := range []requests.Kind{requests.KindRestore, requests.KindVerify} {
+		out := f.run(requests.Request{Kind: kind, BackupID: forged.BackupID, Target: "copy"})
+		if out.Result.Status != requests.StatusRejected || !strings.Contains(out.Result.Error, "damaged") || !strings.Contains(out.Result.Error, forged.Key()) {
+			t.Errorf("%s of the forged backup: %s %q, want rejected naming %s as damaged", kind, out.Result.Status, out.Result.Error, forged.Key())
+		}
+	}
+	if treeDigest(t, f.copy) != before {
+		t.Error("the target changed")
+	}
 }

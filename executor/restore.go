@@ -19,7 +19,8 @@ import (
 func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, error) {
 	entry, err := index.Find(ctx, x.cfg.Bucket, req.BackupID)
 	if err != nil {
-		if errors.Is(err, index.ErrBackupNotFound) {
+		if errors.Is(err, index.ErrBackupNotFound) || errors.Is(err, index.ErrDamaged) {
+			// Neither can ever be restored as the request is written.
 			return nil, engines.Source{}, nil, nil, Reject(fmt.Errorf("backupId: %w", err))
 		}
 		return nil, engines.Source{}, nil, nil, fmt.Errorf("find backup %s: %w", req.BackupID, err)
