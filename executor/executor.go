@@ -37,6 +37,13 @@ var ErrUnknownSource = errors.New("unknown source")
 // rejected, whatever its target.
 var ErrNotServed = errors.New("not served by this bucket")
 
+// ErrServedElsewhere is wrapped by Sources.Lookup for a source that this
+// bucket does serve, but through another client of it (a bucket that two
+// Secrets name with different keys gets one client, and one watcher, per
+// set of keys). The run writes nothing: the watcher hands the request
+// back for the watcher of that client to run.
+var ErrServedElsewhere = errors.New("served by another client of this bucket")
+
 // Config configures an Executor.
 type Config struct {
 	Bucket  bucket.Bucket
@@ -105,6 +112,10 @@ type Outcome struct {
 	// Engine names the engine the run used, once it got that far (for
 	// metrics; empty when the request never reached an engine).
 	Engine string
+	// HandBack is set when the request belongs to another client of this
+	// bucket (ErrServedElsewhere): nothing is to be written, and the
+	// lease goes back for that client's watcher.
+	HandBack bool
 }
 
 // rejectError marks a request that can never succeed as written.
@@ -158,6 +169,12 @@ func (x *Executor) Run(ctx context.Context, req *requests.Request, attempt int, 
 	default:
 		err = Reject(fmt.Errorf("kind: unknown kind %q", req.Kind))
 	}
+	if errors.Is(err, ErrServedElsewhere) {
+		out.HandBack, out.Index, out.Verification = true, nil, nil
+		out.Result.Error = err.Error()
+		log.WithError(err).Info("handing the request back: another client of this bucket serves its source")
+		return out
+	}
 	x.finish(ctx, out, err)
 	if err != nil {
 		log.WithError(err).WithField("status", out.Result.Status).Warn("request did not succeed")
@@ -201,6 +218,9 @@ func (x *Executor) finish(ctx context.Context, out *Outcome, err error) {
 func (x *Executor) lookupSource(name, field string) (engines.Source, engines.Engine, error) {
 	src, err := x.cfg.Sources.Lookup(name)
 	if err != nil {
+		if errors.Is(err, ErrServedElsewhere) {
+			return src, nil, fmt.Errorf("%s: %w", field, err)
+		}
 		if errors.Is(err, ErrUnknownSource) {
 			return src, nil, Reject(fmt.Errorf("%s: %w", field, err))
 		}

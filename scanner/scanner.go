@@ -338,10 +338,23 @@ type sources struct {
 
 func (x sources) Lookup(name string) (engines.Source, error) {
 	p, ok := x.s.plan(name)
+	if ok && p.Bucket.Key() != x.key && p.Bucket.URL() == bucketURLOfKey(x.key) {
+		// The same bucket, named by another Secret with other keys: that
+		// client's watcher runs it.
+		return engines.Source{}, fmt.Errorf("source %q: %w", name, executor.ErrServedElsewhere)
+	}
 	if !ok || p.Bucket.Key() != x.key {
 		return engines.Source{}, x.s.NotServed(name)
 	}
 	return p.Source(), nil
+}
+
+// bucketURLOfKey returns the URL part of a bucket client's Key.
+func bucketURLOfKey(key string) string {
+	if i := strings.LastIndexByte(key, '#'); i >= 0 {
+		return key[:i]
+	}
+	return key
 }
 
 // plan returns the current plan of that name, else a recently retired one.

@@ -19,6 +19,7 @@ import (
 // in the background; then it removes leases orphaned by a crash. It
 // returns how many requests it started.
 func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
+	w.forgetHandedBack()
 	started := 0
 	pending := map[string]bool{}
 	var claimErr error
@@ -80,6 +81,12 @@ func (w *Watcher) reserve(id string) bool {
 	defer w.mu.Unlock()
 	if _, ok := w.running[id]; ok || w.claims[id] || len(w.running)+len(w.claims) >= w.cfg.Concurrency {
 		return false
+	}
+	if until, ok := w.elsewhere[id]; ok {
+		if time.Now().Before(until) {
+			return false
+		}
+		delete(w.elsewhere, id)
 	}
 	w.claims[id] = true
 	return true
@@ -412,6 +419,15 @@ func (w *Watcher) runJob(ctx context.Context, cancel context.CancelCauseFunc, re
 		_ = lh.release(fctx, nil)
 		log.Info("handed the lease back at shutdown")
 		return
+	case out.HandBack:
+		// Another client of this bucket serves the request's source:
+		// hand it back (not counted as an attempt) and leave it to that
+		// client's watcher for a while.
+		w.mu.Lock()
+		w.elsewhere[req.ID] = time.Now().Add(handBackPause(w.cfg.Poll))
+		w.mu.Unlock()
+		_ = lh.release(fctx, nil)
+		return
 	}
 	if err := lh.write(fctx, ptr(tracker.Snapshot()), false, true); err != nil {
 		if errors.Is(err, bucket.ErrPreconditionFailed) {
@@ -484,3 +500,20 @@ func (w *Watcher) renewLoop(ctx context.Context, cancel context.CancelCauseFunc,
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// forgetHandedBack drops the handed-back requests whose pause is over.
+func (w *Watcher) forgetHandedBack() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	for id, until := range w.elsewhere {
+		if !now.Before(until) {
+			delete(w.elsewhere, id)
+		}
+	}
+}
+
+// handBackPause is how long a watcher leaves a request it handed back to
+// another client of its bucket: a few passes, so that client's watcher
+// claims it first.
+func handBackPause(poll time.Duration) time.Duration { return max(3*poll, 10*time.Second) }

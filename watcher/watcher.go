@@ -157,6 +157,10 @@ type Watcher struct {
 	// claims are ids whose claim is under way (a pass or a hint), so
 	// that concurrent claimers respect the limit and never race for one id.
 	claims map[string]bool
+	// elsewhere holds requests handed back because another client of
+	// this bucket serves their source, until when this watcher leaves
+	// them to that client's watcher.
+	elsewhere map[string]time.Time
 	wg     sync.WaitGroup
 	// stopClaiming is closed when shutdown begins.
 	stopClaiming chan struct{}
@@ -191,6 +195,7 @@ func New(cfg Config) (*Watcher, error) {
 		wake:         make(chan struct{}, 1),
 		running:      map[string]*job{},
 		claims:       map[string]bool{},
+		elsewhere:    map[string]time.Time{},
 		stopClaiming: make(chan struct{}),
 		jobsCtx:      jobsCtx,
 		cancelJobs:   cancelJobs,
