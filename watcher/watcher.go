@@ -161,7 +161,7 @@ type Watcher struct {
 	// this bucket serves their source, until when this watcher leaves
 	// them to that client's watcher.
 	elsewhere map[string]time.Time
-	wg     sync.WaitGroup
+	wg        sync.WaitGroup
 	// stopClaiming is closed when shutdown begins.
 	stopClaiming chan struct{}
 	stopOnce     sync.Once
