@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/cnvrg/capsule/engines"
 )
 
 // Config is a mysql source's settings.
@@ -28,6 +30,11 @@ type Config struct {
 	// and mariadb, else mysqldump and mysql, from PATH).
 	DumpTool   string `json:"dumpTool,omitempty"`
 	ClientTool string `json:"clientTool,omitempty"`
+	// TLS turns on TLS, the server's certificate checked against
+	// tls.caFile (default: the system's CAs) for the url's host, for the
+	// driver and the tools alike. Without it the connection is not
+	// encrypted.
+	TLS *engines.TLS `json:"tls,omitempty"`
 }
 
 // Databases is either "all" or a list of names.
@@ -78,6 +85,12 @@ func (c *Config) validate() error {
 	t, err := c.target()
 	if err != nil {
 		return err
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
+	if c.TLS != nil && c.TLS.ServerName != "" && !strings.EqualFold(c.TLS.ServerName, t.host) {
+		return errors.New("setting tls.serverName: the MySQL and MariaDB client tools check the url's host and cannot be told another name; put the certificate's name in url instead")
 	}
 	if c.Databases.List != nil && len(c.Databases.List) == 0 {
 		return errors.New("setting databases: empty list (use \"all\" or name at least one)")

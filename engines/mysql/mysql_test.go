@@ -408,7 +408,8 @@ func TestNoSecretLeaks(t *testing.T) {
 	log.SetOutput(&logs)
 	log.SetLevel(logrus.DebugLevel)
 
-	var sawTool atomic.Bool
+	var sawTool, sawCnf atomic.Bool
+	private := filepath.Join(tmp, fmt.Sprintf("capsule-%d", os.Getuid()))
 	var leak atomic.Value
 	var badMode atomic.Value
 	watch := func() func() {
@@ -429,17 +430,22 @@ func TestNoSecretLeaks(t *testing.T) {
 					if err != nil {
 						continue
 					}
-					if bytes.Contains(b, []byte("--defaults-extra-file=")) {
+					if bytes.Contains(b, []byte("--defaults-file=")) {
 						sawTool.Store(true)
 					}
 					if bytes.Contains(b, []byte(f.password)) {
 						leak.Store(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
 					}
 				}
-				cnfs, _ := filepath.Glob(filepath.Join(tmp, "capsule-my-*"))
+				// Option files live in a private directory of their own.
+				cnfs, _ := filepath.Glob(filepath.Join(private, "run-*", "*.cnf"))
 				for _, c := range cnfs {
+					sawCnf.Store(true)
 					if st, err := os.Stat(c); err == nil && st.Mode().Perm() != 0o600 {
-						badMode.Store(st.Mode().String())
+						badMode.Store(c + " " + st.Mode().String())
+					}
+					if st, err := os.Stat(filepath.Dir(c)); err == nil && st.Mode().Perm() != 0o700 {
+						badMode.Store(filepath.Dir(c) + " " + st.Mode().String())
 					}
 				}
 				time.Sleep(2 * time.Millisecond)
@@ -474,10 +480,16 @@ func TestNoSecretLeaks(t *testing.T) {
 		t.Errorf("the password is in a process's argv: %s", v)
 	}
 	if v := badMode.Load(); v != nil {
-		t.Errorf("an option file had mode %s", v)
+		t.Errorf("an option file or its directory had mode %s", v)
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) != 0 {
-		t.Errorf("files left in TMPDIR: %v", left)
+	if !sawCnf.Load() {
+		t.Errorf("the watcher never saw an option file in %s: the mode check proved nothing", private)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) != 1 || left[0] != private {
+		t.Errorf("files left in TMPDIR: %v, want only %s", left, private)
+	}
+	if left, _ := filepath.Glob(filepath.Join(private, "*")); len(left) != 0 {
+		t.Errorf("files left in the private directory: %v", left)
 	}
 	ij, _ := json.Marshal(info)
 	rj, _ := json.Marshal(rinfo)

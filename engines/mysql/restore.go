@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -185,11 +184,11 @@ func (e *Engine) stage(ctx context.Context, s *session, job *engines.RestoreJob,
 	if err != nil {
 		return err
 	}
-	cnf, remove, err := defaultsFile(s.t, s.password)
+	run, err := s.newToolRun(ctx, tool)
 	if err != nil {
 		return err
 	}
-	defer remove()
+	defer run.close()
 	rc, err := job.Artifacts.Open(ctx, artifactDump)
 	if err != nil {
 		return err
@@ -198,8 +197,7 @@ func (e *Engine) stage(ctx context.Context, s *session, job *engines.RestoreJob,
 	log.WithField("schemas", sides(plans)).Info("mysql restore loads the dump into side schemas")
 	job.Progress.Report("load", 0, 0)
 
-	cmd := exec.CommandContext(ctx, tool, "--defaults-extra-file="+cnf, "--default-character-set=utf8mb4", "--batch", "--silent")
-	cmd.Env = toolEnv()
+	cmd := run.command(ctx, "--default-character-set=utf8mb4", "--batch", "--silent")
 	stderr := &tailBuffer{max: 8 << 10}
 	cmd.Stderr = stderr
 	cmd.Stdout = io.Discard
