@@ -3,15 +3,8 @@ package mysql
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"database/sql"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -28,61 +21,6 @@ import (
 	"github.com/cnvrg/capsule/engines/enginetest"
 )
 
-// pki is a test CA with a server certificate for 127.0.0.1 (and the name
-// db.capsule.test), a client certificate, and an unrelated CA.
-type pki struct {
-	ca, serverCert, serverKey, clientCert, clientKey, otherCA string
-}
-
-func newPKI(t *testing.T) *pki {
-	t.Helper()
-	dir := t.TempDir()
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	newCA := func(name string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, _ := x509.ParseCertificate(der)
-		return cert, key, der
-	}
-	leaf := func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, usage x509.ExtKeyUsage, ips []net.IP, names []string) (certDER, keyDER []byte) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			IPAddresses: ips, DNSNames: names,
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, _ := x509.MarshalECPrivateKey(key)
-		return der, kder
-	}
-	ca, caKey, caDER := newCA("capsule test ca")
-	_, _, otherDER := newCA("capsule test ca") // same name, another key
-	p := &pki{ca: write("ca.pem", "CERTIFICATE", caDER), otherCA: write("other-ca.pem", "CERTIFICATE", otherDER)}
-	c, k := leaf(ca, caKey, "db.capsule.test", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"db.capsule.test"})
-	p.serverCert, p.serverKey = write("server.pem", "CERTIFICATE", c), write("server.key", "EC PRIVATE KEY", k)
-	c, k = leaf(ca, caKey, "capsule client", x509.ExtKeyUsageClientAuth, nil, nil)
-	p.clientCert, p.clientKey = write("client.pem", "CERTIFICATE", c), write("client.key", "EC PRIVATE KEY", k)
-	return p
-}
-
 // tlsServer is a private mariadbd on a free loopback port that accepts
 // only TLS connections over TCP (require_secure_transport), with the
 // test PKI's server certificate.
@@ -92,7 +30,7 @@ type tlsServer struct {
 	admin  *sql.DB
 }
 
-func startTLSServer(t *testing.T, p *pki) *tlsServer {
+func startTLSServer(t *testing.T, p *enginetest.PKI) *tlsServer {
 	t.Helper()
 	mariadbd, err := exec.LookPath("mariadbd")
 	if err != nil {
@@ -121,7 +59,7 @@ func startTLSServer(t *testing.T, p *pki) *tlsServer {
 	args := append([]string{"--no-defaults", "--datadir=" + data, "--user=" + userName(),
 		"--port=" + strconv.Itoa(port), "--bind-address=127.0.0.1", "--socket=" + s.socket,
 		"--pid-file=" + filepath.Join(dir, "mysqld.pid"), "--skip-name-resolve",
-		"--ssl-ca=" + p.ca, "--ssl-cert=" + p.serverCert, "--ssl-key=" + p.serverKey,
+		"--ssl-ca=" + p.CA, "--ssl-cert=" + p.ServerCert, "--ssl-key=" + p.ServerKey,
 		"--require-secure-transport=ON"}, small...)
 	cmd := exec.Command(mariadbd, args...)
 	stderr, err := cmd.StderrPipe()
@@ -192,7 +130,7 @@ func TestTLS(t *testing.T) {
 	if _, err := findTool("", "mariadb-dump", "mysqldump"); err != nil {
 		t.Skip(err)
 	}
-	p := newPKI(t)
+	p := enginetest.NewPKI(t)
 	srv := startTLSServer(t, p)
 	ctx := context.Background()
 	password := "Tls!" + randHex(8)
@@ -224,7 +162,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	t.Run("verified backup and restore", func(t *testing.T) {
-		src := source("capsule", "127.0.0.1", map[string]any{"caFile": p.ca})
+		src := source("capsule", "127.0.0.1", map[string]any{"caFile": p.CA})
 		store := enginetest.NewStore()
 		info, err := New().Backup(ctx, &engines.BackupJob{ID: "tls", Source: src, Artifacts: store})
 		if err != nil {
@@ -248,7 +186,7 @@ func TestTLS(t *testing.T) {
 		}
 	})
 	t.Run("client certificate", func(t *testing.T) {
-		withCert := map[string]any{"caFile": p.ca, "certFile": p.clientCert, "keyFile": p.clientKey}
+		withCert := map[string]any{"caFile": p.CA, "certFile": p.ClientCert, "keyFile": p.ClientKey}
 		store := enginetest.NewStore()
 		info, err := New().Backup(ctx, &engines.BackupJob{ID: "x509", Source: source("certuser", "127.0.0.1", withCert), Artifacts: store})
 		if err != nil {
@@ -257,7 +195,7 @@ func TestTLS(t *testing.T) {
 		if _, err := New().Restore(ctx, store.RestoreJob(t, "x509", source("certuser", "127.0.0.1", withCert), *info, engines.RestoreOptions{DropPrevious: true})); err != nil {
 			t.Fatalf("restore with a client certificate: %v", err)
 		}
-		_, err = New().Backup(ctx, &engines.BackupJob{ID: "nocert", Source: source("certuser", "127.0.0.1", map[string]any{"caFile": p.ca}), Artifacts: enginetest.NewStore()})
+		_, err = New().Backup(ctx, &engines.BackupJob{ID: "nocert", Source: source("certuser", "127.0.0.1", map[string]any{"caFile": p.CA}), Artifacts: enginetest.NewStore()})
 		if err == nil || !strings.Contains(err.Error(), "Access denied") {
 			t.Errorf("backup as a REQUIRE X509 user without a client certificate: %v, want access denied", err)
 		}
@@ -270,8 +208,8 @@ func TestTLS(t *testing.T) {
 		tls        map[string]any
 		want       string
 	}{
-		{"wrong CA", "127.0.0.1", map[string]any{"caFile": p.otherCA}, "certificate"},
-		{"wrong name", "localhost", map[string]any{"caFile": p.ca}, "certificate"},
+		{"wrong CA", "127.0.0.1", map[string]any{"caFile": p.OtherCA}, "certificate"},
+		{"wrong name", "localhost", map[string]any{"caFile": p.CA}, "certificate"},
 	}
 	for _, b := range bad {
 		t.Run(b.name+"/driver", func(t *testing.T) {
@@ -290,7 +228,7 @@ func TestTLS(t *testing.T) {
 					host string
 					tls  map[string]any
 					ok   bool
-				}{{"127.0.0.1", map[string]any{"caFile": p.ca}, true}, {b.host, b.tls, false}} {
+				}{{"127.0.0.1", map[string]any{"caFile": p.CA}, true}, {b.host, b.tls, false}} {
 					cfg, err := decodeConfig(source("capsule", c.host, c.tls))
 					if err != nil {
 						t.Fatal(err)
