@@ -403,6 +403,11 @@ func TestNoSecretLeaks(t *testing.T) {
 	f.seed(t, f.prefix)
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
+	// A secret of the worker's own environment, which no tool may see.
+	canary := "canary-" + randHex(8)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", canary)
+	var envLeak atomic.Value
+	var sawEnv atomic.Bool
 	var logs bytes.Buffer
 	log := logrus.New()
 	log.SetOutput(&logs)
@@ -432,6 +437,12 @@ func TestNoSecretLeaks(t *testing.T) {
 					}
 					if bytes.Contains(b, []byte("--defaults-file=")) {
 						sawTool.Store(true)
+						if env, err := os.ReadFile(filepath.Join(filepath.Dir(p), "environ")); err == nil && len(env) > 0 {
+							sawEnv.Store(true)
+							if bytes.Contains(env, []byte(canary)) {
+								envLeak.Store(string(bytes.ReplaceAll(env, []byte{0}, []byte{' '})))
+							}
+						}
 					}
 					if bytes.Contains(b, []byte(f.password)) {
 						leak.Store(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
@@ -478,6 +489,12 @@ func TestNoSecretLeaks(t *testing.T) {
 	}
 	if v := leak.Load(); v != nil {
 		t.Errorf("the password is in a process's argv: %s", v)
+	}
+	if !sawEnv.Load() {
+		t.Errorf("the watcher never read a tool's environment: the check proved nothing")
+	}
+	if v := envLeak.Load(); v != nil {
+		t.Errorf("a tool sees the worker's AWS_SECRET_ACCESS_KEY: %s", v)
 	}
 	if v := badMode.Load(); v != nil {
 		t.Errorf("an option file or its directory had mode %s", v)
