@@ -16,6 +16,7 @@ import (
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/pipe"
+	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/klauspost/compress/zstd"
 	"github.com/sirupsen/logrus"
@@ -75,7 +76,7 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 		Engine: eng.Name(), Format: info.Format, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,
 		CapsuleVersion: x.cfg.Version, Status: requests.StatusSucceeded, Attempt: attempt, Worker: x.cfg.Worker,
 		StartedAt: started, FinishedAt: time.Now().UTC(),
-		Labels: req.Labels, SourceInfo: info.SourceInfo, Details: info.Details,
+		Labels: redact.Map(req.Labels), SourceInfo: info.SourceInfo, Details: info.Details,
 		RetainUntil: sink.retain, Artifacts: sink.artifacts,
 	}
 	for _, a := range sink.artifacts {

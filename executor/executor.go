@@ -11,6 +11,7 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/klauspost/compress/zstd"
 	"github.com/sirupsen/logrus"
@@ -202,6 +203,10 @@ func (x *Executor) finish(ctx context.Context, out *Outcome, err error) {
 		}
 		out.Result.Error = err.Error()
 	}
+	// An error may quote what a client wrote or what a driver saw (a
+	// connection string): the result and the verification record are
+	// written to the bucket, so they carry it redacted.
+	out.Result.Error = redact.String(out.Result.Error)
 	if err != nil {
 		out.Index = nil
 		if out.Verification == nil {
@@ -209,7 +214,7 @@ func (x *Executor) finish(ctx context.Context, out *Outcome, err error) {
 		}
 		// A verification that ran and failed is a fact worth recording.
 		if out.Verification.Error == "" && !out.Verification.OK {
-			out.Verification.Error = err.Error()
+			out.Verification.Error = redact.String(err.Error())
 		}
 	}
 }

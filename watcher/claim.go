@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/sirupsen/logrus"
 )
@@ -278,6 +280,7 @@ func (w *Watcher) result(id string, status requests.Status, msg string, attempts
 // removes the request, its cancel object and the lease. engine is the
 // run's engine, if it got that far.
 func (w *Watcher) writeResult(ctx context.Context, id string, r *requests.Result, engine string) error {
+	r = redactResult(r)
 	_, err := bucket.PutBytes(ctx, w.cfg.Bucket, requests.ResultKey(id), marshal(r), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
 	if err != nil && !errors.Is(err, bucket.ErrPreconditionFailed) {
 		return fmt.Errorf("write result %s: %w", id, err)
@@ -292,6 +295,32 @@ func (w *Watcher) writeResult(ctx context.Context, id string, r *requests.Result
 	}
 	w.emit(ev)
 	return nil
+}
+
+// redactResult returns a copy of r with what looks like a credential
+// masked: every result passes here on its way to the bucket, and its
+// message may quote a request's fields (a source of
+// postgres://user:password@host) or a driver's error.
+func redactResult(r *requests.Result) *requests.Result {
+	c := *r
+	c.Error, c.Source, c.Cluster, c.BackupID = redact.String(r.Error), redact.String(r.Source), redact.String(r.Cluster), redact.String(r.BackupID)
+	if r.Details != nil {
+		// Through JSON, so that the details keep their shape (the
+		// schema's) whatever Go types the engine used.
+		var generic map[string]any
+		raw, err := json.Marshal(r.Details)
+		if err == nil {
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			err = dec.Decode(&generic)
+		}
+		if err == nil {
+			c.Details, _ = redact.Field("details", generic).(map[string]any)
+		} else {
+			c.Details = map[string]any{"error": "details could not be encoded"}
+		}
+	}
+	return &c
 }
 
 // cleanup removes a finished request's control objects, the lease last.

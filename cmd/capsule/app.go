@@ -11,6 +11,7 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/bucketurl"
 	"github.com/cnvrg/capsule/config"
+	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -113,6 +114,9 @@ func (a *app) load(cmd *cobra.Command) error {
 	default:
 		return fmt.Errorf("--log-format: %q is not text, json or auto", a.logFormat)
 	}
+	// Every line passes the redactor, whoever logged it: a request field,
+	// a driver's error or a tool's output may quote a credential.
+	redact.Logger(a.log)
 	path := a.configPath
 	if path == "" {
 		path = a.getenv("CAPSULE_CONFIG")

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/cnvrg/capsule/internal/redact"
 )
 
 func main() {
@@ -15,7 +17,7 @@ func main() {
 	defer stop()
 	a := newApp(os.Stdout, os.Stderr, os.Getenv)
 	if err := a.root().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "capsule:", err)
+		fmt.Fprintln(os.Stderr, "capsule:", redact.String(err.Error()))
 		os.Exit(exitCode(err))
 	}
 }

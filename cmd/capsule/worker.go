@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/internal/childproc"
 	"github.com/cnvrg/capsule/internal/version"
 	"github.com/cnvrg/capsule/watcher"
 	"github.com/spf13/cobra"
@@ -59,6 +60,7 @@ takes over at once. With --once it runs what is pending and exits.`,
 			if err := services.validate(once); err != nil {
 				return err
 			}
+			a.sweepPrivateDirs()
 			if scan.enabled {
 				return a.runScanWorker(cmd.Context(), &scan, &services, name, once)
 			}
@@ -118,4 +120,16 @@ takes over at once. With --once it runs what is pending and exits.`,
 	services.flags(f)
 	scan.flags(f, true)
 	return cmd
+}
+
+// sweepPrivateDirs removes the tools' private directories (they hold
+// option files with passwords) that a killed worker left behind.
+func (a *app) sweepPrivateDirs() {
+	removed, err := childproc.Sweep("")
+	for _, d := range removed {
+		a.log.WithField("dir", d).Info("removed a tools' private directory left by a worker that died")
+	}
+	if err != nil {
+		a.log.WithError(err).Warn("sweeping the tools' private directories failed")
+	}
 }

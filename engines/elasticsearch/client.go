@@ -3,15 +3,12 @@ package elasticsearch
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -37,16 +34,12 @@ func newClient(ctx context.Context, src engines.Source, cfg *Config) (*client, e
 		return nil, errors.New("url: not a valid URL")
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("caFile: %w", err)
+	if base.Scheme == "https" {
+		// No host: net/http checks the certificate for the url's host
+		// unless tls.serverName names another.
+		if tr.TLSClientConfig, err = cfg.tlsSetting().Config(""); err != nil {
+			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("caFile %s: no PEM certificate in it", cfg.CAFile)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return &client{base: base, user: cfg.User, pass: pw, hc: &http.Client{Transport: tr}}, nil
 }

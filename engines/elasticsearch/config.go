@@ -30,7 +30,11 @@ type Config struct {
 	PasswordFile string `json:"passwordFile,omitempty"`
 	// Indices are index, alias or data stream names or patterns ("logs-*").
 	Indices []string `json:"indices"`
-	// CAFile is a PEM file of the CA that signed the cluster's certificate.
+	// TLS is the CA, server name and client certificate for an https://
+	// url (the cluster's certificate is checked against the system's CAs
+	// for the url's host by default).
+	TLS *engines.TLS `json:"tls,omitempty"`
+	// CAFile is the older spelling of tls.caFile.
 	CAFile string `json:"caFile,omitempty"`
 	// Mode is "logical" (default) or "snapshot".
 	Mode string `json:"mode,omitempty"`
@@ -85,6 +89,14 @@ func decodeConfig(src engines.Source) (*Config, error) {
 	return &cfg, nil
 }
 
+// tlsSetting is the tls setting, or the older caFile as one.
+func (c *Config) tlsSetting() *engines.TLS {
+	if c.TLS != nil {
+		return c.TLS
+	}
+	return &engines.TLS{CAFile: c.CAFile}
+}
+
 func (c *Config) validate() error {
 	if c.URL == "" {
 		return errors.New("url: required (https://HOST:9200)")
@@ -128,8 +140,19 @@ func (c *Config) validate() error {
 		if u.Scheme != "https" {
 			return errors.New("caFile: set, but url is not https")
 		}
+		if c.TLS != nil {
+			return errors.New("caFile: set it as tls.caFile, not both ways")
+		}
 		if _, err := os.Stat(c.CAFile); err != nil {
 			return fmt.Errorf("caFile: %w", err)
+		}
+	}
+	if c.TLS != nil {
+		if u.Scheme != "https" {
+			return errors.New("tls: set, but url is not https")
+		}
+		if err := c.TLS.Validate(); err != nil {
+			return err
 		}
 	}
 	switch c.Mode {

@@ -1,11 +1,14 @@
 // Package elasticsearch is the engine for Elasticsearch 7.x/8.x and
 // OpenSearch 1.x/2.x, spoken to over its REST API with net/http (basic
-// authentication with the source's secret, caFile for TLS). The server's
+// authentication with the source's secret, tls for TLS). The server's
 // kind and version come from GET / and decide which APIs are used.
 //
 // Source settings: url (https://HOST:9200, no credentials in it), user,
 // passwordEnv|passwordFile (resolved by the worker), indices (names,
-// aliases, data streams or patterns), caFile, mode (logical, the default,
+// aliases, data streams or patterns), tls (caFile, serverName, certFile,
+// keyFile, insecureSkipVerify; an https url's certificate is checked
+// against the system's CAs by default; caFile alone is the older
+// spelling of tls.caFile), mode (logical, the default,
 // or snapshot), repository (snapshot mode), templates and pipelines (extra
 // name patterns to back up, and that a restore may replace), batchSize
 // (default 1000), keepAlive (default 5m).

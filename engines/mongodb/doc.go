@@ -6,7 +6,10 @@
 // into the source's secret, which the engine adds to the driver's
 // credential, never to a string), databases (a list of names, or "all":
 // every database but admin, local and config), batchSize (documents per
-// insert on restore, default 1000).
+// insert on restore, default 1000), tls (caFile, serverName, certFile,
+// keyFile, insecureSkipVerify: turns TLS on with each server's certificate
+// checked; the url's own tls options, which the driver also honours,
+// must then be absent).
 //
 // Privileges: a backup needs read on its databases (listDatabases too for
 // "all"), as the built-in backup role gives; a restore needs readWrite on

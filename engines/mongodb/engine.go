@@ -48,6 +48,12 @@ type Config struct {
 	// BatchSize is the number of documents per insert on restore (default
 	// 1000; batches also stop at 8 MiB).
 	BatchSize int `json:"batchSize,omitempty"`
+	// TLS turns on TLS with the server's certificate checked against
+	// tls.caFile (default: the system's CAs) for each host's name (or
+	// tls.serverName). Without it, the url's own tls options apply
+	// (tls=true, tlsCAFile=…), and a mongodb:// url without them is not
+	// encrypted.
+	TLS *engines.TLS `json:"tls,omitempty"`
 
 	all bool
 	dbs []string
@@ -101,6 +107,18 @@ func (c *Config) validate() error {
 	if !strings.HasPrefix(c.URL, "mongodb+srv://") {
 		if _, err := connstring.ParseAndValidate(stripped); err != nil {
 			return errors.New("url: not a valid MongoDB connection string")
+		}
+	}
+	if c.TLS != nil {
+		if err := c.TLS.Validate(); err != nil {
+			return err
+		}
+		if u, err := url.Parse(c.URL); err == nil {
+			for k := range u.Query() {
+				if k := strings.ToLower(k); strings.HasPrefix(k, "tls") || strings.HasPrefix(k, "ssl") {
+					return fmt.Errorf("url: option %s, and the tls setting: set TLS in one place", k)
+				}
+			}
 		}
 	}
 	switch d := c.Databases.(type) {
@@ -163,6 +181,15 @@ func connect(ctx context.Context, src engines.Source, cfg *Config) (*mongo.Clien
 		opts.SetAuth(*cred)
 	} else if pw != "" {
 		return nil, errors.New("url: names no user, but the source has a password")
+	}
+	if cfg.TLS != nil {
+		// No host here: the driver checks each server against its own
+		// name unless tls.serverName says otherwise.
+		tc, err := cfg.TLS.Config("")
+		if err != nil {
+			return nil, err
+		}
+		opts.SetTLSConfig(tc)
 	}
 	cl, err := mongo.Connect(ctx, opts)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/cnvrg/capsule/engines"
 )
 
 // Config is a mysql source's settings.
@@ -24,14 +26,22 @@ type Config struct {
 	// Databases lists the databases, or "all" (every one but the
 	// server's own: mysql, sys, information_schema, performance_schema).
 	Databases Databases `json:"databases,omitempty"`
-	// DumpTool and ClientTool name the programs (default: mariadb-dump
-	// and mariadb, else mysqldump and mysql, from PATH).
-	DumpTool   string `json:"dumpTool,omitempty"`
+	// DumpTool names the dump program (default: mariadb-dump, else
+	// mysqldump, from PATH).
+	DumpTool string `json:"dumpTool,omitempty"`
+	// ClientTool is accepted for older configurations and ignored: a
+	// restore sends the dump's statements over the driver itself, never
+	// through the mysql client (see the package doc).
 	ClientTool string `json:"clientTool,omitempty"`
 	// Definers lists accounts (user@host) that objects a restore
 	// recreates (triggers, views, routines, events) may run as, besides
 	// the restoring account itself.
 	Definers []string `json:"definers,omitempty"`
+	// TLS turns on TLS, the server's certificate checked against
+	// tls.caFile (default: the system's CAs) for the url's host, for the
+	// driver and the tools alike. Without it the connection is not
+	// encrypted.
+	TLS *engines.TLS `json:"tls,omitempty"`
 }
 
 // Databases is either "all" or a list of names.
@@ -82,6 +92,12 @@ func (c *Config) validate() error {
 	t, err := c.target()
 	if err != nil {
 		return err
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
+	if c.TLS != nil && c.TLS.ServerName != "" && !strings.EqualFold(c.TLS.ServerName, t.host) {
+		return errors.New("setting tls.serverName: the MySQL and MariaDB client tools check the url's host and cannot be told another name; put the certificate's name in url instead")
 	}
 	if c.Databases.List != nil && len(c.Databases.List) == 0 {
 		return errors.New("setting databases: empty list (use \"all\" or name at least one)")

@@ -3,9 +3,17 @@
 // A source is {engine: mysql, url: mysql://USER@HOST:PORT/DB, databases:
 // [a, b] | all}; without databases the URL's database is backed up. The
 // password arrives through passwordEnv/passwordFile (Source.Password) and
-// reaches the tools only in a private option file (mode 0600, removed
-// afterwards, passed as --defaults-extra-file): never in argv, the
-// environment, a log line or the index.
+// reaches the tools only in a private option file (mode 0600, in the
+// run's private directory from internal/childproc, removed afterwards,
+// passed as --defaults-file): never in argv, the environment, a log line
+// or the index. The tools get none of the worker's environment.
+//
+// TLS: with tls (caFile, certFile, keyFile, insecureSkipVerify) the
+// driver and the tools encrypt and check the server's certificate for the
+// url's host (ssl-verify-server-cert for MariaDB's tools, ssl-mode=
+// VERIFY_IDENTITY for MySQL's); tls.serverName can only repeat the url's
+// host, because the tools cannot be told another name. Without tls the
+// connection is not encrypted.
 //
 // Backup: one mariadb-dump (or mysqldump) run over every selected database
 // with --single-transaction (one consistent snapshot across all of them,

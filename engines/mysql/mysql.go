@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -97,6 +95,11 @@ func open(ctx context.Context, src engines.Source) (*session, error) {
 	dc.Timeout = 10 * time.Second
 	dc.Collation = "utf8mb4_general_ci"
 	dc.InterpolateParams = true
+	if cfg.TLS != nil {
+		if dc.TLS, err = cfg.TLS.Config(t.host); err != nil {
+			return nil, fmt.Errorf("source %s (engine mysql): %w", src.Name, err)
+		}
+	}
 	conn, err := driver.NewConnector(dc)
 	if err != nil {
 		return nil, fmt.Errorf("mysql connector: %w", err)
@@ -186,21 +189,19 @@ func (e *Engine) Backup(ctx context.Context, job *engines.BackupJob) (*engines.B
 		objects[db] = inv
 	}
 
-	cnf, remove, err := defaultsFile(s.t, s.password)
+	run, err := s.newToolRun(ctx, tool)
 	if err != nil {
 		return nil, err
 	}
-	defer remove()
+	defer run.close()
 	args := []string{
-		"--defaults-extra-file=" + cnf, // must come first
 		"--single-transaction", "--quick",
 		"--routines", "--triggers", "--events",
 		"--hex-blob", "--default-character-set=utf8mb4",
 		"--no-create-db", "--no-tablespaces", "--databases",
 	}
 	args = append(args, dbs...)
-	cmd := exec.CommandContext(ctx, tool, args...)
-	cmd.Env = toolEnv()
+	cmd := run.command(ctx, args...)
 	stderr := &tailBuffer{max: 8 << 10}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
@@ -283,14 +284,4 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 func (c *countingWriter) sawEnd() bool {
 	return strings.Contains(string(c.tail), completionLine)
-}
-
-// toolEnv is the environment of the tools: no HOME (so no ~/.my.cnf), no
-// MYSQL_PWD or other variables of the worker.
-func toolEnv() []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
-	return []string{"PATH=" + path, "LC_ALL=C.UTF-8"}
 }

@@ -406,12 +406,18 @@ func TestNoSecretLeaks(t *testing.T) {
 	f.seed(t, f.prefix)
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
+	// A secret of the worker's own environment, which no tool may see.
+	canary := "canary-" + randHex(8)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", canary)
+	var envLeak atomic.Value
+	var sawEnv atomic.Bool
 	var logs bytes.Buffer
 	log := logrus.New()
 	log.SetOutput(&logs)
 	log.SetLevel(logrus.DebugLevel)
 
-	var sawTool atomic.Bool
+	var sawTool, sawCnf atomic.Bool
+	private := filepath.Join(tmp, fmt.Sprintf("capsule-%d", os.Getuid()))
 	var leak atomic.Value
 	var badMode atomic.Value
 	watch := func() func() {
@@ -432,17 +438,28 @@ func TestNoSecretLeaks(t *testing.T) {
 					if err != nil {
 						continue
 					}
-					if bytes.Contains(b, []byte("--defaults-extra-file=")) {
+					if bytes.Contains(b, []byte("--defaults-file=")) {
 						sawTool.Store(true)
+						if env, err := os.ReadFile(filepath.Join(filepath.Dir(p), "environ")); err == nil && len(env) > 0 {
+							sawEnv.Store(true)
+							if bytes.Contains(env, []byte(canary)) {
+								envLeak.Store(string(bytes.ReplaceAll(env, []byte{0}, []byte{' '})))
+							}
+						}
 					}
 					if bytes.Contains(b, []byte(f.password)) {
 						leak.Store(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
 					}
 				}
-				cnfs, _ := filepath.Glob(filepath.Join(tmp, "capsule-my-*"))
+				// Option files live in a private directory of their own.
+				cnfs, _ := filepath.Glob(filepath.Join(private, "run-*", "*.cnf"))
 				for _, c := range cnfs {
+					sawCnf.Store(true)
 					if st, err := os.Stat(c); err == nil && st.Mode().Perm() != 0o600 {
-						badMode.Store(st.Mode().String())
+						badMode.Store(c + " " + st.Mode().String())
+					}
+					if st, err := os.Stat(filepath.Dir(c)); err == nil && st.Mode().Perm() != 0o700 {
+						badMode.Store(filepath.Dir(c) + " " + st.Mode().String())
 					}
 				}
 				time.Sleep(2 * time.Millisecond)
@@ -476,11 +493,23 @@ func TestNoSecretLeaks(t *testing.T) {
 	if v := leak.Load(); v != nil {
 		t.Errorf("the password is in a process's argv: %s", v)
 	}
-	if v := badMode.Load(); v != nil {
-		t.Errorf("an option file had mode %s", v)
+	if !sawEnv.Load() {
+		t.Errorf("the watcher never read a tool's environment: the check proved nothing")
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) != 0 {
-		t.Errorf("files left in TMPDIR: %v", left)
+	if v := envLeak.Load(); v != nil {
+		t.Errorf("a tool sees the worker's AWS_SECRET_ACCESS_KEY: %s", v)
+	}
+	if v := badMode.Load(); v != nil {
+		t.Errorf("an option file or its directory had mode %s", v)
+	}
+	if !sawCnf.Load() {
+		t.Errorf("the watcher never saw an option file in %s: the mode check proved nothing", private)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) != 1 || left[0] != private {
+		t.Errorf("files left in TMPDIR: %v, want only %s", left, private)
+	}
+	if left, _ := filepath.Glob(filepath.Join(private, "*")); len(left) != 0 {
+		t.Errorf("files left in the private directory: %v", left)
 	}
 	ij, _ := json.Marshal(info)
 	rj, _ := json.Marshal(rinfo)

@@ -3,13 +3,17 @@ package mysql
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/internal/childproc"
 )
 
 // findTool returns the configured program, or the first of names on PATH.
@@ -31,27 +35,79 @@ func findTool(configured string, names ...string) (string, error) {
 
 // toolVersion returns the first line of `tool --version`.
 func toolVersion(ctx context.Context, tool string) string {
-	out, err := exec.CommandContext(ctx, tool, "--version").Output()
+	d, err := childproc.New("")
+	if err != nil {
+		return ""
+	}
+	defer d.Close()
+	out, err := d.Command(ctx, tool, []string{"--version"}).Output()
 	if err != nil {
 		return ""
 	}
 	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 }
 
-// defaultsFile writes a private (0600) option file with the connection
-// and the password, so neither appears in a child's argv or environment.
-// The returned func removes it.
-func defaultsFile(t *target, password string) (string, func(), error) {
-	f, err := os.CreateTemp("", "capsule-my-*.cnf")
+// toolRun is one run of a client tool: a private directory (childproc)
+// that is the tool's HOME and TMPDIR and holds its option file, with the
+// connection, the password and the TLS settings, so that none of them is
+// in the tool's argv or environment and the worker's own environment
+// stays out.
+type toolRun struct {
+	tool string
+	dir  *childproc.Dir
+	cnf  string
+}
+
+// newToolRun prepares a run of tool (a path from findTool) against s.
+// Close it when the tool has ended: it removes the option file.
+func (s *session) newToolRun(ctx context.Context, tool string) (*toolRun, error) {
+	d, err := childproc.New("")
 	if err != nil {
-		return "", nil, fmt.Errorf("option file: %w", err)
+		return nil, fmt.Errorf("%s: %w", filepath.Base(tool), err)
 	}
-	remove := func() { os.Remove(f.Name()) }
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		remove()
-		return "", nil, fmt.Errorf("option file: %w", err)
+	r := &toolRun{tool: tool, dir: d}
+	flavor := ""
+	if s.cfg.TLS != nil {
+		// MariaDB's and MySQL's clients spell server verification
+		// differently; an option the tool does not know is an error.
+		out, err := d.Command(ctx, tool, []string{"--version"}).Output()
+		if err != nil {
+			r.close()
+			return nil, fmt.Errorf("%s --version: %w", filepath.Base(tool), err)
+		}
+		flavor = toolFlavor(string(out))
 	}
+	text, err := optionFile(s.t, s.password, s.cfg.TLS, flavor)
+	if err == nil {
+		r.cnf, err = d.WriteFile("client.cnf", []byte(text))
+	}
+	if err != nil {
+		r.close()
+		return nil, fmt.Errorf("option file: %w", err)
+	}
+	return r, nil
+}
+
+// command is the tool with args after the option file (which must come
+// first), in the private directory with the minimal environment.
+func (r *toolRun) command(ctx context.Context, args ...string) *exec.Cmd {
+	return r.dir.Command(ctx, r.tool, append([]string{"--defaults-file=" + r.cnf}, args...))
+}
+
+func (r *toolRun) close() { _ = r.dir.Close() }
+
+// toolFlavor tells a MariaDB client from a MySQL one by its --version.
+func toolFlavor(version string) string {
+	if strings.Contains(strings.ToLower(version), "mariadb") {
+		return "mariadb"
+	}
+	return "mysql"
+}
+
+// optionFile is the text of a client option file: the connection, the
+// password and the TLS settings. It is read with --defaults-file, so no
+// other option file (the host's /etc/mysql, a ~/.my.cnf) adds to it.
+func optionFile(t *target, password string, tc *engines.TLS, flavor string) (string, error) {
 	var b strings.Builder
 	b.WriteString("[client]\n")
 	fmt.Fprintf(&b, "user=%s\n", optionValue(t.user))
@@ -61,16 +117,31 @@ func defaultsFile(t *target, password string) (string, func(), error) {
 	fmt.Fprintf(&b, "host=%s\n", optionValue(t.host))
 	fmt.Fprintf(&b, "port=%d\n", t.port)
 	b.WriteString("protocol=tcp\n")
-	if _, err := f.WriteString(b.String()); err != nil {
-		f.Close()
-		remove()
-		return "", nil, fmt.Errorf("option file: %w", err)
+	if tc == nil {
+		return b.String(), nil
 	}
-	if err := f.Close(); err != nil {
-		remove()
-		return "", nil, fmt.Errorf("option file: %w", err)
+	ca := tc.CAFile
+	if ca == "" && !tc.InsecureSkipVerify {
+		if ca = engines.SystemCAFile(); ca == "" {
+			return "", errors.New("setting tls.caFile: required here, no system CA bundle was found")
+		}
 	}
-	return f.Name(), remove, nil
+	for _, o := range [][2]string{{"ssl-ca", ca}, {"ssl-cert", tc.CertFile}, {"ssl-key", tc.KeyFile}} {
+		if o[1] != "" {
+			fmt.Fprintf(&b, "%s=%s\n", o[0], optionValue(o[1]))
+		}
+	}
+	switch {
+	case flavor == "mariadb" && tc.InsecureSkipVerify:
+		b.WriteString("ssl\nskip-ssl-verify-server-cert\n")
+	case flavor == "mariadb":
+		b.WriteString("ssl\nssl-verify-server-cert\n")
+	case tc.InsecureSkipVerify:
+		b.WriteString("ssl-mode=REQUIRED\n")
+	default:
+		b.WriteString("ssl-mode=VERIFY_IDENTITY\n")
+	}
+	return b.String(), nil
 }
 
 // optionValue quotes a value for an option file: double quotes, with

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,7 +21,11 @@ type config struct {
 	URL string `json:"url"`
 	// SSLMode is libpq's sslmode (disable, allow, prefer, require,
 	// verify-ca, verify-full); it may also be given as ?sslmode= in url.
+	// Default prefer, or verify-full when tls is set.
 	SSLMode string `json:"sslmode,omitempty"`
+	// TLS is the CA, server name and client certificate; with it the
+	// default sslmode is verify-full (require with insecureSkipVerify).
+	TLS *engines.TLS `json:"tls,omitempty"`
 	// Databases is "all" to back up every database of the server plus
 	// its roles; unset backs up the database named in url.
 	Databases string `json:"databases,omitempty"`
@@ -56,6 +60,11 @@ type conninfo struct {
 	user     string
 	database string // the database to back up; for all, the one to connect to
 	sslmode  string
+	// tls is the source's tls setting (nil without one); hostaddr is the
+	// url's IP address when tls.serverName names the certificate's host
+	// instead.
+	tls      *engines.TLS
+	hostaddr string
 	all      bool
 	// restoreJobs and stagingDir: see config.
 	restoreJobs int
@@ -127,11 +136,11 @@ func parseSource(src engines.Source) (*conninfo, error) {
 		}
 		ci.sslmode = vs[0]
 	}
-	if ci.sslmode == "" {
-		ci.sslmode = "prefer"
-	}
-	if !sslModes[ci.sslmode] {
+	if !sslModes[ci.sslmode] && ci.sslmode != "" {
 		return nil, bad("sslmode: %q is not one of disable, allow, prefer, require, verify-ca, verify-full", ci.sslmode)
+	}
+	if err := ci.setTLS(cfg.TLS); err != nil {
+		return nil, bad("%v", err)
 	}
 	switch cfg.Databases {
 	case "":
@@ -162,10 +171,66 @@ func parseSource(src engines.Source) (*conninfo, error) {
 	return ci, nil
 }
 
+// setTLS settles the sslmode and the tls setting together: with tls the
+// server is checked (verify-full by default), and the sslmodes that
+// never check it are refused.
+func (ci *conninfo) setTLS(t *engines.TLS) error {
+	if t == nil {
+		if ci.sslmode == "" {
+			ci.sslmode = "prefer"
+		}
+		return nil
+	}
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	ci.tls = t
+	switch {
+	case ci.sslmode == "" && t.InsecureSkipVerify:
+		ci.sslmode = "require"
+	case ci.sslmode == "":
+		ci.sslmode = "verify-full"
+	case t.InsecureSkipVerify && ci.sslmode != "require":
+		return fmt.Errorf("sslmode: %q with tls.insecureSkipVerify; use require (or remove sslmode)", ci.sslmode)
+	case !t.InsecureSkipVerify && ci.sslmode != "verify-ca" && ci.sslmode != "verify-full":
+		return fmt.Errorf("sslmode: %q does not check the server's certificate, which tls asks for; use verify-full (or remove sslmode)", ci.sslmode)
+	}
+	if t.ServerName != "" {
+		if ci.sslmode != "verify-full" {
+			return fmt.Errorf("tls.serverName: checked only with sslmode verify-full, not %q", ci.sslmode)
+		}
+		// libpq checks the certificate against host and connects to
+		// hostaddr, which must be an IP address.
+		if net.ParseIP(ci.host) == nil {
+			return errors.New("tls.serverName: needs an IP address as the url's host (the PostgreSQL tools check the name they connect to); or put the certificate's name in url")
+		}
+		ci.hostaddr = ci.host
+	}
+	return nil
+}
+
+// verifies reports whether the connection checks the server's
+// certificate.
+func (ci *conninfo) verifies() bool { return ci.sslmode == "verify-ca" || ci.sslmode == "verify-full" }
+
+// sslFiles are libpq's sslrootcert, sslcert and sslkey for the source:
+// the tls setting's files, with the system's CAs when it names none and
+// the server is checked (libpq before PostgreSQL 16 looks only in
+// ~/.postgresql/root.crt, and a tool's HOME is private).
+func (ci *conninfo) sslFiles() (rootcert, cert, key string) {
+	if ci.tls != nil {
+		rootcert, cert, key = ci.tls.CAFile, ci.tls.CertFile, ci.tls.KeyFile
+	}
+	if rootcert == "" && ci.verifies() {
+		rootcert = engines.SystemCAFile()
+	}
+	return rootcert, cert, key
+}
+
 // connString is a libpq keyword/value connection string for database db,
 // without a password.
 func (ci *conninfo) connString(db string) string {
-	return strings.Join([]string{
+	kv := []string{
 		"host=" + quoteConnValue(ci.host),
 		"port=" + quoteConnValue(ci.port),
 		"user=" + quoteConnValue(ci.user),
@@ -173,7 +238,14 @@ func (ci *conninfo) connString(db string) string {
 		"sslmode=" + quoteConnValue(ci.sslmode),
 		"application_name=capsule",
 		"connect_timeout=30",
-	}, " ")
+	}
+	rootcert, cert, key := ci.sslFiles()
+	for _, f := range [][2]string{{"sslrootcert", rootcert}, {"sslcert", cert}, {"sslkey", key}} {
+		if f[1] != "" {
+			kv = append(kv, f[0]+"="+quoteConnValue(f[1]))
+		}
+	}
+	return strings.Join(kv, " ")
 }
 
 // dbArg is the value of a tool's -d option naming database db. It is a
@@ -199,6 +271,9 @@ func connect(ctx context.Context, ci *conninfo, password, db string) (*pgx.Conn,
 	if password != "" {
 		cc.Password = password
 	}
+	if ci.tls != nil && ci.tls.ServerName != "" && cc.TLSConfig != nil {
+		cc.TLSConfig.ServerName = ci.tls.ServerName
+	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(cctx, cc)
@@ -217,40 +292,35 @@ func scrub(err error, password string) error {
 	return errors.New(strings.ReplaceAll(err.Error(), password, "********"))
 }
 
-// strippedEnv are variables of the worker's environment that would
-// change which server, database or user the tools reach, or where they
-// find a password; the source alone decides those.
-var strippedEnv = map[string]bool{
-	"PGHOST": true, "PGHOSTADDR": true, "PGPORT": true, "PGDATABASE": true,
-	"PGUSER": true, "PGPASSWORD": true, "PGPASSFILE": true, "PGSERVICE": true,
-	"PGSERVICEFILE": true, "PGSSLMODE": true, "PGOPTIONS": true, "PGAPPNAME": true,
-	"PGREQUIRESSL": true, "PGTARGETSESSIONATTRS": true,
-}
-
-// toolEnv is the environment of pg_dump, pg_restore and pg_dumpall: the
-// worker's own minus the variables above, plus the source's connection
-// and its password in PGPASSWORD. A child's environment is readable only
-// by its own user (and root), unlike its argv, and it dies with the
-// child, unlike a password file.
+// toolEnv is what pg_dump, pg_restore and pg_dumpall get besides the
+// minimal environment of every child (childproc): the source's
+// connection, its TLS files and its password in PGPASSWORD. None of the
+// worker's own PG* variables reach them: the source alone decides which
+// server, database and user they reach. A child's environment is
+// readable only by its own user (and root), unlike its argv, and it dies
+// with the child, unlike a password file.
 func toolEnv(ci *conninfo, password string) ([]string, error) {
 	if strings.ContainsRune(password, 0) {
 		return nil, errors.New("password contains a NUL byte, which no PostgreSQL tool accepts")
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if !strippedEnv[k] {
-			env = append(env, kv)
-		}
-	}
-	env = append(env,
-		"PGHOST="+ci.host,
-		"PGPORT="+ci.port,
-		"PGUSER="+ci.user,
-		"PGSSLMODE="+ci.sslmode,
+	env := []string{
+		"PGHOST=" + ci.host,
+		"PGPORT=" + ci.port,
+		"PGUSER=" + ci.user,
+		"PGSSLMODE=" + ci.sslmode,
 		"PGAPPNAME=capsule",
 		"PGCONNECT_TIMEOUT=30",
-	)
+	}
+	if ci.hostaddr != "" {
+		env[0] = "PGHOST=" + ci.tls.ServerName
+		env = append(env, "PGHOSTADDR="+ci.hostaddr)
+	}
+	rootcert, cert, key := ci.sslFiles()
+	for _, f := range [][2]string{{"PGSSLROOTCERT", rootcert}, {"PGSSLCERT", cert}, {"PGSSLKEY", key}} {
+		if f[1] != "" {
+			env = append(env, f[0]+"="+f[1])
+		}
+	}
 	if password != "" {
 		env = append(env, "PGPASSWORD="+password)
 	}

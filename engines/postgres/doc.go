@@ -9,7 +9,10 @@
 //	engine: postgres
 //	url: postgres://USER@HOST:PORT/DB   # never with a password in it
 //	passwordEnv: VAR                    # or passwordFile: PATH (resolved by the worker)
-//	sslmode: require                    # libpq's sslmode; default prefer (also ?sslmode= in url)
+//	sslmode: verify-full                # libpq's sslmode (also ?sslmode= in url); default
+//	                                    # prefer, or verify-full when tls is set
+//	tls: {caFile: /ca.pem}              # checked TLS: caFile, serverName (url host must then
+//	                                    # be an IP), certFile+keyFile, insecureSkipVerify
 //	databases: all                      # optional: every database plus roles; DB is then only
 //	                                    # where to connect (default postgres)
 //	restoreJobs: 2                      # pg_restore jobs (server connections); 1 streams with
@@ -28,11 +31,15 @@
 // would outlive a killed worker). It is never in a child's argv (the
 // tools get the database as -d "dbname='…'" and the rest of the
 // connection from PGHOST, PGPORT, PGUSER, PGSSLMODE), a log line, an
-// error, the BackupInfo or an artifact. Connection variables of the
-// worker's own environment (PGHOST, PGPASSWORD, PGSERVICE, …) are
-// removed from the tools' environment, so the source alone decides where
-// they connect. The tests watch every process's argv during a backup and
-// a restore and read the tools' environment to prove this.
+// error, the BackupInfo or an artifact. The tools get nothing else of
+// the worker's environment (internal/childproc: PATH, a private HOME and
+// TMPDIR, LANG/LC_ALL=C, TZ=UTC), so the source alone decides where they
+// connect and they never see the worker's other secrets. TLS reaches
+// them as PGSSLMODE, PGSSLROOTCERT, PGSSLCERT and PGSSLKEY, and a
+// tls.serverName as PGHOST (the name checked) with PGHOSTADDR (the url's
+// IP address, where they connect). The tests watch every process's argv
+// during a backup and a restore and read the tools' environment to prove
+// this.
 //
 // # Backup
 //

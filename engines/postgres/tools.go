@@ -11,15 +11,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/cnvrg/capsule/internal/childproc"
 	"github.com/cnvrg/capsule/internal/pipe"
 	"github.com/sirupsen/logrus"
 )
 
-// tools runs the PostgreSQL client programs for one job.
+// tools runs the PostgreSQL client programs for one job, each in a
+// private directory with a minimal environment (childproc) plus the
+// source's PG* variables: nothing else of the worker's environment.
 type tools struct {
-	env []string // holds PGPASSWORD: never log it
+	env []string // the source's PG* variables; PGPASSWORD among them: never log it
 	log logrus.FieldLogger
 	// started, when set, is called with each child's pid as soon as it
 	// runs (tests inspect its argv and environment).
@@ -31,7 +33,12 @@ var versionRE = regexp.MustCompile(`\(PostgreSQL\)\s+(\d+(?:\.\d+)*(?:(?:devel|a
 // version runs "tool --version" and returns the version it reports
 // ("15.20").
 func (t *tools) version(ctx context.Context, tool string) (string, error) {
-	out, err := exec.CommandContext(ctx, tool, "--version").Output()
+	cmd, done, err := t.command(ctx, tool, []string{"--version"}, nil)
+	if err != nil {
+		return "", err
+	}
+	out, err := cmd.Output()
+	done()
 	if err != nil {
 		return "", fmt.Errorf("%s --version: %w (are the PostgreSQL client tools installed?)", tool, err)
 	}
@@ -121,13 +128,23 @@ func (t *tools) start(cmd *exec.Cmd, tool string) error {
 	return nil
 }
 
-func (t *tools) command(ctx context.Context, tool string, args []string, stderr io.Writer) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, tool, args...)
-	cmd.Env = t.env
-	cmd.Stderr = stderr
-	// After a kill, do not wait forever for a grandchild holding a pipe.
-	cmd.WaitDelay = 10 * time.Second
-	return cmd
+// command prepares tool in a fresh private directory, which done
+// removes once the tool ended. After a kill, Wait does not wait forever
+// for a grandchild holding a pipe.
+func (t *tools) command(ctx context.Context, tool string, args []string, stderr io.Writer) (cmd *exec.Cmd, done func(), err error) {
+	d, err := childproc.New("")
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", tool, err)
+	}
+	cmd = d.Command(ctx, tool, args, t.env...)
+	if stderr != nil {
+		cmd.Stderr = stderr
+	}
+	return cmd, func() {
+		if err := d.Close(); err != nil {
+			t.log.WithError(err).Warn("could not remove a tool's private directory")
+		}
+	}, nil
 }
 
 // dump runs tool and copies its standard output to w, returning the
@@ -135,7 +152,11 @@ func (t *tools) command(ctx context.Context, tool string, args []string, stderr 
 // nil, sees every byte too (and must not fail).
 func (t *tools) dump(ctx context.Context, tool string, args []string, w, tee io.Writer) (int64, error) {
 	stderr := &headBuffer{max: 16 << 10}
-	cmd := t.command(ctx, tool, args, stderr)
+	cmd, done, err := t.command(ctx, tool, args, stderr)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", tool, err)
@@ -169,11 +190,15 @@ func (t *tools) dump(ctx context.Context, tool string, args []string, w, tee io.
 // run runs tool to its end with no input.
 func (t *tools) run(ctx context.Context, tool string, args []string) error {
 	stderr := &headBuffer{max: 16 << 10}
-	cmd := t.command(ctx, tool, args, stderr)
+	cmd, done, err := t.command(ctx, tool, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if err := t.start(cmd, tool); err != nil {
 		return err
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	t.logStderr(tool, stderr, err == nil)
 	switch {
 	case ctx.Err() != nil:
@@ -191,7 +216,11 @@ func (t *tools) run(ctx context.Context, tool string, args []string) error {
 // reported as such, with the artifact's name, whatever the tool said.
 func (t *tools) restore(ctx context.Context, tool string, args []string, in io.Reader) error {
 	stderr := &headBuffer{max: 16 << 10}
-	cmd := t.command(ctx, tool, args, stderr)
+	cmd, done, err := t.command(ctx, tool, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return fmt.Errorf("%s: %w", tool, err)

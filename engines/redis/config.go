@@ -3,13 +3,11 @@ package redis
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,11 +41,13 @@ type Config struct {
 	// BatchSize is how many keys go in one pipelined round trip (default
 	// 2000): SCAN's COUNT, and as many DUMPs or RESTOREs.
 	BatchSize int `json:"batchSize,omitempty"`
-	// CAFile is a PEM file of certificate authorities to trust for
-	// rediss:// (default: the system's).
-	CAFile string `json:"caFile,omitempty"`
-	// TLSServerName overrides the name checked in the server's
-	// certificate (default: the URL's host).
+	// TLS is the CA, server name and client certificate for rediss://
+	// (the server's certificate is checked against the system's CAs for
+	// the url's host by default).
+	TLS *engines.TLS `json:"tls,omitempty"`
+	// CAFile and TLSServerName are the older spellings of tls.caFile and
+	// tls.serverName.
+	CAFile        string `json:"caFile,omitempty"`
 	TLSServerName string `json:"tlsServerName,omitempty"`
 }
 
@@ -170,7 +170,27 @@ func (c *Config) validate() error {
 	if (c.CAFile != "" || c.TLSServerName != "") && u.Scheme != "rediss" {
 		return errors.New("settings caFile and tlsServerName need a rediss:// url")
 	}
+	if c.TLS != nil {
+		if c.CAFile != "" || c.TLSServerName != "" {
+			return errors.New("settings caFile and tlsServerName: set them as tls.caFile and tls.serverName, not both ways")
+		}
+		if u.Scheme != "rediss" {
+			return errors.New("setting tls needs a rediss:// url")
+		}
+		if err := c.TLS.Validate(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// tlsSetting is the tls setting, or the older caFile and tlsServerName
+// as one.
+func (c *Config) tlsSetting() *engines.TLS {
+	if c.TLS != nil {
+		return c.TLS
+	}
+	return &engines.TLS{CAFile: c.CAFile, ServerName: c.TLSServerName}
 }
 
 func (c *Config) mode() string {
@@ -207,20 +227,8 @@ func (c *Config) endpoint(password string) (*endpoint, error) {
 	}
 	e := &endpoint{addr: net.JoinHostPort(u.Hostname(), port), host: u.Hostname(), user: u.User.Username(), password: password}
 	if u.Scheme == "rediss" {
-		e.tls = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
-		if c.TLSServerName != "" {
-			e.tls.ServerName = c.TLSServerName
-		}
-		if c.CAFile != "" {
-			pem, err := os.ReadFile(c.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("setting caFile: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("setting caFile: %s holds no PEM certificate", c.CAFile)
-			}
-			e.tls.RootCAs = pool
+		if e.tls, err = c.tlsSetting().Config(u.Hostname()); err != nil {
+			return nil, err
 		}
 	}
 	return e, nil

@@ -2,7 +2,9 @@
 // servers back up in logical mode with a PTTL-derived expiry).
 //
 // A source is {engine: redis, url: redis://[user@]HOST:PORT or rediss://
-// for TLS, databases: [0, 3] | all, mode: logical | rdb}; the password
+// for TLS (tls: {caFile, serverName, certFile, keyFile}; the server's
+// certificate is always checked, against the system's CAs by default),
+// databases: [0, 3] | all, mode: logical | rdb}; the password
 // arrives through passwordEnv/passwordFile (Source.Password) and is sent
 // only in AUTH, never logged or recorded.
 //

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,9 @@ type testServer struct {
 	password string
 	tls      bool
 	caFile   string
+	// clientCert and clientKey: with "tls-auth-clients yes" the test's
+	// own clients present the server's certificate (it may serve both).
+	clientCert, clientKey string
 }
 
 // randHex returns n random bytes in hex.
@@ -69,6 +73,16 @@ func startServer(t testing.TB, extra ...string) *testServer {
 			s.tls = true
 		case strings.HasPrefix(l, "tls-ca-cert-file "):
 			s.caFile = strings.TrimPrefix(l, "tls-ca-cert-file ")
+		}
+	}
+	if slices.Contains(extra, "tls-auth-clients yes") {
+		for _, l := range extra {
+			if f, ok := strings.CutPrefix(l, "tls-cert-file "); ok {
+				s.clientCert = f
+			}
+			if f, ok := strings.CutPrefix(l, "tls-key-file "); ok {
+				s.clientKey = f
+			}
 		}
 	}
 	for attempt := 0; ; attempt++ {
@@ -159,6 +173,9 @@ func (s *testServer) url(user string) string {
 
 func (s *testServer) config(user string) *Config {
 	c := &Config{URL: s.url(user), CAFile: s.caFile}
+	if s.clientCert != "" {
+		c.CAFile, c.TLS = "", &engines.TLS{CAFile: s.caFile, CertFile: s.clientCert, KeyFile: s.clientKey}
+	}
 	return c
 }
 
