@@ -352,7 +352,8 @@ func (r *replica) stop() {
 	<-r.done
 }
 
-// newPostgresDB makes a fresh login role and a database it owns, with a
+// newPostgresDB makes a fresh login role (CREATEDB, not a superuser: the
+// least privilege a restore accepts) and a database it owns, with a
 // table of rows, on the machine's PostgreSQL (127.0.0.1:5432, trust,
 // superuser postgres), and drops both when the test ends.
 func newPostgresDB(t *testing.T) (user, db string) {
@@ -365,7 +366,7 @@ func newPostgresDB(t *testing.T) (user, db string) {
 	}
 	defer admin.Close(ctx)
 	for _, q := range []string{
-		`CREATE ROLE ` + name + ` LOGIN SUPERUSER PASSWORD 'pw-` + name + `'`,
+		`CREATE ROLE ` + name + ` LOGIN CREATEDB PASSWORD 'pw-` + name + `'`,
 		`CREATE DATABASE ` + name + ` OWNER ` + name,
 	} {
 		if _, err := admin.Exec(ctx, q); err != nil {
