@@ -112,9 +112,13 @@ func (t *tailBuffer) text(secret string) string {
 // quoteName quotes an identifier with backticks.
 func quoteName(n string) string { return "`" + strings.ReplaceAll(n, "`", "``") + "`" }
 
-// sideName derives a schema name from db, a marker and the restore id,
-// within MySQL's 64 characters.
-func sideName(db, marker, id string) string {
+// sideName derives a schema name from db, a marker, the restore id and
+// the attempt, within MySQL's 64 characters:
+// <db>_capsule_<marker>_<id>_a<attempt>. An id that does not survive as
+// it is (characters other than [a-z0-9_], or too long) is cut and given
+// a hash of itself, so different ids keep different names; the attempt
+// is never cut.
+func sideName(db, marker, id string, attempt int) string {
 	var clean strings.Builder
 	for _, r := range strings.ToLower(id) {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
@@ -123,10 +127,13 @@ func sideName(db, marker, id string) string {
 			clean.WriteRune('_')
 		}
 	}
-	suffix := "_capsule_" + marker + "_" + clean.String()
-	if len(suffix) > 40 {
-		suffix = suffix[:40]
+	idPart := clean.String()
+	head, tail := "_capsule_"+marker+"_", "_a"+strconv.Itoa(attempt)
+	if room := 40 - len(head) - len(tail); idPart != id || len(idPart) > room {
+		h := strconv.FormatUint(uint64(fnv32(id)), 36)
+		idPart = idPart[:max(0, min(len(idPart), room-len(h)-1))] + "_" + h
 	}
+	suffix := head + idPart + tail
 	if len(db)+len(suffix) > 64 {
 		// Keep names unique when two long names share a prefix.
 		h := strconv.FormatUint(uint64(fnv32(db)), 36)
