@@ -12,7 +12,11 @@
 // the Read that reaches the end returns *engines.ChecksumError if the bytes
 // differ from what the index recorded, so an engine that stages before it
 // swaps never swaps in a corrupt backup. A verification's outcome becomes
-// a verify-<time>.json record beside the index.
+// a verify-<time>.json record beside the index. The engine's job carries
+// the attempt (staging is named after it), the lease holder's fence from
+// the run's Tracker (called right before the swap), and StaleStaging,
+// answered from the bucket: staging of a request that has a result, or
+// whose lease a later attempt holds, is abandoned.
 //
 // Guards: a run has a timeout; a panicking engine becomes a failed result;
 // an unknown source, engine or backup id is the request's fault and ends
