@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -123,9 +124,36 @@ type BackupInfo struct {
 }
 
 // RestoreJob is one restore (or verification) run.
+//
+// A restore is fenced by attempt, like a backup: everything it stages
+// (side databases and schemas, side collections, renamed indices,
+// staging directories) is named after both ID and Attempt, so a paused
+// worker whose request was taken over never shares a name with its
+// successor; and the engine calls Fence immediately before its swap, so
+// that a worker that lost its lease never swaps. Earlier attempts'
+// staging of the same request is removed by the successor, never reused;
+// the data a swap kept as previous is the user's and is never removed
+// but by the attempt that swapped it out (DropPrevious).
 type RestoreJob struct {
 	// ID is the restore request's id: usable in names of side databases.
 	ID string
+	// Attempt is the claim's attempt number, 1 for the first (0 counts
+	// as 1). Every name the restore stages under includes it.
+	Attempt int
+	// Fence confirms that this attempt still holds the request's lease,
+	// now: it renews the lease with If-Match on the holder's last write.
+	// An engine calls it (through CheckFence) immediately before it
+	// swaps anything into the target, and on an error does not swap,
+	// removes its own staging and returns the error. Nil (engine tests,
+	// one-shot runs) always passes.
+	Fence func(ctx context.Context) error
+	// StaleStaging reports whether the staging of attempt attempt of
+	// request id (another request's, or this one's) is abandoned: that
+	// request has finished, or a later attempt of it holds the lease.
+	// Engines ask it about staging they find on the target that is not
+	// their own, and remove what it reports stale. Nil reports nothing
+	// stale.
+	StaleStaging func(ctx context.Context, id string, attempt int) (bool, error)
 	// Target is where the backup goes; for Verify, the server whose
 	// scratch space to use.
 	Target Source
@@ -135,6 +163,40 @@ type RestoreJob struct {
 	Options   RestoreOptions
 	Progress  Progress
 	Log       logrus.FieldLogger
+}
+
+// AttemptNumber is the job's attempt, 1 when it was not set.
+func (j *RestoreJob) AttemptNumber() int {
+	if j.Attempt < 1 {
+		return 1
+	}
+	return j.Attempt
+}
+
+// ErrFenced is wrapped by the error of a restore that did not swap
+// because its Fence failed: another attempt holds the request now (or the
+// lease could not be confirmed).
+var ErrFenced = errors.New("lease not confirmed before the swap")
+
+// CheckFence calls job.Fence, unless it is nil, and wraps its error in
+// ErrFenced. Engines call it immediately before their swap.
+func (j *RestoreJob) CheckFence(ctx context.Context) error {
+	if j.Fence == nil {
+		return nil
+	}
+	if err := j.Fence(ctx); err != nil {
+		return fmt.Errorf("restore %s attempt %d: %w: %w", j.ID, j.AttemptNumber(), ErrFenced, err)
+	}
+	return nil
+}
+
+// IsStale asks job.StaleStaging about staging of request id's attempt,
+// false when the job has no way to tell.
+func (j *RestoreJob) IsStale(ctx context.Context, id string, attempt int) (bool, error) {
+	if j.StaleStaging == nil {
+		return false, nil
+	}
+	return j.StaleStaging(ctx, id, attempt)
 }
 
 // RestoreOptions are a restore request's choices.

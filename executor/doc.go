@@ -16,7 +16,11 @@
 // an *ArtifactSizeError once an artifact yields more than its recorded
 // size plus DecodeMargin, and the zstd decoder refuses windows over
 // MaxDecoderWindow: a forged index whose checksum matches a bomb still
-// cannot fill the target's disk or the worker's memory.
+// cannot fill the target's disk or the worker's memory. The engine's job carries
+// the attempt (staging is named after it), the lease holder's fence from
+// the run's Tracker (called right before the swap), and StaleStaging,
+// answered from the bucket: staging of a request that has a result, or
+// whose lease a later attempt holds, is abandoned.
 //
 // Guards: a run has a timeout; a panicking engine becomes a failed result;
 // an unknown source, engine or backup id is the request's fault and ends

@@ -164,9 +164,9 @@ func (x *Executor) Run(ctx context.Context, req *requests.Request, attempt int, 
 	case requests.KindBackup:
 		err = x.backup(ctx, req, attempt, progress, out, log)
 	case requests.KindRestore:
-		err = x.restore(ctx, req, progress, out, log)
+		err = x.restore(ctx, req, attempt, progress, out, log)
 	case requests.KindVerify:
-		err = x.verify(ctx, req, progress, out, log)
+		err = x.verify(ctx, req, attempt, progress, out, log)
 	default:
 		err = Reject(fmt.Errorf("kind: unknown kind %q", req.Kind))
 	}

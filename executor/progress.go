@@ -1,20 +1,47 @@
 package executor
 
 import (
+	"context"
 	"sync"
 	"time"
 
 	"github.com/cnvrg/capsule/requests"
 )
 
-// Tracker holds a run's latest progress; the lease renewer snapshots it
-// into the lease, where `capsule status` and the API read it. A nil
-// *Tracker ignores updates.
+// Tracker is what a run and its lease holder share: the run's latest
+// progress, which the lease renewer snapshots into the lease (where
+// `capsule status` and the API read it), and the holder's fence, which a
+// restore calls right before its swap. A nil *Tracker ignores updates
+// and has no fence.
 type Tracker struct {
 	mu         sync.Mutex
 	p          requests.Progress
 	storedBase int64
 	storedCur  int64
+	fenceFn    func(ctx context.Context) error
+}
+
+// SetFence gives the run its lease holder's fence: a function that
+// renews the lease now, with If-Match on the holder's last write, and
+// fails when the lease is lost or cannot be confirmed. Restores call it
+// immediately before they swap (engines.RestoreJob.Fence).
+func (t *Tracker) SetFence(f func(ctx context.Context) error) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.fenceFn = f
+}
+
+// fence returns the fence set with SetFence, nil when there is none.
+func (t *Tracker) fence() func(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.fenceFn
 }
 
 // NewTracker returns an empty tracker.

@@ -15,8 +15,10 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// prepareRestore finds the backup and the target of a Restore or Verify.
-func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, error) {
+// prepareRestore finds the backup and the target of a Restore or Verify,
+// run as the given attempt: the job's staging is named after it, and its
+// Fence is the lease holder's, handed over through the tracker.
+func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, attempt int, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, error) {
 	entry, err := index.Find(ctx, x.cfg.Bucket, req.BackupID)
 	if err != nil {
 		if errors.Is(err, index.ErrBackupNotFound) || errors.Is(err, index.ErrDamaged) {
@@ -48,8 +50,11 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, pr
 		return idx, src, nil, nil, fmt.Errorf("target %s is misconfigured: %w", target, err)
 	}
 	job := &engines.RestoreJob{
-		ID:     req.ID,
-		Target: src,
+		ID:           req.ID,
+		Attempt:      attempt,
+		Fence:        progress.fence(),
+		StaleStaging: x.staleStaging,
+		Target:       src,
 		Backup: engines.BackupInfo{
 			Format: idx.Format, ServerVersion: idx.ServerVersion, ToolVersion: idx.ToolVersion,
 			SourceInfo: idx.SourceInfo, Details: idx.Details,
@@ -61,8 +66,8 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, pr
 	return idx, src, eng, job, nil
 }
 
-func (x *Executor) restore(ctx context.Context, req *requests.Request, progress *Tracker, out *Outcome, log logrus.FieldLogger) error {
-	idx, src, eng, job, err := x.prepareRestore(ctx, req, progress)
+func (x *Executor) restore(ctx context.Context, req *requests.Request, attempt int, progress *Tracker, out *Outcome, log logrus.FieldLogger) error {
+	idx, src, eng, job, err := x.prepareRestore(ctx, req, attempt, progress)
 	if idx != nil {
 		out.Result.Cluster, out.Result.Source = idx.Cluster, idx.Source
 		out.Engine = idx.Engine
@@ -91,9 +96,9 @@ func (x *Executor) restore(ctx context.Context, req *requests.Request, progress 
 	return nil
 }
 
-func (x *Executor) verify(ctx context.Context, req *requests.Request, progress *Tracker, out *Outcome, log logrus.FieldLogger) error {
+func (x *Executor) verify(ctx context.Context, req *requests.Request, attempt int, progress *Tracker, out *Outcome, log logrus.FieldLogger) error {
 	started := time.Now()
-	idx, src, eng, job, err := x.prepareRestore(ctx, req, progress)
+	idx, src, eng, job, err := x.prepareRestore(ctx, req, attempt, progress)
 	if idx != nil {
 		out.Result.Cluster, out.Result.Source = idx.Cluster, idx.Source
 		out.Engine = idx.Engine

@@ -39,6 +39,10 @@ type GCReport struct {
 }
 
 // CollectGarbage removes what no index names and no running work owns,
+// in the bucket only: staging a restore left on its target (side
+// databases, staging directories) is out of its sight, and the engines
+// remove it when they next run there (engines.RestoreJob.StaleStaging,
+// answered from the bucket by the executor).
 // once it is at least olderThan old by the bucket's clock (see the package
 // doc; zero means any age), under the garbage collector's lease. When another replica holds
 // the lease it returns at once with GCReport.LeaseHeldBy set.

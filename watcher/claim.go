@@ -425,6 +425,11 @@ func (w *Watcher) runJob(ctx context.Context, cancel context.CancelCauseFunc, re
 	log := w.log.WithFields(logrus.Fields{"request_id": req.ID, "attempt": lh.attempt, "kind": req.Kind})
 	log.Info("running request")
 	tracker := executor.NewTracker()
+	// A restore confirms the lease right before its swap, through the
+	// same write path as the renewals.
+	tracker.SetFence(func(fctx context.Context) error {
+		return w.fence(fctx, cancel, lh, tracker, log)
+	})
 	stopRenew := make(chan struct{})
 	renewDone := make(chan struct{})
 	go func() {
@@ -482,6 +487,31 @@ func (w *Watcher) runJob(ctx context.Context, cancel context.CancelCauseFunc, re
 		return
 	}
 	log.WithField("status", out.Result.Status).Info("request finished")
+}
+
+// fence renews the lease now, with If-Match on the holder's last write
+// (the renewals' write, under the holder's mutex): a restore calls it
+// immediately before it swaps, so that a worker that was paused past its
+// lease and woke after another worker took the request over cannot swap.
+// A 412 means the lease is lost: the job is canceled with ErrLeaseLost,
+// as the renewal loop would, and the error returned. Any other failure
+// is returned too: the lease is not confirmed, so the swap must not
+// happen; the renewal loop decides about the lease.
+func (w *Watcher) fence(ctx context.Context, cancel context.CancelCauseFunc, lh *leaseHolder, tracker *executor.Tracker, log logrus.FieldLogger) error {
+	err := lh.write(ctx, ptr(tracker.Snapshot()), false, false)
+	switch {
+	case err == nil:
+		w.emit(Event{Type: EventRenewed, ID: lh.id, Attempt: lh.attempt})
+		return nil
+	case errors.Is(err, bucket.ErrPreconditionFailed):
+		w.emit(Event{Type: EventLost, ID: lh.id, Attempt: lh.attempt})
+		lost := fmt.Errorf("%w: another worker took it over before the swap", ErrLeaseLost)
+		log.Warn("lease lost before the swap: not swapping")
+		cancel(lost)
+		return lost
+	default:
+		return fmt.Errorf("renew lease %s before the swap: %w", lh.id, err)
+	}
 }
 
 // renewLoop renews the lease every third of its length, checks for a

@@ -20,7 +20,11 @@
 //     taken over at once and does not count as a failed attempt.
 //  5. Each attempt writes its artifacts under its own folder (the
 //     executor's job), so a paused zombie cannot overwrite the attempt
-//     that took over.
+//     that took over. Restores are fenced the same way: their staging is
+//     named after the attempt, and the run's tracker carries a fence that
+//     renews the lease (If-Match, the renewals' write) which the engine
+//     calls immediately before its swap; a 412 there cancels the run with
+//     ErrLeaseLost and the engine does not swap.
 //  6. To finish, the holder renews once more, commits the index
 //     (create-only), writes results/<id>.json create-only, then deletes
 //     the request, its cancel object and the lease. Every step is

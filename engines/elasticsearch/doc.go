@@ -59,7 +59,9 @@
 // canceled while loading leaves the indices it had replaced partly loaded.
 //
 // With the restore option renameSuffix (RestoreOptions.Extra), every index
-// I is loaded into I<suffix> beside the live one, which stays untouched
+// I is loaded into I<suffix>-a<attempt> beside the live one (the attempt,
+// so that a worker paused past its lease never loads into its successor's
+// copy), which stays untouched
 // and searchable; only once every artifact was read (again) to its end and
 // checked are templates and pipelines written and, in one atomic POST /_aliases,
 // the backed-up aliases moved to the copies and the name I pointed at its
@@ -69,6 +71,14 @@
 // copy's name that exists already is refused before anything is created.
 // Data streams cannot be loaded under another name: they are replaced in
 // place after the swap.
+//
+// Every restore calls RestoreJob.CheckFence (the lease holder renews its
+// lease) immediately before its first write to live names: before the
+// templates and the _aliases call with renameSuffix, before the first
+// delete in place and in snapshot mode. A failed fence deletes the
+// attempt's copies and changes nothing live. Copies a crashed attempt left
+// are not removed by later attempts (their names do not say which request
+// made them): delete I<suffix>-a<n> indices that hold no alias by hand.
 //
 // # Forged backups
 //

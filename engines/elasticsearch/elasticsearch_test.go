@@ -444,7 +444,7 @@ func TestStandInSuite(t *testing.T) {
 // becomes an alias of the copy.
 func TestStandInSuiteRenameSuffix(t *testing.T) {
 	svc, _ := newStandInService(t, "elasticsearch", "8.11.0")
-	enginetest.Run(t, newTestEngine(), svc, enginetest.Options{Compare: compareSnapshots, Restore: engines.RestoreOptions{DropPrevious: true, Extra: map[string]string{"renameSuffix": "-restored"}}})
+	enginetest.Run(t, newTestEngine(), svc, enginetest.Options{Compare: compareSnapshots, Restore: engines.RestoreOptions{DropPrevious: true, Extra: map[string]string{"renameSuffix": "-restored"}}, StagingOpen: 2})
 }
 
 // TestStandInSuiteOpenSearch: OpenSearch 2.x has no _shard_doc point in
@@ -508,7 +508,7 @@ func TestRealClusterSuite(t *testing.T) {
 		enginetest.Run(t, New(), svc, enginetest.Options{Compare: compareSnapshots})
 	})
 	t.Run("RenameSuffix", func(t *testing.T) {
-		enginetest.Run(t, New(), svc, enginetest.Options{Compare: compareSnapshots, Restore: engines.RestoreOptions{DropPrevious: true, Extra: map[string]string{"renameSuffix": "-restored"}}})
+		enginetest.Run(t, New(), svc, enginetest.Options{Compare: compareSnapshots, Restore: engines.RestoreOptions{DropPrevious: true, Extra: map[string]string{"renameSuffix": "-restored"}}, StagingOpen: 2})
 	})
 	if repo := os.Getenv("CAPSULE_TEST_ES_REPOSITORY"); repo != "" {
 		t.Run("Snapshot", func(t *testing.T) {

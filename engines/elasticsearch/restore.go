@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +34,11 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 	opts, err := parseRestoreOptions(job.Options.Extra)
 	if err != nil {
 		return nil, err
+	}
+	if opts.renameSuffix != "" {
+		// Renamed copies carry the attempt: a paused attempt whose request
+		// another worker took over never loads into its successor's copy.
+		opts.renameSuffix += "-a" + strconv.Itoa(job.AttemptNumber())
 	}
 	c, err := newClient(ctx, job.Target, cfg)
 	if err != nil {
@@ -160,6 +166,11 @@ func checkArtifacts(m *meta, names []string) error {
 // inPlace replaces each index and data stream; the artifacts were
 // verified already.
 func (r *restorer) inPlace(ctx context.Context) (*engines.RestoreInfo, error) {
+	// Only the holder of the lease may change the target: confirm it
+	// now, the last thing before the first write.
+	if err := r.fence(ctx); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	if err := r.putTemplates(ctx); err != nil {
 		return nil, err
@@ -222,6 +233,11 @@ func (r *restorer) staged(ctx context.Context) (info *engines.RestoreInfo, err e
 		}
 	}
 	r.log.WithField("indices", len(staged)).Info("every index staged and every artifact verified: swapping aliases")
+	// Only the holder of the lease may swap: confirm it now, the last
+	// thing before the first write to the live cluster's names.
+	if err := r.fence(ctx); err != nil {
+		return nil, err
+	}
 	if err := r.putTemplates(ctx); err != nil {
 		return nil, err
 	}
@@ -244,6 +260,15 @@ func (r *restorer) staged(ctx context.Context) (info *engines.RestoreInfo, err e
 		Previous: strings.Join(previous, ","),
 		Details:  map[string]any{"documents": r.done, "indices": staged, "dataStreams": len(r.m.DataStreams)},
 	}, nil
+}
+
+// fence calls the job's Fence; on an error nothing may be swapped.
+func (r *restorer) fence(ctx context.Context) error {
+	if err := r.job.CheckFence(ctx); err != nil {
+		r.log.WithError(err).Warn("not swapping: this attempt no longer holds the request")
+		return err
+	}
+	return nil
 }
 
 // exists reports whether an index or alias of that name exists.

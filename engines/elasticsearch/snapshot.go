@@ -242,6 +242,9 @@ func (e *Engine) snapshotRestore(ctx context.Context, job *engines.RestoreJob, c
 		return nil
 	}
 	if opts.renameSuffix == "" {
+		if err := r.fence(ctx); err != nil {
+			return nil, err
+		}
 		start := time.Now()
 		for _, i := range idx {
 			if err := c.request(ctx, http.MethodDelete, esPath(seg(i)), url.Values{"ignore_unavailable": {"true"}}, nil, nil); err != nil {
@@ -285,6 +288,9 @@ func (e *Engine) snapshotRestore(ctx context.Context, job *engines.RestoreJob, c
 		"rename_replacement": "$1" + opts.renameSuffix,
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := r.fence(ctx); err != nil {
 		return nil, err
 	}
 	start := time.Now()

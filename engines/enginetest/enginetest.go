@@ -7,6 +7,14 @@
 //     artifact, and the target is exactly as it was before;
 //   - canceled restore: a restore canceled midway leaves the target as it
 //     was;
+//   - fencing by attempt: an attempt that stalls in staging and wakes
+//     after another worker took its request over (its Fence fails) does
+//     not swap, whether its successor has finished or is still staging,
+//     and the successor succeeds; an attempt that follows one that
+//     swapped and died before its result restores again and keeps what
+//     the first kept as previous; nothing staged remains (services that
+//     implement StagingLister and PreviousSnapshotter are checked for
+//     it);
 //   - verification, for engines that implement engines.Verifier: a good
 //     backup verifies, and a corrupt one fails without touching the target.
 //
@@ -64,6 +72,18 @@ type Options struct {
 	Compare func(want, got any) string
 	// SkipCancel skips the canceled-restore case (say why in the test).
 	SkipCancel string
+	// StagingOpen is which Open of the backup's last artifact reads it
+	// into staging (default 1; 2 for engines that verify every artifact
+	// before they stage): the fencing cases stall an attempt halfway
+	// through it.
+	StagingOpen int
+}
+
+func (o Options) pauseOpen() int {
+	if o.StagingOpen < 1 {
+		return 1
+	}
+	return o.StagingOpen
 }
 
 // Run runs the suite.
@@ -163,6 +183,8 @@ func Run(t *testing.T, eng engines.Engine, svc Service, opts Options) {
 		}
 	})
 
+	runFencing(t, eng, svc, opts)
+
 	if v, ok := eng.(engines.Verifier); ok {
 		t.Run("Verify", func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
@@ -227,6 +249,7 @@ type Store struct {
 	open     *memWriter
 	cancelAt string
 	cancel   context.CancelFunc
+	gate     *gate
 }
 
 // NewStore returns an empty store.
@@ -327,11 +350,12 @@ func (s *Store) Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	s.mu.Lock()
 	data, ok := s.data[name]
 	sum := s.sums[name]
-	s.mu.Unlock()
 	if !ok {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("no artifact %s", name)
 	}
-	var r io.Reader = bytes.NewReader(data)
+	var r io.Reader = s.gate.wrap(ctx, name, bytes.NewReader(data), len(data))
+	s.mu.Unlock()
 	if s.cancelAt == name && s.cancel != nil {
 		r = &cancelingReader{r: r, at: len(data) / 2, cancel: s.cancel}
 	}

@@ -448,9 +448,9 @@ func TestKeepPrevious(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Restore: %v", err)
 				}
-				wantPrev := filepath.Join(filepath.Dir(svc.dir), "."+filepath.Base(svc.dir)+".capsule-prev-"+job.ID)
+				wantPrev := filepath.Join(filepath.Dir(svc.dir), "."+filepath.Base(svc.dir)+".capsule-prev-"+job.ID+".a1")
 				if inPlace {
-					wantPrev = filepath.Join(svc.dir, ".capsule-prev-"+job.ID)
+					wantPrev = filepath.Join(svc.dir, ".capsule-prev-"+job.ID+".a1")
 				}
 				if rinfo.Previous != wantPrev {
 					t.Fatalf("RestoreInfo.Previous = %q, want %q", rinfo.Previous, wantPrev)
@@ -866,12 +866,13 @@ func TestEntryName(t *testing.T) {
 	}
 }
 
-// TestLeftoverOfCrashedAttempt: an earlier attempt of the same restore
-// crashed between its two renames (target gone, previous tree beside it)
-// or after them (both there). The retry finishes the job: it keeps the
-// previous tree, or refuses to replace it when the target is there too
-// (it may be the only copy of what the target held), and with
-// dropPrevious cleans up.
+// TestLeftoverOfCrashedAttempt: attempt 1 of a restore crashed between
+// its two renames (target gone, its previous tree beside it) or after
+// them (both there), leaving its staging directory too. Attempt 2
+// finishes the job under its own names: it removes attempt 1's staging,
+// never touches the tree attempt 1 kept as previous (it holds what the
+// target held before the restore, whatever dropPrevious says) and
+// reports it.
 func TestLeftoverOfCrashedAttempt(t *testing.T) {
 	ctx := context.Background()
 	for _, targetExists := range []bool{false, true} {
@@ -883,13 +884,14 @@ func TestLeftoverOfCrashedAttempt(t *testing.T) {
 				store, info := mustBackup(t, New(), svc.dir)
 				parent := filepath.Dir(svc.dir)
 				job := store.RestoreJob(t, "r", source(svc.dir), info, engines.RestoreOptions{DropPrevious: drop})
-				job.ID = "crashed"
-				prev := filepath.Join(parent, "."+filepath.Base(svc.dir)+".capsule-prev-crashed")
-				staging := filepath.Join(parent, "."+filepath.Base(svc.dir)+".capsule-restore-crashed")
-				if err := os.Rename(svc.dir, prev); err != nil {
+				job.ID, job.Attempt = "crashed", 2
+				prev1 := filepath.Join(parent, "."+filepath.Base(svc.dir)+".capsule-prev-crashed.a1")
+				staging1 := filepath.Join(parent, "."+filepath.Base(svc.dir)+".capsule-restore-crashed.a1")
+				prev2 := filepath.Join(parent, "."+filepath.Base(svc.dir)+".capsule-prev-crashed.a2")
+				if err := os.Rename(svc.dir, prev1); err != nil {
 					t.Fatal(err)
 				}
-				if err := os.MkdirAll(filepath.Join(staging, "half"), 0o755); err != nil {
+				if err := os.MkdirAll(filepath.Join(staging1, "half"), 0o755); err != nil {
 					t.Fatal(err)
 				}
 				if targetExists {
@@ -897,37 +899,28 @@ func TestLeftoverOfCrashedAttempt(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				prevBefore := snapshot(t, prev)
+				prevBefore := snapshot(t, prev1)
 				rinfo, err := New().Restore(ctx, job)
-				if targetExists && !drop {
-					if err == nil || !strings.Contains(err.Error(), prev) || !strings.Contains(err.Error(), "dropPrevious") {
-						t.Fatalf("Restore = %v, want a refusal naming %s and dropPrevious", err, prev)
-					}
-					if diff := enginetest.DeepCompare(prevBefore, snapshot(t, prev)); diff != "" {
-						t.Errorf("the previous tree changed: %s", diff)
-					}
-					// Refused before anything: the earlier attempt's staging
-					// directory is still there too.
-					if got := listDir(t, parent); !slices.Equal(got, []string{filepath.Base(prev), filepath.Base(staging), filepath.Base(svc.dir)}) {
-						t.Errorf("parent holds %q, want the target, the previous tree and the old staging directory", got)
-					}
-					return
-				}
 				if err != nil {
 					t.Fatalf("Restore: %v", err)
 				}
 				if diff := enginetest.DeepCompare(want, snapshot(t, svc.dir)); diff != "" {
 					t.Errorf("restored tree differs: %s", diff)
 				}
-				wantNames := []string{filepath.Base(svc.dir)}
-				if !drop {
-					if rinfo.Previous != prev {
-						t.Errorf("Previous = %q, want %q", rinfo.Previous, prev)
-					}
-					if diff := enginetest.DeepCompare(prevBefore, snapshot(t, prev)); diff != "" {
-						t.Errorf("the previous tree changed: %s", diff)
-					}
-					wantNames = append(wantNames, filepath.Base(prev))
+				if diff := enginetest.DeepCompare(prevBefore, snapshot(t, prev1)); diff != "" {
+					t.Errorf("the tree attempt 1 kept as previous changed: %s", diff)
+				}
+				if got, _ := rinfo.Details["previousOfEarlierAttempts"].([]string); !slices.Equal(got, []string{prev1}) {
+					t.Errorf("Details[previousOfEarlierAttempts] = %v, want [%s]", rinfo.Details["previousOfEarlierAttempts"], prev1)
+				}
+				wantNames := []string{filepath.Base(svc.dir), filepath.Base(prev1)}
+				wantPrev := ""
+				if targetExists && !drop {
+					wantPrev = prev2
+					wantNames = append(wantNames, filepath.Base(prev2))
+				}
+				if rinfo.Previous != wantPrev {
+					t.Errorf("Previous = %q, want %q", rinfo.Previous, wantPrev)
 				}
 				got := listDir(t, parent)
 				slices.Sort(got)
@@ -962,4 +955,30 @@ func TestRestoreThroughSymlinkedTarget(t *testing.T) {
 	if diff := enginetest.DeepCompare(restored(want), snapshot(t, svc.dir)); diff != "" {
 		t.Errorf("restored tree differs: %s", diff)
 	}
+}
+
+// Staging lists the restore and verify directories beside the tree and
+// inside it (enginetest.StagingLister).
+func (s *tree) Staging(ctx context.Context, t *testing.T) []string {
+	t.Helper()
+	var left []string
+	for _, dir := range []string{filepath.Dir(s.dir), s.dir} {
+		des, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		for _, d := range des {
+			if strings.Contains(d.Name(), ".capsule-restore-") || strings.Contains(d.Name(), ".capsule-verify-") || strings.HasPrefix(d.Name(), ".capsule-restore-") {
+				left = append(left, filepath.Join(dir, d.Name()))
+			}
+		}
+	}
+	return left
+}
+
+// SnapshotPrevious snapshots a kept previous tree
+// (enginetest.PreviousSnapshotter).
+func (s *tree) SnapshotPrevious(ctx context.Context, t *testing.T, previous string) any {
+	t.Helper()
+	return snapshot(t, previous)
 }

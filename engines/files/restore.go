@@ -58,31 +58,38 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 		}
 	}()
 
-	var staging, prev string
+	// Staging and the kept previous tree are named after the request and
+	// the attempt: a paused attempt whose request another worker took
+	// over never shares a directory with its successor.
+	attempt := job.AttemptNumber()
+	var names stagingNames
 	var targetMtime time.Time
 	if inPlace {
-		staging = filepath.Join(target, ".capsule-restore-"+job.ID)
-		prev = filepath.Join(target, ".capsule-prev-"+job.ID)
+		names = stagingNames{dir: target}
 		fi, err := os.Lstat(target)
 		if err != nil {
 			return nil, fmt.Errorf("files: %w", err)
 		}
 		targetMtime = fi.ModTime()
 	} else {
-		staging = filepath.Join(parent, "."+base+".capsule-restore-"+job.ID)
-		prev = filepath.Join(parent, "."+base+".capsule-prev-"+job.ID)
+		names = stagingNames{dir: parent, base: base}
 	}
-	log = log.WithFields(logrus.Fields{"staging": staging, "in_place": inPlace})
-	// A previous tree left by an earlier attempt, beside a target that is
+	staging, prev := names.staging(job.ID, attempt), names.prev(job.ID, attempt)
+	log = log.WithFields(logrus.Fields{"staging": staging, "in_place": inPlace, "attempt": attempt})
+	// A previous tree of this very attempt, beside a target that is
 	// there too, is refused now rather than after the extraction.
 	if _, err := os.Lstat(prev); err == nil && keep && exists {
 		return nil, leftoverErr(prev)
 	}
 
-	// A staging directory of this id can only be left by a crashed
-	// attempt of this very restore.
+	// Staging of earlier attempts of this restore, and of restores that
+	// have ended, is removed; a staging directory of this very attempt
+	// can only be left by a crash of it.
+	if err := names.sweep(ctx, job, log); err != nil {
+		return nil, err
+	}
 	if _, err := os.Lstat(staging); err == nil {
-		log.Warn("files: removing the staging directory of an earlier attempt")
+		log.Warn("files: removing the staging directory of an earlier run of this attempt")
 		if err := removeTree(staging); err != nil {
 			return nil, fmt.Errorf("files: remove old staging: %w", err)
 		}
@@ -90,15 +97,28 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return nil, fmt.Errorf("files: create staging: %w", err)
 	}
+	var stagedMtime time.Time
+	if inPlace {
+		if fi, err := os.Lstat(target); err == nil {
+			stagedMtime = fi.ModTime()
+		}
+	}
 	defer func() {
 		if ok {
 			return
 		}
+		// Creating and removing staging touches the target's mtime: put
+		// it back, unless someone else changed the target since (a
+		// successor that took this request over and swapped).
+		untouched := false
+		if inPlace {
+			fi, err := os.Lstat(target)
+			untouched = err == nil && fi.ModTime().Equal(stagedMtime)
+		}
 		if err := removeTree(staging); err != nil {
 			log.WithError(err).Error("files: could not remove the staging directory")
 		}
-		if inPlace {
-			// Creating and removing staging touched the target's mtime.
+		if untouched {
 			if err := lutimes(target, targetMtime); err != nil {
 				log.WithError(err).Warn("files: could not reset the target's mtime")
 			}
@@ -114,15 +134,21 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 		return nil, err
 	}
 
-	// The archive is complete and verified: swap. No cancellation from
-	// here on; each step below undoes itself if it fails.
+	// The archive is complete and verified. Only the holder of the lease
+	// may swap: confirm it now, the last thing before the first rename.
+	if err := job.CheckFence(ctx); err != nil {
+		log.WithError(err).Warn("files: not swapping: this attempt no longer holds the request")
+		return nil, err
+	}
+	// Swap. No cancellation from here on; each step below undoes itself
+	// if it fails.
 	job.Progress.Report("swap", 0, 0)
 	info := &engines.RestoreInfo{Details: map[string]any{
 		"files": n.Files, "dirs": n.Dirs, "symlinks": n.Symlinks, "bytes": n.Bytes, "inPlace": inPlace,
 	}}
 	var keptPrev bool
 	if inPlace {
-		info.Downtime, keptPrev, err = swapInPlace(target, staging, prev, keep, cfg.RestoreOwnership, log)
+		info.Downtime, keptPrev, err = swapInPlace(target, staging, prev, names.own(job.ID), keep, cfg.RestoreOwnership, log)
 	} else {
 		info.Downtime, keptPrev, err = swapRename(target, staging, prev, exists, keep, log)
 	}
@@ -132,6 +158,12 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 	ok = true
 	if keptPrev {
 		info.Previous = prev
+	}
+	if earlier := names.earlierPrevious(job.ID, attempt); len(earlier) > 0 {
+		// An earlier attempt swapped and died before its result: what it
+		// moved aside is the tree the target held before this restore.
+		info.Details["previousOfEarlierAttempts"] = earlier
+		log.WithField("previous", earlier).Warn("files: an earlier attempt of this restore swapped already; the tree it replaced is kept")
 	}
 	log.WithFields(logrus.Fields{
 		"files": n.Files, "dirs": n.Dirs, "symlinks": n.Symlinks, "bytes": n.Bytes,
@@ -239,7 +271,7 @@ func swapRename(target, staging, prev string, exists, keep bool, log logrus.Fiel
 // swapInPlace swaps the contents of a target that cannot be renamed:
 // its entries move into prev (inside it), then staging's entries move up.
 // A failed rename moves everything back.
-func swapInPlace(target, staging, prev string, keep, owner bool, log logrus.FieldLogger) (time.Duration, bool, error) {
+func swapInPlace(target, staging, prev string, own func(string) bool, keep, owner bool, log logrus.FieldLogger) (time.Duration, bool, error) {
 	sfi, err := os.Lstat(staging)
 	if err != nil {
 		return 0, false, fmt.Errorf("files: %w", err)
@@ -253,11 +285,13 @@ func swapInPlace(target, staging, prev string, keep, owner bool, log logrus.Fiel
 			return 0, false, fmt.Errorf("files: remove %s: %w", prev, err)
 		}
 	}
-	old, err := readNames(target, filepath.Base(staging))
+	// This restore's own directories (its staging and what its earlier
+	// attempts kept or staged) stay where they are.
+	old, err := readNames(target, own)
 	if err != nil {
 		return 0, false, err
 	}
-	staged, err := readNames(staging, "")
+	staged, err := readNames(staging, nil)
 	if err != nil {
 		return 0, false, err
 	}
@@ -327,15 +361,15 @@ func leftoverErr(prev string) error {
 	return fmt.Errorf("files: %s exists (left by an earlier attempt of this restore): move it away to keep it, or restore with dropPrevious to remove it", prev)
 }
 
-// readNames lists a directory's entries except skip.
-func readNames(dir, skip string) ([]string, error) {
+// readNames lists a directory's entries except those skip reports.
+func readNames(dir string, skip func(string) bool) ([]string, error) {
 	des, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("files: %w", err)
 	}
 	names := make([]string, 0, len(des))
 	for _, d := range des {
-		if d.Name() != skip {
+		if skip == nil || !skip(d.Name()) {
 			names = append(names, d.Name())
 		}
 	}

@@ -43,15 +43,20 @@
 // Restore first verifies every artifact (job.Artifacts.Verify): a corrupt
 // backup is refused before anything is created on the server. It then
 // loads each collection into a side collection of its database,
-// capsule_tmp_<restore id>_<n>, created with the backed-up options, and
+// capsule_tmp_<restore id>_a<attempt>_<n>, created with the backed-up options, and
 // builds its indexes there (documents inserted with
 // bypassDocumentValidation, as they were valid when written). Only when
 // every artifact was read again to its end and checked are the side
 // collections renamed into place with renameCollection: with dropTarget
 // when DropPrevious is set (on servers without dropTarget, such as
 // FerretDB, the target is dropped just before the rename), otherwise the
-// replaced collection is first renamed to <name>_capsule_prev_<restore id>
-// and reported as RestoreInfo.Previous. Views are then recreated from
+// replaced collection is first renamed to
+// <name>_capsule_prev_<restore id>_a<attempt> and reported as
+// RestoreInfo.Previous. (<restore id> is the id's last 32 letters and
+// digits.) The renames begin only after RestoreJob.CheckFence confirms the
+// lease; a failed fence drops the attempt's side collections. A restore
+// drops the side collections its request's earlier attempts left in each
+// database it stages, never their previous collections. Views are then recreated from
 // their pipeline. Time-series collections cannot be renamed: they are
 // replaced in place (dropped, recreated, loaded) after the swap, from a
 // second read of their artifact. On error or cancellation before the swap, every side

@@ -382,7 +382,7 @@ func unionKeys[V any](a, b map[string]V) []string {
 func TestFerretDBSuite(t *testing.T) {
 	svc := ferretService(t)
 	svc.big = true
-	enginetest.Run(t, New(), svc, enginetest.Options{Compare: compareSnapshots, Restore: engines.RestoreOptions{DropPrevious: true}, Timeout: 10 * time.Minute})
+	enginetest.Run(t, New(), svc, enginetest.Options{Compare: compareSnapshots, Restore: engines.RestoreOptions{DropPrevious: true}, Timeout: 10 * time.Minute, StagingOpen: 2})
 }
 
 // TestRealMongoSuite runs the same suite against a real MongoDB, with what
@@ -598,4 +598,23 @@ func TestValidateNamesTheSetting(t *testing.T) {
 			t.Errorf("Validate(%v) = %v", ok, err)
 		}
 	}
+}
+
+// Staging lists the side collections in the test's databases
+// (enginetest.StagingLister).
+func (s *mongoService) Staging(ctx context.Context, t *testing.T) []string {
+	cl := s.client(ctx, t)
+	defer func() { _ = cl.Disconnect(ctx) }()
+	an, bn := s.dbs(t)
+	var left []string
+	for _, dn := range []string{an, bn} {
+		colls, err := collections(ctx, cl.Database(dn))
+		must(t, err)
+		for _, c := range colls {
+			if strings.HasPrefix(c.Name, "capsule_tmp_") {
+				left = append(left, dn+"."+c.Name)
+			}
+		}
+	}
+	return left
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +23,7 @@ const insertMaxBytes = 8 << 20
 // Restore implements engines.Engine.
 //
 // Every collection is loaded into a side collection of its database
-// (capsule_tmp_<restore id>_<n>) with its options and indexes; only when
+// (capsule_tmp_<restore id>_a<attempt>_<n>) with its options and indexes; only when
 // every artifact was read to its end and checked are the side collections
 // renamed into place and the views recreated. On error or cancellation
 // before that, the side collections are dropped and the target is as it
@@ -139,6 +140,12 @@ func (r *restorer) run(ctx context.Context) (info *engines.RestoreInfo, err erro
 		dbs[db] = true
 	}
 	r.log.WithFields(logrus.Fields{"collections": len(r.staged), "views": len(r.views), "documents": r.done}).Info("every collection staged and every artifact verified: swapping")
+	// Only the holder of the lease may swap: confirm it now, the last
+	// thing before the first rename.
+	if err := r.job.CheckFence(ctx); err != nil {
+		r.log.WithError(err).Warn("not swapping: this attempt no longer holds the request")
+		return nil, err
+	}
 	start := time.Now()
 	var previous []string
 	for i, s := range r.staged {
@@ -204,6 +211,11 @@ func (r *restorer) artifact(ctx context.Context, art string) (db string, err err
 		return "", fmt.Errorf("%s: does not start with a %s header", art, FormatV1)
 	}
 	database := r.cl.Database(h.Database)
+	if !r.secondPass {
+		if err := r.sweep(ctx, database); err != nil {
+			return "", err
+		}
+	}
 	var colls, docs int64
 	for {
 		kind, doc, err := fr.next()
@@ -280,7 +292,7 @@ func (r *restorer) collection(ctx context.Context, fr *frameReader, db *mongo.Da
 		if r.secondPass {
 			break
 		}
-		side := fmt.Sprintf("capsule_tmp_%s_%d", r.tag, len(r.staged))
+		side := fmt.Sprintf("%s%d", r.sidePrefix(r.job.AttemptNumber()), len(r.staged))
 		cmd := bson.D{{Key: "create", Value: side}}
 		opts, err := createOptions(c.Options)
 		if err != nil {
@@ -445,13 +457,50 @@ func rename(ctx context.Context, cl *mongo.Client, db, from, to string, dropTarg
 	return cl.Database("admin").RunCommand(ctx, cmd).Err()
 }
 
-// previousName is where a replaced collection is kept.
+// previousName is where a replaced collection is kept:
+// <name>_capsule_prev_<tag>_a<attempt>, or for a long name
+// capsule_prev_<tag>_a<attempt>_<n>.
 func (r *restorer) previousName(db, name string, i int) string {
-	p := name + "_capsule_prev_" + r.tag
+	a := strconv.Itoa(r.job.AttemptNumber())
+	p := name + "_capsule_prev_" + r.tag + "_a" + a
 	if len(db)+1+len(p) > 200 {
-		p = fmt.Sprintf("capsule_prev_%s_%d", r.tag, i)
+		p = fmt.Sprintf("capsule_prev_%s_a%s_%d", r.tag, a, i)
 	}
 	return p
+}
+
+// sidePrefix starts the names of the side collections of an attempt:
+// capsule_tmp_<tag>_a<attempt>_<n>.
+func (r *restorer) sidePrefix(attempt int) string {
+	return "capsule_tmp_" + r.tag + "_a" + strconv.Itoa(attempt) + "_"
+}
+
+// sweep drops the side collections that this request's earlier attempts
+// left in db: a successor never reuses them, and a paused predecessor
+// that wakes finds them gone and fails. Replaced collections kept as
+// previous are never touched.
+func (r *restorer) sweep(ctx context.Context, db *mongo.Database) error {
+	attempt := r.job.AttemptNumber()
+	if attempt < 2 {
+		return nil
+	}
+	names, err := db.ListCollectionNames(ctx, bson.D{{Key: "name", Value: bson.D{{Key: "$regex", Value: "^capsule_tmp_" + r.tag + "_a[0-9]+_[0-9]+$"}}}})
+	if err != nil {
+		return fmt.Errorf("list side collections of database %s: %w", db.Name(), err)
+	}
+	for _, n := range names {
+		rest, _ := strings.CutPrefix(n, "capsule_tmp_"+r.tag+"_a")
+		num, _, _ := strings.Cut(rest, "_")
+		a, err := strconv.Atoi(num)
+		if err != nil || a >= attempt {
+			continue
+		}
+		if err := db.Collection(n).Drop(ctx); err != nil {
+			return fmt.Errorf("drop side collection %s.%s of attempt %d: %w", db.Name(), n, a, err)
+		}
+		r.log.WithFields(logrus.Fields{"database": db.Name(), "collection": n, "staged_by_attempt": a}).Info("dropped a side collection of an earlier attempt")
+	}
+	return nil
 }
 
 // swap renames a side collection into place. The replaced collection is

@@ -46,24 +46,33 @@
 // at the swap with the definer the dump named.
 //
 // Restore safety: staging and an atomic swap. The dump is loaded into
-// side schemas <db>_capsule_restore_<id> (its USE lines are pointed at
+// side schemas <db>_capsule_restore_<id>_a<attempt> (its USE lines are pointed at
 // them), read to its end (its sha256 checked) and compared with what the
 // index recorded; any failure drops the side schemas and leaves the
 // target untouched. Then, per database:
 // the triggers of the staged and of the target tables are dropped
 // (MariaDB and MySQL refuse to move a table with triggers to another
 // schema: "Trigger in wrong schema"), one RENAME TABLE statement moves
-// every table of every target to <db>_capsule_prev_<id> and every staged
+// every table of every target to <db>_capsule_prev_<id>_a<attempt> and every staged
 // table into the target (atomic), and the triggers, views (their
 // definitions name the side schema, which is rewritten), procedures,
 // functions and events are recreated in the target with the sql_mode and
 // collation they were made under. The replaced tables are kept, with
-// their triggers, in <db>_capsule_prev_<id> unless DropPrevious; the
+// their triggers, in <db>_capsule_prev_<id>_a<attempt> unless DropPrevious; the
 // replaced views, routines and events are not kept. The downtime
 // (RestoreInfo.Downtime) runs from the first trigger dropped to the last
 // object recreated: tables are never missing, but for that moment
 // triggers, views and routines may be.
 //
-// Verify loads the backup into side schemas next to the target's, checks
-// them against the index and counts their rows, and drops them.
+// An id that is not a schema name as it is (characters other than
+// [a-z0-9_], or too long) is cut and given a hash of itself; the attempt is
+// never cut. Fencing: the swap begins only after RestoreJob.CheckFence
+// confirms the lease (a failed fence drops the attempt's side schemas),
+// and a restore drops its request's earlier attempts' side schemas before
+// it loads; schemas an earlier attempt kept as previous are reported in
+// RestoreInfo.Previous, never dropped.
+//
+// Verify loads the backup into side schemas next to the target's
+// (<db>_capsule_verify_<id>_a<attempt>), checks them against the index and
+// counts their rows, and drops them.
 package mysql

@@ -522,12 +522,30 @@ func TestNoSecretLeaks(t *testing.T) {
 
 func TestSideName(t *testing.T) {
 	long := strings.Repeat("d", 64)
-	a, b := sideName(long, "restore", "01hzzzzzzzzzzzzzzzzzzzzzzz"), sideName(long[:63]+"e", "restore", "01hzzzzzzzzzzzzzzzzzzzzzzz")
-	if len(a) > 64 || a == b {
+	a, b := sideName(long, "restore", "01hzzzzzzzzzzzzzzzzzzzzzzz", 1), sideName(long[:63]+"e", "restore", "01hzzzzzzzzzzzzzzzzzzzzzzz", 1)
+	if len(a)+strings.Count(a, "_") > 64 || a == b {
 		t.Errorf("side names %q %q", a, b)
 	}
-	if got := sideName("db", "prev", "Req.1-x"); got != "db_capsule_prev_req_1_x" {
+	if got := sideName("db", "prev", "req1x", 2); got != "db_capsule_prev_req1x_a2" {
 		t.Errorf("sideName = %q", got)
+	}
+	// Ids that clean to the same text, or share a long prefix, keep
+	// different names; attempts never share one, however long the names.
+	seen := map[string]string{}
+	for _, id := range []string{"req.1-x", "req-1.x", "req_1_x", strings.Repeat("r", 60) + "1", strings.Repeat("r", 60) + "2"} {
+		for _, db := range []string{"db", long} {
+			for _, attempt := range []int{1, 2, 11, 100} {
+				n := sideName(db, "restore", id, attempt)
+				key := fmt.Sprintf("%s %s %d", db, id, attempt)
+				if len(n)+strings.Count(n, "_") > 64 || !strings.HasSuffix(n, fmt.Sprintf("_a%d", attempt)) {
+					t.Errorf("sideName(%s) = %q", key, n)
+				}
+				if other, dup := seen[n]; dup {
+					t.Errorf("sideName(%s) = sideName(%s) = %q", key, other, n)
+				}
+				seen[n] = key
+			}
+		}
 	}
 }
 
@@ -587,4 +605,26 @@ func TestRoutinesOfAnotherCharset(t *testing.T) {
 	if got := queryAll(t, f.admin, "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", f.prefix); len(got) != 1 || got[0][0] != `"latin1"` {
 		t.Errorf("the database's character set is %v, want latin1", got)
 	}
+}
+
+// Staging lists the side schemas of the test's databases
+// (enginetest.StagingLister).
+func (s *service) Staging(ctx context.Context, t *testing.T) []string {
+	t.Helper()
+	c := connect(t, "root", "", "")
+	defer c.Close()
+	rows, err := c.QueryContext(ctx, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ? AND (SCHEMA_NAME LIKE '%\\_capsule\\_restore\\_%' OR SCHEMA_NAME LIKE '%\\_capsule\\_verify\\_%')", s.f.prefix+"%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var left []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, n)
+	}
+	return left
 }

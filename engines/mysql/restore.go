@@ -20,6 +20,7 @@ type plan struct {
 	from   string // name in the backup
 	to     string // database on the target
 	side   string // staging schema
+	marker string // what side is for: restore or verify
 	prev   string // where the replaced tables go ("" if to does not exist)
 	exists bool
 	want   *objects
@@ -47,7 +48,7 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 	if err := e.stage(ctx, s, job, plans, log); err != nil {
 		return nil, err
 	}
-	downtime, err := swap(ctx, s, plans, job.Options.DropPrevious, log)
+	downtime, err := swap(ctx, s, job, plans, log)
 	if err != nil {
 		return nil, err
 	}
@@ -58,6 +59,12 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 				prev = append(prev, p.prev)
 			}
 		}
+	}
+	if earlier := earlierPrevious(ctx, s, job, plans); len(earlier) > 0 {
+		// An earlier attempt swapped and died before its result: what it
+		// moved aside is what the targets held before this restore.
+		prev = append(prev, earlier...)
+		log.WithField("previous", earlier).Warn("an earlier attempt of this restore swapped already; the tables it replaced are kept")
 	}
 	dbs := make([]string, len(plans))
 	for i, p := range plans {
@@ -153,7 +160,7 @@ func (e *Engine) prepare(ctx context.Context, job *engines.RestoreJob, marker st
 			s.db.Close()
 			return nil, nil, nil, fmt.Errorf("backup index records no objects for database %s", f)
 		}
-		p := &plan{from: f, to: to[i], side: sideName(to[i], marker, job.ID), prev: sideName(to[i], "prev", job.ID), want: want}
+		p := &plan{from: f, to: to[i], marker: marker, side: sideName(to[i], marker, job.ID, job.AttemptNumber()), prev: sideName(to[i], "prev", job.ID, job.AttemptNumber()), want: want}
 		var x string
 		err := s.db.QueryRowContext(ctx, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", p.to).Scan(&x)
 		switch {
@@ -177,8 +184,15 @@ func (e *Engine) stage(ctx context.Context, s *session, job *engines.RestoreJob,
 		}
 	}()
 	for _, p := range plans {
-		if _, err := s.db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+quoteName(p.side)); err != nil {
-			return fmt.Errorf("drop stale %s: %w", p.side, err)
+		// The side schemas of this request's earlier attempts are
+		// dropped, never reused: a paused predecessor that wakes finds
+		// its schemas gone and fails. This attempt's own can only be
+		// left by a crash of it.
+		for a := 1; a <= job.AttemptNumber(); a++ {
+			side := sideName(p.to, p.marker, job.ID, a)
+			if _, err := s.db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+quoteName(side)); err != nil {
+				return fmt.Errorf("drop stale %s: %w", side, err)
+			}
 		}
 		q := "CREATE DATABASE " + quoteName(p.side) + " CHARACTER SET " + p.want.Charset + " COLLATE " + p.want.Collation
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
@@ -244,7 +258,8 @@ func dropSchemas(db *sql.DB, plans []*plan, name func(*plan) string, log logrus.
 // swap moves the staged tables in with one RENAME TABLE and recreates
 // the other objects. It returns the downtime: from the first change to
 // the targets to the last.
-func swap(ctx context.Context, s *session, plans []*plan, dropPrevious bool, log logrus.FieldLogger) (time.Duration, error) {
+func swap(ctx context.Context, s *session, job *engines.RestoreJob, plans []*plan, log logrus.FieldLogger) (time.Duration, error) {
+	dropPrevious := job.Options.DropPrevious
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return 0, err
@@ -283,6 +298,14 @@ func swap(ctx context.Context, s *session, plans []*plan, dropPrevious bool, log
 	exec := func(q string) error {
 		_, err := conn.ExecContext(ctx, q)
 		return err
+	}
+
+	// Only the holder of the lease may swap: confirm it now, the last
+	// thing before the first change to the targets.
+	if err := job.CheckFence(ctx); err != nil {
+		log.WithField("error", err.Error()).Warn("mysql restore does not swap: this attempt no longer holds the request")
+		cleanup()
+		return 0, err
 	}
 
 	// Everything below changes the targets. Before the RENAME, a failure
@@ -499,4 +522,21 @@ func createIn(ctx context.Context, conn *sql.Conn, schema string, d definition) 
 // zone) as an SQL string.
 func quoteString(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, "'", "''").Replace(s) + "'"
+}
+
+// earlierPrevious lists the schemas this request's earlier attempts
+// moved the replaced tables to: an attempt that swapped and died before
+// its result leaves the targets' former tables there.
+func earlierPrevious(ctx context.Context, s *session, job *engines.RestoreJob, plans []*plan) []string {
+	var out []string
+	for _, p := range plans {
+		for a := 1; a < job.AttemptNumber(); a++ {
+			prev := sideName(p.to, "prev", job.ID, a)
+			var x string
+			if s.db.QueryRowContext(ctx, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", prev).Scan(&x) == nil {
+				out = append(out, prev)
+			}
+		}
+	}
+	return out
 }

@@ -183,31 +183,48 @@ func (t *tailBuffer) text(secret string) string {
 // quoteName quotes an identifier with backticks.
 func quoteName(n string) string { return "`" + strings.ReplaceAll(n, "`", "``") + "`" }
 
-// sideName derives a schema name from db, a marker and the restore id,
-// within MySQL's 64 characters.
-func sideName(db, marker, id string) string {
+// sideName derives a schema name from db, a marker, the restore id and
+// the attempt: <db>_capsule_<marker>_<id>_a<attempt>. It fits MySQL's 64
+// characters even as a GRANT pattern, where every "_" is escaped (the
+// restore grants its loading account the side schemas by name). The id
+// keeps only its letters and digits; an id that does not survive as it
+// is (other characters, or too long) is cut and given a hash of itself,
+// so different ids keep different names. The attempt is never cut; db is
+// cut (and given a hash) only when even a hashed id leaves no room.
+func sideName(db, marker, id string, attempt int) string {
 	var clean strings.Builder
 	for _, r := range strings.ToLower(id) {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
 			clean.WriteRune(r)
-		} else {
-			clean.WriteRune('_')
 		}
 	}
-	suffix := "_capsule_" + marker + "_" + clean.String()
-	if len(suffix) > 40 {
-		suffix = suffix[:40]
+	idPart := clean.String()
+	head, tail := "_capsule_"+marker+"_", "_a"+strconv.Itoa(attempt)
+	// The id gets what db leaves (at most 40 for the whole suffix), so
+	// that db, which the restoring account's grants may name, stays whole
+	// where it can.
+	room := min(40-len(head)-len(tail), 64-grantLen(db)-grantLen(head)-grantLen(tail))
+	if idPart != id || len(idPart) > room {
+		h := strconv.FormatUint(uint64(fnv32(id)), 36)
+		idPart = idPart[:max(0, min(len(idPart), room-len(h)-2))] + "_" + h
 	}
-	if len(db)+len(suffix) > 64 {
+	suffix := head + idPart + tail
+	if grantLen(db)+grantLen(suffix) > 64 {
 		// Keep names unique when two long names share a prefix.
-		h := strconv.FormatUint(uint64(fnv32(db)), 36)
-		cut := 64 - len(suffix) - len(h) - 1
-		for cut > 0 && !utf8.RuneStart(db[cut]) {
+		h := "_" + strconv.FormatUint(uint64(fnv32(db)), 36)
+		cut := len(db)
+		for cut > 0 && (grantLen(db[:cut])+grantLen(h)+grantLen(suffix) > 64 || !utf8.RuneStart(db[cut%len(db)])) {
 			cut--
 		}
-		db = db[:cut] + "_" + h
+		db = db[:cut] + h
 	}
 	return db + suffix
+}
+
+// grantLen is the length of a name as a GRANT pattern, "_" and "%"
+// escaped.
+func grantLen(s string) int {
+	return len(s) + strings.Count(s, "_") + strings.Count(s, "%")
 }
 
 func fnv32(s string) uint32 {

@@ -77,7 +77,7 @@
 //
 // # Restore: side database, then swap
 //
-// For every database to restore, the engine creates <db>_capsule_restore_<id>
+// For every database to restore, the engine creates <db>_capsule_restore_<id>_a<attempt>
 // (from template0, with the backed-up encoding, collation and owner) and
 // loads the archive into it with pg_restore --exit-on-error, in one of
 // two ways:
@@ -107,7 +107,7 @@
 // database: ALTER DATABASE … WITH ALLOW_CONNECTIONS false (so reconnecting
 // clients cannot race the rename), pg_terminate_backend of its sessions,
 // and in one transaction ALTER DATABASE <db> RENAME TO
-// <db>_capsule_prev_<id> and ALTER DATABASE <side> RENAME TO <db> (both or
+// <db>_capsule_prev_<id>_a<attempt> and ALTER DATABASE <side> RENAME TO <db> (both or
 // neither; retried when a session slipped in). The time from closing the
 // database to the commit is RestoreInfo.Downtime (summed over databases;
 // Details has each one's) — tens of milliseconds here. The previous
@@ -122,9 +122,21 @@
 // with the context) drops its side databases and any role it created,
 // and leaves the live databases as they were. Names beside a database are
 // cut to PostgreSQL's 63 bytes (a long request id is shortened with a
-// hash). A side database left by a crashed earlier attempt of the same
-// request is dropped and rebuilt; if that attempt had swapped already,
-// the restore refuses rather than swap twice.
+// hash; the database's name is cut, never the _a<attempt> suffix).
+//
+// Fencing: names carry the attempt, so a worker paused past its lease
+// never loads into, or swaps, its successor's side database. The swap
+// begins only after RestoreJob.CheckFence confirms the lease (renewed with
+// If-Match); a failed fence drops the attempt's side databases. Each side
+// and scratch database carries a comment naming its request and attempt in
+// full ("capsule staging: kind=restore request=<id> attempt=<n>"). A
+// restore or verification drops the side and scratch databases of its
+// request's earlier attempts, and those of other requests whose comment
+// matches their name and that RestoreJob.StaleStaging reports over (a
+// result in the bucket, or a later attempt holding the lease). Previous
+// databases are never dropped but by the attempt that made them
+// (DropPrevious): one an earlier attempt kept (it swapped and died before
+// its result) is reported in RestoreInfo.Previous beside this attempt's.
 //
 // # Privilege
 //
@@ -191,7 +203,7 @@
 // # Verify
 //
 // Verify restores each backed-up database (or database=) into
-// <db>_capsule_verify_<id> on the target's server with --no-owner
+// <db>_capsule_verify_<id>_a<attempt> on the target's server with --no-owner
 // --no-privileges (a verification must not depend on, or create, roles),
 // checks that every recorded table is present with exactly the recorded
 // row count, and drops the scratch database, whatever the outcome. It

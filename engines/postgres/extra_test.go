@@ -427,7 +427,7 @@ func TestRestoreWhileClientsConnected(t *testing.T) {
 	if rinfo.Downtime <= 0 || rinfo.Downtime > 5*time.Second {
 		t.Errorf("reported downtime %v, want in (0, 5s]", rinfo.Downtime)
 	}
-	wantPrev := sideName(db.name, "prev", job.ID)
+	wantPrev := sideName(db.name, "prev", job.ID, 1)
 	if rinfo.Previous != wantPrev {
 		t.Fatalf("Previous = %q, want %q", rinfo.Previous, wantPrev)
 	}

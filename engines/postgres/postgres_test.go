@@ -45,3 +45,15 @@ func TestSuite(t *testing.T) {
 		}
 	})
 }
+
+// Staging lists the side and scratch databases beside the test's
+// (enginetest.StagingLister).
+func (s *service) Staging(ctx context.Context, t *testing.T) []string {
+	return s.db.leftovers(ctx, t)
+}
+
+// SnapshotPrevious snapshots a database a restore kept as previous
+// (enginetest.PreviousSnapshotter).
+func (s *service) SnapshotPrevious(ctx context.Context, t *testing.T, previous string) any {
+	return s.db.snapshot(ctx, t, previous)
+}

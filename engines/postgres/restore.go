@@ -45,6 +45,7 @@ type target struct {
 	prev   string // the name the replaced database keeps
 	exists bool   // live existed before the restore
 	staged bool   // side exists and is ours to drop
+	kind   string // what side is: restore or verify
 }
 
 // chooseTargets picks the backed-up databases a request restores and the
@@ -103,15 +104,14 @@ func chooseTargets(d *details, ci *conninfo, extra map[string]string) ([]*target
 	return ts, nil
 }
 
-// sideName is the name of a database beside db for request id: kind is
-// restore (the side database), prev (the replaced one) or verify (a
-// scratch database). It fits PostgreSQL's 63-byte names.
-func sideName(db, kind, id string) string {
-	if len(id) > 24 {
-		sum := sha256.Sum256([]byte(id))
-		id = id[:11] + "-" + hex.EncodeToString(sum[:6])
-	}
-	suffix := "_capsule_" + kind + "_" + id
+// sideName is the name of a database beside db for attempt attempt of
+// request id: kind is restore (the side database), prev (the replaced
+// one) or verify (a scratch database). It fits PostgreSQL's 63-byte
+// names: an id longer than 24 bytes is shortened with a hash, and db is
+// cut, never the suffix. Request ids have no "_", so the attempt
+// (_a<n>) cannot be mistaken for part of the id.
+func sideName(db, kind, id string, attempt int) string {
+	suffix := sideSuffix(kind, id, attempt)
 	limit := 63 - len(suffix)
 	for len(db) > limit {
 		_, size := utf8.DecodeLastRuneInString(db)
@@ -120,18 +120,28 @@ func sideName(db, kind, id string) string {
 	return db + suffix
 }
 
+// sideSuffix is the part of a sideName after the database's name.
+func sideSuffix(kind, id string, attempt int) string {
+	if len(id) > 24 {
+		sum := sha256.Sum256([]byte(id))
+		id = id[:11] + "-" + hex.EncodeToString(sum[:6])
+	}
+	return "_capsule_" + kind + "_" + id + "_a" + strconv.Itoa(attempt)
+}
+
 // run is one restore's or verification's work on a server: a control
 // connection to a database it does not replace, and what it staged.
 type run struct {
 	e       *Engine
 	j       *job
+	rj      *engines.RestoreJob
 	conn    *pgx.Conn
 	srv     server
 	targets []*target
 	roles   []string // roles this run created
 }
 
-func (e *Engine) openRun(ctx context.Context, j *job, targets []*target) (*run, error) {
+func (e *Engine) openRun(ctx context.Context, j *job, rj *engines.RestoreJob, targets []*target) (*run, error) {
 	busy := map[string]bool{}
 	for _, t := range targets {
 		busy[t.live] = true
@@ -152,7 +162,7 @@ func (e *Engine) openRun(ctx context.Context, j *job, targets []*target) (*run, 
 			return nil, err
 		}
 		j.log.WithField("database", db).Debug("control connection")
-		return &run{e: e, j: j, conn: conn, srv: srv, targets: targets}, nil
+		return &run{e: e, j: j, rj: rj, conn: conn, srv: srv, targets: targets}, nil
 	}
 	return nil, fmt.Errorf("no database to run the restore from (tried %s, postgres, template1): %w", j.ci.database, lastErr)
 }
@@ -440,6 +450,12 @@ func (r *run) createSide(ctx context.Context, t *target, log logrus.FieldLogger)
 		return fmt.Errorf("create side database %s: %w", t.side, err)
 	}
 	t.staged = true
+	// The comment names the request and attempt in full (the name may
+	// hold a hash of the id): a later restore on this server asks the
+	// bucket about them before it drops an abandoned side database.
+	if _, err := r.conn.Exec(ctx, `COMMENT ON DATABASE `+ident(t.side)+` IS `+literal(stagingComment(t.kind, r.rj.ID, r.rj.AttemptNumber()))); err != nil {
+		return fmt.Errorf("mark side database %s as capsule's: %w", t.side, err)
+	}
 	return nil
 }
 
@@ -528,7 +544,7 @@ func (e *Engine) Restore(ctx context.Context, rj *engines.RestoreJob) (*engines.
 	if err := checkArchiveVersion(restoreVersion, rj.Backup.ToolVersion); err != nil {
 		return nil, err
 	}
-	r, err := e.openRun(ctx, j, targets)
+	r, err := e.openRun(ctx, j, rj, targets)
 	if err != nil {
 		return nil, err
 	}
@@ -539,9 +555,11 @@ func (e *Engine) Restore(ctx context.Context, rj *engines.RestoreJob) (*engines.
 	if err := checkToolVersion("pg_restore", restoreVersion, r.srv.versionNum); err != nil {
 		return nil, err
 	}
+	attempt := rj.AttemptNumber()
 	for _, t := range targets {
-		t.side = sideName(t.live, "restore", rj.ID)
-		t.prev = sideName(t.live, "prev", rj.ID)
+		t.kind = kindRestore
+		t.side = sideName(t.live, kindRestore, rj.ID, attempt)
+		t.prev = sideName(t.live, kindPrev, rj.ID, attempt)
 		if t.exists, err = r.exists(ctx, t.live); err != nil {
 			return nil, err
 		}
@@ -550,8 +568,11 @@ func (e *Engine) Restore(ctx context.Context, rj *engines.RestoreJob) (*engines.
 			return nil, err
 		}
 		if taken {
-			return nil, fmt.Errorf("database %s exists: an earlier attempt of restore %s swapped database %s already", t.prev, rj.ID, t.live)
+			return nil, fmt.Errorf("database %s exists: attempt %d of restore %s swapped database %s already", t.prev, attempt, rj.ID, t.live)
 		}
+	}
+	if err := r.sweep(ctx); err != nil {
+		return nil, err
 	}
 	info, err := r.restore(ctx, rj, d)
 	if err != nil {
@@ -599,6 +620,12 @@ func (r *run) restore(ctx context.Context, rj *engines.RestoreJob, d *details) (
 	if r.e.beforeSwap != nil {
 		r.e.beforeSwap()
 	}
+	// Only the holder of the lease may swap: confirm it now, the last
+	// thing before the first rename.
+	if err := rj.CheckFence(ctx); err != nil {
+		r.j.log.WithField("error", err.Error()).Warn("not swapping: this attempt no longer holds the request")
+		return nil, err
+	}
 
 	// Every side database is complete: swap them in.
 	info := &engines.RestoreInfo{}
@@ -644,6 +671,12 @@ func (r *run) restore(ctx context.Context, rj *engines.RestoreJob, d *details) (
 	}
 	sort.Strings(prevs)
 	info.Previous = strings.Join(prevs, ",")
+	if earlier := r.earlierPrevious(context.WithoutCancel(ctx)); len(earlier) > 0 {
+		// An earlier attempt swapped and died before its result: what it
+		// renamed aside is what the target held before this restore.
+		info.Previous = strings.Join(append(prevs, earlier...), ",")
+		r.j.log.WithField("previous", earlier).Warn("an earlier attempt of this restore swapped already; the databases it replaced are kept")
+	}
 	m, err := toMap(struct {
 		Databases []swapped `json:"databases"`
 	}{done})
@@ -723,9 +756,10 @@ func (e *Engine) Verify(ctx context.Context, rj *engines.RestoreJob) (*engines.V
 	}
 	for _, t := range targets {
 		t.live = ""
-		t.side = sideName(t.b.Name, "verify", rj.ID)
+		t.kind = kindVerify
+		t.side = sideName(t.b.Name, kindVerify, rj.ID, rj.AttemptNumber())
 	}
-	r, err := e.openRun(ctx, j, targets)
+	r, err := e.openRun(ctx, j, rj, targets)
 	if err != nil {
 		return nil, err
 	}
@@ -733,6 +767,9 @@ func (e *Engine) Verify(ctx context.Context, rj *engines.RestoreJob) (*engines.V
 	if err := r.checkRole("verify"); err != nil {
 		add("role "+r.srv.role, err, "")
 		return rep, err
+	}
+	if err := r.sweep(ctx); err != nil {
+		return nil, err
 	}
 	defer r.cleanup()
 	for i, t := range targets {

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -111,22 +112,49 @@ func TestValidate(t *testing.T) {
 
 func TestNames(t *testing.T) {
 	long := strings.Repeat("x", 80)
-	for _, c := range []struct{ db, kind, id string }{
-		{"app", "restore", "01jabc"},
-		{long, "prev", "01jabc"},
-		{"app", "verify", strings.Repeat("r", 128)},
-		{"données_" + strings.Repeat("é", 40), "restore", "id"},
+	for _, c := range []struct {
+		db, kind, id string
+		attempt      int
+	}{
+		{"app", "restore", "01jabc", 1},
+		{long, "prev", "01jabc", 2},
+		{"app", "verify", strings.Repeat("r", 128), 3},
+		{"données_" + strings.Repeat("é", 40), "restore", "id", 999},
+		{long, "restore", strings.Repeat("r", 128), 12},
 	} {
-		n := sideName(c.db, c.kind, c.id)
+		n := sideName(c.db, c.kind, c.id, c.attempt)
 		if len(n) > 63 {
-			t.Errorf("sideName(%q, %q, %q) = %q: %d bytes, PostgreSQL keeps 63", c.db, c.kind, c.id, n, len(n))
+			t.Errorf("sideName(%q, %q, %q, %d) = %q: %d bytes, PostgreSQL keeps 63", c.db, c.kind, c.id, c.attempt, n, len(n))
 		}
 		if !strings.Contains(n, "_capsule_"+c.kind+"_") || !strings.HasPrefix(c.db, n[:strings.Index(n, "_capsule_")]) {
-			t.Errorf("sideName(%q, %q, %q) = %q", c.db, c.kind, c.id, n)
+			t.Errorf("sideName(%q, %q, %q, %d) = %q", c.db, c.kind, c.id, c.attempt, n)
+		}
+		if !strings.HasSuffix(n, fmt.Sprintf("_a%d", c.attempt)) {
+			t.Errorf("sideName(%q, %q, %q, %d) = %q does not end with the attempt", c.db, c.kind, c.id, c.attempt, n)
 		}
 	}
-	if sideName("app", "restore", strings.Repeat("r", 100)+"1") == sideName("app", "restore", strings.Repeat("r", 100)+"2") {
+	if sideName("app", "restore", strings.Repeat("r", 100)+"1", 1) == sideName("app", "restore", strings.Repeat("r", 100)+"2", 1) {
 		t.Errorf("long ids that differ give the same side name")
+	}
+	// Attempts of one request never share a name, even where the
+	// database's name is cut to make room.
+	for _, db := range []string{"app", long} {
+		for _, id := range []string{"01jabc", strings.Repeat("r", 128)} {
+			if a, b := sideName(db, "restore", id, 1), sideName(db, "restore", id, 11); a == b {
+				t.Errorf("attempts 1 and 11 of %s on %s: %q and %q", id, db, a, b)
+			}
+		}
+	}
+	for _, c := range []string{stagingComment(kindRestore, "01j-x.y", 3), stagingComment(kindVerify, strings.Repeat("r", 128), 1)} {
+		kind, id, a, ok := parseStagingComment(c)
+		if !ok || stagingComment(kind, id, a) != c {
+			t.Errorf("parseStagingComment(%q) = %q, %q, %d, %v", c, kind, id, a, ok)
+		}
+	}
+	for _, c := range []string{"", "capsule staging: kind=prev request=x attempt=1", "capsule staging: kind=restore request=x attempt=0", "capsule staging: kind=restore request=x attempt=1 extra"} {
+		if _, _, _, ok := parseStagingComment(c); ok {
+			t.Errorf("parseStagingComment(%q) accepted it", c)
+		}
 	}
 
 	for db, want := range map[string]string{

@@ -36,7 +36,10 @@
 // checks it (the sha256 the index recorded, the framing, every DUMP
 // payload's CRC-64, the RDB file's CRC-64) without touching the target;
 // then the target's RDB version is checked (a backup in a newer RDB
-// format than the target reads is refused with a clear error). Only then
+// format than the target reads is refused with a clear error), and
+// RestoreJob.CheckFence confirms that this attempt still holds the
+// request's lease (a worker paused past its lease must not flush what its
+// successor restored). Only then
 // are the databases the backup holds flushed (FLUSHDB each, never
 // FLUSHALL; databases the target's own databases setting excludes are
 // left alone) and the second pass replays the keys with RESTORE key

@@ -137,6 +137,12 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 		total += sum.keys[db]
 	}
 
+	// Only the holder of the lease may change the target: confirm it
+	// now, the last thing before the first flush.
+	if err := job.CheckFence(ctx); err != nil {
+		log.WithError(err).Warn("redis restore does not flush: this attempt no longer holds the request")
+		return nil, err
+	}
 	// Flush exactly the databases the backup holds, then replay.
 	start := time.Now()
 	for _, db := range dbs {
