@@ -92,6 +92,7 @@ type Proxy struct {
 	holds    []*Hold
 	seq      int
 	requests map[Op]int
+	matched  map[Op]int
 	faults   map[Op]map[Kind]int
 	recent   []Fault
 }
@@ -120,6 +121,7 @@ func New(upstream string, seed uint64) (*Proxy, error) {
 		},
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		requests: map[Op]int{},
+		matched:  map[Op]int{},
 		faults:   map[Op]map[Kind]int{},
 	}
 	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second}
@@ -170,8 +172,12 @@ func (p *Proxy) Close() error {
 
 // Stats counts requests and injected faults.
 type Stats struct {
+	// Requests counts every request by operation.
 	Requests map[Op]int
-	Faults   map[Op]map[Kind]int
+	// Matched counts the requests a rule selected (faulted or not).
+	Matched map[Op]int
+	// Faults counts the faults injected by operation and kind.
+	Faults map[Op]map[Kind]int
 }
 
 // Total is the number of faults injected.
@@ -204,6 +210,9 @@ func (s Stats) String() string {
 	var b strings.Builder
 	for _, op := range ops {
 		fmt.Fprintf(&b, "%s: %d requests", op, s.Requests[Op(op)])
+		if m := s.Matched[Op(op)]; m > 0 && m != s.Requests[Op(op)] {
+			fmt.Fprintf(&b, ", %d matched", m)
+		}
 		kinds := make([]string, 0)
 		for k, n := range s.Faults[Op(op)] {
 			kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
@@ -221,9 +230,12 @@ func (s Stats) String() string {
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Requests: map[Op]int{}, Faults: map[Op]map[Kind]int{}}
+	s := Stats{Requests: map[Op]int{}, Matched: map[Op]int{}, Faults: map[Op]map[Kind]int{}}
 	for op, n := range p.requests {
 		s.Requests[op] = n
+	}
+	for op, n := range p.matched {
+		s.Matched[op] = n
 	}
 	for op, m := range p.faults {
 		s.Faults[op] = map[Kind]int{}
@@ -242,18 +254,31 @@ func (p *Proxy) Faults() []Fault {
 	return slices.Clone(p.recent)
 }
 
+// fate is what decide chose for a request.
+type fate struct {
+	kind  Kind
+	delay time.Duration
+	// cut is where a Cut ends the body, as a share of its length: drawn
+	// with the decision so that the sequence of draws does not depend
+	// on when answers arrive.
+	cut float64
+	seq int
+}
+
 // decide counts the request and picks its fault, if any.
-func (p *Proxy) decide(r *http.Request, op Op, key string) (Kind, time.Duration, int) {
+func (p *Proxy) decide(r *http.Request, op Op, key string) fate {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seq++
 	p.requests[op]++
+	f := fate{seq: p.seq}
 	for _, rule := range p.rules {
 		if !rule.matches(op, key) {
 			continue
 		}
+		p.matched[op]++
 		if rule.Rate <= 0 || p.rng.Float64() >= rule.Rate {
-			return "", 0, p.seq
+			return f
 		}
 		kinds := rule.Kinds
 		if kinds == nil {
@@ -266,15 +291,19 @@ func (p *Proxy) decide(r *http.Request, op Op, key string) (Kind, time.Duration,
 			}
 		}
 		if len(apply) == 0 {
-			return "", 0, p.seq
+			return f
 		}
-		delay := rule.Delay
-		if delay <= 0 {
-			delay = DefaultDelay
+		f.kind = apply[p.rng.IntN(len(apply))]
+		f.delay = rule.Delay
+		if f.delay <= 0 {
+			f.delay = DefaultDelay
 		}
-		return apply[p.rng.IntN(len(apply))], delay, p.seq
+		if f.kind == Cut {
+			f.cut = p.rng.Float64()
+		}
+		return f
 	}
-	return "", 0, p.seq
+	return f
 }
 
 func (p *Proxy) record(seq int, op Op, key string, k Kind, detail string) {
@@ -295,7 +324,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !p.wait(r.Context(), op, key) {
 		return
 	}
-	kind, delay, seq := p.decide(r, op, key)
+	f := p.decide(r, op, key)
+	kind, seq := f.kind, f.seq
 	switch kind {
 	case SlowDown:
 		p.record(seq, op, key, kind, "")
@@ -332,14 +362,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reset(w)
 			return
 		}
-		p.mu.Lock()
-		n := 1 + p.rng.Int64N(resp.ContentLength-1)
-		p.mu.Unlock()
+		// 1 to length-1 bytes.
+		n := 1 + int64(f.cut*float64(resp.ContentLength-1))
 		p.record(seq, op, key, kind, fmt.Sprintf("%d of %d bytes", n, resp.ContentLength))
 		cut(w, resp, n)
 	case Slow:
-		p.record(seq, op, key, kind, delay.String())
-		t := time.NewTimer(delay)
+		p.record(seq, op, key, kind, f.delay.String())
+		t := time.NewTimer(f.delay)
 		select {
 		case <-t.C:
 		case <-r.Context().Done():

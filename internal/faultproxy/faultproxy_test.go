@@ -278,8 +278,9 @@ func TestFilteredRule(t *testing.T) {
 	if err := w.put(t, w.via, art+".2", []byte("x")); err != nil {
 		t.Errorf("artifact PUT (not selected): %v", err)
 	}
-	if n := w.proxy.Stats().Total(); n != 1 {
-		t.Errorf("%d faults, want 1", n)
+	st := w.proxy.Stats()
+	if st.Total() != 1 || st.Matched[faultproxy.GetObject] != 1 || st.Requests[faultproxy.GetObject] != 3 {
+		t.Errorf("stats %s: want 3 GETs, 1 matched and faulted", st)
 	}
 }
 
