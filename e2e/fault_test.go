@@ -2,8 +2,8 @@ package e2e
 
 // The fault suite (issue #13): the real worker binary behind a fault proxy
 // (internal/faultproxy) in front of versitygw, with workers SIGKILLed and
-// SIGSTOPped during the run. By default it runs a short version (about
-// 100 requests at 5 % faults, 20 at 20 %, one kill, one pause each);
+// SIGSTOPped during the run. By default it runs a short version (100
+// requests at 5 % faults, 30 at 20 %, one kill and one pause each);
 // CAPSULE_FAULT_LONG=1 runs the long one. CAPSULE_FAULT_SEED replays the
 // proxies' decisions of a failed run.
 
@@ -53,7 +53,7 @@ func mixPlans() []mixPlan {
 	}
 	return []mixPlan{
 		{name: "r5", rate: 0.05, files: 39, big: 1, pg: 10, stops: 1, kills: 1, timeout: 5 * time.Minute, maxInFlight: 8},
-		{name: "r20", rate: 0.20, files: 8, pg: 2, stops: 1, timeout: 4 * time.Minute, maxInFlight: 6},
+		{name: "r20", rate: 0.20, files: 12, pg: 3, stops: 1, kills: 1, timeout: 4 * time.Minute, maxInFlight: 6},
 	}
 }
 
