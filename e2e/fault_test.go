@@ -352,6 +352,10 @@ func runMix(t *testing.T, pg *pgServer, m mixPlan) {
 				continue
 			}
 			warnings[l.str("msg")]++
+			if msg := l.str("msg"); strings.HasPrefix(msg, "commit failed") || strings.HasPrefix(msg, "writing the result failed") ||
+				strings.HasPrefix(msg, "final renewal failed") || strings.HasPrefix(msg, "could not hand the lease back") {
+				t.Logf("%s: %s: %s (request %s)", w.name, msg, l.str("error"), l.str("request_id"))
+			}
 			if strings.Contains(l.str("msg"), "retrying") || strings.Contains(l.str("msg"), "failed") {
 				retries++
 			}
