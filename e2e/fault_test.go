@@ -108,13 +108,13 @@ func runMix(t *testing.T, pg *pgServer, m mixPlan) {
 	dbPrefix := pg.prefix + "_" + m.name + "_"
 	srcDB := dbPrefix + "src"
 	pg.createSource(srcDB, 3000)
-	fmt.Fprintf(&cfg, "  pg:\n    engine: postgres\n    url: %s%s\n    stagingDir: %s\n", pgURL, srcDB, pgStaging)
+	fmt.Fprintf(&cfg, "  pg:\n    engine: postgres\n    url: %s\n    stagingDir: %s\n", pg.url(srcDB), pgStaging)
 	restoreDir := filepath.Join(root, "restore")
 	for i := range m.files + m.big {
 		fmt.Fprintf(&cfg, "  ft%d:\n    engine: files\n    path: %s\n", i, filepath.Join(restoreDir, fmt.Sprintf("ft%d", i)))
 	}
 	for i := range m.pg {
-		fmt.Fprintf(&cfg, "  pt%d:\n    engine: postgres\n    url: %s%st%d\n    stagingDir: %s\n", i, pgURL, dbPrefix, i, pgStaging)
+		fmt.Fprintf(&cfg, "  pt%d:\n    engine: postgres\n    url: %s\n    stagingDir: %s\n", i, pg.url(fmt.Sprintf("%st%d", dbPrefix, i)), pgStaging)
 	}
 	mustDo(t, os.WriteFile(c.config, []byte(cfg.String()), 0o600))
 
@@ -547,18 +547,22 @@ func TestFaultZombieRestore(t *testing.T) {
 	t.Run("postgres", func(t *testing.T) {
 		pg := needPostgres(t)
 		modes(t, func(t *testing.T) zombieCase {
-			src, dst := pg.prefix+"_"+randHex(2)+"_orig", pg.prefix+"_"+randHex(2)+"_copy"
+			stem := pg.prefix + "_" + randHex(2)
+			src, dst := stem+"_orig", stem+"_copy"
 			pg.createSource(src, 2000)
 			staging := filepath.Join(t.TempDir(), "pgstaging")
 			mustDo(t, os.MkdirAll(staging, 0o700))
 			return zombieCase{
 				// restoreJobs 1: the side database exists while the
 				// artifact streams from the bucket.
-				sources: fmt.Sprintf("  orig:\n    engine: postgres\n    url: %s%s\n  copy:\n    engine: postgres\n    url: %s%s\n    restoreJobs: 1\n    stagingDir: %s\n", pgURL, src, pgURL, dst, staging),
+				sources: fmt.Sprintf("  orig:\n    engine: postgres\n    url: %s\n  copy:\n    engine: postgres\n    url: %s\n    restoreJobs: 1\n    stagingDir: %s\n", pg.url(src), pg.url(dst), staging),
 				staged: func() []string {
 					var left []string
+					// Side databases keep the start of the target's name
+					// (cut to fit PostgreSQL's 63 bytes with the request id
+					// and attempt): only this case's restores make them.
 					for _, db := range pg.databases("_capsule_") {
-						if strings.HasPrefix(db, dst) {
+						if strings.HasPrefix(db, stem) {
 							left = append(left, db)
 						}
 					}

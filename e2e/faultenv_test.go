@@ -312,10 +312,20 @@ func makeTree(t *testing.T, dir string, size int) {
 }
 
 // pgServer is the local PostgreSQL, with databases named <prefix>_* that
-// the test creates and drops.
+// the test creates and drops, owned by the role <prefix>_owner (CREATEDB,
+// not a superuser: the least privilege a restore accepts), as which
+// capsule connects.
 type pgServer struct {
 	t      *testing.T
 	prefix string
+}
+
+// role is the login role capsule's sources use.
+func (pg *pgServer) role() string { return pg.prefix + "_owner" }
+
+// url is a source's url for database db.
+func (pg *pgServer) url(db string) string {
+	return "postgres://" + pg.role() + "@127.0.0.1:5432/" + db
 }
 
 const pgURL = "postgres://postgres@127.0.0.1:5432/"
@@ -335,6 +345,7 @@ func needPostgres(t *testing.T) *pgServer {
 	}
 	_ = conn.Close(context.Background())
 	pg := &pgServer{t: t, prefix: "cf_" + randHex(4)}
+	pg.exec("postgres", "CREATE ROLE "+pg.role()+" LOGIN CREATEDB")
 	t.Cleanup(pg.dropAll)
 	return pg
 }
@@ -390,13 +401,17 @@ func (pg *pgServer) dropAll() {
 			pg.t.Logf("drop database %s: %v", n, err)
 		}
 	}
+	if _, err := conn.Exec(ctx, `DROP ROLE IF EXISTS `+pg.role()); err != nil {
+		pg.t.Logf("drop role %s: %v", pg.role(), err)
+	}
 }
 
 // createSource creates database name with two tables of random rows.
 func (pg *pgServer) createSource(name string, rows int) {
 	pg.t.Helper()
-	pg.exec("postgres", "CREATE DATABASE "+name)
-	pg.exec(name, `CREATE TABLE accounts(id int PRIMARY KEY, owner text NOT NULL, balance numeric);
+	pg.exec("postgres", "CREATE DATABASE "+name+" OWNER "+pg.role())
+	pg.exec(name, `SET ROLE `+pg.role()+`;
+CREATE TABLE accounts(id int PRIMARY KEY, owner text NOT NULL, balance numeric);
 CREATE TABLE events(id bigserial PRIMARY KEY, account int REFERENCES accounts(id), payload jsonb, at timestamptz);
 CREATE INDEX ON events(account)`)
 	pg.exec(name, `INSERT INTO accounts SELECT g, md5(random()::text), round((random()*1e6)::numeric, 2) FROM generate_series(1, $1) g`, rows)
