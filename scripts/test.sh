@@ -29,6 +29,13 @@ if [[ -n "$unformatted" ]]; then
 fi
 step go vet
 go vet ./...
+# Modules of their own, so that their dependencies stay out of capsule's
+# go.mod (go ./... from the root does not reach them): the browser test
+# (chromedp) and the FerretDB stand-in that engines/mongodb's tests run.
+nested_modules=(e2e/browser internal/tools/ferretdb)
+for m in "${nested_modules[@]}"; do
+	(cd "$m" && go vet ./...)
+done
 
 # Packages whose correctness is about concurrency run under -race (the
 # postgres engine scans the archive and runs ANALYZE in goroutines).
@@ -39,4 +46,6 @@ step "go test -race ${race_pkgs[*]}"
 go test -race -count=1 -timeout 15m "${race_pkgs[@]}"
 step "go test (the rest)"
 go test -count=1 -timeout 20m $all_pkgs
+step "go test ./e2e/browser/... (its own module)"
+(cd e2e/browser && go test -count=1 -timeout 10m ./...)
 step "done"
