@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the pinned tools that capsule's tests run (S3 server, SQS
-# server, the FerretDB stand-in for MongoDB) into
+# server, the FerretDB stand-in for MongoDB, govulncheck) into
 # <repo>/.tools/bin. Idempotent: a tool whose binary already reports the
 # pinned module version is left alone. Needs only the Go toolchain.
 set -euo pipefail
@@ -46,3 +46,7 @@ else
 	echo "install-tools: building ferretdb $ferretdb_version (${have_ferretdb:-absent} before) into $bin"
 	(cd "$root/internal/tools/ferretdb" && go build -o "$bin/ferretdb" .)
 fi
+# govulncheck type-checks capsule against the standard library of the go
+# command that runs it, and a binary built by an older Go cannot parse a
+# newer one's: one binary per Go version (scripts/govulncheck.sh picks it).
+install "govulncheck-$(go env GOVERSION)" golang.org/x/vuln golang.org/x/vuln/cmd/govulncheck v1.9.0 govulncheck

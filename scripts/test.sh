@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test capsule has, on a fresh machine as on a developer's:
 # installs the pinned test tools, makes sure the database servers are up,
-# checks formatting and vet, then runs the tests (with the race detector
-# on the packages with concurrency). S3 servers are started by the tests
-# themselves on free loopback ports and stopped when they end.
+# checks formatting, vet and known vulnerabilities (govulncheck), then runs
+# the tests (with the race detector on the packages with concurrency). S3
+# servers are started by the tests themselves on free loopback ports and
+# stopped when they end.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -36,6 +37,11 @@ nested_modules=(e2e/browser internal/tools/ferretdb)
 for m in "${nested_modules[@]}"; do
 	(cd "$m" && go vet ./...)
 done
+
+# Known vulnerabilities that capsule's code reaches (pinned govulncheck;
+# offline database when vuln.go.dev cannot be reached).
+step govulncheck
+bash scripts/govulncheck.sh
 
 # Packages whose correctness is about concurrency run under -race (the
 # postgres engine scans the archive and runs ANALYZE in goroutines).
