@@ -1,5 +1,9 @@
 .PHONY: build demo test bench lint vulncheck
 
+# Every go command here runs the Go of go.mod's toolchain line (fetched
+# from the module proxy on first use); a GOTOOLCHAIN=local go env ignores it.
+export GOTOOLCHAIN := $(shell awk '$$1 == "toolchain" { print $$2 }' go.mod)
+
 build:
 	go build -o bin/capsule ./cmd/capsule
 

@@ -20,6 +20,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# Scan with the standard library of the Go that builds capsule.
+export GOTOOLCHAIN="$(awk '$1 == "toolchain" { print $2 }' go.mod)"
 
 bin="$root/.tools/bin/govulncheck-$(go env GOVERSION)"
 if [[ ! -x "$bin" ]]; then

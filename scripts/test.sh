@@ -8,6 +8,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# The Go of go.mod's toolchain line (the go command fetches it from the
+# module proxy on first use): this machine's own Go ignores that line.
+export GOTOOLCHAIN="$(awk '$1 == "toolchain" { print $2 }' go.mod)"
 
 # step NAME: prints a phase header with the seconds since the start, so a
 # slow CI run shows where its time went (a cold Go cache builds etcd and
