@@ -2,7 +2,8 @@
 # The runtime image carries the database client tools the engines drive
 # (pg_dump/pg_restore, mariadb-dump/mariadb, redis-cli is not needed:
 # the redis engine speaks the protocol itself).
-FROM golang:1.26-bookworm AS build
+# go.mod's toolchain line: the Go that capsule's tests and govulncheck run.
+FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

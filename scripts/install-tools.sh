@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the pinned tools that capsule's tests run (S3 server, ...) into
+# Installs the pinned tools that capsule's tests run (S3 server, SQS
+# server, the FerretDB stand-in for MongoDB, govulncheck) into
 # <repo>/.tools/bin. Idempotent: a tool whose binary already reports the
 # pinned module version is left alone. Needs only the Go toolchain.
 set -euo pipefail
@@ -30,3 +31,22 @@ install() {
 
 install versitygw github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw v1.8.0
 install goaws github.com/Admiral-Piett/goaws github.com/Admiral-Piett/goaws/app/cmd v0.5.4 cmd
+# The MongoDB stand-in that engines/mongodb's tests run as a child process:
+# internal/tools/ferretdb, a module of its own (FerretDB's SQL drivers stay
+# out of capsule's go.mod) that wraps FerretDB's embeddable package; the
+# binary records FerretDB's version as a dependency.
+ferretdb_version="$(cd "$root/internal/tools/ferretdb" && go list -m -f '{{.Version}}' github.com/FerretDB/FerretDB)"
+have_ferretdb=""
+if [[ -x "$bin/ferretdb" ]]; then
+	have_ferretdb="$(go version -m "$bin/ferretdb" 2>/dev/null | awk '$1 == "dep" && $2 == "github.com/FerretDB/FerretDB" { print $3 }')"
+fi
+if [[ "$have_ferretdb" == "$ferretdb_version" ]]; then
+	echo "install-tools: ferretdb $ferretdb_version already in $bin"
+else
+	echo "install-tools: building ferretdb $ferretdb_version (${have_ferretdb:-absent} before) into $bin"
+	(cd "$root/internal/tools/ferretdb" && go build -o "$bin/ferretdb" .)
+fi
+# govulncheck type-checks capsule against the standard library of the go
+# command that runs it, and a binary built by an older Go cannot parse a
+# newer one's: one binary per Go version (scripts/govulncheck.sh picks it).
+install "govulncheck-$(go env GOVERSION)" golang.org/x/vuln golang.org/x/vuln/cmd/govulncheck v1.9.0 govulncheck

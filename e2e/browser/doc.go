@@ -8,4 +8,10 @@
 // Chromium comes from Debian (scripts/install-browser.sh); the test looks
 // at $CAPSULE_CHROMIUM, then chromium, chromium-browser and google-chrome
 // on $PATH, and skips when none is there.
+//
+// This directory is a Go module of its own (its go.mod replaces
+// github.com/cnvrg/capsule with the checkout around it), so that chromedp
+// stays out of capsule's requirements; go test ./... from the repository
+// root does not reach it. Run it with: cd e2e/browser && go test ./...
+// (scripts/test.sh does).
 package browser

@@ -66,10 +66,11 @@
 // # Tests
 //
 // No MongoDB server can run where capsule is developed: the tests run the
-// shared suite against FerretDB v1.24.0 embedded in the test process (its
-// SQLite handler on a random port), a stand-in named as such. FerretDB v1
-// lacks views, validators, collations and dropTarget, and crashes on
-// Decimal128, so its fixtures avoid them; the same suite, with them, runs
+// shared suite against FerretDB v1.24.0 run as a child process (its SQLite
+// handler on a free loopback port; internal/tools/ferretdb, built into
+// .tools/bin by scripts/install-tools.sh), a stand-in named as such.
+// FerretDB v1 lacks views, validators, collations and dropTarget, and
+// crashes on Decimal128, so its fixtures avoid them; the same suite, with them, runs
 // against a real MongoDB when CAPSULE_TEST_MONGO_URL (and
 // CAPSULE_TEST_MONGO_PASSWORD) is set.
 package mongodb

@@ -1,14 +1,17 @@
 package mongodb
 
 // The stand-in: no MongoDB server can run on this machine, so these tests
-// run against FerretDB v1.24.0 embedded in the test process (its SQLite
-// handler, on a random port), a MongoDB wire-protocol server that stores
-// in SQLite. FerretDB v1 lacks views, validators, collations and
+// run against FerretDB v1.24.0 (its SQLite handler, on a free loopback
+// port), a MongoDB wire-protocol server that stores in SQLite. It runs as
+// a child process, the pinned ferretdb binary that scripts/install-tools.sh
+// installs, not as a library: linked in, FerretDB put its SQL drivers (SAP
+// HANA's among them) into capsule's go.mod. FerretDB v1 lacks views, validators, collations and
 // renameCollection's dropTarget, and crashes on Decimal128: those are
 // covered by the same suite against a real MongoDB when
 // CAPSULE_TEST_MONGO_URL is set.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -17,19 +20,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/FerretDB/FerretDB/ferretdb"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/enginetest"
+	"github.com/cnvrg/capsule/internal/testtool"
 	"github.com/sirupsen/logrus"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
@@ -37,37 +42,111 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 )
 
-// ferretURL is the embedded FerretDB's address (mongodb://127.0.0.1:PORT/).
-var ferretURL string
+// ferretDBVersion is the FerretDB that internal/tools/ferretdb/go.mod pins.
+const ferretDBVersion = "v1.24.0"
+
+// ferretDB is the stand-in shared by every test of this process, started
+// on first use and stopped by TestMain.
+var ferretDB struct {
+	once sync.Once
+	url  string // mongodb://127.0.0.1:PORT/
+	stop func()
+	err  error
+}
 
 func TestMain(m *testing.M) {
+	code := m.Run()
+	if ferretDB.stop != nil {
+		ferretDB.stop()
+	}
+	os.Exit(code)
+}
+
+// ferretURL starts the stand-in on first use and returns its address. A
+// missing binary fails the test with the command that installs it
+// (CAPSULE_SKIP_FERRETDB=1 skips instead).
+func ferretURL(t testing.TB) string {
+	t.Helper()
+	bin := testtool.Tool{
+		Name: "ferretdb", Version: ferretDBVersion, EnvVar: "CAPSULE_FERRETDB", SkipVar: "CAPSULE_SKIP_FERRETDB",
+		Install: "bash scripts/install-tools.sh  (it builds internal/tools/ferretdb into .tools/bin)",
+	}.Find(t)
+	ferretDB.once.Do(func() { ferretDB.url, ferretDB.stop, ferretDB.err = startFerretDB(bin) })
+	if ferretDB.err != nil {
+		t.Fatalf("FerretDB stand-in: %v", ferretDB.err)
+	}
+	return ferretDB.url
+}
+
+// startFerretDB runs bin (internal/tools/ferretdb) on a free loopback port
+// with its data in a fresh directory and returns the URI it prints once it
+// accepts connections. stop ends it and removes the directory.
+func startFerretDB(bin string) (string, func(), error) {
 	dir, err := os.MkdirTemp("", "capsule-ferretdb-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return "", nil, err
 	}
-	f, err := ferretdb.New(&ferretdb.Config{
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + dir + "/",
-	})
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	logPath := filepath.Join(dir, "ferretdb.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "start FerretDB:", err)
-		os.Exit(1)
+		os.RemoveAll(dir)
+		return "", nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	defer logf.Close() // the child has its own descriptor
+	cmd := exec.Command(bin, "-listen-addr", "127.0.0.1:0", "-sqlite-dir", data)
+	cmd.Stderr = logf
+	cmd.SysProcAttr = childProcAttr()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	// The first line is the URI; EOF (an empty line) means it exited
+	// before listening. Wait only after the reads: it closes the pipe.
+	uri := make(chan string, 1)
+	exited := make(chan struct{})
 	go func() {
-		defer close(done)
-		_ = f.Run(ctx)
+		r := bufio.NewReader(out)
+		line, _ := r.ReadString('\n')
+		uri <- strings.TrimSpace(line)
+		_, _ = io.Copy(io.Discard, r)
+		_ = cmd.Wait()
+		close(exited)
 	}()
-	ferretURL = f.MongoDBURI()
-	code := m.Run()
-	cancel()
-	<-done
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		os.RemoveAll(dir)
+	}
+	failed := func(err error) (string, func(), error) {
+		log, _ := os.ReadFile(logPath)
+		stop()
+		return "", nil, fmt.Errorf("%s: %w; its output:\n%s", bin, err, log)
+	}
+	select {
+	case u := <-uri:
+		if !strings.HasPrefix(u, "mongodb://") {
+			<-exited
+			return failed(fmt.Errorf("exited before listening (%v)", cmd.ProcessState))
+		}
+		return u, stop, nil
+	case <-time.After(time.Minute):
+		return failed(errors.New("not listening after a minute"))
+	}
 }
 
 // mongoService is the enginetest.Service for FerretDB or a real MongoDB.
@@ -82,7 +161,7 @@ type mongoService struct {
 }
 
 func ferretService(t testing.TB) *mongoService {
-	u, err := url.Parse(ferretURL)
+	u, err := url.Parse(ferretURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}

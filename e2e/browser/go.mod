@@ -1,0 +1,25 @@
+// The browser test lives in a module of its own so that chromedp and its
+// protocol bindings stay out of capsule's requirements: a user's go install
+// of capsule never sees them. The replace makes the test build against the
+// capsule source beside it, not a published version.
+module github.com/cnvrg/capsule/e2e/browser
+
+go 1.26.0
+
+require (
+	github.com/chromedp/cdproto v0.159.0
+	github.com/chromedp/chromedp v0.23.0
+	github.com/cnvrg/capsule v0.0.0-00010101000000-000000000000
+)
+
+require (
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/oklog/ulid/v2 v2.1.2 // indirect
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
+	github.com/sirupsen/logrus v1.10.2 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
+)
+
+replace github.com/cnvrg/capsule => ../..
