@@ -36,15 +36,18 @@ install goaws github.com/Admiral-Piett/goaws github.com/Admiral-Piett/goaws/app/
 # out of capsule's go.mod) that wraps FerretDB's embeddable package; the
 # binary records FerretDB's version as a dependency.
 ferretdb_version="$(cd "$root/internal/tools/ferretdb" && go list -m -f '{{.Version}}' github.com/FerretDB/FerretDB)"
+# The wrapper's own source changes too (its flags): rebuild when it does.
+ferretdb_src="$(cat "$root"/internal/tools/ferretdb/{main.go,go.mod,go.sum} | sha256sum | cut -c1-16)"
 have_ferretdb=""
-if [[ -x "$bin/ferretdb" ]]; then
+if [[ -x "$bin/ferretdb" && "$(cat "$bin/ferretdb.src" 2>/dev/null)" == "$ferretdb_src" ]]; then
 	have_ferretdb="$(go version -m "$bin/ferretdb" 2>/dev/null | awk '$1 == "dep" && $2 == "github.com/FerretDB/FerretDB" { print $3 }')"
 fi
 if [[ "$have_ferretdb" == "$ferretdb_version" ]]; then
 	echo "install-tools: ferretdb $ferretdb_version already in $bin"
 else
-	echo "install-tools: building ferretdb $ferretdb_version (${have_ferretdb:-absent} before) into $bin"
+	echo "install-tools: building ferretdb $ferretdb_version (wrapper $ferretdb_src) into $bin"
 	(cd "$root/internal/tools/ferretdb" && go build -o "$bin/ferretdb" .)
+	echo "$ferretdb_src" >"$bin/ferretdb.src"
 fi
 # govulncheck type-checks capsule against the standard library of the go
 # command that runs it, and a binary built by an older Go cannot parse a

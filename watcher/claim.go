@@ -463,31 +463,79 @@ func (w *Watcher) runJob(ctx context.Context, cancel context.CancelCauseFunc, re
 		_ = lh.release(fctx, nil)
 		return
 	}
-	if err := lh.write(fctx, ptr(tracker.Snapshot()), false, true); err != nil {
+	w.finish(req, lh, tracker, out, log)
+}
+
+// finish commits a finished run under its lease: a renewal marked
+// finishing, then the index or verification record (Commit), then the
+// result. A transient failure of any step is tried again, after another
+// renewal, until the run's finishing budget (finishBudget) is spent: a
+// flaky bucket must not throw a finished run away, since the next attempt
+// would run it all again. Each round starts with a renewal, so every write
+// happens under a lease confirmed less than a lease length ago; a lost
+// lease stops it at once, and a renewal that cannot be confirmed before
+// the lease would expire hands the request to the next attempt. Index and
+// result are create-only, so a write that was applied though its answer
+// was lost is found again, never made twice.
+func (w *Watcher) finish(req *requests.Request, lh *leaseHolder, tracker *executor.Tracker, out *executor.Outcome, log logrus.FieldLogger) {
+	budget := time.Now().Add(finishBudget(w.cfg.Lease))
+	committed := false
+	var lastErr error
+	for round := 0; ; round++ {
+		if round > 0 {
+			lh.mu.Lock()
+			since := time.Since(lh.lastWrite)
+			lh.mu.Unlock()
+			if time.Now().After(budget) || since > w.cfg.Lease*5/6 || w.jobsCtx.Err() != nil {
+				break // out of time, out of lease, or shutting down
+			}
+			log.WithError(lastErr).WithField("round", round).Warn("finishing failed; renewing and trying again")
+			time.Sleep(min(w.cfg.Lease/6, 100*time.Millisecond<<min(round, 5)))
+		}
+		// Each round's writes must be done well within the lease its
+		// renewal confirms.
+		fctx, fcancel := context.WithTimeout(context.Background(), w.cfg.Lease*2/3)
+		err := lh.write(fctx, ptr(tracker.Snapshot()), false, true)
 		if errors.Is(err, bucket.ErrPreconditionFailed) {
+			fcancel()
 			w.emit(Event{Type: EventLost, ID: req.ID, Attempt: lh.attempt})
 			log.Warn("lease lost before commit: writing nothing more")
 			return
 		}
-		log.WithError(err).Warn("final renewal failed: leaving the request for the next attempt")
-		return
-	}
-	if err := w.cfg.Runner.Commit(fctx, out); err != nil {
-		if errors.Is(err, executor.ErrConflict) {
-			out.Result.Status, out.Result.Error = requests.StatusFailed, err.Error()
-		} else {
-			log.WithError(err).Warn("commit failed: handing the request to the next attempt")
-			_ = lh.release(fctx, nil)
-			return
+		if err != nil {
+			fcancel()
+			lastErr = fmt.Errorf("final renewal: %w", err)
+			continue
 		}
-	}
-	if err := w.writeResult(fctx, req.ID, &out.Result, out.Engine); err != nil {
-		log.WithError(err).Warn("writing the result failed: the next attempt finishes it")
-		_ = lh.release(fctx, nil)
+		if !committed {
+			err := w.cfg.Runner.Commit(fctx, out)
+			if errors.Is(err, executor.ErrConflict) {
+				out.Result.Status, out.Result.Error = requests.StatusFailed, err.Error()
+			} else if err != nil {
+				fcancel()
+				lastErr = fmt.Errorf("commit: %w", err)
+				continue
+			}
+			committed = true
+		}
+		err = w.writeResult(fctx, req.ID, &out.Result, out.Engine)
+		fcancel()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		log.WithField("status", out.Result.Status).Info("request finished")
 		return
 	}
-	log.WithField("status", out.Result.Status).Info("request finished")
+	log.WithError(lastErr).Warn("could not finish: handing the request to the next attempt")
+	rctx, rcancel := context.WithTimeout(context.Background(), w.cfg.Lease)
+	defer rcancel()
+	_ = lh.release(rctx, nil)
 }
+
+// finishBudget is how long a finished run keeps trying to commit before
+// it hands the request on: many of the bucket's own retry rounds.
+func finishBudget(lease time.Duration) time.Duration { return max(5*lease, time.Minute) }
 
 // fence renews the lease now, with If-Match on the holder's last write
 // (the renewals' write, under the holder's mutex): a restore calls it

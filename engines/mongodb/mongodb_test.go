@@ -67,10 +67,7 @@ func TestMain(m *testing.M) {
 // (CAPSULE_SKIP_FERRETDB=1 skips instead).
 func ferretURL(t testing.TB) string {
 	t.Helper()
-	bin := testtool.Tool{
-		Name: "ferretdb", Version: ferretDBVersion, EnvVar: "CAPSULE_FERRETDB", SkipVar: "CAPSULE_SKIP_FERRETDB",
-		Install: "bash scripts/install-tools.sh  (it builds internal/tools/ferretdb into .tools/bin)",
-	}.Find(t)
+	bin := ferretBinary(t)
 	ferretDB.once.Do(func() { ferretDB.url, ferretDB.stop, ferretDB.err = startFerretDB(bin) })
 	if ferretDB.err != nil {
 		t.Fatalf("FerretDB stand-in: %v", ferretDB.err)
@@ -78,10 +75,20 @@ func ferretURL(t testing.TB) string {
 	return ferretDB.url
 }
 
+// ferretBinary finds the pinned stand-in.
+func ferretBinary(t testing.TB) string {
+	t.Helper()
+	return testtool.Tool{
+		Name: "ferretdb", Version: ferretDBVersion, EnvVar: "CAPSULE_FERRETDB", SkipVar: "CAPSULE_SKIP_FERRETDB",
+		Install: "bash scripts/install-tools.sh  (it builds internal/tools/ferretdb into .tools/bin)",
+	}.Find(t)
+}
+
 // startFerretDB runs bin (internal/tools/ferretdb) on a free loopback port
-// with its data in a fresh directory and returns the URI it prints once it
-// accepts connections. stop ends it and removes the directory.
-func startFerretDB(bin string) (string, func(), error) {
+// (or with the listener flags args gives) with its data in a fresh
+// directory and returns the URI it prints once it accepts connections.
+// stop ends it and removes the directory.
+func startFerretDB(bin string, args ...string) (string, func(), error) {
 	dir, err := os.MkdirTemp("", "capsule-ferretdb-")
 	if err != nil {
 		return "", nil, err
@@ -98,7 +105,10 @@ func startFerretDB(bin string) (string, func(), error) {
 		return "", nil, err
 	}
 	defer logf.Close() // the child has its own descriptor
-	cmd := exec.Command(bin, "-listen-addr", "127.0.0.1:0", "-sqlite-dir", data)
+	if len(args) == 0 {
+		args = []string{"-listen-addr", "127.0.0.1:0"}
+	}
+	cmd := exec.Command(bin, append(args, "-sqlite-dir", data)...)
 	cmd.Stderr = logf
 	cmd.SysProcAttr = childProcAttr()
 	out, err := cmd.StdoutPipe()

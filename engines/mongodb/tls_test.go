@@ -2,14 +2,11 @@ package mongodb
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/FerretDB/FerretDB/ferretdb"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/enginetest"
 	"go.mongodb.org/mongo-driver/bson"
@@ -21,21 +18,13 @@ import (
 // missing client certificate fail.
 func TestTLS(t *testing.T) {
 	p := enginetest.NewPKI(t)
-	f, err := ferretdb.New(&ferretdb.Config{
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Listener: ferretdb.ListenerConfig{TLS: "127.0.0.1:0",
-			TLSCertFile: p.ServerCert, TLSKeyFile: p.ServerKey, TLSCAFile: p.CA},
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + t.TempDir() + "/",
-	})
+	uri, stop, err := startFerretDB(ferretBinary(t), "-tls-addr", "127.0.0.1:0",
+		"-tls-cert", p.ServerCert, "-tls-key", p.ServerKey, "-tls-ca", p.CA)
 	if err != nil {
 		t.Fatalf("start FerretDB with TLS: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = f.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	u, err := url.Parse(f.MongoDBURI())
+	t.Cleanup(stop)
+	u, err := url.Parse(uri)
 	if err != nil {
 		t.Fatal(err)
 	}
