@@ -72,7 +72,12 @@ type ListPage struct {
 // Reader is the read side of a bucket.
 type Reader interface {
 	// Get opens an object's body. ErrNotFound when missing. The caller
-	// closes the body.
+	// closes the body. The body is the version Get opened, whole: a
+	// backend whose body can be cut by the network resumes it from the
+	// byte reached, of the same version (ResumableBody), and a read that
+	// cannot go on because the object was replaced or deleted meanwhile
+	// fails with ErrChanged; it never yields bytes of two versions. A
+	// failure that may pass when repeated is marked ErrTransient.
 	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
 	// Head returns an object's metadata. ErrNotFound when missing.
 	Head(ctx context.Context, key string) (ObjectInfo, error)

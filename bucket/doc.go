@@ -7,6 +7,14 @@
 // ErrPreconditionFailed; backends translate their own errors into these at
 // the edge, so callers use errors.Is.
 //
+// Reads are whole or fail: a body cut by the network is resumed from the
+// byte it reached with a ranged GET of the same version (ResumableBody,
+// checked against the ETag), and one whose object was replaced meanwhile
+// fails with ErrChanged, never spliced. Errors that may pass when the call
+// is repeated are marked ErrTransient once the backend's own retries gave
+// up; RetryPolicy (DefaultRetry) is the one backoff that the backends, the
+// workers and the client use.
+//
 // Objects that another party may have written are read whole only through
 // GetBytesLimit: one larger than its limit is refused as a *TooLargeError
 // (ErrTooLarge) from the size the store reports, without reading its body.

@@ -40,6 +40,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) bucket.Bucket) {
 		{"RoundTrip", testRoundTrip},
 		{"NotFound", testNotFound},
 		{"GetBytesLimit", testGetBytesLimit},
+		{"ReadWhileReplaced", testReadWhileReplaced},
 		{"DeleteIdempotent", testDelete},
 		{"ListOrder", testListOrder},
 		{"ListPagination", testListPagination},
@@ -149,6 +150,48 @@ func testNotFound(t *testing.T, b bucket.Bucket) {
 	wantErr(t, "get missing", err, bucket.ErrNotFound)
 	_, err = b.Head(ctx(t), "missing")
 	wantErr(t, "head missing", err, bucket.ErrNotFound)
+}
+
+// testReadWhileReplaced: a body opened before its object is replaced (or
+// deleted) yields the version it opened, whole, or fails with
+// bucket.ErrChanged naming the key; never bytes of two versions. The
+// object is larger than the buffers between store and reader, so most of
+// it is read after the replace.
+func testReadWhileReplaced(t *testing.T, b bucket.Bucket) {
+	for _, then := range []string{"replaced", "deleted"} {
+		t.Run(then, func(t *testing.T) {
+			key := "replaced/" + then
+			old := randomBytes(8 << 20)
+			info := put(t, b, key, old, bucket.PutOptions{})
+			rc, got, err := b.Get(ctx(t), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			if got.ETag != info.ETag || got.Size != int64(len(old)) {
+				t.Fatalf("get %s: etag %s size %d, want %s %d", key, got.ETag, got.Size, info.ETag, len(old))
+			}
+			head := make([]byte, 1000)
+			if _, err := io.ReadFull(rc, head); err != nil {
+				t.Fatal(err)
+			}
+			if then == "replaced" {
+				put(t, b, key, randomBytes(len(old)), bucket.PutOptions{})
+			} else if err := b.Delete(ctx(t), key); err != nil {
+				t.Fatal(err)
+			}
+			rest, err := io.ReadAll(rc)
+			read := append(head, rest...)
+			switch {
+			case err == nil && !bytes.Equal(read, old):
+				t.Fatalf("read %d bytes that are not the version opened", len(read))
+			case err != nil && (!errors.Is(err, bucket.ErrChanged) || !strings.Contains(err.Error(), key)):
+				t.Fatalf("read after %d bytes: %v; want the old version whole, or an error naming %s that wraps bucket.ErrChanged", len(read), err, key)
+			case err != nil && !bytes.Equal(read, old[:len(read)]):
+				t.Fatalf("the %d bytes read before %v are not the version opened", len(read), err)
+			}
+		})
+	}
 }
 
 func testDelete(t *testing.T, b bucket.Bucket) {

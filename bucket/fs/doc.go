@@ -34,7 +34,10 @@
 // processes: a create-only write cannot slip between another writer's check
 // and its rename, nor be overwritten by a writer that checked before a
 // Delete. Readers take no lock: rename and link replace a file atomically, so
-// a reader sees either the old or the new object.
+// a reader sees either the old or the new object. A body opened by Get is
+// its open file, so it reads the version it opened to the end even when the
+// key is replaced or deleted meanwhile: there is no network to cut it, and
+// nothing to resume (bucket.ResumableBody is for backends with one).
 //
 // # ETags
 //

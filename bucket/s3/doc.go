@@ -24,8 +24,22 @@
 // The SDK's retryer (without its client-side retry quota) handles throttling
 // and 5xx answers. On top of it, Get, Head, List, Delete, part uploads and
 // unconditional Puts of a seekable body are retried with a bounded,
-// context-aware exponential backoff for transient failures: repeating them
-// does no harm.
+// context-aware exponential backoff (bucket.DefaultRetry) for transient
+// failures: repeating them does no harm. An answer whose body ended before
+// its Content-Length (a cut listing, a cut error document) counts as
+// transient. An error that outlasts the retries is marked
+// bucket.ErrTransient.
+//
+// A Get's body resumes when the network cuts it (a connection reset, an
+// unexpected EOF before Content-Length): through bucket.ResumableBody it
+// asks again with Range: bytes=<offset>- and If-Match: <the first answer's
+// ETag>, and reads on, so the caller sees one stream and a checksum over it
+// covers every byte once. The answer must carry the same ETag and a
+// Content-Range that starts at the offset, or it is not used. A 412 (or
+// 404) means the object was replaced (or deleted): the read fails with
+// bucket.ErrChanged naming the key, and never splices two versions.
+// Resumes that bring no byte are paced and bounded by the same policy;
+// each resume is logged ("resumed a cut read") with the key and offset.
 //
 // A conditional Put (and a Complete of a multipart upload) is different: when
 // its answer is lost after the server applied it, a repeat sees its own write

@@ -145,7 +145,8 @@ func (b *Bucket) String() string {
 	return "s3://" + b.name
 }
 
-// Get opens an object. Its body is not retried once it is returned.
+// Get opens an object. Its body resumes where a cut left it (see the
+// package doc, "Retries").
 func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, bucket.ObjectInfo, error) {
 	var out *s3.GetObjectOutput
 	err := b.retry(ctx, "get", key, func() (err error) {
@@ -155,13 +156,45 @@ func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, bucket.Obj
 	if err != nil {
 		return nil, bucket.ObjectInfo{ServerTime: errorTime(err)}, translate("get", key, err)
 	}
-	return out.Body, bucket.ObjectInfo{
+	info := bucket.ObjectInfo{
 		Key:          key,
 		Size:         aws.ToInt64(out.ContentLength),
 		ETag:         unquote(out.ETag),
 		LastModified: aws.ToTime(out.LastModified),
 		ServerTime:   responseTime(out.ResultMetadata),
-	}, nil
+	}
+	body := bucket.ResumableBody(ctx, out.Body, info, func(ctx context.Context, off int64) (io.ReadCloser, error) {
+		return b.getFrom(ctx, key, info.ETag, off)
+	}, bucket.ResumeOptions{OnResume: func(off int64, tries int, cause error) {
+		b.log.WithFields(logrus.Fields{"op": "get", "key": key, "offset": off, "size": info.Size, "attempt": tries}).
+			WithError(cause).Warn("resumed a cut read from the byte it reached")
+	}})
+	return body, info, nil
+}
+
+// getFrom reopens the version etag of key from byte off on: a GET with
+// Range and If-Match. The answer must carry the same ETag and start at
+// off, else nothing of it is used: a store that ignores If-Match or Range
+// must not splice another version or repeat bytes.
+func (b *Bucket) getFrom(ctx context.Context, key, etag string, off int64) (io.ReadCloser, error) {
+	in := &s3.GetObjectInput{Bucket: &b.name, Key: &key, Range: aws.String(fmt.Sprintf("bytes=%d-", off)), IfMatch: aws.String(quote(etag))}
+	var out *s3.GetObjectOutput
+	err := b.retry(ctx, "get", key, func() (err error) {
+		out, err = b.client.GetObject(ctx, in)
+		return err
+	})
+	if err != nil {
+		return nil, translate("get", key, err)
+	}
+	if got := unquote(out.ETag); got != etag {
+		out.Body.Close()
+		return nil, fmt.Errorf("get %s from byte %d: %w: the store answered ETag %s for If-Match %s", key, off, bucket.ErrPreconditionFailed, got, etag)
+	}
+	if cr := aws.ToString(out.ContentRange); !strings.HasPrefix(cr, fmt.Sprintf("bytes %d-", off)) {
+		out.Body.Close()
+		return nil, fmt.Errorf("get %s from byte %d: the store answered Content-Range %q: not resuming from it", key, off, cr)
+	}
+	return out.Body, nil
 }
 
 // Head reads an object's metadata.
@@ -451,23 +484,22 @@ func (b *Bucket) retry(ctx context.Context, op, key string, fn func() error) err
 	}, newBackoff(ctx))
 }
 
-func newBackoff(ctx context.Context) backoff.BackOff {
-	eb := backoff.NewExponentialBackOff()
-	eb.InitialInterval = 200 * time.Millisecond
-	eb.MaxInterval = 5 * time.Second
-	eb.MaxElapsedTime = time.Minute
-	return backoff.WithContext(backoff.WithMaxRetries(eb, 5), ctx)
-}
+func newBackoff(ctx context.Context) backoff.BackOff { return bucket.DefaultRetry().BackOff(ctx) }
 
 func noSDKRetries(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
 
 var retryables = retry.IsErrorRetryables(retry.DefaultRetryables)
 
 // transient says whether err may go away on its own: network errors,
-// timeouts, 5xx and throttling, as the SDK classifies them.
+// timeouts, 5xx and throttling, as the SDK classifies them, and an answer
+// whose body ended before its Content-Length (a cut listing or error
+// document the SDK could not parse).
 func transient(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
 	}
 	var attempts *retry.MaxAttemptsError
 	if errors.As(err, &attempts) {
@@ -516,7 +548,8 @@ func isNotFound(code string, status int) bool {
 }
 
 // translate wraps err with op and key, and with bucket.ErrNotFound or
-// bucket.ErrPreconditionFailed when it means that.
+// bucket.ErrPreconditionFailed when it means that; an error that may go
+// away (after the retries gave up) is marked bucket.ErrTransient.
 func translate(op, key string, err error) error {
 	if err == nil {
 		return nil
@@ -527,6 +560,8 @@ func translate(op, key string, err error) error {
 		return fmt.Errorf("%s %s: %w: %w", op, key, bucket.ErrNotFound, err)
 	case isPrecondition(code, status):
 		return fmt.Errorf("%s %s: %w: %w", op, key, bucket.ErrPreconditionFailed, err)
+	case transient(err):
+		return bucket.Transient(fmt.Errorf("%s %s: %w", op, key, err))
 	}
 	return fmt.Errorf("%s %s: %w", op, key, err)
 }

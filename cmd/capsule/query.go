@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -165,15 +166,17 @@ func (a *app) statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := client.GetStatus(ctx, b, args[0], a.objectLimit())
-			if err != nil {
-				return err
-			}
+			var st *client.Status
 			if wait {
 				st, err = a.follow(ctx, b, args[0])
-				if err != nil {
+			} else {
+				err = client.Retrying(ctx, "reading the status of "+args[0], func(ctx context.Context) (err error) {
+					st, err = client.GetStatus(ctx, b, args[0], a.objectLimit())
 					return err
-				}
+				}, a.clientOpts()...)
+			}
+			if err != nil {
+				return err
 			}
 			if output == "json" {
 				err = writeJSON(a.out, st)
@@ -261,22 +264,16 @@ func (a *app) tailCmd() *cobra.Command {
 				_, err := fmt.Fprintln(a.out, line)
 				return err
 			}
-			for {
-				if err := client.Results(ctx, b, func(k string) bool { return seen[k] }, print, a.objectLimit()); err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
-					return err
-				}
-				if !follow {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(interval):
-				}
+			isSeen := func(k string) bool { return seen[k] }
+			if !follow {
+				return client.Retrying(ctx, "listing results", func(ctx context.Context) error {
+					return client.Results(ctx, b, isSeen, print, a.objectLimit())
+				}, a.clientOpts()...)
 			}
+			if err := client.FollowResults(ctx, b, interval, isSeen, print, a.clientOpts()...); err != nil && ctx.Err() == nil {
+				return err
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new results until interrupted")

@@ -22,7 +22,7 @@ type submitFlags struct {
 func (s *submitFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&s.id, "id", "", "request id (default: a new time-ordered id)")
-	f.BoolVar(&s.wait, "wait", false, "follow the request, show progress, and exit non-zero unless it succeeds")
+	f.BoolVar(&s.wait, "wait", false, "follow the request, show progress (riding out transient bucket errors), and exit non-zero unless it succeeds")
 	f.DurationVar(&s.timeout, "timeout", 0, "with --wait: give up waiting after this long (0: never)")
 	f.StringVarP(&s.output, "output", "o", "text", "text or json (the final status, with --wait)")
 }
@@ -142,7 +142,9 @@ func (a *app) submit(ctx context.Context, req *requests.Request, s submitFlags) 
 }
 
 // follow waits for a request to end, printing each new progress line to
-// the error stream.
+// the error stream. Reads that fail with a transient bucket error are
+// retried (client.Wait) and said on the error stream; it gives up only
+// when the retry policy is spent (or the context ends), naming the error.
 func (a *app) follow(ctx context.Context, b bucket.Reader, id string) (*client.Status, error) {
 	last := ""
 	return client.Wait(ctx, b, id, 500*time.Millisecond, func(st *client.Status) {
@@ -150,7 +152,16 @@ func (a *app) follow(ctx context.Context, b bucket.Reader, id string) (*client.S
 			fmt.Fprintln(a.errOut, line)
 			last = line
 		}
-	}, a.objectLimit())
+	}, a.clientOpts()...)
+}
+
+// clientOpts are the options of package client: the configured size
+// limit of control objects (worker.maxControlObject), and retries of
+// transient bucket errors said on the error stream.
+func (a *app) clientOpts() []client.Option {
+	return []client.Option{a.objectLimit(), client.OnRetry(func(err error, wait time.Duration) {
+		fmt.Fprintf(a.errOut, "capsule: bucket error, trying again in %s: %v\n", wait.Round(time.Millisecond), err)
+	})}
 }
 
 // objectLimit is the configured size limit of control objects
