@@ -71,6 +71,7 @@ func checksumProbe(raw *s3.Bucket) func(context.Context, string) (bucketcheck.Re
 
 func show(t *testing.T, rep *bucketcheck.Report) {
 	t.Helper()
+	t.Logf("check of %s: safe %v in %.3fs", rep.Prefix, rep.Safe, rep.Seconds)
 	for _, r := range rep.Results {
 		t.Logf("%-18s %-4s critical=%-5v %s", r.Property, r.Status, r.Critical, r.Detail)
 	}
