@@ -23,5 +23,8 @@
 // aws-sdk-go-v2) and bucket/fs (a local directory with the same semantics,
 // safe across processes; the embedded default). bucket/buckettest is the
 // conformance suite both pass, and bucket/bucketurl opens either from a URL.
+// bucket/bucketcheck is the provider self-test: whether a store keeps the
+// promises above (exclusive create-only writes, atomic If-Match, conditional
+// upload commits) that no interface can enforce.
 // Prefixed scopes a bucket to a key prefix.
 package bucket

@@ -22,7 +22,8 @@
 // # Retries
 //
 // The SDK's retryer (without its client-side retry quota) handles throttling
-// and 5xx answers. On top of it, Get, Head, List, Delete, part uploads and
+// and 5xx answers (but 501 Not Implemented, a refusal for good: Backblaze B2
+// answers it to a conditional write). On top of it, Get, Head, List, Delete, part uploads and
 // unconditional Puts of a seekable body are retried with a bounded,
 // context-aware exponential backoff (bucket.DefaultRetry) for transient
 // failures: repeating them does no harm. An answer whose body ended before
@@ -66,6 +67,24 @@
 // writer left open is found with ListUploads (bucket.UploadLister) and
 // discarded with AbortUpload. Commit completes it,
 // create-only when asked (If-None-Match on CompleteMultipartUpload).
+//
+// MinIO lists open uploads only for a whole key: asked for a folder it
+// answers an empty list. ListUploads then lists every upload and keeps those
+// under the prefix, and keeps doing so once that found what the prefixed
+// listing missed (see ListUploads).
+//
+// # Checksums
+//
+// Since 2025 aws-sdk-go-v2 sends a CRC32 checksum with every write that
+// supports one (a header, or a trailer in an aws-chunked body), and several
+// S3-compatible servers refuse those. On AWS (no endpoint, or one under
+// amazonaws.com) the SDK's defaults stay, and multipart parts carry CRC32
+// checksums; on any other endpoint the client sends and validates checksums
+// only where an operation requires one, and parts carry none. The
+// environment variables AWS_REQUEST_CHECKSUM_CALCULATION and
+// AWS_RESPONSE_CHECKSUM_VALIDATION, when set, win. Either way an artifact's
+// sha256 in its backup's index covers its bytes end to end. ProbeChecksums
+// reports what a server does with a checksum ("capsule bucket check").
 //
 // # Time
 //

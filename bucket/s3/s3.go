@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -79,6 +80,12 @@ type Bucket struct {
 	name   string
 	opts   Options
 	log    logrus.FieldLogger
+	// sums is when the client sends request checksums.
+	sums aws.RequestChecksumCalculation
+	// listAll is set once the server was seen to list open uploads only
+	// for a whole key (see ListUploads). A pointer: copies of a Bucket
+	// talk to the same server.
+	listAll *atomic.Bool
 }
 
 var _ bucket.Bucket = (*Bucket)(nil)
@@ -126,13 +133,15 @@ func New(ctx context.Context, o Options) (*Bucket, error) {
 	if cfg.Region == "" {
 		return nil, fmt.Errorf("s3 bucket %s: no region: set one (AWS_REGION, or the URL's ?region=)", o.Bucket)
 	}
+	reqSums, respSums := checksumModes(o.Endpoint, cfg)
 	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
 		if o.Endpoint != "" {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle || (o.Endpoint != "" && !o.VirtualHosted)
+		so.RequestChecksumCalculation, so.ResponseChecksumValidation = reqSums, respSums
 	})
-	return &Bucket{client: client, name: o.Bucket, opts: o, log: o.Log.WithField("bucket", o.Bucket)}, nil
+	return &Bucket{client: client, name: o.Bucket, opts: o, log: o.Log.WithField("bucket", o.Bucket), sums: reqSums, listAll: new(atomic.Bool)}, nil
 }
 
 // Client is the SDK client, for what the bucket interface does not cover.
@@ -491,7 +500,7 @@ func noSDKRetries(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
 var retryables = retry.IsErrorRetryables(retry.DefaultRetryables)
 
 // transient says whether err may go away on its own: network errors,
-// timeouts, 5xx and throttling, as the SDK classifies them, and an answer
+// timeouts, 5xx (but 501) and throttling, as the SDK classifies them, and an answer
 // whose body ended before its Content-Length (a cut listing or error
 // document the SDK could not parse).
 func transient(err error) bool {
@@ -508,8 +517,10 @@ func transient(err error) bool {
 	if retryables.IsErrorRetryable(err) == aws.TrueTernary {
 		return true
 	}
+	// 501 Not Implemented is a refusal for good (Backblaze B2 answers it
+	// to a conditional write), not a passing fault.
 	_, status := errorCode(err)
-	return status >= 500
+	return status >= 500 && status != http.StatusNotImplemented
 }
 
 // throttled says whether code means the server refused the request without

@@ -133,7 +133,7 @@ func (u *upload) send() error {
 		in := &s3.CreateMultipartUploadInput{
 			Bucket:            &u.b.name,
 			Key:               &u.key,
-			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+			ChecksumAlgorithm: u.b.partChecksum(),
 		}
 		if u.opts.ContentType != "" {
 			in.ContentType = &u.opts.ContentType
@@ -194,7 +194,7 @@ func (u *upload) uploadPart(num int32, buf []byte) error {
 			PartNumber:        aws.Int32(num),
 			Body:              bytes.NewReader(buf),
 			ContentLength:     aws.Int64(int64(len(buf))),
-			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+			ChecksumAlgorithm: u.b.partChecksum(),
 		})
 		return err
 	})

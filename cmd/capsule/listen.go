@@ -29,6 +29,7 @@ type workerServices struct {
 	sqsQueue string
 	backstop time.Duration
 	changed  func(string) bool
+	safety   bucketSafety
 
 	reg    *metrics.Registry
 	bucket bucket.Bucket

@@ -194,11 +194,17 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			if err != nil {
 				return nil, err
 			}
-			return watcher.New(watcher.Config{
+			wt, err := watcher.New(watcher.Config{
 				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
 				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: log,
 				MaxControlObject: w.MaxControlObject,
 			})
+			if err != nil {
+				return nil, err
+			}
+			// The bucket's start-up safety check runs in the member's
+			// goroutine: a slow or unsafe bucket holds up no other.
+			return gatedRunner{safety: &svc.safety, b: b, r: wt, log: log}, nil
 		},
 	})
 	if err != nil {

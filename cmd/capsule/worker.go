@@ -34,7 +34,13 @@ Any number of workers may share a bucket; each request runs exactly once.
 
 On SIGTERM or Ctrl-C the worker stops claiming, lets running work finish
 within --grace, then cancels it and hands its leases back so another worker
-takes over at once. With --once it runs what is pending and exits.`,
+takes over at once. With --once it runs what is pending and exits.
+
+Before it claims anything the worker checks that the bucket keeps the
+promises claims rest on (exclusive create-only writes, If-Match, conditional
+upload commits, a sane clock: "capsule bucket check" runs the full test) and
+exits with an error naming what failed on a bucket that does not;
+--unsafe-bucket claims anyway and says so in the log every 10 minutes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := a.cfg.Worker
@@ -67,6 +73,9 @@ takes over at once. With --once it runs what is pending and exits.`,
 			ctx := cmd.Context()
 			b, err := a.openBucket(ctx)
 			if err != nil {
+				return err
+			}
+			if err := services.safety.gate(ctx, b, a.log); err != nil {
 				return err
 			}
 			if b, err = a.prepareServices(ctx, &services, b); err != nil {
@@ -118,6 +127,7 @@ takes over at once. With --once it runs what is pending and exits.`,
 	f.IntVar(&maxAttempt, "max-attempts", 3, "attempts before a request ends failed")
 	f.DurationVar(&grace, "grace", 30*time.Second, "time running work may finish after SIGTERM")
 	services.flags(f)
+	services.safety.flags(f)
 	scan.flags(f, true)
 	return cmd
 }

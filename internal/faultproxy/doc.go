@@ -17,6 +17,13 @@
 // Kind, and Hold parks matching requests until the test releases them, so
 // a test can stop a worker at a chosen point without sleeping.
 //
+// Quirks (SetQuirks) make the proxy act like an S3-compatible server that
+// departs from S3 in a known way: one that ignores If-None-Match (Google
+// Cloud Storage's S3 interface) or If-Match, refuses conditional writes
+// (Backblaze B2's 501), lists open uploads only for a whole key (MinIO), or
+// refuses flexible checksums. A quirk that drops a header signs the request
+// again with the server's credentials, as SigV4 covers the header.
+//
 // The decisions come from one pseudo-random sequence seeded by New's seed:
 // the n-th request that a rule matches gets the n-th draw. Which request is
 // n-th depends on arrival order, so concurrent clients see the same number

@@ -95,6 +95,9 @@ type Proxy struct {
 	matched  map[Op]int
 	faults   map[Op]map[Kind]int
 	recent   []Fault
+	quirks   []Quirk
+	creds    Credentials
+	quirked  map[Quirk]int
 }
 
 // New starts a proxy to upstream (http://HOST:PORT) on a free loopback
@@ -123,6 +126,7 @@ func New(upstream string, seed uint64) (*Proxy, error) {
 		requests: map[Op]int{},
 		matched:  map[Op]int{},
 		faults:   map[Op]map[Kind]int{},
+		quirked:  map[Quirk]int{},
 	}
 	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second}
 	go func() { _ = p.srv.Serve(ln) }()
@@ -178,6 +182,8 @@ type Stats struct {
 	Matched map[Op]int
 	// Faults counts the faults injected by operation and kind.
 	Faults map[Op]map[Kind]int
+	// Quirks counts the requests each quirk changed or answered.
+	Quirks map[Quirk]int
 }
 
 // Total is the number of faults injected.
@@ -230,7 +236,10 @@ func (s Stats) String() string {
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Requests: map[Op]int{}, Matched: map[Op]int{}, Faults: map[Op]map[Kind]int{}}
+	s := Stats{Requests: map[Op]int{}, Matched: map[Op]int{}, Faults: map[Op]map[Kind]int{}, Quirks: map[Quirk]int{}}
+	for q, n := range p.quirked {
+		s.Quirks[q] = n
+	}
 	for op, n := range p.requests {
 		s.Requests[op] = n
 	}
@@ -338,6 +347,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case Reset:
 		p.record(seq, op, key, kind, "")
 		reset(w)
+		return
+	}
+	if p.quirk(w, r, op, key, seq) {
 		return
 	}
 	resp, err := p.forward(r)
