@@ -436,8 +436,9 @@ func (s *Store) DeleteStateFiles(ctx context.Context, b *Backup) ([]string, erro
 
 // SecretsWarning tells the operator what the state files hold and how to
 // remove them. keys are the state files still in the bucket (from the
-// bucket's root); bucketName, when known, makes the commands whole.
-func SecretsWarning(keys []string, bucketName string) string {
+// bucket's root); remove is the command that deletes a key when followed
+// by it ("aws s3 rm s3://BUCKET/"; that with a placeholder when empty).
+func SecretsWarning(keys []string, remove string) string {
 	var b strings.Builder
 	b.WriteString("WARNING: the old service's state files (statefile.json, indexfile.json) hold the bucket's access keys and the database password in plain text,\n")
 	b.WriteString("and the shell commands it ran. capsule reads only the fields it needs (id, date, status, service name, dump file), never runs those commands\n")
@@ -445,12 +446,11 @@ func SecretsWarning(keys []string, bucketName string) string {
 	b.WriteString("  capsule legacy import --delete-statefiles\n")
 	if len(keys) > 0 {
 		b.WriteString("or by hand:\n")
-		bn := bucketName
-		if bn == "" {
-			bn = "<bucket>"
+		if remove == "" {
+			remove = "aws s3 rm s3://<bucket>/"
 		}
 		for _, k := range keys {
-			fmt.Fprintf(&b, "  aws s3 rm s3://%s/%s\n", bn, k)
+			fmt.Fprintf(&b, "  %s%s\n", remove, k)
 		}
 	}
 	b.WriteString("and, since they were stored in the bucket, rotate the bucket's keys and the database password.\n")

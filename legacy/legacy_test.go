@@ -353,7 +353,7 @@ func TestOpenRefusesBadFolders(t *testing.T) {
 
 // TestSecretsWarning names every state file in a command that removes it.
 func TestSecretsWarning(t *testing.T) {
-	w := legacy.SecretsWarning([]string{"cnvrg-smart-backups/postgresql-A/statefile.json"}, "cnvrg-storage")
+	w := legacy.SecretsWarning([]string{"cnvrg-smart-backups/postgresql-A/statefile.json"}, "aws s3 rm s3://cnvrg-storage/")
 	for _, want := range []string{"password", "keys", "capsule legacy import --delete-statefiles", "aws s3 rm s3://cnvrg-storage/cnvrg-smart-backups/postgresql-A/statefile.json", "rotate"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("warning lacks %q:\n%s", want, w)

@@ -69,6 +69,11 @@ takes over at once. With --once it runs what is pending and exits.`,
 			if err != nil {
 				return err
 			}
+			old, err := a.openLegacy(b)
+			if err != nil {
+				return err
+			}
+			services.legacy = old
 			if b, err = a.prepareServices(ctx, &services, b); err != nil {
 				return err
 			}
@@ -78,7 +83,7 @@ takes over at once. With --once it runs what is pending and exits.`,
 			}
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
-				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Log: a.log,
+				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
 			})
 			if err != nil {
 				return err
