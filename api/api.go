@@ -90,7 +90,7 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Damaged = index.NewReporter(cfg.Log, nil)
 	}
 	b := reachable{cfg.Bucket}
-	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged, cfg.Legacy), limit: client.MaxObject(cfg.MaxControlObject)}
+	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged, cfg.Legacy, cfg.Log), limit: client.MaxObject(cfg.MaxControlObject)}
 	if cfg.TokenFile != "" {
 		s.token = &tokenFile{path: cfg.TokenFile}
 		if _, err := s.token.digest(); err != nil {

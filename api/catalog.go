@@ -16,6 +16,7 @@ import (
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/legacy"
 	"github.com/cnvrg/capsule/requests"
+	"github.com/sirupsen/logrus"
 )
 
 // catalog caches index.List per cluster ("" is every cluster) for ttl.
@@ -26,8 +27,12 @@ type catalog struct {
 	ttl     time.Duration
 	damaged *index.Reporter
 	// legacy, when set, is where the old service's backups are; the
-	// listing of every cluster ("") carries them.
-	legacy *legacy.Store
+	// listing of every cluster ("") carries them. A failure to list them
+	// (a key that may read capsule's prefix only) is logged when it
+	// changes, and the listing goes on without them.
+	legacy    *legacy.Store
+	log       logrus.FieldLogger
+	legacyErr string // the last such failure, under mu
 
 	mu      sync.Mutex
 	entries map[string]*listing
@@ -45,8 +50,29 @@ type listing struct {
 // on it (not canceled with the one that started it).
 const loadTimeout = 60 * time.Second
 
-func newCatalog(b bucket.Reader, ttl time.Duration, damaged *index.Reporter, old *legacy.Store) *catalog {
-	return &catalog{b: b, ttl: ttl, damaged: damaged, legacy: old, entries: map[string]*listing{}}
+func newCatalog(b bucket.Reader, ttl time.Duration, damaged *index.Reporter, old *legacy.Store, log logrus.FieldLogger) *catalog {
+	return &catalog{b: b, ttl: ttl, damaged: damaged, legacy: old, log: log, entries: map[string]*listing{}}
+}
+
+// legacyBackups lists the old service's backups, or logs why it cannot
+// (once per distinct error) and returns none.
+func (c *catalog) legacyBackups(ctx context.Context) []legacy.Backup {
+	l, err := c.legacy.List(ctx)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	c.mu.Lock()
+	changed := msg != c.legacyErr
+	c.legacyErr = msg
+	c.mu.Unlock()
+	if err != nil {
+		if changed && ctx.Err() == nil {
+			c.log.WithError(err).Warn("could not list the old service's backups: the API lists capsule's only")
+		}
+		return nil
+	}
+	return l.Backups
 }
 
 // list returns the cluster's committed backups, newest first (by
@@ -78,10 +104,7 @@ func (c *catalog) load(ctx context.Context, cluster string) (*listing, error) {
 				c.damaged.Report(l.l.Damaged)
 			}
 			if l.err == nil && cluster == "" && c.legacy != nil {
-				var old *legacy.Listing
-				if old, l.err = c.legacy.List(lctx); l.err == nil {
-					l.legacy = old.Backups
-				}
+				l.legacy = c.legacyBackups(lctx)
 			}
 			close(l.done)
 		}()

@@ -74,7 +74,8 @@ leaves them out.`,
 			var old []legacy.Backup
 			if withLegacy {
 				if old, err = a.legacyRows(ctx, b, source); err != nil {
-					return err
+					// A key may read capsule's prefix only: list what it can.
+					fmt.Fprintf(a.errOut, "capsule: the old service's backups are not listed: %v\n", err)
 				}
 			}
 			if output == "json" {
