@@ -54,7 +54,7 @@ func (x *Executor) prepareLegacy(ctx context.Context, req *requests.Request, id 
 	src, eng, err := x.lookupSource(target, "target")
 	if err != nil {
 		if req.Target == "" && IsRejected(err) {
-			err = Reject(fmt.Errorf("target: legacy backup %s was made of %s, which is no source here: name one (capsule restore --to SOURCE): %w", id, b.Source, err))
+			err = Reject(fmt.Errorf("target: legacy backup %s was made of %s, which is no source here: name one (capsule restore --to SOURCE, capsule verify --into SOURCE): %w", id, b.Source, err))
 		}
 		return idx, src, nil, nil, err
 	}
