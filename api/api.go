@@ -16,6 +16,7 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/legacy"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/schemas"
 	"github.com/sirupsen/logrus"
@@ -47,6 +48,9 @@ type Config struct {
 	// worker.maxControlObject). A larger one is answered with a 500
 	// object_too_large, without being read whole.
 	MaxControlObject int64
+	// Legacy, when set, is where the old cnvrg-capsule service's backups
+	// are: GET /v1/clusters lists them (legacy).
+	Legacy *legacy.Store
 }
 
 // DefaultCacheTTL is the freshness of backup listings when
@@ -86,7 +90,7 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Damaged = index.NewReporter(cfg.Log, nil)
 	}
 	b := reachable{cfg.Bucket}
-	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged), limit: client.MaxObject(cfg.MaxControlObject)}
+	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged, cfg.Legacy, cfg.Log), limit: client.MaxObject(cfg.MaxControlObject)}
 	if cfg.TokenFile != "" {
 		s.token = &tokenFile{path: cfg.TokenFile}
 		if _, err := s.token.digest(); err != nil {

@@ -14,7 +14,9 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/legacy"
 	"github.com/cnvrg/capsule/requests"
+	"github.com/sirupsen/logrus"
 )
 
 // catalog caches index.List per cluster ("" is every cluster) for ttl.
@@ -24,24 +26,53 @@ type catalog struct {
 	b       bucket.Reader
 	ttl     time.Duration
 	damaged *index.Reporter
+	// legacy, when set, is where the old service's backups are; the
+	// listing of every cluster ("") carries them. A failure to list them
+	// (a key that may read capsule's prefix only) is logged when it
+	// changes, and the listing goes on without them.
+	legacy    *legacy.Store
+	log       logrus.FieldLogger
+	legacyErr string // the last such failure, under mu
 
 	mu      sync.Mutex
 	entries map[string]*listing
 }
 
 type listing struct {
-	done chan struct{} // closed when the load ended
-	asOf time.Time     // when the load started
-	l    *index.Listing
-	err  error
+	done   chan struct{} // closed when the load ended
+	asOf   time.Time     // when the load started
+	l      *index.Listing
+	legacy []legacy.Backup // the old service's backups (cluster "" only)
+	err    error
 }
 
 // loadTimeout bounds one listing, which runs for every request waiting
 // on it (not canceled with the one that started it).
 const loadTimeout = 60 * time.Second
 
-func newCatalog(b bucket.Reader, ttl time.Duration, damaged *index.Reporter) *catalog {
-	return &catalog{b: b, ttl: ttl, damaged: damaged, entries: map[string]*listing{}}
+func newCatalog(b bucket.Reader, ttl time.Duration, damaged *index.Reporter, old *legacy.Store, log logrus.FieldLogger) *catalog {
+	return &catalog{b: b, ttl: ttl, damaged: damaged, legacy: old, log: log, entries: map[string]*listing{}}
+}
+
+// legacyBackups lists the old service's backups, or logs why it cannot
+// (once per distinct error) and returns none.
+func (c *catalog) legacyBackups(ctx context.Context) []legacy.Backup {
+	l, err := c.legacy.List(ctx)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	c.mu.Lock()
+	changed := msg != c.legacyErr
+	c.legacyErr = msg
+	c.mu.Unlock()
+	if err != nil {
+		if changed && ctx.Err() == nil {
+			c.log.WithError(err).Warn("could not list the old service's backups: the API lists capsule's only")
+		}
+		return nil
+	}
+	return l.Backups
 }
 
 // list returns the cluster's committed backups, newest first (by
@@ -49,6 +80,16 @@ func newCatalog(b bucket.Reader, ttl time.Duration, damaged *index.Reporter) *ca
 // ago, and when they were. Each damaged index is reported (logged,
 // counted) once.
 func (c *catalog) list(ctx context.Context, cluster string) (*index.Listing, time.Time, error) {
+	l, err := c.load(ctx, cluster)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return l.l, l.asOf, nil
+}
+
+// load returns the cached listing of cluster ("" for every cluster,
+// with the old service's backups), reading it again once ttl passed.
+func (c *catalog) load(ctx context.Context, cluster string) (*listing, error) {
 	c.mu.Lock()
 	l := c.entries[cluster]
 	if l == nil || (isDone(l) && (l.err != nil || time.Since(l.asOf) >= c.ttl)) {
@@ -62,15 +103,21 @@ func (c *catalog) list(ctx context.Context, cluster string) (*index.Listing, tim
 			if l.err == nil {
 				c.damaged.Report(l.l.Damaged)
 			}
+			if l.err == nil && cluster == "" && c.legacy != nil {
+				l.legacy = c.legacyBackups(lctx)
+			}
 			close(l.done)
 		}()
 	}
 	c.mu.Unlock()
 	select {
 	case <-l.done:
-		return l.l, l.asOf, l.err
+		if l.err != nil {
+			return nil, l.err
+		}
+		return l, nil
 	case <-ctx.Done():
-		return nil, time.Time{}, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
@@ -136,7 +183,10 @@ type ClusterList struct {
 	// Damaged are the indexes in every cluster that are not believed (see
 	// the index package), by key; they count nowhere above.
 	Damaged []index.Damaged `json:"damaged,omitempty"`
-	AsOf    time.Time       `json:"asOf"`
+	// Legacy are the backups the old cnvrg-capsule service left in the
+	// bucket (package legacy), newest first; they belong to no cluster.
+	Legacy []legacy.Backup `json:"legacy,omitempty"`
+	AsOf   time.Time       `json:"asOf"`
 }
 
 // BackupPage is the body of GET /v1/clusters/{cluster}/backups.
@@ -155,13 +205,14 @@ func (s *server) clusters(w http.ResponseWriter, r *http.Request) {
 	if !noQuery(w, r) {
 		return
 	}
-	l, asOf, err := s.catalog.list(r.Context(), "")
+	ll, err := s.catalog.load(r.Context(), "")
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	l, asOf := ll.l, ll.asOf
 	all := l.Entries
-	out := ClusterList{Clusters: []ClusterSummary{}, Damaged: l.Damaged, AsOf: asOf.UTC()}
+	out := ClusterList{Clusters: []ClusterSummary{}, Damaged: l.Damaged, Legacy: ll.legacy, AsOf: asOf.UTC()}
 	byCluster := map[string]*ClusterSummary{}
 	bySource := map[[2]string]*SourceSummary{}
 	var order [][2]string

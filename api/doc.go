@@ -37,6 +37,13 @@
 // never failing the whole listing; asking for one by id gets 404 with the
 // reason. Each is logged once per key (Config.Damaged).
 //
+// The backups the old cnvrg-capsule service left in the bucket (package
+// legacy; Config.Legacy) belong to no cluster: GET /v1/clusters lists
+// them under "legacy", each marked legacy: true with checksum and
+// verification "none", and a Restore or Verify names one as
+// legacy:<id>. When they cannot be listed (a key limited to capsule's
+// prefix) the listing goes on without them and the reason is logged.
+//
 // Pagination is by position, not by page number: a cursor names the last
 // backup returned (its finish time and id) and the next page starts
 // strictly after it in the order (finishedAt desc, backupId desc), so

@@ -19,6 +19,21 @@ func Prefixed(b Bucket, prefix string) Bucket {
 	return &prefixed{b: b, p: prefix}
 }
 
+// Unprefixed returns the bucket a Prefixed view was made of, and the
+// view's prefix: the whole bucket, for reading what lives beside
+// capsule's prefix (the old cnvrg-capsule service's backups). For any
+// other bucket it returns b itself and "". A wrapper around a view (a
+// metrics decorator, say) hides the view: call it on the view itself.
+func Unprefixed(b Bucket) (Bucket, string) {
+	switch v := b.(type) {
+	case *prefixed:
+		return v.b, v.p
+	case *prefixedLister:
+		return v.b, v.p
+	}
+	return b, ""
+}
+
 type prefixed struct {
 	b Bucket
 	p string

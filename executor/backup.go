@@ -98,6 +98,9 @@ type artifactSink struct {
 	attempt                   int
 	progress                  *Tracker
 	retain                    time.Time
+	// createOnly makes every artifact's upload create-only (an import:
+	// nothing under backups/ is ever rewritten).
+	createOnly bool
 
 	mu        sync.Mutex
 	open      *artifactWriter
@@ -119,7 +122,7 @@ func (s *artifactSink) Create(name string) (io.WriteCloser, error) {
 		}
 	}
 	key := requests.ArtifactKey(s.cluster, s.source, s.backupID, s.attempt, name)
-	up, err := s.x.cfg.Bucket.Upload(s.ctx, key, bucket.PutOptions{ContentType: "application/octet-stream", RetainUntil: s.retain})
+	up, err := s.x.cfg.Bucket.Upload(s.ctx, key, bucket.PutOptions{ContentType: "application/octet-stream", RetainUntil: s.retain, IfNoneMatch: s.createOnly})
 	if err != nil {
 		return nil, fmt.Errorf("start upload of %s: %w", key, err)
 	}

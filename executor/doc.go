@@ -22,6 +22,15 @@
 // answered from the bucket: staging of a request that has a result, or
 // whose lease a later attempt holds, is abandoned.
 //
+// A Restore or Verify of legacy:<id> (Config.Legacy, package legacy) gives
+// the postgres engine the old cnvrg-capsule service's dump, a pg_dump
+// tar archive, streamed as stored: no checksum exists, so only its size
+// and pg_restore reading it whole are checked, and the result says so;
+// a verification's outcome is in its result only. Store is the backup
+// pipeline for a backup made elsewhere (capsule legacy import): the
+// artifacts go through compression and sha256 into the index's attempt
+// folder, create-only, and the index is written create-only.
+//
 // Guards: a run has a timeout; a panicking engine becomes a failed result;
 // an unknown source, engine or backup id is the request's fault and ends
 // "rejected"; a context canceled with ErrCanceled ends "canceled".

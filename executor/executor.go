@@ -12,6 +12,7 @@ import (
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/redact"
+	"github.com/cnvrg/capsule/legacy"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/klauspost/compress/zstd"
 	"github.com/sirupsen/logrus"
@@ -62,7 +63,10 @@ type Config struct {
 	// RetainFor, when set, asks the bucket to keep every object written
 	// under backups/ immutable for this long (S3 Object Lock).
 	RetainFor time.Duration
-	Log       logrus.FieldLogger
+	// Legacy, when set, is where the old cnvrg-capsule service's backups
+	// are: a Restore or Verify may name one as legacy:<id>.
+	Legacy *legacy.Store
+	Log    logrus.FieldLogger
 }
 
 // Executor runs claimed requests. It is safe for concurrent use.

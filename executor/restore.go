@@ -19,6 +19,9 @@ import (
 // run as the given attempt: the job's staging is named after it, and its
 // Fence is the lease holder's, handed over through the tracker.
 func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, attempt int, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, error) {
+	if id, ok := legacyRef(req); ok {
+		return x.prepareLegacy(ctx, req, id, attempt, progress)
+	}
 	entry, err := index.Find(ctx, x.cfg.Bucket, req.BackupID)
 	if err != nil {
 		if errors.Is(err, index.ErrBackupNotFound) || errors.Is(err, index.ErrDamaged) {
@@ -93,6 +96,12 @@ func (x *Executor) restore(ctx context.Context, req *requests.Request, attempt i
 		}
 		out.Result.Details = details
 	}
+	if _, ok := legacyRef(req); ok {
+		if out.Result.Details == nil {
+			out.Result.Details = map[string]any{"target": src.Name}
+		}
+		out.Result.Details["checksum"] = NoChecksum
+	}
 	return nil
 }
 
@@ -150,6 +159,13 @@ func (x *Executor) verify(ctx context.Context, req *requests.Request, attempt in
 	}
 	out.Verification, out.VerifiedIndex = rec, idx
 	out.Result.Details = map[string]any{"ok": rec.OK, "checks": rec.Checks}
+	if _, ok := legacyRef(req); ok {
+		// The old service's folder is not capsule's to write: the
+		// outcome is in the result only.
+		out.VerifiedIndex = nil
+		out.Result.Details["checksum"] = NoChecksum
+		out.Result.Details["recorded"] = "in this result only: capsule writes nothing into the old service's folder (capsule legacy import makes a backup whose verifications are recorded beside it)"
+	}
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", idx.BackupID, err)
 	}

@@ -167,3 +167,56 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestLegacyBackupRefs: a Restore or Verify names a backup of the old
+// cnvrg-capsule service as legacy:<id>, mixed case allowed there only;
+// Parse and the schema agree on every case.
+func TestLegacyBackupRefs(t *testing.T) {
+	for _, doc := range []string{
+		`{"apiVersion":"capsule/v1","kind":"Restore","id":"r1","backupId":"legacy:postgresql-3WxuRkPVz3pKPmCH9ZDy5e","target":"cnvrg/pg"}`,
+		`{"apiVersion":"capsule/v1","kind":"Verify","id":"v1","backupId":"legacy:postgresql-abc"}`,
+	} {
+		r, err := requests.Parse([]byte(doc))
+		if err != nil {
+			t.Errorf("Parse(%s) = %v, want ok", doc, err)
+			continue
+		}
+		if id, ok := requests.LegacyBackupID(r.BackupID); !ok || requests.ValidateLegacyID(id) != nil {
+			t.Errorf("LegacyBackupID(%q) = %q, %v", r.BackupID, id, ok)
+		}
+		if err := validator.Validate("request", []byte(doc)); err != nil {
+			t.Errorf("schema refuses a request Parse accepts: %s: %v", doc, err)
+		}
+	}
+	for _, ref := range []string{
+		"postgresql-3WxuRkPVz3pKPmCH9ZDy5e",            // mixed case without the prefix
+		"legacy:postgresql-",                           // no id
+		"legacy:postgresql-3Wx/../x",                   // a path
+		"legacy:redis-3WxuRkPVz3pKPmCH9ZDy5e",          // a service type the old service never wrote
+		"legacy:postgresql-" + strings.Repeat("a", 65), // too long
+		"legacy:01jd3k",                                // a capsule id is never legacy
+		"LEGACY:postgresql-abc",
+	} {
+		for _, kind := range []string{"Restore", "Verify"} {
+			doc := `{"apiVersion":"capsule/v1","kind":"` + kind + `","id":"r1","backupId":` + strconvQuote(ref) + `}`
+			_, err := requests.Parse([]byte(doc))
+			var fe *requests.FieldError
+			if !errors.As(err, &fe) || fe.Field != "backupId" {
+				t.Errorf("Parse(%s) = %v, want a FieldError naming backupId", doc, err)
+			}
+			if validator.Validate("request", []byte(doc)) == nil {
+				t.Errorf("schema accepts a request Parse refuses: %s", doc)
+			}
+		}
+	}
+	// A legacy reference names a backup to restore: never one to make.
+	doc := `{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"s","backupId":"legacy:postgresql-abc"}`
+	if _, err := requests.Parse([]byte(doc)); err == nil {
+		t.Errorf("Parse(%s) accepted a Backup with a backupId", doc)
+	}
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}

@@ -121,7 +121,7 @@ func (r *Request) Validate() error {
 		if r.BackupID == "" {
 			return fieldErr("backupId", "is required for a %s", r.Kind)
 		}
-		if err := ValidateID(r.BackupID); err != nil {
+		if err := validateBackupRef(r.BackupID); err != nil {
 			return fieldErr("backupId", "%v", err)
 		}
 		if r.Source != "" {

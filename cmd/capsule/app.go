@@ -28,6 +28,8 @@ type app struct {
 	cluster    string
 	logLevel   string
 	logFormat  string
+	// dstDir is capsule legacy --dst-dir (see legacyDir).
+	dstDir string
 
 	cfg config.Config
 	log *logrus.Logger
@@ -86,7 +88,7 @@ Bucket URLs: s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:7070&region=us-east-1
 	pf.StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
 	pf.StringVar(&a.logFormat, "log-format", "auto", "text, json, or auto (text on a terminal, json otherwise)")
 	root.AddCommand(a.workerCmd(), a.backupCmd(), a.restoreCmd(), a.verifyCmd(), a.lsCmd(), a.describeCmd(),
-		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd(), a.scanCmd(), a.bucketCmd())
+		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd(), a.scanCmd(), a.bucketCmd(), a.legacyCmd())
 	return root
 }
 

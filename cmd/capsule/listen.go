@@ -13,6 +13,7 @@ import (
 	"github.com/cnvrg/capsule/api"
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/bucketurl"
+	"github.com/cnvrg/capsule/legacy"
 	"github.com/cnvrg/capsule/metrics"
 	"github.com/cnvrg/capsule/notify"
 	"github.com/cnvrg/capsule/watcher"
@@ -33,6 +34,7 @@ type workerServices struct {
 
 	reg    *metrics.Registry
 	bucket bucket.Bucket
+	legacy *legacy.Store // the old service's backups, for the API
 	ln     net.Listener
 	// The queue's client, and where the bucket's keys live in the events.
 	sqs              notify.API
@@ -123,7 +125,7 @@ func (a *app) runServices(ctx context.Context, s *workerServices, wt *watcher.Wa
 	var httpErr error
 	if s.ln != nil {
 		tokenFile := a.getenv("CAPSULE_API_TOKEN_FILE")
-		h, err := api.New(api.Config{Bucket: s.bucket, TokenFile: tokenFile, Metrics: s.reg.Handler(), Log: a.log, Damaged: s.reg.Damaged(), MaxControlObject: a.cfg.Worker.MaxControlObject})
+		h, err := api.New(api.Config{Bucket: s.bucket, TokenFile: tokenFile, Metrics: s.reg.Handler(), Log: a.log, Damaged: s.reg.Damaged(), MaxControlObject: a.cfg.Worker.MaxControlObject, Legacy: s.legacy})
 		if err != nil {
 			s.ln.Close()
 			return fmt.Errorf("CAPSULE_API_TOKEN_FILE: %w", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/version"
+	"github.com/cnvrg/capsule/legacy"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/spf13/cobra"
 )
@@ -30,7 +31,7 @@ func checkOutput(o string) error {
 
 func (a *app) lsCmd() *cobra.Command {
 	var source, output string
-	var all, damaged bool
+	var all, damaged, withLegacy bool
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List committed backups, newest first",
@@ -43,7 +44,11 @@ artifact keys), that cannot be parsed, or that finished in the future by the
 bucket's clock is damaged: it is not a backup, and no listing, restore or
 retention uses it. --all lists those too, with the reason (in JSON, as
 {"damaged": {"key", "cluster", "source", "backupId", "reason"}} after the
-backups).`,
+backups).
+
+The backups the old cnvrg-capsule service left in the bucket (capsule legacy)
+follow, whatever the cluster (in JSON, as {"legacy": {...}}); --legacy=false
+leaves them out.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -66,10 +71,20 @@ backups).`,
 				return err
 			}
 			entries := l.Entries
+			var old []legacy.Backup
+			if withLegacy {
+				if old, err = a.legacyRows(ctx, b, source); err != nil {
+					// A key may read capsule's prefix only: list what it can.
+					fmt.Fprintf(a.errOut, "capsule: the old service's backups are not listed: %v\n", err)
+				}
+			}
 			if output == "json" {
 				rows := []any{}
 				for _, e := range entries {
 					rows = append(rows, e)
+				}
+				for _, o := range old {
+					rows = append(rows, map[string]legacy.Backup{"legacy": o})
 				}
 				if damaged {
 					for _, d := range l.Damaged {
@@ -93,6 +108,21 @@ backups).`,
 			if err := tw.Flush(); err != nil {
 				return err
 			}
+			if len(old) > 0 {
+				fmt.Fprintln(a.out, "\nLEGACY: made by the old cnvrg-capsule service (no checksum; restore as legacy:<id>; capsule legacy imports them)")
+				tw = tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "BACKUP ID\tSOURCE\tENGINE\tDATE\tSTATUS\tSIZE")
+				for _, o := range old {
+					status := o.Status
+					if o.Problem != "" {
+						status += " (" + o.Problem + ")"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", o.BackupID, o.Source, o.Engine, o.Date.Local().Format("2006-01-02 15:04:05"), status, humanBytes(o.Bytes))
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
 			if damaged && len(l.Damaged) > 0 {
 				fmt.Fprintln(a.out, "\nDAMAGED: not listed, restored or deleted")
 				tw = tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
@@ -110,12 +140,16 @@ backups).`,
 			if len(entries) == 0 {
 				fmt.Fprintf(a.errOut, "no backups in cluster %q\n", f.Cluster)
 			}
+			if len(old) > 0 {
+				fmt.Fprintln(a.errOut, "the old service's state files hold secrets: capsule legacy says how to remove them")
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&source, "source", "", "only this source")
 	cmd.Flags().BoolVar(&all, "all-clusters", false, "list every cluster")
 	cmd.Flags().BoolVar(&damaged, "all", false, "also list damaged indexes (not backups: never listed, restored or deleted), with the reason")
+	cmd.Flags().BoolVar(&withLegacy, "legacy", true, "also list the old cnvrg-capsule service's backups (env "+dstDirEnv+" names their folder)")
 	outputFlag(cmd, &output)
 	return cmd
 }
@@ -140,6 +174,19 @@ func (a *app) describeCmd() *cobra.Command {
 			b, err := a.openBucket(ctx)
 			if err != nil {
 				return err
+			}
+			if ref, err := a.backupRef(ctx, args[0]); err != nil {
+				return err
+			} else if id, ok := requests.LegacyBackupID(ref); ok {
+				old, err := a.openLegacy(b)
+				if err != nil {
+					return err
+				}
+				x, err := old.Find(ctx, id)
+				if err != nil {
+					return err
+				}
+				return writeJSON(a.out, x)
 			}
 			e, err := index.Find(ctx, b, args[0])
 			if err != nil {

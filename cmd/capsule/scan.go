@@ -187,9 +187,13 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			if _, ok := fixed[key]; ok {
 				srcs = fixedSources{cfg: &a.cfg, sc: sc}
 			}
+			old, err := a.openLegacy(b)
+			if err != nil {
+				return nil, err
+			}
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: srcs, Worker: name, Version: version.String(),
-				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Log: log,
+				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: log,
 			})
 			if err != nil {
 				return nil, err

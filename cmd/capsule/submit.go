@@ -63,7 +63,11 @@ func (a *app) restoreCmd() *cobra.Command {
 --to (a configured source; default: the source it was taken from). The target is
 never damaged before the backup is known good: every artifact's checksum is
 verified, and engines restore into a side copy that is swapped in only when
-complete.`,
+complete.
+
+A backup of the old cnvrg-capsule service (capsule legacy) is named
+legacy:<id>, or by its mixed-case id alone; it has no checksum (the result
+says so), and needs --to unless its source's name is configured here.`,
 		Example: `  capsule restore 01jd3k9x2q8f7m1t6v4w0y5z3a --to cnvrg/pg --wait`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -71,7 +75,11 @@ complete.`,
 			if err != nil {
 				return err
 			}
-			req := &requests.Request{Kind: requests.KindRestore, ID: s.id, Cluster: a.cfg.Cluster, BackupID: args[0], Target: to, DropPrevious: dropPrevious, Options: opts}
+			ref, err := a.backupRef(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			req := &requests.Request{Kind: requests.KindRestore, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: to, DropPrevious: dropPrevious, Options: opts}
 			return a.submit(cmd.Context(), req, s)
 		},
 	}
@@ -94,7 +102,11 @@ checks it against what the backup recorded, removes the scratch copy, and
 records the outcome beside the backup's index ("capsule describe" shows it).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &requests.Request{Kind: requests.KindVerify, ID: s.id, Cluster: a.cfg.Cluster, BackupID: args[0], Target: into}
+			ref, err := a.backupRef(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			req := &requests.Request{Kind: requests.KindVerify, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: into}
 			return a.submit(cmd.Context(), req, s)
 		},
 	}

@@ -78,6 +78,11 @@ exits with an error naming what failed on a bucket that does not;
 			if err := services.safety.gate(ctx, b, a.log); err != nil {
 				return err
 			}
+			old, err := a.openLegacy(b)
+			if err != nil {
+				return err
+			}
+			services.legacy = old
 			if b, err = a.prepareServices(ctx, &services, b); err != nil {
 				return err
 			}
@@ -87,7 +92,7 @@ exits with an error naming what failed on a bucket that does not;
 			}
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
-				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Log: a.log,
+				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
 			})
 			if err != nil {
 				return err

@@ -36,9 +36,15 @@ import (
 //
 // Table data is COPY's text format, one row per line: a row's own line
 // breaks are escaped (\n), so counting newlines counts rows.
+//
+// The tar format (--format=tar, tar.go) has the same header and TOC in
+// its first member, toc.dat, with format byte 3 and, in place of each
+// entry's Offset, a Str naming the member that holds the entry's data
+// ("<dumpId>.dat", or empty).
 
 const (
 	archiveCustom = 1 // the format byte of the custom format
+	archiveTar    = 3 // the format byte of the tar format
 
 	blockData  = 1
 	blockBlobs = 3
@@ -66,6 +72,8 @@ type archiveEntry struct {
 	// flag byte); OffsetState is that flag as read.
 	OffsetAt    int64
 	OffsetState byte
+	// File is the member holding the entry's data (tar format only).
+	File string
 }
 
 // archiveInfo is what scanArchive learns.
@@ -73,7 +81,12 @@ type archiveInfo struct {
 	Version string // "1.14"
 	IntSize int
 	OffSize int
-	Entries []archiveEntry
+	// Database, ServerVersion and DumpVersion are the header's: the
+	// dumped database's name, and the server's and pg_dump's versions.
+	Database      string
+	ServerVersion string
+	DumpVersion   string
+	Entries       []archiveEntry
 	// Rows holds, for every TABLE DATA entry whose block was read, its
 	// row count; Blocks every data block's position, by dumpId.
 	Rows   map[int]int64
@@ -99,13 +112,14 @@ func (a *archiveInfo) tableRows(schema, name string) (int64, bool) {
 type archiveReader struct {
 	br      *bufio.Reader
 	pos     int64
+	format  byte // the archive format this reader expects
 	version int
 	intSize int
 	offSize int
 	buf     []byte
 }
 
-var errArchive = errors.New("not a readable pg_dump custom archive")
+var errArchive = errors.New("not a readable pg_dump archive")
 
 func (r *archiveReader) fail(format string, args ...any) error {
 	return fmt.Errorf("%w: at byte %d: %s", errArchive, r.pos, fmt.Sprintf(format, args...))
@@ -282,7 +296,7 @@ func (r *archiveReader) discard(n int) {
 // returns its TOC, every table's row count and every data block's
 // position.
 func scanArchive(r io.Reader) (*archiveInfo, error) {
-	ar := &archiveReader{br: bufio.NewReaderSize(r, 256<<10)}
+	ar := &archiveReader{br: bufio.NewReaderSize(r, 256<<10), format: archiveCustom}
 	info, err := ar.header()
 	if err != nil {
 		return nil, err
@@ -320,8 +334,12 @@ func (r *archiveReader) header() (*archiveInfo, error) {
 		return nil, r.fail("integer size %d, offset size %d", r.intSize, r.offSize)
 	}
 	info.IntSize, info.OffSize = r.intSize, r.offSize
-	if v[5] != archiveCustom {
-		return nil, r.fail("format %d is not the custom format", v[5])
+	if v[5] != r.format {
+		want := "custom"
+		if r.format == archiveTar {
+			want = "tar"
+		}
+		return nil, r.fail("format %d is not the %s format", v[5], want)
 	}
 	if r.version >= archiveVersion(1, 15, 0) {
 		algo, err := r.readByte()
@@ -345,9 +363,11 @@ func (r *archiveReader) header() (*archiveInfo, error) {
 			return nil, err
 		}
 	}
-	// Database name, server version, pg_dump version.
-	if err := r.skipStrs(3); err != nil {
-		return nil, err
+	for _, f := range []*string{&info.Database, &info.ServerVersion, &info.DumpVersion} {
+		var err error
+		if *f, _, err = r.readStr(); err != nil {
+			return nil, err
+		}
 	}
 	return info, nil
 }
@@ -420,7 +440,11 @@ func (r *archiveReader) toc(info *archiveInfo) error {
 				break
 			}
 		}
-		if e.OffsetState, e.OffsetAt, err = r.readOffset(); err != nil {
+		if r.format == archiveTar {
+			if e.File, _, err = r.readStr(); err != nil {
+				return err
+			}
+		} else if e.OffsetState, e.OffsetAt, err = r.readOffset(); err != nil {
 			return err
 		}
 		info.Entries = append(info.Entries, e)
@@ -534,12 +558,15 @@ type archiveTee struct {
 	err  error
 }
 
-func newArchiveTee() *archiveTee {
+func newArchiveTee() *archiveTee { return newScanTee(scanArchive) }
+
+// newScanTee is an archiveTee that reads the bytes with scan.
+func newScanTee(scan func(io.Reader) (*archiveInfo, error)) *archiveTee {
 	pr, pw := io.Pipe()
 	a := &archiveTee{pw: pw, done: make(chan struct{})}
 	go func() {
 		defer close(a.done)
-		a.info, a.err = scanArchive(pr)
+		a.info, a.err = scan(pr)
 		// Whatever the scan made of it, take the rest: the backup's
 		// writes must never wait for a reader that gave up.
 		_, _ = io.Copy(io.Discard, pr)

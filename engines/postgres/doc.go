@@ -103,6 +103,15 @@
 // The side database is then ANALYZEd so that it serves with statistics
 // from its first query.
 //
+// A FormatTar backup (pg_dump-tar.v1: one pg_dump --format=tar archive,
+// what the old cnvrg-capsule service made; see TarBackupInfo) always
+// streams, with pg_restore --format=tar and one job. It records nothing
+// but its artifact: the database's name and pg_dump's version come from
+// the archive's header (read first), the side database takes the
+// encoding and collation of the database it replaces, and every table's
+// row count is read from the archive as it streams past, which is what
+// Verify checks the restored tables against.
+//
 // Only when every side database is complete does the swap begin. For each
 // database: ALTER DATABASE … WITH ALLOW_CONNECTIONS false (so reconnecting
 // clients cannot race the rename), pg_terminate_backend of its sessions,

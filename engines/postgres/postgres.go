@@ -63,6 +63,9 @@ type details struct {
 	Superuser   bool       `json:"superuser"`
 	Databases   []dbBackup `json:"databases"`
 	BackupStart time.Time  `json:"backupStart"`
+	// tar is set for a FormatTar backup: one tar archive of one
+	// database, restored streaming.
+	tar bool
 }
 
 // dbBackup describes one database's archive.
@@ -453,8 +456,8 @@ func toMap(v any) (map[string]any, error) {
 
 // readDetails decodes a backup's Details.
 func readDetails(info engines.BackupInfo) (*details, error) {
-	if info.Format != Format {
-		return nil, fmt.Errorf("backup format %q is not %s: this engine cannot restore it", info.Format, Format)
+	if info.Format != Format && info.Format != FormatTar {
+		return nil, fmt.Errorf("backup format %q is not %s or %s: this engine cannot restore it", info.Format, Format, FormatTar)
 	}
 	raw, err := json.Marshal(info.Details)
 	if err != nil {
@@ -466,6 +469,15 @@ func readDetails(info engines.BackupInfo) (*details, error) {
 	}
 	if len(d.Databases) == 0 {
 		return nil, fmt.Errorf("backup details name no database")
+	}
+	if info.Format == FormatTar {
+		if len(d.Databases) != 1 || d.Globals != "" {
+			return nil, fmt.Errorf("backup details: a %s backup holds one database and no roles", FormatTar)
+		}
+		if d.Databases[0].Artifact == "" {
+			return nil, fmt.Errorf("backup details name no artifact")
+		}
+		d.tar = true
 	}
 	return &d, nil
 }
