@@ -594,3 +594,45 @@ func TestChartAlertsAreTheDeployedOnes(t *testing.T) {
 		t.Errorf("deploy/helm/capsule/files/alerts.yaml differs from deploy/prometheus/alerts.yaml: copy it over")
 	}
 }
+
+// TestREADMEInstallsTheChart runs the README's helm install command (as
+// helm template, with the README's own quoting): it renders, and the
+// ServiceAccount carries the IRSA role it sets.
+func TestREADMEInstallsTheChart(t *testing.T) {
+	helm := needHelm(t)
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	i := strings.Index(text, "\nhelm install ")
+	if i < 0 {
+		t.Fatal("the README shows no helm install command")
+	}
+	line := text[i+1:]
+	// The command and its continuation lines.
+	var cmdText strings.Builder
+	for _, l := range strings.Split(line, "\n") {
+		cmdText.WriteString(l + "\n")
+		if !strings.HasSuffix(l, `\`) {
+			break
+		}
+	}
+	script := `helm() { [ "$1" = install ] || exit 9; shift; "$HELM" template "$@"; }` + "\n" + cmdText.String()
+	cmd := exec.Command("bash", "-euc", script)
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "HELM="+helm)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the README's %s: %v\n%s", cmdText.String(), err, errb.String())
+	}
+	m := &manifest{text: out.Bytes(), objects: parseObjects(t, out.Bytes())}
+	var sa corev1.ServiceAccount
+	if !m.one(t, "ServiceAccount", &sa) || !strings.HasPrefix(sa.Annotations["eks.amazonaws.com/role-arn"], "arn:aws:iam::") {
+		t.Errorf("the README's command gives the ServiceAccount annotations %v, want eks.amazonaws.com/role-arn", sa.Annotations)
+	}
+	if sa.Namespace != "cnvrg" {
+		t.Errorf("namespace %q, want cnvrg", sa.Namespace)
+	}
+}
