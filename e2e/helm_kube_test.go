@@ -20,7 +20,9 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/s3"
 	"github.com/cnvrg/capsule/internal/s3test"
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -28,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 )
 
@@ -48,6 +51,7 @@ func startKube(t *testing.T) *kubeAPI {
 	if assets == "" {
 		t.Skip("KUBEBUILDER_ASSETS is not set: run scripts/envtest-assets.sh and export KUBEBUILDER_ASSETS=<repo>/.tools/envtest")
 	}
+	ctrllog.SetLogger(logr.Discard())
 	env := &envtest.Environment{
 		CRDInstallOptions: envtest.CRDInstallOptions{Paths: []string{
 			filepath.Join("..", "scanner", "testdata", "cnvrgapp-crd.yaml"),
@@ -298,10 +302,11 @@ func TestChartRBACIsWhatTheScannerNeeds(t *testing.T) {
 			}
 			args = append(args, a)
 		}
-		// A binary that does not serve --listen beside --scan yet (the
-		// drop-in mode's change) gets the rest of the arguments: the
-		// RBAC is still tested, the probes are not.
-		if listening && !listenWithScan(t) {
+		// A capsule from before the drop-in mode (which brought PVC
+		// plans and --listen beside --scan) refuses --listen here: it
+		// gets the rest of the arguments, so the RBAC is still tested,
+		// the probes are not. Any later capsule must take them all.
+		if listening && !dropInCapsule() && !listenWithScan(t) {
 			t.Logf("this capsule refuses --listen with --scan: running the chart's other arguments; probes and /metrics untested")
 			args = slices.DeleteFunc(args, func(a string) bool { return strings.HasPrefix(a, "--listen=") })
 			listening = false
@@ -353,10 +358,95 @@ func TestChartRBACIsWhatTheScannerNeeds(t *testing.T) {
 	})
 }
 
+// dropInCapsule says whether this capsule's scanner can make plans from
+// the operator's PVC annotations (the drop-in mode).
+func dropInCapsule() bool {
+	out, _ := exec.Command(binary, "worker", "--help").CombinedOutput()
+	return strings.Contains(string(out), "PVC")
+}
+
 // listenWithScan says whether capsule worker takes --listen with --scan.
 func listenWithScan(t *testing.T) bool {
 	out, _ := exec.Command(binary, "worker", "--scan", "--listen=127.0.0.1:0", "--kubeconfig", filepath.Join(t.TempDir(), "none")).CombinedOutput()
 	return !strings.Contains(string(out), "do not combine with --scan")
+}
+
+// TestChartOperatorRBACRunsTheScanner: with rbac.mode=operator the
+// chart's ServiceAccount has exactly the cnvrg operator's ClusterRole
+// (persistentvolumeclaims and secrets: get, list), and the Deployment's
+// worker still backs up what the operator's PVC annotations ask for.
+func TestChartOperatorRBACRunsTheScanner(t *testing.T) {
+	helm := needHelm(t)
+	if !dropInCapsule() {
+		t.Skip("this capsule's scanner reads CnvrgApps only (no plans from the operator's PVC annotations yet): the operator's ClusterRole cannot run it")
+	}
+	pg := needPostgres(t)
+	k := startKube(t)
+	ns := "cnvrg-" + randHex(3)
+	k.namespace(t, ns)
+	m := render(t, helm, chartCase{name: "operator", namespace: ns}, "--set", "rbac.mode=operator")
+	if out, errOut, err := k.run(k.conf, m.text, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s\n%s", err, out, errOut)
+	}
+	d, ctr := m.deployment(t)
+	sa := k.as(t, ns, d.Spec.Template.Spec.ServiceAccountName)
+
+	srv := s3test.Shared(t)
+	name := srv.NewBucket(t)
+	b, err := s3.New(context.Background(), s3.Options{Bucket: name, Endpoint: srv.Endpoint, Region: srv.Region, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := pg.prefix + "_operator"
+	pg.createSource(db, 50)
+	secret(t, k, ns, "pg-creds", map[string]string{
+		"POSTGRES_HOST": "postgres", "POSTGRES_DB": db, "POSTGRES_USER": pg.role(), "POSTGRES_PASSWORD": "unused-" + randHex(4),
+	})
+	secret(t, k, ns, "cp-object-storage", map[string]string{
+		"CNVRG_STORAGE_TYPE": "minio", "CNVRG_STORAGE_ENDPOINT": srv.Endpoint, "CNVRG_STORAGE_REGION": srv.Region,
+		"CNVRG_STORAGE_BUCKET": name, "CNVRG_STORAGE_ACCESS_KEY": srv.AccessKey, "CNVRG_STORAGE_SECRET_KEY": srv.SecretKey,
+	})
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "pg-storage", Namespace: ns, Annotations: map[string]string{
+			"capsule.mlops.cnvrg.io/backup": "true", "capsule.mlops.cnvrg.io/serviceType": "postgresql",
+			"capsule.mlops.cnvrg.io/bucketRef": "cp-object-storage", "capsule.mlops.cnvrg.io/credsRef": "pg-creds",
+			"capsule.mlops.cnvrg.io/rotation": "5", "capsule.mlops.cnvrg.io/period": "2s",
+		}},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	if _, err := k.cs.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	port := freePort(t)
+	args := []string{}
+	for _, a := range ctr.Args {
+		if strings.HasPrefix(a, "--listen=") {
+			a = "--listen=127.0.0.1:" + strconv.Itoa(port)
+		}
+		args = append(args, a)
+	}
+	args = append(args, "--kubeconfig", sa, "--service-host", "127.0.0.1", "--name", "operator-worker")
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + t.TempDir()}
+	w := startProc(t, env, args...)
+	t.Cleanup(w.stop)
+	waitFor(t, 120*time.Second, "a backup from the PVC's annotations committed", func() bool {
+		return w.exited() == nil && len(indexes(t, b)) > 0
+	})
+	if err := w.exited(); err != nil {
+		t.Fatalf("the worker exited: %v\n%s", err, w.output())
+	}
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/healthz")
+	if err != nil {
+		t.Fatalf("GET /healthz: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz: %s", resp.Status)
+	}
 }
 
 func secret(t *testing.T, k *kubeAPI, ns, name string, data map[string]string) {
