@@ -53,3 +53,6 @@ fi
 # command that runs it, and a binary built by an older Go cannot parse a
 # newer one's: one binary per Go version (scripts/govulncheck.sh picks it).
 install "govulncheck-$(go env GOVERSION)" golang.org/x/vuln golang.org/x/vuln/cmd/govulncheck v1.9.0 govulncheck
+# helm, which renders and tests the chart (deploy/helm/capsule): built
+# from the module proxy in a wrapper module of its own (scripts/install-helm.sh).
+bash "$root/scripts/install-helm.sh"
