@@ -41,12 +41,13 @@
 // repeat is logged. An error that outlasts them is marked
 // bucket.ErrTransient. Repeating is harmless for capsule's unconditional
 // writes and deletes. A conditional write whose answer was lost after GCS
-// applied it is different: its repeat fails with 412. So every conditional
-// write carries a random token in its custom metadata
-// (x-goog-meta-capsule-write), and a conditional write that ends in 412
-// reads the object: when it carries the write's token, the write was ours
-// and succeeds with the object's generation. That is exact whatever the
-// bodies are; the object is written once.
+// applied it is different: its repeat fails with 412. So every write
+// carries a random token in its custom metadata (x-goog-meta-capsule-write),
+// and a write that ends in 412, in 404 (fake-gcs-server forgets a finalized
+// upload session that GCS would answer with the object) or in a transient
+// error reads the object: when it carries the write's token, the write was
+// applied, is ours, and succeeds with the object's generation. That is
+// exact whatever the bodies are; the object is written once.
 //
 // # Reads
 //

@@ -35,8 +35,8 @@ const (
 	// of it.
 	MinChunkSize = 256 << 10
 	// tokenKey is the custom metadata key of the random token that every
-	// conditional write carries, so that a write whose answer was lost can
-	// be recognised as our own.
+	// write carries, so that a write whose answer was lost can be
+	// recognised as our own.
 	tokenKey = "capsule-write"
 	// maxPage is the most objects GCS returns in one listing page.
 	maxPage = 1000
@@ -143,7 +143,7 @@ func newBucket(ctx context.Context, o Options, wrap func(http.RoundTripper) http
 	if err != nil {
 		return nil, fmt.Errorf("gcs bucket %s: %w", o.Bucket, err)
 	}
-	b := &Bucket{client: client, bkt: client.Bucket(o.Bucket), name: o.Bucket, endpoint: o.Endpoint, chunk: o.ChunkSize, log: o.Log.WithField("bucket", o.Bucket)}
+	b := &Bucket{client: client, name: o.Bucket, endpoint: o.Endpoint, chunk: o.ChunkSize, log: o.Log.WithField("bucket", o.Bucket)}
 	p := bucket.DefaultRetry()
 	// Every call is retried: capsule's unconditional writes and deletes
 	// are safe to repeat, and a conditional write that a repeat finds
@@ -155,6 +155,8 @@ func newBucket(ctx context.Context, o Options, wrap func(http.RoundTripper) http
 		storage.WithMaxRetryDuration(p.MaxElapsed),
 		storage.WithErrorFuncWithContext(b.shouldRetry),
 	)
+	// After SetRetry: a handle copies the client's retry configuration.
+	b.bkt = client.Bucket(o.Bucket)
 	return b, nil
 }
 
@@ -182,7 +184,11 @@ func (b *Bucket) shouldRetry(err error, rc *storage.RetryContext) bool {
 	if !storage.ShouldRetry(err) {
 		return false
 	}
-	b.log.WithFields(logrus.Fields{"op": rc.Operation, "key": rc.Object, "attempt": rc.Attempt}).WithError(err).Warn("retrying")
+	l := b.log
+	if rc != nil { // the client's uploads pass none
+		l = l.WithFields(logrus.Fields{"op": rc.Operation, "key": rc.Object, "attempt": rc.Attempt})
+	}
+	l.WithError(err).Warn("retrying")
 	return true
 }
 
@@ -364,7 +370,7 @@ type write struct {
 	op     string
 	key    string
 	opts   bucket.PutOptions
-	token  string // the conditional write's token; empty without a condition
+	token  string // this write's token, in the object's metadata
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	clk    *clock
@@ -372,8 +378,8 @@ type write struct {
 }
 
 // startWrite prepares a write of key: the condition goes on the object
-// handle (GCS checks it when the object is finalized), the token and the
-// retention into the object's metadata. It sends nothing yet.
+// handle (GCS checks it when the object is finalized), a fresh token and
+// the retention into the object's metadata. It sends nothing yet.
 func (b *Bucket) startWrite(ctx context.Context, op, key string, opts bucket.PutOptions, chunk int) (*write, error) {
 	var conds *storage.Conditions
 	switch {
@@ -401,10 +407,8 @@ func (b *Bucket) startWrite(ctx context.Context, op, key string, opts bucket.Put
 	w.w.ChunkRetryDeadline = bucket.DefaultRetry().MaxElapsed
 	w.w.ContentType = opts.ContentType
 	w.w.ForceEmptyContentType = opts.ContentType == ""
-	if conds != nil {
-		w.token = randomHex(16)
-		w.w.Metadata = map[string]string{tokenKey: w.token}
-	}
+	w.token = randomHex(16)
+	w.w.Metadata = map[string]string{tokenKey: w.token}
 	if !opts.RetainUntil.IsZero() {
 		w.w.Retention = &storage.ObjectRetention{Mode: "Locked", RetainUntil: opts.RetainUntil}
 	}
@@ -427,10 +431,9 @@ func (w *write) writeError(err error) error {
 	return translate(w.op, w.key, err)
 }
 
-// commit finalizes the object. A conditional write that failed its
-// condition is checked against its token: when the object carries it, a
-// repeat of the write after a lost answer is what failed, and the write
-// is ours.
+// commit finalizes the object. A write that failed in a way a lost answer
+// explains is checked against its token: when the object carries it, the
+// write was applied and is ours.
 func (w *write) commit() (bucket.ObjectInfo, error) {
 	defer w.cancel(nil)
 	if err := context.Cause(w.ctx); err != nil {
@@ -438,8 +441,12 @@ func (w *write) commit() (bucket.ObjectInfo, error) {
 		return bucket.ObjectInfo{}, fmt.Errorf("%s %s: %w", w.op, w.key, err)
 	}
 	if err := w.w.Close(); err != nil {
-		if w.token != "" && isPrecondition(err) {
-			if info, ok := w.own(); ok {
+		if isPrecondition(err) || isNotFound(err) || storage.ShouldRetry(err) {
+			// Perhaps applied before its answer was lost: a repeat
+			// then fails its condition (412), finds the finalized
+			// upload session gone (fake-gcs-server's 404), or the
+			// retries ran out.
+			if info, ok := w.own(err); ok {
 				return info, nil
 			}
 		}
@@ -455,8 +462,9 @@ func (w *write) commit() (bucket.ObjectInfo, error) {
 	return info, nil
 }
 
-// own reads the object and says whether it is the one this write made.
-func (w *write) own() (bucket.ObjectInfo, bool) {
+// own reads the object and says whether it is the one this write made;
+// cause is how the write failed.
+func (w *write) own(cause error) (bucket.ObjectInfo, bool) {
 	ctx, clk := withClock(context.WithoutCancel(w.ctx))
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -464,7 +472,7 @@ func (w *write) own() (bucket.ObjectInfo, bool) {
 	if err != nil || a.Metadata[tokenKey] != w.token {
 		return bucket.ObjectInfo{}, false
 	}
-	w.b.log.WithFields(logrus.Fields{"op": w.op, "key": w.key}).Info("conditional write confirmed as our own after a repeat lost its condition")
+	w.b.log.WithFields(logrus.Fields{"op": w.op, "key": w.key}).WithError(cause).Info("write confirmed as our own after its answer was lost")
 	info := objectInfo(a)
 	info.ServerTime = clk.now()
 	return info, true
