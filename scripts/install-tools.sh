@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the pinned tools that capsule's tests run (S3 server, SQS
-# server, the FerretDB stand-in for MongoDB, govulncheck) into
+# server, GCS emulator, the FerretDB stand-in for MongoDB, govulncheck) into
 # <repo>/.tools/bin. Idempotent: a tool whose binary already reports the
 # pinned module version is left alone. Needs only the Go toolchain.
 set -euo pipefail
@@ -31,6 +31,8 @@ install() {
 
 install versitygw github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw v1.8.0
 install goaws github.com/Admiral-Piett/goaws github.com/Admiral-Piett/goaws/app/cmd v0.5.4 cmd
+# The Google Cloud Storage emulator that internal/gcstest runs (in memory).
+install fake-gcs-server github.com/fsouza/fake-gcs-server github.com/fsouza/fake-gcs-server v1.56.1
 # The MongoDB stand-in that engines/mongodb's tests run as a child process:
 # internal/tools/ferretdb, a module of its own (FerretDB's SQL drivers stay
 # out of capsule's go.mod) that wraps FerretDB's embeddable package; the

@@ -1,8 +1,10 @@
 // Package bucketurl opens a bucket.Bucket from a URL: s3://BUCKET/PREFIX for
-// any S3 API, file:///PATH (or a plain path) for a local directory. Each
-// scheme is one case of a switch; backends do not register themselves.
+// any S3 API, gs://BUCKET/PREFIX for Google Cloud Storage, file:///PATH (or a
+// plain path) for a local directory. Each scheme is one case of a switch;
+// backends do not register themselves.
 //
 //	s3://backups/capsule/?endpoint=http://127.0.0.1:7070&region=us-east-1&pathStyle=true
+//	gs://backups/capsule/   (?endpoint=http://127.0.0.1:4443 for an emulator)
 //	file:///var/lib/capsule/bucket
 //	/var/lib/capsule/bucket?prefix=   (a plain path is taken literally: no query)
 //
@@ -12,7 +14,9 @@
 // overrides both; prefix= (empty) means none. S3 credentials never come from
 // the URL, only from the AWS default chain (AWS_ACCESS_KEY_ID,
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, profiles, web identity, instance
-// roles), so URLs can be logged.
+// roles), so URLs can be logged. GCS credentials likewise come only from
+// Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+// application-default login, workload identity on GKE).
 package bucketurl
 
 import (
@@ -30,6 +34,7 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/fs"
+	"github.com/cnvrg/capsule/bucket/gcs"
 	"github.com/cnvrg/capsule/bucket/s3"
 )
 
@@ -49,12 +54,14 @@ func Open(ctx context.Context, rawURL string, log logrus.FieldLogger) (bucket.Bu
 	switch u.Scheme {
 	case "s3":
 		return openS3(ctx, u, log)
+	case "gs":
+		return openGCS(ctx, u, log)
 	case "file":
 		return openFile(u)
 	case "":
 		return openDir(rawURL, DefaultPrefix)
 	default:
-		return nil, "", fmt.Errorf("bucket url %q: unknown scheme %q: want s3://BUCKET/PREFIX or file:///PATH", rawURL, u.Scheme)
+		return nil, "", fmt.Errorf("bucket url %q: unknown scheme %q: want s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or file:///PATH", rawURL, u.Scheme)
 	}
 }
 
@@ -138,6 +145,38 @@ func openS3(ctx context.Context, u *url.URL, log logrus.FieldLogger) (bucket.Buc
 		return nil, "", err
 	}
 	desc := fmt.Sprintf("s3://%s/%s", o.Bucket, prefix)
+	if o.Endpoint != "" {
+		desc += " at " + o.Endpoint
+	}
+	return bucket.Prefixed(b, prefix), desc, nil
+}
+
+func openGCS(ctx context.Context, u *url.URL, log logrus.FieldLogger) (bucket.Bucket, string, error) {
+	if u.User != nil {
+		return nil, "", fmt.Errorf("bucket url %s: credentials do not belong in the URL: use Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS naming a key file, or workload identity)", redacted(u))
+	}
+	if u.Host == "" {
+		return nil, "", fmt.Errorf("bucket url %s: no bucket name: want gs://BUCKET/PREFIX", u)
+	}
+	pathPrefix := strings.TrimPrefix(u.Path, "/")
+	if pathPrefix == "" {
+		pathPrefix = DefaultPrefix
+	}
+	q, prefix, err := query(u, pathPrefix, "endpoint", "prefix")
+	if err != nil {
+		return nil, "", err
+	}
+	o := gcs.Options{Bucket: u.Host, Endpoint: q.Get("endpoint"), Log: log}
+	if o.Endpoint != "" {
+		if e, err := url.Parse(o.Endpoint); err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" {
+			return nil, "", fmt.Errorf("bucket url %s: endpoint %q: want http(s)://HOST[:PORT]", u, o.Endpoint)
+		}
+	}
+	b, err := gcs.New(ctx, o)
+	if err != nil {
+		return nil, "", err
+	}
+	desc := fmt.Sprintf("gs://%s/%s", o.Bucket, prefix)
 	if o.Endpoint != "" {
 		desc += " at " + o.Endpoint
 	}

@@ -11,7 +11,9 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/bucketurl"
+	"github.com/cnvrg/capsule/bucket/gcs"
 	"github.com/cnvrg/capsule/bucket/s3"
+	"github.com/cnvrg/capsule/internal/gcstest"
 	"github.com/cnvrg/capsule/internal/s3test"
 )
 
@@ -52,7 +54,11 @@ func TestFile(t *testing.T) {
 func TestBadURLs(t *testing.T) {
 	for raw, want := range map[string]string{
 		"":                               "empty",
-		"gs://bucket/x":                  "unknown scheme",
+		"ftp://bucket/x":                 "unknown scheme",
+		"gs:///prefix":                   "no bucket name",
+		"gs://key:secret@bucket/":        "credentials do not belong",
+		"gs://bucket/?endpoint=foo":      "endpoint",
+		"gs://bucket/?region=eu":         "unknown parameter",
 		"file://host/tmp/x":              "local path",
 		"file:relative/x":                "absolute path",
 		"file:///tmp/x?region=eu":        "unknown parameter",
@@ -104,6 +110,47 @@ func TestS3(t *testing.T) {
 		if err != nil || string(data) != c.url {
 			t.Errorf("%s: %s holds %q, %v", c.url, c.key, data, err)
 		}
+	}
+}
+
+func TestGCS(t *testing.T) {
+	srv := gcstest.Shared(t)
+	name := srv.NewBucket(t)
+	raw, err := gcs.New(t.Context(), gcs.Options{Bucket: name, Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		url string
+		key string // where key "k" lands
+	}{
+		{srv.URL(name, ""), "capsule/k"},
+		{srv.URL(name, "team/a"), "team/a/k"},
+		{srv.URL(name, "team/b/") + "&prefix=over", "over/k"},
+	} {
+		b, desc := open(t, c.url)
+		if !strings.HasPrefix(desc, "gs://"+name+"/") || !strings.Contains(desc, srv.Endpoint) {
+			t.Errorf("description %q", desc)
+		}
+		if _, err := bucket.PutBytes(t.Context(), b, "k", []byte(c.url), bucket.PutOptions{IfNoneMatch: true}); err != nil {
+			t.Fatalf("%s: %v", c.url, err)
+		}
+		data, _, err := bucket.GetBytes(t.Context(), raw, c.key)
+		if err != nil || string(data) != c.url {
+			t.Errorf("%s: %s holds %q, %v", c.url, c.key, data, err)
+		}
+	}
+}
+
+// TestGCSWithoutCredentials: without an endpoint a gs:// URL needs
+// Application Default Credentials, and says so when they are unusable. (A
+// key file that does not exist fails before any network access.)
+func TestGCSWithoutCredentials(t *testing.T) {
+	t.Setenv("STORAGE_EMULATOR_HOST", "")
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(t.TempDir(), "missing-key.json"))
+	_, _, err := bucketurl.Open(t.Context(), "gs://backups/capsule/", nil)
+	if err == nil || !strings.Contains(err.Error(), "Application Default Credentials") || !strings.Contains(err.Error(), "missing-key.json") {
+		t.Fatalf("open without credentials: %v; want an error about Application Default Credentials naming the key file", err)
 	}
 }
 
