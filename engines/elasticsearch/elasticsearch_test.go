@@ -574,7 +574,7 @@ func TestBulkItemErrorFailsNamingTheItem(t *testing.T) {
 		t.Fatalf("Restore err = %v, want a *BulkItemError", err)
 	}
 	p := svc.prefix(t)
-	if be.ID != "b/ü/42" || be.Index != p+"-b-new" || be.Type != "mapper_parsing_exception" || !strings.Contains(err.Error(), "b/ü/42") {
+	if be.ID != "b/ü/42" || be.Index != p+"-b-new-a1" || be.Type != "mapper_parsing_exception" || !strings.Contains(err.Error(), "b/ü/42") {
 		t.Fatalf("error %q (%+v) does not name the document and index", err, be)
 	}
 	if diff := compareSnapshots(before, svc.Snapshot(ctx, t)); diff != "" {
@@ -583,7 +583,7 @@ func TestBulkItemErrorFailsNamingTheItem(t *testing.T) {
 	std.mu.Lock()
 	defer std.mu.Unlock()
 	for n := range std.indices {
-		if strings.HasSuffix(n, "-new") {
+		if strings.Contains(n, "-new") {
 			t.Errorf("staged index %s left behind", n)
 		}
 	}
@@ -642,7 +642,8 @@ func TestCorruptArtifactCreatesNothing(t *testing.T) {
 }
 
 // TestRenameSuffixKeepsPrevious: without DropPrevious the live index keeps
-// its name and data; the backed-up aliases move to the copy.
+// its name and data; the backed-up aliases move to the copy, named with the
+// suffix and the restore's attempt (-v2-a1).
 func TestRenameSuffixKeepsPrevious(t *testing.T) {
 	svc, std := newStandInService(t, "elasticsearch", "8.11.0")
 	ctx, store, info, _ := backupAndDamage(t, svc)
@@ -656,20 +657,20 @@ func TestRenameSuffixKeepsPrevious(t *testing.T) {
 		t.Errorf("Previous = %q, want the live indices %s-a,%s-b", rinfo.Previous, p, p)
 	}
 	std.mu.Lock()
-	if got := std.aliasHolders(p + "-alias"); len(got) != 1 || got[0] != p+"-a-v2" {
+	if got := std.aliasHolders(p + "-alias"); len(got) != 1 || got[0] != p+"-a-v2-a1" {
 		t.Errorf("alias %s-alias on %v, want the copy", p, got)
 	}
-	if got := std.aliasHolders(p + "-filtered"); len(got) != 1 || got[0] != p+"-a-v2" {
+	if got := std.aliasHolders(p + "-filtered"); len(got) != 1 || got[0] != p+"-a-v2-a1" {
 		t.Errorf("alias %s-filtered on %v, want the copy", p, got)
 	}
-	if got := std.aliasHolders(p + "-c"); len(got) != 1 || got[0] != p+"-c-v2" {
+	if got := std.aliasHolders(p + "-c"); len(got) != 1 || got[0] != p+"-c-v2-a1" {
 		t.Errorf("the deleted index's name %s-c is an alias of %v, want the copy", p, got)
 	}
 	if _, live := std.indices[p+"-a"]; !live || len(std.indices[p+"-a"].docs) != 300 {
 		t.Errorf("the live index was not kept")
 	}
-	if n := len(std.indices[p+"-a-v2"].visible()); n != 300 {
-		t.Errorf("copy holds %d documents, want 300", n)
+	if copied, ok := std.indices[p+"-a-v2-a1"]; !ok || len(copied.visible()) != 300 {
+		t.Errorf("the copy %s-a-v2-a1 is missing or does not hold 300 documents", p)
 	}
 	std.mu.Unlock()
 	// A second restore with the same suffix is refused before anything.
