@@ -49,6 +49,8 @@ func Open(ctx context.Context, rawURL string, log logrus.FieldLogger) (bucket.Bu
 	switch u.Scheme {
 	case "s3":
 		return openS3(ctx, u, log)
+	case "azblob":
+		return openAzblob(u, log)
 	case "file":
 		return openFile(u)
 	case "":
