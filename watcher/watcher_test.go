@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/bucket/azblob"
 	"github.com/cnvrg/capsule/bucket/fs"
 	"github.com/cnvrg/capsule/bucket/s3"
 	"github.com/cnvrg/capsule/client"
@@ -24,6 +25,7 @@ import (
 	"github.com/cnvrg/capsule/engines/files"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/internal/azuritetest"
 	"github.com/cnvrg/capsule/internal/s3test"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/schemas"
@@ -93,8 +95,8 @@ type env struct {
 	events chan watcher.Event
 }
 
-// forEachBucket runs a test against the local-directory bucket and a
-// real S3 server (versitygw).
+// forEachBucket runs a test against the local-directory bucket, a real
+// S3 server (versitygw) and Azure Blob Storage's emulator (Azurite).
 func forEachBucket(t *testing.T, test func(t *testing.T, e *env)) {
 	t.Run("fs", func(t *testing.T) {
 		dir := t.TempDir()
@@ -111,6 +113,14 @@ func forEachBucket(t *testing.T, test func(t *testing.T, e *env)) {
 			t.Fatal(err)
 		}
 		test(t, newEnv(t, sb))
+	})
+	t.Run("azblob", func(t *testing.T) {
+		srv := azuritetest.Shared(t)
+		ab, err := azblob.New(azblob.Options{Container: srv.NewContainer(t), ServiceURL: srv.ServiceURL, Account: srv.Account, AccountKey: srv.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		test(t, newEnv(t, ab))
 	})
 }
 
