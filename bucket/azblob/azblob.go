@@ -30,8 +30,8 @@ import (
 
 const (
 	// DefaultBlockSize is the size of the blocks a streaming upload
-	// stages.
-	DefaultBlockSize = 16 << 20
+	// stages: with Azure's 50,000 blocks, blobs up to 390 GiB.
+	DefaultBlockSize = 8 << 20
 	// DefaultConcurrency is how many blocks are in flight at once.
 	DefaultConcurrency = 4
 	// maxBlocks is Azure's limit of committed blocks per blob.

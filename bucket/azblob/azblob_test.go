@@ -42,12 +42,13 @@ func testLogger(t *testing.T) logrus.FieldLogger {
 	return l
 }
 
-// testBlockSize makes uploads of tens of MiB stage several blocks, and
-// the suite's 12 MiB open uploads (PendingUploads) stage exactly one,
-// before Write returns: AbortUpload cannot stop a block that another
-// writer is staging at that moment (Azure has no upload to abort), and
-// such a block would make the key pending again.
-const testBlockSize = 8 << 20
+// testBlockSize is the default (as on a real account, opened through
+// bucketurl): uploads of tens of MiB stage several blocks, and the
+// suite's 12 MiB open uploads (PendingUploads) stage exactly one, before
+// Write returns. (AbortUpload cannot stop a block that another writer is
+// staging at that moment: Azure has no upload to abort, and such a block
+// makes the key pending again.)
+const testBlockSize = azblob.DefaultBlockSize
 
 func newBucket(t *testing.T, srv *azuritetest.Server, container string) *azblob.Bucket {
 	t.Helper()
@@ -404,5 +405,32 @@ func TestUploadCreateOnlyRace(t *testing.T) {
 		if data, _, err := bucket.GetBytes(t.Context(), b, key); err != nil || !bytes.Equal(data, bodies[winners[0]]) {
 			t.Fatalf("round %d: the blob holds %d bytes that are not the winner's, %v", round, len(data), err)
 		}
+	}
+}
+
+// TestCreateOnlyOverUncommittedBlocks: blocks staged for a name do not
+// make the name exist. A create-only Put of it succeeds, and the upload
+// that staged them then loses its create-only commit.
+func TestCreateOnlyOverUncommittedBlocks(t *testing.T) {
+	b := realAccount(t, envURL, "Azurite answers 409 BlobAlreadyExists to a create-only Put Blob on a name that has only uncommitted blocks (its createBlob does not look at isCommitted), where Azure treats the name as absent")
+	key := "uncommitted-" + time.Now().UTC().Format("20060102T150405.000000000")
+	u, err := b.Upload(t.Context(), key, bucket.PutOptions{IfNoneMatch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Abort()
+	// More than a block: the first one is staged before Write returns.
+	if _, err := u.Write(make([]byte, azblob.DefaultBlockSize+1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bucket.PutBytes(t.Context(), b, key, []byte("first"), bucket.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatalf("create-only put over uncommitted blocks: %v", err)
+	}
+	defer b.Delete(t.Context(), key)
+	if _, err := u.Commit(); err == nil {
+		t.Fatal("the upload committed over the blob created meanwhile")
+	}
+	if data, _, err := bucket.GetBytes(t.Context(), b, key); err != nil || string(data) != "first" {
+		t.Fatalf("the blob holds %q, %v", data, err)
 	}
 }
