@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -432,5 +433,44 @@ func TestCreateOnlyOverUncommittedBlocks(t *testing.T) {
 	}
 	if data, _, err := bucket.GetBytes(t.Context(), b, key); err != nil || string(data) != "first" {
 		t.Fatalf("the blob holds %q, %v", data, err)
+	}
+}
+
+// TestPutLargeStreamKeepsItsConditions: a Put of a body that cannot be
+// rewound and is larger than a block is staged in blocks; its create-only
+// and If-Match conditions hold all the same, on the commit.
+func TestPutLargeStreamKeepsItsConditions(t *testing.T) {
+	srv := azuritetest.Shared(t)
+	b := newBucket(t, srv, srv.NewContainer(t))
+	stream := func(data []byte) io.Reader { return io.MultiReader(bytes.NewReader(data)) } // no Seek
+	put := func(data []byte, opts bucket.PutOptions) (bucket.ObjectInfo, error) {
+		return b.Put(t.Context(), "big", stream(data), int64(len(data)), opts)
+	}
+	v1, v2 := randomBytes(2*testBlockSize+5), randomBytes(2*testBlockSize+7)
+	first, err := put(v1, bucket.PutOptions{IfNoneMatch: true})
+	if err != nil {
+		t.Fatalf("create-only put of a %d-byte stream: %v", len(v1), err)
+	}
+	if _, err := put(v2, bucket.PutOptions{IfNoneMatch: true}); !errors.Is(err, bucket.ErrPreconditionFailed) {
+		t.Fatalf("second create-only put: %v, want precondition failed", err)
+	}
+	if _, err := put(v2, bucket.PutOptions{IfMatch: "0x8D0000000000000"}); !errors.Is(err, bucket.ErrPreconditionFailed) {
+		t.Fatalf("if-match put on a stale etag: %v, want precondition failed", err)
+	}
+	if data, info, err := bucket.GetBytes(t.Context(), b, "big"); err != nil || !bytes.Equal(data, v1) || info.ETag != first.ETag {
+		t.Fatalf("after the lost puts: %d bytes (first's: %v), etag %s (first's %s), %v", len(data), bytes.Equal(data, v1), info.ETag, first.ETag, err)
+	}
+	second, err := put(v2, bucket.PutOptions{IfMatch: first.ETag})
+	if err != nil {
+		t.Fatalf("if-match put on the current etag: %v", err)
+	}
+	if data, info, err := bucket.GetBytes(t.Context(), b, "big"); err != nil || !bytes.Equal(data, v2) || info.ETag != second.ETag || second.Size != int64(len(v2)) {
+		t.Fatalf("after the if-match put: %d bytes (equal %v), etag %s, put said %+v, %v", len(data), bytes.Equal(data, v2), info.ETag, second, err)
+	}
+	if _, err := b.Put(t.Context(), "short", stream(v1[:100]), 200, bucket.PutOptions{}); err == nil {
+		t.Fatal("a put whose body is shorter than its size succeeded")
+	}
+	if ups, err := b.ListUploads(t.Context(), ""); err != nil || len(ups) != 0 {
+		t.Fatalf("uploads left behind: %+v, %v", ups, err)
 	}
 }
