@@ -20,9 +20,11 @@
 // (ErrTooLarge) from the size the store reports, without reading its body.
 //
 // Implementations live in subpackages: bucket/s3 (any S3 API through
-// aws-sdk-go-v2) and bucket/fs (a local directory with the same semantics,
-// safe across processes; the embedded default). bucket/buckettest is the
-// conformance suite both pass, and bucket/bucketurl opens either from a URL.
+// aws-sdk-go-v2), bucket/azblob (Azure Blob Storage through the official
+// SDK), bucket/gcs (Google Cloud Storage through its official client) and
+// bucket/fs (a local directory with the same semantics, safe across
+// processes; the embedded default). bucket/buckettest is the conformance
+// suite they all pass, and bucket/bucketurl opens each from a URL.
 // bucket/bucketcheck is the provider self-test: whether a store keeps the
 // promises above (exclusive create-only writes, atomic If-Match, conditional
 // upload commits) that no interface can enforce.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned tools that capsule's tests run (S3 server, SQS
-# server, GCS emulator, the FerretDB stand-in for MongoDB, govulncheck) into
-# <repo>/.tools/bin. Idempotent: a tool whose binary already reports the
-# pinned module version is left alone. Needs only the Go toolchain.
+# server, the GCS and Azure Storage emulators, the FerretDB stand-in for
+# MongoDB, govulncheck, helm) into <repo>/.tools/bin. Idempotent: a tool whose
+# binary already reports the pinned version is left alone. Needs the Go
+# toolchain, and Node.js with npm for Azurite.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,3 +59,24 @@ install "govulncheck-$(go env GOVERSION)" golang.org/x/vuln golang.org/x/vuln/cm
 # helm, which renders and tests the chart (deploy/helm/capsule): built
 # from the module proxy in a wrapper module of its own (scripts/install-helm.sh).
 bash "$root/scripts/install-helm.sh"
+
+# Azurite, the Azure Storage emulator that bucket/azblob's tests run
+# (internal/azuritetest): the npm package, pinned, in .tools/azurite, its
+# azurite-blob command linked into .tools/bin. 3.35.0 is the newest
+# release that supports the machines' Node.js 20 (3.36 and later declare
+# Node.js 21 or 22).
+azurite_version=3.35.0
+azurite_dir="$root/.tools/azurite"
+have_azurite="$(node -p "require('$azurite_dir/node_modules/azurite/package.json').version" 2>/dev/null || true)"
+if [[ "$have_azurite" == "$azurite_version" && -e "$bin/azurite-blob" ]]; then
+	echo "install-tools: azurite $azurite_version already in $azurite_dir"
+else
+	if ! command -v npm >/dev/null; then
+		echo "install-tools: azurite needs Node.js and npm (apt-get install nodejs npm)" >&2
+		exit 1
+	fi
+	echo "install-tools: installing azurite $azurite_version (${have_azurite:-absent} before) into $azurite_dir"
+	mkdir -p "$azurite_dir"
+	npm install --prefix "$azurite_dir" --no-audit --no-fund --save-exact "azurite@$azurite_version"
+	ln -sfn ../azurite/node_modules/.bin/azurite-blob "$bin/azurite-blob"
+fi

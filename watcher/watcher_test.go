@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/bucket/azblob"
 	"github.com/cnvrg/capsule/bucket/fs"
 	"github.com/cnvrg/capsule/bucket/gcs"
 	"github.com/cnvrg/capsule/bucket/s3"
@@ -26,6 +27,7 @@ import (
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/gcstest"
+	"github.com/cnvrg/capsule/internal/azuritetest"
 	"github.com/cnvrg/capsule/internal/s3test"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/schemas"
@@ -96,7 +98,8 @@ type env struct {
 }
 
 // forEachBucket runs a test against the local-directory bucket, a real
-// S3 server (versitygw) and a GCS emulator (fake-gcs-server).
+// S3 server (versitygw), a GCS emulator (fake-gcs-server) and Azure Blob
+// Storage's emulator (Azurite).
 func forEachBucket(t *testing.T, test func(t *testing.T, e *env)) {
 	t.Run("fs", func(t *testing.T) {
 		dir := t.TempDir()
@@ -121,6 +124,14 @@ func forEachBucket(t *testing.T, test func(t *testing.T, e *env)) {
 			t.Fatal(err)
 		}
 		test(t, newEnv(t, gb))
+	})
+	t.Run("azblob", func(t *testing.T) {
+		srv := azuritetest.Shared(t)
+		ab, err := azblob.New(azblob.Options{Container: srv.NewContainer(t), ServiceURL: srv.ServiceURL, Account: srv.Account, AccountKey: srv.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		test(t, newEnv(t, ab))
 	})
 }
 

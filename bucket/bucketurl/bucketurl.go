@@ -56,6 +56,8 @@ func Open(ctx context.Context, rawURL string, log logrus.FieldLogger) (bucket.Bu
 		return openS3(ctx, u, log)
 	case "gs":
 		return openGCS(ctx, u, log)
+	case "azblob":
+		return openAzblob(u, log)
 	case "file":
 		return openFile(u)
 	case "":
