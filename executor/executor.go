@@ -62,6 +62,13 @@ type Config struct {
 	// RetainFor, when set, asks the bucket to keep every object written
 	// under backups/ immutable for this long (S3 Object Lock).
 	RetainFor time.Duration
+	// RestoreAs, when set, may give a Restore's or Verify's target
+	// another way into the same service (the scanner's PostgreSQL plans
+	// restore as the server's superuser when the application role cannot;
+	// scanner.Scanner.RestoreAs), and returns what to say about the choice
+	// in the result's details. Backups never pass through it. An error
+	// fails the run.
+	RestoreAs func(ctx context.Context, kind requests.Kind, target engines.Source) (engines.Source, map[string]any, error)
 	Log       logrus.FieldLogger
 }
 
