@@ -28,6 +28,7 @@ type app struct {
 	cluster    string
 	logLevel   string
 	logFormat  string
+	dstDir     string
 
 	cfg config.Config
 	log *logrus.Logger
@@ -85,8 +86,9 @@ Bucket URLs: s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:7070&region=us-east-1
 	pf.StringVar(&a.cluster, "cluster", "", `cluster the request belongs to (env CAPSULE_CLUSTER; default "default")`)
 	pf.StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
 	pf.StringVar(&a.logFormat, "log-format", "auto", "text, json, or auto (text on a terminal, json otherwise)")
+	pf.StringVar(&a.dstDir, "dst-dir", "", "prefix of the old capsule service's backups in each bucket (env "+config.EnvDstDir+`; default "`+config.DefaultLegacyDstDir+`")`)
 	root.AddCommand(a.workerCmd(), a.backupCmd(), a.restoreCmd(), a.verifyCmd(), a.lsCmd(), a.describeCmd(),
-		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd(), a.scanCmd())
+		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd(), a.scanCmd(), a.startCmd())
 	return root
 }
 
@@ -131,6 +133,9 @@ func (a *app) load(cmd *cobra.Command) error {
 	}
 	if a.cluster != "" {
 		a.cfg.Cluster = a.cluster
+	}
+	if a.dstDir != "" {
+		a.cfg.SetLegacyDstDir(a.dstDir)
 	}
 	return a.cfg.Validate(registry())
 }
