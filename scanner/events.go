@@ -35,7 +35,10 @@ func problemKey(app *unstructured.Unstructured, p Problem) string {
 // generation, so every replica writes the same one and only the first
 // create succeeds.
 func (s *Scanner) reportProblem(ctx context.Context, app *unstructured.Unstructured, p Problem, key string) {
-	fields := logrus.Fields{"cnvrgapp": p.App.String(), "field": p.Field}
+	fields := logrus.Fields{"field": p.Field}
+	if p.App.Name != "" {
+		fields["cnvrgapp"] = p.App.String()
+	}
 	if p.PVC != "" {
 		fields["pvc"] = p.App.Namespace + "/" + p.PVC
 	}

@@ -172,7 +172,7 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 // out of the plans.
 type Problem struct {
 	// App is the CnvrgApp; for a PVC's annotations, the CnvrgApp that owns
-	// the PVC, else the PVC's namespace and name.
+	// the PVC, else only the PVC's namespace.
 	App AppRef `json:"app"`
 	// PVC names the annotated PersistentVolumeClaim the problem is on.
 	PVC string `json:"pvc,omitempty"`

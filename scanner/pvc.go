@@ -87,9 +87,11 @@ func covers(app, pvc *unstructured.Unstructured) bool {
 func (ps *parser) pvc(ctx context.Context, obj *unstructured.Unstructured) appResult {
 	var res appResult
 	ann := obj.GetAnnotations()
-	ref := AppRef{Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	// The plan is named after the owning CnvrgApp, else after the PVC;
+	// its App is the owner, or only the namespace.
+	ref, named := AppRef{Namespace: obj.GetNamespace()}, obj.GetName()
 	if name, uid, ok := ownerApp(obj); ok {
-		ref = AppRef{Namespace: obj.GetNamespace(), Name: name, UID: uid}
+		ref, named = AppRef{Namespace: obj.GetNamespace(), Name: name, UID: uid}, name
 	}
 	b := &block{ps: ps, ctx: ctx, obj: obj, ref: ref, svc: "pg", res: &res, pvc: obj.GetName(),
 		pathOf: func(fields ...string) string {
@@ -117,10 +119,10 @@ func (ps *parser) pvc(ctx context.Context, obj *unstructured.Unstructured) appRe
 	}
 	cluster := ps.cluster
 	if cluster == "" {
-		cluster = ref.Namespace + "/" + ref.Name
+		cluster = ref.Namespace + "/" + named
 	}
 	spec := planSpec{
-		name: ref.Namespace + "/" + ref.Name + "/pg", cluster: cluster, engine: "postgres", from: FromPVC,
+		name: ref.Namespace + "/" + named + "/pg", cluster: cluster, engine: "postgres", from: FromPVC,
 		// The old service connected to port 5432 of the Service that
 		// POSTGRES_HOST names.
 		port: services[0].port, hostField: annotationPath(annCredsRef),
