@@ -26,6 +26,7 @@ import (
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/s3test"
 	"github.com/cnvrg/capsule/requests"
+	"github.com/cnvrg/capsule/retention"
 	"github.com/cnvrg/capsule/scanner"
 	"github.com/jackc/pgx/v5"
 	corev1 "k8s.io/api/core/v1"
@@ -180,6 +181,15 @@ func TestDropInOperatorsWay(t *testing.T) {
 	dumpDir, tmpDir := t.TempDir(), t.TempDir()
 	onPVC, inTmp := plantStaging(t, dumpDir), plantStaging(t, tmpDir)
 
+	// A damaged index among the plan's backups: the worker's catalog, the
+	// API and retention all meet it, and it must be reported once.
+	plan, cluster := oc.plan, oc.cluster
+	b := openTestBucket(t, srv, oc.bucketName)
+	damaged := requests.IndexKey(cluster, plan, "damaged-"+randHex(4))
+	if _, err := b.Put(ctx, damaged, strings.NewReader("{"), 1, bucket.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	started := time.Now()
 	cmd := exec.Command(bin, "start", "--service-host", "127.0.0.1")
 	cmd.Env = []string{
@@ -230,8 +240,6 @@ func TestDropInOperatorsWay(t *testing.T) {
 		t.Fatal("capsule start never said where it listens")
 	}
 
-	plan, cluster := oc.plan, oc.cluster
-	b := openTestBucket(t, srv, oc.bucketName)
 	// waitFor polls what an outside observer sees (the process is not the
 	// test's: no events to wait on), failing when the process exits.
 	waitFor := func(what string, timeout time.Duration, cond func() bool) {
@@ -346,6 +354,26 @@ func TestDropInOperatorsWay(t *testing.T) {
 		}
 		if code, body := get("/v1/clusters/" + url.PathEscape(cluster) + "/backups"); code != http.StatusOK || !strings.Contains(body, backup.BackupID) {
 			t.Errorf("the API's listing of %s: %d %s", cluster, code, body)
+		}
+	})
+
+	t.Run("the damaged index is reported once, by everyone", func(t *testing.T) {
+		lock := retention.LockKey(retention.Policy{Cluster: cluster, Source: plan, Plan: plan, Keep: 5})
+		waitFor("retention of "+plan, 60*time.Second, func() bool {
+			_, err := b.Head(ctx, lock)
+			return err == nil
+		})
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(metrics), "\ncapsule_damaged_indexes_total 1\n") {
+			t.Errorf("/metrics: capsule_damaged_indexes_total is not 1")
+		}
+		if n := strings.Count(stderr.String(), "damaged backup index: skipped"); n != 1 {
+			t.Errorf("the damaged index %s was logged %d times, want once (one reporter for the catalog, the API and retention)", damaged, n)
 		}
 	})
 

@@ -207,7 +207,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			return fmt.Errorf("--listen: %w", err)
 		}
 	}
-	web := &scanAPI{a: a, sc: sc, fixed: fixed, tokenFile: a.getenv("CAPSULE_API_TOKEN_FILE")}
+	web := &scanAPI{a: a, sc: sc, fixed: fixed, reg: mreg, tokenFile: a.getenv("CAPSULE_API_TOKEN_FILE")}
 	fl, err := fleet.New(fleet.Config{
 		Set: sc, Fixed: fixed, Log: a.log, Changed: web.follow,
 		New: func(key string, b bucket.Bucket) (fleet.Runner, error) {
@@ -266,7 +266,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 	httpErr := make(chan error, 1)
 	if ln != nil {
 		go func() {
-			err := a.serveHTTP(httpCtx, ln, web.handler(mreg), web.tokenFile != "")
+			err := a.serveHTTP(httpCtx, ln, web.handler(), web.tokenFile != "")
 			if err != nil {
 				err = fmt.Errorf("--listen: %w", err)
 				cancel()

@@ -38,6 +38,9 @@ type scanAPI struct {
 	fl        *fleet.Fleet
 	fixed     map[string]bucket.Bucket
 	tokenFile string
+	// reg counts, among the rest, the damaged indexes the API's listings
+	// meet (each key once, with retention's).
+	reg *metrics.Registry
 
 	mu  sync.Mutex
 	key string       // the bucket the API serves ("" for none)
@@ -56,7 +59,7 @@ func (s *scanAPI) init() error {
 }
 
 func (s *scanAPI) serve(key string, b bucket.Bucket) error {
-	h, err := api.New(api.Config{Bucket: b, TokenFile: s.tokenFile, Log: s.a.log, MaxControlObject: s.a.cfg.Worker.MaxControlObject})
+	h, err := api.New(api.Config{Bucket: b, TokenFile: s.tokenFile, Log: s.a.log, Damaged: s.reg.Damaged(), MaxControlObject: s.a.cfg.Worker.MaxControlObject})
 	if err != nil {
 		return fmt.Errorf("CAPSULE_API_TOKEN_FILE: %w", err)
 	}
@@ -100,13 +103,13 @@ func (s *scanAPI) follow(keys []string) {
 }
 
 // handler routes the probes and /metrics, and the rest to the API.
-func (s *scanAPI) handler(reg *metrics.Registry) http.Handler {
+func (s *scanAPI) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeProbe(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
-	mux.Handle("GET /metrics", reg.Handler())
+	mux.Handle("GET /metrics", s.reg.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		h, why := s.api, s.why

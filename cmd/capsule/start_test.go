@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,5 +45,31 @@ func TestStagingDir(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(mount); len(entries) != 0 {
 		t.Errorf("the write check left %v behind", entries)
+	}
+}
+
+// TestStartRefusesBadSettings: the old service's settings are checked
+// before anything starts, and the error names the setting.
+func TestStartRefusesBadSettings(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"CNVRG_CAPSULE_NS_WHITELIST": "cnvrg,Not_A_Namespace"}, nil, `CNVRG_CAPSULE_NS_WHITELIST: "Not_A_Namespace" is not a namespace name`},
+		{nil, []string{"--ns-whitelist", "*,cnvrg"}, "--ns-whitelist: "},
+		{map[string]string{"CNVRG_CAPSULE_DUMPDIR": "capsule-data"}, nil, `CNVRG_CAPSULE_DUMPDIR: "capsule-data" is not an absolute path`},
+		{nil, []string{"--dumpdir", "/nonexistent/capsule-data"}, "--dumpdir (CNVRG_CAPSULE_DUMPDIR): stat /nonexistent/capsule-data"},
+		{map[string]string{"CNVRG_CAPSULE_DST_DIR": "a/../b"}, nil, "legacy.dstDir (--dst-dir, CNVRG_CAPSULE_DST_DIR)"},
+		{nil, []string{"now"}, `unknown command "now" for "capsule start"`},
+	} {
+		var errOut bytes.Buffer
+		a := newApp(io.Discard, &errOut, func(k string) string { return c.env[k] })
+		cmd := a.root()
+		cmd.SetArgs(append([]string{"start", "--log-format", "text"}, c.args...))
+		err := cmd.ExecuteContext(context.Background())
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("env %v args %v: %v, want an error with %q", c.env, c.args, err, c.want)
+		}
 	}
 }
