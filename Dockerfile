@@ -19,6 +19,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/capsule --create-home capsule
 COPY --from=build /out/capsule /usr/local/bin/capsule
+# The cnvrg operator's Deployment runs "/opt/app-root/capsule start" (the
+# old capsule service's path): this image runs in its place unchanged.
+RUN mkdir -p /opt/app-root && ln -s /usr/local/bin/capsule /opt/app-root/capsule
 USER capsule
 ENTRYPOINT ["/usr/local/bin/capsule"]
 CMD ["worker"]

@@ -35,7 +35,21 @@ type Config struct {
 	// Sources maps a source's name to its settings: "engine" plus the
 	// engine's own keys.
 	Sources map[string]map[string]any `yaml:"sources"`
+	// Legacy is where the old capsule service (cnvrg-capsule 1.x) left
+	// its backups, for the commands that read them.
+	Legacy Legacy `yaml:"legacy"`
 }
+
+// Legacy locates the old capsule service's backups.
+type Legacy struct {
+	// DstDir is the prefix of the old service's backups in each bucket:
+	// its --dst-dir (env CNVRG_CAPSULE_DST_DIR), default
+	// cnvrg-smart-backups. No leading or trailing slash.
+	DstDir string `yaml:"dstDir"`
+}
+
+// DefaultLegacyDstDir is the old capsule service's --dst-dir default.
+const DefaultLegacyDstDir = "cnvrg-smart-backups"
 
 // Worker holds the worker's settings.
 type Worker struct {
@@ -65,6 +79,7 @@ func Default() Config {
 			Grace: 30 * time.Second, Timeout: 24 * time.Hour, Compression: "zstd",
 			MaxControlObject: requests.DefaultMaxControlObject,
 		},
+		Legacy: Legacy{DstDir: DefaultLegacyDstDir},
 	}
 }
 
@@ -101,7 +116,8 @@ func (c *Config) parse(data []byte) error {
 	return nil
 }
 
-// ApplyEnv applies CAPSULE_BUCKET and CAPSULE_CLUSTER from getenv.
+// ApplyEnv applies CAPSULE_BUCKET, CAPSULE_CLUSTER and the old service's
+// CNVRG_CAPSULE_DST_DIR from getenv.
 func (c *Config) ApplyEnv(getenv func(string) string) {
 	if v := getenv("CAPSULE_BUCKET"); v != "" {
 		c.Bucket = v
@@ -109,7 +125,14 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 	if v := getenv("CAPSULE_CLUSTER"); v != "" {
 		c.Cluster = v
 	}
+	if v := getenv(EnvDstDir); v != "" {
+		c.SetLegacyDstDir(v)
+	}
 }
+
+// SetLegacyDstDir sets Legacy.DstDir from the old service's --dst-dir,
+// which took "dir", "dir/" or "/dir" alike.
+func (c *Config) SetLegacyDstDir(v string) { c.Legacy.DstDir = strings.Trim(strings.TrimSpace(v), "/") }
 
 // Validate checks the configuration against the engines it will run
 // with, naming the bad setting.
@@ -139,6 +162,9 @@ func (c *Config) Validate(reg *engines.Registry) error {
 	case "zstd", "zstd-fastest", "zstd-better", "none":
 	default:
 		return fmt.Errorf("worker.compression: %q is not one of zstd, zstd-fastest, zstd-better, none", w.Compression)
+	}
+	if err := checkKeyPrefix(c.Legacy.DstDir); err != nil {
+		return fmt.Errorf("legacy.dstDir (--dst-dir, %s): %w", EnvDstDir, err)
 	}
 	for _, name := range c.SourceNames() {
 		src, err := c.source(name)

@@ -121,3 +121,58 @@ func TestEnvOverridesFile(t *testing.T) {
 		t.Errorf("after env: %q %q", c.Bucket, c.Cluster)
 	}
 }
+
+func TestOldServiceEnvironment(t *testing.T) {
+	env := map[string]string{
+		config.EnvNsWhitelist: "cnvrg, cnvrg-infra,cnvrg", config.EnvDumpDir: "/data/capsule/", config.EnvAPIBindAddr: "127.0.0.1:9090",
+		config.EnvKubeconfig: "/kube/config", config.EnvVerbose: "true", config.EnvDstDir: "/old-backups/",
+	}
+	getenv := func(k string) string { return env[k] }
+	s, err := config.StartFromEnv(getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.Namespaces, ",") != "cnvrg,cnvrg-infra" || s.DumpDir != "/data/capsule" || s.Listen != "127.0.0.1:9090" ||
+		s.Kubeconfig != "/kube/config" || !s.Verbose {
+		t.Errorf("start settings %+v", s)
+	}
+	c := config.Default()
+	if c.Legacy.DstDir != config.DefaultLegacyDstDir {
+		t.Errorf("default legacy.dstDir %q", c.Legacy.DstDir)
+	}
+	c.ApplyEnv(getenv)
+	if err := c.Validate(reg); err != nil || c.Legacy.DstDir != "old-backups" {
+		t.Errorf("legacy.dstDir %q from %s=/old-backups/: %v", c.Legacy.DstDir, config.EnvDstDir, err)
+	}
+	def, err := config.StartFromEnv(func(string) string { return "" })
+	if err != nil || def.Namespaces != nil || def.Listen != config.DefaultAPIBindAddr || def.DumpDir != "" {
+		t.Errorf("defaults %+v, %v", def, err)
+	}
+	for _, all := range []string{"*", " * ", ""} {
+		if ns, err := config.ParseNamespaces(all); err != nil || ns != nil {
+			t.Errorf("ParseNamespaces(%q) = %v, %v; want all", all, ns, err)
+		}
+	}
+	for _, c := range []struct{ key, value, want string }{
+		{config.EnvNsWhitelist, "cnvrg,Bad_NS", config.EnvNsWhitelist + `: "Bad_NS" is not a namespace name`},
+		{config.EnvNsWhitelist, "*,cnvrg", "cannot be combined"},
+		{config.EnvDumpDir, "relative/dir", config.EnvDumpDir + `: "relative/dir" is not an absolute path`},
+		{config.EnvVerbose, "loud", config.EnvVerbose},
+	} {
+		if _, err := config.StartFromEnv(func(k string) string {
+			if k == c.key {
+				return c.value
+			}
+			return ""
+		}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s=%s: %v, want an error with %q", c.key, c.value, err, c.want)
+		}
+	}
+	for _, bad := range []string{"a/../b", "a//b", "./a"} {
+		c := config.Default()
+		c.Legacy.DstDir = bad
+		if err := c.Validate(reg); err == nil || !strings.Contains(err.Error(), "legacy.dstDir") {
+			t.Errorf("legacy.dstDir %q: %v, want an error naming it", bad, err)
+		}
+	}
+}

@@ -127,7 +127,9 @@ func TestDockerfile(t *testing.T) {
 	if !strings.HasPrefix(froms[0][1], "golang:"+goVersion) {
 		t.Errorf("build stage %s does not use Go %s (go.mod's toolchain, else go line)", froms[0][1], goVersion)
 	}
-	for _, want := range []string{"./cmd/capsule", "postgresql-client", "mariadb-client", "ENTRYPOINT", "USER "} {
+	// "/opt/app-root/capsule": the path the cnvrg operator's Deployment
+	// runs ("capsule start" in place of the old service).
+	for _, want := range []string{"./cmd/capsule", "postgresql-client", "mariadb-client", "ENTRYPOINT", "USER ", "/opt/app-root/capsule"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}

@@ -66,7 +66,14 @@ type Config struct {
 	// Legacy, when set, is where the old cnvrg-capsule service's backups
 	// are: a Restore or Verify may name one as legacy:<id>.
 	Legacy *legacy.Store
-	Log    logrus.FieldLogger
+	// RestoreAs, when set, may give a Restore's or Verify's target
+	// another way into the same service (the scanner's PostgreSQL plans
+	// restore as the server's superuser when the application role cannot;
+	// scanner.Scanner.RestoreAs), and returns what to say about the choice
+	// in the result's details. Backups never pass through it. An error
+	// fails the run.
+	RestoreAs func(ctx context.Context, kind requests.Kind, target engines.Source) (engines.Source, map[string]any, error)
+	Log       logrus.FieldLogger
 }
 
 // Executor runs claimed requests. It is safe for concurrent use.

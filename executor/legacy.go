@@ -24,16 +24,16 @@ const NoChecksum = "none: the old service recorded no checksum, so the dump was 
 // the dump, a pg_dump tar archive, as it restores its own backups. The
 // returned index describes the backup for the result; it is never
 // written.
-func (x *Executor) prepareLegacy(ctx context.Context, req *requests.Request, id string, attempt int, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, error) {
+func (x *Executor) prepareLegacy(ctx context.Context, req *requests.Request, id string, attempt int, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, map[string]any, error) {
 	if x.cfg.Legacy == nil {
-		return nil, engines.Source{}, nil, nil, Reject(fmt.Errorf("backupId: %s names a backup of the old cnvrg-capsule service, and this worker reads none (no legacy folder configured)", req.BackupID))
+		return nil, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: %s names a backup of the old cnvrg-capsule service, and this worker reads none (no legacy folder configured)", req.BackupID))
 	}
 	b, err := x.cfg.Legacy.Find(ctx, id)
 	switch {
 	case errors.Is(err, legacy.ErrNotFound) || errors.Is(err, legacy.ErrDamaged):
-		return nil, engines.Source{}, nil, nil, Reject(fmt.Errorf("backupId: %w", err))
+		return nil, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: %w", err))
 	case err != nil:
-		return nil, engines.Source{}, nil, nil, fmt.Errorf("find legacy backup %s: %w", id, err)
+		return nil, engines.Source{}, nil, nil, nil, fmt.Errorf("find legacy backup %s: %w", id, err)
 	}
 	info := postgres.TarBackupInfo(legacy.Artifact, b.Bytes)
 	idx := &index.BackupIndex{
@@ -45,7 +45,7 @@ func (x *Executor) prepareLegacy(ctx context.Context, req *requests.Request, id 
 		if why == "" {
 			why = "it ended " + b.Status + " and has no whole dump"
 		}
-		return idx, engines.Source{}, nil, nil, Reject(fmt.Errorf("backupId: legacy backup %s cannot be restored: %s", id, why))
+		return idx, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: legacy backup %s cannot be restored: %s", id, why))
 	}
 	target := req.Target
 	if target == "" {
@@ -56,13 +56,19 @@ func (x *Executor) prepareLegacy(ctx context.Context, req *requests.Request, id 
 		if req.Target == "" && IsRejected(err) {
 			err = Reject(fmt.Errorf("target: legacy backup %s was made of %s, which is no source here: name one (capsule restore --to SOURCE, capsule verify --into SOURCE): %w", id, b.Source, err))
 		}
-		return idx, src, nil, nil, err
+		return idx, src, nil, nil, nil, err
 	}
 	if eng.Name() != legacy.Engine {
-		return idx, src, nil, nil, Reject(fmt.Errorf("target: %s is a %s source; legacy backup %s is a PostgreSQL dump", target, eng.Name(), id))
+		return idx, src, nil, nil, nil, Reject(fmt.Errorf("target: %s is a %s source; legacy backup %s is a PostgreSQL dump", target, eng.Name(), id))
+	}
+	var notes map[string]any
+	if x.cfg.RestoreAs != nil {
+		if src, notes, err = x.cfg.RestoreAs(ctx, req.Kind, src); err != nil {
+			return idx, src, nil, nil, nil, err
+		}
 	}
 	if err := eng.Validate(src); err != nil {
-		return idx, src, nil, nil, fmt.Errorf("target %s is misconfigured: %w", target, err)
+		return idx, src, nil, nil, nil, fmt.Errorf("target %s is misconfigured: %w", target, err)
 	}
 	job := &engines.RestoreJob{
 		ID:           req.ID,
@@ -75,7 +81,7 @@ func (x *Executor) prepareLegacy(ctx context.Context, req *requests.Request, id 
 		Options:      engines.RestoreOptions{DropPrevious: req.DropPrevious, Extra: req.Options},
 		Progress:     progress.Engine,
 	}
-	return idx, src, eng, job, nil
+	return idx, src, eng, job, notes, nil
 }
 
 // legacyArtifacts is the engines.ArtifactReader of an old backup: its one

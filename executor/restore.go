@@ -18,7 +18,7 @@ import (
 // prepareRestore finds the backup and the target of a Restore or Verify,
 // run as the given attempt: the job's staging is named after it, and its
 // Fence is the lease holder's, handed over through the tracker.
-func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, attempt int, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, error) {
+func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, attempt int, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, map[string]any, error) {
 	if id, ok := legacyRef(req); ok {
 		return x.prepareLegacy(ctx, req, id, attempt, progress)
 	}
@@ -26,9 +26,9 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, at
 	if err != nil {
 		if errors.Is(err, index.ErrBackupNotFound) || errors.Is(err, index.ErrDamaged) {
 			// Neither can ever be restored as the request is written.
-			return nil, engines.Source{}, nil, nil, Reject(fmt.Errorf("backupId: %w", err))
+			return nil, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: %w", err))
 		}
-		return nil, engines.Source{}, nil, nil, fmt.Errorf("find backup %s: %w", req.BackupID, err)
+		return nil, engines.Source{}, nil, nil, nil, fmt.Errorf("find backup %s: %w", req.BackupID, err)
 	}
 	idx := entry.BackupIndex
 	target := req.Target
@@ -37,20 +37,26 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, at
 	}
 	src, eng, err := x.lookupSource(target, "target")
 	if err != nil {
-		return idx, src, nil, nil, err
+		return idx, src, nil, nil, nil, err
 	}
 	if target != idx.Source {
 		// The backup's source must not belong to another bucket either:
 		// a backup is only ever restored where its own bucket is served.
 		if _, err := x.cfg.Sources.Lookup(idx.Source); errors.Is(err, ErrNotServed) {
-			return idx, src, nil, nil, Reject(fmt.Errorf("backupId: backup %s: %w", idx.BackupID, err))
+			return idx, src, nil, nil, nil, Reject(fmt.Errorf("backupId: backup %s: %w", idx.BackupID, err))
 		}
 	}
 	if eng.Name() != idx.Engine {
-		return idx, src, nil, nil, Reject(fmt.Errorf("target: %s is a %s source; backup %s was made by the %s engine", target, eng.Name(), idx.BackupID, idx.Engine))
+		return idx, src, nil, nil, nil, Reject(fmt.Errorf("target: %s is a %s source; backup %s was made by the %s engine", target, eng.Name(), idx.BackupID, idx.Engine))
+	}
+	var notes map[string]any
+	if x.cfg.RestoreAs != nil {
+		if src, notes, err = x.cfg.RestoreAs(ctx, req.Kind, src); err != nil {
+			return idx, src, nil, nil, nil, err
+		}
 	}
 	if err := eng.Validate(src); err != nil {
-		return idx, src, nil, nil, fmt.Errorf("target %s is misconfigured: %w", target, err)
+		return idx, src, nil, nil, nil, fmt.Errorf("target %s is misconfigured: %w", target, err)
 	}
 	job := &engines.RestoreJob{
 		ID:           req.ID,
@@ -66,17 +72,21 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, at
 		Options:   engines.RestoreOptions{DropPrevious: req.DropPrevious, Extra: req.Options},
 		Progress:  progress.Engine,
 	}
-	return idx, src, eng, job, nil
+	return idx, src, eng, job, notes, nil
 }
 
 func (x *Executor) restore(ctx context.Context, req *requests.Request, attempt int, progress *Tracker, out *Outcome, log logrus.FieldLogger) error {
-	idx, src, eng, job, err := x.prepareRestore(ctx, req, attempt, progress)
+	idx, src, eng, job, notes, err := x.prepareRestore(ctx, req, attempt, progress)
 	if idx != nil {
 		out.Result.Cluster, out.Result.Source = idx.Cluster, idx.Source
 		out.Engine = idx.Engine
 	}
 	if err != nil {
 		return err
+	}
+	if len(notes) > 0 {
+		// Said even when the restore fails: the role is part of why.
+		out.Result.Details = notes
 	}
 	job.Log = log.WithFields(logrus.Fields{"backup_id": idx.BackupID, "engine": eng.Name(), "target": src.Name})
 	progress.Phase("restore")
@@ -94,6 +104,9 @@ func (x *Executor) restore(ctx context.Context, req *requests.Request, attempt i
 		for k, v := range info.Details {
 			details[k] = v
 		}
+		for k, v := range notes {
+			details[k] = v
+		}
 		out.Result.Details = details
 	}
 	if _, ok := legacyRef(req); ok {
@@ -107,7 +120,7 @@ func (x *Executor) restore(ctx context.Context, req *requests.Request, attempt i
 
 func (x *Executor) verify(ctx context.Context, req *requests.Request, attempt int, progress *Tracker, out *Outcome, log logrus.FieldLogger) error {
 	started := time.Now()
-	idx, src, eng, job, err := x.prepareRestore(ctx, req, attempt, progress)
+	idx, src, eng, job, notes, err := x.prepareRestore(ctx, req, attempt, progress)
 	if idx != nil {
 		out.Result.Cluster, out.Result.Source = idx.Cluster, idx.Source
 		out.Engine = idx.Engine
@@ -165,6 +178,9 @@ func (x *Executor) verify(ctx context.Context, req *requests.Request, attempt in
 		out.VerifiedIndex = nil
 		out.Result.Details["checksum"] = NoChecksum
 		out.Result.Details["recorded"] = "in this result only: capsule writes nothing into the old service's folder (capsule legacy import makes a backup whose verifications are recorded beside it)"
+	}
+	for k, v := range notes {
+		out.Result.Details[k] = v
 	}
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", idx.BackupID, err)

@@ -44,6 +44,10 @@ type BucketSpec struct {
 	// Prefix is where capsule's objects live in the bucket (capsule/).
 	Prefix string
 
+	// IgnoredEndpoint is a CNVRG_STORAGE_ENDPOINT that was not used: the
+	// operator's in-cluster MinIO URL in an aws Secret (see bucketSpec).
+	IgnoredEndpoint string
+
 	accessKey, secretKey string
 	// identity names the credentials without revealing them: "role", or
 	// "keys-" and an HMAC of the keys under the scanner's random key.
@@ -110,6 +114,14 @@ func bucketSpec(secretName string, data map[string][]byte, prefix string) (Bucke
 			s.Region = "us-east-1"
 		}
 	case "aws":
+		if s.Endpoint != "" && operatorMinio(s.Endpoint) {
+			// The operator writes its in-cluster MinIO URL into every
+			// Secret, aws included, when no endpoint was configured; the
+			// old capsule service ignored the endpoint for aws and went to
+			// AWS. So does capsule, for that URL only: another endpoint
+			// was set on purpose (a VPC or FIPS endpoint) and is used.
+			s.IgnoredEndpoint, s.Endpoint = s.Endpoint, ""
+		}
 		if s.Region == "" {
 			return s, fmt.Errorf("%s: required for aws", keyStorageRegion)
 		}
@@ -136,6 +148,19 @@ func bucketSpec(secretName string, data map[string][]byte, prefix string) (Bucke
 		return s, fmt.Errorf("%s: %q is not a bucket name (up to 63 letters, digits, dots, hyphens and underscores)", keyStorageBucket, s.Bucket)
 	}
 	return s, nil
+}
+
+// operatorMinio reports whether endpoint is the URL of the operator's
+// in-cluster MinIO, http(s)://minio<prefix>.<cluster domain>[:PORT]: its
+// host's first label starts with "minio".
+func operatorMinio(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return false
+	}
+	host := strings.ToLower(u.Hostname())
+	first, _, _ := strings.Cut(host, ".")
+	return strings.HasPrefix(first, "minio") && net.ParseIP(host) == nil
 }
 
 // The names the scanner puts into a bucket URL or a host name.

@@ -1,8 +1,9 @@
-// Package scanner is the CnvrgApp scanner: it watches the cnvrg operator's
-// CnvrgApp resources (mlops.cnvrg.io/v1, cnvrgapps) with client-go
-// informers, in all namespaces or an allow-list, turns each enabled backup
-// block into a Plan, and drops the plans' scheduled requests into their
-// buckets. Any number of replicas run it, with no leader.
+// Package scanner is the CnvrgApp scanner: it follows the cnvrg operator's
+// CnvrgApp resources (mlops.cnvrg.io/v1, cnvrgapps) and the backup
+// annotations the operator writes on PostgreSQL PVCs, in all namespaces or
+// an allow-list, turns each enabled backup block into a Plan, and drops the
+// plans' scheduled requests into their buckets. Any number of replicas run
+// it, with no leader, and with whatever role they have (see Permissions).
 //
 // # Plans
 //
@@ -17,19 +18,32 @@
 //     be a Service's name, an RFC 1123 label), port (1-65535), and
 //     credentials from the credsRef Secret (backup.credsRef, else the
 //     service's credsRef): POSTGRES_USER, POSTGRES_DB (unset: every
-//     database) and POSTGRES_PASSWORD; CNVRG_REDIS_PASSWORD (else the
+//     database) and POSTGRES_PASSWORD (else the PostgreSQL image's
+//     POSTGRESQL_USER, POSTGRESQL_DATABASE, POSTGRESQL_PASSWORD, which the
+//     operator's pg-creds holds too), and POSTGRESQL_ADMIN_PASSWORD for
+//     restores only (see Drop-in); CNVRG_REDIS_PASSWORD (else the
 //     password of REDIS_URL); CNVRG_ES_USER and CNVRG_ES_PASS. The
 //     operator's Elasticsearch is reached over plain http, every index.
-//     POSTGRES_HOST is not used: the host is the Service's;
+//     POSTGRES_HOST is not used for a CnvrgApp's plan: the host is the
+//     Service's;
 //   - the destination: the bucketRef Secret (default cp-object-storage):
 //     CNVRG_STORAGE_TYPE minio or aws, CNVRG_STORAGE_ENDPOINT, _REGION,
 //     _BUCKET, _ACCESS_KEY and _SECRET_KEY (aws with both keys empty uses
 //     the pod's IAM role); the endpoint must be http(s)://HOST[:PORT] and
 //     nothing more, the bucket and region plain names; capsule's objects
-//     go under Config.Prefix (capsule/) in that bucket;
+//     go under Config.Prefix (capsule/) in that bucket. For aws, an
+//     endpoint whose host's first label starts with "minio" is the
+//     operator's in-cluster MinIO URL, which it writes into every Secret
+//     that configures none: it is ignored, with a log line, and the bucket
+//     is on AWS, as the old capsule service did (it ignored every aws
+//     endpoint); any other aws endpoint was set on purpose (a VPC or FIPS
+//     endpoint) and is used, with a log line. azure and gcp are refused
+//     for now;
 //   - the schedule: backup.period, "<number><unit>" with unit s, m or h
-//     (default 24h), or a cron expression (five fields or @daily...,
-//     github.com/robfig/cron/v3, evaluated in UTC);
+//     (default 24h; the number may be decimal, "1.5h", as the old service
+//     read it), a Go duration ("1h30m"), or a cron expression (five fields
+//     or @daily..., github.com/robfig/cron/v3, evaluated in UTC); a period
+//     is a whole number of seconds;
 //   - the rotation: backup.rotation, how many successful backups to keep
 //     (default 5, at least 1);
 //   - the verification schedule, if any: backup.verify {every: N} or
@@ -43,7 +57,7 @@
 // plan.
 //
 // Secrets are read one by one, by name (get), when the plans are rebuilt:
-// on every change of a CnvrgApp, and every Config.SecretRefresh (1m) so
+// on every change of a CnvrgApp or PVC, and every Config.SecretRefresh (1m) so
 // that a changed Secret is seen within that time. The scanner never lists
 // or watches Secrets. What it read stays in memory: requests name the
 // plan's source, never a password, and a plan prints (Plan.MarshalJSON)
@@ -51,11 +65,12 @@
 //
 // An invalid block (a bad period, a missing Secret or key, an unsupported
 // storage type, a value that does not belong in a URL) is left out and
-// reported: a log line naming the field and
-// a Warning Event with reason InvalidBackupPlan on the CnvrgApp. The
-// Event's name derives from the problem and the CnvrgApp's generation, so
-// N replicas write one Event. A bad verification setting is reported the
-// same way but only drops the verifications, not the backups.
+// reported: a log line naming the field and, when the role may create
+// Events, a Warning Event with reason InvalidBackupPlan on the CnvrgApp (or
+// the annotated PVC). The Event's name derives from the problem and the
+// object's generation, so N replicas write one Event. A bad verification
+// setting is reported the same way but only drops the verifications, not
+// the backups.
 //
 // # Schedules without a leader
 //
@@ -126,6 +141,84 @@
 //
 // # Permissions
 //
-// get, list and watch on cnvrgapps.mlops.cnvrg.io, get on secrets (only
-// those the CnvrgApps name, in their namespaces), and create on events.
+// The scanner needs get on the Secrets its plans name (never list or
+// watch: it reads them by name) and list on cnvrgapps.mlops.cnvrg.io or on
+// persistentvolumeclaims, in the namespaces it serves. At start it asks
+// the API server what its role allows (SelfSubjectAccessReview; where
+// those are forbidden it tries and handles a Forbidden) and logs once what
+// it cannot do:
+//
+//   - cnvrgapps: with watch, an informer follows them; with list only,
+//     they are listed every Config.Poll (30s); without list, "no access to
+//     cnvrgapps (list): plans come from the PVC annotations only";
+//   - persistentvolumeclaims: the same, and without list, plans come from
+//     CnvrgApps only;
+//   - events (create): without it, "cannot create events: invalid plans
+//     are logged only".
+//
+// A role that can read neither CnvrgApps nor PVCs is an error: nothing to
+// back up. A resource the API server does not serve (no CnvrgApp CRD) is
+// logged once and read as empty. The full role: get, list and watch on
+// cnvrgapps and persistentvolumeclaims, get on secrets, create on events.
+//
+// # Drop-in for the operator's capsule
+//
+// The cnvrg operator (3.5 to 4.3) deploys its own backup service as a
+// Deployment that runs "/opt/app-root/capsule start" with no args, env
+// GIN_MODE=release, a 100Gi PVC at /tmp/capsule-data, and the ServiceAccount
+// cnvrg-capsule bound to a ClusterRole of get and list on
+// persistentvolumeclaims and secrets: no cnvrgapps, no watch, no events.
+// capsule's image runs there unchanged ("capsule start", cmd/capsule): the
+// scanner with that role, a worker per bucket, and the API with the
+// probes and metrics.
+//
+// Plans from PVCs. The operator copies each CnvrgApp's spec.dbs.pg.backup
+// onto the PostgreSQL PVC (spec.dbs.pg.pvcName, default pg-storage) as
+// annotations, as the old service read them: capsule.mlops.cnvrg.io/backup
+// ("true" enables), serviceType (postgresql, the only one), bucketRef
+// (default cp-object-storage), credsRef (default pg-creds), rotation
+// (default 5) and period (default 24h, old syntax included). A PVC plan
+// connects to port 5432 of the Service its credentials Secret names in
+// POSTGRES_HOST (default postgres), in the PVC's namespace, as the old
+// service did.
+//
+// One service, one plan. A plan's identity is its name,
+// <namespace>/<cnvrgapp>/<service>. The operator creates the PVC with a
+// controller reference to its CnvrgApp, so a PVC plan takes the name the
+// CnvrgApp's block gives (a PVC no CnvrgApp owns: <namespace>/<pvc>/pg),
+// and its cluster likewise: a replica that may read CnvrgApps and one
+// that may not make the same requests for the same slots, which the
+// create-only writes turn into one. Where the CnvrgApps of the PVC's
+// namespace were read, a CnvrgApp that owns the PVC (or, for a PVC
+// without an owner, whose pvcName is the PVC's name) decides alone: its
+// block is the plan (it says more: svcName, port, verification), and the
+// annotations, a copy that may lag, are not read; a CnvrgApp whose
+// backup is disabled disables the PVC's plan too. Two PVCs that give one
+// plan name: the first is the plan, the second a problem.
+//
+// Restores as the admin. A restore swaps a side database in: it needs
+// CREATEDB and ownership of the database, which the platform's
+// application role (pg-creds' POSTGRES_USER) often lacks; pg-creds also
+// holds POSTGRESQL_ADMIN_PASSWORD, the postgres superuser's. Backups
+// always run as the application role. For a Restore or Verify of a
+// PostgreSQL plan (Scanner.RestoreAs, the executor's RestoreAs hook), the
+// worker connects as the application role and reads its attributes: when
+// it has CREATEDB, owns the database (or the database does not exist)
+// and is not a superuser, the restore runs as it; else, when the Secret
+// has POSTGRESQL_ADMIN_PASSWORD, as postgres, with allowSuperuser set on
+// the source for this restore only (the engine refuses a superuser
+// without it: a forged backup's SQL runs as the restoring role); else as
+// the application role, which fails with the engine's error. The result's
+// details say which and why, in restoredAs: "postgres
+// (POSTGRESQL_ADMIN_PASSWORD: the application role lacks CREATEDB)".
+//
+// Staging. PostgreSQL plans carry Config.StagingDir as their sources'
+// stagingDir: capsule start sets the PVC's /tmp/capsule-data when it is a
+// writable directory (the old --dumpdir), else restores stage in
+// $TMPDIR, and it says which.
+//
+// Not the scanner's: the old service's backups under <dst-dir>/ in each
+// bucket (legacy.dstDir, --dst-dir, CNVRG_CAPSULE_DST_DIR), which the
+// legacy commands read; the old service's own HTTP routes; buckets of
+// type azure and gcp (refused for now).
 package scanner

@@ -30,12 +30,23 @@ func problemKey(app *unstructured.Unstructured, p Problem) string {
 }
 
 // reportProblem logs an invalid block and records a Warning Event on the
-// CnvrgApp. The Event's name is derived from the problem and the
-// CnvrgApp's generation, so every replica writes the same one and only the
-// first create succeeds.
+// CnvrgApp (or the annotated PVC) when the role may create Events there.
+// The Event's name is derived from the problem and the object's
+// generation, so every replica writes the same one and only the first
+// create succeeds.
 func (s *Scanner) reportProblem(ctx context.Context, app *unstructured.Unstructured, p Problem, key string) {
-	s.log.WithFields(logrus.Fields{"cnvrgapp": p.App.String(), "field": p.Field}).Warn(p.Message)
+	fields := logrus.Fields{"field": p.Field}
+	if p.App.Name != "" {
+		fields["cnvrgapp"] = p.App.String()
+	}
+	if p.PVC != "" {
+		fields["pvc"] = p.App.Namespace + "/" + p.PVC
+	}
+	s.log.WithFields(fields).Warn(p.Message)
 	defer s.emit(Event{Type: EventProblem, Err: p})
+	if !s.mayCreateEvents(app.GetNamespace()) {
+		return // said once at the start: invalid plans are logged only
+	}
 	name := app.GetName()
 	if len(name) > 200 {
 		name = name[:200]
@@ -63,9 +74,21 @@ func (s *Scanner) reportProblem(ctx context.Context, app *unstructured.Unstructu
 	}
 	if ev.InvolvedObject.Kind == "" {
 		ev.InvolvedObject.APIVersion, ev.InvolvedObject.Kind = Group+"/"+Version, "CnvrgApp"
+		if p.PVC != "" {
+			ev.InvolvedObject.APIVersion, ev.InvolvedObject.Kind = "v1", "PersistentVolumeClaim"
+		}
 	}
 	_, err := s.cfg.Kube.CoreV1().Events(app.GetNamespace()).Create(ctx, ev, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		s.log.WithError(err).WithField("cnvrgapp", p.App.String()).Warn("cannot record the Event")
+		s.log.WithError(err).WithFields(fields).Warn("cannot record the Event")
 	}
+}
+
+// mayCreateEvents reports whether the role may create Events in ns, as
+// Run found at its start (true before it asked).
+func (s *Scanner) mayCreateEvents(ns string) bool {
+	if s.events == nil {
+		return true
+	}
+	return s.events[""] || s.events[ns]
 }

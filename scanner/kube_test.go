@@ -356,7 +356,11 @@ func (r *replica) stop() {
 // least privilege a restore accepts) and a database it owns, with a
 // table of rows, on the machine's PostgreSQL (127.0.0.1:5432, trust,
 // superuser postgres), and drops both when the test ends.
-func newPostgresDB(t *testing.T) (user, db string) {
+func newPostgresDB(t *testing.T) (user, db string) { return newPostgresRoleDB(t, "CREATEDB") }
+
+// newPostgresRoleDB is newPostgresDB with the role's attributes (CREATEDB,
+// or NOCREATEDB: the platform's application role).
+func newPostgresRoleDB(t *testing.T, attrs string) (user, db string) {
 	t.Helper()
 	ctx := context.Background()
 	name := "capsule_scan_" + randHex(4)
@@ -366,7 +370,7 @@ func newPostgresDB(t *testing.T) (user, db string) {
 	}
 	defer admin.Close(ctx)
 	for _, q := range []string{
-		`CREATE ROLE ` + name + ` LOGIN CREATEDB PASSWORD 'pw-` + name + `'`,
+		`CREATE ROLE ` + name + ` LOGIN ` + attrs + ` PASSWORD 'pw-` + name + `'`,
 		`CREATE DATABASE ` + name + ` OWNER ` + name,
 	} {
 		if _, err := admin.Exec(ctx, q); err != nil {

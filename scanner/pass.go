@@ -219,7 +219,7 @@ func (s *Scanner) applyRetention(ctx context.Context, b bucket.Bucket, p Plan) (
 	key := p.Bucket.Key()
 	rr := s.retention[key]
 	if rr == nil || rr.b != b {
-		r, err := retention.New(retention.Config{Bucket: b, Holder: s.cfg.Holder, Lease: s.cfg.RetentionLease, Log: s.cfg.Log})
+		r, err := retention.New(retention.Config{Bucket: b, Holder: s.cfg.Holder, Lease: s.cfg.RetentionLease, Log: s.cfg.Log, Damaged: s.cfg.Damaged})
 		if err != nil {
 			return nil, err
 		}

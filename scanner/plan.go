@@ -12,6 +12,7 @@ import (
 
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/requests"
+	"github.com/sirupsen/logrus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -54,11 +55,21 @@ type Plan struct {
 	Rotation int
 	// Verify, when set, schedules verifications of the newest backup.
 	Verify *VerifyPolicy
+	// From says where the plan came from: FromCnvrgApp (a backup block of
+	// the CnvrgApp) or FromPVC (the capsule.mlops.cnvrg.io/ annotations
+	// the operator writes on the PostgreSQL PVC).
+	From string
+	// PVC names the annotated claim of a plan from a PVC.
+	PVC string
 
 	// password is the Secret's value, read at the scan; it stays in
 	// memory and reaches the engine only through Source().Password.
 	password    string
 	hasPassword bool
+	// admin is POSTGRESQL_ADMIN_PASSWORD, the postgres superuser's, for
+	// restores the application role cannot do (Scanner.RestoreAs).
+	admin    string
+	hasAdmin bool
 }
 
 // VerifyPolicy schedules verifications: after every Every-th backup, or
@@ -86,6 +97,8 @@ func (p Plan) Source() engines.Source {
 // planJSON is how a plan prints: no secret, only where they come from.
 type planJSON struct {
 	Name     string         `json:"name"`
+	From     string         `json:"from"`
+	PVC      string         `json:"pvc,omitempty"`
 	App      AppRef         `json:"app"`
 	Service  string         `json:"service"`
 	Cluster  string         `json:"cluster"`
@@ -102,9 +115,11 @@ type sourceJSON struct {
 	Host   string         `json:"host"`
 	Port   int            `json:"port"`
 	Config map[string]any `json:"config"`
-	// CredsSecret names the Secret; Password says whether it gave one.
-	CredsSecret string `json:"credsSecret,omitempty"`
-	Password    bool   `json:"password"`
+	// CredsSecret names the Secret; Password says whether it gave one,
+	// AdminPassword whether it gave POSTGRESQL_ADMIN_PASSWORD too.
+	CredsSecret   string `json:"credsSecret,omitempty"`
+	Password      bool   `json:"password"`
+	AdminPassword bool   `json:"adminPassword,omitempty"`
 }
 
 type bucketJSON struct {
@@ -134,9 +149,9 @@ func (s Schedule) view() scheduleJSON {
 // MarshalJSON prints the plan without its secrets.
 func (p Plan) MarshalJSON() ([]byte, error) {
 	v := planJSON{
-		Name: p.Name, App: p.App, Service: p.Service, Cluster: p.Cluster,
+		Name: p.Name, From: p.From, PVC: p.PVC, App: p.App, Service: p.Service, Cluster: p.Cluster,
 		Source: sourceJSON{Name: p.Name, Engine: p.Engine, Host: p.Host, Port: p.Port, Config: p.SourceConfig,
-			CredsSecret: p.CredsSecret, Password: p.hasPassword && p.password != ""},
+			CredsSecret: p.CredsSecret, Password: p.hasPassword && p.password != "", AdminPassword: p.hasAdmin},
 		Bucket: bucketJSON{Secret: p.Bucket.Secret, Type: p.Bucket.Type, URL: p.Bucket.URL(), Endpoint: p.Bucket.Endpoint,
 			Region: p.Bucket.Region, Bucket: p.Bucket.Bucket, Prefix: p.Bucket.Prefix, Credentials: p.Bucket.Credentials()},
 		Schedule: p.Schedule.view(),
@@ -153,15 +168,30 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 }
 
 // Problem is an invalid backup block: it becomes a Kubernetes Event on the
-// CnvrgApp and a log line, and the block is left out of the plans.
+// CnvrgApp (or the annotated PVC) and a log line, and the block is left
+// out of the plans.
 type Problem struct {
+	// App is the CnvrgApp; for a PVC's annotations, the CnvrgApp that owns
+	// the PVC, else only the PVC's namespace.
 	App AppRef `json:"app"`
-	// Field is the path of the bad setting (spec.dbs.pg.backup.period).
+	// PVC names the annotated PersistentVolumeClaim the problem is on.
+	PVC string `json:"pvc,omitempty"`
+	// Field is the path of the bad setting (spec.dbs.pg.backup.period,
+	// metadata.annotations[capsule.mlops.cnvrg.io/period]).
 	Field   string `json:"field"`
 	Message string `json:"message"`
 }
 
 func (p Problem) Error() string { return p.Field + ": " + p.Message }
+
+// Where names the object the problem is on: namespace/cnvrgapp, or
+// persistentvolumeclaim namespace/name.
+func (p Problem) Where() string {
+	if p.PVC != "" {
+		return "persistentvolumeclaim " + p.App.Namespace + "/" + p.PVC
+	}
+	return p.App.String()
+}
 
 // The services of spec.dbs that capsule backs up.
 var services = []struct {
@@ -181,6 +211,10 @@ const (
 	// VerifyAnnotationPrefix + service ("capsule.cnvrg.io/verify-pg")
 	// schedules verifications: "every=N" or "period=24h".
 	VerifyAnnotationPrefix = "capsule.cnvrg.io/verify-"
+	// AdminRole is the PostgreSQL superuser of the platform's PostgreSQL
+	// image, whose password pg-creds holds as POSTGRESQL_ADMIN_PASSWORD.
+	AdminRole        = "postgres"
+	keyAdminPassword = "POSTGRESQL_ADMIN_PASSWORD"
 )
 
 // secretGetter reads a Secret's data; a missing Secret is an apierrors
@@ -197,6 +231,17 @@ type parser struct {
 	// fp names bucket credentials (BucketSpec.Key); nil leaves them
 	// unnamed (unit tests).
 	fp *fingerprinter
+	// stagingDir is the stagingDir of PostgreSQL plans ("" for the
+	// engine's default).
+	stagingDir string
+	// notice logs a fact about a plan once per key (nil: not logged).
+	notice func(key string, fields logrus.Fields, msg string)
+}
+
+func (ps *parser) note(key string, fields logrus.Fields, msg string) {
+	if ps.notice != nil {
+		ps.notice(key, fields, msg)
+	}
 }
 
 // appResult is what one CnvrgApp gave.
@@ -227,7 +272,7 @@ func (ps *parser) app(ctx context.Context, obj *unstructured.Unstructured) appRe
 	return res
 }
 
-// block reads one spec.dbs.<svc> block.
+// block reads one spec.dbs.<svc> block, or a PVC's annotations.
 type block struct {
 	ps  *parser
 	ctx context.Context
@@ -236,21 +281,28 @@ type block struct {
 	svc string
 	res *appResult
 	bad bool
+	// pvc names the annotated PVC, and pathOf names its settings, for a
+	// plan from a PVC.
+	pvc    string
+	pathOf func(fields ...string) string
 }
 
 func (b *block) path(fields ...string) string {
+	if b.pathOf != nil {
+		return b.pathOf(fields...)
+	}
 	return strings.Join(append([]string{"spec", "dbs", b.svc}, fields...), ".")
 }
 
 func (b *block) problem(field, format string, args ...any) {
 	b.bad = true
-	b.res.problems = append(b.res.problems, Problem{App: b.ref, Field: field, Message: fmt.Sprintf(format, args...)})
+	b.warning(field, format, args...)
 }
 
 // warning reports a problem that does not stop the backups (a bad
 // verification setting leaves the plan without verifications).
 func (b *block) warning(field, format string, args ...any) {
-	b.res.problems = append(b.res.problems, Problem{App: b.ref, Field: field, Message: fmt.Sprintf(format, args...)})
+	b.res.problems = append(b.res.problems, Problem{App: b.ref, PVC: b.pvc, Field: field, Message: fmt.Sprintf(format, args...)})
 }
 
 func (b *block) field(fields ...string) (any, bool) {
@@ -334,18 +386,8 @@ func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, 
 		b.problem(b.path("enabled"), "is false (the service is not deployed), but backup.enabled is true: nothing to back up")
 		return Plan{}, false
 	}
-	p := Plan{
-		Name:    b.ref.Namespace + "/" + b.ref.Name + "/" + b.svc,
-		App:     b.ref,
-		Service: b.svc,
-		Cluster: cluster,
-		Engine:  engine,
-	}
-	if err := requests.ValidateName(p.Name); err != nil {
-		b.problem("metadata.name", "plan name: %v", err)
-	}
-	if err := requests.ValidateName(cluster); err != nil {
-		b.problem("metadata.name", "cluster: %v", err)
+	ps := planSpec{
+		name: b.ref.Namespace + "/" + b.ref.Name + "/" + b.svc, cluster: cluster, engine: engine, from: FromCnvrgApp,
 	}
 
 	svcName := b.str("svcName")
@@ -358,99 +400,186 @@ func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, 
 	if errs := validation.IsDNS1123Label(svcName); len(errs) > 0 {
 		b.problem(b.path("svcName"), "%q is not a Service name (an RFC 1123 DNS label): %s", svcName, errs[0])
 	}
-	p.Host = b.ps.hostFor(svcName, b.ref.Namespace)
-	p.Port = defPort
+	ps.host = b.ps.hostFor(svcName, b.ref.Namespace)
+	ps.port = defPort
 	if n, ok := b.integer("port"); ok {
 		if n < 1 || n > 65535 {
 			b.problem(b.path("port"), "%d is not a port number (1-65535)", n)
 		}
-		p.Port = int(n)
+		ps.port = int(n)
 	}
+	ps.schedule = b.schedule(b.path("backup", "period"), b.str("backup", "period"))
+	ps.rotation = DefaultRotation
+	if n, ok := b.integer("backup", "rotation"); ok {
+		ps.rotation = b.rotation(b.path("backup", "rotation"), n)
+	}
+	ps.verify = b.verify()
+	ps.bucketRef, ps.bucketField = b.str("backup", "bucketRef"), b.path("backup", "bucketRef")
+	// The credentials: backup.credsRef, else the service's.
+	ps.credsField, ps.creds = b.path("backup", "credsRef"), b.str("backup", "credsRef")
+	if ps.creds == "" {
+		ps.credsField, ps.creds = b.path("credsRef"), b.str("credsRef")
+	}
+	return b.build(ps)
+}
 
-	period := b.str("backup", "period")
+// The origins of a plan (Plan.From).
+const (
+	FromCnvrgApp = "cnvrgapp"
+	FromPVC      = "pvc"
+)
+
+// planSpec is what a backup block, or a PVC's annotations, say about a
+// plan before its Secrets are read.
+type planSpec struct {
+	name, cluster, engine, from string
+	// host and port of the service; a plan from a PVC has no host until
+	// the credentials Secret's POSTGRES_HOST names the Service (hostField
+	// is then where a problem points).
+	host      string
+	port      int
+	hostField string
+	schedule  Schedule
+	rotation  int
+	verify    *VerifyPolicy
+	// The Secrets and the fields that name them.
+	bucketRef, bucketField string
+	creds, credsField      string
+}
+
+// schedule reads a period or cron expression (default DefaultPeriod).
+func (b *block) schedule(field, period string) Schedule {
 	if period == "" {
 		period = DefaultPeriod
 	}
-	if s, err := ParseSchedule(period); err != nil {
-		b.problem(b.path("backup", "period"), "%v", err)
-	} else if !s.IsCron() && s.Period < MinPeriod {
-		b.problem(b.path("backup", "period"), "%q is shorter than %s", period, MinPeriod)
-	} else {
-		p.Schedule = s
+	s, err := ParseSchedule(period)
+	switch {
+	case err != nil:
+		b.problem(field, "%v", err)
+	case !s.IsCron() && s.Period < MinPeriod:
+		b.problem(field, "%q is shorter than %s", period, MinPeriod)
+	default:
+		return s
 	}
-	p.Rotation = DefaultRotation
-	if n, ok := b.integer("backup", "rotation"); ok {
-		if n < 1 {
-			b.problem(b.path("backup", "rotation"), "must be at least 1 (capsule never deletes the last good backup), got %d", n)
-		}
-		p.Rotation = int(n)
+	return Schedule{}
+}
+
+func (b *block) rotation(field string, n int64) int {
+	if n < 1 {
+		b.problem(field, "must be at least 1 (capsule never deletes the last good backup), got %d", n)
 	}
-	p.Verify = b.verify()
+	return int(n)
+}
+
+// build reads the plan's Secrets and makes the plan.
+func (b *block) build(ps planSpec) (Plan, bool) {
+	p := Plan{
+		Name: ps.name, App: b.ref, Service: b.svc, Cluster: ps.cluster, Engine: ps.engine, From: ps.from, PVC: b.pvc,
+		Host: ps.host, Port: ps.port, Schedule: ps.schedule, Rotation: ps.rotation, Verify: ps.verify,
+	}
+	if err := requests.ValidateName(p.Name); err != nil {
+		b.problem("metadata.name", "plan name: %v", err)
+	}
+	if err := requests.ValidateName(p.Cluster); err != nil {
+		b.problem("metadata.name", "cluster: %v", err)
+	}
 
 	// The bucket.
-	bucketRef := b.str("backup", "bucketRef")
+	bucketRef := ps.bucketRef
 	if bucketRef == "" {
 		bucketRef = DefaultBucketRef
 	}
-	if data := b.readSecret(b.path("backup", "bucketRef"), bucketRef); data != nil {
+	if data := b.readSecret(ps.bucketField, bucketRef); data != nil {
 		spec, err := bucketSpec(bucketRef, data, b.ps.prefix)
 		if err != nil {
-			b.problem(b.path("backup", "bucketRef"), "Secret %q: %v", bucketRef, err)
+			b.problem(ps.bucketField, "Secret %q: %v", bucketRef, err)
 		}
 		if b.ps.fp != nil {
 			spec.identity = b.ps.fp.identity(spec.accessKey, spec.secretKey)
 		}
+		if spec.IgnoredEndpoint != "" && err == nil {
+			b.ps.note("aws-endpoint/"+b.ref.Namespace+"/"+bucketRef+"/"+spec.IgnoredEndpoint, logrus.Fields{
+				"secret": b.ref.Namespace + "/" + bucketRef, "endpoint": spec.IgnoredEndpoint, "bucket": spec.Bucket, "region": spec.Region,
+			}, "CNVRG_STORAGE_TYPE is aws and CNVRG_STORAGE_ENDPOINT is the operator's in-cluster MinIO URL: ignoring the endpoint and writing to AWS S3, as the old capsule service did")
+		} else if spec.Type == "aws" && spec.Endpoint != "" && err == nil {
+			b.ps.note("aws-endpoint/"+b.ref.Namespace+"/"+bucketRef+"/"+spec.Endpoint, logrus.Fields{
+				"secret": b.ref.Namespace + "/" + bucketRef, "endpoint": spec.Endpoint, "bucket": spec.Bucket,
+			}, "CNVRG_STORAGE_TYPE is aws with a CNVRG_STORAGE_ENDPOINT that is not the operator's MinIO: using that endpoint (the old capsule service ignored it and went to AWS S3)")
+		}
 		p.Bucket = spec
 	}
 
-	// The credentials: backup.credsRef, else the service's.
-	credsField := b.path("backup", "credsRef")
-	creds := b.str("backup", "credsRef")
-	if creds == "" {
-		credsField, creds = b.path("credsRef"), b.str("credsRef")
-	}
 	var secret map[string][]byte
-	if creds != "" {
-		secret = b.readSecret(credsField, creds)
-		p.CredsSecret = creds
+	if ps.creds != "" {
+		secret = b.readSecret(ps.credsField, ps.creds)
+		p.CredsSecret = ps.creds
 	}
 	if b.bad {
 		return Plan{}, false
 	}
-	hostPort := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
-	key := func(k string) (string, bool) {
-		v, ok := secret[k]
-		return string(v), ok
+	// key returns a Secret's value: the first of the names it has.
+	key := func(names ...string) (string, bool) {
+		for _, k := range names {
+			if v, ok := secret[k]; ok {
+				return string(v), true
+			}
+		}
+		return "", false
 	}
-	switch engine {
+	if p.Host == "" {
+		// A PVC names no Service: the credentials Secret's POSTGRES_HOST
+		// does (the old capsule service connected to
+		// <POSTGRES_HOST>.<namespace>), default postgres.
+		svcName, _ := key("POSTGRES_HOST")
+		if svcName == "" {
+			svcName = services[0].svcName
+		}
+		if errs := validation.IsDNS1123Label(svcName); len(errs) > 0 {
+			b.problem(ps.hostField, "Secret %q: POSTGRES_HOST %q is not a Service name (an RFC 1123 DNS label): %s", ps.creds, svcName, errs[0])
+			return Plan{}, false
+		}
+		p.Host = b.ps.hostFor(svcName, b.ref.Namespace)
+	}
+	hostPort := net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
+	switch p.Engine {
 	case "postgres":
-		if creds == "" {
-			b.problem(credsField, "is required for PostgreSQL (a Secret with POSTGRES_USER and POSTGRES_PASSWORD)")
+		if ps.creds == "" {
+			b.problem(ps.credsField, "is required for PostgreSQL (a Secret with POSTGRES_USER and POSTGRES_PASSWORD)")
 			break
 		}
-		user, _ := key("POSTGRES_USER")
+		// The operator's pg-creds has both spellings: POSTGRES_* and the
+		// PostgreSQL image's POSTGRESQL_*.
+		user, _ := key("POSTGRES_USER", "POSTGRESQL_USER")
 		if user == "" {
-			b.problem(credsField, "Secret %q has no POSTGRES_USER", creds)
+			b.problem(ps.credsField, "Secret %q has no POSTGRES_USER", ps.creds)
 			break
 		}
 		u := url.URL{Scheme: "postgres", User: url.User(user), Host: hostPort}
 		p.SourceConfig = map[string]any{}
-		if db, _ := key("POSTGRES_DB"); db != "" {
+		if db, _ := key("POSTGRES_DB", "POSTGRESQL_DATABASE"); db != "" {
 			u.Path = "/" + db
 		} else {
 			p.SourceConfig["databases"] = "all"
 		}
 		p.SourceConfig["url"] = u.String()
-		p.password, p.hasPassword = key("POSTGRES_PASSWORD")
+		if b.ps.stagingDir != "" {
+			p.SourceConfig["stagingDir"] = b.ps.stagingDir
+		}
+		p.password, p.hasPassword = key("POSTGRES_PASSWORD", "POSTGRESQL_PASSWORD")
+		// The postgres superuser's password, for restores the application
+		// role cannot do (Scanner.RestoreAs); never for backups.
+		if pw, ok := key(keyAdminPassword); ok && pw != "" {
+			p.admin, p.hasAdmin = pw, true
+		}
 	case "redis":
 		u := url.URL{Scheme: "redis", Host: hostPort}
-		if creds != "" {
+		if ps.creds != "" {
 			pw, ok := key("CNVRG_REDIS_PASSWORD")
 			if raw, has := key("REDIS_URL"); has && raw != "" {
 				ru, err := url.Parse(raw)
 				if err != nil {
 					// url's errors quote the URL, which holds the password.
-					b.problem(credsField, "Secret %q: REDIS_URL is not a valid URL", creds)
+					b.problem(ps.credsField, "Secret %q: REDIS_URL is not a valid URL", ps.creds)
 					break
 				}
 				if ru.User != nil {
@@ -469,7 +598,7 @@ func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, 
 		// The operator's Elasticsearch speaks plain HTTP inside the cluster.
 		u := url.URL{Scheme: "http", Host: hostPort}
 		p.SourceConfig = map[string]any{"url": u.String(), "indices": []any{"*"}}
-		if creds != "" {
+		if ps.creds != "" {
 			if user, _ := key("CNVRG_ES_USER"); user != "" {
 				p.SourceConfig["user"] = user
 			}
@@ -480,9 +609,9 @@ func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, 
 		return Plan{}, false
 	}
 	if b.ps.engines != nil {
-		eng, err := b.ps.engines.Get(engine)
+		eng, err := b.ps.engines.Get(p.Engine)
 		if err != nil {
-			b.problem(b.path("backup", "enabled"), "this capsule cannot back up %s: %v", engine, err)
+			b.problem(b.path("backup", "enabled"), "this capsule cannot back up %s: %v", p.Engine, err)
 			return Plan{}, false
 		}
 		if err := eng.Validate(p.Source()); err != nil {

@@ -20,8 +20,10 @@ type recorder struct {
 
 	// submitted: request id → the replicas whose create-only write won.
 	submitted map[string][]string
-	subKind   map[string]requests.Kind
-	subPlan   map[string]string
+	// exists: request id → the replicas that found it already written.
+	exists  map[string][]string
+	subKind map[string]requests.Kind
+	subPlan map[string]string
 	// ended: backup request id → status (as the scanners saw it).
 	ended map[string]requests.Status
 	// retention runs that did something (not LeaseHeldBy).
@@ -41,7 +43,7 @@ type retentionRun struct {
 
 func newRecorder() *recorder {
 	return &recorder{
-		signal: make(chan struct{}), submitted: map[string][]string{}, subKind: map[string]requests.Kind{},
+		signal: make(chan struct{}), submitted: map[string][]string{}, exists: map[string][]string{}, subKind: map[string]requests.Kind{},
 		subPlan: map[string]string{}, ended: map[string]requests.Status{}, problems: map[string]int{},
 		finished: map[string]requests.Status{}, fleets: map[string][]string{},
 	}
@@ -61,6 +63,8 @@ func (r *recorder) scannerEvent(replica string) func(scanner.Event) {
 		case scanner.EventSubmitted:
 			r.submitted[e.ID] = append(r.submitted[e.ID], replica)
 			r.subKind[e.ID], r.subPlan[e.ID] = e.Kind, e.Plan
+		case scanner.EventExists:
+			r.exists[e.ID] = append(r.exists[e.ID], replica)
 		case scanner.EventBackupEnded:
 			r.ended[e.ID] = e.Status
 			r.subPlan[e.ID], r.subKind[e.ID] = e.Plan, requests.KindBackup

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/cnvrg/capsule/bucket/bucketurl"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/retention"
 	"github.com/sirupsen/logrus"
@@ -24,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
@@ -43,13 +44,29 @@ func CnvrgApps() schema.GroupVersionResource {
 
 // Config configures a Scanner.
 type Config struct {
-	// Dynamic reads CnvrgApps; Kube reads Secrets and writes Events.
-	// Both required.
+	// Dynamic reads CnvrgApps and PVCs; Kube reads Secrets, writes Events
+	// and asks what the role allows (SelfSubjectAccessReviews). Both
+	// required.
 	Dynamic dynamic.Interface
 	Kube    kubernetes.Interface
 	// Namespaces is the allow-list of namespaces to watch; empty means
 	// all.
 	Namespaces []string
+	// Poll is how often CnvrgApps and PVCs are listed where the role may
+	// list but not watch them (default 30s; the operator's ClusterRole
+	// has no watch).
+	Poll time.Duration
+	// StagingDir is where restores of PostgreSQL plans stage archives
+	// (the sources' stagingDir): "capsule start" sets the operator's
+	// mounted PVC. Empty: the engine's default ($TMPDIR).
+	StagingDir string
+	// Damaged reports the damaged indexes retention meets (each key
+	// once); the metrics registry's, so they are counted. Default: logged.
+	Damaged *index.Reporter
+	// WrapBucket, when set, wraps each bucket client the scanner opens
+	// (metrics.InstrumentBucket): the scanner, retention and the fleet's
+	// watchers then all use the wrapped client.
+	WrapBucket func(key string, b bucket.Bucket) bucket.Bucket
 	// Cluster, when set, is the cluster of every plan instead of the
 	// CnvrgApp's <namespace>/<name>.
 	Cluster string
@@ -149,6 +166,9 @@ func (c *Config) Validate() error {
 	if c.Resync == 0 {
 		c.Resync = 10 * time.Minute
 	}
+	if c.Poll == 0 {
+		c.Poll = DefaultPoll
+	}
 	if c.SecretRefresh == 0 {
 		c.SecretRefresh = time.Minute
 	}
@@ -167,9 +187,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("resync: must not be negative, got %s", c.Resync)
 	case c.SecretRefresh < 100*time.Millisecond:
 		return fmt.Errorf("secretRefresh: must be at least 100ms, got %s", c.SecretRefresh)
+	case c.Poll < 10*time.Millisecond:
+		return fmt.Errorf("poll: must be at least 10ms, got %s", c.Poll)
+	case c.StagingDir != "" && !filepath.IsAbs(c.StagingDir):
+		return fmt.Errorf("stagingDir: %q is not an absolute path", c.StagingDir)
 	}
 	return nil
 }
+
+// DefaultPoll is Config.Poll's default.
+const DefaultPoll = 30 * time.Second
 
 // Scanner watches CnvrgApps, derives plans, and drops their scheduled
 // requests. Every replica runs the same schedule; create-only writes make
@@ -189,10 +216,17 @@ type Scanner struct {
 	retired map[string]retiredPlan
 
 	poke chan struct{}
+	// noted are the notices (Config-independent facts about plans)
+	// logged already, by key.
+	notedMu sync.Mutex
+	noted   map[string]bool
 	// The rest belongs to the Run goroutine.
 	reported  map[string]bool
 	state     map[string]*planState
 	retention map[string]*retentionRunner
+	// events: the namespaces ("" for all) where the role may create
+	// Events; nil before Run asked.
+	events map[string]bool
 }
 
 type retiredPlan struct {
@@ -231,9 +265,22 @@ func New(cfg Config) (*Scanner, error) {
 		reported:  map[string]bool{},
 		state:     map[string]*planState{},
 		retention: map[string]*retentionRunner{},
+		noted:     map[string]bool{},
 	}
-	s.parser = &parser{cluster: cfg.Cluster, prefix: cfg.Prefix, hostFor: cfg.HostFor, engines: cfg.Engines, fp: newFingerprinter()}
+	s.parser = &parser{cluster: cfg.Cluster, prefix: cfg.Prefix, hostFor: cfg.HostFor, engines: cfg.Engines, fp: newFingerprinter(),
+		stagingDir: cfg.StagingDir, notice: s.notice}
 	return s, nil
+}
+
+// notice logs msg once per key for the life of the Scanner.
+func (s *Scanner) notice(key string, fields logrus.Fields, msg string) {
+	s.notedMu.Lock()
+	seen := s.noted[key]
+	s.noted[key] = true
+	s.notedMu.Unlock()
+	if !seen {
+		s.log.WithFields(fields).Info(msg)
+	}
 }
 
 // Result is the outcome of one scan: the plans and the invalid blocks.
@@ -242,29 +289,56 @@ type Result struct {
 	Problems []Problem `json:"problems"`
 }
 
-// Scan reads every CnvrgApp and the Secrets they name once, straight from
-// the API server, and returns the plans. It writes nothing (no Events) and
-// does not touch any bucket: `capsule scan --once`.
+// Scan reads every CnvrgApp, every annotated PVC and the Secrets they
+// name once, straight from the API server, and returns the plans. It
+// writes nothing (no Events) and does not touch any bucket: `capsule scan
+// --once`. What the role does not let it read is logged and left out.
 func (s *Scanner) Scan(ctx context.Context) (*Result, error) {
+	acc, err := s.checkAccess(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.report(acc); err != nil {
+		return nil, err
+	}
 	ps := *s.parser
 	ps.secret = newSecretCache(s.cfg.Kube, s.log).get
-	var apps []*unstructured.Unstructured
-	for _, ns := range s.namespaces() {
-		list, err := s.cfg.Dynamic.Resource(CnvrgApps()).Namespace(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("list cnvrgapps: %w", err)
-		}
-		for i := range list.Items {
-			apps = append(apps, &list.Items[i])
+	apps := s.newFeeds(CnvrgApps(), acc.apps)
+	pvcs := s.newFeeds(PersistentVolumeClaims(), acc.pvcs)
+	for _, f := range append(append([]*feed(nil), apps...), pvcs...) {
+		s.poll(ctx, f)
+		if f.failing && ctx.Err() == nil {
+			return nil, fmt.Errorf("list %s in %s: failed (see the log)", f.gvr.GroupResource(), nsName(f.ns))
 		}
 	}
 	res := &Result{Plans: []Plan{}, Problems: []Problem{}}
-	for _, app := range sortApps(apps) {
-		r := ps.app(ctx, app)
+	for _, r := range ps.scan(ctx, objectsOf(apps), objectsOf(pvcs), knownIn(apps)) {
 		res.Plans = append(res.Plans, r.plans...)
 		res.Problems = append(res.Problems, r.problems...)
 	}
-	return res, nil
+	return res, ctx.Err()
+}
+
+// objectsOf returns what the feeds hold.
+func objectsOf(feeds []*feed) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, f := range feeds {
+		out = append(out, f.objects()...)
+	}
+	return out
+}
+
+// knownIn reports, for a namespace, whether the feeds (of CnvrgApps) have
+// read it.
+func knownIn(feeds []*feed) func(ns string) bool {
+	return func(ns string) bool {
+		for _, f := range feeds {
+			if (f.ns == "" || f.ns == ns) && f.known() {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func (s *Scanner) namespaces() []string {
@@ -274,7 +348,8 @@ func (s *Scanner) namespaces() []string {
 	return s.cfg.Namespaces
 }
 
-func sortApps(apps []*unstructured.Unstructured) []*unstructured.Unstructured {
+// sortObjects sorts objects by namespace and name, in place.
+func sortObjects(apps []*unstructured.Unstructured) []*unstructured.Unstructured {
 	sort.Slice(apps, func(i, j int) bool {
 		if apps[i].GetNamespace() != apps[j].GetNamespace() {
 			return apps[i].GetNamespace() < apps[j].GetNamespace()
@@ -394,66 +469,82 @@ func (e *notServedError) Is(target error) bool {
 	return target == executor.ErrUnknownSource || (e.known && target == executor.ErrNotServed)
 }
 
-// Run watches CnvrgApps until ctx is done, reading the Secrets they name
-// by name, rebuilding the plans on every change of a CnvrgApp and every
-// SecretRefresh, and drops each plan's requests at its slots. It returns
-// nil when ctx ends, or an error when the informers cannot start.
+// Run follows CnvrgApps and the operator's annotated PVCs until ctx is
+// done, reading the Secrets they name by name, rebuilding the plans on
+// every change and every SecretRefresh, and drops each plan's requests at
+// its slots. It first asks the API server what its role allows (and logs,
+// once, what it cannot do): where it may watch a resource it runs an
+// informer, where it may only list it (the operator's ClusterRole) it
+// lists it every Config.Poll, and where it may not list it, it does
+// without. It returns nil when ctx ends, or an error when the role can
+// read neither CnvrgApps nor PVCs, or the informers cannot start.
 //
-// It never lists or watches Secrets: get on the Secrets the CnvrgApps
-// name is the only access to Secrets it needs.
+// It never lists or watches Secrets: get on the Secrets the plans name is
+// the only access to Secrets it needs.
 func (s *Scanner) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var (
-		appInformers []cache.SharedIndexInformer
-		synced       []cache.InformerSynced
-	)
-	poke := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { s.wake() },
-		UpdateFunc: func(any, any) { s.wake() },
-		DeleteFunc: func(any) { s.wake() },
+	acc, err := s.checkAccess(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
-	for _, ns := range s.namespaces() {
-		ai := dynamicinformer.NewFilteredDynamicInformer(s.cfg.Dynamic, CnvrgApps(), ns, s.cfg.Resync, cache.Indexers{}, nil).Informer()
-		if _, err := ai.AddEventHandler(poke); err != nil {
+	if err := s.report(acc); err != nil {
+		return err
+	}
+	s.events = acc.events
+	apps := s.newFeeds(CnvrgApps(), acc.apps)
+	pvcs := s.newFeeds(PersistentVolumeClaims(), acc.pvcs)
+	var (
+		synced []cache.InformerSynced
+		polled []*feed
+	)
+	for _, f := range append(append([]*feed(nil), apps...), pvcs...) {
+		hs, err := s.start(ctx, f, s.wake)
+		if err != nil {
 			return err
 		}
-		appInformers = append(appInformers, ai)
-		synced = append(synced, ai.HasSynced)
+		if hs != nil {
+			synced = append(synced, hs)
+		} else {
+			polled = append(polled, f)
+		}
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	for _, inf := range appInformers {
+	for _, f := range append(append([]*feed(nil), apps...), pvcs...) {
+		if f.inf == nil {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			inf.RunWithContext(ctx)
+			f.inf.RunWithContext(ctx)
 		}()
 	}
-	s.log.WithField("namespaces", s.cfg.Namespaces).Info("scanner started: watching CnvrgApps")
+	s.log.WithFields(logrus.Fields{"namespaces": nsNames(s.namespaces()), "cnvrgapps": modes(apps), "pvcs": modes(pvcs)}).Info("scanner started")
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // ctx ended
 	}
 	secrets := newSecretCache(s.cfg.Kube, s.log)
 	ps := *s.parser
 	ps.secret = secrets.get
-	listApps := func() []*unstructured.Unstructured {
-		var apps []*unstructured.Unstructured
-		for _, ai := range appInformers {
-			for _, o := range ai.GetStore().List() {
-				if u, ok := o.(*unstructured.Unstructured); ok {
-					apps = append(apps, u)
-				}
-			}
-		}
-		return sortApps(apps)
+	rebuild := func() {
+		secrets.keep(s.rebuild(ctx, &ps, ps.scan(ctx, objectsOf(apps), objectsOf(pvcs), knownIn(apps))))
 	}
-	rebuild := func() { secrets.keep(s.rebuild(ctx, &ps, listApps())) }
 	rebuild()
 	close(s.synced)
 	refresh := time.NewTicker(s.cfg.SecretRefresh)
 	defer refresh.Stop()
+	var pollC <-chan time.Time
+	if len(polled) > 0 {
+		t := time.NewTicker(s.cfg.Poll)
+		defer t.Stop()
+		pollC = t.C
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -463,6 +554,16 @@ func (s *Scanner) Run(ctx context.Context) error {
 			return nil
 		case <-s.poke:
 			rebuild()
+		case <-pollC:
+			changed := false
+			for _, f := range polled {
+				if s.poll(ctx, f) {
+					changed = true
+				}
+			}
+			if changed {
+				rebuild()
+			}
 		case <-refresh.C:
 			secrets.expire()
 			rebuild()
@@ -477,6 +578,19 @@ func (s *Scanner) Run(ctx context.Context) error {
 		}
 		timer.Reset(time.Until(next))
 	}
+}
+
+// modes describes how the feeds follow their resource, by namespace.
+func modes(feeds []*feed) map[string]string {
+	out := map[string]string{}
+	for _, f := range feeds {
+		m := f.mode.String()
+		if f.inf == nil && f.mode == modeWatch {
+			m = "list"
+		}
+		out[nsName(f.ns)] = m
+	}
+	return out
 }
 
 func (s *Scanner) wake() {
@@ -536,24 +650,23 @@ func (c *secretCache) keep(refs map[string]bool) {
 	}
 }
 
-// rebuild derives the plans from the informers' view, reports new
-// problems, and opens the buckets the plans name: one client per URL and
-// credentials (BucketSpec.Key). It returns the Secrets (namespace/name)
-// the CnvrgApps name.
-func (s *Scanner) rebuild(ctx context.Context, ps *parser, apps []*unstructured.Unstructured) map[string]bool {
+// rebuild takes the plans of a scan, reports new problems, and opens the
+// buckets the plans name: one client per URL and credentials
+// (BucketSpec.Key). It returns the Secrets (namespace/name) the CnvrgApps
+// and PVCs name.
+func (s *Scanner) rebuild(ctx context.Context, ps *parser, results []scanned) map[string]bool {
 	next := &snapshot{byName: map[string]Plan{}, buckets: map[string]bucket.Bucket{}, specs: map[string]BucketSpec{}}
 	refs := map[string]bool{}
 	reported := map[string]bool{}
-	for _, app := range apps {
-		r := ps.app(ctx, app)
+	for _, r := range results {
 		for _, ref := range r.secrets {
 			refs[ref] = true
 		}
 		for _, p := range r.problems {
-			key := problemKey(app, p)
+			key := problemKey(r.obj, p)
 			reported[key] = true
 			if !s.reported[key] {
-				s.reportProblem(ctx, app, p, key)
+				s.reportProblem(ctx, r.obj, p, key)
 			}
 		}
 		next.problems = append(next.problems, r.problems...)
@@ -580,6 +693,9 @@ func (s *Scanner) rebuild(ctx context.Context, ps *parser, apps []*unstructured.
 			if err != nil {
 				s.log.WithError(err).WithFields(logrus.Fields{"plan": p.Name, "bucket": key}).Warn("cannot open the plan's bucket; the plan waits")
 				continue
+			}
+			if s.cfg.WrapBucket != nil {
+				b = s.cfg.WrapBucket(key, b)
 			}
 			next.specs[key], next.buckets[key] = p.Bucket, b
 		}

@@ -26,15 +26,25 @@ type Schedule struct {
 	cron   cron.Schedule
 }
 
-var periodRe = regexp.MustCompile(`^([0-9]+)(s|m|h)$`)
+var (
+	periodRe = regexp.MustCompile(`^([0-9]+)(s|m|h)$`)
+	// decimalRe is the old capsule service's period: a decimal number and
+	// a unit s, m or h ("1.5h").
+	decimalRe = regexp.MustCompile(`^[0-9]+\.[0-9]+(s|m|h)$`)
+)
+
+// maxPeriod is the longest period: a century.
+const maxPeriod = 100 * 365 * 24 * time.Hour
 
 // cronParser reads the standard five fields (minute hour day-of-month
 // month day-of-week) and the @hourly/@daily/... descriptors.
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // ParseSchedule reads a period "<number><unit>" (unit s, m or h; at least
-// 1s), "@every <duration>" (a period), or a cron expression: five fields
-// or a descriptor such as @daily, evaluated in UTC.
+// 1s; the number may have a decimal part, "1.5h", as the old capsule
+// service accepted), a Go duration ("1h30m"), "@every <duration>" (a
+// period), or a cron expression: five fields or a descriptor such as
+// @daily, evaluated in UTC. A period must be a whole number of seconds.
 func ParseSchedule(spec string) (Schedule, error) {
 	s := strings.TrimSpace(spec)
 	if s == "" {
@@ -46,10 +56,25 @@ func ParseSchedule(spec string) (Schedule, error) {
 			return Schedule{}, fmt.Errorf("%q: the number must be positive", spec)
 		}
 		unit := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[m[2]]
-		if n > int64((100*365*24*time.Hour)/unit) {
+		if n > int64(maxPeriod/unit) {
 			return Schedule{}, fmt.Errorf("%q: longer than a century", spec)
 		}
 		return Schedule{Spec: s, Period: time.Duration(n) * unit}, nil
+	}
+	if decimalRe.MatchString(s) || goDuration(s) {
+		// time.ParseDuration reads fractions exactly ("1.5h" is 5400s).
+		d, err := time.ParseDuration(s)
+		switch {
+		case err != nil:
+			return Schedule{}, fmt.Errorf("%q: %v", spec, err)
+		case d <= 0:
+			return Schedule{}, fmt.Errorf("%q: the period must be positive", spec)
+		case d > maxPeriod:
+			return Schedule{}, fmt.Errorf("%q: longer than a century", spec)
+		case d%time.Second != 0:
+			return Schedule{}, fmt.Errorf("%q: a period must be a whole number of seconds (slots have one-second resolution)", spec)
+		}
+		return Schedule{Spec: s, Period: d}, nil
 	}
 	if rest, ok := strings.CutPrefix(s, "@every "); ok {
 		// robfig/cron's @every counts from the time it is scheduled, which
@@ -76,6 +101,13 @@ func ParseSchedule(spec string) (Schedule, error) {
 	}
 	return Schedule{Spec: s, cron: c}, nil
 }
+
+// goDuration reports whether s reads as a Go duration ("1h30m", "90m0s"):
+// a cron expression or descriptor never does.
+func goDuration(s string) bool { return durationRe.MatchString(s) }
+
+// durationRe is the shape of a Go duration: numbers with units, no spaces.
+var durationRe = regexp.MustCompile(`^-?([0-9]*\.?[0-9]+(ns|us|µs|ms|s|m|h))+$`)
 
 // IsCron reports whether the schedule is a cron expression.
 func (s Schedule) IsCron() bool { return s.cron != nil }

@@ -9,6 +9,9 @@ import (
 func TestParseSchedulePeriods(t *testing.T) {
 	for spec, want := range map[string]time.Duration{
 		"24h": 24 * time.Hour, "30m": 30 * time.Minute, "2s": 2 * time.Second, "@every 90s": 90 * time.Second,
+		// The old capsule service's decimal periods, and Go durations.
+		"1.5h": 90 * time.Minute, "0.5m": 30 * time.Second, "2.25h": 135 * time.Minute, "1h30m": 90 * time.Minute,
+		"36h0m0s": 36 * time.Hour,
 	} {
 		s, err := ParseSchedule(spec)
 		if err != nil {
@@ -31,6 +34,13 @@ func TestParseScheduleRejects(t *testing.T) {
 		"0 0 30 2 *":       "never fires",
 		"@every 500ms":     "whole number of seconds",
 		"TZ=UTC 0 * * * *": "time zones",
+		"0.5s":             "whole number of seconds",
+		"1.0001h":          "whole number of seconds",
+		"-1h":              "must be positive",
+		"0.0h":             "must be positive",
+		"1.5d":             "neither a period",
+		"1.5":              "neither a period",
+		"1000000.5h":       "longer than a century",
 	} {
 		_, err := ParseSchedule(spec)
 		if err == nil || !strings.Contains(err.Error(), want) {

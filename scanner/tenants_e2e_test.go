@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -578,10 +580,12 @@ func TestScannerNeedsOnlyGetOnNamedSecrets(t *testing.T) {
 }
 
 // TestWorkerScanServesConfigSourcesOnlyInItsBucket runs "capsule worker
-// --scan --bucket F --config" with a files source in its configuration: a
-// request written into a tenant's bucket cannot back that source up (the
-// worker's own files into the tenant's bucket), a request in F cannot use
-// the tenant's plan, and each bucket still runs its own.
+// --scan --bucket F --config --listen" with a files source in its
+// configuration: a request written into a tenant's bucket cannot back
+// that source up (the worker's own files into the tenant's bucket), a
+// request in F cannot use the tenant's plan, and each bucket still runs
+// its own. --listen serves the probes, the metrics of every bucket, and
+// the API of F.
 func TestWorkerScanServesConfigSourcesOnlyInItsBucket(t *testing.T) {
 	f := newFixture(t)
 	bin := f.k.binary(t)
@@ -602,15 +606,18 @@ func TestWorkerScanServesConfigSourcesOnlyInItsBucket(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "worker", "--scan", "--bucket", f.srv.URL(fixedName, "capsule/"), "--config", conf,
 		"--kubeconfig", f.k.conf, "--namespaces", f.ns, "--service-host", "127.0.0.1",
-		"--name", "worker-1", "--poll", "200ms", "--lease", "3s", "--scan-tick", "500ms", "--log-format", "text")
+		"--name", "worker-1", "--poll", "200ms", "--lease", "3s", "--scan-tick", "500ms", "--log-format", "text", "--listen", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), f.srv.Env()...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed when the worker exits (exitErr says how): every
+	// waiter sees it, the cleanup too.
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
@@ -642,8 +649,8 @@ func TestWorkerScanServesConfigSourcesOnlyInItsBucket(t *testing.T) {
 			}
 			select {
 			case <-tick.C:
-			case err := <-exited:
-				t.Fatalf("the worker exited: %v", err)
+			case <-exited:
+				t.Fatalf("the worker exited: %v", exitErr)
 			case <-deadline:
 				t.Fatalf("no result for %s %s", req.Kind, req.ID)
 			}
@@ -670,6 +677,37 @@ func TestWorkerScanServesConfigSourcesOnlyInItsBucket(t *testing.T) {
 	t.Run("the tenant's source from the tenant's bucket", func(t *testing.T) {
 		if res := result(f.bucket, &requests.Request{Kind: requests.KindBackup, Cluster: f.cluster(), Source: f.pgPlan()}); res.Status != requests.StatusSucceeded {
 			t.Errorf("backup of %s in the tenant's bucket: %s %s", f.pgPlan(), res.Status, res.Error)
+		}
+	})
+	t.Run("--listen: probes, every bucket's metrics, the API of --bucket", func(t *testing.T) {
+		m := regexp.MustCompile(`serving the API and the page on (http://[0-9.:]+)/`).FindStringSubmatch(stderr.String())
+		if m == nil {
+			t.Fatal("the worker did not say where it listens")
+		}
+		get := func(path string) (int, string) {
+			resp, err := http.Get(m[1] + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(body)
+		}
+		for _, path := range []string{"/healthz", "/readyz"} {
+			if code, body := get(path); code != http.StatusOK {
+				t.Errorf("%s: %d %s", path, code, body)
+			}
+		}
+		_, metrics := get("/metrics")
+		// Backups in both buckets: the registry hears every watcher.
+		if want := `capsule_requests_finished_total{engine="files",kind="Backup",status="succeeded"} 1`; !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+		if want := `capsule_requests_finished_total{engine="postgres",kind="Backup",status="succeeded"}`; !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+		if code, body := get("/v1/clusters"); code != http.StatusOK || !strings.Contains(body, `"default"`) || strings.Contains(body, f.cluster()) {
+			t.Errorf("/v1/clusters of --bucket: %d %s", code, body)
 		}
 	})
 }

@@ -28,7 +28,7 @@ type app struct {
 	cluster    string
 	logLevel   string
 	logFormat  string
-	// dstDir is capsule legacy --dst-dir (see legacyDir).
+	// dstDir is --dst-dir (see legacyDir).
 	dstDir string
 
 	cfg config.Config
@@ -87,8 +87,9 @@ Bucket URLs: s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:7070&region=us-east-1
 	pf.StringVar(&a.cluster, "cluster", "", `cluster the request belongs to (env CAPSULE_CLUSTER; default "default")`)
 	pf.StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
 	pf.StringVar(&a.logFormat, "log-format", "auto", "text, json, or auto (text on a terminal, json otherwise)")
+	pf.StringVar(&a.dstDir, "dst-dir", "", "prefix of the old capsule service's backups in each bucket (env "+config.EnvDstDir+`; default "`+config.DefaultLegacyDstDir+`")`)
 	root.AddCommand(a.workerCmd(), a.backupCmd(), a.restoreCmd(), a.verifyCmd(), a.lsCmd(), a.describeCmd(),
-		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd(), a.scanCmd(), a.bucketCmd(), a.legacyCmd())
+		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd(), a.scanCmd(), a.bucketCmd(), a.legacyCmd(), a.startCmd())
 	return root
 }
 
@@ -133,6 +134,9 @@ func (a *app) load(cmd *cobra.Command) error {
 	}
 	if a.cluster != "" {
 		a.cfg.Cluster = a.cluster
+	}
+	if a.dstDir != "" {
+		a.cfg.SetLegacyDstDir(a.dstDir)
 	}
 	return a.cfg.Validate(registry())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cnvrg/capsule/config"
 	"io"
 	"net/url"
 	"os"
@@ -22,17 +23,14 @@ import (
 
 // dstDirEnv is the old service's setting of its folder in the bucket,
 // which capsule reads the same way.
-const dstDirEnv = "CNVRG_CAPSULE_DST_DIR"
+const dstDirEnv = config.EnvDstDir
 
 // legacyDir is the folder of the old cnvrg-capsule service's backups:
-// capsule legacy --dst-dir, else CNVRG_CAPSULE_DST_DIR, else
-// legacy.DefaultDir.
+// the configuration's legacy.dstDir, which --dst-dir and
+// CNVRG_CAPSULE_DST_DIR set (default legacy.DefaultDir).
 func (a *app) legacyDir() string {
-	if a.dstDir != "" {
-		return a.dstDir
-	}
-	if d := a.getenv(dstDirEnv); d != "" {
-		return d
+	if a.cfg.Legacy.DstDir != "" {
+		return a.cfg.Legacy.DstDir
 	}
 	return legacy.DefaultDir
 }
@@ -102,7 +100,6 @@ remove the files.`,
 			return a.legacyList(cmd.Context(), output)
 		},
 	}
-	cmd.PersistentFlags().StringVar(&a.dstDir, "dst-dir", "", "the old service's folder in the bucket (env "+dstDirEnv+"; default "+legacy.DefaultDir+")")
 	outputFlag(cmd, &output)
 	ls := &cobra.Command{
 		Use:   "ls",

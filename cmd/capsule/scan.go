@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -14,9 +15,11 @@ import (
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/fleet"
 	"github.com/cnvrg/capsule/internal/version"
+	"github.com/cnvrg/capsule/metrics"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/scanner"
 	"github.com/cnvrg/capsule/watcher"
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/dynamic"
@@ -30,7 +33,11 @@ type scanSettings struct {
 	kubeconfig  string
 	namespaces  []string
 	tick        time.Duration
+	poll        time.Duration
 	serviceHost string
+	// stagingDir is where PostgreSQL plans' restores stage archives
+	// ("capsule start": the operator's PVC); "" for $TMPDIR.
+	stagingDir string
 }
 
 func (s *scanSettings) flags(f *pflag.FlagSet, worker bool) {
@@ -40,13 +47,16 @@ func (s *scanSettings) flags(f *pflag.FlagSet, worker bool) {
 	f.StringVar(&s.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
 	f.StringSliceVar(&s.namespaces, "namespaces", nil, "namespaces to watch for CnvrgApps, comma-separated (default all)")
 	f.DurationVar(&s.tick, "scan-tick", 10*time.Second, "longest time between two passes over the plans")
+	f.DurationVar(&s.poll, "scan-poll", scanner.DefaultPoll, "how often CnvrgApps and PVCs are listed where the role may list but not watch them")
 	f.StringVar(&s.serviceHost, "service-host", "", "reach every data service at this host instead of <svcName>.<namespace> (outside the cluster, through port-forwards on the services' ports)")
 }
 
 // newScanner connects to the API server and makes a scanner. --cluster (or
 // CAPSULE_CLUSTER, or the config file's cluster) other than "default" names
 // the cluster of every plan; otherwise each CnvrgApp is its own cluster.
-func (a *app) newScanner(s *scanSettings, holder string, reg *engines.Registry) (*scanner.Scanner, error) {
+// With a metrics registry, the scanner's bucket clients count their calls
+// and its retention reports damaged indexes there.
+func (a *app) newScanner(s *scanSettings, holder string, reg *engines.Registry, mreg *metrics.Registry) (*scanner.Scanner, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = s.kubeconfig
 	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
@@ -73,10 +83,15 @@ func (a *app) newScanner(s *scanSettings, holder string, reg *engines.Registry) 
 	if s.serviceHost != "" {
 		hostFor = func(string, string) string { return s.serviceHost }
 	}
-	return scanner.New(scanner.Config{
+	cfg := scanner.Config{
 		Dynamic: dyn, Kube: kube, Namespaces: s.namespaces, Cluster: cluster, Engines: reg,
-		HostFor: hostFor, Holder: holder, Tick: s.tick, Log: a.log,
-	})
+		HostFor: hostFor, Holder: holder, Tick: s.tick, Poll: s.poll, StagingDir: s.stagingDir, Log: a.log,
+	}
+	if mreg != nil {
+		cfg.Damaged = mreg.Damaged()
+		cfg.WrapBucket = func(_ string, b bucket.Bucket) bucket.Bucket { return metrics.InstrumentBucket(b, mreg) }
+	}
+	return scanner.New(cfg)
 }
 
 func (a *app) scanCmd() *cobra.Command {
@@ -90,10 +105,12 @@ func (a *app) scanCmd() *cobra.Command {
 		Short: "Derive backup plans from CnvrgApps and drop their scheduled requests",
 		Long: `Watch the CnvrgApps of a cnvrg cluster (mlops.cnvrg.io/v1) and turn each enabled
 backup block (spec.dbs.pg, .redis, .es) into a plan: the service, the bucket its
-bucketRef Secret names, the period and the rotation. Every replica drops each
-plan's requests at its slots, create-only, so any number of replicas make
-exactly one request per slot; after each successful backup it applies the
-rotation. Invalid blocks become Warning Events on the CnvrgApp.
+bucketRef Secret names, the period and the rotation. The capsule.mlops.cnvrg.io/
+annotations the operator writes on the PostgreSQL PVC are read too (one plan per
+service when both are there). Every replica drops each plan's requests at its
+slots, create-only, so any number of replicas make exactly one request per slot;
+after each successful backup it applies the rotation. Invalid blocks become
+Warning Events on the CnvrgApp when the role may create them.
 
 With --once it reads the CnvrgApps and their Secrets once, prints the plans
 (no secrets) and exits, without touching any bucket. "capsule worker --scan"
@@ -103,7 +120,7 @@ runs the scanner together with workers for every bucket the plans name.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			sc, err := a.newScanner(&s, "", registry())
+			sc, err := a.newScanner(&s, "", registry(), nil)
 			if err != nil {
 				return err
 			}
@@ -144,27 +161,35 @@ func printPlans(a *app, res *scanner.Result) error {
 		return err
 	}
 	for _, p := range res.Problems {
-		fmt.Fprintf(a.errOut, "%s: %s: %s\n", p.App, p.Field, p.Message)
+		fmt.Fprintf(a.errOut, "%s: %s: %s\n", p.Where(), p.Field, p.Message)
 	}
 	return nil
 }
 
-// runScanWorker is "capsule worker --scan": the scanner, and one watcher
-// per bucket that a plan names (plus --bucket when given), started and
-// stopped as CnvrgApps come and go.
+// runScanWorker is "capsule worker --scan" and "capsule start": the
+// scanner, and one watcher per bucket that a plan names (plus --bucket
+// when given), started and stopped as CnvrgApps and PVCs come and go;
+// with --listen, the API, /metrics and the probes (scanAPI).
 func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerServices, name string, once bool) error {
 	switch {
 	case once:
 		return errors.New("--scan: not with --once (the scanner runs until stopped)")
-	case svc.listen != "" || svc.sqsQueue != "":
-		return errors.New("--scan: --listen and --sqs-queue serve one bucket and do not combine with --scan yet")
+	case svc.sqsQueue != "":
+		return errors.New("--scan: --sqs-queue serves one bucket and does not combine with --scan yet")
 	}
 	if name == "" {
 		host, _ := os.Hostname()
 		name = fmt.Sprintf("%s/%d", host, os.Getpid())
 	}
 	w := a.cfg.Worker
-	sc, err := a.newScanner(s, name, registry())
+	var sc *scanner.Scanner
+	mreg := metrics.New(metrics.Options{Log: a.log, EngineOf: func(source string) string {
+		if p, ok := sc.Plan(source); ok {
+			return p.Engine
+		}
+		return a.engineOf(source)
+	}})
+	sc, err := a.newScanner(s, name, registry(), mreg)
 	if err != nil {
 		return err
 	}
@@ -174,18 +199,26 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 		if err != nil {
 			return err
 		}
-		fixed[a.cfg.Bucket] = b
+		fixed[a.cfg.Bucket] = metrics.InstrumentBucket(b, mreg)
 	}
+	var ln net.Listener
+	if svc.listen != "" {
+		if ln, err = net.Listen("tcp", svc.listen); err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+	}
+	web := &scanAPI{a: a, sc: sc, fixed: fixed, reg: mreg, tokenFile: a.getenv("CAPSULE_API_TOKEN_FILE")}
 	fl, err := fleet.New(fleet.Config{
-		Set: sc, Fixed: fixed, Log: a.log,
+		Set: sc, Fixed: fixed, Log: a.log, Changed: web.follow,
 		New: func(key string, b bucket.Bucket) (fleet.Runner, error) {
 			log := a.log.WithField("bucket", key)
 			// Each bucket serves its own sources only: the configuration's
 			// serve the worker's own bucket, a CnvrgApp bucket's are the
 			// plans that name it (and were configured with its keys).
 			var srcs executor.Sources = sc.Sources(key)
+			restoreAs := sc.RestoreAs
 			if _, ok := fixed[key]; ok {
-				srcs = fixedSources{cfg: &a.cfg, sc: sc}
+				srcs, restoreAs = fixedSources{cfg: &a.cfg, sc: sc}, nil
 			}
 			old, err := a.openLegacy(b)
 			if err != nil {
@@ -193,7 +226,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			}
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: srcs, Worker: name, Version: version.String(),
-				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: log,
+				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: log, RestoreAs: restoreAs,
 			})
 			if err != nil {
 				return nil, err
@@ -201,17 +234,27 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			wt, err := watcher.New(watcher.Config{
 				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
 				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: log,
-				MaxControlObject: w.MaxControlObject,
+				MaxControlObject: w.MaxControlObject, Events: mreg.Observe,
 			})
 			if err != nil {
 				return nil, err
 			}
 			// The bucket's start-up safety check runs in the member's
 			// goroutine: a slow or unsafe bucket holds up no other.
-			return gatedRunner{safety: &svc.safety, b: b, r: wt, log: log}, nil
+			return gatedRunner{safety: &svc.safety, b: b, r: seeded{w: wt, reg: mreg, b: b, log: log}, log: log}, nil
 		},
 	})
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	web.fl = fl
+	if err := web.init(); err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -222,8 +265,49 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 		cancel() // a scanner that cannot run stops the workers too
 		scanErr <- err
 	}()
+	// The API keeps answering (/healthz, /metrics) while the watchers
+	// drain, and stops after them.
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	httpErr := make(chan error, 1)
+	if ln != nil {
+		go func() {
+			err := a.serveHTTP(httpCtx, ln, web.handler(), web.tokenFile != "")
+			if err != nil {
+				err = fmt.Errorf("--listen: %w", err)
+				cancel()
+			}
+			httpErr <- err
+		}()
+	} else {
+		httpErr <- nil
+	}
 	fleetErr := fl.Run(ctx)
-	return errors.Join(<-scanErr, fleetErr)
+	stopHTTP()
+	return errors.Join(<-scanErr, fleetErr, <-httpErr)
+}
+
+// seeded is a bucket's watcher that first seeds the backup-age metrics
+// from the bucket's catalog, so that a restarted worker reports the right
+// ages at once.
+type seeded struct {
+	w   *watcher.Watcher
+	reg *metrics.Registry
+	b   bucket.Bucket
+	log logrus.FieldLogger
+}
+
+func (s seeded) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := s.reg.LoadCatalog(ctx, s.b); err != nil && ctx.Err() == nil {
+			s.log.WithError(err).Warn("reading the catalog for the backup-age metrics failed; they show this worker's backups only")
+		}
+	}()
+	err := s.w.Run(ctx)
+	<-done
+	return err
 }
 
 // fixedSources are the sources of the worker's own bucket (--bucket):
