@@ -1,7 +1,8 @@
 # capsule: one image for workers, the API and the scanner.
 # The runtime image carries the database client tools the engines drive
 # (pg_dump/pg_restore, mariadb-dump/mariadb, redis-cli is not needed:
-# the redis engine speaks the protocol itself).
+# the redis engine speaks the protocol itself) and redis-server, which a
+# redis verification starts as its scratch server (never as a service).
 # go.mod's toolchain line: the Go that capsule's tests and govulncheck run.
 FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
@@ -15,7 +16,7 @@ RUN CGO_ENABLED=0 go build -trimpath \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates postgresql-client-15 mariadb-client \
+ && apt-get install -y --no-install-recommends ca-certificates postgresql-client-15 mariadb-client redis-server \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/capsule --create-home capsule
 COPY --from=build /out/capsule /usr/local/bin/capsule

@@ -51,11 +51,24 @@ type Config struct {
 	// Legacy, when set, is where the old cnvrg-capsule service's backups
 	// are: GET /v1/clusters lists them (legacy).
 	Legacy *legacy.Store
+	// FailureTTL is how long the failed, canceled and rejected backups
+	// read from results/ are reused (default DefaultFailureTTL; negative:
+	// read them on every call). Each read lists results/ and reads the
+	// results it has not read before among the newest ResultWindow.
+	FailureTTL time.Duration
+	// ResultWindow is how many of the newest results are searched for
+	// failures (default index.DefaultResultWindow).
+	ResultWindow int
 }
 
 // DefaultCacheTTL is the freshness of backup listings when
 // Config.CacheTTL is zero.
 const DefaultCacheTTL = 2 * time.Second
+
+// DefaultFailureTTL is the freshness of failure listings when
+// Config.FailureTTL is zero: the page's refresh interval, so that a page
+// left open lists results/ at most this often.
+const DefaultFailureTTL = 15 * time.Second
 
 // maxBody caps a POST body.
 const maxBody = 1 << 20
@@ -68,6 +81,8 @@ type server struct {
 	log     logrus.FieldLogger
 	token   *tokenFile
 	catalog *catalog
+	// failures are the failed backups read from results/.
+	failures *failureCache
 	// limit is the size limit of control objects, for package client.
 	limit client.Option
 }
@@ -81,6 +96,9 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.CacheTTL == 0 {
 		cfg.CacheTTL = DefaultCacheTTL
 	}
+	if cfg.FailureTTL == 0 {
+		cfg.FailureTTL = DefaultFailureTTL
+	}
 	if cfg.Log == nil {
 		l := logrus.New()
 		l.SetLevel(logrus.PanicLevel)
@@ -91,6 +109,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	b := reachable{cfg.Bucket}
 	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged, cfg.Legacy, cfg.Log), limit: client.MaxObject(cfg.MaxControlObject)}
+	s.failures = newFailureCache(b, cfg.FailureTTL, &index.FailureReader{Window: cfg.ResultWindow, MaxObject: cfg.MaxControlObject}, cfg.Log)
 	if cfg.TokenFile != "" {
 		s.token = &tokenFile{path: cfg.TokenFile}
 		if _, err := s.token.digest(); err != nil {

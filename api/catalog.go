@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -163,11 +164,20 @@ type BackupSummary struct {
 
 // SourceSummary is one source of a cluster.
 type SourceSummary struct {
-	Name    string `json:"name"`
-	Engine  string `json:"engine"`
+	Name string `json:"name"`
+	// Engine is the engine of the source's newest backup; empty for a
+	// source that only ever failed (a result does not name its engine).
+	Engine  string `json:"engine,omitempty"`
 	Backups int    `json:"backups"`
 	// NewestSuccessful is the newest backup that succeeded, if any.
 	NewestSuccessful *BackupSummary `json:"newestSuccessful,omitempty"`
+	// LastFailure is the newest backup of the source that failed, was
+	// canceled or rejected, among the newest results (see
+	// index.FailureReader), if any.
+	LastFailure *index.Failure `json:"lastFailure,omitempty"`
+	// FailuresSinceSuccess counts those that ended after
+	// NewestSuccessful (all of them when there is none).
+	FailuresSinceSuccess int `json:"failuresSinceSuccess,omitempty"`
 }
 
 // ClusterSummary is one cluster: the sources with backups in it.
@@ -196,6 +206,10 @@ type BackupPage struct {
 	// Damaged are the cluster's indexes (of the source, when one is
 	// asked for) that are not believed, by key; on the first page only.
 	Damaged []index.Damaged `json:"damaged,omitempty"`
+	// Failures are the backups that failed, were canceled or rejected
+	// (their results: a failed backup has no index), with status failed,
+	// canceled, rejected or all; in the same order and pages as Backups.
+	Failures []index.Failure `json:"failures,omitzero"`
 	// NextCursor, when set, fetches the page after this one.
 	NextCursor string    `json:"nextCursor,omitempty"`
 	AsOf       time.Time `json:"asOf"`
@@ -253,7 +267,41 @@ func (s *server) clusters(w http.ResponseWriter, r *http.Request) {
 	for _, n := range names {
 		out.Clusters = append(out.Clusters, *byCluster[n])
 	}
+	addFailures(&out, s.failures.bestEffort(r.Context()))
 	writeJSON(w, http.StatusOK, out)
+}
+
+// addFailures shows each source's newest failure (failures are newest
+// first), and gives sources and clusters that only ever failed their
+// place in the overview.
+func addFailures(out *ClusterList, failures []index.Failure) {
+	if len(failures) == 0 {
+		return
+	}
+	for _, f := range failures {
+		ci := slices.IndexFunc(out.Clusters, func(c ClusterSummary) bool { return c.Name == f.Cluster })
+		if ci < 0 {
+			out.Clusters = append(out.Clusters, ClusterSummary{Name: f.Cluster, Sources: []SourceSummary{}})
+			ci = len(out.Clusters) - 1
+		}
+		c := &out.Clusters[ci]
+		si := slices.IndexFunc(c.Sources, func(s SourceSummary) bool { return s.Name == f.Source })
+		if si < 0 {
+			c.Sources = append(c.Sources, SourceSummary{Name: f.Source})
+			si = len(c.Sources) - 1
+		}
+		src := &c.Sources[si]
+		if src.LastFailure == nil {
+			src.LastFailure = &f
+		}
+		if src.NewestSuccessful == nil || f.FinishedAt.After(src.NewestSuccessful.FinishedAt) {
+			src.FailuresSinceSuccess++
+		}
+	}
+	for i := range out.Clusters {
+		slices.SortFunc(out.Clusters[i].Sources, func(a, b SourceSummary) int { return strings.Compare(a.Name, b.Name) })
+	}
+	slices.SortFunc(out.Clusters, func(a, b ClusterSummary) int { return strings.Compare(a.Name, b.Name) })
 }
 
 // Limits of a page of backups.
@@ -292,10 +340,17 @@ func (s *server) backups(w http.ResponseWriter, r *http.Request) {
 	}
 	status := requests.Status(q.Get("status"))
 	switch status {
-	case "", requests.StatusSucceeded, requests.StatusFailed, requests.StatusCanceled, requests.StatusRejected, requests.StatusRunning, requests.StatusPending:
+	case "", requests.StatusSucceeded, requests.StatusFailed, requests.StatusCanceled, requests.StatusRejected, requests.StatusRunning, requests.StatusPending, statusAll:
 	default:
-		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "status", fmt.Sprintf("status: %q is not a status (succeeded, failed, canceled, rejected, running, pending)", clip(string(status))))
+		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "status", fmt.Sprintf("status: %q is not a status (succeeded, failed, canceled, rejected, running, pending, or all)", clip(string(status))))
 		return
+	}
+	// Committed backups come from the catalog; failed, canceled and
+	// rejected ones from their results.
+	withBackups := !index.IsFailure(status)
+	withFailures := index.IsFailure(status) || status == statusAll
+	if status == statusAll {
+		status = ""
 	}
 	limit := DefaultLimit
 	if v := q.Get("limit"); v != "" {
@@ -320,7 +375,17 @@ func (s *server) backups(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	var failures []index.Failure
+	if withFailures {
+		if failures, err = s.failures.list(r.Context()); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	page := BackupPage{Cluster: cluster, Backups: []BackupEntry{}, AsOf: asOf.UTC()}
+	if withFailures {
+		page.Failures = []index.Failure{}
+	}
 	if cur == nil {
 		for _, d := range l.Damaged {
 			if source == "" || d.Source == source {
@@ -328,19 +393,43 @@ func (s *server) backups(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	for _, e := range l.Entries {
-		if (source != "" && e.Source != source) || (status != "" && e.Status != status) || (cur != nil && !cur.before(e)) {
-			continue
+	// Merge both lists in the one order (finishedAt, then id,
+	// descending) and cut the page.
+	var entries []index.Entry
+	if withBackups {
+		for _, e := range l.Entries {
+			if (source == "" || e.Source == source) && (status == "" || e.Status == status) && (cur == nil || cur.before(e.FinishedAt, e.BackupID)) {
+				entries = append(entries, e)
+			}
 		}
-		if len(page.Backups) == limit {
-			last := page.Backups[limit-1].Index
-			page.NextCursor = cursor{finishedAt: last.FinishedAt, backupID: last.BackupID}.String()
+	}
+	var fails []index.Failure
+	for _, f := range failures {
+		if f.Cluster == cluster && (source == "" || f.Source == source) && (status == "" || f.Status == status) && (cur == nil || cur.before(f.FinishedAt, f.ID)) {
+			fails = append(fails, f)
+		}
+	}
+	var last cursor
+	for n := 0; len(entries)+len(fails) > 0; n++ {
+		if n == limit {
+			page.NextCursor = last.String()
 			break
 		}
-		page.Backups = append(page.Backups, toEntry(e))
+		if len(fails) == 0 || (len(entries) > 0 && (cursor{finishedAt: entries[0].FinishedAt, backupID: entries[0].BackupID}).before(fails[0].FinishedAt, fails[0].ID)) {
+			last = cursor{finishedAt: entries[0].FinishedAt, backupID: entries[0].BackupID}
+			page.Backups = append(page.Backups, toEntry(entries[0]))
+			entries = entries[1:]
+		} else {
+			last = cursor{finishedAt: fails[0].FinishedAt, backupID: fails[0].ID}
+			page.Failures = append(page.Failures, fails[0])
+			fails = fails[1:]
+		}
 	}
 	writeJSON(w, http.StatusOK, page)
 }
+
+// statusAll asks for committed and failed backups alike.
+const statusAll requests.Status = "all"
 
 func (s *server) backup(w http.ResponseWriter, r *http.Request) {
 	cluster, ok := clusterParam(w, r)
@@ -434,12 +523,13 @@ func parseCursor(s string) (cursor, error) {
 	return cursor{finishedAt: at, backupID: id}, nil
 }
 
-// before reports whether e comes after the cursor in the listing's order.
-func (c cursor) before(e index.Entry) bool {
-	if !e.FinishedAt.Equal(c.finishedAt) {
-		return e.FinishedAt.Before(c.finishedAt)
+// before reports whether the item that finished at t with id comes
+// after the cursor in the listing's order.
+func (c cursor) before(t time.Time, id string) bool {
+	if !t.Equal(c.finishedAt) {
+		return t.Before(c.finishedAt)
 	}
-	return e.BackupID < c.backupID
+	return id < c.backupID
 }
 
 func clip(s string) string {

@@ -4,7 +4,7 @@
 // Reads are always on:
 //
 //	GET /v1/clusters                               clusters, their sources, backup counts, newest successful backup per source
-//	GET /v1/clusters/{cluster}/backups             one cluster's backups, newest first, paginated (?source=&status=&limit=&cursor=)
+//	GET /v1/clusters/{cluster}/backups             one cluster's backups, newest first, paginated (?source=&status=&limit=&cursor=); status failed|canceled|rejected|all adds the backups that ended without an index
 //	GET /v1/clusters/{cluster}/backups/{backupId}  one backup's index and its newest verification
 //	GET /v1/requests/{id}                          pending, running (with the lease's progress) or the result
 //	GET /healthz                                   the process is up
@@ -43,6 +43,23 @@
 // verification "none", and a Restore or Verify names one as
 // legacy:<id>. When they cannot be listed (a key limited to capsule's
 // prefix) the listing goes on without them and the reason is logged.
+//
+// Failed, canceled and rejected backups leave no index, only a result
+// (results/<id>.json, one per request, not kept per cluster). The
+// backups listing returns them under "failures" with
+// ?status=failed|canceled|rejected, and beside the committed backups
+// with ?status=all (one order, one set of pages); GET /v1/clusters gives
+// each source its newest failure (lastFailure) and lists sources and
+// clusters that only ever failed. They are searched among the newest
+// Config.ResultWindow results (1,000) by the bucket's clock, each read
+// once (results are written once), and results/ is listed again at most
+// every Config.FailureTTL (15s). A failure's error is its first line,
+// clipped; the page shows it as text.
+//
+// A verification's state (restored, checksum, failed) is in each
+// listing's verification; records written before it existed get it
+// derived (index.StateOf). The page's badges say which, never
+// "restorable" for a checksum-only verification.
 //
 // Pagination is by position, not by page number: a cursor names the last
 // backup returned (its finish time and id) and the next page starts

@@ -135,9 +135,13 @@ func (x *Executor) verify(ctx context.Context, req *requests.Request, attempt in
 		BackupID: idx.BackupID, RequestID: req.ID, Target: src.Name, Worker: x.cfg.Worker,
 	}
 	var report *engines.VerifyReport
+	// What a passing verification proves: a restore only where the
+	// engine restored into scratch space and checked it.
+	proven := index.VerifyRestored
 	if v, ok := eng.(engines.Verifier); ok {
 		report, err = v.Verify(ctx, job)
 	} else {
+		proven = index.VerifyChecksum
 		// The engine cannot restore into scratch space: verify what can be
 		// verified without touching anything, and say so in the checks.
 		report = &engines.VerifyReport{OK: true}
@@ -170,8 +174,12 @@ func (x *Executor) verify(ctx context.Context, req *requests.Request, attempt in
 	if err != nil {
 		rec.Error = err.Error()
 	}
+	rec.State = proven
+	if !rec.OK {
+		rec.State = index.VerifyFailed
+	}
 	out.Verification, out.VerifiedIndex = rec, idx
-	out.Result.Details = map[string]any{"ok": rec.OK, "checks": rec.Checks}
+	out.Result.Details = map[string]any{"ok": rec.OK, "state": rec.State, "checks": rec.Checks}
 	if _, ok := legacyRef(req); ok {
 		// The old service's folder is not capsule's to write: the
 		// outcome is in the result only.

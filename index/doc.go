@@ -50,4 +50,24 @@
 // its folder's, its key names its verifiedAt, and verifiedAt is not later
 // than the record's LastModified plus MaxClockSkew. Other records are
 // ignored: they make no backup look verified, or failed.
+//
+// # What a verification proved
+//
+// A record's state is restored (the backup was restored into scratch
+// space and the engine's checks passed), checksum (the stored bytes were
+// read and match; the engine has no scratch restore) or failed; no record
+// is never. Records written before the state existed get it derived when
+// listed (StateOf: "checksum only" checks mean checksum), so nothing
+// shows an old checksum-only verification as a restore.
+//
+// # Failures
+//
+// A backup that failed, was canceled or rejected has no index: its result
+// (results/<id>.json) is its only trace. FailureReader lists them from
+// the newest results by the bucket's clock (a window, DefaultResultWindow
+// by default, since results are not kept per cluster), reading each
+// result once through the control-object limit and believing only one
+// whose id is its key's, whose request was a backup, and whose cluster
+// and source are valid names; a result dated ahead of its write is listed
+// at its write. The error is its first line, clipped (MaxFailureError).
 package index

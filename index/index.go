@@ -73,11 +73,15 @@ type Encryption struct {
 // Verification is a verify-<time>.json record beside a backup's index: the
 // outcome of one verification. Later records supersede earlier ones.
 type Verification struct {
-	APIVersion     string        `json:"apiVersion"`
-	Kind           string        `json:"kind"`
-	BackupID       string        `json:"backupId"`
-	RequestID      string        `json:"requestId"`
-	OK             bool          `json:"ok"`
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	BackupID   string `json:"backupId"`
+	RequestID  string `json:"requestId"`
+	OK         bool   `json:"ok"`
+	// State says what was proven (VerifyRestored, VerifyChecksum or
+	// VerifyFailed); records written before it existed have none, and
+	// the catalog derives it (StateOf).
+	State          string        `json:"state,omitempty"`
 	Error          string        `json:"error,omitempty"`
 	Target         string        `json:"target,omitempty"`
 	Worker         string        `json:"worker,omitempty"`
@@ -350,6 +354,7 @@ func load(ctx context.Context, b bucket.Reader, key string, verifications []stri
 		if checkVerification(verifications[i], x.BackupID, &v, info.LastModified) != "" {
 			continue // nor does one that is not believed make it verified
 		}
+		v.State = StateOf(&v)
 		e.Verification = &v
 		break
 	}

@@ -97,15 +97,51 @@
     return el("span", { class: "badge status-" + status, "data-status": status }, status);
   }
 
+  // What a verification proved. Only "restored" says a restore was done
+  // and checked; each state has its own symbol and words, not only a
+  // color.
+  const VERIFIED = {
+    restored: { text: "✓ restored", title: "restored into scratch space and checked" },
+    checksum: { text: "≈ checksum only", title: "the stored bytes were read and match their checksums; nothing was restored" },
+    failed: { text: "✗ failed", title: "the verification failed" },
+    never: { text: "– never verified", title: "no verification is recorded" },
+  };
+
+  // verifiedState mirrors the API's state, for a record without one.
+  function verifiedState(v) {
+    if (!v) return "never";
+    if (!v.ok || v.state === "failed") return "failed";
+    if (v.state === "restored" || v.state === "checksum") return v.state;
+    const checks = v.checks || [];
+    if (checks.length === 0 || checks.some((c) => (c.detail || "").startsWith("checksum only"))) return "checksum";
+    return "restored";
+  }
+
   function verificationCell(v) {
-    if (!v) return el("td", { class: "verify muted", "data-verified": "none" }, "not verified");
-    const when = new Date(v.verifiedAt).toLocaleString();
-    if (v.ok) {
-      return el("td", { class: "verify", "data-verified": "ok", title: "verified " + when },
-        el("span", { class: "badge ok" }, "✓ restorable"), " ", el("span", { class: "muted" }, age(v.verifiedAt)));
-    }
-    return el("td", { class: "verify", "data-verified": "failed", title: (v.error || "verification failed") + " (" + when + ")" },
-      el("span", { class: "badge bad" }, "✗ failed"), " ", el("span", { class: "muted" }, age(v.verifiedAt)));
+    const state = verifiedState(v);
+    const kind = VERIFIED[state];
+    let title = kind.title;
+    if (v) title += " (" + new Date(v.verifiedAt).toLocaleString() + ")" + (v.error ? ": " + v.error : "");
+    return el("td", { class: "verify", "data-verified": state, title },
+      el("span", { class: "badge verify-" + state }, kind.text),
+      v ? " " : null, v ? el("span", { class: "muted" }, age(v.verifiedAt)) : null);
+  }
+
+  // failureCard shows a source's newest failed, canceled or rejected
+  // backup: the first line of its error (text, never markup) and when.
+  function failureCard(src) {
+    const f = src.lastFailure;
+    if (!f) return null;
+    const newest = src.newestSuccessful;
+    const current = !newest || Date.parse(f.finishedAt) > Date.parse(newest.finishedAt);
+    const what = { failed: "failed", canceled: "was canceled", rejected: "was rejected" }[f.status] || f.status;
+    const since = src.failuresSinceSuccess > 1 ? " · " + src.failuresSinceSuccess + (newest ? " since the last success" : " so far") : "";
+    return el("div", { class: "failure" + (current ? "" : " resolved"), "data-failure-id": f.id, "data-status": f.status, "data-current": String(current) },
+      el("div", { class: "failure-head" },
+        el("strong", {}, (current ? "✗ Last backup " : "Earlier backup ") + what), " ",
+        el("span", { title: new Date(f.finishedAt).toLocaleString() }, age(f.finishedAt)),
+        el("span", { class: "muted" }, " · " + f.id + since + (current ? "" : " · a backup succeeded since"))),
+      el("div", { class: "failure-error" }, f.error || "(no error recorded)"));
   }
 
   // timeline draws a source's newest backups, oldest on the left: bars are
@@ -161,19 +197,22 @@
         el("td", { class: "num", title: x.storedBytes + " bytes" }, bytes(x.storedBytes)),
         verificationCell(b.verification));
     });
-    return el("article", { class: "source", "data-cluster": cluster, "data-source": src.name },
-      el("h3", {}, src.name, " ", el("span", { class: "badge engine" }, src.engine)),
-      el("p", { class: "muted" }, src.backups + (src.backups === 1 ? " backup" : " backups"),
-        newest ? " · newest successful " + age(newest.finishedAt) + " (" + bytes(newest.bytes) + ")" : " · no successful backup"),
+    const history = backups.length === 0 ? [el("p", { class: "muted no-backups" }, "No committed backup.")] : [
       el("div", { class: "legend muted" }, el("span", { class: "key bar-key" }), "size ", el("span", { class: "key line-key" }), "duration"),
       timeline(backups),
       el("table", {},
         el("thead", {}, el("tr", {}, ...["Backup", "Status", "Finished", "Took", "Size", "Stored", "Verification"].map((h) => el("th", {}, h)))),
-        el("tbody", {}, ...rows)));
+        el("tbody", {}, ...rows))];
+    return el("article", { class: "source", "data-cluster": cluster, "data-source": src.name },
+      el("h3", {}, src.name, src.engine ? " " : null, src.engine ? el("span", { class: "badge engine" }, src.engine) : null),
+      el("p", { class: "muted" }, src.backups + (src.backups === 1 ? " backup" : " backups"),
+        newest ? " · newest successful " + age(newest.finishedAt) + " (" + bytes(newest.bytes) + ")" : " · no successful backup"),
+      failureCard(src),
+      ...history);
   }
 
   async function clusterView(c) {
-    const { backups, truncated } = await backupsOf(c.name);
+    const { backups, truncated } = c.backups > 0 ? await backupsOf(c.name) : { backups: [], truncated: false };
     const bySource = new Map();
     for (const b of backups) {
       if (!bySource.has(b.index.source)) bySource.set(b.index.source, []);

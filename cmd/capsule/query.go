@@ -30,7 +30,7 @@ func checkOutput(o string) error {
 }
 
 func (a *app) lsCmd() *cobra.Command {
-	var source, output string
+	var source, output, status string
 	var all, damaged, withLegacy bool
 	cmd := &cobra.Command{
 		Use:   "ls",
@@ -48,11 +48,25 @@ backups).
 
 The backups the old cnvrg-capsule service left in the bucket (capsule legacy)
 follow, whatever the cluster (in JSON, as {"legacy": {...}}); --legacy=false
-leaves them out.`,
+leaves them out.
+
+--status failed, canceled or rejected lists the backups that ended so instead,
+with the first line of their error, and --status all lists them among the
+committed backups (in JSON, as {"failure": {...}}). A failed backup leaves no
+index, only its result: they are searched among the newest 1,000 results of the
+bucket (by the bucket's clock), since results are not kept per cluster.
+
+VERIFIED says what the newest verification proved: restored (restored into
+scratch space and checked), checksum (the stored bytes match; nothing was
+restored), failed, or never.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			st := requests.Status(status)
+			if st != requests.StatusSucceeded && st != lsAll && !index.IsFailure(st) {
+				return fmt.Errorf("--status: %q is not succeeded, failed, canceled, rejected or all", status)
 			}
 			ctx := cmd.Context()
 			b, err := a.openBucket(ctx)
@@ -71,6 +85,17 @@ leaves them out.`,
 				return err
 			}
 			entries := l.Entries
+			var failures []index.Failure
+			if st != requests.StatusSucceeded {
+				ff := index.FailureFilter{Cluster: f.Cluster, Source: source}
+				if st != lsAll {
+					ff.Statuses, entries = []requests.Status{st}, nil
+				}
+				if failures, err = index.Failures(ctx, b, ff, a.cfg.Worker.MaxControlObject); err != nil {
+					return fmt.Errorf("read the results of failed backups: %w", err)
+				}
+			}
+			rows := lsRows(entries, failures)
 			var old []legacy.Backup
 			if withLegacy {
 				if old, err = a.legacyRows(ctx, b, source); err != nil {
@@ -80,8 +105,12 @@ leaves them out.`,
 			}
 			if output == "json" {
 				rows := []any{}
-				for _, e := range entries {
-					rows = append(rows, e)
+				for _, r := range lsRows(entries, failures) {
+					if r.failure != nil {
+						rows = append(rows, map[string]index.Failure{"failure": *r.failure})
+					} else {
+						rows = append(rows, r.entry)
+					}
 				}
 				for _, o := range old {
 					rows = append(rows, map[string]legacy.Backup{"legacy": o})
@@ -100,10 +129,24 @@ leaves them out.`,
 				return nil
 			}
 			tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "BACKUP ID\tCLUSTER\tSOURCE\tENGINE\tFINISHED\tSIZE\tSTORED\tVERIFIED")
-			for _, e := range entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.BackupID, e.Cluster, e.Source, e.Engine,
+			header := "BACKUP ID\tCLUSTER\tSOURCE\tENGINE\tSTATUS\tFINISHED\tSIZE\tSTORED\tVERIFIED"
+			if st != requests.StatusSucceeded {
+				header += "\tERROR"
+			}
+			fmt.Fprintln(tw, header)
+			for _, r := range rows {
+				if x := r.failure; x != nil {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t-\t%s\t%s\t-\t-\t-\t%s\n", x.ID, x.Cluster, x.Source, x.Status,
+						x.FinishedAt.Local().Format("2006-01-02 15:04:05"), oneLine(x.Error))
+					continue
+				}
+				e := r.entry
+				line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", e.BackupID, e.Cluster, e.Source, e.Engine, e.Status,
 					e.FinishedAt.Local().Format("2006-01-02 15:04:05"), humanBytes(e.Bytes), humanBytes(e.StoredBytes), verified(e.Verification))
+				if st != requests.StatusSucceeded {
+					line += "\t"
+				}
+				fmt.Fprintln(tw, line)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -137,8 +180,12 @@ leaves them out.`,
 			if !damaged && len(l.Damaged) > 0 {
 				fmt.Fprintf(a.errOut, "%d damaged index(es) skipped; capsule ls --all shows them\n", len(l.Damaged))
 			}
-			if len(entries) == 0 {
-				fmt.Fprintf(a.errOut, "no backups in cluster %q\n", f.Cluster)
+			if len(rows) == 0 {
+				if st == requests.StatusSucceeded {
+					fmt.Fprintf(a.errOut, "no backups in cluster %q\n", f.Cluster)
+				} else {
+					fmt.Fprintf(a.errOut, "no backups with status %s in cluster %q among the newest %d results\n", status, f.Cluster, index.DefaultResultWindow)
+				}
 			}
 			if len(old) > 0 {
 				fmt.Fprintln(a.errOut, "the old service's state files hold secrets: capsule legacy says how to remove them")
@@ -149,19 +196,57 @@ leaves them out.`,
 	cmd.Flags().StringVar(&source, "source", "", "only this source")
 	cmd.Flags().BoolVar(&all, "all-clusters", false, "list every cluster")
 	cmd.Flags().BoolVar(&damaged, "all", false, "also list damaged indexes (not backups: never listed, restored or deleted), with the reason")
+	cmd.Flags().StringVar(&status, "status", "succeeded", "succeeded (committed backups), failed, canceled, rejected, or all")
 	cmd.Flags().BoolVar(&withLegacy, "legacy", true, "also list the old cnvrg-capsule service's backups (env "+dstDirEnv+" names their folder)")
 	outputFlag(cmd, &output)
 	return cmd
 }
 
+// lsAll is ls --status all.
+const lsAll requests.Status = "all"
+
+// lsRow is a committed backup or a failure.
+type lsRow struct {
+	entry   index.Entry
+	failure *index.Failure
+}
+
+// lsRows merges committed backups and failures, newest first.
+func lsRows(entries []index.Entry, failures []index.Failure) []lsRow {
+	rows := make([]lsRow, 0, len(entries)+len(failures))
+	for len(entries)+len(failures) > 0 {
+		if len(failures) == 0 || (len(entries) > 0 && !failures[0].FinishedAt.After(entries[0].FinishedAt)) {
+			rows = append(rows, lsRow{entry: entries[0]})
+			entries = entries[1:]
+		} else {
+			rows = append(rows, lsRow{failure: &failures[0]})
+			failures = failures[1:]
+		}
+	}
+	return rows
+}
+
+// verified says what the newest verification proved, and when: only
+// "restored" means a restore was done and checked.
 func verified(v *index.Verification) string {
-	if v == nil {
-		return "-"
+	state := index.StateOf(v)
+	switch state {
+	case index.VerifyNever:
+		return state
+	case index.VerifyFailed:
+		state = "FAILED"
 	}
-	if v.OK {
-		return "ok " + v.VerifiedAt.Local().Format("2006-01-02 15:04")
-	}
-	return "FAILED " + v.VerifiedAt.Local().Format("2006-01-02 15:04")
+	return state + " " + v.VerifiedAt.Local().Format("2006-01-02 15:04")
+}
+
+// oneLine keeps a table row on one line whatever a result holds.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 func (a *app) describeCmd() *cobra.Command {

@@ -1,10 +1,14 @@
 package browser
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"image/color"
+	"image/png"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -74,6 +78,7 @@ type shown struct {
 	Cluster  string `json:"cluster"`
 	Source   string `json:"source"`
 	Verified string `json:"verified"`
+	Badge    string `json:"badge"`
 	Text     string `json:"text"`
 }
 
@@ -115,7 +120,7 @@ func TestPageShowsTheBackups(t *testing.T) {
 		if err := x.Commit(ctx, out); err != nil || out.Result.Status != requests.StatusSucceeded {
 			t.Fatalf("backup %d: %v %s %s", i, err, out.Result.Status, out.Result.Error)
 		}
-		want[req.ID] = shown{ID: req.ID, Status: "succeeded", Cluster: "default", Source: "uploads", Verified: "none"}
+		want[req.ID] = shown{ID: req.ID, Status: "succeeded", Cluster: "default", Source: "uploads", Verified: "never"}
 	}
 
 	// A history in a cluster whose name has a '/', one verified, one whose
@@ -144,20 +149,50 @@ func TestPageShowsTheBackups(t *testing.T) {
 			if err := index.Write(ctx, b, xi); err != nil {
 				t.Fatal(err)
 			}
-			w := shown{ID: id, Status: "succeeded", Cluster: "cnvrg/cnvrg-app", Source: src, Verified: "none"}
-			if src == "cnvrg/pg" && (i == 12 || i == 13) {
-				v := &index.Verification{APIVersion: requests.APIVersion, Kind: index.KindVerification, BackupID: id, RequestID: "verify-" + id,
-					OK: i == 13, VerifiedAt: finished.Add(time.Hour), Checks: []index.CheckResult{{Name: "restore", OK: i == 13}}}
-				w.Verified = "ok"
-				if i == 12 {
-					v.Error, w.Verified = "row count differs in table jobs", "failed"
-				}
+			w := shown{ID: id, Status: "succeeded", Cluster: "cnvrg/cnvrg-app", Source: src, Verified: "never"}
+			var v *index.Verification
+			switch {
+			case src == "cnvrg/pg" && i == 13:
+				v = &index.Verification{OK: true, State: index.VerifyRestored, Checks: []index.CheckResult{{Name: "restore", OK: true}}}
+				w.Verified = "restored"
+			case src == "cnvrg/pg" && i == 12:
+				v = &index.Verification{OK: false, State: index.VerifyFailed, Error: "row count differs in table jobs", Checks: []index.CheckResult{{Name: "restore", OK: false}}}
+				w.Verified = "failed"
+			case src == "cnvrg/redis" && i == 12:
+				// As the executor recorded Redis verifications before they
+				// restored anything: ok, no state, checksum-only checks.
+				v = &index.Verification{OK: true, Checks: []index.CheckResult{{Name: "sha256 keys.bin", OK: true, Detail: "checksum only: engine redis has no scratch restore"}}}
+				w.Verified = "checksum"
+			}
+			if v != nil {
+				v.APIVersion, v.Kind, v.BackupID, v.RequestID, v.VerifiedAt = requests.APIVersion, index.KindVerification, id, "verify-"+id, finished.Add(time.Hour)
 				if err := index.WriteVerification(ctx, b, xi, v); err != nil {
 					t.Fatal(err)
 				}
 			}
 			want[id] = w
 		}
+	}
+
+	// Backups that left only a result: a failure of cnvrg/pg after its
+	// newest success (its error's first line is markup, which the page
+	// must show as text), a source that never succeeded, and a canceled
+	// backup of uploads before its successes.
+	now := time.Now().UTC()
+	hostile := `<img src=x onerror="document.body.dataset.pwned='1'">backup cnvrg/pg: pg_dump: connection to server at "10.0.0.7", port 5432 failed`
+	wantFailures := map[string]failureShown{
+		"cnvrg/cnvrg-app cnvrg/pg": {ID: "pgfail-" + randHex(3), Status: "failed", Current: "true", Error: hostile},
+		"cnvrg/cnvrg-app cnvrg/es": {ID: "esfail-" + randHex(3), Status: "rejected", Current: "true", Error: `source: unknown source "cnvrg/es"`},
+		"default uploads":          {ID: "upcancel-" + randHex(3), Status: "canceled", Current: "false", Error: "canceled by request"},
+	}
+	for k, f := range wantFailures {
+		cluster, source, _ := strings.Cut(k, " ")
+		finished := now.Add(-time.Hour)
+		if source == "uploads" {
+			finished = now.Add(-3 * time.Hour)
+		}
+		writeResult(t, b, requests.Result{APIVersion: requests.APIVersion, Kind: "Result", ID: f.ID, RequestKind: requests.KindBackup,
+			Status: requests.Status(f.Status), Cluster: cluster, Source: source, Error: f.Error + "\n\tat the second line", Attempts: 3, FinishedAt: finished})
 	}
 
 	handler, err := api.New(api.Config{Bucket: b, Log: enginetest.TestLog(t)})
@@ -225,6 +260,7 @@ func TestPageShowsTheBackups(t *testing.T) {
 		cluster: tr.closest("section[data-cluster]").dataset.cluster,
 		source: tr.closest("article[data-source]").dataset.source,
 		verified: tr.querySelector("td.verify").dataset.verified,
+		badge: (tr.querySelector("td.verify .badge") || {}).textContent || "",
 		text: tr.innerText,
 	}))`))
 	if err != nil {
@@ -232,6 +268,32 @@ func TestPageShowsTheBackups(t *testing.T) {
 	}
 	bars, err := chromedp.Run(tctx, chromedp.Evaluate[map[string]int](`Object.fromEntries([...document.querySelectorAll("article[data-source]")].map(a =>
 		[a.dataset.cluster + " " + a.dataset.source, a.querySelectorAll("svg.timeline rect.bar").length]))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cards, err := chromedp.Run(tctx, chromedp.Evaluate[[]failureShown](`[...document.querySelectorAll("article[data-source] .failure")].map(f => ({
+		where: f.closest("article").dataset.cluster + " " + f.closest("article").dataset.source,
+		id: f.dataset.failureId,
+		status: f.dataset.status,
+		current: f.dataset.current,
+		error: f.querySelector(".failure-error").textContent,
+		head: f.querySelector(".failure-head").innerText,
+		elements: f.querySelectorAll("img, script, iframe").length,
+		noBackups: !!f.closest("article").querySelector(".no-backups"),
+	}))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pwned, err := chromedp.Run(tctx, chromedp.Evaluate[string](`document.body.dataset.pwned || ""`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	boxes, err := chromedp.Run(tctx, chromedp.Evaluate[map[string]box](`(() => {
+		const r = (e) => { if (!e) return {}; const b = e.getBoundingClientRect(); return {x: b.left + scrollX, y: b.top + scrollY, w: b.width, h: b.height, dpr: devicePixelRatio}; };
+		const out = {failure: r(document.querySelector('article[data-source="cnvrg/pg"] .failure'))};
+		for (const s of ["restored", "checksum", "failed", "never"]) out[s] = r(document.querySelector('td.verify[data-verified="' + s + '"] .badge'));
+		return out;
+	})()`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,6 +321,8 @@ func TestPageShowsTheBackups(t *testing.T) {
 			t.Errorf("%s shown as %+v, want %+v", r.ID, r, w)
 		case !strings.Contains(r.Text, w.Status):
 			t.Errorf("%s: the row's text %q does not say %s", r.ID, r.Text, w.Status)
+		case r.Badge != badgeText[w.Verified]:
+			t.Errorf("%s: verification badge %q, want %q", r.ID, r.Badge, badgeText[w.Verified])
 		}
 		seen[r.ID] = true
 	}
@@ -267,6 +331,39 @@ func TestPageShowsTheBackups(t *testing.T) {
 			t.Errorf("backup %s is not on the page", id)
 		}
 	}
+	// A failure card on each source that failed, with the first line of
+	// the error as text; sources that never succeeded have a card.
+	gotCards := map[string]failureShown{}
+	for _, c := range cards {
+		if _, dup := gotCards[c.Where]; dup {
+			t.Errorf("two failure cards on %s", c.Where)
+		}
+		gotCards[c.Where] = c
+	}
+	for where, w := range wantFailures {
+		c, ok := gotCards[where]
+		switch {
+		case !ok:
+			t.Errorf("no failure card on %s (cards: %+v)", where, cards)
+		case c.ID != w.ID || c.Status != w.Status || c.Current != w.Current || c.Error != w.Error:
+			t.Errorf("failure card on %s: %+v, want %+v", where, c, w)
+		case c.Elements != 0 || strings.Contains(c.Error, "second line"):
+			t.Errorf("failure card on %s renders %d elements from the error, or more than its first line: %+v", where, c.Elements, c)
+		case !strings.Contains(c.Head, "ago") || !strings.Contains(c.Head, w.ID):
+			t.Errorf("failure card on %s does not say when and which: %q", where, c.Head)
+		}
+	}
+	if len(cards) != len(wantFailures) {
+		t.Errorf("%d failure cards, want %d: %+v", len(cards), len(wantFailures), cards)
+	}
+	if !gotCards["cnvrg/cnvrg-app cnvrg/es"].NoBackups {
+		t.Errorf("the source that never succeeded does not say it has no backup")
+	}
+	if pwned != "" {
+		t.Errorf("the error's markup ran in the page")
+	}
+	checkScreenshot(t, png, boxes)
+
 	wantBars := map[string]int{"default uploads": 2, "cnvrg/cnvrg-app cnvrg/pg": 14, "cnvrg/cnvrg-app cnvrg/redis": 5}
 	for k, n := range wantBars {
 		if bars[k] != n {
@@ -286,6 +383,124 @@ func TestPageShowsTheBackups(t *testing.T) {
 	}
 	if !slices.ContainsFunc(urls, func(u string) bool { return strings.Contains(u, "/v1/clusters/cnvrg%2Fcnvrg-app/backups") }) {
 		t.Errorf("the page never asked for cnvrg/cnvrg-app's backups: %v", urls)
+	}
+}
+
+type failureShown struct {
+	Where     string `json:"where"`
+	ID        string `json:"id"`
+	Status    string `json:"status"`
+	Current   string `json:"current"`
+	Error     string `json:"error"`
+	Head      string `json:"head"`
+	Elements  int    `json:"elements"`
+	NoBackups bool   `json:"noBackups"`
+}
+
+// badgeText is what each verification state's badge says: a symbol and
+// words, so that no state is told by its color alone.
+var badgeText = map[string]string{
+	"restored": "✓ restored",
+	"checksum": "≈ checksum only",
+	"failed":   "✗ failed",
+	"never":    "– never verified",
+}
+
+// box is an element's place on the page, in CSS pixels.
+type box struct {
+	X, Y, W, H, DPR float64
+}
+
+func writeResult(t *testing.T, b bucket.Bucket, r requests.Result) {
+	t.Helper()
+	data, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bucket.PutBytes(context.Background(), b, requests.ResultKey(r.ID), data, bucket.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkScreenshot looks at the pixels: the failure card is drawn in the
+// failure colors (its background, a red bar on its left), and each
+// verification badge in its own color, all four different.
+func checkScreenshot(t *testing.T, data []byte, boxes map[string]box) {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("the screenshot is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 1000 || b.Dy() < 800 {
+		t.Fatalf("the screenshot is %dx%d", b.Dx(), b.Dy())
+	}
+	// pixels returns the colors in a box (shrunk by inset CSS pixels),
+	// by count.
+	pixels := func(bx box, inset float64) map[color.RGBA]int {
+		d := bx.DPR
+		if d == 0 {
+			d = 1
+		}
+		out := map[color.RGBA]int{}
+		for y := int((bx.Y + inset) * d); y < int((bx.Y+bx.H-inset)*d); y++ {
+			for x := int((bx.X + inset) * d); x < int((bx.X+bx.W-inset)*d); x++ {
+				r, g, b, _ := img.At(x, y).RGBA()
+				out[color.RGBA{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8), 255}]++
+			}
+		}
+		return out
+	}
+	near := func(c color.RGBA, hex string) bool {
+		var r, g, b uint8
+		fmt.Sscanf(hex, "#%02x%02x%02x", &r, &g, &b)
+		d := func(x, y uint8) int { return max(int(x)-int(y), int(y)-int(x)) }
+		return d(c.R, r) <= 6 && d(c.G, g) <= 6 && d(c.B, b) <= 6
+	}
+	share := func(px map[color.RGBA]int, hex string) float64 {
+		var n, all int
+		for c, k := range px {
+			all += k
+			if near(c, hex) {
+				n += k
+			}
+		}
+		if all == 0 {
+			return 0
+		}
+		return float64(n) / float64(all)
+	}
+	for _, k := range []string{"failure", "restored", "checksum", "failed", "never"} {
+		if boxes[k].W == 0 {
+			t.Errorf("the page shows no %s element to look at in the screenshot", k)
+			return
+		}
+	}
+	card := boxes["failure"]
+	if s := share(pixels(card, 6), "#fdf1f0"); s < 0.5 {
+		t.Errorf("the failure card (%+v) is %.0f%% its background color in the screenshot, want most of it", card, 100*s)
+	}
+	bar := card
+	bar.W = 4
+	if s := share(pixels(bar, 0), "#c2372d"); s < 0.5 {
+		t.Errorf("the failure card's left bar is %.0f%% red in the screenshot", 100*s)
+	}
+	want := map[string]string{"restored": "#e8f5ee", "checksum": "#fbf3e6", "failed": "#fbeceb", "never": "#eef1f6"}
+	seen := map[color.RGBA]string{}
+	for state, hex := range want {
+		px := pixels(boxes[state], 1)
+		var top color.RGBA
+		for c, n := range px {
+			if n > px[top] {
+				top = c
+			}
+		}
+		if !near(top, hex) {
+			t.Errorf("the %s badge (%+v) is drawn mostly in %v, want %s", state, boxes[state], top, hex)
+		}
+		if other, dup := seen[top]; dup {
+			t.Errorf("the %s and %s badges have the same color %v", state, other, top)
+		}
+		seen[top] = state
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hdt3213/rdb/model"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
@@ -92,6 +93,7 @@ func (e *Engine) backupLogical(ctx context.Context, job *engines.BackupJob, cfg 
 	details["functions"] = functions
 
 	perDB := map[string]int64{}
+	stats := newKeyStats()
 	var done, expiredSkipped int64
 	batch := cfg.batchSize()
 	for _, db := range dbs {
@@ -111,7 +113,7 @@ func (e *Engine) backupLogical(ctx context.Context, job *engines.BackupJob, cfg 
 			for len(keys) > 0 {
 				chunk := keys[:min(len(keys), batch)]
 				keys = keys[len(chunk):]
-				got, skipped, size, ver, err := dumpBatch(ctx, conn, kw, chunk, major)
+				got, skipped, size, ver, err := dumpBatch(ctx, conn, kw, chunk, major, db, stats)
 				if err != nil {
 					return nil, fmt.Errorf("database %d: %w", db, err)
 				}
@@ -148,6 +150,7 @@ func (e *Engine) backupLogical(ctx context.Context, job *engines.BackupJob, cfg 
 	details["keysPerDatabase"] = perDB
 	details["expiredDuringBackup"] = expiredSkipped
 	details["rdbVersion"] = rdbVersion
+	stats.details(details)
 	log.WithFields(logrus.Fields{"keys": done, "rdb_version": rdbVersion}).Info("redis logical backup done")
 	return &engines.BackupInfo{
 		Format:        formatLogical,
@@ -159,7 +162,7 @@ func (e *Engine) backupLogical(ctx context.Context, job *engines.BackupJob, cfg 
 
 // dumpBatch pipelines PEXPIRETIME and DUMP for keys (one round trip) and
 // writes what it got. Keys gone or expired in the meantime are skipped.
-func dumpBatch(ctx context.Context, conn *dbConn, kw *keyWriter, keys []string, major int) (written, skipped, size int64, rdbVersion int, err error) {
+func dumpBatch(ctx context.Context, conn *dbConn, kw *keyWriter, keys []string, major, db int, stats *keyStats) (written, skipped, size int64, rdbVersion int, err error) {
 	type pair struct {
 		exp  goredis.Cmder
 		dump *goredis.StringCmd
@@ -224,8 +227,13 @@ func dumpBatch(ctx context.Context, conn *dbConn, kw *keyWriter, keys []string, 
 		if v, err := payloadRDBVersion([]byte(payload)); err == nil {
 			rdbVersion = max(rdbVersion, v)
 		}
-		if err := kw.key(k, expireAt, []byte(payload)); err != nil {
+		p := []byte(payload)
+		if err := kw.key(k, expireAt, p); err != nil {
 			return 0, 0, 0, 0, err
+		}
+		stats.count(db, payloadType(p))
+		if expireAt == 0 {
+			stats.sample.offer(db, []byte(k), func() (model.RedisObject, error) { return payloadObject(p) })
 		}
 		written++
 		size += int64(len(payload))

@@ -18,6 +18,7 @@ import (
 // read permissions can use it.
 func (e *endpoint) newClient() *goredis.Client {
 	return goredis.NewClient(&goredis.Options{
+		Network:                  e.network,
 		Addr:                     e.addr,
 		Username:                 e.user,
 		Password:                 e.password,

@@ -49,6 +49,9 @@ type Config struct {
 	// tls.serverName.
 	CAFile        string `json:"caFile,omitempty"`
 	TLSServerName string `json:"tlsServerName,omitempty"`
+	// RedisServer is the redis-server binary a verification starts its
+	// scratch server with (default "redis-server" on the worker's PATH).
+	RedisServer string `json:"redisServer,omitempty"`
 }
 
 // Databases is either "all" or a list of database numbers.
@@ -193,6 +196,13 @@ func (c *Config) tlsSetting() *engines.TLS {
 	return &engines.TLS{CAFile: c.CAFile, ServerName: c.TLSServerName}
 }
 
+func (c *Config) redisServer() string {
+	if c.RedisServer == "" {
+		return "redis-server"
+	}
+	return c.RedisServer
+}
+
 func (c *Config) mode() string {
 	if c.Mode == "" {
 		return ModeLogical
@@ -209,6 +219,7 @@ func (c *Config) batchSize() int {
 
 // endpoint is where and how to connect, without the password.
 type endpoint struct {
+	network  string // "" for tcp, "unix" for a socket (a scratch server)
 	addr     string
 	host     string
 	user     string

@@ -50,4 +50,11 @@
 // replay (RestoreInfo.Downtime); a failure in that window (the server
 // going away, say) leaves the flushed databases partly restored, and the
 // error says so.
+//
+// Verification (engines.Verifier, verify.go) restores into a scratch
+// redis-server the engine starts itself (scratch.go: setting redisServer,
+// a private directory, a unix socket, no TCP port, no persistence) and
+// checks key counts, types and a sample of values against what the
+// backup recorded (typesPerDatabase and sample in the index's details;
+// sample.go), then kills the server and removes its directory.
 package redis

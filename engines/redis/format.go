@@ -10,6 +10,7 @@ import (
 	"io"
 
 	"github.com/hdt3213/rdb/crc64jones"
+	"github.com/hdt3213/rdb/model"
 )
 
 // The logical artifact (keys.bin) is a framed binary stream:
@@ -116,6 +117,9 @@ type record struct {
 	expireAt   int64 // Unix ms, 0 for none
 	payload    []byte
 	rdbVersion int // of the payload
+	// obj is the decoded value, from an RDB file only (nil in a
+	// logical artifact).
+	obj model.RedisObject
 }
 
 // keyReader reads the logical artifact. With skipData it checks payloads

@@ -288,7 +288,7 @@ func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, erro
 		if fn == nil {
 			return true
 		}
-		rec := &record{kind: tagKey, db: db, key: []byte(o.GetKey()), rdbVersion: info.version}
+		rec := &record{kind: tagKey, db: db, key: []byte(o.GetKey()), rdbVersion: info.version, obj: o}
 		if t := o.GetExpiration(); t != nil {
 			rec.expireAt = max(t.UnixMilli(), 1)
 		}

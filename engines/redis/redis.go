@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/hdt3213/rdb/model"
 	"github.com/sirupsen/logrus"
 
 	"github.com/cnvrg/capsule/engines"
@@ -71,7 +72,17 @@ func (e *Engine) backupRDB(ctx context.Context, job *engines.BackupJob, cfg *Con
 	}
 	log.Info("redis rdb transfer starts")
 	cw := &countWriter{w: w}
-	info, err := parseRDB(io.TeeReader(&ctxReader{ctx: ctx, r: src}, cw), nil, false)
+	stats := newKeyStats()
+	info, err := parseRDB(io.TeeReader(&ctxReader{ctx: ctx, r: src}, cw), func(rec *record) error {
+		if rec.kind != tagKey {
+			return nil
+		}
+		stats.count(rec.db, rec.obj.GetType())
+		if rec.expireAt == 0 && cfg.Databases.has(rec.db) {
+			stats.sample.offer(rec.db, rec.key, func() (model.RedisObject, error) { return rec.obj, nil })
+		}
+		return nil
+	}, false)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -95,17 +106,19 @@ func (e *Engine) backupRDB(ctx context.Context, job *engines.BackupJob, cfg *Con
 	slices.Sort(dbs)
 	version := info.aux["redis-ver"]
 	log.WithFields(logrus.Fields{"bytes": cw.n, "keys": keys, "rdb_version": info.version, "server_version": version}).Info("redis rdb backup done")
+	details := map[string]any{
+		"keys":            keys,
+		"keysPerDatabase": perDB,
+		"functions":       info.functions,
+		"rdbVersion":      info.version,
+		"rdbBytes":        cw.n,
+	}
+	stats.details(details)
 	return &engines.BackupInfo{
 		Format:        formatRDB,
 		ServerVersion: version,
 		SourceInfo:    sourceInfo(ep, ModeRDB, dbs, cfg.Databases.all(), info.version),
-		Details: map[string]any{
-			"keys":            keys,
-			"keysPerDatabase": perDB,
-			"functions":       info.functions,
-			"rdbVersion":      info.version,
-			"rdbBytes":        cw.n,
-		},
+		Details:       details,
 	}, nil
 }
 

@@ -44,25 +44,9 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 	if err != nil {
 		return nil, err
 	}
-	var artifact string
-	switch job.Backup.Format {
-	case formatLogical:
-		artifact = artifactKeys
-	case formatRDB:
-		artifact = artifactRDB
-	default:
-		return nil, fmt.Errorf("redis cannot restore backup format %q", job.Backup.Format)
-	}
-	if !slices.Contains(job.Artifacts.Names(), artifact) {
-		return nil, fmt.Errorf("backup has no artifact %s", artifact)
-	}
-	functionsPolicy := job.Options.Extra[OptFunctions]
-	switch functionsPolicy {
-	case "":
-		functionsPolicy = "replace"
-	case "replace", "flush", "skip":
-	default:
-		return nil, fmt.Errorf("restore option %s: %q is not replace, flush or skip", OptFunctions, functionsPolicy)
+	artifact, functionsPolicy, err := restorePlan(job)
+	if err != nil {
+		return nil, err
 	}
 	pw, err := job.Target.Secret(ctx)
 	if err != nil {
@@ -73,6 +57,39 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 		return nil, err
 	}
 	log := logger(job.Log, job.Target, job.Backup.SourceInfo["mode"]).WithField("restore_id", job.ID)
+	return restoreInto(ctx, job, cfg, ep, artifact, functionsPolicy, nil, log)
+}
+
+// restorePlan checks what a restore is asked to do: the artifact it
+// reads and what becomes of the target's functions.
+func restorePlan(job *engines.RestoreJob) (artifact, functionsPolicy string, err error) {
+	switch job.Backup.Format {
+	case formatLogical:
+		artifact = artifactKeys
+	case formatRDB:
+		artifact = artifactRDB
+	default:
+		return "", "", fmt.Errorf("redis cannot restore backup format %q", job.Backup.Format)
+	}
+	if !slices.Contains(job.Artifacts.Names(), artifact) {
+		return "", "", fmt.Errorf("backup has no artifact %s", artifact)
+	}
+	functionsPolicy = job.Options.Extra[OptFunctions]
+	switch functionsPolicy {
+	case "":
+		functionsPolicy = "replace"
+	case "replace", "flush", "skip":
+	default:
+		return "", "", fmt.Errorf("restore option %s: %q is not replace, flush or skip", OptFunctions, functionsPolicy)
+	}
+	return artifact, functionsPolicy, nil
+}
+
+// restoreInto restores the backup into the server at ep, whose
+// databases setting is cfg's: a restore's target, or a verification's
+// scratch server. observe, when set, sees every record the second pass
+// replays into a restored database (restored false: expired, skipped).
+func restoreInto(ctx context.Context, job *engines.RestoreJob, cfg *Config, ep *endpoint, artifact, functionsPolicy string, observe func(rec *record, restored bool), log logrus.FieldLogger) (*engines.RestoreInfo, error) {
 
 	// Pass 1: check the whole artifact; nothing is touched.
 	job.Progress.Report("verify", 0, 0)
@@ -157,7 +174,7 @@ func (e *Engine) Restore(ctx context.Context, job *engines.RestoreJob) (*engines
 		}
 	}
 	log.WithField("databases", dbs).Info("redis target databases flushed")
-	rs := &restorer{ctx: ctx, conn: conn, dbs: dbs, functions: functionsPolicy, batch: cfg.batchSize(), progress: job.Progress, total: total}
+	rs := &restorer{ctx: ctx, conn: conn, dbs: dbs, functions: functionsPolicy, batch: cfg.batchSize(), progress: job.Progress, total: total, observe: observe}
 	if _, err := readArtifact(ctx, job, artifact, true, rs.add); err != nil {
 		return nil, fmt.Errorf("restore into the flushed databases %v failed midway, they are partly restored: %w", dbs, err)
 	}
@@ -317,6 +334,7 @@ type restorer struct {
 	batch     int
 	progress  engines.Progress
 	total     int64
+	observe   func(rec *record, restored bool)
 
 	skipDB        bool
 	pipe          goredis.Pipeliner
@@ -340,7 +358,9 @@ func (r *restorer) add(rec *record) error {
 		if err := r.conn.sel(r.ctx, rec.db); err != nil {
 			return err
 		}
+		r.see(rec, true)
 	case tagFunctions:
+		r.see(rec, true)
 		return r.restoreFunctions(rec.payload)
 	case tagKey:
 		if r.skipDB {
@@ -348,8 +368,10 @@ func (r *restorer) add(rec *record) error {
 		}
 		if rec.expireAt > 0 && rec.expireAt <= time.Now().UnixMilli() {
 			r.expired++ // expired since the backup: not resurrected
+			r.see(rec, false)
 			return nil
 		}
+		r.see(rec, true)
 		if r.pipe == nil {
 			r.pipe = r.conn.Pipeline()
 		}
@@ -360,6 +382,12 @@ func (r *restorer) add(rec *record) error {
 		}
 	}
 	return nil
+}
+
+func (r *restorer) see(rec *record, restored bool) {
+	if r.observe != nil {
+		r.observe(rec, restored)
+	}
 }
 
 func (r *restorer) flush() error {
