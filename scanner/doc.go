@@ -26,19 +26,46 @@
 //     operator's Elasticsearch is reached over plain http, every index.
 //     POSTGRES_HOST is not used for a CnvrgApp's plan: the host is the
 //     Service's;
-//   - the destination: the bucketRef Secret (default cp-object-storage):
-//     CNVRG_STORAGE_TYPE minio or aws, CNVRG_STORAGE_ENDPOINT, _REGION,
-//     _BUCKET, _ACCESS_KEY and _SECRET_KEY (aws with both keys empty uses
-//     the pod's IAM role); the endpoint must be http(s)://HOST[:PORT] and
-//     nothing more, the bucket and region plain names; capsule's objects
-//     go under Config.Prefix (capsule/) in that bucket. For aws, an
+//   - the destination: the bucketRef Secret (default cp-object-storage),
+//     by CNVRG_STORAGE_TYPE:
+//     minio or aws: CNVRG_STORAGE_ENDPOINT, _REGION, _BUCKET, _ACCESS_KEY
+//     and _SECRET_KEY (aws with both keys empty uses the pod's IAM role),
+//     an S3 bucket (s3://BUCKET/PREFIX?endpoint=…&region=…). For aws, an
 //     endpoint whose host's first label starts with "minio" is the
 //     operator's in-cluster MinIO URL, which it writes into every Secret
 //     that configures none: it is ignored, with a log line, and the bucket
 //     is on AWS, as the old capsule service did (it ignored every aws
 //     endpoint); any other aws endpoint was set on purpose (a VPC or FIPS
-//     endpoint) and is used, with a log line. azure and gcp are refused
-//     for now;
+//     endpoint) and is used, with a log line.
+//     azure: an Azure Blob Storage container
+//     (azblob://CONTAINER/PREFIX?account=NAME) of the account
+//     CNVRG_STORAGE_AZURE_ACCOUNT_NAME, named by
+//     CNVRG_STORAGE_AZURE_CONTAINER (else CNVRG_STORAGE_BUCKET), with the
+//     account key CNVRG_STORAGE_AZURE_ACCESS_KEY, or without one the
+//     default Azure credential (workload identity).
+//     gcp: a Google Cloud Storage bucket (gs://BUCKET/PREFIX),
+//     CNVRG_STORAGE_BUCKET, with the service account key in key.json of
+//     the Secret CNVRG_STORAGE_GCP_SECRET_REF names (default
+//     gcp-storage-secret, same namespace, read by name; it must exist);
+//     when that Secret has no key.json, the key file capsule's own pod
+//     has at CNVRG_STORAGE_KEYFILE (only the platform's
+//     /opt/app-root/conf/gcp-keyfile/key.json is accepted: a path a
+//     tenant chose could name another file of capsule's pod), else
+//     Application Default Credentials (workload identity). Only a key of
+//     type service_account with Google's token_uri is taken
+//     (gcs.CheckCredentialsJSON). CNVRG_STORAGE_PROJECT is not needed.
+//     The operator writes its MinIO URL (or NodePort URL) into
+//     CNVRG_STORAGE_ENDPOINT of azure and gcp Secrets too, so there an
+//     endpoint is used only when its host is an IP address (an emulator:
+//     Azurite, served path-style with the account as the first path
+//     segment; fake-gcs-server, which gets no credentials) or, for azure,
+//     when it is the account's own blob endpoint
+//     (https://ACCOUNT.blob.<sovereign cloud suffix>); any other is
+//     ignored with a log line.
+//     Every endpoint must be http(s)://HOST[:PORT] and nothing more, and
+//     bucket, container, account and region names follow their cloud's
+//     rules; errors name the Secret's key and never quote a key. capsule's
+//     objects go under Config.Prefix (capsule/) in that bucket;
 //   - the schedule: backup.period, "<number><unit>" with unit s, m or h
 //     (default 24h; the number may be decimal, "1.5h", as the old service
 //     read it), a Go duration ("1h30m"), or a cron expression (five fields
@@ -63,7 +90,7 @@
 // plan's source, never a password, and a plan prints (Plan.MarshalJSON)
 // without its secrets.
 //
-// An invalid block (a bad period, a missing Secret or key, an unsupported
+// An invalid block (a bad period, a missing Secret or key, an unknown
 // storage type, a value that does not belong in a URL) is left out and
 // reported: a log line naming the field and, when the role may create
 // Events, a Warning Event with reason InvalidBackupPlan on the CnvrgApp (or
@@ -109,8 +136,9 @@
 //
 // Buckets returns a client for every bucket the plans name, keyed by
 // BucketSpec.Key: the bucket's URL and the identity of the credentials
-// that configured it ("role", or "keys-" and an HMAC of the keys under a
-// key drawn at random by each process, never the keys). Changed is closed
+// that configured it ("role", or "keys-" and an HMAC of the keys (S3
+// keys, an Azure account key, a service account key's JSON) under a key
+// drawn at random by each process, never the keys). Changed is closed
 // when that set changes (a CnvrgApp added or removed, a bucketRef Secret
 // changed). The fleet package runs one watcher per client from it, so a
 // worker follows the set without a restart.
@@ -141,8 +169,9 @@
 //
 // # Permissions
 //
-// The scanner needs get on the Secrets its plans name (never list or
-// watch: it reads them by name) and list on cnvrgapps.mlops.cnvrg.io or on
+// The scanner needs get on the Secrets its plans name, the gcp key
+// Secret that a gcp bucketRef names included (never list or watch: it
+// reads them by name) and list on cnvrgapps.mlops.cnvrg.io or on
 // persistentvolumeclaims, in the namespaces it serves. At start it asks
 // the API server what its role allows (SelfSubjectAccessReview; where
 // those are forbidden it tries and handles a Forbidden) and logs once what
@@ -219,6 +248,5 @@
 //
 // Not the scanner's: the old service's backups under <dst-dir>/ in each
 // bucket (legacy.dstDir, --dst-dir, CNVRG_CAPSULE_DST_DIR), which the
-// legacy commands read; the old service's own HTTP routes; buckets of
-// type azure and gcp (refused for now).
+// legacy commands read; the old service's own HTTP routes.
 package scanner

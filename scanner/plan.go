@@ -128,6 +128,7 @@ type bucketJSON struct {
 	URL         string `json:"url"`
 	Endpoint    string `json:"endpoint,omitempty"`
 	Region      string `json:"region,omitempty"`
+	Account     string `json:"account,omitempty"`
 	Bucket      string `json:"bucket"`
 	Prefix      string `json:"prefix"`
 	Credentials string `json:"credentials"`
@@ -153,7 +154,7 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 		Source: sourceJSON{Name: p.Name, Engine: p.Engine, Host: p.Host, Port: p.Port, Config: p.SourceConfig,
 			CredsSecret: p.CredsSecret, Password: p.hasPassword && p.password != "", AdminPassword: p.hasAdmin},
 		Bucket: bucketJSON{Secret: p.Bucket.Secret, Type: p.Bucket.Type, URL: p.Bucket.URL(), Endpoint: p.Bucket.Endpoint,
-			Region: p.Bucket.Region, Bucket: p.Bucket.Bucket, Prefix: p.Bucket.Prefix, Credentials: p.Bucket.Credentials()},
+			Region: p.Bucket.Region, Account: p.Bucket.Account, Bucket: p.Bucket.Bucket, Prefix: p.Bucket.Prefix, Credentials: p.Bucket.Credentials()},
 		Schedule: p.Schedule.view(),
 		Rotation: p.Rotation,
 	}
@@ -234,6 +235,9 @@ type parser struct {
 	// stagingDir is the stagingDir of PostgreSQL plans ("" for the
 	// engine's default).
 	stagingDir string
+	// gcpKeyFile is where this pod may have a gcp service account key
+	// (DefaultGCPKeyFile when ""; tests change it).
+	gcpKeyFile string
 	// notice logs a fact about a plan once per key (nil: not logged).
 	notice func(key string, fields logrus.Fields, msg string)
 }
@@ -471,6 +475,16 @@ func (b *block) rotation(field string, n int64) int {
 	return int(n)
 }
 
+// ignoredEndpointNote says why a CNVRG_STORAGE_ENDPOINT was not used, by
+// CNVRG_STORAGE_TYPE (BucketSpec.IgnoredEndpoint).
+var ignoredEndpointNote = map[string]string{
+	"aws": "CNVRG_STORAGE_TYPE is aws and CNVRG_STORAGE_ENDPOINT is the operator's in-cluster MinIO URL: ignoring the endpoint and writing to AWS S3, as the old capsule service did",
+	"azure": "CNVRG_STORAGE_TYPE is azure and CNVRG_STORAGE_ENDPOINT is neither the account's blob endpoint (https://ACCOUNT.blob.…) nor an emulator's IP address " +
+		"(the operator writes its MinIO URL into every Secret): ignoring the endpoint and writing to the account on Azure",
+	"gcp": "CNVRG_STORAGE_TYPE is gcp and CNVRG_STORAGE_ENDPOINT is not an emulator's IP address " +
+		"(the operator writes its MinIO URL into every Secret): ignoring the endpoint and writing to Google Cloud Storage",
+}
+
 // build reads the plan's Secrets and makes the plan.
 func (b *block) build(ps planSpec) (Plan, bool) {
 	p := Plan{
@@ -491,16 +505,24 @@ func (b *block) build(ps planSpec) (Plan, bool) {
 	}
 	if data := b.readSecret(ps.bucketField, bucketRef); data != nil {
 		spec, err := bucketSpec(bucketRef, data, b.ps.prefix)
+		if err == nil && spec.Type == "gcp" {
+			err = b.gcpKey(&spec, bucketRef)
+		}
 		if err != nil {
 			b.problem(ps.bucketField, "Secret %q: %v", bucketRef, err)
 		}
 		if b.ps.fp != nil {
-			spec.identity = b.ps.fp.identity(spec.accessKey, spec.secretKey)
+			spec.identity = b.ps.fp.identity(spec.secrets())
 		}
 		if spec.IgnoredEndpoint != "" && err == nil {
-			b.ps.note("aws-endpoint/"+b.ref.Namespace+"/"+bucketRef+"/"+spec.IgnoredEndpoint, logrus.Fields{
-				"secret": b.ref.Namespace + "/" + bucketRef, "endpoint": spec.IgnoredEndpoint, "bucket": spec.Bucket, "region": spec.Region,
-			}, "CNVRG_STORAGE_TYPE is aws and CNVRG_STORAGE_ENDPOINT is the operator's in-cluster MinIO URL: ignoring the endpoint and writing to AWS S3, as the old capsule service did")
+			fields := logrus.Fields{"secret": b.ref.Namespace + "/" + bucketRef, "endpoint": spec.IgnoredEndpoint, "bucket": spec.Bucket}
+			if spec.Region != "" {
+				fields["region"] = spec.Region
+			}
+			if spec.Account != "" {
+				fields["account"] = spec.Account
+			}
+			b.ps.note(spec.Type+"-endpoint/"+b.ref.Namespace+"/"+bucketRef+"/"+spec.IgnoredEndpoint, fields, ignoredEndpointNote[spec.Type])
 		} else if spec.Type == "aws" && spec.Endpoint != "" && err == nil {
 			b.ps.note("aws-endpoint/"+b.ref.Namespace+"/"+bucketRef+"/"+spec.Endpoint, logrus.Fields{
 				"secret": b.ref.Namespace + "/" + bucketRef, "endpoint": spec.Endpoint, "bucket": spec.Bucket,

@@ -137,7 +137,11 @@ func TestInvalidBlocksAreProblems(t *testing.T) {
 		{"azure bucket", func(_ *unstructured.Unstructured, s secretMap) {
 			s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_TYPE"] = "azure"
 		},
-			"spec.dbs.pg.backup.bucketRef", 0, "not supported"},
+			"spec.dbs.pg.backup.bucketRef", 0, "CNVRG_STORAGE_AZURE_ACCOUNT_NAME: required for azure"},
+		{"unknown storage type", func(_ *unstructured.Unstructured, s secretMap) {
+			s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_TYPE"] = "ceph"
+		},
+			"spec.dbs.pg.backup.bucketRef", 0, `"ceph" is not one of minio, aws, azure, gcp`},
 		{"bad port", func(a *unstructured.Unstructured, _ secretMap) {
 			_ = unstructured.SetNestedField(a.Object, int64(70000), "spec", "dbs", "redis", "port")
 		}, "spec.dbs.redis.port", 1, "not a port"},

@@ -125,7 +125,7 @@ func TestPVCAnnotationProblems(t *testing.T) {
 		{"service type", map[string]string{annServiceType: "redis"}, nil, annotationPath(annServiceType), "not supported"},
 		{"missing creds", map[string]string{annCredsRef: "nope"}, nil, annotationPath(annCredsRef), `Secret "nope" not found`},
 		{"host", nil, func(s secretMap) { s["cnvrg/pg-creds"]["POSTGRES_HOST"] = "169.254.169.254/latest" }, annotationPath(annCredsRef), "not a Service name"},
-		{"azure", nil, func(s secretMap) { s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_TYPE"] = "azure" }, annotationPath(annBucketRef), `"azure" is not supported`},
+		{"azure", nil, func(s secretMap) { s["cnvrg/cp-object-storage"]["CNVRG_STORAGE_TYPE"] = "azure" }, annotationPath(annBucketRef), "CNVRG_STORAGE_AZURE_ACCOUNT_NAME: required for azure"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			secrets := operatorSecrets()

@@ -5,11 +5,17 @@
 //
 // # Credentials
 //
-// Without an endpoint the client uses Application Default Credentials: a
+// Without an endpoint the client uses Options.CredentialsJSON, a service
+// account key, when it is set, else Application Default Credentials: a
 // key file named by GOOGLE_APPLICATION_CREDENTIALS, gcloud's
 // application-default login, or the metadata server (GCE, and GKE with
 // workload identity: the pod's Kubernetes service account bound to a
-// Google service account). Credentials never come from the URL. With
+// Google service account). Credentials never come from the URL. A key in
+// CredentialsJSON must be of type service_account, with Google's token_uri
+// and universe (CheckCredentialsJSON): capsule takes such keys from
+// Kubernetes Secrets that tenants write, and an external account
+// configuration would name URLs, files or commands to fetch a token from.
+// The errors about a key name its fields, never its values. With
 // Options.Endpoint (or $STORAGE_EMULATOR_HOST) requests go, unauthenticated,
 // to that server: an emulator such as fake-gcs-server.
 //

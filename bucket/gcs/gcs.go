@@ -48,9 +48,15 @@ type Options struct {
 	Bucket string
 	// Endpoint is the base URL of a GCS JSON API other than Google's (an
 	// emulator such as fake-gcs-server: http://127.0.0.1:4443). Requests
-	// to it are not authenticated. Empty means Google's, with Application
-	// Default Credentials, or $STORAGE_EMULATOR_HOST when that is set.
+	// to it are not authenticated. Empty means Google's, with
+	// CredentialsJSON or Application Default Credentials, or
+	// $STORAGE_EMULATOR_HOST when that is set.
 	Endpoint string
+	// CredentialsJSON is a service account key (the JSON file Google
+	// issues for a service account), used instead of Application Default
+	// Credentials. It must pass CheckCredentialsJSON; with Endpoint it is
+	// checked too, but not sent (emulators take no credentials).
+	CredentialsJSON []byte
 	// ChunkSize of resumable uploads; DefaultChunkSize when zero, rounded
 	// up to a multiple of MinChunkSize.
 	ChunkSize int
@@ -96,6 +102,11 @@ func newBucket(ctx context.Context, o Options, wrap func(http.RoundTripper) http
 		l.Out = io.Discard
 		o.Log = l
 	}
+	if o.CredentialsJSON != nil {
+		if err := CheckCredentialsJSON(o.CredentialsJSON); err != nil {
+			return nil, fmt.Errorf("gcs bucket %s: credentials: %w", o.Bucket, err)
+		}
+	}
 	endpoint := o.Endpoint
 	if endpoint == "" {
 		if h := os.Getenv("STORAGE_EMULATOR_HOST"); h != "" {
@@ -120,12 +131,22 @@ func newBucket(ctx context.Context, o Options, wrap func(http.RoundTripper) http
 			internaloption.WithDefaultUniverseDomain("googleapis.com"),
 			internaloption.EnableNewAuthLibrary(),
 		}
+		if o.CredentialsJSON != nil {
+			// Only a service account key: the type is checked again
+			// where the key is read (CheckCredentialsJSON did first).
+			copts = append(copts, option.WithAuthCredentialsJSON(option.ServiceAccount, o.CredentialsJSON))
+		}
 	}
 	// The client's own HTTP client (with the credentials), inside one
 	// that records each response's Date: lease expiry is judged by the
 	// store's clock, and the storage library does not return it.
 	hc, _, err := htransport.NewClient(ctx, copts...)
 	if err != nil {
+		if endpoint == "" && o.CredentialsJSON != nil {
+			// The key passed CheckCredentialsJSON; the library's messages
+			// name fields, not values.
+			return nil, fmt.Errorf("gcs bucket %s: service account key: %w", o.Bucket, err)
+		}
 		if endpoint == "" {
 			return nil, fmt.Errorf("gcs bucket %s: no Google credentials (Application Default Credentials: GOOGLE_APPLICATION_CREDENTIALS naming a key file, gcloud auth application-default login, or workload identity): %w", o.Bucket, err)
 		}
