@@ -111,6 +111,7 @@ func (v *progressView) finishBar(full bool) {
 		return
 	}
 	if full {
+		v.bar.Describe("done")
 		_ = v.bar.Set64(v.max)
 	}
 	_ = v.bar.Exit()
