@@ -105,6 +105,33 @@ func CheckRestoreOptions(eng Engine, extra map[string]string) error {
 	return nil
 }
 
+// PreviousKeeper is implemented by engines whose restores keep the
+// replaced data beside the target (RestoreInfo.Previous) under names
+// that carry the restore's request id and attempt: it lists the copies
+// kept for a source and drops one. capsule prune-previous uses it.
+type PreviousKeeper interface {
+	// ListPrevious lists the copies restores kept beside src's target.
+	ListPrevious(ctx context.Context, src Source) ([]KeptPrevious, error)
+	// DropPrevious removes one of them, by the Name ListPrevious gave;
+	// a name that is not a kept copy of src is refused.
+	DropPrevious(ctx context.Context, src Source, name string) error
+}
+
+// KeptPrevious is one copy of a target's former data that a restore
+// kept.
+type KeptPrevious struct {
+	// Name is as RestoreInfo.Previous named it (a path, a database).
+	Name string `json:"name"`
+	// Request is the restore that kept it (shortened with a hash where
+	// the engine's names are short: PostgreSQL's 63 bytes), and Attempt
+	// its attempt.
+	Request string `json:"request"`
+	Attempt int    `json:"attempt"`
+	// KeptAt is when, read from the request id (capsule's ids are
+	// time-ordered ULIDs); zero when the id tells no time.
+	KeptAt time.Time `json:"keptAt,omitzero"`
+}
+
 // Source is a configured data service, resolved by the worker from its own
 // configuration or from the scanner. It never travels in a request.
 type Source struct {

@@ -461,3 +461,65 @@ func TestProgressLine(t *testing.T) {
 		t.Errorf("estimated: %s", got)
 	}
 }
+
+// TestPrunePrevious restores a backup three times into the same target:
+// the second and third keep the tree they replaced. A kept copy from
+// 2024 is planted beside them, and a directory that only looks like one.
+// prune-previous --dry-run drops nothing; --older-than drops only the
+// 2024 copy; without it every kept copy goes, and the target and the
+// lookalike stay.
+func TestPrunePrevious(t *testing.T) {
+	e := newCLIEnv(t)
+	id := e.backup()
+	for range 3 {
+		e.must("restore", id, "--to", "copy")
+		e.work("w-restore")
+	}
+	old := filepath.Join(e.dir, ".copy.capsule-prev-01hmzzzzzz0000000000000000.a1") // a ULID of January 2024
+	lookalike := filepath.Join(e.dir, ".copy.capsule-prev-Not-Ours")
+	for _, d := range []string{old, lookalike} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept := func() []string {
+		m, _ := filepath.Glob(filepath.Join(e.dir, ".copy.capsule-prev-*"))
+		return m
+	}
+	if n := len(kept()); n != 4 {
+		t.Fatalf("%d kept directories before pruning, want 4: %v", n, kept())
+	}
+
+	out := e.must("prune-previous", "copy", "--dry-run")
+	if strings.Count(out, "would drop") != 3 || len(kept()) != 4 {
+		t.Errorf("--dry-run:\n%s\nleft %v", out, kept())
+	}
+	out = e.must("prune-previous", "copy", "--older-than", "24h", "-o", "json")
+	var rows []prunedCopy
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, out)
+	}
+	actions := map[string]string{}
+	for _, r := range rows {
+		actions[filepath.Base(r.Name)] = r.Action
+	}
+	if actions[filepath.Base(old)] != "dropped" || len(actions) != 3 {
+		t.Errorf("--older-than 24h: %v", actions)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the 2024 copy is still there: %v", err)
+	}
+	out = e.must("prune-previous", "copy")
+	if strings.Count(out, "dropped") != 2 {
+		t.Errorf("prune-previous:\n%s", out)
+	}
+	if left := kept(); len(left) != 1 || left[0] != lookalike {
+		t.Errorf("left after pruning: %v, want only the lookalike", left)
+	}
+	if got, err := os.ReadFile(filepath.Join(e.dir, "copy", "sub", "f1")); err != nil || string(got) != strings.Repeat("b", 10) {
+		t.Errorf("the target changed: %q %v", got, err)
+	}
+	if _, errOut, code := e.run("prune-previous", "nosuch"); code != exitRefused || !strings.Contains(errOut, `unknown source "nosuch"`) {
+		t.Errorf("prune-previous of an unknown source: exit %d: %s", code, errOut)
+	}
+}
