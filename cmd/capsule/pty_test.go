@@ -32,8 +32,8 @@ import (
 // the bytes the test released, so a restore advances step by step, when
 // the test says, with no sleep and no timing.
 type gate struct {
-	mu       sync.Mutex
-	cond     *sync.Cond
+	mu      sync.Mutex
+	cond    *sync.Cond
 	closed  bool
 	allowed int64
 	served  int64
