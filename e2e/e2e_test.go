@@ -438,7 +438,12 @@ func TestMalformedRequestsAndTheCLI(t *testing.T) {
 	if st.Status != requests.StatusSucceeded {
 		t.Errorf("status %s", st.Status)
 	}
-	tailOut := c.capsule(0, "tail")
+	// bad-source names no cluster, so it is the default cluster's, not
+	// the CLI's (e2e): tail shows one cluster unless --all-clusters.
+	tailOut := c.capsule(0, "tail", "--all-clusters")
+	if strings.Contains(c.capsule(0, "tail"), "bad-source") {
+		t.Errorf("tail shows another cluster's result")
+	}
 	for _, want := range []string{"rejected", "succeeded", "bad-source"} {
 		if !strings.Contains(tailOut, want) {
 			t.Errorf("tail output lacks %q:\n%s", want, tailOut)
