@@ -8,6 +8,12 @@
 // result is an error wrapping a *bucket.TooLargeError, a larger lease is
 // ignored like a damaged one, and none is read whole.
 //
+// A request that waits for a worker can be explained (Explain): how long
+// it has waited by the bucket's clock, and which workers left traces in
+// the bucket in the last hour: holders of live leases and the workers
+// named by the newest results. Workers write no heartbeat object; their
+// leases and results already name them.
+//
 // Following a request (Wait, FollowResults, Retrying) rides out the
 // bucket's transient failures as the workers do: a read that fails with
 // an error worth repeating (bucket.ErrTransient, or bucket.ErrChanged: an

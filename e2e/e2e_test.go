@@ -424,12 +424,12 @@ func TestMalformedRequestsAndTheCLI(t *testing.T) {
 		t.Errorf("ls table does not show %s", id)
 	}
 	var desc index.Entry
-	mustDo(t, json.Unmarshal([]byte(c.capsule(0, "describe", id)), &desc))
+	mustDo(t, json.Unmarshal([]byte(c.capsule(0, "describe", id, "-o", "json")), &desc))
 	if desc.BackupID != id || len(desc.Artifacts) == 0 {
 		t.Errorf("describe: %+v", desc)
 	}
 	c.capsule(0, "verify", id, "--wait")
-	mustDo(t, json.Unmarshal([]byte(c.capsule(0, "describe", id)), &desc))
+	mustDo(t, json.Unmarshal([]byte(c.capsule(0, "describe", id, "-o", "json")), &desc))
 	if desc.Verification == nil || !desc.Verification.OK {
 		t.Errorf("describe after verify shows no good verification: %+v", desc.Verification)
 	}
@@ -438,16 +438,23 @@ func TestMalformedRequestsAndTheCLI(t *testing.T) {
 	if st.Status != requests.StatusSucceeded {
 		t.Errorf("status %s", st.Status)
 	}
-	tailOut := c.capsule(0, "tail")
+	// bad-source names no cluster, so it is the default cluster's, not
+	// the CLI's (e2e): tail shows one cluster unless --all-clusters.
+	tailOut := c.capsule(0, "tail", "--all-clusters")
+	if strings.Contains(c.capsule(0, "tail"), "bad-source") {
+		t.Errorf("tail shows another cluster's result")
+	}
 	for _, want := range []string{"rejected", "succeeded", "bad-source"} {
 		if !strings.Contains(tailOut, want) {
 			t.Errorf("tail output lacks %q:\n%s", want, tailOut)
 		}
 	}
-	// A restore of a backup that does not exist ends rejected, and
-	// --wait exits non-zero.
-	c.capsule(2, "restore", "no-such-backup", "--wait")
-	c.capsule(1, "backup", "Bad Source!")
+	// A restore of a backup that does not exist is refused at the
+	// prompt (exit 4); submitted anyway, it ends rejected, and --wait
+	// exits 2.
+	c.capsule(4, "restore", "no-such-backup", "--wait")
+	c.capsule(2, "restore", "no-such-backup", "--wait", "--no-check")
+	c.capsule(4, "backup", "Bad Source!")
 }
 
 func treeDigest(t *testing.T, root string) string {

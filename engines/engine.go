@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -43,6 +44,92 @@ type Engine interface {
 // the scratch target.
 type Verifier interface {
 	Verify(ctx context.Context, job *RestoreJob) (*VerifyReport, error)
+}
+
+// Documented is implemented by every engine capsule ships: what a source
+// of it may set, and which restore options it takes. docs/engines/<name>.md
+// documents both (a test checks that every setting and option appears
+// there), and the CLI and the worker refuse options an engine does not
+// take (CheckRestoreOptions).
+type Documented interface {
+	// Settings returns a zero value of the engine's settings struct: its
+	// json tags are the keys a source of the engine may set.
+	Settings() any
+	// RestoreOptions lists the restore options the engine takes; nil
+	// when it takes none.
+	RestoreOptions() []RestoreOption
+}
+
+// RestoreOption is one engine-specific restore option: a key of
+// RestoreOptions.Extra (capsule restore --option key=value).
+type RestoreOption struct {
+	Name string
+	// Values are the values it takes; empty when any value goes (the
+	// engine checks it).
+	Values []string
+	// Doc says what it does, in a sentence.
+	Doc string
+}
+
+// CheckRestoreOptions refuses an option that eng does not take, or a
+// value outside the option's Values, naming the options it takes. An
+// engine that is not Documented is not checked.
+func CheckRestoreOptions(eng Engine, extra map[string]string) error {
+	d, ok := eng.(Documented)
+	if !ok || len(extra) == 0 {
+		return nil
+	}
+	known := d.RestoreOptions()
+	names := make([]string, 0, len(known))
+	for _, o := range known {
+		names = append(names, o.Name)
+	}
+	keys := make([]string, 0, len(extra))
+	for k := range extra {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		i := slices.IndexFunc(known, func(o RestoreOption) bool { return o.Name == k })
+		if i < 0 {
+			takes := "it takes none"
+			if len(names) > 0 {
+				takes = "it takes " + strings.Join(names, ", ")
+			}
+			return fmt.Errorf("engine %s has no restore option %q (%s)", eng.Name(), k, takes)
+		}
+		if vs := known[i].Values; len(vs) > 0 && !slices.Contains(vs, extra[k]) {
+			return fmt.Errorf("engine %s: restore option %s=%q: want %s", eng.Name(), k, extra[k], strings.Join(vs, " or "))
+		}
+	}
+	return nil
+}
+
+// PreviousKeeper is implemented by engines whose restores keep the
+// replaced data beside the target (RestoreInfo.Previous) under names
+// that carry the restore's request id and attempt: it lists the copies
+// kept for a source and drops one. capsule prune-previous uses it.
+type PreviousKeeper interface {
+	// ListPrevious lists the copies restores kept beside src's target.
+	ListPrevious(ctx context.Context, src Source) ([]KeptPrevious, error)
+	// DropPrevious removes one of them, by the Name ListPrevious gave;
+	// a name that is not a kept copy of src is refused.
+	DropPrevious(ctx context.Context, src Source, name string) error
+}
+
+// KeptPrevious is one copy of a target's former data that a restore
+// kept.
+type KeptPrevious struct {
+	// Name is as RestoreInfo.Previous named it (a path, a database).
+	Name string `json:"name"`
+	// Request is the restore that kept it (shortened with a hash where
+	// the engine's names are short: PostgreSQL's 63 bytes), and Attempt
+	// its attempt.
+	Request string `json:"request"`
+	Attempt int    `json:"attempt"`
+	// KeptAt is when, read from the request id (capsule's ids are
+	// time-ordered ULIDs); zero when the id tells no time.
+	KeptAt time.Time `json:"keptAt,omitzero"`
 }
 
 // Source is a configured data service, resolved by the worker from its own
@@ -96,7 +183,20 @@ type BackupJob struct {
 	Source    Source
 	Artifacts ArtifactWriter
 	Progress  Progress
-	Log       logrus.FieldLogger
+	// SizeHint, when set, takes the engine's estimate of the raw bytes
+	// the backup will write (a database's size on disk), which the
+	// progress shows as a percentage marked estimated. Engines call it
+	// through Estimate, once, when they know; nil ignores it.
+	SizeHint func(bytes int64)
+	Log      logrus.FieldLogger
+}
+
+// Estimate passes the engine's estimate of the backup's raw size to
+// SizeHint, unless it is nil or bytes is not positive.
+func (j *BackupJob) Estimate(bytes int64) {
+	if j.SizeHint != nil && bytes > 0 {
+		j.SizeHint(bytes)
+	}
 }
 
 // ArtifactWriter receives a backup's artifacts, one at a time.

@@ -56,6 +56,7 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 		Source:    src,
 		Artifacts: sink,
 		Progress:  progress.Engine,
+		SizeHint:  func(n int64) { progress.Expect(n, true) },
 		Log:       log,
 	})
 	if abortErr := sink.abortOpen(); err == nil && abortErr != nil {

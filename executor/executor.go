@@ -73,7 +73,11 @@ type Config struct {
 	// in the result's details. Backups never pass through it. An error
 	// fails the run.
 	RestoreAs func(ctx context.Context, kind requests.Kind, target engines.Source) (engines.Source, map[string]any, error)
-	Log       logrus.FieldLogger
+	// ProgressEvery is how often a run logs its progress (percentage,
+	// rate and time left where a total is known); default 30s, negative
+	// never.
+	ProgressEvery time.Duration
+	Log           logrus.FieldLogger
 }
 
 // Executor runs claimed requests. It is safe for concurrent use.
@@ -95,6 +99,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = engines.DiscardLog()
+	}
+	if cfg.ProgressEvery == 0 {
+		cfg.ProgressEvery = 30 * time.Second
 	}
 	x := &Executor{cfg: cfg}
 	switch cfg.Compression {
@@ -170,6 +177,11 @@ func (x *Executor) Run(ctx context.Context, req *requests.Request, attempt int, 
 			x.finish(ctx, out, fmt.Errorf("engine panicked: %v\n%s", p, clipStack(debug.Stack())))
 		}
 	}()
+	if progress != nil && x.cfg.ProgressEvery > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go progress.logEvery(x.cfg.ProgressEvery, log, stop)
+	}
 	var err error
 	switch req.Kind {
 	case requests.KindBackup:

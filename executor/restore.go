@@ -49,6 +49,9 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, at
 	if eng.Name() != idx.Engine {
 		return idx, src, nil, nil, nil, Reject(fmt.Errorf("target: %s is a %s source; backup %s was made by the %s engine", target, eng.Name(), idx.BackupID, idx.Engine))
 	}
+	if err := engines.CheckRestoreOptions(eng, req.Options); err != nil {
+		return idx, src, nil, nil, nil, Reject(fmt.Errorf("options: %w", err))
+	}
 	var notes map[string]any
 	if x.cfg.RestoreAs != nil {
 		if src, notes, err = x.cfg.RestoreAs(ctx, req.Kind, src); err != nil {
@@ -90,6 +93,7 @@ func (x *Executor) restore(ctx context.Context, req *requests.Request, attempt i
 	}
 	job.Log = log.WithFields(logrus.Fields{"backup_id": idx.BackupID, "engine": eng.Name(), "target": src.Name})
 	progress.Phase("restore")
+	progress.Expect(idx.Bytes, false)
 	info, err := eng.Restore(ctx, job)
 	if err != nil {
 		return fmt.Errorf("restore %s into %s: %w", idx.BackupID, src.Name, err)
@@ -100,6 +104,8 @@ func (x *Executor) restore(ctx context.Context, req *requests.Request, attempt i
 		details := map[string]any{"target": src.Name}
 		if info.Previous != "" {
 			details["previous"] = info.Previous
+		} else if req.DropPrevious {
+			details["droppedPrevious"] = true
 		}
 		for k, v := range info.Details {
 			details[k] = v
@@ -130,6 +136,7 @@ func (x *Executor) verify(ctx context.Context, req *requests.Request, attempt in
 	}
 	job.Log = log.WithFields(logrus.Fields{"backup_id": idx.BackupID, "engine": eng.Name(), "target": src.Name})
 	progress.Phase("verify")
+	progress.Expect(idx.Bytes, false)
 	rec := &index.Verification{
 		APIVersion: requests.APIVersion, Kind: index.KindVerification,
 		BackupID: idx.BackupID, RequestID: req.ID, Target: src.Name, Worker: x.cfg.Worker,

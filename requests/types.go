@@ -199,8 +199,22 @@ type Progress struct {
 	// StoredBytes is the compressed bytes that reached the bucket.
 	StoredBytes int64 `json:"storedBytes"`
 	// Done and Total count an engine's items (files, tables, keys).
-	Done      int64     `json:"done,omitempty"`
-	Total     int64     `json:"total,omitempty"`
+	Done  int64 `json:"done,omitempty"`
+	Total int64 `json:"total,omitempty"`
+	// TotalBytes is how many raw bytes the run (or its current pass)
+	// should move, 0 when unknown: a restore's recorded size, or a
+	// backup's estimate from its engine (Estimated). See Percent.
+	TotalBytes int64 `json:"totalBytes,omitempty"`
+	// Estimated says that TotalBytes is the engine's estimate (a
+	// database's size on disk), not a recorded size.
+	Estimated bool `json:"estimated,omitempty"`
+	// Pass counts the reads of the backup's artifacts from 1, for an
+	// engine that reads them twice (check, then load); Bytes counts the
+	// current pass.
+	Pass int `json:"pass,omitempty"`
+	// StartedAt is when the run (or its current pass) started, on the
+	// holder's clock, like UpdatedAt: Rate divides by their difference.
+	StartedAt time.Time `json:"startedAt,omitzero"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 

@@ -42,8 +42,25 @@ import (
 const DefaultPrefix = "capsule/"
 
 // Open opens the bucket rawURL names, scoped to its prefix, and describes it
-// in words fit for a log (no secrets).
+// in words fit for a log (no secrets). A local directory is created when
+// missing.
 func Open(ctx context.Context, rawURL string, log logrus.FieldLogger) (bucket.Bucket, string, error) {
+	return open(ctx, rawURL, log, false)
+}
+
+// ErrNoBucket is wrapped by OpenExisting's error for a local directory
+// that does not exist.
+var ErrNoBucket = errors.New("no such bucket")
+
+// OpenExisting is Open for commands that only read: a local directory
+// that does not exist is an error wrapping ErrNoBucket, never a new empty
+// bucket (a mistyped path would otherwise list nothing, silently). Object
+// stores are opened as by Open: they never create a bucket.
+func OpenExisting(ctx context.Context, rawURL string, log logrus.FieldLogger) (bucket.Bucket, string, error) {
+	return open(ctx, rawURL, log, true)
+}
+
+func open(ctx context.Context, rawURL string, log logrus.FieldLogger, existing bool) (bucket.Bucket, string, error) {
 	if rawURL == "" {
 		return nil, "", errors.New("bucket url: empty")
 	}
@@ -59,9 +76,9 @@ func Open(ctx context.Context, rawURL string, log logrus.FieldLogger) (bucket.Bu
 	case "azblob":
 		return openAzblob(u, log)
 	case "file":
-		return openFile(u)
+		return openFile(u, existing)
 	case "":
-		return openDir(rawURL, DefaultPrefix)
+		return openDir(rawURL, DefaultPrefix, existing)
 	default:
 		return nil, "", fmt.Errorf("bucket url %q: unknown scheme %q: want s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or file:///PATH", rawURL, u.Scheme)
 	}
@@ -185,7 +202,7 @@ func openGCS(ctx context.Context, u *url.URL, log logrus.FieldLogger) (bucket.Bu
 	return bucket.Prefixed(b, prefix), desc, nil
 }
 
-func openFile(u *url.URL) (bucket.Bucket, string, error) {
+func openFile(u *url.URL, existing bool) (bucket.Bucket, string, error) {
 	if u.Host != "" && u.Host != "localhost" {
 		return nil, "", fmt.Errorf("bucket url %s: file URLs name a local path (file:///PATH), not host %q", u, u.Host)
 	}
@@ -196,10 +213,21 @@ func openFile(u *url.URL) (bucket.Bucket, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	return openDir(u.Path, prefix)
+	return openDir(u.Path, prefix, existing)
 }
 
-func openDir(path, prefix string) (bucket.Bucket, string, error) {
+func openDir(path, prefix string, existing bool) (bucket.Bucket, string, error) {
+	if existing {
+		fi, err := os.Stat(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return nil, "", fmt.Errorf("bucket directory %s does not exist (a mistyped path?): %w", path, ErrNoBucket)
+		case err != nil:
+			return nil, "", fmt.Errorf("bucket directory %s: %w", path, err)
+		case !fi.IsDir():
+			return nil, "", fmt.Errorf("bucket directory %s is not a directory: %w", path, ErrNoBucket)
+		}
+	}
 	b, err := fs.New(path)
 	if err != nil {
 		return nil, "", err

@@ -7,11 +7,13 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/bucketurl"
 	"github.com/cnvrg/capsule/config"
 	"github.com/cnvrg/capsule/internal/redact"
+	"github.com/cnvrg/capsule/internal/version"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -30,6 +32,11 @@ type app struct {
 	logFormat  string
 	// dstDir is --dst-dir (see legacyDir).
 	dstDir string
+	// local shows times in the local zone (with its offset) instead of UTC.
+	local bool
+	// explainAfter is how long a followed request may wait for a worker
+	// before capsule says why it may wait (--explain-after, hidden).
+	explainAfter time.Duration
 
 	cfg config.Config
 	log *logrus.Logger
@@ -38,6 +45,33 @@ type app struct {
 func newApp(out, errOut io.Writer, getenv func(string) string) *app {
 	return &app{out: out, errOut: errOut, getenv: getenv}
 }
+
+// The exit codes, the same for every command; capsule --help and the
+// README list them.
+const (
+	// exitFailed: the command could not do its work (the bucket or a
+	// service could not be reached, a bad configuration file, a bug).
+	exitFailed = 1
+	// exitEndedBadly: what was asked for ran and ended badly: a request
+	// followed with --wait ended failed, rejected or canceled; bucket
+	// check found the bucket unsafe; an import left backups out.
+	exitEndedBadly = 2
+	// exitTimeout: --timeout ran out while waiting; the request goes on.
+	exitTimeout = 3
+	// exitRefused: the command line was refused before anything was
+	// written: a bad flag or argument, or a check at the prompt (an
+	// unknown source, backup id or restore option).
+	exitRefused = 4
+)
+
+const exitCodesHelp = `Exit codes:
+  0  done (with --wait: the request succeeded)
+  1  could not run: the bucket or a service unreachable, a bad config file
+  2  ran and ended badly: a request followed with --wait failed, was rejected
+     or canceled; "bucket check" found the bucket unsafe
+  3  --timeout ran out while waiting (the request goes on: "capsule status ID")
+  4  refused at the prompt, nothing written: a bad flag or argument, an unknown
+     source, backup id or restore option (--no-check skips the lookups)`
 
 // exitError carries a command's exit code.
 type exitError struct {
@@ -48,12 +82,26 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
+// usageErr marks err as a refusal at the prompt (exitRefused).
+func usageErr(err error) error { return &exitError{code: exitRefused, err: err} }
+
 func exitCode(err error) int {
 	var e *exitError
 	if errors.As(err, &e) {
 		return e.code
 	}
-	return 1
+	return exitFailed
+}
+
+// args wraps a positional-argument check so that its error is a usage
+// error (exitRefused).
+func args(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if err := check(cmd, a); err != nil {
+			return usageErr(err)
+		}
+		return nil
+	}
 }
 
 func (a *app) root() *cobra.Command {
@@ -72,7 +120,14 @@ the bucket, and any capsule binary can list ("capsule ls") and restore.
 The bucket comes from --bucket, else CAPSULE_BUCKET, else the config file, else
 a local directory (` + bucketurl.DefaultURL() + `).
 Bucket URLs: s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:7070&region=us-east-1
-(credentials from the AWS default chain) or file:///path/to/dir.`,
+(credentials from the AWS default chain) or file:///path/to/dir.
+
+Every command that prints takes -o table|wide|json|yaml, with the same meaning
+everywhere. Times are UTC ("Z"); --local shows them in the local zone, with its
+offset.
+
+` + exitCodesHelp,
+		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -81,16 +136,28 @@ Bucket URLs: s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:7070&region=us-east-1
 	}
 	root.SetOut(a.out)
 	root.SetErr(a.errOut)
+	root.SetVersionTemplate("capsule {{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.bucketURL, "bucket", "", "bucket URL (env CAPSULE_BUCKET)")
 	pf.StringVar(&a.configPath, "config", "", "YAML config file (env CAPSULE_CONFIG)")
 	pf.StringVar(&a.cluster, "cluster", "", `cluster the request belongs to (env CAPSULE_CLUSTER; default "default")`)
 	pf.StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
 	pf.StringVar(&a.logFormat, "log-format", "auto", "text, json, or auto (text on a terminal, json otherwise)")
+	pf.BoolVar(&a.local, "local", false, "show times in the local time zone, with its offset (default: UTC)")
+	pf.DurationVar(&a.explainAfter, "explain-after", 30*time.Second, "say why a request waits once it has waited this long")
+	_ = pf.MarkHidden("explain-after")
 	pf.StringVar(&a.dstDir, "dst-dir", "", "prefix of the old capsule service's backups in each bucket (env "+config.EnvDstDir+`; default "`+config.DefaultLegacyDstDir+`")`)
 	root.AddCommand(a.workerCmd(), a.backupCmd(), a.restoreCmd(), a.verifyCmd(), a.lsCmd(), a.describeCmd(),
-		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd(), a.scanCmd(), a.bucketCmd(), a.legacyCmd(), a.startCmd())
+		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd(), a.scanCmd(), a.bucketCmd(), a.legacyCmd(), a.startCmd(), a.prunePreviousCmd())
 	return root
+}
+
+// loadQuiet is load for completion functions, which cobra calls without
+// the pre-run hooks: nothing may reach the terminal but the candidates.
+func (a *app) loadQuiet(cmd *cobra.Command) error {
+	a.errOut = io.Discard
+	return a.load(cmd)
 }
 
 // load applies defaults, the config file, the environment and the flags,
@@ -142,14 +209,33 @@ func (a *app) load(cmd *cobra.Command) error {
 }
 
 // openBucket opens the configured bucket, or the local default, saying so.
+// A local directory is created when missing: for commands that write.
 func (a *app) openBucket(ctx context.Context) (bucket.Bucket, error) {
+	return a.open(ctx, false)
+}
+
+// openExisting opens the configured bucket for a command that only reads
+// (ls, describe, status, tail, serve, completion): a local directory
+// that does not exist is an error, never a new empty bucket.
+func (a *app) openExisting(ctx context.Context) (bucket.Bucket, error) {
+	return a.open(ctx, true)
+}
+
+func (a *app) open(ctx context.Context, existing bool) (bucket.Bucket, error) {
 	url := a.cfg.Bucket
 	if url == "" {
 		url = bucketurl.DefaultURL()
 		fmt.Fprintf(a.errOut, "capsule: no --bucket or CAPSULE_BUCKET given: using the local directory %s\n", strings.TrimPrefix(url, "file://"))
 	}
-	b, desc, err := bucketurl.Open(ctx, url, a.log)
+	openFn := bucketurl.Open
+	if existing {
+		openFn = bucketurl.OpenExisting
+	}
+	b, desc, err := openFn(ctx, url, a.log)
 	if err != nil {
+		if errors.Is(err, bucketurl.ErrNoBucket) {
+			err = fmt.Errorf("%w; commands that only read never create a bucket: check --bucket", err)
+		}
 		return nil, err
 	}
 	a.log.WithField("bucket", desc).Debug("bucket opened")

@@ -18,7 +18,7 @@ func (a *app) bucketCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bucket",
 		Short: "Examine the bucket itself",
-		Args:  cobra.NoArgs,
+		Args:  args(cobra.NoArgs),
 	}
 	cmd.AddCommand(a.bucketCheckCmd())
 	return cmd
@@ -72,9 +72,10 @@ bucket that fails it (capsule worker --unsafe-bucket overrides).
 Exit status: 0 the bucket is safe; 2 it is unsafe (the error names every
 property that failed); 1 the check could not run (a bad URL, an unreachable
 bucket, missing permissions), as for every other command.`,
-		Args: cobra.MaximumNArgs(1),
+		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			f, err := parseFormat(output)
+			if err != nil {
 				return err
 			}
 			switch {
@@ -102,14 +103,14 @@ bucket, missing permissions), as for every other command.`,
 				fmt.Fprintf(a.errOut, "capsule: pending-uploads is not checked: on S3 an upload is open only beyond one part (%d MiB); raise --upload-size-mib\n", s3.DefaultPartSize>>20)
 			}
 			rep, err := bucketcheck.Run(ctx, b, o)
-			if perr := printCheck(a, output, desc, rep); perr != nil && err == nil {
+			if perr := printCheck(a, f, desc, rep); perr != nil && err == nil {
 				err = perr
 			}
 			if err != nil {
 				return err
 			}
 			if uerr := rep.Err(); uerr != nil {
-				return &exitError{code: 2, err: uerr}
+				return &exitError{code: exitEndedBadly, err: uerr}
 			}
 			return nil
 		},
@@ -172,13 +173,13 @@ type checkOutputJSON struct {
 	Unsafe string `json:"unsafe,omitempty"`
 }
 
-func printCheck(a *app, output, desc string, rep *bucketcheck.Report) error {
+func printCheck(a *app, f format, desc string, rep *bucketcheck.Report) error {
 	var unsafe string
 	if err := rep.Err(); err != nil {
 		unsafe = err.Error()
 	}
-	if output == "json" {
-		return writeJSON(a.out, checkOutputJSON{Bucket: desc, Report: rep, Unsafe: unsafe})
+	if f.data() {
+		return writeData(a.out, f, checkOutputJSON{Bucket: desc, Report: rep, Unsafe: unsafe})
 	}
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROPERTY\tSTATUS\tDETAIL")

@@ -58,7 +58,7 @@ func (a *app) backupRef(ctx context.Context, arg string) (string, error) {
 	if requests.ValidateID(arg) != nil {
 		return requests.LegacyPrefix + arg, nil
 	}
-	b, err := a.openBucket(ctx)
+	b, err := a.openExisting(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -95,7 +95,7 @@ text: capsule reads only the id, date, status, service name and dump file from
 them, never runs the commands they hold, and copies none of those values.
 "capsule legacy" (or "capsule legacy ls") lists the backups and says how to
 remove the files.`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.legacyList(cmd.Context(), output)
 		},
@@ -104,7 +104,7 @@ remove the files.`,
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List the old service's backups, their imports, and the state files to remove",
-		Args:  cobra.NoArgs,
+		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.legacyList(cmd.Context(), output)
 		},
@@ -128,10 +128,11 @@ type legacyView struct {
 }
 
 func (a *app) legacyList(ctx context.Context, output string) error {
-	if err := checkOutput(output); err != nil {
+	f, err := parseFormat(output)
+	if err != nil {
 		return err
 	}
-	b, err := a.openBucket(ctx)
+	b, err := a.openExisting(ctx)
 	if err != nil {
 		return err
 	}
@@ -161,8 +162,8 @@ func (a *app) legacyList(ctx context.Context, output string) error {
 		keys = append(keys, d.Key)
 	}
 	warn := a.out
-	if output == "json" {
-		if err := writeJSON(a.out, v); err != nil {
+	if f.data() {
+		if err := writeData(a.out, f, v); err != nil {
 			return err
 		}
 		warn = a.errOut
@@ -171,7 +172,7 @@ func (a *app) legacyList(ctx context.Context, output string) error {
 	}
 	if len(keys) > 0 {
 		fmt.Fprint(warn, "\n"+legacy.SecretsWarning(keys, a.removeCommand()))
-	} else if output != "json" {
+	} else if !f.data() {
 		fmt.Fprintf(a.errOut, "no state files of the old service under %s/\n", old.Dir())
 	}
 	return nil
@@ -237,9 +238,10 @@ writes its own copy, the first index written wins, the others remove theirs.
 --delete-statefiles then deletes the state files (they hold the bucket's keys
 and the database password) of every imported backup and every failed one; the
 dumps stay under <dst-dir>/, and backups still in progress keep theirs.`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			f, err := parseFormat(output)
+			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -267,8 +269,8 @@ dumps stay under <dst-dir>/, and backups still in progress keep theirs.`,
 				return err
 			}
 			warn := a.out
-			if output == "json" {
-				if err := writeJSON(a.out, rep); err != nil {
+			if f.data() {
+				if err := writeData(a.out, f, rep); err != nil {
 					return err
 				}
 				warn = a.errOut
@@ -279,7 +281,7 @@ dumps stay under <dst-dir>/, and backups still in progress keep theirs.`,
 				fmt.Fprint(warn, "\n"+legacy.SecretsWarning(rep.StateFilesLeft, a.removeCommand()))
 			}
 			if n := rep.Failed(); n > 0 {
-				return &exitError{code: 2, err: fmt.Errorf("%d of %d old backups were not imported", n, len(rep.Results))}
+				return &exitError{code: exitEndedBadly, err: fmt.Errorf("%d of %d old backups were not imported", n, len(rep.Results))}
 			}
 			return nil
 		},

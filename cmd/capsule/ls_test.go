@@ -122,8 +122,8 @@ func TestLsShowsDamagedIndexes(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), tenantKey) || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("describe forged-tenant: %v, want an error naming %s as damaged", err, tenantKey)
 	}
-	out, _, err = run(t, append([]string{"describe", "real-1"}, bucketFlag...)...)
+	out, _, err = run(t, append([]string{"describe", "real-1", "-o", "json"}, bucketFlag...)...)
 	if err != nil || !strings.Contains(out, `"backupId": "real-1"`) {
-		t.Errorf("describe real-1: %v\n%s", err, out)
+		t.Errorf("describe real-1 -o json: %v\n%s", err, out)
 	}
 }

@@ -104,7 +104,7 @@ func TestLsStatusAndVerification(t *testing.T) {
 		t.Fatalf("ls --status failed: %v (%s)", err, errOut)
 	}
 	row := rowOf(out, "bk-failed")
-	if !regexp.MustCompile(`^bk-failed +default +cnvrg/redis +- +failed +\S+ \S+ +- +- +- +backup cnvrg/redis: dial tcp 127.0.0.1:6379: connection refused`).MatchString(row) {
+	if !regexp.MustCompile(`^bk-failed +default +cnvrg/redis +- +failed +\S+ +- +- +- +backup cnvrg/redis: dial tcp 127.0.0.1:6379: connection refused`).MatchString(row) {
 		t.Errorf("ls --status failed, row: %q\n%s", row, out)
 	}
 	if strings.Contains(out, "second line") || strings.Contains(out, "\x1b") {
@@ -166,7 +166,7 @@ func TestLsStatusAndVerification(t *testing.T) {
 	}
 
 	_, _, err = ls("--status", "bogus")
-	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "--status") {
-		t.Errorf("ls --status bogus: %v (exit %d), want exit 1 naming --status", err, exitCode(err))
+	if err == nil || exitCode(err) != 4 || !strings.Contains(err.Error(), "--status") {
+		t.Errorf("ls --status bogus: %v (exit %d), want exit 4 (refused at the prompt) naming --status", err, exitCode(err))
 	}
 }

@@ -115,9 +115,10 @@ Warning Events on the CnvrgApp when the role may create them.
 With --once it reads the CnvrgApps and their Secrets once, prints the plans
 (no secrets) and exits, without touching any bucket. "capsule worker --scan"
 runs the scanner together with workers for every bucket the plans name.`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			f, err := parseFormat(output)
+			if err != nil {
 				return err
 			}
 			sc, err := a.newScanner(&s, "", registry(), nil)
@@ -132,8 +133,8 @@ runs the scanner together with workers for every bucket the plans name.`,
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return writeJSON(a.out, res)
+			if f.data() {
+				return writeData(a.out, f, res)
 			}
 			return printPlans(a, res)
 		},

@@ -37,7 +37,7 @@ The OpenAPI document is served at /v1/openapi.yaml.`,
 		Example: `  capsule serve --bucket s3://backups/capsule/ --listen 127.0.0.1:8080
   capsule serve --api-token-file /run/secrets/capsule-api-token
   curl -H "Authorization: Bearer $(cat token)" -d '{"kind":"Backup","source":"cnvrg/pg"}' http://127.0.0.1:8080/v1/requests`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tokenFile == "" {
 				tokenFile = a.getenv("CAPSULE_API_TOKEN_FILE")
@@ -46,7 +46,7 @@ The OpenAPI document is served at /v1/openapi.yaml.`,
 				return fmt.Errorf("--cache-ttl: must be positive, got %s", cacheTTL)
 			}
 			ctx := cmd.Context()
-			b, err := a.openBucket(ctx)
+			b, err := a.openExisting(ctx)
 			if err != nil {
 				return err
 			}

@@ -18,6 +18,10 @@ import (
 // shuts down cleanly when its context ends.
 func TestServe(t *testing.T) {
 	dir := t.TempDir()
+	// serve only reads the bucket and never creates one.
+	if err := os.Mkdir(filepath.Join(dir, "bucket"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte("s3cret-token\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -44,7 +44,7 @@ CNVRG_CAPSULE_DUMPDIR, CNVRG_CAPSULE_API_BIND_ADDR, CNVRG_CAPSULE_KUBECONFIG,
 CNVRG_CAPSULE_VERBOSE, CNVRG_CAPSULE_DST_DIR (--dst-dir: the prefix of the old
 service's backups in each bucket). Settings of workers (concurrency, lease...)
 come from the config file (CAPSULE_CONFIG).`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := config.StartFromEnv(a.getenv)
 			if err != nil {

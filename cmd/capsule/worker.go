@@ -41,7 +41,7 @@ promises claims rest on (exclusive create-only writes, If-Match, conditional
 upload commits, a sane clock: "capsule bucket check" runs the full test) and
 exits with an error naming what failed on a bucket that does not;
 --unsafe-bucket claims anyway and says so in the log every 10 minutes.`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := a.cfg.Worker
 			if flagsSeen("concurrency") {

@@ -142,6 +142,9 @@ func (e *Engine) Backup(ctx context.Context, job *engines.BackupJob) (*engines.B
 		return nil, fmt.Errorf("files: hostname: %w", err)
 	}
 
+	if job.SizeHint != nil {
+		job.Estimate(treeSize(root))
+	}
 	w, err := job.Artifacts.Create(ArtifactName)
 	if err != nil {
 		return nil, fmt.Errorf("files: create artifact %s: %w", ArtifactName, err)
@@ -369,4 +372,24 @@ func logger(l logrus.FieldLogger) logrus.FieldLogger {
 		return engines.DiscardLog()
 	}
 	return l
+}
+
+// treeSize estimates the tar stream of root for the progress: the sizes
+// of its regular files plus a header of 512 bytes per entry (a walk of
+// metadata only; entries that cannot be read are left out).
+func treeSize(root string) int64 {
+	var n int64
+	_ = filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		n += 512
+		if d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += (fi.Size() + 511) &^ 511
+			}
+		}
+		return nil
+	})
+	return n
 }

@@ -194,6 +194,14 @@ func (e *Engine) Backup(ctx context.Context, bj *engines.BackupJob) (*engines.Ba
 		}
 		d.Globals = globalsArtifact
 	}
+	var size int64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(pg_database_size(datname)), 0)::bigint FROM pg_database WHERE datname = ANY($1)`, dbs).Scan(&size); err == nil {
+		// On-disk size, indexes included: more than the dump will be,
+		// so the progress calls it an estimate.
+		bj.Estimate(size)
+	} else {
+		j.log.WithError(err).Debug("no size estimate for the progress")
+	}
 	for i, db := range dbs {
 		bj.Progress.Report("dump", int64(i), int64(len(dbs)))
 		b, err := e.dumpDatabase(ctx, j, bj, db)

@@ -146,6 +146,8 @@ type run struct {
 	srv     server
 	targets []*target
 	roles   []string // roles this run created
+	// ended counts, per live database, the sessions the swap ended.
+	ended map[string]int64
 }
 
 func (e *Engine) openRun(ctx context.Context, j *job, rj *engines.RestoreJob, targets []*target) (*run, error) {
@@ -205,11 +207,19 @@ func (r *run) dropDatabase(ctx context.Context, db string) error {
 }
 
 func (r *run) terminate(ctx context.Context, db string) error {
-	_, err := r.conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, db)
+	_, err := r.endSessions(ctx, db)
+	return err
+}
+
+// endSessions ends every other session on database db and says how many
+// it ended.
+func (r *run) endSessions(ctx context.Context, db string) (int64, error) {
+	var n int64
+	err := r.conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, db).Scan(&n)
 	if err != nil {
-		return fmt.Errorf("end sessions of database %s: %w", db, err)
+		return 0, fmt.Errorf("end sessions of database %s: %w", db, err)
 	}
-	return nil
+	return n, nil
 }
 
 // cleanup drops what the run staged and the roles it created. It runs
@@ -524,7 +534,12 @@ func (r *run) swap(live, side, prev string, exists bool) (time.Duration, error) 
 	}
 	var err error
 	for attempt := 1; ; attempt++ {
-		if err = r.terminate(ctx, live); err == nil {
+		var n int64
+		if n, err = r.endSessions(ctx, live); err == nil {
+			if r.ended == nil {
+				r.ended = map[string]int64{}
+			}
+			r.ended[live] += n
 			err = pgx.BeginFunc(ctx, r.conn, func(tx pgx.Tx) error {
 				if _, err := tx.Exec(ctx, `ALTER DATABASE `+ident(live)+` RENAME TO `+ident(prev)); err != nil {
 					return fmt.Errorf("rename %s to %s: %w", live, prev, err)
@@ -676,6 +691,9 @@ func (r *run) restore(ctx context.Context, rj *engines.RestoreJob, d *details) (
 		Database   string  `json:"database"`
 		Previous   string  `json:"previous,omitempty"`
 		DowntimeMS float64 `json:"downtimeMs"`
+		// SessionsEnded counts the sessions on the database that the
+		// swap ended (their clients reconnect to the restored data).
+		SessionsEnded int64 `json:"sessionsEnded"`
 	}
 	var done []swapped
 	var prevs []string
@@ -687,7 +705,7 @@ func (r *run) restore(ctx context.Context, rj *engines.RestoreJob, d *details) (
 			return nil, err
 		}
 		t.staged = false
-		s := swapped{Database: t.live, DowntimeMS: float64(dt.Microseconds()) / 1000}
+		s := swapped{Database: t.live, DowntimeMS: float64(dt.Microseconds()) / 1000, SessionsEnded: r.ended[t.live]}
 		if t.exists {
 			s.Previous = t.prev
 		}
@@ -720,9 +738,14 @@ func (r *run) restore(ctx context.Context, rj *engines.RestoreJob, d *details) (
 		info.Previous = strings.Join(append(prevs, earlier...), ",")
 		r.j.log.WithField("previous", earlier).Warn("an earlier attempt of this restore swapped already; the databases it replaced are kept")
 	}
+	var ended int64
+	for _, s := range done {
+		ended += s.SessionsEnded
+	}
 	m, err := toMap(struct {
-		Databases []swapped `json:"databases"`
-	}{done})
+		Databases     []swapped `json:"databases"`
+		SessionsEnded int64     `json:"sessionsEnded"`
+	}{done, ended})
 	if err != nil {
 		return nil, err
 	}
