@@ -7,12 +7,17 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// chanHook hands every log entry to a channel.
+// chanHook hands log entries to a channel, dropping those that find it
+// full: a logger must never block on its hook (a blocked send would keep
+// logEvery from ever seeing stop).
 type chanHook chan *logrus.Entry
 
 func (h chanHook) Levels() []logrus.Level { return logrus.AllLevels }
 func (h chanHook) Fire(e *logrus.Entry) error {
-	h <- e
+	select {
+	case h <- e:
+	default:
+	}
 	return nil
 }
 
