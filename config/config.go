@@ -111,7 +111,7 @@ func (c *Config) parse(data []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return err
+		return explain(data, err)
 	}
 	return nil
 }
@@ -247,7 +247,7 @@ func (c *Config) source(name string) (engines.Source, error) {
 		src.Password = func(context.Context) (string, error) {
 			v, ok := os.LookupEnv(pwEnv)
 			if !ok {
-				return "", fmt.Errorf("environment variable %s (passwordEnv) is not set", pwEnv)
+				return "", fmt.Errorf("environment variable %s (sources.%s.passwordEnv) is not set in the worker's environment: set it where the worker runs (its container or service), not where the request was submitted", pwEnv, name)
 			}
 			return v, nil
 		}
@@ -255,7 +255,7 @@ func (c *Config) source(name string) (engines.Source, error) {
 		src.Password = func(context.Context) (string, error) {
 			data, err := os.ReadFile(pwFile)
 			if err != nil {
-				return "", fmt.Errorf("passwordFile: %w", err)
+				return "", fmt.Errorf("sources.%s.passwordFile: the worker cannot read it: %w", name, err)
 			}
 			return strings.TrimRight(string(data), "\r\n"), nil
 		}
