@@ -68,6 +68,20 @@ type Worker struct {
 	// objects (requests, leases, results) that workers, the API and the
 	// CLI read: a larger request is rejected without being read.
 	MaxControlObject int64 `yaml:"maxControlObject"`
+	// Webhooks are told of failed requests, missed schedules and failed
+	// verifications (package alert). A source's own webhook (its
+	// "webhook" or "webhookEnv" key) hears only about that source.
+	Webhooks []Webhook `yaml:"webhooks"`
+}
+
+// Webhook is one webhook of the worker.
+type Webhook struct {
+	// URL, or URLEnv: the name of an environment variable of the
+	// worker's holding it (a Slack webhook's URL is a secret).
+	URL    string `yaml:"url"`
+	URLEnv string `yaml:"urlEnv"`
+	// Events it is sent: failed, verify-failed, missed; all when empty.
+	Events []string `yaml:"events"`
 }
 
 // Default returns the defaults.
@@ -163,6 +177,9 @@ func (c *Config) Validate(reg *engines.Registry) error {
 	default:
 		return fmt.Errorf("worker.compression: %q is not one of zstd, zstd-fastest, zstd-better, none", w.Compression)
 	}
+	if _, err := c.Webhooks(func(string) (string, bool) { return "http://set", true }); err != nil {
+		return err
+	}
 	if err := checkKeyPrefix(c.Legacy.DstDir); err != nil {
 		return fmt.Errorf("legacy.dstDir (--dst-dir, %s): %w", EnvDstDir, err)
 	}
@@ -228,6 +245,10 @@ func (c *Config) source(name string) (engines.Source, error) {
 				pwEnv = s
 			case "passwordFile":
 				pwFile = s
+			}
+		case "webhook", "webhookEnv":
+			if s, ok := v.(string); !ok || s == "" {
+				return engines.Source{}, fmt.Errorf("sources.%s.%s: must be a non-empty string", name, k)
 			}
 		case "password":
 			return engines.Source{}, fmt.Errorf("sources.%s.password: secrets are not kept in the configuration; use passwordEnv or passwordFile", name)
