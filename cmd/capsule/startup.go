@@ -143,4 +143,3 @@ func closeNotifier(n *alert.Notifier) {
 	defer cancel()
 	n.Close(ctx)
 }
-
