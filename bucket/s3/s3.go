@@ -567,6 +567,9 @@ func translate(op, key string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if x := explain(err); x != nil {
+		err = x
+	}
 	code, status := errorCode(err)
 	switch {
 	case isNotFound(code, status):
