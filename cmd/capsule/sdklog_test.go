@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -12,13 +13,14 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cnvrg/capsule/internal/faultproxy"
 	"github.com/cnvrg/capsule/internal/s3test"
 )
 
 // TestJSONLogsStayJSONWhenTheSDKWarns runs a worker that logs JSON
-// against an S3 gateway whose listings carry a Date header the AWS SDK
+// against an S3 gateway whose answers to deletions carry a Date header the AWS SDK
 // cannot parse: the SDK warns about it, and that warning must come out as
 // one more JSON line (component aws-sdk), never as the SDK's own
 // "SDK 2026/… WARN …" text on stderr.
@@ -32,23 +34,28 @@ func TestJSONLogsStayJSONWhenTheSDKWarns(t *testing.T) {
 	}
 	rp := httputil.NewSingleHostReverseProxy(up)
 	rp.ModifyResponse = func(res *http.Response) error {
-		if op, _ := faultproxy.Classify(res.Request); op == faultproxy.ListObjectsV2 {
+		if op, _ := faultproxy.Classify(res.Request); op == faultproxy.DeleteObject {
 			res.Header.Set("Date", "yesterday at noon")
 		}
 		return nil
 	}
-	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Host = up.Host // SigV4 signed the gateway's address; the server checks the Host it sees
-		rp.ServeHTTP(w, r)
-	}))
+	// The Host header passes unchanged: the server checks SigV4 against
+	// the gateway's address, which the client signed.
+	gw := httptest.NewServer(rp)
 	t.Cleanup(gw.Close)
 	bucketURL := strings.Replace(srv.URL(name, "sdklog/"), srv.Endpoint, gw.URL, 1)
 	config := writeConfig(t)
+	for _, kv := range srv.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
 	b := openTestBucket(t, srv.URL(name, "sdklog/"))
 	id := submitBackup(t, b)
 
 	var stderr bytes.Buffer
-	cmd := exec.Command(bin, "--config", config, "--bucket", bucketURL, "--log-format", "json", "worker", "--once", "--name", "w1")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--config", config, "--bucket", bucketURL, "--log-format", "json", "worker", "--once", "--name", "w1")
 	cmd.Env = append(os.Environ(), srv.Env()...)
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := cmd.Run(); err != nil {
