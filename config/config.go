@@ -68,6 +68,20 @@ type Worker struct {
 	// objects (requests, leases, results) that workers, the API and the
 	// CLI read: a larger request is rejected without being read.
 	MaxControlObject int64 `yaml:"maxControlObject"`
+	// Webhooks are told of failed requests, missed schedules and failed
+	// verifications (package alert). A source's own webhook (its
+	// "webhook" or "webhookEnv" key) hears only about that source.
+	Webhooks []Webhook `yaml:"webhooks"`
+}
+
+// Webhook is one webhook of the worker.
+type Webhook struct {
+	// URL, or URLEnv: the name of an environment variable of the
+	// worker's holding it (a Slack webhook's URL is a secret).
+	URL    string `yaml:"url"`
+	URLEnv string `yaml:"urlEnv"`
+	// Events it is sent: failed, verify-failed, missed; all when empty.
+	Events []string `yaml:"events"`
 }
 
 // Default returns the defaults.
@@ -111,7 +125,7 @@ func (c *Config) parse(data []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return err
+		return explain(data, err)
 	}
 	return nil
 }
@@ -162,6 +176,9 @@ func (c *Config) Validate(reg *engines.Registry) error {
 	case "zstd", "zstd-fastest", "zstd-better", "none":
 	default:
 		return fmt.Errorf("worker.compression: %q is not one of zstd, zstd-fastest, zstd-better, none", w.Compression)
+	}
+	if _, err := c.Webhooks(func(string) (string, bool) { return "http://set", true }); err != nil {
+		return err
 	}
 	if err := checkKeyPrefix(c.Legacy.DstDir); err != nil {
 		return fmt.Errorf("legacy.dstDir (--dst-dir, %s): %w", EnvDstDir, err)
@@ -229,6 +246,10 @@ func (c *Config) source(name string) (engines.Source, error) {
 			case "passwordFile":
 				pwFile = s
 			}
+		case "webhook", "webhookEnv":
+			if s, ok := v.(string); !ok || s == "" {
+				return engines.Source{}, fmt.Errorf("sources.%s.%s: must be a non-empty string", name, k)
+			}
 		case "password":
 			return engines.Source{}, fmt.Errorf("sources.%s.password: secrets are not kept in the configuration; use passwordEnv or passwordFile", name)
 		default:
@@ -247,7 +268,7 @@ func (c *Config) source(name string) (engines.Source, error) {
 		src.Password = func(context.Context) (string, error) {
 			v, ok := os.LookupEnv(pwEnv)
 			if !ok {
-				return "", fmt.Errorf("environment variable %s (passwordEnv) is not set", pwEnv)
+				return "", fmt.Errorf("environment variable %s (sources.%s.passwordEnv) is not set in the worker's environment: set it where the worker runs (its container or service), not where the request was submitted", pwEnv, name)
 			}
 			return v, nil
 		}
@@ -255,7 +276,7 @@ func (c *Config) source(name string) (engines.Source, error) {
 		src.Password = func(context.Context) (string, error) {
 			data, err := os.ReadFile(pwFile)
 			if err != nil {
-				return "", fmt.Errorf("passwordFile: %w", err)
+				return "", fmt.Errorf("sources.%s.passwordFile: the worker cannot read it: %w", name, err)
 			}
 			return strings.TrimRight(string(data), "\r\n"), nil
 		}

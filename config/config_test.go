@@ -80,6 +80,27 @@ func TestErrorsNameTheSetting(t *testing.T) {
 	}
 }
 
+// TestConfigTyposNameTheKeyAndLine is a mistyped key or a value of the
+// wrong kind as an operator meets it: the message gives the file's line,
+// the key's path and what was expected, never Go type names.
+func TestConfigTyposNameTheKeyAndLine(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"bucket: x\nclustr: prod\n", `line 2: unknown key "clustr" at the top level (known: bucket, cluster, legacy, sources, worker)`},
+		{"worker:\n  concurrency: 2\n  clustr: prod\n", `line 3: unknown key "clustr" in worker (known: compression, concurrency, grace, lease, maxAttempts, maxControlObject, poll, retainFor, timeout)`},
+		{"legacy:\n  dstdir: x\n", `line 2: unknown key "dstdir" in legacy (known: dstDir)`},
+		{"worker:\n  poll: often\n", `line 2: worker.poll: "often" is not a duration (like 30s or 5m)`},
+		{"worker:\n  concurrency: many\n", `line 2: worker.concurrency: "many" is not a whole number`},
+	} {
+		_, err := config.Parse([]byte(c.yaml))
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q:\n got  %v\n want %s", c.yaml, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "config.") {
+			t.Errorf("%q: %v names a Go type", c.yaml, err)
+		}
+	}
+}
+
 func TestPasswordsAreResolvedWhenUsed(t *testing.T) {
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "pw")

@@ -30,8 +30,8 @@ type composeFile struct {
 			Source string `yaml:"source"`
 			Target string `yaml:"target"`
 		} `yaml:"configs"`
-		Secrets   []string `yaml:"secrets"`
-		DependsOn []string `yaml:"depends_on"`
+		Secrets   []string  `yaml:"secrets"`
+		DependsOn dependsOn `yaml:"depends_on"`
 	} `yaml:"services"`
 	Configs map[string]struct {
 		Content string `yaml:"content"`
@@ -39,6 +39,34 @@ type composeFile struct {
 	Secrets map[string]struct {
 		File string `yaml:"file"`
 	} `yaml:"secrets"`
+}
+
+// dependsOn is a service's depends_on in either of its forms: a list of
+// services, or a map of each to its condition.
+type dependsOn map[string]string
+
+func (d *dependsOn) UnmarshalYAML(n *yaml.Node) error {
+	*d = dependsOn{}
+	if n.Kind == yaml.SequenceNode {
+		var names []string
+		if err := n.Decode(&names); err != nil {
+			return err
+		}
+		for _, s := range names {
+			(*d)[s] = "service_started"
+		}
+		return nil
+	}
+	var m map[string]struct {
+		Condition string `yaml:"condition"`
+	}
+	if err := n.Decode(&m); err != nil {
+		return err
+	}
+	for s, c := range m {
+		(*d)[s] = c.Condition
+	}
+	return nil
 }
 
 func TestComposeFile(t *testing.T) {
@@ -52,7 +80,7 @@ func TestComposeFile(t *testing.T) {
 	}
 	capsuleServices := 0
 	for name, s := range c.Services {
-		for _, dep := range s.DependsOn {
+		for dep := range s.DependsOn {
 			if _, ok := c.Services[dep]; !ok {
 				t.Errorf("service %s depends on unknown service %s", name, dep)
 			}
@@ -101,6 +129,33 @@ func TestComposeFile(t *testing.T) {
 	}
 	if capsuleServices < 2 {
 		t.Errorf("%d capsule services, want workers and the API", capsuleServices)
+	}
+	// The bucket exists before anything uses it: an init service runs
+	// "capsule bucket create" on the same bucket, and every other capsule
+	// service waits for it to complete.
+	var inits []string
+	for name, s := range c.Services {
+		if s.Build != nil && len(s.Command) >= 2 && s.Command[0] == "bucket" && s.Command[1] == "create" {
+			inits = append(inits, name)
+		}
+	}
+	if len(inits) != 1 {
+		t.Fatalf("services running capsule bucket create: %v, want one", inits)
+	}
+	init := c.Services[inits[0]]
+	for name, s := range c.Services {
+		if s.Build == nil || name == inits[0] {
+			continue
+		}
+		if s.DependsOn[inits[0]] != "service_completed_successfully" {
+			t.Errorf("service %s does not wait for %s to complete (depends_on: %v)", name, inits[0], s.DependsOn)
+		}
+		if s.Environment["CAPSULE_BUCKET"] != init.Environment["CAPSULE_BUCKET"] {
+			t.Errorf("service %s uses bucket %q, %s creates %q", name, s.Environment["CAPSULE_BUCKET"], inits[0], init.Environment["CAPSULE_BUCKET"])
+		}
+	}
+	if _, ok := init.DependsOn["s3"]; !ok {
+		t.Errorf("%s does not wait for the S3 server", inits[0])
 	}
 }
 

@@ -403,7 +403,7 @@ func TestConfigNamesTheBadSetting(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "sqs.us-east-1.amazonaws.com/1/q", "ftp://host/1/q", "http://host", "https://user:pw@host/1/q"} {
-		if _, err := notify.NewClient(context.Background(), bad); err == nil {
+		if _, err := notify.NewClient(context.Background(), bad, nil); err == nil {
 			t.Errorf("NewClient(%q) accepted a bad queue URL", bad)
 		}
 	}
@@ -416,7 +416,7 @@ func TestNewClientReachesTheQueue(t *testing.T) {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
-	c, err := notify.NewClient(context.Background(), q)
+	c, err := notify.NewClient(context.Background(), q, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

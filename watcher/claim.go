@@ -293,6 +293,9 @@ func (w *Watcher) writeResult(ctx context.Context, id string, r *requests.Result
 	if !r.StartedAt.IsZero() && r.FinishedAt.After(r.StartedAt) {
 		ev.Duration = r.FinishedAt.Sub(r.StartedAt)
 	}
+	if r.Error != "" {
+		ev.Err = errors.New(r.Error)
+	}
 	w.emit(ev)
 	return nil
 }

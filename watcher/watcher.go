@@ -62,7 +62,9 @@ type Event struct {
 	Attempt int
 	Status  requests.Status
 	Kind    requests.Kind
-	Err     error
+	// Err is what went wrong; on EventFinished, the result's error
+	// (redacted).
+	Err error
 	// Source is the source a request names: on a claim or takeover, a
 	// Backup's source or a Restore's or Verify's target (empty when it
 	// names none); on EventFinished, the result's source.

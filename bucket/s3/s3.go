@@ -28,6 +28,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/internal/awslog"
 )
 
 const (
@@ -113,6 +114,7 @@ func New(ctx context.Context, o Options) (*Bucket, error) {
 		o.Region = defaultRegion
 	}
 	loaders := []func(*config.LoadOptions) error{
+		config.WithLogger(awslog.Logger(o.Log)),
 		config.WithRetryer(func() aws.Retryer {
 			// No client-side retry quota: it would stop retries of
 			// a flaky gateway for every later request too.
@@ -564,6 +566,9 @@ func isNotFound(code string, status int) bool {
 func translate(op, key string, err error) error {
 	if err == nil {
 		return nil
+	}
+	if x := explain(err); x != nil {
+		err = x
 	}
 	code, status := errorCode(err)
 	switch {

@@ -17,10 +17,10 @@ import (
 func (a *app) bucketCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bucket",
-		Short: "Examine the bucket itself",
+		Short: "Create the bucket, or test the bucket itself",
 		Args:  args(cobra.NoArgs),
 	}
-	cmd.AddCommand(a.bucketCheckCmd())
+	cmd.AddCommand(a.bucketCheckCmd(), a.bucketCreateCmd())
 	return cmd
 }
 

@@ -73,7 +73,7 @@ func (a *app) prepareServices(ctx context.Context, s *workerServices, b bucket.B
 		if s.s3Bucket, s.prefix, err = bucketLocation(a.cfg.Bucket); err != nil {
 			return nil, err
 		}
-		if s.sqs, err = notify.NewClient(ctx, s.sqsQueue); err != nil {
+		if s.sqs, err = notify.NewClient(ctx, s.sqsQueue, a.log); err != nil {
 			return nil, err
 		}
 	}

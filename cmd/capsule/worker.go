@@ -7,6 +7,7 @@ import (
 
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/internal/childproc"
+	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/internal/version"
 	"github.com/cnvrg/capsule/watcher"
 	"github.com/spf13/cobra"
@@ -90,6 +91,12 @@ exits with an error naming what failed on a bucket that does not;
 				host, _ := os.Hostname()
 				name = fmt.Sprintf("%s/%d", host, os.Getpid())
 			}
+			notifier, err := a.notifier()
+			if err != nil {
+				return err
+			}
+			defer closeNotifier(notifier)
+			a.logStartup(name, redact.String(a.cfg.Bucket), notifier.Len())
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
@@ -103,6 +110,7 @@ exits with an error naming what failed on a bucket that does not;
 				MaxControlObject: w.MaxControlObject,
 			}
 			services.configure(&wcfg)
+			alertOn(&wcfg, notifier)
 			wt, err := watcher.New(wcfg)
 			if err != nil {
 				return err

@@ -34,10 +34,19 @@ type Engine struct {
 	// beforeSwap is called after every side database is complete, just
 	// before the first swap.
 	beforeSwap func()
+	// binGlobs replaces BinGlobs when set.
+	binGlobs []string
 }
 
 // New returns the postgres engine.
 func New() *Engine { return &Engine{} }
+
+func (e *Engine) globs() []string {
+	if e.binGlobs != nil {
+		return e.binGlobs
+	}
+	return BinGlobs
+}
 
 var (
 	_ engines.Engine   = (*Engine)(nil)
@@ -127,7 +136,7 @@ func (e *Engine) newJob(ctx context.Context, src engines.Source, log logrus.Fiel
 		log = engines.DiscardLog()
 	}
 	log = log.WithFields(logrus.Fields{"engine": "postgres", "host": ci.host, "port": ci.port})
-	return &job{source: src.Name, ci: ci, password: pw, tools: &tools{env: env, log: log, started: e.started}, log: log}, nil
+	return &job{source: src.Name, ci: ci, password: pw, tools: &tools{env: env, log: log, started: e.started, globs: e.globs()}, log: log}, nil
 }
 
 func (j *job) connect(ctx context.Context, db string) (*pgx.Conn, error) {
@@ -166,16 +175,17 @@ func (e *Engine) Backup(ctx context.Context, bj *engines.BackupJob) (*engines.Ba
 	if err != nil {
 		return nil, err
 	}
-	dumpVersion, err := j.tools.version(ctx, "pg_dump")
-	if err != nil {
-		return nil, err
-	}
 	conn, err := j.connect(ctx, j.ci.database)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close(context.Background())
 	srv, err := serverFacts(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	j.tools.pick(srv.versionNum)
+	dumpVersion, err := j.tools.version(ctx, "pg_dump")
 	if err != nil {
 		return nil, err
 	}

@@ -595,6 +595,7 @@ func (e *Engine) Restore(ctx context.Context, rj *engines.RestoreJob) (*engines.
 	if err != nil {
 		return nil, err
 	}
+	dumpNum := pickForArchive(j.tools, dumpVersion)
 	restoreVersion, err := j.tools.version(ctx, "pg_restore")
 	if err != nil {
 		return nil, err
@@ -609,6 +610,13 @@ func (e *Engine) Restore(ctx context.Context, rj *engines.RestoreJob) (*engines.
 	defer r.close()
 	if err := r.checkRole("restore"); err != nil {
 		return nil, err
+	}
+	// The target's major when it is newer than the archive's: a
+	// pg_restore of the server's own version.
+	if r.srv.versionNum > dumpNum && j.tools.pick(r.srv.versionNum) {
+		if restoreVersion, err = j.tools.version(ctx, "pg_restore"); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkToolVersion("pg_restore", restoreVersion, r.srv.versionNum); err != nil {
 		return nil, err
@@ -811,6 +819,7 @@ func (e *Engine) Verify(ctx context.Context, rj *engines.RestoreJob) (*engines.V
 		}
 		rep.Checks = append(rep.Checks, c)
 	}
+	pickForArchive(j.tools, dumpVersion)
 	restoreVersion, err := j.tools.version(ctx, "pg_restore")
 	if err == nil {
 		err = checkArchiveVersion(restoreVersion, dumpVersion)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,6 +27,32 @@ type tools struct {
 	// started, when set, is called with each child's pid as soon as it
 	// runs (tests inspect its argv and environment).
 	started func(tool string, pid int)
+	// globs are where each major's client programs are looked for
+	// (BinGlobs); dir is the one chosen for the server at hand ("": PATH).
+	globs []string
+	dir   string
+}
+
+// pick chooses the client programs for a server (or an archive) of
+// version number num (server_version_num form), and says whether the
+// choice changed.
+func (t *tools) pick(num int) bool {
+	dir := pickBinDir(t.globs, "pg_dump", serverMajor(num))
+	changed := dir != t.dir
+	t.dir = dir
+	if changed {
+		t.log.WithField("dir", dir).Debug("chose the PostgreSQL client programs")
+	}
+	return changed
+}
+
+// path is the program to run for tool: in the chosen directory, else
+// looked up in PATH.
+func (t *tools) path(tool string) string {
+	if t.dir == "" {
+		return tool
+	}
+	return filepath.Join(t.dir, tool)
 }
 
 var versionRE = regexp.MustCompile(`\(PostgreSQL\)\s+(\d+(?:\.\d+)*(?:(?:devel|alpha|beta|rc)\d*)?)`)
@@ -136,7 +163,7 @@ func (t *tools) command(ctx context.Context, tool string, args []string, stderr 
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", tool, err)
 	}
-	cmd = d.Command(ctx, tool, args, t.env...)
+	cmd = d.Command(ctx, t.path(tool), args, t.env...)
 	if stderr != nil {
 		cmd.Stderr = stderr
 	}
