@@ -304,6 +304,10 @@ func (x *Executor) Commit(ctx context.Context, out *Outcome) error {
 				return fmt.Errorf("%w: backup %s was committed by request %s", ErrConflict, out.Index.BackupID, prev.RequestID)
 			}
 			x.cfg.Log.WithFields(logrus.Fields{"request_id": out.Result.ID, "committed_attempt": prev.Attempt}).Info("an earlier attempt committed this backup")
+			// It may have stopped before the catalog's copies.
+			if err := index.Record(ctx, x.cfg.Bucket, prev); err != nil {
+				return err
+			}
 			out.Result.Attempts = max(out.Result.Attempts, prev.Attempt)
 		} else if err != nil {
 			return err

@@ -129,3 +129,34 @@ func SlotID(plan string, slot time.Time) string {
 	}
 	return p + "-" + slot.UTC().Format("20060102t150405z")
 }
+
+// The catalog's keys (package index): write-once objects beside
+// backups/ that let a reader find one backup, or list a cluster, in a
+// bounded number of requests. They are derived data: the indexes under
+// backups/ stay the truth, and a reader that finds the catalog missing or
+// damaged falls back to them.
+const (
+	CatalogPrefix = "catalog/"
+	// CatalogIDsPrefix holds one pointer per backup id: catalog/ids/<id>.json.
+	CatalogIDsPrefix = CatalogPrefix + "ids/"
+	// CatalogClustersPrefix holds each cluster's snapshots and the
+	// events (commits, verifications, deletions) newer than them.
+	CatalogClustersPrefix = CatalogPrefix + "clusters/"
+	// CatalogMigratedKey marks a bucket whose backups made before the
+	// catalog existed are all in it.
+	CatalogMigratedKey = CatalogPrefix + "migrated.json"
+)
+
+// CatalogPointerKey returns catalog/ids/<backupId>.json.
+func CatalogPointerKey(backupID string) string { return CatalogIDsPrefix + backupID + ".json" }
+
+// CatalogClusterDir returns catalog/clusters/<cluster>/.
+func CatalogClusterDir(cluster string) string {
+	return CatalogClustersPrefix + Segment(cluster) + "/"
+}
+
+// CatalogEventDir returns catalog/clusters/<cluster>/new/<backupId>/, the
+// folder of one backup's catalog events.
+func CatalogEventDir(cluster, backupID string) string {
+	return CatalogClusterDir(cluster) + "new/" + backupID + "/"
+}
