@@ -166,10 +166,10 @@ func (x *Executor) Run(ctx context.Context, req *requests.Request, attempt int, 
 	ctx, cancel := context.WithTimeoutCause(ctx, x.cfg.Timeout, fmt.Errorf("run timed out after %s", x.cfg.Timeout))
 	defer cancel()
 	out = &Outcome{Result: requests.Result{
-		APIVersion: requests.APIVersion, Kind: "Result", ID: req.ID, RequestKind: req.Kind,
-		Cluster: req.ClusterOrDefault(), Source: req.Source, BackupID: req.BackupID,
+		APIVersion: requests.APIVersion, Kind: "Result", ID: req.ID,
 		Attempts: attempt, Worker: x.cfg.Worker, StartedAt: started,
 	}}
+	req.Describe(&out.Result)
 	defer func() {
 		if p := recover(); p != nil {
 			log.WithField("panic", p).Error("engine panicked")

@@ -2,6 +2,8 @@ package requests
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -49,6 +51,29 @@ func IDFromKey(prefix, key string) (string, bool) {
 		return "", false
 	}
 	return id, true
+}
+
+// MisnamedID returns the id under which a worker answers an object under
+// requests/ whose name is not <id>.json with a valid id ("requests/My
+// Backup.json", say): "misnamed-", the name made id-safe (lower case,
+// other characters as '-', at most 80 bytes), '-' and 12 hex digits of the
+// key's sha256, so that two such objects never share an answer.
+func MisnamedID(key string) string {
+	name := strings.TrimSuffix(strings.TrimPrefix(key, RequestsPrefix), ".json")
+	var b strings.Builder
+	for _, c := range strings.ToLower(name) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('-')
+		}
+		if b.Len() >= 80 {
+			break
+		}
+	}
+	sum := sha256.Sum256([]byte(key))
+	return "misnamed-" + strings.Trim(b.String(), "-") + "-" + hex.EncodeToString(sum[:6])
 }
 
 // Segment escapes a cluster or source name for use as one key segment:

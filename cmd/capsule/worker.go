@@ -100,7 +100,7 @@ exits with an error naming what failed on a bucket that does not;
 			wcfg := watcher.Config{
 				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
 				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: a.log,
-				MaxControlObject: w.MaxControlObject,
+				MaxControlObject: w.MaxControlObject, Cluster: a.cfg.Cluster,
 			}
 			services.configure(&wcfg)
 			wt, err := watcher.New(wcfg)
