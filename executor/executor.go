@@ -48,7 +48,11 @@ var ErrServedElsewhere = errors.New("served by another client of this bucket")
 
 // Config configures an Executor.
 type Config struct {
-	Bucket  bucket.Bucket
+	Bucket bucket.Bucket
+	// Prefix is the bucket prefix Bucket works under, recorded in every
+	// index (BackupIndex.Prefix). Default: Bucket's own, when it is a
+	// bucket.Prefixed view itself (not wrapped).
+	Prefix  string
 	Engines *engines.Registry
 	Sources Sources
 	// Worker names this worker in indexes and results.
@@ -90,6 +94,9 @@ type Executor struct {
 func New(cfg Config) (*Executor, error) {
 	if cfg.Bucket == nil || cfg.Engines == nil || cfg.Sources == nil {
 		return nil, errors.New("executor: Bucket, Engines and Sources are required")
+	}
+	if cfg.Prefix == "" {
+		_, cfg.Prefix = bucket.Unprefixed(cfg.Bucket)
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 24 * time.Hour

@@ -47,13 +47,18 @@ type BackupIndex struct {
 	Bytes          int64             `json:"bytes"`
 	StoredBytes    int64             `json:"storedBytes"`
 	RetainUntil    time.Time         `json:"retainUntil,omitzero"`
-	Artifacts      []Artifact        `json:"artifacts"`
+	// Prefix is the bucket prefix (capsule/ by default) that the
+	// artifacts' keys, and the index's own key, are relative to. Indexes
+	// written before it existed have none: their prefix is the one they
+	// were found under.
+	Prefix    string     `json:"prefix,omitempty"`
+	Artifacts []Artifact `json:"artifacts"`
 }
 
 // Artifact is one stored stream of a backup.
 type Artifact struct {
 	Name string `json:"name"`
-	// Key is relative to the bucket's prefix.
+	// Key is relative to the bucket's prefix (BackupIndex.Prefix).
 	Key string `json:"key"`
 	// Size is the bytes the engine wrote; StoredSize the bytes stored.
 	Size       int64 `json:"size"`

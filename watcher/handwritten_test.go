@@ -90,4 +90,11 @@ func TestRequestWithoutClusterGetsTheWorkersCluster(t *testing.T) {
 	if err != nil || len(l.Entries) != 1 || l.Entries[0].BackupID != "nocluster1" {
 		t.Fatalf("listing of cnvrg/prod: %v %+v", err, l)
 	}
+	// The index names the prefix its artifact keys are relative to.
+	if p := l.Entries[0].Prefix; p != "capsule/" {
+		t.Fatalf("index prefix %q, want capsule/", p)
+	}
+	if err := validator.ValidateValue("backupIndex", l.Entries[0].BackupIndex); err != nil {
+		t.Fatalf("index with a prefix: %v", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/internal/childproc"
 	"github.com/cnvrg/capsule/internal/version"
@@ -83,6 +84,7 @@ exits with an error naming what failed on a bucket that does not;
 				return err
 			}
 			services.legacy = old
+			_, prefix := bucket.Unprefixed(b) // before the metrics wrap the view
 			if b, err = a.prepareServices(ctx, &services, b); err != nil {
 				return err
 			}
@@ -91,7 +93,7 @@ exits with an error naming what failed on a bucket that does not;
 				name = fmt.Sprintf("%s/%d", host, os.Getpid())
 			}
 			exec, err := executor.New(executor.Config{
-				Bucket: b, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
+				Bucket: b, Prefix: prefix, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
 			})
 			if err != nil {
