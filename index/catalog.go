@@ -302,19 +302,10 @@ func (c Catalog) listEvery(ctx context.Context) (*Listing, error) {
 	}
 	sort.Strings(clusters)
 	ls := make([]*Listing, len(clusters))
-	errs := make([]error, len(clusters))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for i, name := range clusters {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			ls[i], errs[i] = c.listCluster(ctx, name, objs[name], &done)
-		}()
-	}
-	wg.Wait()
+	errs := parallel(len(clusters), 8, func(i int) (err error) {
+		ls[i], err = c.listCluster(ctx, clusters[i], objs[clusters[i]], &done)
+		return err
+	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -383,29 +374,35 @@ func writePointers(ctx context.Context, w bucket.Bucket, entries []Entry) error 
 	}); err != nil {
 		return err
 	}
-	sem := make(chan struct{}, 16)
-	errs := make(chan error, len(entries))
-	var wg sync.WaitGroup
+	var missing []Entry
 	for _, e := range entries {
-		if have[requests.CatalogPointerKey(e.BackupID)] {
-			continue
+		if !have[requests.CatalogPointerKey(e.BackupID)] {
+			missing = append(missing, e)
 		}
+	}
+	return errors.Join(parallel(len(missing), 16, func(i int) error {
+		e := missing[i]
+		return writePointer(ctx, w, e.Cluster, e.Source, e.BackupID)
+	})...)
+}
+
+// parallel runs f(0), …, f(n-1), at most limit at a time, and returns
+// their errors by index.
+func parallel(n, limit int, f func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, limit)
+	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			errs <- writePointer(ctx, w, e.Cluster, e.Source, e.BackupID)
+			errs[i] = f(i)
 		}()
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return errs
 }
 
 // fromWalk makes a snapshot of what a walk of the cluster found. The
@@ -571,22 +568,14 @@ func (c Catalog) apply(ctx context.Context, cluster string, s *snapshot, o *clus
 		err  error
 	}
 	got := make([]read, len(todo))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, ev := range todo {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			limit := int64(MaxVerificationSize)
-			if path.Base(ev.Key) == eventIndex {
-				limit = MaxIndexSize
-			}
-			got[i].data, got[i].info, got[i].err = bucket.GetBytesLimit(ctx, c.Bucket, ev.Key, limit)
-		}()
-	}
-	wg.Wait()
+	parallel(len(todo), 16, func(i int) error {
+		limit := int64(MaxVerificationSize)
+		if path.Base(todo[i].Key) == eventIndex {
+			limit = MaxIndexSize
+		}
+		got[i].data, got[i].info, got[i].err = bucket.GetBytesLimit(ctx, c.Bucket, todo[i].Key, limit)
+		return nil
+	})
 	byID := map[string]int{}
 	for i, se := range s.Entries {
 		byID[se.Index.BackupID] = i

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
@@ -244,19 +243,10 @@ func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
 		return nil, err
 	}
 	entries := make([]Entry, len(indexKeys))
-	errs := make([]error, len(indexKeys))
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for i, key := range indexKeys {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			entries[i], errs[i] = load(ctx, b, key, verifyKeys[dirOf(key)])
-		}()
-	}
-	wg.Wait()
+	errs := parallel(len(indexKeys), 16, func(i int) (err error) {
+		entries[i], err = load(ctx, b, indexKeys[i], verifyKeys[dirOf(indexKeys[i])])
+		return err
+	})
 	l := &Listing{Entries: entries[:0]}
 	for i, e := range entries {
 		var de *DamagedError
