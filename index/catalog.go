@@ -108,6 +108,21 @@ type Catalog struct {
 	// CompactAfter events pile up. Nil for a reader without write
 	// access; its listings stay correct, only slower.
 	Writer bucket.Bucket
+
+	// noWalk makes listCluster return nothing where it would walk.
+	noWalk bool
+}
+
+// settle compacts cluster's catalog when more than CompactAfter events
+// wait beside its snapshot, so that no listing reads many more: each
+// commit calls it (one LIST; a compaction every CompactAfter commits).
+// It never walks: a bucket not yet migrated waits for its first listing.
+func settle(ctx context.Context, b bucket.Bucket, cluster string) {
+	objs, err := scanCatalog(ctx, b, requests.CatalogClusterDir(cluster))
+	if err != nil || objs[cluster] == nil || len(objs[cluster].events) <= CompactAfter {
+		return
+	}
+	_, _ = Catalog{Bucket: b, Writer: b, noWalk: true}.listCluster(ctx, cluster, objs[cluster], nil)
 }
 
 // Record adds a committed index to the catalog: its pointer
@@ -128,7 +143,11 @@ func record(ctx context.Context, b bucket.Bucket, x *BackupIndex, data []byte) e
 		return err
 	}
 	key := requests.CatalogEventDir(x.Cluster, x.BackupID) + eventIndex
-	return putOnce(ctx, b, key, data, x.RetainUntil)
+	if err := putOnce(ctx, b, key, data, x.RetainUntil); err != nil {
+		return err
+	}
+	settle(ctx, b, x.Cluster)
+	return nil
 }
 
 func writePointer(ctx context.Context, b bucket.Bucket, cluster, source, id string) error {
@@ -438,6 +457,9 @@ func (c Catalog) listCluster(ctx context.Context, cluster string, o *clusterObje
 				s, ok = &snapshot{APIVersion: requests.APIVersion, Kind: KindCatalogSnapshot, Cluster: cluster, Entries: []snapEntry{}}, true
 			}
 		}
+	}
+	if !ok && c.noWalk {
+		return nil, nil
 	}
 	if !ok {
 		l, err := ListAll(ctx, c.Bucket, Filter{Cluster: cluster})
