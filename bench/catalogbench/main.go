@@ -134,16 +134,27 @@ func run(n, sources, fresh int) error {
 		}},
 		{"page load", func(b bucket.Bucket) error { return pageLoad(b) }},
 	}
+	var failures []string
 	t := benchkit.NewTable(fmt.Sprintf("%d backups", n+fresh), "catalog time", "catalog requests", "walk time", "walk requests")
 	for _, o := range ops {
 		c := measure(newB, func() error { return o.do(newB) })
-		w := measure(oldCount, func() error { return o.do(oldB) })
-		if err := errors.Join(c.err, w.err); err != nil {
-			return fmt.Errorf("%s: %w", o.name, err)
+		if c.err != nil {
+			return fmt.Errorf("%s through the catalog: %w", o.name, c.err)
 		}
-		t.Add(o.name, ms(c.wall), fmt.Sprint(c.n.Total()), ms(w.wall), fmt.Sprint(w.n.Total()))
+		w := measure(oldCount, func() error { return o.do(oldB) })
+		walkTime := ms(w.wall)
+		if w.err != nil {
+			// Today's path can fail at this size (the API gives up on a
+			// listing after 60 s): a result, not a reason to stop.
+			walkTime = "failed after " + walkTime
+			failures = append(failures, fmt.Sprintf("%s by the walk: %v", o.name, w.err))
+		}
+		t.Add(o.name, ms(c.wall), fmt.Sprint(c.n.Total()), walkTime, fmt.Sprint(w.n.Total()))
 	}
 	t.Print(os.Stdout)
+	for _, f := range failures {
+		fmt.Println("\n" + f)
+	}
 	fmt.Printf("\nload after: %s\n", benchkit.LoadAvg())
 	return nil
 }
