@@ -71,7 +71,9 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 	if len(sink.artifacts) == 0 {
 		return fmt.Errorf("backup %s: engine %s wrote no artifact", req.Source, eng.Name())
 	}
+	_, prefix := bucket.Unprefixed(x.cfg.Bucket)
 	idx := &index.BackupIndex{
+		Prefix:     prefix,
 		APIVersion: requests.APIVersion, Kind: index.KindIndex,
 		BackupID: req.ID, RequestID: req.ID, Cluster: cluster, Source: req.Source, Plan: req.Plan,
 		Engine: eng.Name(), Format: info.Format, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,

@@ -5,9 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"path"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
@@ -47,13 +46,18 @@ type BackupIndex struct {
 	Bytes          int64             `json:"bytes"`
 	StoredBytes    int64             `json:"storedBytes"`
 	RetainUntil    time.Time         `json:"retainUntil,omitzero"`
-	Artifacts      []Artifact        `json:"artifacts"`
+	// Prefix is the bucket prefix (capsule/ by default) that the
+	// artifacts' keys, and the index's own key, are relative to. Indexes
+	// written before it existed have none: their prefix is the one they
+	// were found under.
+	Prefix    string     `json:"prefix,omitempty"`
+	Artifacts []Artifact `json:"artifacts"`
 }
 
 // Artifact is one stored stream of a backup.
 type Artifact struct {
 	Name string `json:"name"`
-	// Key is relative to the bucket's prefix.
+	// Key is relative to the bucket's prefix (BackupIndex.Prefix).
 	Key string `json:"key"`
 	// Size is the bytes the engine wrote; StoredSize the bytes stored.
 	Size       int64 `json:"size"`
@@ -108,11 +112,12 @@ func Write(ctx context.Context, b bucket.Bucket, x *BackupIndex) error {
 	if err != nil {
 		return err
 	}
-	_, err = bucket.PutBytes(ctx, b, x.Key(), append(data, '\n'), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil})
+	data = append(data, '\n')
+	_, err = bucket.PutBytes(ctx, b, x.Key(), data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil})
 	if err != nil {
 		return fmt.Errorf("write index %s: %w", x.Key(), err)
 	}
-	return nil
+	return record(ctx, b, x, data)
 }
 
 // WriteVerification stores a verification record beside the backup.
@@ -122,10 +127,12 @@ func WriteVerification(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *
 		return err
 	}
 	key := requests.VerifyKey(x.Cluster, x.Source, x.BackupID, v.VerifiedAt)
-	if _, err := bucket.PutBytes(ctx, b, key, append(data, '\n'), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil}); err != nil {
+	data = append(data, '\n')
+	if _, err := bucket.PutBytes(ctx, b, key, data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil}); err != nil {
 		return fmt.Errorf("write verification %s: %w", key, err)
 	}
-	return nil
+	// The catalog's copy: a listing reads it beside the snapshot.
+	return putOnce(ctx, b, requests.CatalogEventDir(x.Cluster, x.BackupID)+path.Base(key), data, time.Time{})
 }
 
 // Read loads the index at key and believes it only where it is (see
@@ -134,18 +141,24 @@ func WriteVerification(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *
 // *DamagedError (errors.Is(err, ErrDamaged)). The bucket's own errors
 // (bucket.ErrNotFound among them) are returned as they are.
 func Read(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, error) {
+	x, _, err := read(ctx, b, key)
+	return x, err
+}
+
+// read is Read that also says when the index was written.
+func read(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, time.Time, error) {
 	data, info, err := bucket.GetBytesLimit(ctx, b, key, MaxIndexSize)
 	if errors.Is(err, bucket.ErrTooLarge) {
-		return nil, damaged(key, "%v", err)
+		return nil, time.Time{}, damaged(key, "%v", err)
 	}
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	x, derr := decode(key, data, info.LastModified)
 	if derr != nil {
-		return nil, derr
+		return nil, time.Time{}, derr
 	}
-	return x, nil
+	return x, info.LastModified, nil
 }
 
 // decode parses and checks the index read from key, written when the
@@ -174,6 +187,10 @@ type Entry struct {
 	// BackupIndex.Key() (a listing believes no other), and deletes go by
 	// it, never by the content.
 	ListedKey string `json:"-"`
+	// written and verificationWritten are when the index and the
+	// verification were written, by the bucket's clock (the catalog
+	// keeps them to check its copies again).
+	written, verificationWritten time.Time
 }
 
 // Listing is what ListAll found.
@@ -226,19 +243,10 @@ func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
 		return nil, err
 	}
 	entries := make([]Entry, len(indexKeys))
-	errs := make([]error, len(indexKeys))
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for i, key := range indexKeys {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			entries[i], errs[i] = load(ctx, b, key, verifyKeys[dirOf(key)])
-		}()
-	}
-	wg.Wait()
+	errs := parallel(len(indexKeys), 16, func(i int) (err error) {
+		entries[i], err = load(ctx, b, indexKeys[i], verifyKeys[dirOf(indexKeys[i])])
+		return err
+	})
 	l := &Listing{Entries: entries[:0]}
 	for i, e := range entries {
 		var de *DamagedError
@@ -253,25 +261,29 @@ func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
 			return nil, errs[i]
 		}
 	}
-	sort.Slice(l.Entries, func(i, j int) bool {
-		x, y := l.Entries[i], l.Entries[j]
-		if !x.FinishedAt.Equal(y.FinishedAt) {
-			return x.FinishedAt.After(y.FinishedAt)
-		}
-		return x.BackupID > y.BackupID
-	})
-	sort.Slice(l.Damaged, func(i, j int) bool { return l.Damaged[i].Key < l.Damaged[j].Key })
+	sortListing(l)
 	return l, nil
 }
 
 // Find returns the committed backup with the given id, in any cluster and
-// source. Damaged indexes that carry the id in their key are not used:
-// when only such exist, the error wraps ErrDamaged and names the key and
-// the reason.
+// source. It asks the catalog's pointer first (a handful of requests);
+// without one that leads to a believed index (a backup made before the
+// catalog existed, a pointer that is damaged or forged) it walks every
+// backup's keys. Damaged indexes that carry the id in their key are not
+// used: when only such exist, the error wraps ErrDamaged and names the key
+// and the reason.
 func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) {
 	if err := requests.ValidateID(backupID); err != nil {
 		return Entry{}, fmt.Errorf("backup id: %w", err)
 	}
+	if e, ok := findByPointer(ctx, b, backupID); ok {
+		return e, nil
+	}
+	return findByWalk(ctx, b, backupID)
+}
+
+// findByWalk is Find without the catalog: it lists every backup's keys.
+func findByWalk(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) {
 	indexKeys, verifyKeys, err := scan(ctx, b, requests.BackupsPrefix, backupID)
 	if err != nil {
 		return Entry{}, err
@@ -333,11 +345,11 @@ func dirOf(key string) string { return key[:strings.LastIndex(key, "/")+1] }
 // that is believed (see checkVerification); records that are not are
 // ignored.
 func load(ctx context.Context, b bucket.Reader, key string, verifications []string) (Entry, error) {
-	x, err := Read(ctx, b, key)
+	x, written, err := read(ctx, b, key)
 	if err != nil {
 		return Entry{}, err
 	}
-	e := Entry{BackupIndex: x, ListedKey: key}
+	e := Entry{BackupIndex: x, ListedKey: key, written: written}
 	// Verification keys sort by time; the newest is last.
 	for i := len(verifications) - 1; i >= 0; i-- {
 		data, info, err := bucket.GetBytesLimit(ctx, b, verifications[i], MaxVerificationSize)
@@ -355,7 +367,7 @@ func load(ctx context.Context, b bucket.Reader, key string, verifications []stri
 			continue // nor does one that is not believed make it verified
 		}
 		v.State = StateOf(&v)
-		e.Verification = &v
+		e.Verification, e.verificationWritten = &v, info.LastModified
 		break
 	}
 	return e, nil

@@ -89,7 +89,7 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 	if err != nil {
 		return err
 	}
-	l, err := index.ListAll(ctx, b, filter)
+	l, err := index.Catalog{Bucket: b, Writer: b}.List(ctx, filter)
 	if err != nil {
 		return err
 	}
