@@ -47,13 +47,19 @@ type BackupIndex struct {
 	Bytes          int64             `json:"bytes"`
 	StoredBytes    int64             `json:"storedBytes"`
 	RetainUntil    time.Time         `json:"retainUntil,omitzero"`
-	Artifacts      []Artifact        `json:"artifacts"`
+	// KeyPrefix is the bucket prefix the writer saw ("capsule/"): every
+	// artifact key, and this index's own key, are relative to it. It is
+	// informative: a bucket copied elsewhere keeps working, because the
+	// prefix is always this index's own key less
+	// backups/<cluster>/<source>/<backupId>/backupIndex.json.
+	KeyPrefix string     `json:"keyPrefix,omitempty"`
+	Artifacts []Artifact `json:"artifacts"`
 }
 
 // Artifact is one stored stream of a backup.
 type Artifact struct {
 	Name string `json:"name"`
-	// Key is relative to the bucket's prefix.
+	// Key is relative to the bucket's prefix (see BackupIndex.KeyPrefix).
 	Key string `json:"key"`
 	// Size is the bytes the engine wrote; StoredSize the bytes stored.
 	Size       int64 `json:"size"`
@@ -64,7 +70,10 @@ type Artifact struct {
 	Encryption  *Encryption `json:"encryption,omitempty"`
 }
 
-// Encryption says how an artifact was encrypted.
+// Encryption says how an artifact was encrypted: with Scheme "age"
+// (package crypt), after compression, to every one of Recipients, the
+// public keys (age1… or SSH, without comment) whose secret keys open it.
+// Never a secret.
 type Encryption struct {
 	Scheme     string   `json:"scheme"`
 	Recipients []string `json:"recipients"`
