@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -104,6 +105,24 @@ type CheckResult struct {
 	Name   string `json:"name"`
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail,omitempty"`
+}
+
+// Recipients returns the public keys that open the backup's encrypted
+// artifacts (every encrypted artifact's recipients, in order, without
+// repeats); none when nothing is encrypted.
+func (x *BackupIndex) Recipients() []string {
+	var keys []string
+	for _, a := range x.Artifacts {
+		if a.Encryption == nil {
+			continue
+		}
+		for _, k := range a.Encryption.Recipients {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
 }
 
 // Key returns the index's own key.
