@@ -217,8 +217,10 @@ sources:
 		if err != nil {
 			t.Fatalf("the document's commands failed for %s: %v\n%s", c.part, err, tail(errb.Bytes(), 4000))
 		}
-		if !strings.Contains(out.String(), c.backup) || !strings.Contains(out.String(), key.Recipient) {
-			t.Errorf("steps 3 and 4 show neither the backup %s nor its recipient %s", c.backup, key.Recipient)
+		for _, w := range []string{c.backup, key.Recipient, `"keyPrefix": "` + prefix + `"`} {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("steps 3 and 4 do not show %s", w)
+			}
 		}
 	}
 	if got := pg.digest(restoreDB); got != wantDB {

@@ -85,7 +85,7 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 		Labels: redact.Map(req.Labels), SourceInfo: info.SourceInfo, Details: info.Details,
 		RetainUntil: sink.retain, Artifacts: sink.artifacts,
 	}
-	_, idx.KeyPrefix = bucket.Unprefixed(x.cfg.Bucket)
+	idx.KeyPrefix = bucket.PrefixOf(x.cfg.Bucket)
 	for _, a := range sink.artifacts {
 		idx.Bytes += a.Size
 		idx.StoredBytes += a.StoredSize

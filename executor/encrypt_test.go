@@ -57,6 +57,9 @@ func TestEncryptedBackupStoresNothingReadable(t *testing.T) {
 			must(t, err)
 			var v schemas.Validator
 			must(t, v.Validate("backupIndex", raw))
+			if idx.KeyPrefix != "capsule/" {
+				t.Errorf("index keyPrefix %q, want the bucket prefix capsule/", idx.KeyPrefix)
+			}
 			if bytes.Contains(raw, []byte("AGE-SECRET-KEY")) || bytes.Contains(raw, []byte("PRIVATE KEY")) {
 				t.Fatalf("the index holds a secret key:\n%s", raw)
 			}
