@@ -34,6 +34,20 @@ func Unprefixed(b Bucket) (Bucket, string) {
 	return b, ""
 }
 
+// PrefixOf returns the prefix of the Prefixed view b is, or wraps: it
+// looks through decorators that implement Unwrap() Bucket (the metrics'
+// instrumented bucket does). "" when there is none.
+func PrefixOf(b Bucket) string {
+	for {
+		if u, ok := b.(interface{ Unwrap() Bucket }); ok {
+			b = u.Unwrap()
+			continue
+		}
+		_, p := Unprefixed(b)
+		return p
+	}
+}
+
 type prefixed struct {
 	b Bucket
 	p string

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/requests"
@@ -72,6 +73,9 @@ type Worker struct {
 	// verifications (package alert). A source's own webhook (its
 	// "webhook" or "webhookEnv" key) hears only about that source.
 	Webhooks []Webhook `yaml:"webhooks"`
+	// Encryption: whom backups are encrypted to, and where the keys that
+	// open them for restores and verifications are.
+	Encryption Encryption `yaml:"encryption"`
 }
 
 // Webhook is one webhook of the worker.
@@ -82,6 +86,75 @@ type Webhook struct {
 	URLEnv string `yaml:"urlEnv"`
 	// Events it is sent: failed, verify-failed, missed; all when empty.
 	Events []string `yaml:"events"`
+}
+
+// Encryption configures client-side encryption with age (package crypt).
+// Nothing here is secret: identities are named by file or environment
+// variable, never given inline.
+type Encryption struct {
+	// Recipients are public keys (age1…, ssh-ed25519 …, ssh-rsa …): every
+	// backup of a source that names none of its own is encrypted to all
+	// of them. Changing them rotates keys for new backups; old backups
+	// keep theirs.
+	Recipients []string `yaml:"recipients"`
+	// IdentityFile is an age identity file or an unencrypted SSH private
+	// key that opens backups for restores and verifications.
+	IdentityFile string `yaml:"identityFile"`
+	// IdentityEnv names an environment variable holding the same content
+	// (default CAPSULE_AGE_IDENTITY; read only when set).
+	IdentityEnv string `yaml:"identityEnv"`
+}
+
+// DefaultIdentityEnv is the environment variable a worker reads age
+// identities from unless worker.encryption.identityEnv names another.
+const DefaultIdentityEnv = "CAPSULE_AGE_IDENTITY"
+
+// Identities returns the worker's own age identities, read now from
+// worker.encryption.identityFile and the identity environment variable;
+// nil when neither gives any.
+func (c *Config) Identities(context.Context) (*crypt.Identities, error) {
+	e := c.Worker.Encryption
+	return loadIdentities("worker.encryption", e.IdentityFile, e.IdentityEnv, DefaultIdentityEnv)
+}
+
+// loadIdentities parses what readIdentities reads.
+func loadIdentities(field, file, envName, defEnv string) (*crypt.Identities, error) {
+	found, err := readIdentities(field, file, envName, defEnv)
+	if err != nil {
+		return nil, err
+	}
+	var ids *crypt.Identities
+	for origin, data := range found {
+		more, err := crypt.ParseIdentities(data, origin)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		ids = ids.Merge(more)
+	}
+	return ids, nil
+}
+
+// readIdentities reads identity content from a file and an environment
+// variable (envName, else defEnv; skipped when unset or blank), keyed by
+// origin; field names the setting in errors.
+func readIdentities(field, file, envName, defEnv string) (map[string][]byte, error) {
+	found := map[string][]byte{}
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%s.identityFile: %w", field, err)
+		}
+		found["file "+file] = data
+	}
+	if envName == "" {
+		envName = defEnv
+	}
+	if envName != "" {
+		if v, ok := os.LookupEnv(envName); ok && strings.TrimSpace(v) != "" {
+			found["environment variable "+envName] = []byte(v)
+		}
+	}
+	return found, nil
 }
 
 // Default returns the defaults.
@@ -180,6 +253,9 @@ func (c *Config) Validate(reg *engines.Registry) error {
 	if _, err := c.Webhooks(func(string) (string, bool) { return "http://set", true }); err != nil {
 		return err
 	}
+	if _, err := crypt.ParseRecipients(w.Encryption.Recipients); err != nil {
+		return fmt.Errorf("worker.encryption.recipients: %w", err)
+	}
 	if err := checkKeyPrefix(c.Legacy.DstDir); err != nil {
 		return fmt.Errorf("legacy.dstDir (--dst-dir, %s): %w", EnvDstDir, err)
 	}
@@ -230,9 +306,35 @@ func (c *Config) source(name string) (engines.Source, error) {
 	}
 	raw := c.Sources[name]
 	settings := make(map[string]any, len(raw))
-	var engine, pwEnv, pwFile string
+	var engine, pwEnv, pwFile, idFile, idEnv string
+	var recipients []string
 	for k, v := range raw {
 		switch k {
+		case "recipients":
+			list, ok := v.([]any)
+			if !ok {
+				return engines.Source{}, fmt.Errorf("sources.%s.recipients: must be a list of public keys", name)
+			}
+			for _, e := range list {
+				s, ok := e.(string)
+				if !ok {
+					return engines.Source{}, fmt.Errorf("sources.%s.recipients: must be a list of public keys (strings)", name)
+				}
+				recipients = append(recipients, s)
+			}
+			if _, err := crypt.ParseRecipients(recipients); err != nil {
+				return engines.Source{}, fmt.Errorf("sources.%s.recipients: %w", name, err)
+			}
+		case "identityFile", "identityEnv":
+			s, ok := v.(string)
+			if !ok || s == "" {
+				return engines.Source{}, fmt.Errorf("sources.%s.%s: must be a non-empty string", name, k)
+			}
+			if k == "identityFile" {
+				idFile = s
+			} else {
+				idEnv = s
+			}
 		case "engine", "passwordEnv", "passwordFile":
 			s, ok := v.(string)
 			if !ok || s == "" {
@@ -262,7 +364,12 @@ func (c *Config) source(name string) (engines.Source, error) {
 	if pwEnv != "" && pwFile != "" {
 		return engines.Source{}, fmt.Errorf("sources.%s: give passwordEnv or passwordFile, not both", name)
 	}
-	src := engines.Source{Name: name, Engine: engine, Config: settings}
+	src := engines.Source{Name: name, Engine: engine, Config: settings, Recipients: recipients}
+	if idFile != "" || idEnv != "" {
+		src.Identities = func(context.Context) (map[string][]byte, error) {
+			return readIdentities("sources."+name, idFile, idEnv, "")
+		}
+	}
 	switch {
 	case pwEnv != "":
 		src.Password = func(context.Context) (string, error) {

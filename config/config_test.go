@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/config"
+	"github.com/cnvrg/capsule/crypt/crypttest"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/files"
 	"github.com/cnvrg/capsule/executor"
@@ -194,6 +195,69 @@ func TestOldServiceEnvironment(t *testing.T) {
 		c.Legacy.DstDir = bad
 		if err := c.Validate(reg); err == nil || !strings.Contains(err.Error(), "legacy.dstDir") {
 			t.Errorf("legacy.dstDir %q: %v, want an error naming it", bad, err)
+		}
+	}
+}
+
+func TestEncryptionSettings(t *testing.T) {
+	worker, own, ssh := crypttest.X25519(t), crypttest.X25519(t), crypttest.SSH(t)
+	dir := t.TempDir()
+	wfile, sfile := filepath.Join(dir, "worker.key"), filepath.Join(dir, "source.key")
+	if err := os.WriteFile(wfile, worker.Identity, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sfile, own.Identity, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CAPSULE_AGE_IDENTITY", string(ssh.Identity))
+	c, err := config.Parse([]byte(`
+worker:
+  encryption:
+    recipients: [` + worker.Recipient + `]
+    identityFile: ` + wfile + `
+sources:
+  data:
+    engine: files
+    path: /srv/data
+    recipients: ["` + own.Recipient + `"]
+    identityFile: ` + sfile + `
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(reg); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := c.Identities(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids.Keys(); len(got) != 2 || !strings.Contains(strings.Join(got, " "), worker.Recipient) || !strings.Contains(strings.Join(got, " "), ssh.Recipient) {
+		t.Errorf("worker identities open %v, want the file's and CAPSULE_AGE_IDENTITY's", got)
+	}
+	src, err := c.Lookup("data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(src.Recipients) != 1 || src.Recipients[0] != own.Recipient || src.Identities == nil {
+		t.Fatalf("source: recipients %v, identities set %v", src.Recipients, src.Identities != nil)
+	}
+	found, err := src.Identities(context.Background())
+	if err != nil || string(found["file "+sfile]) != string(own.Identity) {
+		t.Fatalf("source identities: %v %v", found, err)
+	}
+
+	for _, bad := range []struct{ yaml, want string }{
+		{"worker:\n  encryption:\n    recipients: [age1notakey]\n", "worker.encryption.recipients"},
+		{"sources:\n  data:\n    engine: files\n    path: /srv\n    recipients: age1x\n", "sources.data.recipients: must be a list"},
+		{"sources:\n  data:\n    engine: files\n    path: /srv\n    recipients: [\"ssh-dss AAAA\"]\n", "sources.data.recipients"},
+	} {
+		c, err := config.Parse([]byte(bad.yaml))
+		if err == nil {
+			err = c.Validate(reg)
+		}
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: err = %v, want it to name %s", bad.yaml, err, bad.want)
 		}
 	}
 }

@@ -154,26 +154,7 @@ func TestDisasterRecoveryRunbook(t *testing.T) {
 	for _, s := range steps[1:8] {
 		sh := s.sh
 		if vals, ok := filled[s.n]; ok {
-			// The block's export lines are the reader's: the same
-			// names, the test's values.
-			lines := strings.SplitAfter(sh, "\n")
-			var exports, rest []string
-			for i, l := range lines {
-				if !strings.HasPrefix(l, "export ") {
-					rest = lines[i:]
-					break
-				}
-				exports = append(exports, l)
-			}
-			names, ok := exportsOf(strings.Join(exports, ""))
-			if !ok || !slices.Equal(names, keysOfStr(vals)) {
-				t.Fatalf("runbook step %d sets %v, the test fills in %v", s.n, names, keysOfStr(vals))
-			}
-			var b strings.Builder
-			for _, k := range keysOfStr(vals) {
-				fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(vals[k]))
-			}
-			sh = b.String() + strings.Join(rest, "")
+			sh = fillExports(t, fmt.Sprintf("runbook step %d", s.n), sh, vals)
 		}
 		fmt.Fprintf(&script, "echo '== step %d'\n%s", s.n, sh)
 	}
@@ -223,6 +204,31 @@ func TestDisasterRecoveryRunbook(t *testing.T) {
 	if owner != newRole {
 		t.Errorf("the restored database is owned by %s, want the runbook's role %s", owner, newRole)
 	}
+}
+
+// fillExports replaces the export lines that open a documented block
+// (the reader's values) with the same names set to the test's values;
+// what names them in failures.
+func fillExports(t *testing.T, what, sh string, vals map[string]string) string {
+	t.Helper()
+	lines := strings.SplitAfter(sh, "\n")
+	var exports, rest []string
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "export ") {
+			rest = lines[i:]
+			break
+		}
+		exports = append(exports, l)
+	}
+	names, ok := exportsOf(strings.Join(exports, ""))
+	if !ok || !slices.Equal(names, keysOfStr(vals)) {
+		t.Fatalf("%s sets %v, the test fills in %v", what, names, keysOfStr(vals))
+	}
+	var b strings.Builder
+	for _, k := range keysOfStr(vals) {
+		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(vals[k]))
+	}
+	return b.String() + strings.Join(rest, "")
 }
 
 func keysOfStr(m map[string]string) []string {

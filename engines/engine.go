@@ -146,6 +146,17 @@ type Source struct {
 	// when there is none. It is resolved when called, so a rotated file or
 	// Secret is picked up. Nil means no secret.
 	Password func(ctx context.Context) (string, error) `json:"-"`
+	// Recipients are the public keys (age1… or SSH) the executor encrypts
+	// this source's backups to; empty: the worker's own, if any. Engines
+	// never see encrypted bytes: the executor encrypts after them and
+	// decrypts before them.
+	Recipients []string `json:"recipients,omitempty"`
+	// Identities returns age identities that open this source's
+	// encrypted backups: each value the content of an age identity file
+	// or of an SSH private key, keyed by where it came from ("file …",
+	// "Secret ns/name key …"). It is resolved when called, so a rotated
+	// Secret is picked up. Nil means none.
+	Identities func(ctx context.Context) (map[string][]byte, error) `json:"-"`
 }
 
 // Secret returns the source's password, "" when it has none.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/pipe"
@@ -48,8 +49,12 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 		return fmt.Errorf("check for an earlier commit: %w", err)
 	}
 
+	recipients, err := x.recipientsFor(src)
+	if err != nil {
+		return err
+	}
 	progress.Phase("backup")
-	sink := &artifactSink{x: x, ctx: ctx, cluster: cluster, source: req.Source, backupID: req.ID, attempt: attempt, progress: progress, retain: x.retainUntil()}
+	sink := &artifactSink{x: x, ctx: ctx, cluster: cluster, source: req.Source, backupID: req.ID, attempt: attempt, progress: progress, retain: x.retainUntil(), recipients: recipients}
 	started := time.Now().UTC()
 	info, err := eng.Backup(ctx, &engines.BackupJob{
 		ID:        req.ID,
@@ -71,9 +76,8 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 	if len(sink.artifacts) == 0 {
 		return fmt.Errorf("backup %s: engine %s wrote no artifact", req.Source, eng.Name())
 	}
-	_, prefix := bucket.Unprefixed(x.cfg.Bucket)
 	idx := &index.BackupIndex{
-		Prefix:     prefix,
+		Prefix:     bucket.PrefixOf(x.cfg.Bucket),
 		APIVersion: requests.APIVersion, Kind: index.KindIndex,
 		BackupID: req.ID, RequestID: req.ID, Cluster: cluster, Source: req.Source, Plan: req.Plan,
 		Engine: eng.Name(), Format: info.Format, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,
@@ -101,6 +105,9 @@ type artifactSink struct {
 	attempt                   int
 	progress                  *Tracker
 	retain                    time.Time
+	// recipients, when set, are whom every artifact is encrypted to,
+	// after compression (nil: stored in the clear).
+	recipients *crypt.Recipients
 	// createOnly makes every artifact's upload create-only (an import:
 	// nothing under backups/ is ever rewritten).
 	createOnly bool
@@ -131,13 +138,28 @@ func (s *artifactSink) Create(name string) (io.WriteCloser, error) {
 	}
 	w := &artifactWriter{sink: s, name: name, key: key, up: up, hash: sha256.New()}
 	w.stored = io.MultiWriter(up, w.hash, &w.storedN)
+	// engine → zstd → age → (upload, sha256, count): the checksum and
+	// the stored size are of the bytes in the bucket.
+	compressTo := w.stored
+	if s.recipients != nil {
+		sealed, err := s.recipients.Encrypt(w.stored)
+		if err != nil {
+			_ = up.Abort()
+			return nil, fmt.Errorf("encrypt %s: %w", key, err)
+		}
+		w.sealed, compressTo = sealed, sealed
+	}
 	if s.x.level != 0 {
-		enc, err := zstd.NewWriter(w.stored, zstd.WithEncoderLevel(s.x.level), zstd.WithEncoderConcurrency(encoderConcurrency()))
+		enc, err := zstd.NewWriter(compressTo, zstd.WithEncoderLevel(s.x.level), zstd.WithEncoderConcurrency(encoderConcurrency()))
 		if err != nil {
 			_ = up.Abort()
 			return nil, err
 		}
 		w.enc = enc
+	}
+	w.input = compressTo
+	if w.enc != nil {
+		w.input = w.enc
 	}
 	s.progress.Artifact(name)
 	s.open = w
@@ -166,9 +188,14 @@ type artifactWriter struct {
 	stored  io.Writer
 	storedN counter
 	enc     *zstd.Encoder
-	raw     int64
-	err     error
-	closed  bool
+	// sealed is the age encryption between the compressor and the
+	// stored bytes (nil: not encrypted); input is where the engine's
+	// bytes go first.
+	sealed io.WriteCloser
+	input  io.Writer
+	raw    int64
+	err    error
+	closed bool
 }
 
 // counter counts bytes written by zstd's own goroutines while the
@@ -188,13 +215,7 @@ func (w *artifactWriter) Write(p []byte) (int, error) {
 		w.err = context.Cause(w.sink.ctx)
 		return 0, w.err
 	}
-	var n int
-	var err error
-	if w.enc != nil {
-		n, err = w.enc.Write(p)
-	} else {
-		n, err = w.stored.Write(p)
-	}
+	n, err := w.input.Write(p)
 	w.raw += int64(n)
 	w.sink.progress.Bytes(int64(n), w.storedN.n.Load())
 	if err != nil {
@@ -253,6 +274,11 @@ func (w *artifactWriter) Close() error {
 			w.err = fmt.Errorf("compress %s: %w", w.name, err)
 		}
 	}
+	if w.err == nil && w.sealed != nil {
+		if err := w.sealed.Close(); err != nil {
+			w.err = fmt.Errorf("encrypt %s: %w", w.name, err)
+		}
+	}
 	if w.err == nil {
 		if err := s.ctx.Err(); err != nil {
 			w.err = context.Cause(s.ctx)
@@ -278,10 +304,14 @@ func (w *artifactWriter) Close() error {
 		w.err = fmt.Errorf("commit %s: bucket stored %d bytes, sent %d", w.key, info.Size, w.storedN.n.Load())
 		return w.err
 	}
-	s.artifacts = append(s.artifacts, index.Artifact{
+	art := index.Artifact{
 		Name: w.name, Key: w.key, Size: w.raw, StoredSize: w.storedN.n.Load(),
 		SHA256: hex.EncodeToString(w.hash.Sum(nil)), Compression: s.x.compression(),
-	})
+	}
+	if s.recipients != nil {
+		art.Encryption = &index.Encryption{Scheme: crypt.Scheme, Recipients: s.recipients.Keys()}
+	}
+	s.artifacts = append(s.artifacts, art)
 	s.progress.Bytes(0, w.storedN.n.Load())
 	return nil
 }
@@ -291,4 +321,18 @@ func (w *artifactWriter) abort() {
 		_ = w.enc.Close()
 	}
 	_ = w.up.Abort()
+}
+
+// recipientsFor returns whom a backup of src is encrypted to: the
+// source's own recipients, else the worker's; nil for nobody.
+func (x *Executor) recipientsFor(src engines.Source) (*crypt.Recipients, error) {
+	specs := src.Recipients
+	if len(specs) == 0 {
+		specs = x.cfg.Recipients
+	}
+	r, err := crypt.ParseRecipients(specs)
+	if err != nil {
+		return nil, Reject(fmt.Errorf("source %s: recipients: %w", src.Name, err))
+	}
+	return r, nil
 }

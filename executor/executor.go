@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/redact"
@@ -77,6 +78,16 @@ type Config struct {
 	// in the result's details. Backups never pass through it. An error
 	// fails the run.
 	RestoreAs func(ctx context.Context, kind requests.Kind, target engines.Source) (engines.Source, map[string]any, error)
+	// Recipients are the public keys (age1… or SSH; package crypt) every
+	// backup of a source that names none of its own is encrypted to,
+	// after compression. Empty: such backups are stored in the clear.
+	Recipients []string
+	// Identities, when set, returns the worker's own age identities
+	// (from a file or an environment variable), resolved for each
+	// Restore or Verify of an encrypted backup so that a rotated key is
+	// picked up. The target's and the backup source's
+	// engines.Source.Identities are added to them.
+	Identities func(ctx context.Context) (*crypt.Identities, error)
 	// ProgressEvery is how often a run logs its progress (percentage,
 	// rate and time left where a total is known); default 30s, negative
 	// never.
@@ -109,6 +120,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if cfg.ProgressEvery == 0 {
 		cfg.ProgressEvery = 30 * time.Second
+	}
+	if _, err := crypt.ParseRecipients(cfg.Recipients); err != nil {
+		return nil, fmt.Errorf("executor: recipients: %w", err)
 	}
 	x := &Executor{cfg: cfg}
 	switch cfg.Compression {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/index"
@@ -154,6 +155,8 @@ func (x *Executor) Store(ctx context.Context, idx *index.BackupIndex, write func
 	}
 	sink := &artifactSink{x: x, ctx: ctx, cluster: idx.Cluster, source: idx.Source, backupID: idx.BackupID,
 		attempt: idx.Attempt, retain: x.retainUntil(), createOnly: true}
+	// The worker's recipients (checked by New), as for its own backups.
+	sink.recipients, _ = crypt.ParseRecipients(x.cfg.Recipients)
 	err := write(sink)
 	if abortErr := sink.abortOpen(); err == nil && abortErr != nil {
 		err = abortErr

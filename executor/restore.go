@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/requests"
@@ -61,6 +63,13 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, at
 	if err := eng.Validate(src); err != nil {
 		return idx, src, nil, nil, nil, fmt.Errorf("target %s is misconfigured: %w", target, err)
 	}
+	// An encrypted backup is opened only with an identity of one of its
+	// recipients: without one, fail here, before the engine touches the
+	// target, naming the recipients that would open it.
+	ids, err := x.identitiesFor(ctx, idx, src)
+	if err != nil {
+		return idx, src, nil, nil, nil, err
+	}
 	job := &engines.RestoreJob{
 		ID:           req.ID,
 		Attempt:      attempt,
@@ -71,7 +80,7 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, at
 			Format: idx.Format, ServerVersion: idx.ServerVersion, ToolVersion: idx.ToolVersion,
 			SourceInfo: idx.SourceInfo, Details: idx.Details,
 		},
-		Artifacts: &artifactSource{x: x, idx: idx, progress: progress},
+		Artifacts: &artifactSource{x: x, idx: idx, progress: progress, ids: ids},
 		Options:   engines.RestoreOptions{DropPrevious: req.DropPrevious, Extra: req.Options},
 		Progress:  progress.Engine,
 	}
@@ -244,6 +253,8 @@ type artifactSource struct {
 	x        *Executor
 	idx      *index.BackupIndex
 	progress *Tracker
+	// ids open the encrypted artifacts (nil when none is encrypted).
+	ids *crypt.Identities
 }
 
 func (a *artifactSource) Names() []string {
@@ -268,8 +279,8 @@ func (a *artifactSource) Open(ctx context.Context, name string) (io.ReadCloser, 
 	if err != nil {
 		return nil, err
 	}
-	if art.Encryption != nil {
-		return nil, fmt.Errorf("artifact %s is encrypted (%s): this capsule cannot decrypt it", name, art.Encryption.Scheme)
+	if art.Encryption != nil && art.Encryption.Scheme != crypt.Scheme {
+		return nil, fmt.Errorf("artifact %s is encrypted with %q: this capsule decrypts only %s", name, art.Encryption.Scheme, crypt.Scheme)
 	}
 	body, _, err := a.x.cfg.Bucket.Get(ctx, art.Key)
 	if err != nil {
@@ -286,11 +297,21 @@ func (a *artifactSource) Open(ctx context.Context, name string) (io.ReadCloser, 
 	}
 	r := &restoreStream{ctx: ctx, name: name, body: body, verified: verified, progress: a.progress,
 		recorded: art.Size, left: art.Size + DecodeMargin}
+	// stored bytes (sha256 checked) → age → zstd → the engine.
+	compressed := verified
+	if art.Encryption != nil {
+		plain, err := r.decrypt(a.ids, art.Encryption.Recipients)
+		if err != nil {
+			body.Close()
+			return nil, err
+		}
+		compressed, r.sealed = plain, true
+	}
 	switch art.Compression {
 	case "none":
-		r.plain = verified
+		r.plain = compressed
 	case "zstd":
-		dec, err := zstd.NewReader(verified, zstd.WithDecoderConcurrency(2),
+		dec, err := zstd.NewReader(compressed, zstd.WithDecoderConcurrency(2),
 			zstd.WithDecoderMaxWindow(MaxDecoderWindow), zstd.WithDecoderMaxMemory(MaxDecoderWindow))
 		if err != nil {
 			body.Close()
@@ -328,6 +349,9 @@ type restoreStream struct {
 	verified io.Reader
 	plain    io.Reader
 	dec      *zstd.Decoder
+	// sealed says the stored bytes are age-encrypted: plain (or the
+	// decoder) reads the decryption of verified.
+	sealed   bool
 	progress *Tracker
 	recorded int64
 	// left is how many more bytes may be yielded.
@@ -363,6 +387,13 @@ func (r *restoreStream) Read(p []byte) (int, error) {
 		}
 	} else {
 		n, err = r.plain.Read(p)
+		if r.sealed && err == io.EOF {
+			if _, derr := io.Copy(io.Discard, r.verified); derr != nil {
+				err = derr
+			}
+		} else if r.sealed && err != nil {
+			err = r.checksumOr(fmt.Errorf("decrypt artifact %s: %w", r.name, err))
+		}
 	}
 	if int64(n) > r.left {
 		n = int(r.left)
@@ -413,4 +444,74 @@ func (r *restoreStream) Close() error {
 		r.err = errors.New("closed")
 	}
 	return r.body.Close()
+}
+
+// decrypt reads the age header of the stored bytes and returns their
+// decryption. A header that cannot be read or opened is explained by the
+// checksum when the stored bytes are damaged.
+func (r *restoreStream) decrypt(ids *crypt.Identities, recipients []string) (io.Reader, error) {
+	if ids.Len() == 0 {
+		return nil, &crypt.NoIdentityError{What: "artifact " + r.name, Recipients: recipients}
+	}
+	plain, err := ids.Decrypt(r.verified)
+	if err != nil {
+		return nil, r.checksumOr(fmt.Errorf("decrypt artifact %s (encrypted to %s): %w", r.name, strings.Join(recipients, ", "), err))
+	}
+	return plain, nil
+}
+
+// identitiesFor returns the identities that open idx's encrypted
+// artifacts, gathered from the worker (Config.Identities), the target
+// and, when another, the backup's own source; nil when no artifact is
+// encrypted. It fails, naming the recipients, when none of them opens
+// every encrypted artifact.
+func (x *Executor) identitiesFor(ctx context.Context, idx *index.BackupIndex, target engines.Source) (*crypt.Identities, error) {
+	var sealed []index.Artifact
+	for _, art := range idx.Artifacts {
+		if art.Encryption != nil {
+			sealed = append(sealed, art)
+		}
+	}
+	if len(sealed) == 0 {
+		return nil, nil
+	}
+	var ids *crypt.Identities
+	if x.cfg.Identities != nil {
+		own, err := x.cfg.Identities(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("backup %s is encrypted: the worker's identities: %w", idx.BackupID, err)
+		}
+		ids = ids.Merge(own)
+	}
+	srcs := []engines.Source{target}
+	if idx.Source != target.Name {
+		if own, err := x.cfg.Sources.Lookup(idx.Source); err == nil {
+			srcs = append(srcs, own)
+		}
+	}
+	for _, s := range srcs {
+		if s.Identities == nil {
+			continue
+		}
+		found, err := s.Identities(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("backup %s is encrypted: source %s's identities: %w", idx.BackupID, s.Name, err)
+		}
+		for origin, data := range found {
+			more, err := crypt.ParseIdentities(data, origin)
+			if err != nil {
+				return nil, fmt.Errorf("backup %s is encrypted: source %s: %w", idx.BackupID, s.Name, err)
+			}
+			ids = ids.Merge(more)
+		}
+	}
+	for _, art := range sealed {
+		if art.Encryption.Scheme != crypt.Scheme {
+			return nil, Reject(fmt.Errorf("backupId: artifact %s of backup %s is encrypted with %q: this capsule decrypts only %s", art.Name, idx.BackupID, art.Encryption.Scheme, crypt.Scheme))
+		}
+		if err := ids.Check("backup "+idx.BackupID, art.Encryption.Recipients); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
 }

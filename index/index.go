@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -68,7 +69,10 @@ type Artifact struct {
 	Encryption  *Encryption `json:"encryption,omitempty"`
 }
 
-// Encryption says how an artifact was encrypted.
+// Encryption says how an artifact was encrypted: with Scheme "age"
+// (package crypt), after compression, to every one of Recipients, the
+// public keys (age1… or SSH, without comment) whose secret keys open it.
+// Never a secret.
 type Encryption struct {
 	Scheme     string   `json:"scheme"`
 	Recipients []string `json:"recipients"`
@@ -99,6 +103,24 @@ type CheckResult struct {
 	Name   string `json:"name"`
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail,omitempty"`
+}
+
+// Recipients returns the public keys that open the backup's encrypted
+// artifacts (every encrypted artifact's recipients, in order, without
+// repeats); none when nothing is encrypted.
+func (x *BackupIndex) Recipients() []string {
+	var keys []string
+	for _, a := range x.Artifacts {
+		if a.Encryption == nil {
+			continue
+		}
+		for _, k := range a.Encryption.Recipients {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
 }
 
 // Key returns the index's own key.

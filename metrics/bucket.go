@@ -23,6 +23,9 @@ type instrumented struct {
 
 var _ bucket.Bucket = (*instrumented)(nil)
 
+// Unwrap returns the instrumented bucket (bucket.PrefixOf looks through it).
+func (i *instrumented) Unwrap() bucket.Bucket { return i.b }
+
 // outcome names how a call ended.
 func outcome(err error) string {
 	switch {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/sirupsen/logrus"
@@ -61,6 +62,14 @@ type Plan struct {
 	From string
 	// PVC names the annotated claim of a plan from a PVC.
 	PVC string
+	// Recipients are the age public keys the plan's backups are
+	// encrypted to (backup.encryption.recipients, or the annotation
+	// capsule.cnvrg.io/recipients-<svc>); none: the worker's.
+	Recipients []string
+	// IdentitySecret names the Secret whose age identities open the
+	// plan's backups for restores and verifications
+	// (backup.encryption.identityRef, or capsule.cnvrg.io/identity-<svc>).
+	IdentitySecret string
 
 	// password is the Secret's value, read at the scan; it stays in
 	// memory and reaches the engine only through Source().Password.
@@ -70,6 +79,9 @@ type Plan struct {
 	// restores the application role cannot do (Scanner.RestoreAs).
 	admin    string
 	hasAdmin bool
+	// identities are IdentitySecret's identity values by origin, read at
+	// the scan; they reach the executor only through Source().Identities.
+	identities map[string][]byte
 }
 
 // VerifyPolicy schedules verifications: after every Every-th backup, or
@@ -86,7 +98,11 @@ func (p Plan) Source() engines.Source {
 	for k, v := range p.SourceConfig {
 		cfg[k] = v
 	}
-	src := engines.Source{Name: p.Name, Engine: p.Engine, Config: cfg}
+	src := engines.Source{Name: p.Name, Engine: p.Engine, Config: cfg, Recipients: p.Recipients}
+	if len(p.identities) > 0 {
+		ids := p.identities
+		src.Identities = func(context.Context) (map[string][]byte, error) { return ids, nil }
+	}
 	if p.hasPassword {
 		pw := p.password
 		src.Password = func(context.Context) (string, error) { return pw, nil }
@@ -107,6 +123,9 @@ type planJSON struct {
 	Schedule scheduleJSON   `json:"schedule"`
 	Rotation int            `json:"rotation"`
 	Verify   map[string]any `json:"verify,omitempty"`
+	// Encryption: the recipients (public keys) and the identity
+	// Secret's name, never its content.
+	Encryption map[string]any `json:"encryption,omitempty"`
 }
 
 type sourceJSON struct {
@@ -157,6 +176,9 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 			Region: p.Bucket.Region, Account: p.Bucket.Account, Bucket: p.Bucket.Bucket, Prefix: p.Bucket.Prefix, Credentials: p.Bucket.Credentials()},
 		Schedule: p.Schedule.view(),
 		Rotation: p.Rotation,
+	}
+	if len(p.Recipients) > 0 || p.IdentitySecret != "" {
+		v.Encryption = map[string]any{"recipients": p.Recipients, "identitySecret": p.IdentitySecret}
 	}
 	if p.Verify != nil {
 		if p.Verify.Every > 0 {
@@ -212,6 +234,13 @@ const (
 	// VerifyAnnotationPrefix + service ("capsule.cnvrg.io/verify-pg")
 	// schedules verifications: "every=N" or "period=24h".
 	VerifyAnnotationPrefix = "capsule.cnvrg.io/verify-"
+	// RecipientsAnnotationPrefix + service names the age recipients of
+	// the service's backups (public keys, separated by commas or
+	// newlines), where the CRD prunes backup.encryption.
+	RecipientsAnnotationPrefix = "capsule.cnvrg.io/recipients-"
+	// IdentityAnnotationPrefix + service names the Secret whose age
+	// identities open the service's backups.
+	IdentityAnnotationPrefix = "capsule.cnvrg.io/identity-"
 	// AdminRole is the PostgreSQL superuser of the platform's PostgreSQL
 	// image, whose password pg-creds holds as POSTGRESQL_ADMIN_PASSWORD.
 	AdminRole        = "postgres"
@@ -418,6 +447,7 @@ func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, 
 		ps.rotation = b.rotation(b.path("backup", "rotation"), n)
 	}
 	ps.verify = b.verify()
+	b.encryption(&ps)
 	ps.bucketRef, ps.bucketField = b.str("backup", "bucketRef"), b.path("backup", "bucketRef")
 	// The credentials: backup.credsRef, else the service's.
 	ps.credsField, ps.creds = b.path("backup", "credsRef"), b.str("backup", "credsRef")
@@ -449,6 +479,10 @@ type planSpec struct {
 	// The Secrets and the fields that name them.
 	bucketRef, bucketField string
 	creds, credsField      string
+	// Encryption: the recipients, and the identity Secret and the field
+	// that names it.
+	recipients              []string
+	identityRef, identField string
 }
 
 // schedule reads a period or cron expression (default DefaultPeriod).
@@ -531,6 +565,12 @@ func (b *block) build(ps planSpec) (Plan, bool) {
 		p.Bucket = spec
 	}
 
+	p.Recipients, p.IdentitySecret = ps.recipients, ps.identityRef
+	if ps.identityRef != "" {
+		if data := b.readSecret(ps.identField, ps.identityRef); data != nil {
+			p.identities = b.identities(ps.identField, ps.identityRef, data)
+		}
+	}
 	var secret map[string][]byte
 	if ps.creds != "" {
 		secret = b.readSecret(ps.credsField, ps.creds)
@@ -712,6 +752,112 @@ func dedupe(s []string) []string {
 		if i == 0 || v != s[i-1] {
 			out = append(out, v)
 		}
+	}
+	return out
+}
+
+// IdentityKeys are the keys of an identity Secret that hold age
+// identities (an age identity file, or an SSH private key: a
+// kubernetes.io/ssh-auth Secret's ssh-privatekey); the first that exists
+// is used, and with none, every key of the Secret is tried.
+var IdentityKeys = []string{"AGE_IDENTITY", "age-identity", "identity", "ssh-privatekey"}
+
+// encryption reads spec.dbs.<svc>.backup.encryption ({recipients: [...],
+// identityRef: SECRET}), else the annotations
+// capsule.cnvrg.io/recipients-<svc> and capsule.cnvrg.io/identity-<svc>.
+func (b *block) encryption(ps *planSpec) {
+	field := b.path("backup", "encryption")
+	var recipients []string
+	recField := field + ".recipients"
+	if v, ok := b.field("backup", "encryption"); ok {
+		m, isMap := v.(map[string]any)
+		if !isMap {
+			b.problem(field, "must be an object {recipients: [...], identityRef: SECRET}, got %T", v)
+			return
+		}
+		for k, x := range m {
+			switch k {
+			case "recipients":
+				list, ok := x.([]any)
+				if !ok {
+					b.problem(recField, "must be a list of public keys")
+					return
+				}
+				for _, e := range list {
+					s, ok := e.(string)
+					if !ok {
+						b.problem(recField, "must be a list of public keys (strings)")
+						return
+					}
+					recipients = append(recipients, s)
+				}
+			case "identityRef":
+				s, ok := x.(string)
+				if !ok || strings.TrimSpace(s) == "" {
+					b.problem(field+".identityRef", "must name a Secret")
+					return
+				}
+				ps.identityRef, ps.identField = strings.TrimSpace(s), field+".identityRef"
+			default:
+				b.problem(field+"."+k, "unknown setting (recipients or identityRef)")
+				return
+			}
+		}
+	} else {
+		ann := b.obj.GetAnnotations()
+		if a, ok := ann[RecipientsAnnotationPrefix+b.svc]; ok {
+			recField = "metadata.annotations." + RecipientsAnnotationPrefix + b.svc
+			for _, r := range strings.FieldsFunc(a, func(c rune) bool { return c == ',' || c == '\n' }) {
+				if r = strings.TrimSpace(r); r != "" {
+					recipients = append(recipients, r)
+				}
+			}
+		}
+		if a := strings.TrimSpace(ann[IdentityAnnotationPrefix+b.svc]); a != "" {
+			ps.identityRef, ps.identField = a, "metadata.annotations."+IdentityAnnotationPrefix+b.svc
+		}
+	}
+	r, err := crypt.ParseRecipients(recipients)
+	if err != nil {
+		b.problem(recField, "%v", err)
+		return
+	}
+	ps.recipients = r.Keys()
+}
+
+// identities returns the identity values of Secret name (see
+// IdentityKeys) by origin, checked: a value that is not an identity is a
+// problem at field (never quoted).
+func (b *block) identities(field, name string, data map[string][]byte) map[string][]byte {
+	keys := IdentityKeys
+	for _, k := range IdentityKeys {
+		if _, ok := data[k]; ok {
+			keys = []string{k}
+			break
+		}
+	}
+	if len(keys) > 1 {
+		keys = nil
+		for k := range data {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+	}
+	out := map[string][]byte{}
+	for _, k := range keys {
+		v, ok := data[k]
+		if !ok {
+			continue
+		}
+		origin := fmt.Sprintf("Secret %s/%s key %s", b.ref.Namespace, name, k)
+		if _, err := crypt.ParseIdentities(v, origin); err != nil {
+			b.problem(field, "%v", err)
+			return nil
+		}
+		out[origin] = v
+	}
+	if len(out) == 0 {
+		b.problem(field, "Secret %q holds no age identity (keys %s)", name, strings.Join(IdentityKeys, ", "))
 	}
 	return out
 }

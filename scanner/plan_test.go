@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cnvrg/capsule/crypt/crypttest"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -229,5 +232,62 @@ func TestAWSRoleBucket(t *testing.T) {
 	}
 	if b := res.plans[0].Bucket; b.Credentials() != "role" || b.URL() != "s3://b/capsule/?region=eu-west-1" {
 		t.Errorf("bucket %s credentials %s", b.URL(), b.Credentials())
+	}
+}
+
+// A plan names the recipients of its backups and the Secret whose age
+// identities open them; the printed plan holds neither identity.
+func TestPlanEncryption(t *testing.T) {
+	key, ssh := crypttest.X25519(t), crypttest.SSH(t)
+	secrets := sampleSecrets()
+	secrets["cnvrg/pg-age"] = map[string]string{"AGE_IDENTITY": string(key.Identity)}
+	secrets["cnvrg/redis-ssh"] = map[string]string{"ssh-privatekey": string(ssh.Identity)}
+	app := sampleApp(t)
+	unstructured.SetNestedMap(app.Object, map[string]any{"recipients": []any{key.Recipient, ssh.Recipient + " ops"}, "identityRef": "pg-age"}, "spec", "dbs", "pg", "backup", "encryption")
+	app.SetAnnotations(map[string]string{RecipientsAnnotationPrefix + "redis": ssh.Recipient, IdentityAnnotationPrefix + "redis": "redis-ssh"})
+	res := testParser(secrets).app(context.Background(), app)
+	if len(res.problems) != 0 || len(res.plans) != 2 {
+		t.Fatalf("problems %v, %d plans", res.problems, len(res.plans))
+	}
+	for i, want := range []struct {
+		recipients []string
+		secret     string
+		identity   []byte
+	}{{[]string{key.Recipient, ssh.Recipient}, "pg-age", key.Identity}, {[]string{ssh.Recipient}, "redis-ssh", ssh.Identity}} {
+		p := res.plans[i]
+		src := p.Source()
+		if !slices.Equal(src.Recipients, want.recipients) || p.IdentitySecret != want.secret || src.Identities == nil {
+			t.Fatalf("plan %s: recipients %v secret %q, want %v %q", p.Name, src.Recipients, p.IdentitySecret, want.recipients, want.secret)
+		}
+		got, err := src.Identities(context.Background())
+		if err != nil || len(got) != 1 {
+			t.Fatalf("plan %s identities: %v %v", p.Name, got, err)
+		}
+		for origin, v := range got {
+			if string(v) != string(want.identity) || !strings.Contains(origin, "Secret cnvrg/"+want.secret) {
+				t.Errorf("plan %s: identity from %s", p.Name, origin)
+			}
+		}
+		printed, _ := json.Marshal(p)
+		if strings.Contains(string(printed), "AGE-SECRET-KEY") || strings.Contains(string(printed), "PRIVATE KEY") || !strings.Contains(string(printed), want.secret) {
+			t.Errorf("printed plan: %s", printed)
+		}
+	}
+
+	// A secret key given as a recipient, and a Secret that holds no
+	// identity, are problems that quote neither.
+	secrets["cnvrg/pg-age"] = map[string]string{"AGE_IDENTITY": "not a key"}
+	secretKey := strings.TrimSpace(strings.Split(string(key.Identity), "\n")[1])
+	unstructured.SetNestedSlice(app.Object, []any{secretKey}, "spec", "dbs", "redis", "backup", "encryption", "recipients")
+	res = testParser(secrets).app(context.Background(), app)
+	var fields []string
+	for _, p := range res.problems {
+		fields = append(fields, p.Field)
+		if strings.Contains(p.Message, secretKey) || strings.Contains(p.Message, "not a key") {
+			t.Errorf("problem quotes a secret: %s", p.Message)
+		}
+	}
+	if len(res.plans) != 0 || !slices.Contains(fields, "spec.dbs.pg.backup.encryption.identityRef") || !slices.Contains(fields, "spec.dbs.redis.backup.encryption.recipients") {
+		t.Fatalf("plans %d, problems at %v", len(res.plans), fields)
 	}
 }

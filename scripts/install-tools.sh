@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the pinned tools that capsule's tests run (S3 server, SQS
-# server, the GCS and Azure Storage emulators, the FerretDB stand-in for
+# server, age, the GCS and Azure Storage emulators, the FerretDB stand-in for
 # MongoDB, govulncheck, helm) into <repo>/.tools/bin. Idempotent: a tool whose
 # binary already reports the pinned version is left alone. Needs the Go
 # toolchain, and Node.js with npm for Azurite.
@@ -32,6 +32,11 @@ install() {
 
 install versitygw github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw v1.8.0
 install goaws github.com/Admiral-Piett/goaws github.com/Admiral-Piett/goaws/app/cmd v0.5.4 cmd
+# age and age-keygen, the standard command-line tools that open capsule's
+# encrypted artifacts (docs/restore-without-capsule.md; its test runs them),
+# built from the same pinned module capsule encrypts with.
+install age filippo.io/age filippo.io/age/cmd/age v1.3.2
+install age-keygen filippo.io/age filippo.io/age/cmd/age-keygen v1.3.2
 # The Google Cloud Storage emulator that internal/gcstest runs (in memory).
 install fake-gcs-server github.com/fsouza/fake-gcs-server github.com/fsouza/fake-gcs-server v1.56.1
 # The MongoDB stand-in that engines/mongodb's tests run as a child process:

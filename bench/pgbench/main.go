@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
 	"github.com/cnvrg/capsule/bench/internal/benchkit"
 	"github.com/jackc/pgx/v5"
 )
@@ -40,6 +41,9 @@ type bench struct {
 	capsule  *benchkit.Capsule
 	levels   []string
 	runs     int
+	// encryption, when set, is the worker.encryption section of the
+	// encrypted rows (-encrypt).
+	encryption map[string]any
 }
 
 func run() error {
@@ -53,6 +57,7 @@ func run() error {
 		bin      = flag.String("capsule", "", "capsule binary to run as the worker (default: build ./cmd/capsule)")
 		runs     = flag.Int("runs", 1, "measure every step this many times and keep the fastest")
 		drop     = flag.Bool("drop", false, "drop the benchmark databases at the end (they are kept for the next run by default)")
+		encrypt  = flag.Bool("encrypt", false, "also back up and restore with age encryption (worker.encryption to a fresh X25519 key): rows '(LEVEL, age)' beside the plain ones, and the target of staying within 5 % of their wall time")
 		cpuprof  = flag.String("cpuprofile", "", "instead of the table: back up the database once, and restore it, in this process (the worker's executor and engine) under the CPU profiler; write the profiles to FILE and FILE.restore")
 	)
 	flag.Parse()
@@ -126,6 +131,11 @@ func run() error {
 		return err
 	}
 	b.capsule = &benchkit.Capsule{Bin: capsuleBin, Dir: b.work, S3: s3, BucketName: bucketName, Bucket: bkt}
+	if *encrypt {
+		if b.encryption, err = newAgeKey(b.work); err != nil {
+			return err
+		}
+	}
 
 	fmt.Printf("machine: %s\n", benchkit.Machine())
 	fmt.Printf("PostgreSQL %s, %s; S3: versitygw on loopback, same disk\n", serverVersion, dumpVersion)
@@ -240,4 +250,18 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// newAgeKey writes a fresh age identity into dir and returns the
+// worker.encryption section that encrypts to it and opens with it.
+func newAgeKey(dir string) (map[string]any, error) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "age-identity.txt")
+	if err := os.WriteFile(path, []byte(id.String()+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return map[string]any{"recipients": []string{id.Recipient().String()}, "identityFile": path}, nil
 }

@@ -35,6 +35,9 @@ const (
 func backupStep(level string) string  { return "capsule backup (" + level + ")" }
 func restoreStep(level string) string { return "capsule restore (" + level + ")" }
 
+// sealed names a level's encrypted rows (-encrypt).
+func sealed(level string) string { return level + ", age" }
+
 // streamStep is capsule's restore with restoreJobs 1: the archive
 // streams from the bucket into one pg_restore, with no local copy.
 func streamStep(level string) string { return "capsule restore (" + level + ", restoreJobs 1)" }
@@ -139,7 +142,7 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 		return nil, err
 	}
 	_, zstdErr := exec.LookPath("zstd")
-	var backupID string
+	var backupID, sealedID string
 	for run := 1; run <= b.runs; run++ {
 		say(fmt.Sprintf("run %d of %d: %s", run, b.runs, stepZ0))
 		m, err := b.run(ctx, benchkit.Command{Name: "pg_dump", Args: []string{"-Fc", "-Z0", "-d", db.Name}, Env: env, Stdout: devnull})
@@ -180,6 +183,18 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 			if i == 0 {
 				backupID = req.ID
 			}
+		}
+		if b.encryption != nil {
+			say(backupStep(sealed(b.levels[0])))
+			req := &requests.Request{Kind: requests.KindBackup, Source: src, Labels: map[string]string{"bench": "pgbench"}}
+			b.capsule.Encryption = b.encryption
+			m, _, err := b.capsuleRun(ctx, req, b.levels[0])
+			b.capsule.Encryption = nil
+			if err != nil {
+				return nil, err
+			}
+			r.record(backupStep(sealed(b.levels[0])), m)
+			sealedID = req.ID
 		}
 
 		say(stepDir)
@@ -233,16 +248,24 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 			}
 		}
 
-		for _, rs := range []struct{ name, target string }{
-			{streamStep(b.levels[0]), "pg-restore-stream"},
-			{restoreStep(b.levels[0]), "pg-restore"},
-		} {
+		restores := []struct{ name, target, backup string }{
+			{streamStep(b.levels[0]), "pg-restore-stream", backupID},
+			{restoreStep(b.levels[0]), "pg-restore", backupID},
+		}
+		if sealedID != "" {
+			restores = append(restores, struct{ name, target, backup string }{restoreStep(sealed(b.levels[0])), "pg-restore", sealedID})
+		}
+		for _, rs := range restores {
 			say(rs.name)
 			if err := b.dropLike(ctx, capsuleTarget); err != nil {
 				return nil, err
 			}
-			req := &requests.Request{Kind: requests.KindRestore, BackupID: backupID, Target: rs.target, DropPrevious: true}
+			req := &requests.Request{Kind: requests.KindRestore, BackupID: rs.backup, Target: rs.target, DropPrevious: true}
+			if rs.backup == sealedID {
+				b.capsule.Encryption = b.encryption
+			}
 			m, _, err = b.capsuleRun(ctx, req, b.levels[0])
+			b.capsule.Encryption = nil
 			if err != nil {
 				return nil, err
 			}
@@ -311,4 +334,10 @@ func (r *sizeResult) print(w io.Writer, levels []string) {
 	fmt.Fprintf(w, "  stored no larger than that file:            %s vs %s  %s\n", benchkit.MB(cb.output), benchkit.MB(backupBase.output), verdict(cb.output <= backupBase.output))
 	fmt.Fprintf(w, "  restore no slower than pg_restore FILE:     %s vs %s (%s)  %s\n", benchkit.Secs(cr.wall), benchkit.Secs(restoreBase.wall),
 		benchkit.Ratio(cr.wall.Seconds(), restoreBase.wall.Seconds()), verdict(cr.wall <= restoreBase.wall))
+	if eb, er := r.get(backupStep(sealed(levels[0]))), r.get(restoreStep(sealed(levels[0]))); eb.done && er.done {
+		fmt.Fprintf(w, "  encrypted backup within 5 %% of plain:       %s vs %s (%s)  %s\n", benchkit.Secs(eb.wall), benchkit.Secs(cb.wall),
+			benchkit.Ratio(eb.wall.Seconds(), cb.wall.Seconds()), verdict(eb.wall.Seconds() <= 1.05*cb.wall.Seconds()))
+		fmt.Fprintf(w, "  encrypted restore within 5 %% of plain:      %s vs %s (%s)  %s\n", benchkit.Secs(er.wall), benchkit.Secs(cr.wall),
+			benchkit.Ratio(er.wall.Seconds(), cr.wall.Seconds()), verdict(er.wall.Seconds() <= 1.05*cr.wall.Seconds()))
+	}
 }

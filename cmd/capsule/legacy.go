@@ -257,7 +257,7 @@ dumps stay under <dst-dir>/, and backups still in progress keep theirs.`,
 			x, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: &a.cfg, Worker: fmt.Sprintf("%s/%d", host, os.Getpid()),
 				Version: version.String(), Compression: a.cfg.Worker.Compression, RetainFor: a.cfg.Worker.RetainFor,
-				Legacy: old, Log: a.log,
+				Legacy: old, Log: a.log, Recipients: a.cfg.Worker.Encryption.Recipients,
 			})
 			if err != nil {
 				return err

@@ -367,6 +367,7 @@ func (a *app) describeBackup(f format, e index.Entry) error {
 		{"Labels", kvList(e.Labels)},
 		{"Source info", kvList(e.SourceInfo)},
 		{"Retain until", retain},
+		{"Encryption", encryptionNote(e.BackupIndex)},
 		{"Verified", verified},
 	}
 	if f == formatWide {
@@ -381,6 +382,12 @@ func (a *app) describeBackup(f format, e index.Entry) error {
 		{head: "SIZE", cell: func(x index.Artifact) string { return humanBytes(x.Size) }},
 		{head: "STORED", cell: func(x index.Artifact) string { return humanBytes(x.StoredSize) }},
 		{head: "COMPRESSION", cell: func(x index.Artifact) string { return x.Compression }},
+		{head: "ENCRYPTION", cell: func(x index.Artifact) string {
+			if x.Encryption == nil {
+				return "none"
+			}
+			return x.Encryption.Scheme
+		}},
 		{head: "SHA256", cell: func(x index.Artifact) string {
 			if f == formatWide || len(x.SHA256) < 16 {
 				return x.SHA256
@@ -400,6 +407,16 @@ func (a *app) describeBackup(f format, e index.Entry) error {
 		})
 	}
 	return nil
+}
+
+// encryptionNote says which keys open a backup: its recipients' public
+// keys (key rotation changes them for new backups only).
+func encryptionNote(x *index.BackupIndex) string {
+	keys := x.Recipients()
+	if len(keys) == 0 {
+		return "none (stored in the clear)"
+	}
+	return "age; any identity of these keys opens it: " + strings.Join(keys, ", ")
 }
 
 func (a *app) describeLegacy(x *legacy.Backup) error {

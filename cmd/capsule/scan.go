@@ -228,6 +228,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: srcs, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: log, RestoreAs: restoreAs,
+				Recipients: w.Encryption.Recipients, Identities: a.cfg.Identities,
 			})
 			if err != nil {
 				return nil, err

@@ -102,6 +102,7 @@ exits with an error naming what failed on a bucket that does not;
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Prefix: prefix, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
+				Recipients: w.Encryption.Recipients, Identities: a.cfg.Identities,
 			})
 			if err != nil {
 				return err

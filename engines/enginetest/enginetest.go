@@ -16,7 +16,13 @@
 //     implement StagingLister and PreviousSnapshotter are checked for
 //     it);
 //   - verification, for engines that implement engines.Verifier: a good
-//     backup verifies, and a corrupt one fails without touching the target.
+//     backup verifies, and a corrupt one fails without touching the target;
+//   - encrypted: the round trip, the corrupt artifact and the verification
+//     again with every artifact stored encrypted with age (package crypt),
+//     as the executor stores it for a source with recipients, and a
+//     restore and a verification with the wrong identity fail without
+//     touching the target. With CAPSULE_ENGINETEST_ENCRYPT=1 (or
+//     Options.Encrypt) every case of the suite runs encrypted.
 //
 // Artifacts are kept in memory with their sha256, as the executor records
 // them, and handed back through the same checksum-verifying reader, so the
@@ -33,11 +39,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/sirupsen/logrus"
 )
@@ -72,6 +80,10 @@ type Options struct {
 	Compare func(want, got any) string
 	// SkipCancel skips the canceled-restore case (say why in the test).
 	SkipCancel string
+	// Encrypt stores every artifact of every case encrypted with age
+	// (CAPSULE_ENGINETEST_ENCRYPT=1 sets it too); the Encrypted cases run
+	// encrypted whatever it says.
+	Encrypt bool
 	// StagingOpen is which Open of the backup's last artifact reads it
 	// into staging (default 1; 2 for engines that verify every artifact
 	// before they stage): the fencing cases stall an attempt halfway
@@ -94,6 +106,9 @@ func Run(t *testing.T, eng engines.Engine, svc Service, opts Options) {
 	if opts.Compare == nil {
 		opts.Compare = DeepCompare
 	}
+	if os.Getenv("CAPSULE_ENGINETEST_ENCRYPT") == "1" {
+		opts.Encrypt = true
+	}
 	ctx := context.Background()
 
 	t.Run("Validate", func(t *testing.T) {
@@ -108,54 +123,9 @@ func Run(t *testing.T, eng engines.Engine, svc Service, opts Options) {
 		}
 	})
 
-	t.Run("RoundTrip", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-		defer cancel()
-		svc.Seed(ctx, t)
-		want := svc.Snapshot(ctx, t)
-		store, info := Backup(ctx, t, eng, svc.Source(t))
-		if info.Format == "" {
-			t.Errorf("BackupInfo.Format is empty")
-		}
-		svc.Damage(ctx, t)
-		if diff := opts.Compare(want, svc.Snapshot(ctx, t)); diff == "" {
-			t.Fatalf("Damage did not change the snapshot: the round trip would prove nothing")
-		}
-		rinfo, err := eng.Restore(ctx, store.RestoreJob(t, "rt", svc.Source(t), info, opts.Restore))
-		if err != nil {
-			t.Fatalf("Restore: %v", err)
-		}
-		if rinfo == nil {
-			t.Fatalf("Restore returned nil info")
-		}
-		if diff := opts.Compare(want, svc.Snapshot(ctx, t)); diff != "" {
-			t.Fatalf("restored data differs from the backed-up data: %s", diff)
-		}
-	})
+	t.Run("RoundTrip", func(t *testing.T) { roundTrip(ctx, t, eng, svc, opts) })
 
-	t.Run("CorruptArtifactLeavesTargetUntouched", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-		defer cancel()
-		svc.Seed(ctx, t)
-		store, info := Backup(ctx, t, eng, svc.Source(t))
-		svc.Damage(ctx, t)
-		before := svc.Snapshot(ctx, t)
-		for _, name := range store.Names() {
-			corrupt := store.Clone()
-			corrupt.Flip(t, name)
-			_, err := eng.Restore(ctx, corrupt.RestoreJob(t, "bad", svc.Source(t), info, opts.Restore))
-			var ce *engines.ChecksumError
-			if !errors.As(err, &ce) {
-				t.Fatalf("Restore with artifact %s corrupted: err = %v, want a *engines.ChecksumError", name, err)
-			}
-			if ce.Artifact != name {
-				t.Errorf("ChecksumError names artifact %q, want %q", ce.Artifact, name)
-			}
-			if diff := opts.Compare(before, svc.Snapshot(ctx, t)); diff != "" {
-				t.Fatalf("a restore of a corrupt artifact %s changed the target: %s", name, diff)
-			}
-		}
-	})
+	t.Run("CorruptArtifactLeavesTargetUntouched", func(t *testing.T) { corruptArtifact(ctx, t, eng, svc, opts) })
 
 	t.Run("CanceledRestoreLeavesTargetUntouched", func(t *testing.T) {
 		if opts.SkipCancel != "" {
@@ -164,7 +134,7 @@ func Run(t *testing.T, eng engines.Engine, svc Service, opts Options) {
 		ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 		defer cancel()
 		svc.Seed(ctx, t)
-		store, info := Backup(ctx, t, eng, svc.Source(t))
+		store, info := opts.backup(ctx, t, eng, svc.Source(t))
 		svc.Damage(ctx, t)
 		before := svc.Snapshot(ctx, t)
 		// Cancel once the engine has read half of the last artifact: late
@@ -186,29 +156,88 @@ func Run(t *testing.T, eng engines.Engine, svc Service, opts Options) {
 	runFencing(t, eng, svc, opts)
 
 	if v, ok := eng.(engines.Verifier); ok {
-		t.Run("Verify", func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-			defer cancel()
-			svc.Seed(ctx, t)
-			store, info := Backup(ctx, t, eng, svc.Source(t))
-			before := svc.Snapshot(ctx, t)
-			rep, err := v.Verify(ctx, store.RestoreJob(t, "verify", svc.Source(t), info, opts.Restore))
-			if err != nil {
-				t.Fatalf("Verify: %v", err)
-			}
-			if !rep.OK || len(rep.Checks) == 0 {
-				t.Fatalf("Verify of a good backup: ok=%v checks=%+v", rep.OK, rep.Checks)
-			}
-			corrupt := store.Clone()
-			corrupt.Flip(t, store.Names()[0])
-			rep, err = v.Verify(ctx, corrupt.RestoreJob(t, "verifybad", svc.Source(t), info, opts.Restore))
-			if err == nil && rep != nil && rep.OK {
-				t.Fatalf("Verify of a corrupt backup reported ok")
-			}
-			if diff := opts.Compare(before, svc.Snapshot(ctx, t)); diff != "" {
-				t.Fatalf("Verify changed the source: %s", diff)
-			}
-		})
+		t.Run("Verify", func(t *testing.T) { verifyCase(ctx, t, v, svc, opts) })
+	}
+
+	t.Run("Encrypted", func(t *testing.T) { runEncrypted(ctx, t, eng, svc, opts) })
+}
+
+// roundTrip: seed, back up, damage, restore, compare.
+func roundTrip(ctx context.Context, t *testing.T, eng engines.Engine, svc Service, opts Options) {
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	svc.Seed(ctx, t)
+	want := svc.Snapshot(ctx, t)
+	store, info := opts.backup(ctx, t, eng, svc.Source(t))
+	if info.Format == "" {
+		t.Errorf("BackupInfo.Format is empty")
+	}
+	svc.Damage(ctx, t)
+	if diff := opts.Compare(want, svc.Snapshot(ctx, t)); diff == "" {
+		t.Fatalf("Damage did not change the snapshot: the round trip would prove nothing")
+	}
+	rinfo, err := eng.Restore(ctx, store.RestoreJob(t, "rt", svc.Source(t), info, opts.Restore))
+	if err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if rinfo == nil {
+		t.Fatalf("Restore returned nil info")
+	}
+	if diff := opts.Compare(want, svc.Snapshot(ctx, t)); diff != "" {
+		t.Fatalf("restored data differs from the backed-up data: %s", diff)
+	}
+}
+
+// corruptArtifact: each artifact flipped in turn fails the restore with
+// a *engines.ChecksumError naming it, and the target is untouched.
+func corruptArtifact(ctx context.Context, t *testing.T, eng engines.Engine, svc Service, opts Options) {
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	svc.Seed(ctx, t)
+	store, info := opts.backup(ctx, t, eng, svc.Source(t))
+	svc.Damage(ctx, t)
+	before := svc.Snapshot(ctx, t)
+	for _, name := range store.Names() {
+		corrupt := store.Clone()
+		corrupt.Flip(t, name)
+		_, err := eng.Restore(ctx, corrupt.RestoreJob(t, "bad", svc.Source(t), info, opts.Restore))
+		var ce *engines.ChecksumError
+		if !errors.As(err, &ce) {
+			t.Fatalf("Restore with artifact %s corrupted: err = %v, want a *engines.ChecksumError", name, err)
+		}
+		if ce.Artifact != name {
+			t.Errorf("ChecksumError names artifact %q, want %q", ce.Artifact, name)
+		}
+		if diff := opts.Compare(before, svc.Snapshot(ctx, t)); diff != "" {
+			t.Fatalf("a restore of a corrupt artifact %s changed the target: %s", name, diff)
+		}
+	}
+}
+
+// verifyCase: a good backup verifies, a corrupt one does not, and
+// neither touches the source.
+func verifyCase(ctx context.Context, t *testing.T, v engines.Verifier, svc Service, opts Options) {
+	eng := v.(engines.Engine)
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	svc.Seed(ctx, t)
+	store, info := opts.backup(ctx, t, eng, svc.Source(t))
+	before := svc.Snapshot(ctx, t)
+	rep, err := v.Verify(ctx, store.RestoreJob(t, "verify", svc.Source(t), info, opts.Restore))
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if !rep.OK || len(rep.Checks) == 0 {
+		t.Fatalf("Verify of a good backup: ok=%v checks=%+v", rep.OK, rep.Checks)
+	}
+	corrupt := store.Clone()
+	corrupt.Flip(t, store.Names()[0])
+	rep, err = v.Verify(ctx, corrupt.RestoreJob(t, "verifybad", svc.Source(t), info, opts.Restore))
+	if err == nil && rep != nil && rep.OK {
+		t.Fatalf("Verify of a corrupt backup reported ok")
+	}
+	if diff := opts.Compare(before, svc.Snapshot(ctx, t)); diff != "" {
+		t.Fatalf("Verify changed the source: %s", diff)
 	}
 }
 
@@ -216,7 +245,21 @@ func Run(t *testing.T, eng engines.Engine, svc Service, opts Options) {
 // test on error.
 func Backup(ctx context.Context, t testing.TB, eng engines.Engine, src engines.Source) (*Store, engines.BackupInfo) {
 	t.Helper()
-	store := NewStore()
+	return backupInto(ctx, t, eng, src, NewStore())
+}
+
+// backup backs up into a new store, sealed when o.Encrypt.
+func (o Options) backup(ctx context.Context, t testing.TB, eng engines.Engine, src engines.Source) (*Store, engines.BackupInfo) {
+	t.Helper()
+	if o.Encrypt {
+		return backupInto(ctx, t, eng, src, NewSealedStore(t))
+	}
+	return Backup(ctx, t, eng, src)
+}
+
+// backupInto runs eng.Backup of src into store.
+func backupInto(ctx context.Context, t testing.TB, eng engines.Engine, src engines.Source, store *Store) (*Store, engines.BackupInfo) {
+	t.Helper()
 	info, err := eng.Backup(ctx, &engines.BackupJob{
 		ID:        fmt.Sprintf("bk%d", time.Now().UnixNano()),
 		Source:    src,
@@ -250,6 +293,10 @@ type Store struct {
 	cancelAt string
 	cancel   context.CancelFunc
 	gate     *gate
+	// seal, when set, encrypts each artifact as it is closed: the stored
+	// bytes and their sha256 are the encrypted ones; ids open them.
+	seal *crypt.Recipients
+	ids  *crypt.Identities
 }
 
 // NewStore returns an empty store.
@@ -304,6 +351,7 @@ func (s *Store) Clone() *Store {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := NewStore()
+	c.seal, c.ids = s.seal, s.ids
 	c.names = append(c.names, s.names...)
 	for k, v := range s.data {
 		c.data[k] = append([]byte(nil), v...)
@@ -359,7 +407,15 @@ func (s *Store) Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	if s.cancelAt == name && s.cancel != nil {
 		r = &cancelingReader{r: r, at: len(data) / 2, cancel: s.cancel}
 	}
-	return io.NopCloser(&ctxReader{ctx: ctx, r: engines.NewVerifyingReader(r, name, sum, int64(len(data)))}), nil
+	verified := engines.NewVerifyingReader(r, name, sum, int64(len(data)))
+	if s.seal == nil {
+		return io.NopCloser(&ctxReader{ctx: ctx, r: verified}), nil
+	}
+	plain, err := s.ids.Decrypt(verified)
+	if err != nil {
+		return nil, checksumOr(verified, fmt.Errorf("decrypt artifact %s: %w", name, err))
+	}
+	return io.NopCloser(&ctxReader{ctx: ctx, r: &openedReader{r: plain, stored: verified, name: name}}), nil
 }
 
 // Verify implements engines.ArtifactReader.
@@ -395,6 +451,21 @@ func (w *memWriter) Close() error {
 	w.s.mu.Lock()
 	defer w.s.mu.Unlock()
 	data := w.buf.Bytes()
+	if w.s.seal != nil {
+		var sealed bytes.Buffer
+		enc, err := w.s.seal.Encrypt(&sealed)
+		if err == nil {
+			_, err = enc.Write(data)
+		}
+		if err == nil {
+			err = enc.Close()
+		}
+		if err != nil {
+			w.s.open = nil
+			return fmt.Errorf("encrypt artifact %s: %w", w.name, err)
+		}
+		data = sealed.Bytes()
+	}
 	sum := sha256.Sum256(data)
 	w.s.data[w.name] = data
 	w.s.sums[w.name] = hex.EncodeToString(sum[:])

@@ -57,13 +57,13 @@ func zombieCase(t *testing.T, eng engines.Engine, svc Service, opts Options, whi
 	defer cancel()
 	svc.Seed(ctx, t)
 	want := svc.Snapshot(ctx, t)
-	good, info := Backup(ctx, t, eng, svc.Source(t))
+	good, info := opts.backup(ctx, t, eng, svc.Source(t))
 	svc.Damage(ctx, t)
 	damaged := svc.Snapshot(ctx, t)
 	if diff := opts.Compare(want, damaged); diff == "" {
 		t.Fatalf("Damage did not change the snapshot: the case would prove nothing")
 	}
-	stale, staleInfo := Backup(ctx, t, eng, svc.Source(t))
+	stale, staleInfo := opts.backup(ctx, t, eng, svc.Source(t))
 	id := fmt.Sprintf("zombie%d", time.Now().UnixNano()%1e9)
 
 	var takenOver atomic.Bool
@@ -169,7 +169,7 @@ func retryCase(t *testing.T, eng engines.Engine, svc Service, opts Options) {
 	defer cancel()
 	svc.Seed(ctx, t)
 	want := svc.Snapshot(ctx, t)
-	store, info := Backup(ctx, t, eng, svc.Source(t))
+	store, info := opts.backup(ctx, t, eng, svc.Source(t))
 	svc.Damage(ctx, t)
 	before := svc.Snapshot(ctx, t)
 	id := fmt.Sprintf("retry%d", time.Now().UnixNano()%1e9)

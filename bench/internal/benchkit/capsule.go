@@ -69,6 +69,10 @@ type Capsule struct {
 	Bucket     bucket.Bucket
 	// Sources is the config file's sources section.
 	Sources map[string]map[string]any
+	// Encryption, when set, is the worker configuration's
+	// worker.encryption section for the next runs (recipients,
+	// identityFile).
+	Encryption map[string]any
 
 	runs int
 }
@@ -97,13 +101,18 @@ func (r *Run) Work() time.Duration { return r.Result.FinishedAt.Sub(r.Result.Sta
 func (c *Capsule) Run(ctx context.Context, req *requests.Request, compression string) (*Run, error) {
 	c.runs++
 	name := fmt.Sprintf("worker-%02d-%s-%s", c.runs, strings.ToLower(string(req.Kind)), compression)
+	worker := map[string]any{
+		"concurrency": 1, "poll": "1s", "lease": "60s", "maxAttempts": 1,
+		"compression": compression,
+	}
+	if c.Encryption != nil {
+		worker["encryption"] = c.Encryption
+		name += "-age"
+	}
 	cfg := map[string]any{
 		"bucket":  c.S3.URL(c.BucketName),
 		"cluster": "bench",
-		"worker": map[string]any{
-			"concurrency": 1, "poll": "1s", "lease": "60s", "maxAttempts": 1,
-			"compression": compression,
-		},
+		"worker":  worker,
 		"sources": c.Sources,
 	}
 	data, err := yaml.Marshal(cfg)
