@@ -77,7 +77,7 @@ func (s *lateServer) start() {
 // hook calls fn for each log entry.
 type hook func(*logrus.Entry)
 
-func (h hook) Levels() []logrus.Level   { return logrus.AllLevels }
+func (h hook) Levels() []logrus.Level     { return logrus.AllLevels }
 func (h hook) Fire(e *logrus.Entry) error { h(e); return nil }
 
 // TestBackupRetriesWhileTheServiceStarts backs up a PostgreSQL whose port
@@ -156,4 +156,3 @@ func TestDataTransient(t *testing.T) {
 		}
 	}
 }
-
