@@ -86,7 +86,7 @@ func TestErrorsNameTheSetting(t *testing.T) {
 func TestConfigTyposNameTheKeyAndLine(t *testing.T) {
 	for _, c := range []struct{ yaml, want string }{
 		{"bucket: x\nclustr: prod\n", `line 2: unknown key "clustr" at the top level (known: bucket, cluster, legacy, sources, worker)`},
-		{"worker:\n  concurrency: 2\n  clustr: prod\n", `line 3: unknown key "clustr" in worker (known: compression, concurrency, grace, lease, maxAttempts, maxControlObject, poll, retainFor, timeout)`},
+		{"worker:\n  concurrency: 2\n  clustr: prod\n", `line 3: unknown key "clustr" in worker (known: compression, concurrency, grace, lease, maxAttempts, maxControlObject, poll, retainFor, timeout, webhooks)`},
 		{"legacy:\n  dstdir: x\n", `line 2: unknown key "dstdir" in legacy (known: dstDir)`},
 		{"worker:\n  poll: often\n", `line 2: worker.poll: "often" is not a duration (like 30s or 5m)`},
 		{"worker:\n  concurrency: many\n", `line 2: worker.concurrency: "many" is not a whole number`},
