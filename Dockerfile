@@ -1,6 +1,6 @@
 # capsule: one image for workers, the API and the scanner.
 # The runtime image carries the database client tools the engines drive
-# (pg_dump/pg_restore, mariadb-dump/mariadb, redis-cli is not needed:
+# (pg_dump/pg_restore of PostgreSQL 12 to 17, mariadb-dump/mariadb; redis-cli is not needed:
 # the redis engine speaks the protocol itself) and redis-server, which a
 # redis verification starts as its scratch server (never as a service).
 # go.mod's toolchain line: the Go that capsule's tests and govulncheck run.
@@ -15,8 +15,22 @@ RUN CGO_ENABLED=0 go build -trimpath \
       -o /out/capsule ./cmd/capsule
 
 FROM debian:bookworm-slim
+# PostgreSQL's client programs of every supported major (12 to 17), from
+# the PGDG apt repository, each in /usr/lib/postgresql/<major>/bin: capsule
+# runs the pg_dump of the server's own major (engines/postgres, BinGlobs).
+# Majors past their end of life leave apt.postgresql.org for its archive,
+# which the second line adds.
+ARG PG_MAJORS="12 13 14 15 16 17"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates postgresql-client-15 mariadb-client redis-server \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && install -d /usr/share/postgresql-common/pgdg \
+ && curl -fsSLo /usr/share/postgresql-common/pgdg/apt.postgresql.org.asc https://www.postgresql.org/media/keys/ACCC4CF8.asc \
+ && echo "deb [signed-by=/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main" > /etc/apt/sources.list.d/pgdg.list \
+ && echo "deb [signed-by=/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc] https://apt-archive.postgresql.org/pub/repos/apt bookworm-pgdg-archive main" >> /etc/apt/sources.list.d/pgdg.list \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends $(for v in $PG_MAJORS; do echo postgresql-client-$v; done) mariadb-client redis-server \
+ && for v in $PG_MAJORS; do /usr/lib/postgresql/$v/bin/pg_dump --version; done \
+ && apt-get purge -y curl && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/capsule --create-home capsule
 COPY --from=build /out/capsule /usr/local/bin/capsule

@@ -87,7 +87,7 @@ func TestErrorsNameTheSetting(t *testing.T) {
 func TestConfigTyposNameTheKeyAndLine(t *testing.T) {
 	for _, c := range []struct{ yaml, want string }{
 		{"bucket: x\nclustr: prod\n", `line 2: unknown key "clustr" at the top level (known: bucket, cluster, legacy, sources, worker)`},
-		{"worker:\n  concurrency: 2\n  clustr: prod\n", `line 3: unknown key "clustr" in worker (known: compression, concurrency, grace, lease, maxAttempts, maxControlObject, poll, retainFor, timeout)`},
+		{"worker:\n  concurrency: 2\n  clustr: prod\n", `line 3: unknown key "clustr" in worker (known: compression, concurrency, grace, lease, maxAttempts, maxControlObject, poll, retainFor, timeout, webhooks)`},
 		{"legacy:\n  dstdir: x\n", `line 2: unknown key "dstdir" in legacy (known: dstDir)`},
 		{"worker:\n  poll: often\n", `line 2: worker.poll: "often" is not a duration (like 30s or 5m)`},
 		{"worker:\n  concurrency: many\n", `line 2: worker.concurrency: "many" is not a whole number`},
@@ -258,6 +258,47 @@ sources:
 		}
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%q: err = %v, want it to name %s", bad.yaml, err, bad.want)
+		}
+	}
+}
+
+// TestWebhooks resolves the worker's and a source's webhooks, and names
+// the setting of each mistake.
+func TestWebhooks(t *testing.T) {
+	c, err := config.Parse([]byte("worker:\n  webhooks:\n    - urlEnv: HOOK\n      events: [failed]\nsources:\n  data:\n    engine: files\n    path: /x\n    webhook: https://h.example/data\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(reg); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HOOK": "https://hooks.example/T/B/X"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	hooks, err := c.Webhooks(lookup)
+	if err != nil || len(hooks) != 2 || hooks[0].URL != env["HOOK"] || hooks[0].Events[0] != "failed" ||
+		hooks[1].URL != "https://h.example/data" || hooks[1].Sources[0] != "data" {
+		t.Errorf("Webhooks = %+v, %v", hooks, err)
+	}
+	if src, _ := c.Lookup("data"); src.Config["webhook"] != nil {
+		t.Errorf("webhook left in the engine's settings: %v", src.Config)
+	}
+	if _, err := c.Webhooks(func(string) (string, bool) { return "", false }); err == nil ||
+		!strings.Contains(err.Error(), "worker.webhooks[0]") || !strings.Contains(err.Error(), "HOOK") || !strings.Contains(err.Error(), "worker's environment") {
+		t.Errorf("unset urlEnv: %v", err)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"worker:\n  webhooks:\n    - url: https://a/b\n      urlEnv: X\n", "worker.webhooks[0]: give url or urlEnv, not both"},
+		{"worker:\n  webhooks:\n    - events: [failed]\n", "worker.webhooks[0]: url or urlEnv is required"},
+		{"worker:\n  webhooks:\n    - url: hooks.slack.com/x\n", "worker.webhooks[0]: url: want http(s)://HOST/PATH"},
+		{"worker:\n  webhooks:\n    - url: https://a/b\n      events: [fail]\n", `worker.webhooks[0].events: "fail" is not one of failed, verify-failed, missed`},
+		{"sources:\n  d:\n    engine: files\n    path: /x\n    webhook: nope\n", "sources.d: url: want http(s)://HOST/PATH"},
+	} {
+		cfg, err := config.Parse([]byte(c.yaml))
+		if err == nil {
+			err = cfg.Validate(reg)
+		}
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q: got %v, want %s", c.yaml, err, c.want)
 		}
 	}
 }

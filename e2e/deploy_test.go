@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -188,6 +189,21 @@ func TestDockerfile(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
+	}
+	// Every supported PostgreSQL major's client tools, from PGDG, where
+	// the postgres engine looks for them.
+	if !strings.Contains(text, "apt.postgresql.org") {
+		t.Errorf("Dockerfile does not add the PGDG apt repository")
+	}
+	m := regexp.MustCompile(`ARG PG_MAJORS="([0-9 ]+)"`).FindStringSubmatch(text)
+	if m == nil || m[1] != "12 13 14 15 16 17" {
+		t.Errorf("Dockerfile's PG_MAJORS: %v, want 12 to 17", m)
+	}
+	if !strings.Contains(text, "postgresql-client-$v") || !strings.Contains(text, "/usr/lib/postgresql/$v/bin/pg_dump --version") {
+		t.Errorf("Dockerfile does not install and check postgresql-client-<major> for each major")
+	}
+	if !slices.Contains(postgres.BinGlobs, "/usr/lib/postgresql/*/bin") {
+		t.Errorf("the postgres engine does not look in /usr/lib/postgresql/*/bin, where the image puts the tools: %v", postgres.BinGlobs)
 	}
 	if m := regexp.MustCompile(`version\.version=`).FindString(text); m == "" {
 		t.Errorf("Dockerfile does not stamp the version")

@@ -54,19 +54,26 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 		return err
 	}
 	progress.Phase("backup")
-	sink := &artifactSink{x: x, ctx: ctx, cluster: cluster, source: req.Source, backupID: req.ID, attempt: attempt, progress: progress, retain: x.retainUntil(), recipients: recipients}
 	started := time.Now().UTC()
-	info, err := eng.Backup(ctx, &engines.BackupJob{
-		ID:        req.ID,
-		Source:    src,
-		Artifacts: sink,
-		Progress:  progress.Engine,
-		SizeHint:  func(n int64) { progress.Expect(n, true) },
-		Log:       log,
+	var sink *artifactSink
+	var info *engines.BackupInfo
+	// A backup writes only to the bucket: after a passing fault of the
+	// service it starts over, its artifacts written again from the start.
+	err = x.withDataRetry(ctx, log, "backup", DataTransient, func() (err error) {
+		sink = &artifactSink{x: x, ctx: ctx, cluster: cluster, source: req.Source, backupID: req.ID, attempt: attempt, progress: progress, retain: x.retainUntil(), recipients: recipients}
+		info, err = eng.Backup(ctx, &engines.BackupJob{
+			ID:        req.ID,
+			Source:    src,
+			Artifacts: sink,
+			Progress:  progress.Engine,
+			SizeHint:  func(n int64) { progress.Expect(n, true) },
+			Log:       log,
+		})
+		if abortErr := sink.abortOpen(); err == nil && abortErr != nil {
+			err = abortErr
+		}
+		return err
 	})
-	if abortErr := sink.abortOpen(); err == nil && abortErr != nil {
-		err = abortErr
-	}
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", req.Source, err)
 	}

@@ -92,7 +92,16 @@ type Config struct {
 	// rate and time left where a total is known); default 30s, negative
 	// never.
 	ProgressEvery time.Duration
-	Log           logrus.FieldLogger
+	// DataRetries is how many times a run is tried again, within its
+	// attempt, after the data service failed transiently (DataTransient):
+	// a refused or dropped connection, a server restarting. A backup and
+	// a verification are retried on any such fault; a restore only when
+	// it could not connect at all, so never after it touched the target.
+	// DefaultDataRetries when zero; negative: none. DataRetryInterval is
+	// the first wait (2s when zero), doubling up to 30s.
+	DataRetries       int
+	DataRetryInterval time.Duration
+	Log               logrus.FieldLogger
 }
 
 // Executor runs claimed requests. It is safe for concurrent use.
@@ -114,6 +123,15 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if cfg.Version == "" {
 		cfg.Version = "devel"
+	}
+	switch {
+	case cfg.DataRetries == 0:
+		cfg.DataRetries = DefaultDataRetries
+	case cfg.DataRetries < 0:
+		cfg.DataRetries = 0
+	}
+	if cfg.DataRetryInterval <= 0 {
+		cfg.DataRetryInterval = 2 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = engines.DiscardLog()

@@ -103,7 +103,15 @@ func (x *Executor) restore(ctx context.Context, req *requests.Request, attempt i
 	job.Log = log.WithFields(logrus.Fields{"backup_id": idx.BackupID, "engine": eng.Name(), "target": src.Name})
 	progress.Phase("restore")
 	progress.Expect(idx.Bytes, false)
-	info, err := eng.Restore(ctx, job)
+	// Only a restore that could not reach the target at all is tried
+	// again: nothing of the target was touched (and an engine leaves the
+	// target as it was on any error, but a retry after a partial swap is
+	// not a risk worth taking).
+	var info *engines.RestoreInfo
+	err = x.withDataRetry(ctx, job.Log, "restore", func(err error) bool { return dialFailure(err) && DataTransient(err) }, func() (err error) {
+		info, err = eng.Restore(ctx, job)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("restore %s into %s: %w", idx.BackupID, src.Name, err)
 	}
@@ -155,7 +163,12 @@ func (x *Executor) verify(ctx context.Context, req *requests.Request, attempt in
 	// engine restored into scratch space and checked it.
 	proven := index.VerifyRestored
 	if v, ok := eng.(engines.Verifier); ok {
-		report, err = v.Verify(ctx, job)
+		// A verification restores into scratch space only: it may start
+		// over after any passing fault of the service.
+		err = x.withDataRetry(ctx, job.Log, "verification", DataTransient, func() (err error) {
+			report, err = v.Verify(ctx, job)
+			return err
+		})
 	} else {
 		proven = index.VerifyChecksum
 		// The engine cannot restore into scratch space: verify what can be

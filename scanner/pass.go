@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -19,8 +20,10 @@ import (
 // planState is what one replica remembers about a plan between passes.
 // Losing it (a restart) costs a few HEADs: everything is in the bucket.
 type planState struct {
-	// slotID is the request of the latest slot known to exist.
+	// slotID is the request of the latest slot known to exist, slotAt
+	// that slot's start.
 	slotID string
+	slotAt time.Time
 	// pending are backups whose end this replica waits for, to run
 	// verification and retention after each; by when they were seen.
 	pending map[string]time.Time
@@ -97,7 +100,8 @@ func (s *Scanner) runPlan(ctx context.Context, b bucket.Bucket, p Plan, st *plan
 		// Only the current slot is ever submitted: a slot missed while no
 		// replica ran is caught up once, by this one.
 		if s.ensureBackup(ctx, b, p, id, log) {
-			st.slotID, st.pending[id] = id, now
+			s.reportMissed(ctx, b, p, st, slot, log)
+			st.slotID, st.slotAt, st.pending[id] = id, slot, now
 		}
 	}
 	// Oldest first: each success is followed by its own retention run.
@@ -105,6 +109,8 @@ func (s *Scanner) runPlan(ctx context.Context, b bucket.Bucket, p Plan, st *plan
 	for pid, seen := range st.pending {
 		if now.Sub(seen) > pendingFor {
 			log.WithField("request_id", pid).Warn("the backup never ended; no longer waiting for it")
+			s.emit(Event{Type: EventMissed, Plan: p.Name, ID: pid, Kind: requests.KindBackup,
+				Err: fmt.Errorf("the scheduled backup did not end within %s of its submission", pendingFor)})
 			delete(st.pending, pid)
 			continue
 		}
@@ -119,6 +125,30 @@ func (s *Scanner) runPlan(ctx context.Context, b bucket.Bucket, p Plan, st *plan
 	if len(st.pending) == 0 && p.Verify != nil && p.Verify.Schedule != nil {
 		s.periodicVerify(ctx, b, p, st, now, log)
 	}
+}
+
+// reportMissed emits EventMissed when this replica saw an earlier slot of
+// p and the slot just before the current one (slot) got no backup at all:
+// no replica submitted it while it was current (they were all down, or a
+// pass took longer than the period). Only the latest missed slot is
+// named; the current slot's backup catches up.
+func (s *Scanner) reportMissed(ctx context.Context, b bucket.Bucket, p Plan, st *planState, slot time.Time, log logrus.FieldLogger) {
+	if st.slotID == "" {
+		return
+	}
+	prev := p.Schedule.Slot(slot.Add(-time.Nanosecond))
+	if prev.IsZero() || !prev.After(st.slotAt) {
+		return
+	}
+	prevID := requests.SlotID(p.Name, prev)
+	for _, key := range []string{requests.RequestKey(prevID), requests.ResultKey(prevID), requests.IndexKey(p.Cluster, p.Name, prevID)} {
+		if _, err := b.Head(ctx, key); !errors.Is(err, bucket.ErrNotFound) {
+			return // it exists, or the bucket cannot tell: no alarm
+		}
+	}
+	log.WithFields(logrus.Fields{"slot": prev.Format(time.RFC3339), "request_id": prevID}).Warn("a scheduled backup was missed: no backup was submitted in its slot")
+	s.emit(Event{Type: EventMissed, Plan: p.Name, ID: prevID, Kind: requests.KindBackup,
+		Err: fmt.Errorf("no backup was submitted in the slot that started %s (schedule %s)", prev.Format(time.RFC3339), p.Schedule)})
 }
 
 // ensureBackup makes sure the slot's request exists (or ran), writing it

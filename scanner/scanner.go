@@ -132,6 +132,9 @@ const (
 	EventRetention EventType = "retention"
 	// EventProblem: an invalid block was reported (Err).
 	EventProblem EventType = "problem"
+	// EventMissed: a scheduled backup did not happen (Err says how): its
+	// slot passed with no backup submitted, or the backup never ended.
+	EventMissed EventType = "missed"
 )
 
 // Validate fills defaults and checks the configuration, naming the bad

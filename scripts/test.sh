@@ -48,8 +48,8 @@ bash scripts/govulncheck.sh
 
 # Packages whose correctness is about concurrency run under -race (the
 # postgres engine scans the archive and runs ANALYZE in goroutines).
-race_pkgs=(./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/... ./metrics/... ./notify/... ./fleet/... ./engines/postgres/...)
-all_pkgs=$(go list ./... | grep -v -E '/(bucket|watcher|executor|client|internal|retention|api|metrics|notify|fleet|engines/postgres)(/|$)')
+race_pkgs=(./alert/... ./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/... ./metrics/... ./notify/... ./fleet/... ./engines/postgres/...)
+all_pkgs=$(go list ./... | grep -v -E '/(alert|bucket|watcher|executor|client|internal|retention|api|metrics|notify|fleet|engines/postgres)(/|$)')
 
 step "go test -race ${race_pkgs[*]}"
 go test -race -count=1 -timeout 15m "${race_pkgs[@]}"

@@ -14,6 +14,7 @@ import (
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/fleet"
+	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/internal/version"
 	"github.com/cnvrg/capsule/metrics"
 	"github.com/cnvrg/capsule/requests"
@@ -56,7 +57,7 @@ func (s *scanSettings) flags(f *pflag.FlagSet, worker bool) {
 // the cluster of every plan; otherwise each CnvrgApp is its own cluster.
 // With a metrics registry, the scanner's bucket clients count their calls
 // and its retention reports damaged indexes there.
-func (a *app) newScanner(s *scanSettings, holder string, reg *engines.Registry, mreg *metrics.Registry) (*scanner.Scanner, error) {
+func (a *app) newScanner(s *scanSettings, holder string, reg *engines.Registry, mreg *metrics.Registry, events func(scanner.Event)) (*scanner.Scanner, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = s.kubeconfig
 	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
@@ -86,6 +87,7 @@ func (a *app) newScanner(s *scanSettings, holder string, reg *engines.Registry, 
 	cfg := scanner.Config{
 		Dynamic: dyn, Kube: kube, Namespaces: s.namespaces, Cluster: cluster, Engines: reg,
 		HostFor: hostFor, Holder: holder, Tick: s.tick, Poll: s.poll, StagingDir: s.stagingDir, Log: a.log,
+		Events: events,
 	}
 	if mreg != nil {
 		cfg.Damaged = mreg.Damaged()
@@ -121,7 +123,7 @@ runs the scanner together with workers for every bucket the plans name.`,
 			if err != nil {
 				return err
 			}
-			sc, err := a.newScanner(&s, "", registry(), nil)
+			sc, err := a.newScanner(&s, "", registry(), nil, nil)
 			if err != nil {
 				return err
 			}
@@ -190,7 +192,13 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 		}
 		return a.engineOf(source)
 	}})
-	sc, err := a.newScanner(s, name, registry(), mreg)
+	notifier, err := a.notifier()
+	if err != nil {
+		return err
+	}
+	defer closeNotifier(notifier)
+	a.logStartup(name, redact.String(a.cfg.Bucket), notifier.Len())
+	sc, err = a.newScanner(s, name, registry(), mreg, missedAlerts(func() *scanner.Scanner { return sc }, name, notifier))
 	if err != nil {
 		return err
 	}
@@ -233,11 +241,13 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			if err != nil {
 				return nil, err
 			}
-			wt, err := watcher.New(watcher.Config{
+			wcfg := watcher.Config{
 				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
 				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: log,
 				MaxControlObject: w.MaxControlObject, Events: mreg.Observe,
-			})
+			}
+			alertOn(&wcfg, notifier)
+			wt, err := watcher.New(wcfg)
 			if err != nil {
 				return nil, err
 			}

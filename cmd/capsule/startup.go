@@ -14,6 +14,7 @@ import (
 	"github.com/cnvrg/capsule/alert"
 	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/requests"
+	"github.com/cnvrg/capsule/scanner"
 	"github.com/cnvrg/capsule/watcher"
 )
 
@@ -142,4 +143,26 @@ func closeNotifier(n *alert.Notifier) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	n.Close(ctx)
+}
+
+// missedAlerts turns the scanner's missed schedules into webhook
+// notifications; nil without webhooks. sc is read when an event comes,
+// after the scanner exists.
+func missedAlerts(sc func() *scanner.Scanner, worker string, n *alert.Notifier) func(scanner.Event) {
+	if n == nil {
+		return nil
+	}
+	return func(e scanner.Event) {
+		if e.Type != scanner.EventMissed {
+			return
+		}
+		ev := alert.Event{Type: alert.Missed, Source: e.Plan, Kind: string(e.Kind), RequestID: e.ID, Worker: worker}
+		if p, ok := sc().Plan(e.Plan); ok {
+			ev.Cluster = p.Cluster
+		}
+		if e.Err != nil {
+			ev.Error = e.Err.Error()
+		}
+		n.Notify(ev)
+	}
 }
