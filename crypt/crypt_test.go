@@ -79,3 +79,26 @@ func TestIdentityErrorsQuoteNoSecret(t *testing.T) {
 		t.Errorf("secret key as recipient: %v", err)
 	}
 }
+
+// BenchmarkEncrypt is age's cost per byte on the backup path
+// (bench/README.md, "With encryption").
+func BenchmarkEncrypt(b *testing.B) {
+	r, err := crypt.ParseRecipients([]string{crypttest.X25519(b).Recipient})
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	b.SetBytes(int64(len(buf)))
+	w, err := r.Encrypt(io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := w.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+}

@@ -105,17 +105,7 @@ func TestDisasterRecoveryRunbook(t *testing.T) {
 	mustDo(t, os.WriteFile(oldConfig, []byte(fmt.Sprintf("cluster: %s\nsources:\n  %s:\n    engine: postgres\n    url: %s\n", cluster, source, pg.url(oldDB))), 0o600))
 	oldEnv := append(os.Environ(), srv.Env()...)
 	oldEnv = append(oldEnv, "CAPSULE_BUCKET="+bucketURL, "CAPSULE_CONFIG="+oldConfig)
-	capsuleIn := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(binary, args...)
-		cmd.Env = oldEnv
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("capsule %s: %v\n%s", strings.Join(args, " "), err, errb.String())
-		}
-		return strings.TrimSpace(out.String())
-	}
+	capsuleIn := capsuleWith(t, oldEnv)
 	backupID := capsuleIn("backup", source)
 	capsuleIn("worker", "--once")
 	capsuleIn("status", backupID, "--wait")
@@ -229,6 +219,22 @@ func fillExports(t *testing.T, what, sh string, vals map[string]string) string {
 		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(vals[k]))
 	}
 	return b.String() + strings.Join(rest, "")
+}
+
+// capsuleWith returns a function that runs the capsule binary with env
+// and returns its trimmed stdout, failing the test when it fails.
+func capsuleWith(t *testing.T, env []string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(binary, args...)
+		cmd.Env = env
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("capsule %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
 }
 
 func keysOfStr(m map[string]string) []string {

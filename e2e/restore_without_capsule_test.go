@@ -134,17 +134,7 @@ sources:
 `, key.Recipient, pg.url(db), data)), 0o600))
 	env := append(os.Environ(), srv.Env()...)
 	env = append(env, "CAPSULE_BUCKET="+srv.URL(bucketName, prefix), "CAPSULE_CONFIG="+config)
-	capsule := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(binary, args...)
-		cmd.Env = env
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("capsule %s: %v\n%s", strings.Join(args, " "), err, errb.String())
-		}
-		return strings.TrimSpace(out.String())
-	}
+	capsule := capsuleWith(t, env)
 	pgBackup := capsule("backup", "cnvrg/pg")
 	filesBackup := capsule("backup", "cnvrg/files")
 	capsule("worker", "--once", "--unsafe-bucket")
