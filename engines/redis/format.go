@@ -82,10 +82,10 @@ func (kw *keyWriter) database(db int) error {
 	return nil
 }
 
-func (kw *keyWriter) key(key string, expireAtMs int64, payload []byte) error {
+func (kw *keyWriter) key(key []byte, expireAtMs int64, payload []byte) error {
 	kw.w.WriteByte(tagKey)
 	kw.uvarint(uint64(len(key)))
-	kw.w.WriteString(key)
+	kw.w.Write(key)
 	kw.uvarint(uint64(max(expireAtMs, 0)))
 	kw.bytes(payload)
 	kw.keys++

@@ -4,16 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hdt3213/rdb/core"
 	"github.com/hdt3213/rdb/crc64jones"
@@ -26,22 +23,10 @@ import (
 // diskless transfer when the server does those, so no file is written on
 // its disk), SYNC. It returns a reader of exactly the RDB's bytes.
 func (e *endpoint) replStream(ctx context.Context) (io.Reader, func(), error) {
-	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", e.addr)
+	conn, closeFn, err := e.dialRaw(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect %s: %w", e.addr, err)
+		return nil, nil, err
 	}
-	conn := raw
-	if e.tls != nil {
-		tc := tls.Client(raw, e.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			raw.Close()
-			return nil, nil, fmt.Errorf("tls handshake with %s: %w", e.addr, err)
-		}
-		conn = tc
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	closeFn := func() { stop(); conn.Close() }
 	fail := func(err error) (io.Reader, func(), error) {
 		closeFn()
 		if ctx.Err() != nil {

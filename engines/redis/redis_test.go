@@ -310,7 +310,7 @@ func TestRefusesNewerPayload(t *testing.T) {
 	w, _ := store.Create(artifactKeys)
 	kw, _ := newKeyWriter(w)
 	kw.database(0)
-	kw.key("k", 0, dumpPayload([]byte{0, 1, 'v'}, 99))
+	kw.key([]byte("k"), 0, dumpPayload([]byte{0, 1, 'v'}, 99))
 	kw.finish()
 	w.Close()
 	info := engines.BackupInfo{Format: formatLogical, ServerVersion: "99.0.0", SourceInfo: map[string]string{"mode": "logical", "databases": "0"}}

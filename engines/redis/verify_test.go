@@ -107,8 +107,8 @@ func TestVerifyCatchesWhatChecksumsCannot(t *testing.T) {
 		w, _ := store.Create(artifactKeys)
 		kw, _ := newKeyWriter(w)
 		kw.database(0)
-		kw.key("fine", 0, dumpPayload([]byte{0, 2, 'o', 'k'}, 10))
-		kw.key("broken", 0, dumpPayload([]byte{0, 40, 'x'}, 10))
+		kw.key([]byte("fine"), 0, dumpPayload([]byte{0, 2, 'o', 'k'}, 10))
+		kw.key([]byte("broken"), 0, dumpPayload([]byte{0, 40, 'x'}, 10))
 		kw.finish()
 		w.Close()
 		info := engines.BackupInfo{Format: formatLogical, ServerVersion: "7.0.15",
