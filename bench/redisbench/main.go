@@ -37,6 +37,7 @@ func run() error {
 		bin      = flag.String("capsule", "", "capsule binary to run as the worker (default: build ./cmd/capsule)")
 		runs     = flag.Int("runs", 1, "measure every step this many times and keep the fastest")
 		rdb      = flag.Bool("rdb", true, "also back up and restore in RDB mode")
+		profile  = flag.String("cpuprofile", "", "instead of the table: back up and restore once per mode in this process under the CPU profiler, writing FILE.<mode>.backup and FILE.<mode>.restore")
 	)
 	flag.Parse()
 	if *keys < 1 || *valueLen < 1 {
@@ -109,6 +110,9 @@ func run() error {
 	modes := []string{"logical"}
 	if *rdb {
 		modes = append(modes, "rdb")
+	}
+	if *profile != "" {
+		return profileModes(ctx, c, dst, modes, *profile)
 	}
 	rdbFile := filepath.Join(work, "cli.rdb")
 	for run := 1; run <= t.runs; run++ {
