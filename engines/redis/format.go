@@ -10,8 +10,7 @@ import (
 	"io"
 
 	"github.com/hdt3213/rdb/crc64jones"
-	"github.com/hdt3213/rdb/model"
-)
+	)
 
 // The logical artifact (keys.bin) is a framed binary stream:
 //
@@ -117,9 +116,39 @@ type record struct {
 	expireAt   int64 // Unix ms, 0 for none
 	payload    []byte
 	rdbVersion int // of the payload
-	// obj is the decoded value, from an RDB file only (nil in a
-	// logical artifact).
-	obj model.RedisObject
+	// typ and value are an RDB file's key: its type byte and the value's
+	// encoding, valid during the callback only (payload is nil until
+	// dump makes it).
+	typ   byte
+	value []byte
+}
+
+// dump returns the record's DUMP payload.
+func (r *record) dump() []byte {
+	if r.payload == nil && r.value != nil {
+		r.payload = dumpPayloadOf(r.typ, r.value, r.rdbVersion)
+	}
+	return r.payload
+}
+
+// typeName names the key's type as TYPE does.
+func (r *record) typeName() string {
+	if r.payload == nil && r.value != nil {
+		return payloadType([]byte{r.typ})
+	}
+	return payloadType(r.payload)
+}
+
+// stringValue returns a string key's value (appending to scratch when
+// it must be built); false for any other type.
+func (r *record) stringValue(scratch []byte) ([]byte, bool) {
+	if r.payload == nil && r.value != nil {
+		if r.typ != 0 {
+			return nil, false
+		}
+		return rdbStringValue(r.value, scratch)
+	}
+	return stringPayloadValue(r.payload, scratch)
 }
 
 // keyReader reads the logical artifact. With skipData it checks payloads

@@ -188,7 +188,7 @@ func (r *replayer) add(rec *record) error {
 		r.see(rec, true)
 		r.key(rec)
 		r.keys++
-		r.bytes += len(rec.key) + len(rec.payload)
+		r.bytes += len(rec.key) + len(rec.payload) + len(rec.value)
 	}
 	if r.cmds+r.msetN >= r.batch || r.bytes >= batchBytes {
 		return r.endBatch()
@@ -209,7 +209,7 @@ func (r *replayer) key(rec *record) {
 		r.writeMSET()
 	}
 	var tmp [24]byte
-	v, isString := stringPayloadValue(rec.payload, tmp[:0])
+	v, isString := rec.stringValue(tmp[:0])
 	switch {
 	case isString && rec.expireAt == 0:
 		r.mset = appendArg(r.mset, rec.key)
@@ -229,7 +229,7 @@ func (r *replayer) key(rec *record) {
 		r.c.argString("RESTORE")
 		r.c.arg(rec.key)
 		r.c.argInt(rec.expireAt)
-		r.c.arg(rec.payload)
+		r.c.arg(rec.dump())
 		r.c.argString("REPLACE")
 		r.c.argString("ABSTTL")
 		r.labelKey("restore", rec.key)
@@ -291,38 +291,46 @@ func (r *replayer) finish() error {
 }
 
 // stringPayloadValue returns the value of a DUMP payload of a string
-// (RDB type 0): plain, integer-encoded or LZF-compressed. It appends to
-// scratch when it must build the value; false for any other payload.
+// (RDB type 0); false for any other payload.
 func stringPayloadValue(p, scratch []byte) ([]byte, bool) {
 	if len(p) < 12 || p[0] != 0 {
 		return nil, false
 	}
-	body := p[1 : len(p)-10]
-	b := body[0]
+	return rdbStringValue(p[1:len(p)-10], scratch)
+}
+
+// rdbStringValue decodes an RDB string encoding that makes up all of
+// raw: plain, integer-encoded or LZF-compressed. It appends to scratch
+// when it must build the value.
+func rdbStringValue(raw, scratch []byte) ([]byte, bool) {
+	if len(raw) == 0 {
+		return nil, false
+	}
+	b := raw[0]
 	if b>>6 == 3 {
 		switch b & 0x3F {
 		case 0:
-			if len(body) == 2 {
-				return strconv.AppendInt(scratch, int64(int8(body[1])), 10), true
+			if len(raw) == 2 {
+				return strconv.AppendInt(scratch, int64(int8(raw[1])), 10), true
 			}
 		case 1:
-			if len(body) == 3 {
-				return strconv.AppendInt(scratch, int64(int16(binary.LittleEndian.Uint16(body[1:]))), 10), true
+			if len(raw) == 3 {
+				return strconv.AppendInt(scratch, int64(int16(binary.LittleEndian.Uint16(raw[1:]))), 10), true
 			}
 		case 2:
-			if len(body) == 5 {
-				return strconv.AppendInt(scratch, int64(int32(binary.LittleEndian.Uint32(body[1:]))), 10), true
+			if len(raw) == 5 {
+				return strconv.AppendInt(scratch, int64(int32(binary.LittleEndian.Uint32(raw[1:]))), 10), true
 			}
 		case 3:
-			j, clen, err := readLen(body, 1)
+			j, clen, err := readLen(raw, 1)
 			if err != nil {
 				return nil, false
 			}
-			j, ulen, err := readLen(body, j)
-			if err != nil || uint64(len(body)-j) != clen || clen == 0 || ulen > maxPayloadLen {
+			j, ulen, err := readLen(raw, j)
+			if err != nil || uint64(len(raw)-j) != clen || clen == 0 || ulen > maxPayloadLen {
 				return nil, false
 			}
-			v, err := lzf.Decompress(body[j:], int(clen), int(ulen))
+			v, err := lzf.Decompress(raw[j:], int(clen), int(ulen))
 			if err != nil || uint64(len(v)) != ulen {
 				return nil, false
 			}
@@ -330,9 +338,9 @@ func stringPayloadValue(p, scratch []byte) ([]byte, bool) {
 		}
 		return nil, false
 	}
-	j, n, err := readLen(body, 0)
-	if err != nil || uint64(len(body)-j) != n {
+	j, n, err := readLen(raw, 0)
+	if err != nil || uint64(len(raw)-j) != n {
 		return nil, false
 	}
-	return body[j:], true
+	return raw[j:], true
 }
