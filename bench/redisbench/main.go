@@ -122,7 +122,14 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		t.record(row{name: "redis-cli --rdb FILE", wall: tm.Wall, output: fileSize(rdbFile), cpu: tm.CPU, server: servers() - before})
+		t.record(row{name: rowCLI, wall: tm.Wall, output: fileSize(rdbFile), cpu: tm.CPU, server: servers() - before})
+
+		fmt.Fprintf(os.Stderr, "redis-server loading that file\n")
+		ld, err := loadRDB(ctx, rdbFile, n)
+		if err != nil {
+			return err
+		}
+		t.record(ld)
 		os.Remove(rdbFile)
 
 		for _, mode := range modes {
@@ -168,6 +175,16 @@ func run() error {
 	return nil
 }
 
+// Row names the targets compare.
+const (
+	rowCLI            = "redis-cli --rdb FILE"
+	rowLoad           = "redis-server loading FILE"
+	rowBackupLogical  = "capsule backup (logical)"
+	rowRestoreLogical = "capsule restore (logical)"
+	rowBackupRDB      = "capsule backup (rdb)"
+	rowRestoreRDB     = "capsule restore (rdb)"
+)
+
 // row is one step: the fastest of its runs.
 type row struct {
 	name   string
@@ -202,7 +219,7 @@ func (t *table) record(m row) {
 func (t *table) print(w io.Writer, keys int64) {
 	var base time.Duration
 	for _, r := range t.rows {
-		if r.name == "redis-cli --rdb FILE" {
+		if r.name == rowCLI {
 			base = r.wall
 		}
 	}
@@ -232,6 +249,70 @@ func (t *table) print(w io.Writer, keys int64) {
 	if t.runs > 1 {
 		fmt.Fprintf(w, "fastest of %d runs per step\n", t.runs)
 	}
+	t.targets(w, keys)
+}
+
+// targets prints issue 20's Redis targets, each against its anchor in
+// this run.
+func (t *table) targets(w io.Writer, keys int64) {
+	wall := map[string]time.Duration{}
+	for _, r := range t.rows {
+		wall[r.name] = r.wall
+	}
+	fmt.Fprintln(w, "\ntargets (issue 20), in this run:")
+	tab := benchkit.NewTable("target", "capsule", "anchor", "ratio", "")
+	check := func(target, row, anchor string) {
+		c, a := wall[row], wall[anchor]
+		if c == 0 || a == 0 {
+			return
+		}
+		met := "met"
+		if c > a {
+			met = "NOT met"
+		}
+		tab.Add(target, benchkit.Secs(c), benchkit.Secs(a)+" "+anchor, fmt.Sprintf("%.2f×", c.Seconds()/a.Seconds()), met)
+	}
+	check("logical backup keys/s ≥ redis-cli --rdb", rowBackupLogical, rowCLI)
+	check("logical restore ≤ redis-server loading the RDB", rowRestoreLogical, rowLoad)
+	check("rdb backup ≤ logical backup", rowBackupRDB, rowBackupLogical)
+	check("rdb restore ≤ logical restore", rowRestoreRDB, rowRestoreLogical)
+	tab.Print(w)
+	fmt.Fprintf(w, "ratio: capsule's wall over the anchor's for the same %d keys (≤ 1.00× meets the target)\n", keys)
+}
+
+// loadRDB times a redis-server started on file until it has loaded it:
+// from the start of the process until PING answers, INFO persistence
+// says loading:0 and DBSIZE is keys.
+func loadRDB(ctx context.Context, file string, keys int64) (row, error) {
+	dir := filepath.Join(filepath.Dir(file), "load")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return row{}, err
+	}
+	start := time.Now()
+	s, err := startRedis(ctx, dir, "dbfilename "+filepath.Base(file), "dir "+filepath.Dir(file))
+	if err != nil {
+		return row{}, err
+	}
+	defer s.stop()
+	for {
+		v, err := s.reply(ctx, "INFO", "persistence")
+		if err == nil && strings.Contains(v, "loading:0") {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			return row{}, fmt.Errorf("redis-server did not load %s within a minute", file)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	wall := time.Since(start)
+	got, err := s.dbsize(ctx)
+	if err != nil {
+		return row{}, err
+	}
+	if got != keys {
+		return row{}, fmt.Errorf("redis-server loaded %d keys from %s, want %d", got, file, keys)
+	}
+	return row{name: rowLoad, wall: wall, server: s.cpu()}, nil
 }
 
 // redisServer is a redis-server this program started.
@@ -241,7 +322,7 @@ type redisServer struct {
 	cmd  *exec.Cmd
 }
 
-func startRedis(ctx context.Context, dir string) (*redisServer, error) {
+func startRedis(ctx context.Context, dir string, extra ...string) (*redisServer, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -257,7 +338,7 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 		"dir " + dir,
 		"repl-diskless-sync-delay 0",
 		"logfile " + filepath.Join(dir, "redis.log"),
-	}, "\n") + "\n"
+	}, "\n") + "\n" + strings.Join(extra, "\n") + "\n"
 	confFile := filepath.Join(dir, "redis.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
 		return nil, err
@@ -280,7 +361,7 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 		case <-deadline:
 			s.stop()
 			return nil, fmt.Errorf("redis-server on port %d did not answer within 30s", port)
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
