@@ -122,6 +122,10 @@ func run() error {
 		if err != nil {
 			return err
 		}
+		// The server's CPU counts its fork once it has reaped it.
+		if err := src.waitNoFork(ctx); err != nil {
+			return err
+		}
 		t.record(row{name: rowCLI, wall: tm.Wall, output: fileSize(rdbFile), cpu: tm.CPU, server: servers() - before})
 
 		fmt.Fprintf(os.Stderr, "redis-server loading that file\n")
@@ -364,6 +368,23 @@ func startRedis(ctx context.Context, dir string, extra ...string) (*redisServer,
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// waitNoFork waits until the server has no child (the snapshot's fork
+// for a replica or BGSAVE) and has reaped the last one.
+func (s *redisServer) waitNoFork(ctx context.Context) error {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		v, err := s.reply(ctx, "INFO", "persistence")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(v, "rdb_bgsave_in_progress:0") && strings.Contains(v, "current_fork_perc:0.00") {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return errors.New("the redis-server's snapshot fork did not end within a minute")
 }
 
 // cpu is the server's CPU time so far, with its reaped forks (BGSAVE,

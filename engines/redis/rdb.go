@@ -7,12 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"strconv"
 	"strings"
 
-	"github.com/hdt3213/rdb/crc64jones"
 )
 
 // replStream opens a replication connection and asks for the server's
@@ -182,7 +180,7 @@ type rdbInfo struct {
 // only when a sample needs it (payloadObject).
 type rdbWalker struct {
 	br  *bufio.Reader
-	crc hash.Hash64
+	crc uint64
 	seg []byte // the current element's bytes
 	// version is the file's RDB version.
 	version int
@@ -460,7 +458,7 @@ func (w *rdbWalker) stream(typ byte) error {
 // the server wrote). With extract the functions record holds its
 // payload (a checking pass needs none).
 func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, error) {
-	w := &rdbWalker{br: bufio.NewReaderSize(r, 1<<20), crc: crc64jones.New()}
+	w := &rdbWalker{br: bufio.NewReaderSize(r, 1<<20)}
 	info := &rdbInfo{aux: map[string]string{}, keys: map[int]int64{}}
 	if err := w.take(9); err != nil {
 		return nil, formatErr("rdb file is truncated")
@@ -494,7 +492,7 @@ func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, erro
 	var expireAt int64
 	rec := &record{kind: tagKey}
 	for {
-		w.crc.Write(w.seg)
+		w.crc = crcJones(w.crc, w.seg)
 		w.seg = w.seg[:0]
 		op, err := w.byte()
 		if err != nil {
@@ -556,13 +554,13 @@ func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, erro
 				funcs = append(funcs, w.seg...)
 			}
 		case 0xFF: // end
-			w.crc.Write(w.seg)
+			w.crc = crcJones(w.crc, w.seg)
 			w.seg = w.seg[:0]
 			if err := emitFunctions(); err != nil {
 				return nil, err
 			}
 			if info.version >= 5 {
-				want := w.crc.Sum64()
+				want := w.crc
 				if err := w.take(8); err != nil {
 					return nil, formatErr("rdb file is truncated")
 				}
@@ -629,9 +627,7 @@ func dumpPayloadOf(typ byte, value []byte, rdbVersion int) []byte {
 	p = append(p, typ)
 	p = append(p, value...)
 	p = binary.LittleEndian.AppendUint16(p, uint16(rdbVersion))
-	h := crc64jones.New()
-	h.Write(p)
-	return binary.LittleEndian.AppendUint64(p, h.Sum64())
+	return binary.LittleEndian.AppendUint64(p, crcJones(0, p))
 }
 
 // readLen reads an RDB length at seg[i:], returning the index after it.
