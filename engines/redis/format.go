@@ -8,8 +8,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
-
-	)
+)
 
 // The logical artifact (keys.bin) is a framed binary stream:
 //

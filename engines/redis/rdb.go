@@ -10,7 +10,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-
 )
 
 // replStream opens a replication connection and asks for the server's
