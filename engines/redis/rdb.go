@@ -305,7 +305,7 @@ func (w *rdbWalker) value(typ byte) error {
 	case 9, 10, 11, 12, 13, 16, 17, 20: // zipmap, ziplist, intset, listpack: one blob
 		_, err := w.str()
 		return err
-	case 1, 2: // list, set: n strings
+	case 1, 2, 14: // list, set, quicklist (of ziplists): n strings
 		n, err := w.length()
 		if err != nil {
 			return err
@@ -351,12 +351,6 @@ func (w *rdbWalker) value(typ byte) error {
 			}
 		}
 		return nil
-	case 14: // quicklist: n ziplists
-		n, err := w.length()
-		if err != nil {
-			return err
-		}
-		return w.strings(n)
 	case 18: // quicklist2: n (container, blob)
 		n, err := w.length()
 		if err != nil {

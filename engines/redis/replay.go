@@ -156,25 +156,21 @@ func (r *replayer) add(rec *record) error {
 		r.see(rec, true)
 	case tagFunctions:
 		r.see(rec, true)
+		policy := "REPLACE"
 		switch r.functions {
 		case "skip":
 			r.functionsDone = "skipped"
 			return nil
 		case "flush":
-			r.functionsDone = "flushed and restored"
-			r.c.array(4)
-			r.c.argString("FUNCTION")
-			r.c.argString("RESTORE")
-			r.c.arg(rec.payload)
-			r.c.argString("FLUSH")
+			r.functionsDone, policy = "flushed and restored", "FLUSH"
 		default:
 			r.functionsDone = "restored (replace)"
-			r.c.array(4)
-			r.c.argString("FUNCTION")
-			r.c.argString("RESTORE")
-			r.c.arg(rec.payload)
-			r.c.argString("REPLACE")
 		}
+		r.c.array(4)
+		r.c.argString("FUNCTION")
+		r.c.argString("RESTORE")
+		r.c.arg(rec.payload)
+		r.c.argString(policy)
 		r.label("function restore")
 	case tagKey:
 		if r.skipDB {
