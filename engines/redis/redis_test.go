@@ -616,3 +616,29 @@ func TestReplayKeepsOrder(t *testing.T) {
 		t.Errorf("d = %q with TTL %v, want \"last\" expiring", got, ttl)
 	}
 }
+
+// TestReplayFailureNamesKey replays an artifact with a payload that checks
+// (CRC-64, RDB version) but that the server refuses, among thousands of
+// good keys: the restore fails, naming the key and saying the databases
+// are partly restored, instead of hanging or succeeding.
+func TestReplayFailureNamesKey(t *testing.T) {
+	ctx := context.Background()
+	srv := startServer(t)
+	store := enginetest.NewStore()
+	w, _ := store.Create(artifactKeys)
+	kw, _ := newKeyWriter(w)
+	kw.database(0)
+	for i := range 5000 {
+		kw.key(fmt.Appendf(nil, "good:%d", i), 0, dumpPayload([]byte{0, 2, 'o', 'k'}, 10))
+		if i == 3000 {
+			kw.key([]byte("bad-key"), 0, dumpPayload([]byte{99, 1, 2, 3}, 10))
+		}
+	}
+	kw.finish()
+	w.Close()
+	info := engines.BackupInfo{Format: formatLogical, ServerVersion: "7.0.15", SourceInfo: map[string]string{"mode": "logical", "databases": "0"}}
+	_, err := New().Restore(ctx, store.RestoreJob(t, "bad", srv.source("", srv.password, nil), info, engines.RestoreOptions{}))
+	if err == nil || !strings.Contains(err.Error(), "bad-key") || !strings.Contains(err.Error(), "partly restored") {
+		t.Fatalf("restore of a payload the server refuses: err = %v, want the key named and the databases said partly restored", err)
+	}
+}
