@@ -641,4 +641,5 @@ func TestReplayFailureNamesKey(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "bad-key") || !strings.Contains(err.Error(), "partly restored") {
 		t.Fatalf("restore of a payload the server refuses: err = %v, want the key named and the databases said partly restored", err)
 	}
+	t.Logf("the error: %v", err)
 }
