@@ -37,6 +37,7 @@ func run() error {
 		bin      = flag.String("capsule", "", "capsule binary to run as the worker (default: build ./cmd/capsule)")
 		runs     = flag.Int("runs", 1, "measure every step this many times and keep the fastest")
 		rdb      = flag.Bool("rdb", true, "also back up and restore in RDB mode")
+		profile  = flag.String("cpuprofile", "", "instead of the table: back up and restore once per mode in this process under the CPU profiler, writing FILE.<mode>.backup and FILE.<mode>.restore")
 	)
 	flag.Parse()
 	if *keys < 1 || *valueLen < 1 {
@@ -110,6 +111,9 @@ func run() error {
 	if *rdb {
 		modes = append(modes, "rdb")
 	}
+	if *profile != "" {
+		return profileModes(ctx, c, dst, modes, *profile)
+	}
 	rdbFile := filepath.Join(work, "cli.rdb")
 	for run := 1; run <= t.runs; run++ {
 		fmt.Fprintf(os.Stderr, "run %d of %d: redis-cli --rdb\n", run, t.runs)
@@ -118,7 +122,18 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		t.record(row{name: "redis-cli --rdb FILE", wall: tm.Wall, output: fileSize(rdbFile), cpu: tm.CPU, server: servers() - before})
+		// The server's CPU counts its fork once it has reaped it.
+		if err := src.waitNoFork(ctx); err != nil {
+			return err
+		}
+		t.record(row{name: rowCLI, wall: tm.Wall, output: fileSize(rdbFile), cpu: tm.CPU, server: servers() - before})
+
+		fmt.Fprintf(os.Stderr, "redis-server loading that file\n")
+		ld, err := loadRDB(ctx, rdbFile, n)
+		if err != nil {
+			return err
+		}
+		t.record(ld)
 		os.Remove(rdbFile)
 
 		for _, mode := range modes {
@@ -164,6 +179,16 @@ func run() error {
 	return nil
 }
 
+// Row names the targets compare.
+const (
+	rowCLI            = "redis-cli --rdb FILE"
+	rowLoad           = "redis-server loading FILE"
+	rowBackupLogical  = "capsule backup (logical)"
+	rowRestoreLogical = "capsule restore (logical)"
+	rowBackupRDB      = "capsule backup (rdb)"
+	rowRestoreRDB     = "capsule restore (rdb)"
+)
+
 // row is one step: the fastest of its runs.
 type row struct {
 	name   string
@@ -198,7 +223,7 @@ func (t *table) record(m row) {
 func (t *table) print(w io.Writer, keys int64) {
 	var base time.Duration
 	for _, r := range t.rows {
-		if r.name == "redis-cli --rdb FILE" {
+		if r.name == rowCLI {
 			base = r.wall
 		}
 	}
@@ -228,6 +253,70 @@ func (t *table) print(w io.Writer, keys int64) {
 	if t.runs > 1 {
 		fmt.Fprintf(w, "fastest of %d runs per step\n", t.runs)
 	}
+	t.targets(w, keys)
+}
+
+// targets prints issue 20's Redis targets, each against its anchor in
+// this run.
+func (t *table) targets(w io.Writer, keys int64) {
+	wall := map[string]time.Duration{}
+	for _, r := range t.rows {
+		wall[r.name] = r.wall
+	}
+	fmt.Fprintln(w, "\ntargets (issue 20), in this run:")
+	tab := benchkit.NewTable("target", "capsule", "anchor", "ratio", "")
+	check := func(target, row, anchor string) {
+		c, a := wall[row], wall[anchor]
+		if c == 0 || a == 0 {
+			return
+		}
+		met := "met"
+		if c > a {
+			met = "NOT met"
+		}
+		tab.Add(target, benchkit.Secs(c), benchkit.Secs(a)+" "+anchor, fmt.Sprintf("%.2f×", c.Seconds()/a.Seconds()), met)
+	}
+	check("logical backup keys/s ≥ redis-cli --rdb", rowBackupLogical, rowCLI)
+	check("logical restore ≤ redis-server loading the RDB", rowRestoreLogical, rowLoad)
+	check("rdb backup ≤ logical backup", rowBackupRDB, rowBackupLogical)
+	check("rdb restore ≤ logical restore", rowRestoreRDB, rowRestoreLogical)
+	tab.Print(w)
+	fmt.Fprintf(w, "ratio: capsule's wall over the anchor's for the same %d keys (≤ 1.00× meets the target)\n", keys)
+}
+
+// loadRDB times a redis-server started on file until it has loaded it:
+// from the start of the process until PING answers, INFO persistence
+// says loading:0 and DBSIZE is keys.
+func loadRDB(ctx context.Context, file string, keys int64) (row, error) {
+	dir := filepath.Join(filepath.Dir(file), "load")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return row{}, err
+	}
+	start := time.Now()
+	s, err := startRedis(ctx, dir, "dbfilename "+filepath.Base(file), "dir "+filepath.Dir(file))
+	if err != nil {
+		return row{}, err
+	}
+	defer s.stop()
+	for {
+		v, err := s.reply(ctx, "INFO", "persistence")
+		if err == nil && strings.Contains(v, "loading:0") {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			return row{}, fmt.Errorf("redis-server did not load %s within a minute", file)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	wall := time.Since(start)
+	got, err := s.dbsize(ctx)
+	if err != nil {
+		return row{}, err
+	}
+	if got != keys {
+		return row{}, fmt.Errorf("redis-server loaded %d keys from %s, want %d", got, file, keys)
+	}
+	return row{name: rowLoad, wall: wall, server: s.cpu()}, nil
 }
 
 // redisServer is a redis-server this program started.
@@ -237,7 +326,7 @@ type redisServer struct {
 	cmd  *exec.Cmd
 }
 
-func startRedis(ctx context.Context, dir string) (*redisServer, error) {
+func startRedis(ctx context.Context, dir string, extra ...string) (*redisServer, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -253,7 +342,7 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 		"dir " + dir,
 		"repl-diskless-sync-delay 0",
 		"logfile " + filepath.Join(dir, "redis.log"),
-	}, "\n") + "\n"
+	}, "\n") + "\n" + strings.Join(extra, "\n") + "\n"
 	confFile := filepath.Join(dir, "redis.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
 		return nil, err
@@ -276,9 +365,26 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 		case <-deadline:
 			s.stop()
 			return nil, fmt.Errorf("redis-server on port %d did not answer within 30s", port)
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// waitNoFork waits until the server has no child (the snapshot's fork
+// for a replica or BGSAVE) and has reaped the last one.
+func (s *redisServer) waitNoFork(ctx context.Context) error {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		v, err := s.reply(ctx, "INFO", "persistence")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(v, "rdb_bgsave_in_progress:0") && strings.Contains(v, "current_fork_perc:0.00") {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return errors.New("the redis-server's snapshot fork did not end within a minute")
 }
 
 // cpu is the server's CPU time so far, with its reaped forks (BGSAVE,

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"time"
 
 	"github.com/hdt3213/rdb/model"
-	goredis "github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
 	"github.com/cnvrg/capsule/engines"
@@ -92,51 +92,23 @@ func (e *Engine) backupLogical(ctx context.Context, job *engines.BackupJob, cfg 
 	}
 	details["functions"] = functions
 
-	perDB := map[string]int64{}
-	stats := newKeyStats()
-	var done, expiredSkipped int64
-	batch := cfg.batchSize()
-	for _, db := range dbs {
-		if err := conn.sel(ctx, db); err != nil {
-			return nil, err
-		}
-		if err := kw.database(db); err != nil {
-			return nil, err
-		}
-		var cursor uint64
-		var n int64
-		for {
-			keys, next, err := conn.Scan(ctx, cursor, "", int64(batch)).Result()
-			if err != nil {
-				return nil, fmt.Errorf("scan database %d: %w", db, err)
-			}
-			for len(keys) > 0 {
-				chunk := keys[:min(len(keys), batch)]
-				keys = keys[len(chunk):]
-				got, skipped, size, ver, err := dumpBatch(ctx, conn, kw, chunk, major, db, stats)
-				if err != nil {
-					return nil, fmt.Errorf("database %d: %w", db, err)
-				}
-				rdbVersion = max(rdbVersion, ver)
-				n += got
-				done += got
-				expiredSkipped += skipped
-				// Aim the next round trip at batchBytes of payload.
-				if got > 0 && size > batchBytes {
-					batch = max(1, int(int64(batch)*batchBytes/size))
-				} else if size < batchBytes/2 && batch < cfg.batchSize() {
-					batch = min(cfg.batchSize(), batch*2)
-				}
-				job.Progress.Report("keys", done, total)
-			}
-			cursor = next
-			if cursor == 0 {
-				break
-			}
-		}
-		perDB[strconv.Itoa(db)] = n
-		log.WithFields(logrus.Fields{"db": db, "keys": n}).Info("redis database backed up")
+	rc, err := ep.dialRESP(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer rc.close()
+	f := &fetcher{c: rc, kw: kw, stats: newKeyStats(), major: major, max: cfg.batchSize(), batch: cfg.batchSize(),
+		progress: job.Progress, total: total}
+	perDB := map[string]int64{}
+	for _, db := range dbs {
+		if err := f.database(db); err != nil {
+			return nil, ctxErr(ctx, err)
+		}
+		perDB[strconv.Itoa(db)] = f.n
+		log.WithFields(logrus.Fields{"db": db, "keys": f.n}).Info("redis database backed up")
+	}
+	rdbVersion = max(rdbVersion, f.rdbVersion)
+	done, expiredSkipped, stats := f.done, f.skipped, f.stats
 	if err := kw.finish(); err != nil {
 		return nil, err
 	}
@@ -160,85 +132,239 @@ func (e *Engine) backupLogical(ctx context.Context, job *engines.BackupJob, cfg 
 	}, nil
 }
 
-// dumpBatch pipelines PEXPIRETIME and DUMP for keys (one round trip) and
-// writes what it got. Keys gone or expired in the meantime are skipped.
-func dumpBatch(ctx context.Context, conn *dbConn, kw *keyWriter, keys []string, major, db int, stats *keyStats) (written, skipped, size int64, rdbVersion int, err error) {
-	type pair struct {
-		exp  goredis.Cmder
-		dump *goredis.StringCmd
+// fetcher reads every key of a database on one connection: SCAN, then
+// for each key PEXPIRETIME (PTTL before Redis 7) and DUMP, pipelined so
+// that the server always has the next batch to work on while the worker
+// reads the previous one. When a SCAN reply arrives the next SCAN and the
+// fetches of its keys are sent at once; the worker then reads the older
+// batch's replies, and the server is never idle waiting for the worker.
+// At most two batches of replies are in flight.
+type fetcher struct {
+	c        *respConn
+	kw       *keyWriter
+	stats    *keyStats
+	major    int
+	progress engines.Progress
+	total    int64
+
+	// batch is the keys per fetch and SCAN's COUNT, at most max: it
+	// shrinks so that a batch's payloads stay near batchBytes.
+	batch, max int
+	db         int
+	cur        int // the connection's database
+	payload    []byte
+	free       []*keyBatch
+
+	n, done, skipped int64
+	rdbVersion       int
+}
+
+// keyBatch holds a batch's key names in one buffer.
+type keyBatch struct {
+	buf  []byte
+	ends []int
+}
+
+func (b *keyBatch) len() int { return len(b.ends) }
+
+func (b *keyBatch) key(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = b.ends[i-1]
 	}
-	cmds := make([]pair, len(keys))
-	now := time.Now()
-	_, err = conn.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i, k := range keys {
-			if major >= 7 {
-				cmds[i].exp = p.Do(ctx, "PEXPIRETIME", k)
-			} else {
-				cmds[i].exp = p.Do(ctx, "PTTL", k)
-			}
-			cmds[i].dump = p.Dump(ctx, k)
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, goredis.Nil) {
-		// The first failed command's error; look at each below.
-		var firstReal error
-		for _, c := range cmds {
-			if e := c.dump.Err(); e != nil && !errors.Is(e, goredis.Nil) {
-				firstReal = e
-				break
-			}
-			if e := c.exp.Err(); e != nil {
-				firstReal = e
-				break
-			}
-		}
-		if firstReal != nil {
-			return 0, 0, 0, 0, fmt.Errorf("dump: %w", firstReal)
-		}
+	return b.buf[start:b.ends[i]]
+}
+
+func (f *fetcher) newBatch() *keyBatch {
+	if n := len(f.free); n > 0 {
+		b := f.free[n-1]
+		f.free = f.free[:n-1]
+		b.buf, b.ends = b.buf[:0], b.ends[:0]
+		return b
 	}
-	for i, k := range keys {
-		payload, derr := cmds[i].dump.Result()
-		if errors.Is(derr, goredis.Nil) {
-			skipped++ // deleted or expired since SCAN
+	return &keyBatch{}
+}
+
+// pending is what a reply in flight answers: a SCAN (batch nil) or a
+// batch's fetches.
+type pending struct{ batch *keyBatch }
+
+// database backs up database db.
+func (f *fetcher) database(db int) error {
+	f.db, f.n = db, 0
+	if db != f.cur {
+		f.c.command("SELECT", strconv.Itoa(db))
+		if err := f.c.flush(); err != nil {
+			return err
+		}
+		if err := f.c.readOK(); err != nil {
+			return fmt.Errorf("select database %d: %w", db, err)
+		}
+		f.cur = db
+	}
+	if err := f.kw.database(db); err != nil {
+		return err
+	}
+	f.sendScan(nil)
+	if err := f.c.flush(); err != nil {
+		return err
+	}
+	queue := []pending{{}}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if p.batch != nil {
+			if err := f.readFetch(p.batch); err != nil {
+				return fmt.Errorf("database %d: %w", db, err)
+			}
+			f.free = append(f.free, p.batch)
 			continue
 		}
-		if derr != nil {
-			return 0, 0, 0, 0, fmt.Errorf("dump: %w", derr)
+		cursor, keys, err := f.readScan()
+		if err != nil {
+			return fmt.Errorf("scan database %d: %w", db, err)
 		}
-		t, terr := cmds[i].exp.(*goredis.Cmd).Int64()
-		if terr != nil {
-			return 0, 0, 0, 0, fmt.Errorf("expiry: %w", terr)
+		if cursor != "0" {
+			f.sendScan([]byte(cursor))
+			queue = append(queue, pending{})
+		}
+		// The scan's keys in batches of f.batch.
+		if keys.len() <= f.batch {
+			if keys.len() > 0 {
+				f.sendFetch(keys)
+				queue = append(queue, pending{batch: keys})
+			} else {
+				f.free = append(f.free, keys)
+			}
+		} else {
+			for i := 0; i < keys.len(); i += f.batch {
+				b := f.newBatch()
+				for j := i; j < min(keys.len(), i+f.batch); j++ {
+					b.buf = append(b.buf, keys.key(j)...)
+					b.ends = append(b.ends, len(b.buf))
+				}
+				f.sendFetch(b)
+				queue = append(queue, pending{batch: b})
+			}
+			f.free = append(f.free, keys)
+		}
+		if err := f.c.flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *fetcher) sendScan(cursor []byte) {
+	f.c.array(4)
+	f.c.argString("SCAN")
+	if cursor == nil {
+		f.c.argString("0")
+	} else {
+		f.c.arg(cursor)
+	}
+	f.c.argString("COUNT")
+	f.c.argInt(int64(f.batch))
+}
+
+func (f *fetcher) sendFetch(b *keyBatch) {
+	ttl := "PTTL"
+	if f.major >= 7 {
+		ttl = "PEXPIRETIME"
+	}
+	for i := range b.len() {
+		k := b.key(i)
+		f.c.array(2)
+		f.c.argString(ttl)
+		f.c.arg(k)
+		f.c.array(2)
+		f.c.argString("DUMP")
+		f.c.arg(k)
+	}
+}
+
+// readScan reads a SCAN reply: the next cursor and the keys.
+func (f *fetcher) readScan() (string, *keyBatch, error) {
+	n, err := f.c.readArray()
+	if err != nil {
+		return "", nil, err
+	}
+	if n != 2 {
+		return "", nil, fmt.Errorf("redis protocol: SCAN reply of %d elements", n)
+	}
+	cur, ok, err := f.c.readBulk(nil)
+	if err != nil || !ok {
+		return "", nil, cmp.Or(err, errors.New("redis protocol: nil SCAN cursor"))
+	}
+	nk, err := f.c.readArray()
+	if err != nil {
+		return "", nil, err
+	}
+	b := f.newBatch()
+	for range nk {
+		if b.buf, ok, err = f.c.readBulk(b.buf); err != nil || !ok {
+			return "", nil, cmp.Or(err, errors.New("redis protocol: nil key in a SCAN reply"))
+		}
+		b.ends = append(b.ends, len(b.buf))
+	}
+	return string(cur), b, nil
+}
+
+// readFetch reads a batch's expiries and payloads and writes them. Keys
+// gone or expired since SCAN are skipped.
+func (f *fetcher) readFetch(b *keyBatch) error {
+	now := time.Now().UnixMilli()
+	var size int64
+	var got int64
+	for i := range b.len() {
+		t, err := f.c.readInt()
+		if err != nil {
+			return fmt.Errorf("expiry: %w", err)
+		}
+		p, ok, err := f.c.readBulk(f.payload[:0])
+		f.payload = p
+		if err != nil {
+			return fmt.Errorf("dump: %w", err)
+		}
+		if !ok || t == -2 {
+			f.skipped++ // deleted or expired since SCAN
+			continue
 		}
 		var expireAt int64
 		switch {
-		case t == -2:
-			skipped++
-			continue
 		case t == -1:
-		case major >= 7:
+		case f.major >= 7:
 			expireAt = t
 		default:
-			expireAt = now.UnixMilli() + t
+			expireAt = now + t
 		}
 		if expireAt < 0 {
 			expireAt = 0
 		}
-		if v, err := payloadRDBVersion([]byte(payload)); err == nil {
-			rdbVersion = max(rdbVersion, v)
+		if v, err := payloadRDBVersion(p); err == nil {
+			f.rdbVersion = max(f.rdbVersion, v)
 		}
-		p := []byte(payload)
-		if err := kw.key(k, expireAt, p); err != nil {
-			return 0, 0, 0, 0, err
+		k := b.key(i)
+		if err := f.kw.key(k, expireAt, p); err != nil {
+			return err
 		}
-		stats.count(db, payloadType(p))
+		f.stats.count(f.db, payloadType(p))
 		if expireAt == 0 {
-			stats.sample.offer(db, []byte(k), func() (model.RedisObject, error) { return payloadObject(p) })
+			f.stats.sample.offer(f.db, k, func() (model.RedisObject, error) { return payloadObject(p) })
 		}
-		written++
-		size += int64(len(payload))
+		got++
+		size += int64(len(p))
 	}
-	return written, skipped, size, rdbVersion, kw.flush()
+	f.n += got
+	f.done += got
+	// Aim the next round trips at batchBytes of payload.
+	if got > 0 && size > batchBytes {
+		f.batch = max(1, int(int64(f.batch)*batchBytes/size))
+	} else if size < batchBytes/2 && f.batch < f.max {
+		f.batch = min(f.max, f.batch*2)
+	}
+	f.progress.Report("keys", f.done, f.total)
+	return f.kw.flush()
 }
 
 // sourceInfo is what the index records about the source.

@@ -10,7 +10,9 @@
 //
 // Logical mode (the default) SCANs every selected database and pipelines
 // PEXPIRETIME and DUMP for a whole SCAN batch (2,000 keys by default) per
-// round trip, streaming keys.bin: a framed format described in format.go
+// round trip, the next SCAN and batch sent before the last batch's
+// replies are read (backup.go's fetcher, on a bare RESP connection,
+// resp.go), streaming keys.bin: a framed format described in format.go
 // (header, the FUNCTION DUMP payload, a section per database, per key its
 // bytes, absolute expiry in ms and DUMP payload, a trailer with a count
 // and a CRC-32C). It needs only +@read +scan +dump for database 0; other
@@ -21,13 +23,15 @@
 // redis-cli --rdb does (REPLCONF rdb-only, capa eof, SYNC; both the
 // length-prefixed and the diskless EOF-marked transfer), a point-in-time
 // copy of every database, stored unchanged as dump.rdb; the user needs
-// +sync +replconf. The snapshot is parsed as it streams (with
-// github.com/hdt3213/rdb, which knows every type up to RDB version 12), so
-// a snapshot capsule could not restore fails the backup. A restore
-// replays it through RESTORE: each key's raw encoding is cut out of the
-// file and framed as a DUMP payload, so the server gets exactly the bytes
-// it wrote. Limits: module types, module aux data and Redis 8 key
-// metadata are refused with an error naming them.
+// +sync +replconf. The snapshot is walked as it streams (rdbWalker: it
+// finds where each value ends without decoding it, up to the stream type
+// of Redis 7.2), so a snapshot capsule could not restore fails the
+// backup. A restore replays it: each key's raw encoding is cut out of the
+// file, a string's value sent as it is and any other type framed as a
+// DUMP payload for RESTORE, so the server gets exactly the bytes it
+// wrote. Limits: module types, module aux data, the hash types with field
+// expiry of Redis 7.4 and Redis 8 key metadata are refused with an error
+// naming them.
 //
 // The index records the mode (format redis-keys/1 or redis-rdb/1, and
 // sourceInfo.mode), the server version and the RDB format version.
@@ -42,8 +46,10 @@
 // successor restored). Only then
 // are the databases the backup holds flushed (FLUSHDB each, never
 // FLUSHALL; databases the target's own databases setting excludes are
-// left alone) and the second pass replays the keys with RESTORE key
-// <abs-ms> payload REPLACE ABSTTL, pipelined. A key whose expiry has passed
+// left alone) and the second pass replays the keys (replay.go), pipelined
+// with the replies read by a goroutine: strings in one MSET per batch (SET
+// ... PXAT <abs-ms> with an expiry, from Redis 6.2), other types with
+// RESTORE key <abs-ms> payload REPLACE ABSTTL. A key whose expiry has passed
 // is skipped, not resurrected. Function libraries are restored with
 // FUNCTION RESTORE REPLACE (restore option functions: replace, flush or
 // skip). The target is incomplete from the flush to the end of the

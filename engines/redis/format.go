@@ -8,9 +8,6 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
-
-	"github.com/hdt3213/rdb/crc64jones"
-	"github.com/hdt3213/rdb/model"
 )
 
 // The logical artifact (keys.bin) is a framed binary stream:
@@ -82,10 +79,10 @@ func (kw *keyWriter) database(db int) error {
 	return nil
 }
 
-func (kw *keyWriter) key(key string, expireAtMs int64, payload []byte) error {
+func (kw *keyWriter) key(key []byte, expireAtMs int64, payload []byte) error {
 	kw.w.WriteByte(tagKey)
 	kw.uvarint(uint64(len(key)))
-	kw.w.WriteString(key)
+	kw.w.Write(key)
 	kw.uvarint(uint64(max(expireAtMs, 0)))
 	kw.bytes(payload)
 	kw.keys++
@@ -117,9 +114,39 @@ type record struct {
 	expireAt   int64 // Unix ms, 0 for none
 	payload    []byte
 	rdbVersion int // of the payload
-	// obj is the decoded value, from an RDB file only (nil in a
-	// logical artifact).
-	obj model.RedisObject
+	// typ and value are an RDB file's key: its type byte and the value's
+	// encoding, valid during the callback only (payload is nil until
+	// dump makes it).
+	typ   byte
+	value []byte
+}
+
+// dump returns the record's DUMP payload.
+func (r *record) dump() []byte {
+	if r.payload == nil && r.value != nil {
+		r.payload = dumpPayloadOf(r.typ, r.value, r.rdbVersion)
+	}
+	return r.payload
+}
+
+// typeName names the key's type as TYPE does.
+func (r *record) typeName() string {
+	if r.payload == nil && r.value != nil {
+		return payloadType([]byte{r.typ})
+	}
+	return payloadType(r.payload)
+}
+
+// stringValue returns a string key's value (appending to scratch when
+// it must be built); false for any other type.
+func (r *record) stringValue(scratch []byte) ([]byte, bool) {
+	if r.payload == nil && r.value != nil {
+		if r.typ != 0 {
+			return nil, false
+		}
+		return rdbStringValue(r.value, scratch)
+	}
+	return stringPayloadValue(r.payload, scratch)
 }
 
 // keyReader reads the logical artifact. With skipData it checks payloads
@@ -129,6 +156,7 @@ type keyReader struct {
 	skipData bool
 	keys     uint64
 	done     bool
+	rec      record // what fastKey returns
 }
 
 // sumReader keeps a CRC-32C of exactly the bytes consumed through it.
@@ -192,6 +220,9 @@ func (kr *keyReader) uvarint() (uint64, error) {
 func (kr *keyReader) next() (*record, error) {
 	if kr.done {
 		return nil, io.EOF
+	}
+	if rec, ok, err := kr.fastKey(); ok || err != nil {
+		return rec, err
 	}
 	tag, err := kr.r.ReadByte()
 	if err != nil {
@@ -259,6 +290,55 @@ func (kr *keyReader) next() (*record, error) {
 	}
 }
 
+// fastKey reads a key record that lies whole in the read buffer, in
+// place, with no allocation: the record, its key and its payload are
+// valid until the next call. false (and no error) leaves anything else
+// to the general reader, which also names what is wrong with a
+// malformed record.
+func (kr *keyReader) fastKey() (*record, bool, error) {
+	br := kr.r.br
+	if br.Buffered() < 4096 {
+		_, _ = br.Peek(64 << 10) // fill; an error shows on the general path
+	}
+	b, _ := br.Peek(br.Buffered())
+	if len(b) == 0 || b[0] != tagKey {
+		return nil, false, nil
+	}
+	i := 1
+	field := func() (uint64, bool) {
+		v, n := binary.Uvarint(b[i:])
+		if n <= 0 {
+			return 0, false
+		}
+		i += n
+		return v, true
+	}
+	klen, ok := field()
+	if !ok || klen > uint64(len(b)-i) {
+		return nil, false, nil
+	}
+	key := b[i : i+int(klen)]
+	i += int(klen)
+	exp, ok := field()
+	if !ok || exp > 1<<62 {
+		return nil, false, nil
+	}
+	plen, ok := field()
+	if !ok || plen < 10 || plen > uint64(len(b)-i) {
+		return nil, false, nil
+	}
+	p := b[i : i+int(plen)]
+	i += int(plen)
+	if got := binary.LittleEndian.Uint64(p[plen-8:]); got != 0 && got != crcJones(0, p[:plen-8]) {
+		return nil, true, formatErr("dump payload checksum mismatch")
+	}
+	kr.r.crc.Write(b[:i])
+	_, _ = br.Discard(i)
+	kr.keys++
+	kr.rec = record{kind: tagKey, key: key, expireAt: int64(exp), payload: p, rdbVersion: int(binary.LittleEndian.Uint16(p[plen-10:]))}
+	return &kr.rec, true, nil
+}
+
 // checkTrailer checks the CRC-32C and that nothing follows it.
 func (kr *keyReader) checkTrailer() error {
 	want := kr.r.crc.Sum32()
@@ -287,25 +367,31 @@ func (kr *keyReader) payload() ([]byte, int, error) {
 	if n < 10 || n > maxPayloadLen {
 		return nil, 0, formatErr("payload of %d bytes", n)
 	}
-	h := crc64jones.New()
+	var crc uint64
 	var p []byte
 	if kr.skipData {
-		if _, err := io.CopyN(h, kr.r, int64(n-10)); err != nil {
-			return nil, 0, eofIsFormat(err)
+		buf := make([]byte, min(n-10, 1<<20))
+		for left := n - 10; left > 0; {
+			c := buf[:min(left, uint64(len(buf)))]
+			if _, err := io.ReadFull(kr.r, c); err != nil {
+				return nil, 0, eofIsFormat(err)
+			}
+			crc = crcJones(crc, c)
+			left -= uint64(len(c))
 		}
 	} else {
 		p = make([]byte, n)
 		if _, err := io.ReadFull(kr.r, p[:n-10]); err != nil {
 			return nil, 0, eofIsFormat(err)
 		}
-		h.Write(p[:n-10])
+		crc = crcJones(crc, p[:n-10])
 	}
 	var tail [10]byte
 	if _, err := io.ReadFull(kr.r, tail[:]); err != nil {
 		return nil, 0, eofIsFormat(err)
 	}
-	h.Write(tail[:2])
-	if got := binary.LittleEndian.Uint64(tail[2:]); got != 0 && got != h.Sum64() {
+	crc = crcJones(crc, tail[:2])
+	if got := binary.LittleEndian.Uint64(tail[2:]); got != 0 && got != crc {
 		return nil, 0, formatErr("dump payload checksum mismatch")
 	}
 	if p != nil {

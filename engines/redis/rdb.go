@@ -4,20 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
-	"net"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/hdt3213/rdb/core"
-	"github.com/hdt3213/rdb/crc64jones"
-	"github.com/hdt3213/rdb/model"
 )
 
 // replStream opens a replication connection and asks for the server's
@@ -26,22 +18,10 @@ import (
 // diskless transfer when the server does those, so no file is written on
 // its disk), SYNC. It returns a reader of exactly the RDB's bytes.
 func (e *endpoint) replStream(ctx context.Context) (io.Reader, func(), error) {
-	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", e.addr)
+	conn, closeFn, err := e.dialRaw(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect %s: %w", e.addr, err)
+		return nil, nil, err
 	}
-	conn := raw
-	if e.tls != nil {
-		tc := tls.Client(raw, e.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			raw.Close()
-			return nil, nil, fmt.Errorf("tls handshake with %s: %w", e.addr, err)
-		}
-		conn = tc
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	closeFn := func() { stop(); conn.Close() }
 	fail := func(err error) (io.Reader, func(), error) {
 		closeFn()
 		if ctx.Err() != nil {
@@ -191,224 +171,456 @@ type rdbInfo struct {
 	functions int
 }
 
-// recorder keeps the bytes the decoder reads, from the start of the
-// current object on, so that each object's raw encoding can be cut out:
-// the decoder reports how many bytes it has consumed, and the recorder
-// holds every byte from the last cut to what the decoder has buffered.
-type recorder struct {
-	r    io.Reader
-	buf  []byte
-	base int64 // stream offset of buf[0]
-	crc  hash.Hash64
+// rdbWalker reads an RDB file element by element without decoding
+// values: it knows each type's encoding only well enough to find where
+// it ends, keeps the element's bytes (seg), and keeps the CRC-64 of the
+// file. Decoding every value into objects (as hdt3213/rdb's decoder
+// does) cost most of the worker's CPU in RDB mode; a value is decoded
+// only when a sample needs it (payloadObject).
+type rdbWalker struct {
+	br  *bufio.Reader
+	crc uint64
+	seg []byte // the current element's bytes
+	// version is the file's RDB version.
+	version int
+	num     [24]byte // scratch for an integer-encoded key
 }
 
-func (rc *recorder) Read(p []byte) (int, error) {
-	n, err := rc.r.Read(p)
-	rc.buf = append(rc.buf, p[:n]...)
-	return n, err
+// take appends the next n bytes of the stream to seg.
+func (w *rdbWalker) take(n uint64) error {
+	if n > maxPayloadLen {
+		return formatErr("rdb: an element of %d bytes", n)
+	}
+	start := len(w.seg)
+	w.seg = grow(w.seg, int(n))
+	if _, err := io.ReadFull(w.br, w.seg[start:]); err != nil {
+		return eofIsFormat(err)
+	}
+	return nil
 }
 
-// cut returns the bytes [rc.base, to) and forgets them. The returned
-// slice is valid until the next Read.
-func (rc *recorder) cut(to int64) []byte {
-	n := to - rc.base
-	seg := rc.buf[:n]
-	rc.crc.Write(seg)
-	rest := rc.buf[n:]
-	out := append([]byte(nil), seg...)
-	rc.buf = append(rc.buf[:0], rest...)
-	rc.base = to
-	return out
+func (w *rdbWalker) byte() (byte, error) {
+	b, err := w.br.ReadByte()
+	if err != nil {
+		return 0, eofIsFormat(err)
+	}
+	w.seg = append(w.seg, b)
+	return b, nil
 }
 
-// parseRDB walks an RDB file with hdt3213/rdb's decoder, which knows
-// every type of Redis up to RDB version 12, checks the file's CRC-64, and
-// calls fn (when not nil) for the function libraries and for each key.
-// With extract, rec.payload is a DUMP payload built from the object's raw
-// encoding in the file (so RESTORE gets exactly what the server wrote);
-// without, it is nil (a checking pass).
-func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, error) {
-	rc := &recorder{r: r, crc: crc64jones.New()}
-	dec := core.NewDecoder(rc).WithSpecialOpCode()
-	info := &rdbInfo{aux: map[string]string{}, keys: map[int]int64{}}
-	var cbErr error
-	var funcs [][]byte
-	first := true
-	head := func() {
-		if first && len(rc.buf) >= 9 {
-			first = false
-			info.version, _ = strconv.Atoi(string(rc.cut(9)[5:]))
+// length reads an RDB length (not a special string encoding).
+func (w *rdbWalker) length() (uint64, error) {
+	b, err := w.byte()
+	if err != nil {
+		return 0, err
+	}
+	switch b >> 6 {
+	case 0:
+		return uint64(b & 0x3F), nil
+	case 1:
+		c, err := w.byte()
+		return uint64(b&0x3F)<<8 | uint64(c), err
+	case 2:
+		switch b {
+		case 0x80:
+			if err := w.take(4); err != nil {
+				return 0, err
+			}
+			return uint64(binary.BigEndian.Uint32(w.seg[len(w.seg)-4:])), nil
+		case 0x81:
+			if err := w.take(8); err != nil {
+				return 0, err
+			}
+			return binary.BigEndian.Uint64(w.seg[len(w.seg)-8:]), nil
 		}
 	}
+	return 0, formatErr("rdb: bad length byte 0x%02x", b)
+}
+
+// str skips a string (plain, integer-encoded or LZF) and returns where
+// it starts in seg.
+func (w *rdbWalker) str() (int, error) {
+	start := len(w.seg)
+	b, err := w.br.ReadByte()
+	if err != nil {
+		return 0, eofIsFormat(err)
+	}
+	if b>>6 != 3 {
+		if err := w.br.UnreadByte(); err != nil {
+			return 0, err
+		}
+		n, err := w.length()
+		if err != nil {
+			return 0, err
+		}
+		return start, w.take(n)
+	}
+	w.seg = append(w.seg, b)
+	switch b & 0x3F {
+	case 0:
+		return start, w.take(1)
+	case 1:
+		return start, w.take(2)
+	case 2:
+		return start, w.take(4)
+	case 3:
+		clen, err := w.length()
+		if err != nil {
+			return 0, err
+		}
+		if _, err := w.length(); err != nil {
+			return 0, err
+		}
+		return start, w.take(clen)
+	}
+	return 0, formatErr("rdb: bad string encoding 0x%02x", b)
+}
+
+// strings skips n strings.
+func (w *rdbWalker) strings(n uint64) error {
+	for ; n > 0; n-- {
+		if _, err := w.str(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lengths skips n lengths.
+func (w *rdbWalker) lengths(n int) error {
+	for ; n > 0; n-- {
+		if _, err := w.length(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// value skips a value of RDB type typ.
+func (w *rdbWalker) value(typ byte) error {
+	switch typ {
+	case 0: // string
+		_, err := w.str()
+		return err
+	case 9, 10, 11, 12, 13, 16, 17, 20: // zipmap, ziplist, intset, listpack: one blob
+		_, err := w.str()
+		return err
+	case 1, 2, 14: // list, set, quicklist (of ziplists): n strings
+		n, err := w.length()
+		if err != nil {
+			return err
+		}
+		return w.strings(n)
+	case 4: // hash: n field and value strings
+		n, err := w.length()
+		if err != nil {
+			return err
+		}
+		return w.strings(2 * n)
+	case 3: // zset: n members with a textual score
+		n, err := w.length()
+		if err != nil {
+			return err
+		}
+		for ; n > 0; n-- {
+			if _, err := w.str(); err != nil {
+				return err
+			}
+			l, err := w.byte()
+			if err != nil {
+				return err
+			}
+			if l < 253 {
+				if err := w.take(uint64(l)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	case 5: // zset2: n members with a binary score
+		n, err := w.length()
+		if err != nil {
+			return err
+		}
+		for ; n > 0; n-- {
+			if _, err := w.str(); err != nil {
+				return err
+			}
+			if err := w.take(8); err != nil {
+				return err
+			}
+		}
+		return nil
+	case 18: // quicklist2: n (container, blob)
+		n, err := w.length()
+		if err != nil {
+			return err
+		}
+		for ; n > 0; n-- {
+			if _, err := w.length(); err != nil {
+				return err
+			}
+			if _, err := w.str(); err != nil {
+				return err
+			}
+		}
+		return nil
+	case 15, 19, 21:
+		return w.stream(typ)
+	}
+	return formatErr("rdb: value type %d is not supported (a module's type, or a newer Redis's)", typ)
+}
+
+// stream skips a stream of type 15 (listpacks), 19 (listpacks 2, Redis
+// 7.0) or 21 (listpacks 3, Redis 7.2).
+func (w *rdbWalker) stream(typ byte) error {
+	n, err := w.length()
+	if err != nil {
+		return err
+	}
+	if err := w.strings(2 * n); err != nil { // node keys and listpacks
+		return err
+	}
+	// length, last id (ms, seq); from v2 first id, max deleted id,
+	// entries added
+	fields := 3
+	if typ >= 19 {
+		fields += 5
+	}
+	if err := w.lengths(fields); err != nil {
+		return err
+	}
+	groups, err := w.length()
+	if err != nil {
+		return err
+	}
+	for ; groups > 0; groups-- {
+		if _, err := w.str(); err != nil { // name
+			return err
+		}
+		last := 2 // last id
+		if typ >= 19 {
+			last++ // entries read
+		}
+		if err := w.lengths(last); err != nil {
+			return err
+		}
+		pel, err := w.length()
+		if err != nil {
+			return err
+		}
+		for ; pel > 0; pel-- {
+			if err := w.take(16 + 8); err != nil { // id, delivery time
+				return err
+			}
+			if _, err := w.length(); err != nil { // delivery count
+				return err
+			}
+		}
+		consumers, err := w.length()
+		if err != nil {
+			return err
+		}
+		for ; consumers > 0; consumers-- {
+			if _, err := w.str(); err != nil {
+				return err
+			}
+			times := uint64(8) // seen time
+			if typ >= 21 {
+				times += 8 // active time
+			}
+			if err := w.take(times); err != nil {
+				return err
+			}
+			cpel, err := w.length()
+			if err != nil {
+				return err
+			}
+			if err := w.take(16 * cpel); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// parseRDB walks an RDB file, checks its CRC-64, and calls fn (when not
+// nil) for the function libraries and for each key, with rec.typ and
+// rec.value the key's raw encoding in the file (valid during the call;
+// rec.dump() makes a DUMP payload of it, so RESTORE gets exactly what
+// the server wrote). With extract the functions record holds its
+// payload (a checking pass needs none).
+func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, error) {
+	w := &rdbWalker{br: bufio.NewReaderSize(r, 1<<20)}
+	info := &rdbInfo{aux: map[string]string{}, keys: map[int]int64{}}
+	if err := w.take(9); err != nil {
+		return nil, formatErr("rdb file is truncated")
+	}
+	if string(w.seg[:5]) != "REDIS" {
+		return nil, formatErr("rdb: bad magic")
+	}
+	v, err := strconv.Atoi(string(w.seg[5:9]))
+	if err != nil || v < 1 {
+		return nil, formatErr("rdb: bad version %q", w.seg[5:9])
+	}
+	info.version, w.version = v, v
+	var funcs []byte
+	keysSeen := false
 	emitFunctions := func() error {
+		if keysSeen {
+			return nil
+		}
+		keysSeen = true // functions come before the first key
 		if info.functions == 0 || fn == nil {
 			return nil
 		}
 		rec := &record{kind: tagFunctions, rdbVersion: info.version}
 		if extract {
-			rec.payload = dumpPayload(bytes.Join(funcs, nil), info.version)
+			rec.payload = dumpPayload(funcs, info.version)
 		}
 		funcs = nil
 		return fn(rec)
 	}
-	keysSeen := false
-	err := dec.Parse(func(o model.RedisObject) bool {
-		head()
-		seg := rc.cut(int64(dec.GetReadCount()))
-		switch obj := o.(type) {
-		case *model.AuxObject:
-			switch obj.Key {
-			case "redis-ver", "redis-bits", "ctime", "used-mem", "aof-base":
-				info.aux[obj.Key] = obj.Value
-			}
-			return true
-		case *model.DBSizeObject:
-			return true
-		case *model.FunctionsObject:
-			info.functions++
-			if extract {
-				body, err := stripOpcodes(seg, 0xF5)
-				if err != nil {
-					cbErr = err
-					return false
-				}
-				funcs = append(funcs, body)
-			}
-			return true
-		}
-		if !keysSeen {
-			// Functions come before the first database in an RDB file.
-			keysSeen = true
-			if cbErr = emitFunctions(); cbErr != nil {
-				return false
-			}
-		}
-		db := o.GetDBIndex()
-		info.keys[db]++
-		if fn == nil {
-			return true
-		}
-		rec := &record{kind: tagKey, db: db, key: []byte(o.GetKey()), rdbVersion: info.version, obj: o}
-		if t := o.GetExpiration(); t != nil {
-			rec.expireAt = max(t.UnixMilli(), 1)
-		}
-		if extract {
-			body, err := keyValue(seg)
-			if err != nil {
-				cbErr = err
-				return false
-			}
-			rec.payload = dumpPayload(body, info.version)
-		}
-		cbErr = fn(rec)
-		return cbErr == nil
-	})
-	if err == nil {
-		err = cbErr
-	}
-	if err != nil {
-		return nil, err
-	}
-	if head(); first {
-		return nil, formatErr("rdb file is truncated")
-	}
-	if !keysSeen {
-		if err := emitFunctions(); err != nil {
+	db := 0
+	var expireAt int64
+	rec := &record{kind: tagKey}
+	for {
+		w.crc = crcJones(w.crc, w.seg)
+		w.seg = w.seg[:0]
+		op, err := w.byte()
+		if err != nil {
 			return nil, err
 		}
-	}
-	end := int64(dec.GetReadCount())
-	if info.version >= 5 {
-		if end-8 < rc.base || int64(len(rc.buf)) < end-rc.base {
-			return nil, formatErr("rdb file is truncated")
+		switch op {
+		case 0xFA: // aux field
+			k, err := w.str()
+			if err != nil {
+				return nil, err
+			}
+			vs, err := w.str()
+			if err != nil {
+				return nil, err
+			}
+			key, _ := rdbStringValue(w.seg[k:vs], nil)
+			switch string(key) {
+			case "redis-ver", "redis-bits", "ctime", "used-mem", "aof-base":
+				val, _ := rdbStringValue(w.seg[vs:], nil)
+				info.aux[string(key)] = string(val)
+			}
+		case 0xFB: // resize db
+			if err := w.lengths(2); err != nil {
+				return nil, err
+			}
+		case 0xFE: // select db
+			n, err := w.length()
+			if err != nil {
+				return nil, err
+			}
+			if n > 1<<20 {
+				return nil, formatErr("rdb: database %d", n)
+			}
+			db = int(n)
+		case 0xFD: // expire time, seconds
+			if err := w.take(4); err != nil {
+				return nil, err
+			}
+			expireAt = int64(binary.LittleEndian.Uint32(w.seg[len(w.seg)-4:])) * 1000
+		case 0xFC: // expire time, ms
+			if err := w.take(8); err != nil {
+				return nil, err
+			}
+			expireAt = int64(binary.LittleEndian.Uint64(w.seg[len(w.seg)-8:]))
+		case 0xF8: // idle
+			if _, err := w.length(); err != nil {
+				return nil, err
+			}
+		case 0xF9: // freq
+			if _, err := w.byte(); err != nil {
+				return nil, err
+			}
+		case 0xF5: // a function library
+			if _, err := w.str(); err != nil {
+				return nil, err
+			}
+			info.functions++
+			if extract {
+				funcs = append(funcs, w.seg...)
+			}
+		case 0xFF: // end
+			w.crc = crcJones(w.crc, w.seg)
+			w.seg = w.seg[:0]
+			if err := emitFunctions(); err != nil {
+				return nil, err
+			}
+			if info.version >= 5 {
+				want := w.crc
+				if err := w.take(8); err != nil {
+					return nil, formatErr("rdb file is truncated")
+				}
+				if sum := binary.LittleEndian.Uint64(w.seg); sum != 0 && sum != want {
+					return nil, formatErr("rdb file checksum mismatch")
+				}
+			}
+			if _, err := w.br.ReadByte(); err == nil {
+				return nil, formatErr("data after the rdb file's end")
+			}
+			// Reach the end of the stream (the artifact reader checks
+			// its sha256 there).
+			if n, err := io.Copy(io.Discard, r); err != nil {
+				return nil, err
+			} else if n > 0 {
+				return nil, formatErr("data after the rdb file's end")
+			}
+			return info, nil
+		case 0xF7, 0xF6, 0xF4, 0xF3: // module aux, old functions, slot info, key meta
+			return nil, formatErr("rdb: opcode 0x%02x is not supported", op)
+		default:
+			// A key: its type, name and value.
+			if err := emitFunctions(); err != nil {
+				return nil, err
+			}
+			typStart := len(w.seg) - 1
+			k, err := w.str()
+			if err != nil {
+				return nil, err
+			}
+			vStart := len(w.seg)
+			if err := w.value(op); err != nil {
+				return nil, err
+			}
+			info.keys[db]++
+			if fn != nil {
+				key, ok := rdbStringValue(w.seg[k:vStart], w.num[:0])
+				if !ok {
+					return nil, formatErr("rdb: bad key encoding")
+				}
+				*rec = record{kind: tagKey, db: db, key: key, rdbVersion: info.version, typ: w.seg[typStart], value: w.seg[vStart:]}
+				if expireAt != 0 {
+					rec.expireAt = max(expireAt, 1)
+				}
+				if err := fn(rec); err != nil {
+					return nil, err
+				}
+			}
+			expireAt = 0
 		}
-		rc.cut(end - 8)
-		want := rc.crc.Sum64()
-		sum := binary.LittleEndian.Uint64(rc.cut(end))
-		if sum != 0 && sum != want {
-			return nil, formatErr("rdb file checksum mismatch")
-		}
 	}
-	if int64(len(rc.buf)) > end-rc.base {
-		return nil, formatErr("data after the rdb file's end")
-	}
-	// Reach the end of the stream (the artifact reader checks its sha256
-	// there).
-	if n, err := io.Copy(io.Discard, r); err != nil {
-		return nil, err
-	} else if n > 0 {
-		return nil, formatErr("data after the rdb file's end")
-	}
-	return info, nil
 }
 
 // dumpPayload makes a DUMP payload of an object's type byte and
 // encoding: the RDB version (2 bytes, little-endian) and a CRC-64 follow.
 func dumpPayload(body []byte, rdbVersion int) []byte {
-	p := make([]byte, len(body), len(body)+10)
-	copy(p, body)
+	return dumpPayloadOf(body[0], body[1:], rdbVersion)
+}
+
+// dumpPayloadOf makes a DUMP payload of a type byte and a value's
+// encoding.
+func dumpPayloadOf(typ byte, value []byte, rdbVersion int) []byte {
+	p := make([]byte, 0, 1+len(value)+10)
+	p = append(p, typ)
+	p = append(p, value...)
 	p = binary.LittleEndian.AppendUint16(p, uint16(rdbVersion))
-	h := crc64jones.New()
-	h.Write(p)
-	return binary.LittleEndian.AppendUint64(p, h.Sum64())
-}
-
-// keyValue cuts a key's segment of the file (opcodes such as SELECTDB
-// and EXPIRETIME, the type byte, the key, the value) down to the type
-// byte and the value: the body of a DUMP payload.
-func keyValue(seg []byte) ([]byte, error) {
-	i, err := skipOpcodes(seg)
-	if err != nil {
-		return nil, err
-	}
-	typ := seg[i]
-	j, err := skipString(seg, i+1)
-	if err != nil {
-		return nil, err
-	}
-	body := make([]byte, 0, 1+len(seg)-j)
-	body = append(body, typ)
-	return append(body, seg[j:]...), nil
-}
-
-// stripOpcodes returns seg from the first byte that is op on, after the
-// opcodes that may precede it.
-func stripOpcodes(seg []byte, op byte) ([]byte, error) {
-	i, err := skipOpcodes(seg)
-	if err != nil {
-		return nil, err
-	}
-	if seg[i] != op {
-		return nil, formatErr("rdb: expected opcode 0x%02x, found 0x%02x", op, seg[i])
-	}
-	return seg[i:], nil
-}
-
-// skipOpcodes skips the opcodes the decoder consumes without reporting
-// them: SELECTDB, EXPIRETIME(MS), IDLE, FREQ.
-func skipOpcodes(seg []byte) (int, error) {
-	i := 0
-	for i < len(seg) {
-		var err error
-		switch seg[i] {
-		case 0xFE, 0xF8: // SELECTDB, IDLE: a length
-			i, _, err = readLen(seg, i+1)
-		case 0xFD: // EXPIRETIME: 4 bytes
-			i += 5
-		case 0xFC: // EXPIRETIME_MS: 8 bytes
-			i += 9
-		case 0xF9: // FREQ: 1 byte
-			i += 2
-		case 0xF7, 0xF6, 0xF4, 0xF3: // module aux, old functions, slot info, key meta
-			return 0, formatErr("rdb: opcode 0x%02x is not supported", seg[i])
-		default:
-			return i, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
-	return 0, formatErr("rdb: object without a type")
+	return binary.LittleEndian.AppendUint64(p, crcJones(0, p))
 }
 
 // readLen reads an RDB length at seg[i:], returning the index after it.

@@ -77,9 +77,9 @@ func (e *Engine) backupRDB(ctx context.Context, job *engines.BackupJob, cfg *Con
 		if rec.kind != tagKey {
 			return nil
 		}
-		stats.count(rec.db, rec.obj.GetType())
+		stats.count(rec.db, rec.typeName())
 		if rec.expireAt == 0 && cfg.Databases.has(rec.db) {
-			stats.sample.offer(rec.db, rec.key, func() (model.RedisObject, error) { return rec.obj, nil })
+			stats.sample.offer(rec.db, rec.key, func() (model.RedisObject, error) { return payloadObject(rec.dump()) })
 		}
 		return nil
 	}, false)

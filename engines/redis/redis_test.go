@@ -85,6 +85,20 @@ func seed(ctx context.Context, t testing.TB, srv *testServer) {
 		must(c.GeoAdd(ctx, p+"geo", &goredis.GeoLocation{Name: "tlv", Longitude: 34.78, Latitude: 32.08}, &goredis.GeoLocation{Name: "sf", Longitude: -122.42, Latitude: 37.77}).Err())
 		must(c.SetBit(ctx, p+"bitmap", 7, 1).Err())
 		must(c.SetBit(ctx, p+"bitmap", 1000, 1).Err())
+		// The encodings of large collections, integer and compressed
+		// strings and key names, the empty string: the RDB walker and
+		// the MSET replay each read these differently.
+		for i := range 300 {
+			must(c.SAdd(ctx, p+"bigset", fmt.Sprintf("member-%d", i)).Err())
+			must(c.ZAdd(ctx, p+"bigzset", goredis.Z{Score: float64(i) / 3, Member: fmt.Sprintf("m-%d", i)}).Err())
+			must(c.HSet(ctx, p+"bighash", fmt.Sprintf("field-%d", i), i).Err())
+		}
+		for i, v := range []string{"-5", "-300", "-70000", "4000000000", "", "007", strings.Repeat("xy", 500)} {
+			must(c.Set(ctx, fmt.Sprintf("%snum%d", p, i), v, 0).Err())
+		}
+		must(c.Set(ctx, fmt.Sprint(1000+db), "integer key name", 0).Err())
+		must(c.Set(ctx, p+strings.Repeat("long-key-", 30), "compressed key name", 0).Err())
+		must(c.Set(ctx, p+"ttl-int", 42, time.Hour).Err())
 		c.Close()
 	}
 }
@@ -310,7 +324,7 @@ func TestRefusesNewerPayload(t *testing.T) {
 	w, _ := store.Create(artifactKeys)
 	kw, _ := newKeyWriter(w)
 	kw.database(0)
-	kw.key("k", 0, dumpPayload([]byte{0, 1, 'v'}, 99))
+	kw.key([]byte("k"), 0, dumpPayload([]byte{0, 1, 'v'}, 99))
 	kw.finish()
 	w.Close()
 	info := engines.BackupInfo{Format: formatLogical, ServerVersion: "99.0.0", SourceInfo: map[string]string{"mode": "logical", "databases": "0"}}
@@ -556,4 +570,76 @@ func BenchmarkLogical(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/backup.Seconds(), "backup-keys/s")
 	b.ReportMetric(float64(n*b.N)/restore.Seconds(), "restore-keys/s")
+}
+
+// TestReplayKeepsOrder restores an artifact that lists keys twice (SCAN
+// may): the last record of a key wins, whichever command carries it
+// (MSET, SET ... PXAT or RESTORE).
+func TestReplayKeepsOrder(t *testing.T) {
+	ctx := context.Background()
+	srv := startServer(t)
+	c := rawClient(srv, 0)
+	defer c.Close()
+	c.RPush(ctx, "list", "a", "b")
+	listPayload := []byte(c.Dump(ctx, "list").Val())
+	c.FlushAll(ctx)
+	str := func(v string) []byte { return dumpPayload(append([]byte{0, byte(len(v))}, v...), 10) }
+	later := time.Now().Add(time.Hour).UnixMilli()
+	store := enginetest.NewStore()
+	w, _ := store.Create(artifactKeys)
+	kw, _ := newKeyWriter(w)
+	kw.database(0)
+	kw.key([]byte("a"), 0, str("first"))       // MSET
+	kw.key([]byte("a"), 0, listPayload)        // RESTORE after it
+	kw.key([]byte("b"), later, str("expires")) // SET PXAT
+	kw.key([]byte("b"), 0, str("forever"))     // MSET after it
+	kw.key([]byte("c"), 0, str("one"))
+	kw.key([]byte("c"), 0, str("two")) // the same MSET
+	kw.key([]byte("d"), 0, listPayload)
+	kw.key([]byte("d"), later, str("last")) // SET PXAT after RESTORE
+	kw.finish()
+	w.Close()
+	info := engines.BackupInfo{Format: formatLogical, ServerVersion: "7.0.15", SourceInfo: map[string]string{"mode": "logical", "databases": "0"}}
+	if _, err := New().Restore(ctx, store.RestoreJob(t, "order", srv.source("", srv.password, nil), info, engines.RestoreOptions{})); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if got := c.LRange(ctx, "a", 0, -1).Val(); len(got) != 2 {
+		t.Errorf("a = %v (type %s), want the list", got, c.Type(ctx, "a").Val())
+	}
+	if got, ttl := c.Get(ctx, "b").Val(), c.PTTL(ctx, "b").Val(); got != "forever" || ttl != -1 {
+		t.Errorf("b = %q with TTL %v, want \"forever\" without one", got, ttl)
+	}
+	if got := c.Get(ctx, "c").Val(); got != "two" {
+		t.Errorf("c = %q, want \"two\"", got)
+	}
+	if got, ttl := c.Get(ctx, "d").Val(), c.PTTL(ctx, "d").Val(); got != "last" || ttl <= 0 {
+		t.Errorf("d = %q with TTL %v, want \"last\" expiring", got, ttl)
+	}
+}
+
+// TestReplayFailureNamesKey replays an artifact with a payload that checks
+// (CRC-64, RDB version) but that the server refuses, among thousands of
+// good keys: the restore fails, naming the key and saying the databases
+// are partly restored, instead of hanging or succeeding.
+func TestReplayFailureNamesKey(t *testing.T) {
+	ctx := context.Background()
+	srv := startServer(t)
+	store := enginetest.NewStore()
+	w, _ := store.Create(artifactKeys)
+	kw, _ := newKeyWriter(w)
+	kw.database(0)
+	for i := range 5000 {
+		kw.key(fmt.Appendf(nil, "good:%d", i), 0, dumpPayload([]byte{0, 2, 'o', 'k'}, 10))
+		if i == 3000 {
+			kw.key([]byte("bad-key"), 0, dumpPayload([]byte{99, 1, 2, 3}, 10))
+		}
+	}
+	kw.finish()
+	w.Close()
+	info := engines.BackupInfo{Format: formatLogical, ServerVersion: "7.0.15", SourceInfo: map[string]string{"mode": "logical", "databases": "0"}}
+	_, err := New().Restore(ctx, store.RestoreJob(t, "bad", srv.source("", srv.password, nil), info, engines.RestoreOptions{}))
+	if err == nil || !strings.Contains(err.Error(), "bad-key") || !strings.Contains(err.Error(), "partly restored") {
+		t.Fatalf("restore of a payload the server refuses: err = %v, want the key named and the databases said partly restored", err)
+	}
+	t.Logf("the error: %v", err)
 }

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
 	"github.com/cnvrg/capsule/engines"
@@ -174,12 +173,17 @@ func restoreInto(ctx context.Context, job *engines.RestoreJob, cfg *Config, ep *
 		}
 	}
 	log.WithField("databases", dbs).Info("redis target databases flushed")
-	rs := &restorer{ctx: ctx, conn: conn, dbs: dbs, functions: functionsPolicy, batch: cfg.batchSize(), progress: job.Progress, total: total, observe: observe}
-	if _, err := readArtifact(ctx, job, artifact, true, rs.add); err != nil {
-		return nil, fmt.Errorf("restore into the flushed databases %v failed midway, they are partly restored: %w", dbs, err)
+	major, minor := parseVersion(version)
+	rs, err := newReplayer(ctx, ep, dbs, functionsPolicy, cfg.batchSize(), major > 6 || major == 6 && minor >= 2, job.Progress, total, observe)
+	if err != nil {
+		return nil, fmt.Errorf("restore into the flushed databases %v failed before the first key, they are empty: %w", dbs, err)
 	}
-	if err := rs.flush(); err != nil {
-		return nil, fmt.Errorf("restore into the flushed databases %v failed midway, they are partly restored: %w", dbs, err)
+	_, err = readArtifact(ctx, job, artifact, true, rs.add)
+	if ferr := rs.finish(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("restore into the flushed databases %v failed midway, they are partly restored: %w", dbs, ctxErr(ctx, err))
 	}
 	downtime := time.Since(start)
 	log.WithFields(logrus.Fields{"keys": rs.restored, "expired_skipped": rs.expired, "downtime": downtime}).Info("redis restore done")
@@ -323,106 +327,6 @@ func readKeys(r io.Reader, load bool, fn func(*record) error) error {
 			return err
 		}
 	}
-}
-
-// restorer replays records into the target with pipelined RESTOREs.
-type restorer struct {
-	ctx       context.Context
-	conn      *dbConn
-	dbs       []int
-	functions string
-	batch     int
-	progress  engines.Progress
-	total     int64
-	observe   func(rec *record, restored bool)
-
-	skipDB        bool
-	pipe          goredis.Pipeliner
-	queued        []*goredis.Cmd
-	bytes         int
-	restored      int64
-	expired       int64
-	functionsDone string
-}
-
-func (r *restorer) add(rec *record) error {
-	switch rec.kind {
-	case tagDatabase:
-		if err := r.flush(); err != nil {
-			return err
-		}
-		r.skipDB = !slices.Contains(r.dbs, rec.db)
-		if r.skipDB {
-			return nil
-		}
-		if err := r.conn.sel(r.ctx, rec.db); err != nil {
-			return err
-		}
-		r.see(rec, true)
-	case tagFunctions:
-		r.see(rec, true)
-		return r.restoreFunctions(rec.payload)
-	case tagKey:
-		if r.skipDB {
-			return nil
-		}
-		if rec.expireAt > 0 && rec.expireAt <= time.Now().UnixMilli() {
-			r.expired++ // expired since the backup: not resurrected
-			r.see(rec, false)
-			return nil
-		}
-		r.see(rec, true)
-		if r.pipe == nil {
-			r.pipe = r.conn.Pipeline()
-		}
-		r.queued = append(r.queued, r.pipe.Do(r.ctx, "RESTORE", rec.key, rec.expireAt, rec.payload, "REPLACE", "ABSTTL"))
-		r.bytes += len(rec.payload)
-		if len(r.queued) >= r.batch || r.bytes >= batchBytes {
-			return r.flush()
-		}
-	}
-	return nil
-}
-
-func (r *restorer) see(rec *record, restored bool) {
-	if r.observe != nil {
-		r.observe(rec, restored)
-	}
-}
-
-func (r *restorer) flush() error {
-	if len(r.queued) == 0 {
-		return nil
-	}
-	_, _ = r.pipe.Exec(r.ctx)
-	for _, c := range r.queued {
-		if err := c.Err(); err != nil {
-			key, _ := c.Args()[1].([]byte)
-			return fmt.Errorf("restore key %q: %w", clip(string(key)), err)
-		}
-	}
-	r.restored += int64(len(r.queued))
-	r.queued = r.queued[:0]
-	r.bytes = 0
-	r.progress.Report("keys", r.restored, r.total)
-	return nil
-}
-
-func (r *restorer) restoreFunctions(payload []byte) error {
-	switch r.functions {
-	case "skip":
-		r.functionsDone = "skipped"
-		return nil
-	case "flush":
-		r.functionsDone = "flushed and restored"
-		return r.conn.Do(r.ctx, "FUNCTION", "RESTORE", payload, "FLUSH").Err()
-	}
-	err := r.conn.Do(r.ctx, "FUNCTION", "RESTORE", payload, "REPLACE").Err()
-	if err != nil {
-		return fmt.Errorf("function restore: %w", err)
-	}
-	r.functionsDone = "restored (replace)"
-	return nil
 }
 
 // parseDBList parses "0,3,7".

@@ -70,7 +70,7 @@ func (v *verifyStats) observe(rec *record, restored bool) {
 	case tagFunctions:
 		v.functions = true
 	case tagKey:
-		typ := payloadType(rec.payload)
+		typ := rec.typeName()
 		v.artifact[rec.db]++
 		bump(v.artTypes, rec.db, typ)
 		if !restored {
@@ -84,13 +84,7 @@ func (v *verifyStats) observe(rec *record, restored bool) {
 			}
 			return
 		}
-		obj, payload := rec.obj, rec.payload
-		v.sample.offer(rec.db, rec.key, func() (model.RedisObject, error) {
-			if obj != nil {
-				return obj, nil
-			}
-			return payloadObject(payload)
-		})
+		v.sample.offer(rec.db, rec.key, func() (model.RedisObject, error) { return payloadObject(rec.dump()) })
 	}
 }
 

@@ -70,8 +70,8 @@ func TestVerifyRestoresIntoScratch(t *testing.T) {
 				t.Fatalf("Verify: %v, report %+v", err, rep)
 			}
 			for name, want := range map[string]string{
-				"restore into a scratch server": "45 keys restored into a scratch redis-server 7",
-				"keys per database":             "db 0: 15, db 3: 15, db 7: 15, as the backup recorded",
+				"restore into a scratch server": "84 keys restored into a scratch redis-server 7",
+				"keys per database":             "db 0: 28, db 3: 28, db 7: 28, as the backup recorded",
 				"types per database":            "as the backup recorded",
 				"sample of values":              "32 of 32 sampled keys hold the values recorded when the backup was made",
 				"functions":                     "1 function libraries loaded",
@@ -107,8 +107,8 @@ func TestVerifyCatchesWhatChecksumsCannot(t *testing.T) {
 		w, _ := store.Create(artifactKeys)
 		kw, _ := newKeyWriter(w)
 		kw.database(0)
-		kw.key("fine", 0, dumpPayload([]byte{0, 2, 'o', 'k'}, 10))
-		kw.key("broken", 0, dumpPayload([]byte{0, 40, 'x'}, 10))
+		kw.key([]byte("fine"), 0, dumpPayload([]byte{0, 2, 'o', 'k'}, 10))
+		kw.key([]byte("broken"), 0, dumpPayload([]byte{0, 40, 'x'}, 10))
 		kw.finish()
 		w.Close()
 		info := engines.BackupInfo{Format: formatLogical, ServerVersion: "7.0.15",
@@ -157,7 +157,7 @@ func TestVerifyCatchesWhatChecksumsCannot(t *testing.T) {
 			t.Fatalf("Verify passed a backup that is not what it recorded: %+v", rep.Checks)
 		}
 		for name, want := range map[string]string{
-			"keys per database":  "database 3: the backup recorded 15 keys, its artifact holds 16",
+			"keys per database":  "database 3: the backup recorded 28 keys, its artifact holds 29",
 			"types per database": "database 3: the backup recorded types",
 			"sample of values":   "are not the 32 sampled when the backup was made",
 		} {
