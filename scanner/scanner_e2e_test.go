@@ -381,7 +381,7 @@ func TestScheduledVerification(t *testing.T) {
 		}
 	})
 	t.Run("capsule describe shows it", func(t *testing.T) {
-		cmd := exec.Command(bin, "describe", backupID, "--bucket", f.srv.URL(f.bucketName, "capsule/"), "--log-level", "warn")
+		cmd := exec.Command(bin, "describe", backupID, "-o", "json", "--bucket", f.srv.URL(f.bucketName, "capsule/"), "--log-level", "warn")
 		cmd.Env = append(os.Environ(), f.srv.Env()...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
