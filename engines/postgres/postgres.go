@@ -34,6 +34,9 @@ type Engine struct {
 	// beforeSwap is called after every side database is complete, just
 	// before the first swap.
 	beforeSwap func()
+	// staged makes a parallel restore stage the archive on local disk,
+	// as it does for an archive it cannot stream.
+	staged bool
 }
 
 // New returns the postgres engine.
