@@ -40,7 +40,8 @@ import (
 //
 // The COPY statements come from the archive, which anyone who can write
 // the bucket can forge: each must be COPY <table> [(<columns>)] FROM
-// stdin, nothing else (pg_restore runs whatever the archive holds). An
+// stdin, nothing else (pg_restore runs whatever the archive holds), or
+// the restore fails. An
 // archive this path does not know how to load (large objects, a data
 // block that is not a table's) is restored by copying it to local disk
 // for pg_restore --jobs, as before.
@@ -57,6 +58,10 @@ const (
 // errNotStreamable says the streaming parallel restore cannot load an
 // archive; the restore then stages it.
 var errNotStreamable = errors.New("archive not loadable by the streaming parallel restore")
+
+// errForgedCopy is a TABLE DATA entry whose statement pg_dump would not
+// have written.
+var errForgedCopy = errors.New("refusing to restore the archive")
 
 // recorder keeps the bytes read through it until stop.
 type recorder struct {
@@ -108,7 +113,8 @@ func streamable(info *archiveInfo) (encoding string, why error) {
 			encoding = m[1]
 		case e.Desc == "TABLE DATA":
 			if !validCopy(e.CopyStmt) {
-				return "", fmt.Errorf("%w: TABLE DATA %s.%s has the statement %q, not COPY <table> (<columns>) FROM stdin", errNotStreamable, e.Namespace, e.Tag, clip(e.CopyStmt))
+				// Not what pg_dump writes: a forged archive.
+				return "", fmt.Errorf("%w: TABLE DATA %s.%s has the statement %q, not COPY <table> (<columns>) FROM stdin", errForgedCopy, e.Namespace, e.Tag, clip(e.CopyStmt))
 			}
 		case e.HadData && e.Desc != "BLOBS":
 			return "", fmt.Errorf("%w: it holds data of a %s entry", errNotStreamable, e.Desc)
@@ -147,7 +153,7 @@ func validCopy(s string) bool {
 			return false
 		}
 	}
-	if rest == "" {
+	if rest == "" || rest == " " { // pg_dump writes "COPY t  FROM stdin;" for no columns
 		return true
 	}
 	cols, ok := strings.CutPrefix(rest, " (")
