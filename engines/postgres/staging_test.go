@@ -167,8 +167,10 @@ func (m restoreMode) source(t *testing.T, src engines.Source) (engines.Source, s
 	return withSettings(src, map[string]any{"restoreJobs": m.jobs, "stagingDir": staging}), staging
 }
 
-// TestNoRoomStreams: when the staging directory cannot hold the archive,
-// the restore streams into one pg_restore instead of failing.
+// TestNoRoomStreams: when the staging directory cannot hold an archive
+// that must be staged, the restore streams into one pg_restore instead
+// of failing; the streaming parallel restore needs no room for it at
+// all.
 func TestNoRoomStreams(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
@@ -185,6 +187,7 @@ func TestNoRoomStreams(t *testing.T) {
 	rec := &argvRecorder{}
 	e.started = rec.started
 	log, buf := captureLog(t)
+	e.staged = true
 	job := store.RestoreJob(t, "noroom", withSettings(db.source(), map[string]any{"stagingDir": staging}), huge, engines.RestoreOptions{DropPrevious: true})
 	job.Log = log
 	if _, err := e.Restore(ctx, job); err != nil {
@@ -198,6 +201,22 @@ func TestNoRoomStreams(t *testing.T) {
 	}
 	if !strings.Contains(string(buf.Bytes()), "no room to stage") {
 		t.Errorf("the log does not say why the restore was not parallel:\n%s", buf.Bytes())
+	}
+	emptyDir(t, staging)
+
+	e.staged = false
+	db.exec(ctx, t, "", `DELETE FROM t`)
+	log, buf = captureLog(t)
+	job = store.RestoreJob(t, "noroom2", withSettings(db.source(), map[string]any{"stagingDir": staging}), huge, engines.RestoreOptions{DropPrevious: true})
+	job.Log = log
+	if _, err := e.Restore(ctx, job); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if n := db.value(ctx, t, "", `SELECT count(*)::text FROM t`); n != "1000" {
+		t.Errorf("restored %s rows, want 1000", n)
+	}
+	if argv := rec.last(t); !strings.Contains(argv, "--jobs=2") || !strings.Contains(string(buf.Bytes()), "restored the archive streaming, in parallel") {
+		t.Errorf("an exabyte archive was not restored in parallel (pg_restore ran last as %q):\n%s", argv, buf.Bytes())
 	}
 	emptyDir(t, staging)
 }
