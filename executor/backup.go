@@ -130,7 +130,7 @@ func (s *artifactSink) Create(name string) (io.WriteCloser, error) {
 	w := &artifactWriter{sink: s, name: name, key: key, up: up, hash: sha256.New()}
 	w.stored = io.MultiWriter(up, w.hash, &w.storedN)
 	if s.x.level != 0 {
-		enc, err := zstd.NewWriter(w.stored, zstd.WithEncoderLevel(s.x.level), zstd.WithEncoderConcurrency(encoderConcurrency()))
+		enc, err := zstd.NewWriter(w.stored, s.x.encoderOptions()...)
 		if err != nil {
 			_ = up.Abort()
 			return nil, err

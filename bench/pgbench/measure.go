@@ -44,6 +44,7 @@ type measurement struct {
 	wall   time.Duration
 	output int64 // bytes written: the file, directory or stored object
 	rss    int64 // the worker's peak RSS (capsule rows)
+	anon   int64 // the worker's peak anonymous RSS (capsule rows)
 	// cpu is the tool's or the worker's (with its pg_dump or
 	// pg_restore); s3 is versitygw's. The server's is not measured: its
 	// sessions end, and autovacuum runs, after the client has.
@@ -81,11 +82,11 @@ func (r *sizeResult) get(name string) *step {
 // record keeps the fastest of the runs of a step, and the highest RSS.
 func (r *sizeResult) record(name string, m measurement) {
 	s := r.get(name)
-	rss := max(s.rss, m.rss)
+	rss, anon := max(s.rss, m.rss), max(s.anon, m.anon)
 	if !s.done || m.wall < s.wall {
 		s.measurement = m
 	}
-	s.rss = rss
+	s.rss, s.anon = rss, anon
 	s.done = true
 }
 
@@ -106,7 +107,7 @@ func (b *bench) capsuleRun(ctx context.Context, req *requests.Request, level str
 	if err != nil {
 		return measurement{}, nil, err
 	}
-	m := measurement{wall: out.Wall, rss: out.PeakRSS, cpu: out.CPU, s3: out.S3CPU, load: load}
+	m := measurement{wall: out.Wall, rss: out.PeakRSS, anon: out.PeakAnon, cpu: out.CPU, s3: out.S3CPU, load: load}
 	if req.Kind == requests.KindBackup {
 		m.output = out.Result.StoredBytes
 	}
@@ -279,13 +280,13 @@ func (r *sizeResult) print(w io.Writer, levels []string) {
 		}
 		return fmt.Sprintf("%.1f", d.Seconds())
 	}
-	t := benchkit.NewTable("step", "wall", "archive MB/s", "output", "ratio", "wall/base", "CPU s: client", "S3", "worker peak RSS", "load")
+	t := benchkit.NewTable("step", "wall", "archive MB/s", "output", "ratio", "wall/base", "CPU s: client", "S3", "worker peak RSS", "anon", "load")
 	for _, s := range r.steps {
 		base := backupBase
 		if strings.Contains(s.name, "restore") {
 			base = restoreBase
 		}
-		out, ratio, rss := "", "", ""
+		out, ratio, rss, anon := "", "", "", ""
 		if s.output > 0 {
 			out = benchkit.MB(s.output)
 			ratio = benchkit.Ratio(float64(r.raw), float64(s.output))
@@ -293,13 +294,17 @@ func (r *sizeResult) print(w io.Writer, levels []string) {
 		if s.rss > 0 {
 			rss = benchkit.MiB(s.rss)
 		}
+		if s.anon > 0 {
+			anon = benchkit.MiB(s.anon)
+		}
 		t.Add(s.name, benchkit.Secs(s.wall), benchkit.Rate(r.raw, s.wall), out, ratio,
-			benchkit.Ratio(s.wall.Seconds(), base.wall.Seconds()), secs(s.cpu), secs(s.s3), rss, s.load)
+			benchkit.Ratio(s.wall.Seconds(), base.wall.Seconds()), secs(s.cpu), secs(s.s3), rss, anon, s.load)
 	}
 	t.Print(w)
 	fmt.Fprintf(w, "base: %s for dumps, %s for restores; archive MB/s: the uncompressed archive over the wall time;\n", stepFc, stepRestore)
 	fmt.Fprintln(w, "ratio: the uncompressed archive over the output. capsule rows: a `capsule worker --once` process from")
-	fmt.Fprintln(w, "start to exit (start-up, claim, the work, commit), its peak RSS its own VmHWM (not pg_dump's/pg_restore's).")
+	fmt.Fprintln(w, "start to exit (start-up, claim, the work, commit), its peak RSS its own VmHWM (not pg_dump's/pg_restore's),")
+	fmt.Fprintln(w, "anon the highest RssAnon sampled every 10 ms (the RSS less the worker binary's own file pages).")
 	fmt.Fprintln(w, "CPU s: client is the tool's, or the worker's with its pg_dump/pg_restore; S3 is versitygw's; the server's")
 	fmt.Fprintln(w, "is not included. load: the 1-minute load average as the step began.")
 	if r.runs > 1 {
@@ -324,5 +329,6 @@ func (r *sizeResult) print(w io.Writer, levels []string) {
 	}
 	fmt.Fprintf(w, "  restore no slower than %s:    %s vs %s (%s)  %s\n", stepRestDir, benchkit.Secs(cr.wall), benchkit.Secs(dir.wall),
 		benchkit.Ratio(cr.wall.Seconds(), dir.wall.Seconds()), verdict(cr.wall <= dir.wall))
-	fmt.Fprintf(w, "  worker peak RSS at most 100 MiB:                 backup %s, restore %s  %s\n", benchkit.MiB(cb.rss), benchkit.MiB(cr.rss), verdict(max(cb.rss, cr.rss) <= 100<<20))
+	fmt.Fprintf(w, "  worker peak RSS at most 100 MiB:                 backup %s, restore %s  %s (anon: backup %s, restore %s)\n", benchkit.MiB(cb.rss), benchkit.MiB(cr.rss),
+		verdict(max(cb.rss, cr.rss) <= 100<<20), benchkit.MiB(cb.anon), benchkit.MiB(cr.anon))
 }
