@@ -254,12 +254,34 @@ func (r *run) restoreStreaming(ctx context.Context, t *target, arts engines.Arti
 	data := time.Since(start)
 	start = time.Now()
 	post := append([]string{"--section=data", "--section=post-data", "--use-list=" + list, "--jobs=" + strconv.Itoa(jobs)}, base...)
-	if err := r.j.tools.run(ctx, "pg_restore", append(post, dir.path)); err != nil {
+	if err := r.j.tools.run(ctx, "pg_restore", append(post, dir.path), r.indexOptions(ctx, log)...); err != nil {
 		return fmt.Errorf("restore the indexes and constraints of database %s: %w", t.live, err)
 	}
 	log.WithFields(logrus.Fields{"jobs": jobs, "rows": rows, "schemaSeconds": schema.Seconds(), "dataSeconds": data.Seconds(),
 		"postDataSeconds": time.Since(start).Seconds(), "tocBytes": len(toc)}).Info("restored the archive streaming, in parallel")
 	return nil
+}
+
+// indexMemory is the maintenance_work_mem of the sessions that build a
+// restore's indexes when the server's is lower: an index sorted in
+// memory is built with less CPU than one sorted in temporary files, and
+// PostgreSQL's documentation advises raising it for restores. Each of
+// restoreJobs sessions may use it once.
+const indexMemory = 256 << 20
+
+// indexOptions returns the PGOPTIONS for pg_restore's post-data
+// sessions: maintenance_work_mem raised to indexMemory when the server's
+// is lower.
+func (r *run) indexOptions(ctx context.Context, log logrus.FieldLogger) []string {
+	var kb int64
+	if err := r.conn.QueryRow(ctx, `SELECT setting::bigint * pg_size_bytes('1' || unit) / 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'`).Scan(&kb); err != nil {
+		log.WithField("error", err.Error()).Debug("could not read maintenance_work_mem")
+		return nil
+	}
+	if kb<<10 >= indexMemory {
+		return nil
+	}
+	return []string{fmt.Sprintf("PGOPTIONS=-c maintenance_work_mem=%dMB", indexMemory>>20)}
 }
 
 // restoreList is a pg_restore --use-list of every entry but those with
