@@ -157,7 +157,7 @@ func (s *artifactSink) Create(name string) (io.WriteCloser, error) {
 		w.sealed, compressTo = sealed, sealed
 	}
 	if s.x.level != 0 {
-		enc, err := zstd.NewWriter(compressTo, zstd.WithEncoderLevel(s.x.level), zstd.WithEncoderConcurrency(encoderConcurrency()))
+		enc, err := zstd.NewWriter(compressTo, s.x.encoderOptions()...)
 		if err != nil {
 			_ = up.Abort()
 			return nil, err

@@ -47,10 +47,14 @@ type measurement struct {
 	wall   time.Duration
 	output int64 // bytes written: the file, directory or stored object
 	rss    int64 // the worker's peak RSS (capsule rows)
+	anon   int64 // the worker's peak anonymous RSS (capsule rows)
 	// cpu is the tool's or the worker's (with its pg_dump or
 	// pg_restore); s3 is versitygw's. The server's is not measured: its
 	// sessions end, and autovacuum runs, after the client has.
 	cpu, s3 time.Duration
+	// load is the 1-minute load average as the step began: the machine
+	// is shared, and a ratio means little beside a busy neighbour.
+	load string
 }
 
 // step is one line of the table: the fastest of its runs.
@@ -81,27 +85,32 @@ func (r *sizeResult) get(name string) *step {
 // record keeps the fastest of the runs of a step, and the highest RSS.
 func (r *sizeResult) record(name string, m measurement) {
 	s := r.get(name)
-	rss := max(s.rss, m.rss)
+	rss, anon := max(s.rss, m.rss), max(s.anon, m.anon)
 	if !s.done || m.wall < s.wall {
 		s.measurement = m
 	}
-	s.rss = rss
+	s.rss, s.anon = rss, anon
 	s.done = true
 }
 
 // run times a command.
 func (b *bench) run(ctx context.Context, c benchkit.Command) (measurement, error) {
+	load := load1()
 	t, err := benchkit.Time(ctx, c)
-	return measurement{wall: t.Wall, cpu: t.CPU}, err
+	return measurement{wall: t.Wall, cpu: t.CPU, load: load}, err
 }
+
+// load1 is the 1-minute load average.
+func load1() string { return strings.Fields(benchkit.LoadAvg() + " ?")[0] }
 
 // capsuleRun runs a request through a worker process.
 func (b *bench) capsuleRun(ctx context.Context, req *requests.Request, level string) (measurement, *benchkit.Run, error) {
+	load := load1()
 	out, err := b.capsule.Run(ctx, req, level)
 	if err != nil {
 		return measurement{}, nil, err
 	}
-	m := measurement{wall: out.Wall, rss: out.PeakRSS, cpu: out.CPU, s3: out.S3CPU}
+	m := measurement{wall: out.Wall, rss: out.PeakRSS, anon: out.PeakAnon, cpu: out.CPU, s3: out.S3CPU, load: load}
 	if req.Kind == requests.KindBackup {
 		m.output = out.Result.StoredBytes
 	}
@@ -294,13 +303,13 @@ func (r *sizeResult) print(w io.Writer, levels []string) {
 		}
 		return fmt.Sprintf("%.1f", d.Seconds())
 	}
-	t := benchkit.NewTable("step", "wall", "archive MB/s", "output", "ratio", "wall/base", "CPU s: client", "S3", "worker peak RSS")
+	t := benchkit.NewTable("step", "wall", "archive MB/s", "output", "ratio", "wall/base", "CPU s: client", "S3", "worker peak RSS", "anon", "load")
 	for _, s := range r.steps {
 		base := backupBase
 		if strings.Contains(s.name, "restore") {
 			base = restoreBase
 		}
-		out, ratio, rss := "", "", ""
+		out, ratio, rss, anon := "", "", "", ""
 		if s.output > 0 {
 			out = benchkit.MB(s.output)
 			ratio = benchkit.Ratio(float64(r.raw), float64(s.output))
@@ -308,15 +317,19 @@ func (r *sizeResult) print(w io.Writer, levels []string) {
 		if s.rss > 0 {
 			rss = benchkit.MiB(s.rss)
 		}
+		if s.anon > 0 {
+			anon = benchkit.MiB(s.anon)
+		}
 		t.Add(s.name, benchkit.Secs(s.wall), benchkit.Rate(r.raw, s.wall), out, ratio,
-			benchkit.Ratio(s.wall.Seconds(), base.wall.Seconds()), secs(s.cpu), secs(s.s3), rss)
+			benchkit.Ratio(s.wall.Seconds(), base.wall.Seconds()), secs(s.cpu), secs(s.s3), rss, anon, s.load)
 	}
 	t.Print(w)
 	fmt.Fprintf(w, "base: %s for dumps, %s for restores; archive MB/s: the uncompressed archive over the wall time;\n", stepFc, stepRestore)
 	fmt.Fprintln(w, "ratio: the uncompressed archive over the output. capsule rows: a `capsule worker --once` process from")
-	fmt.Fprintln(w, "start to exit (start-up, claim, the work, commit), its peak RSS its own VmHWM (not pg_dump's/pg_restore's).")
+	fmt.Fprintln(w, "start to exit (start-up, claim, the work, commit), its peak RSS its own VmHWM (not pg_dump's/pg_restore's),")
+	fmt.Fprintln(w, "anon the highest RssAnon sampled every 10 ms (the RSS less the worker binary's own file pages).")
 	fmt.Fprintln(w, "CPU s: client is the tool's, or the worker's with its pg_dump/pg_restore; S3 is versitygw's; the server's")
-	fmt.Fprintln(w, "is not included.")
+	fmt.Fprintln(w, "is not included. load: the 1-minute load average as the step began.")
 	if r.runs > 1 {
 		fmt.Fprintf(w, "fastest of %d runs per step\n", r.runs)
 	}
@@ -328,12 +341,19 @@ func (r *sizeResult) print(w io.Writer, levels []string) {
 		}
 		return "NOT met"
 	}
+	zstd, dir := r.get(stepZstd), r.get(stepRestDir)
 	fmt.Fprintf(w, "targets (%s):\n", levels[0])
-	fmt.Fprintf(w, "  backup at most half of pg_dump -Fc -f FILE: %s vs %s (%s)  %s\n", benchkit.Secs(cb.wall), benchkit.Secs(backupBase.wall),
-		benchkit.Ratio(cb.wall.Seconds(), backupBase.wall.Seconds()), verdict(cb.wall*2 <= backupBase.wall))
-	fmt.Fprintf(w, "  stored no larger than that file:            %s vs %s  %s\n", benchkit.MB(cb.output), benchkit.MB(backupBase.output), verdict(cb.output <= backupBase.output))
-	fmt.Fprintf(w, "  restore no slower than pg_restore FILE:     %s vs %s (%s)  %s\n", benchkit.Secs(cr.wall), benchkit.Secs(restoreBase.wall),
-		benchkit.Ratio(cr.wall.Seconds(), restoreBase.wall.Seconds()), verdict(cr.wall <= restoreBase.wall))
+	fmt.Fprintf(w, "  backup at most 0.45× pg_dump -Fc -f FILE:        %s vs %s (%s)  %s\n", benchkit.Secs(cb.wall), benchkit.Secs(backupBase.wall),
+		benchkit.Ratio(cb.wall.Seconds(), backupBase.wall.Seconds()), verdict(cb.wall.Seconds() <= 0.45*backupBase.wall.Seconds()))
+	fmt.Fprintf(w, "  stored no larger than that file:                 %s vs %s  %s\n", benchkit.MB(cb.output), benchkit.MB(backupBase.output), verdict(cb.output <= backupBase.output))
+	if zstd.done {
+		fmt.Fprintf(w, "  backup no slower than %s:  %s vs %s (%s)  %s\n", stepZstd, benchkit.Secs(cb.wall), benchkit.Secs(zstd.wall),
+			benchkit.Ratio(cb.wall.Seconds(), zstd.wall.Seconds()), verdict(cb.wall <= zstd.wall))
+	}
+	fmt.Fprintf(w, "  restore no slower than %s:    %s vs %s (%s)  %s\n", stepRestDir, benchkit.Secs(cr.wall), benchkit.Secs(dir.wall),
+		benchkit.Ratio(cr.wall.Seconds(), dir.wall.Seconds()), verdict(cr.wall <= dir.wall))
+	fmt.Fprintf(w, "  worker peak RSS at most 100 MiB:                 backup %s, restore %s  %s (anon: backup %s, restore %s)\n", benchkit.MiB(cb.rss), benchkit.MiB(cr.rss),
+		verdict(max(cb.rss, cr.rss) <= 100<<20), benchkit.MiB(cb.anon), benchkit.MiB(cr.anon))
 	if eb, er := r.get(backupStep(sealed(levels[0]))), r.get(restoreStep(sealed(levels[0]))); eb.done && er.done {
 		fmt.Fprintf(w, "  encrypted backup within 5 %% of plain:       %s vs %s (%s)  %s\n", benchkit.Secs(eb.wall), benchkit.Secs(cb.wall),
 			benchkit.Ratio(eb.wall.Seconds(), cb.wall.Seconds()), verdict(eb.wall.Seconds() <= 1.05*cb.wall.Seconds()))

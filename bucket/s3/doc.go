@@ -61,8 +61,11 @@
 //
 // Upload buffers the first part; an object smaller than one part becomes a
 // single PutObject. Larger objects become a multipart upload with up to
-// Options.Concurrency parts of Options.PartSize in flight, so memory stays
-// below (Concurrency+1) × PartSize; an object may have at most 10,000 parts.
+// Options.Concurrency parts in flight, so memory stays below
+// (Concurrency+1) × the part size. Parts are Options.PartSize (8 MiB by
+// default: at most 40 MiB per upload) for the first 2,000, then double
+// every 2,000 parts, since an object may have at most 10,000 parts: at the
+// default that is 496 GB, and memory grows only for objects beyond 16 GB.
 // Any failure, and Abort, aborts the multipart upload; an upload a crashed
 // writer left open is found with ListUploads (bucket.UploadLister) and
 // discarded with AbortUpload. Commit completes it,

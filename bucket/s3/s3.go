@@ -32,14 +32,18 @@ import (
 )
 
 const (
-	// DefaultPartSize is the part size of multipart uploads.
-	DefaultPartSize = 16 << 20
+	// DefaultPartSize is the size of a multipart upload's first parts
+	// (later ones grow: see partsPerSize). With DefaultConcurrency parts
+	// in flight and one filling, an upload holds at most 40 MiB.
+	DefaultPartSize = 8 << 20
 	// MinPartSize is S3's smallest part (but the last).
 	MinPartSize = 5 << 20
 	// DefaultConcurrency is how many parts are in flight at once.
 	DefaultConcurrency = 4
 	// maxParts is S3's limit of parts per upload.
 	maxParts = 10000
+	// maxPartSize is S3's largest part.
+	maxPartSize = 5 << 30
 	// defaultRegion is used with a custom Endpoint when no region is set.
 	defaultRegion = "us-east-1"
 )

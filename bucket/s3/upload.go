@@ -77,7 +77,7 @@ func (u *upload) Write(p []byte) (int, error) {
 		if err := u.failed(); err != nil {
 			return written, err
 		}
-		if int64(len(u.buf)) == u.b.opts.PartSize {
+		if int64(len(u.buf)) == u.partSize() {
 			// A full part with more data to come: send it. (At the
 			// end of the data, Commit decides.)
 			if err := u.send(); err != nil {
@@ -87,7 +87,7 @@ func (u *upload) Write(p []byte) (int, error) {
 		if u.buf == nil {
 			u.buf = u.newBuffer()
 		}
-		n := min(int(u.b.opts.PartSize)-len(u.buf), len(p))
+		n := min(int(u.partSize())-len(u.buf), len(p))
 		u.buf = append(u.buf, p[:n]...)
 		p = p[n:]
 		written += n
@@ -103,12 +103,29 @@ func (u *upload) newBuffer() []byte {
 	if u.uploadID == "" {
 		return make([]byte, 0, 64<<10)
 	}
-	select {
-	case b := <-u.free:
-		return b[:0]
-	default:
-		return make([]byte, 0, u.b.opts.PartSize)
+	size := u.partSize()
+	for {
+		select {
+		case b := <-u.free:
+			if int64(cap(b)) < size {
+				continue // a smaller part's: the parts grew
+			}
+			return b[:0]
+		default:
+			return make([]byte, 0, size)
+		}
 	}
+}
+
+// partsPerSize is how many parts an upload sends of each size: parts
+// 1–2000 are PartSize, the next 2000 twice that, and so on, so that a
+// small part size (little memory) still allows a large object: at the
+// default 8 MiB, 10,000 parts hold 496 GB.
+const partsPerSize = 2000
+
+// partSize is the size of the part being filled (number u.next).
+func (u *upload) partSize() int64 {
+	return min(u.b.opts.PartSize<<((u.next-1)/partsPerSize), maxPartSize)
 }
 
 func (u *upload) failed() error {
@@ -157,7 +174,7 @@ func (u *upload) send() error {
 		u.uploadID = aws.ToString(out.UploadId)
 	}
 	if u.next > maxParts {
-		err := fmt.Errorf("upload %s: more than %d parts of %d bytes; raise the part size", u.key, maxParts, u.b.opts.PartSize)
+		err := fmt.Errorf("upload %s: more than %d parts (%d bytes); raise the part size", u.key, maxParts, u.size)
 		u.fail(err)
 		return err
 	}

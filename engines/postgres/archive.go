@@ -52,6 +52,12 @@ const (
 	offsetNotSet = 1 // K_OFFSET_POS_NOT_SET: written to a pipe
 	offsetSet    = 2 // K_OFFSET_POS_SET
 	offsetNoData = 3 // K_OFFSET_NO_DATA
+
+	// pg_dump's teSection.
+	sectionNone     = 1
+	sectionPreData  = 2
+	sectionData     = 3
+	sectionPostData = 4
 )
 
 func archiveVersion(major, minor, rev byte) int { return int(major)<<16 | int(minor)<<8 | int(rev) }
@@ -74,6 +80,14 @@ type archiveEntry struct {
 	OffsetState byte
 	// File is the member holding the entry's data (tar format only).
 	File string
+	// Section is pg_dump's teSection: sectionNone, sectionPreData,
+	// sectionData or sectionPostData.
+	Section int
+	// CopyStmt is a TABLE DATA entry's COPY … FROM stdin statement;
+	// Defn is an ENCODING entry's SET client_encoding. Other entries'
+	// statements are not kept.
+	CopyStmt string
+	Defn     string
 }
 
 // archiveInfo is what scanArchive learns.
@@ -305,7 +319,7 @@ func scanArchive(r io.Reader) (*archiveInfo, error) {
 		return nil, err
 	}
 	info.DataStart = ar.pos
-	if err := ar.data(info); err != nil {
+	if err := ar.data(info, nil); err != nil {
 		return nil, err
 	}
 	info.Size = ar.pos
@@ -406,11 +420,27 @@ func (r *archiveReader) toc(info *archiveInfo) error {
 		if e.Desc, _, err = r.readStr(); err != nil {
 			return err
 		}
-		if _, err := r.readInt(); err != nil { // section
+		section, err := r.readInt()
+		if err != nil {
 			return err
 		}
-		if err := r.skipStrs(3); err != nil { // defn, dropStmt, copyStmt
+		e.Section = int(section)
+		defn, _, err := r.readStr()
+		if err != nil {
 			return err
+		}
+		if e.Desc == "ENCODING" {
+			e.Defn = defn
+		}
+		if err := r.skipStrs(1); err != nil { // dropStmt
+			return err
+		}
+		copyStmt, _, err := r.readStr()
+		if err != nil {
+			return err
+		}
+		if e.Desc == "TABLE DATA" {
+			e.CopyStmt = copyStmt
 		}
 		if e.Namespace, _, err = r.readStr(); err != nil {
 			return err
@@ -452,7 +482,18 @@ func (r *archiveReader) toc(info *archiveInfo) error {
 	return nil
 }
 
-func (r *archiveReader) data(info *archiveInfo) error {
+// dataSink is where archiveReader.data sends the data it reads: table
+// is given each TABLE DATA entry as its block begins, blob each large
+// object's oid; each returns where the bytes go (each must not keep
+// them) and what to call at the end of them.
+type dataSink struct {
+	table func(e *archiveEntry) (each func([]byte), end func() error)
+	blob  func(oid int64) (each func([]byte), end func() error)
+}
+
+// data reads the data blocks to the archive's end, counting every TABLE
+// DATA block's rows, and hands them to sink when it is not nil.
+func (r *archiveReader) data(info *archiveInfo, sink *dataSink) error {
 	byID := make(map[int]*archiveEntry, len(info.Entries))
 	for i := range info.Entries {
 		byID[info.Entries[i].ID] = &info.Entries[i]
@@ -488,10 +529,19 @@ func (r *archiveReader) data(info *archiveInfo) error {
 				continue
 			}
 			var c rowCounter
-			if err := r.chunks(c.write); err != nil {
+			each, end := c.write, func() error { return nil }
+			if sink != nil {
+				var to func([]byte)
+				to, end = sink.table(e)
+				each = func(p []byte) { c.write(p); to(p) }
+			}
+			if err := r.chunks(each); err != nil {
 				return err
 			}
 			info.Rows[e.ID] = c.rows()
+			if err := end(); err != nil {
+				return err
+			}
 		case blockBlobs:
 			for {
 				oid, err := r.readInt()
@@ -501,7 +551,20 @@ func (r *archiveReader) data(info *archiveInfo) error {
 				if oid == 0 {
 					break
 				}
-				if err := r.chunks(nil); err != nil {
+				if sink == nil {
+					if err := r.chunks(nil); err != nil {
+						return err
+					}
+					continue
+				}
+				if oid < 0 || oid > 1<<32-1 {
+					return r.fail("large object oid %d", oid)
+				}
+				each, end := sink.blob(oid)
+				if err := r.chunks(each); err != nil {
+					return err
+				}
+				if err := end(); err != nil {
 					return err
 				}
 			}

@@ -33,13 +33,15 @@ type config struct {
 	// Source.Password; accepted here so that strict decoding passes.
 	PasswordEnv  string `json:"passwordEnv,omitempty"`
 	PasswordFile string `json:"passwordFile,omitempty"`
-	// RestoreJobs is how many pg_restore jobs (server connections) load
-	// a database at once; 1 streams the archive from the bucket into one
-	// pg_restore with no local copy. Default defaultRestoreJobs.
+	// RestoreJobs is how many server connections load a database at
+	// once (COPY of the rows streamed from the bucket, then pg_restore
+	// --jobs for the indexes); 1 streams the archive into one
+	// pg_restore. Default defaultRestoreJobs.
 	RestoreJobs int `json:"restoreJobs,omitempty"`
-	// StagingDir is where a parallel restore keeps its local copy of the
-	// archive while pg_restore runs; default the system's temporary
-	// directory ($TMPDIR, else /tmp).
+	// StagingDir is where a parallel restore writes the archive's table
+	// of contents for pg_restore (or a copy of an archive it cannot
+	// stream); default the system's temporary directory ($TMPDIR, else
+	// /tmp).
 	StagingDir string `json:"stagingDir,omitempty"`
 	// AllowSuperuser lets a restore or a verification run as a role
 	// that can reach beyond its databases (see restore.go, checkRole).

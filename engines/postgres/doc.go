@@ -82,18 +82,32 @@
 // loads the archive into it with pg_restore --exit-on-error, in one of
 // two ways:
 //
-//   - Parallel (restoreJobs above 1, the default 2): the artifact is
-//     first copied to a private directory under stagingDir (default
-//     $TMPDIR or /tmp), read to its end, where its sha256 is checked,
-//     before the side database is even created; then pg_restore
-//     --jobs=N reads the local file, loading tables and building indexes
-//     over N server connections. A parallel restore needs a file: a
-//     pipe cannot serve several readers. The copy is as large as the
-//     uncompressed archive (the backup records it); it is removed when
-//     the restore ends, and a copy left by a worker that died is removed
-//     by the next restore (each staging directory holds a lock its
-//     worker keeps). When stagingDir's filesystem lacks room for the
-//     copy, the restore says so in the log and streams instead.
+//   - Parallel (restoreJobs above 1, the default 2), streaming from the
+//     bucket (parallel.go): the archive's header and table of contents
+//     (kilobytes) are read from the stream and written to a private
+//     directory under stagingDir (default $TMPDIR or /tmp); pg_restore
+//     --section=pre-data restores the schema from that file; the engine
+//     reads the data blocks as they stream past and loads every table's
+//     rows with COPY over restoreJobs connections (the rows cut at line
+//     boundaries into batches that any free connection takes, so one big
+//     table loads over all of them; large objects with lo_put); then
+//     pg_restore --jobs=N --section=data --section=post-data, with a list
+//     that leaves the data entries out, sets the sequences and builds the
+//     indexes and constraints from the same file over N connections.
+//     Nothing the size of the data touches local disk. Each COPY
+//     statement must be exactly what pg_dump writes (COPY <table>
+//     (<columns>) FROM stdin): any other fails the restore, since an
+//     archive is data anyone who can write the bucket can forge. The
+//     artifact is read to its end, so a damaged one fails with the
+//     *engines.ChecksumError naming it, and the side database is dropped.
+//     An archive the engine's reader does not know (a newer archive
+//     version) is instead copied to local disk whole, read to its end
+//     and checked before the side database is even created, and restored
+//     by pg_restore --jobs=N from the copy, which is removed when the
+//     restore ends (a copy left by a worker that died is removed by the
+//     next restore: each staging directory holds a lock its worker
+//     keeps). When stagingDir's filesystem lacks room for that copy, the
+//     restore says so in the log and streams into one pg_restore.
 //   - Streaming (restoreJobs 1): the artifact streams from the bucket
 //     into one pg_restore reading stdin, with no local copy. The engine
 //     always reads the artifact to its end, even when pg_restore stops

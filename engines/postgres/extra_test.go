@@ -436,8 +436,8 @@ func TestRestoreWhileClientsConnected(t *testing.T) {
 	}
 }
 
-// TestKilledRestoreLeavesTargetIntact kills pg_restore midway, streaming
-// and staged: the target is untouched, and no side database or staged
+// TestKilledRestoreLeavesTargetIntact kills pg_restore midway, in every
+// restore mode: the target is untouched, and no side database or staged
 // copy remains.
 func TestKilledRestoreLeavesTargetIntact(t *testing.T) {
 	ctx := context.Background()
@@ -451,6 +451,7 @@ func TestKilledRestoreLeavesTargetIntact(t *testing.T) {
 	for _, m := range restoreModes {
 		t.Run(m.name, func(t *testing.T) {
 			src, staging := m.source(t, db.source())
+			defer m.engine(e)()
 			killed := make(chan error, 1)
 			e.started = func(tool string, pid int) {
 				if tool == "pg_restore" {
@@ -480,8 +481,8 @@ func TestKilledRestoreLeavesTargetIntact(t *testing.T) {
 	}
 }
 
-// TestCorruptArtifactFailsBeforeTarget flips one byte, streaming and
-// staged: Restore and Verify fail with a ChecksumError naming the
+// TestCorruptArtifactFailsBeforeTarget flips one byte, in every restore
+// mode: Restore and Verify fail with a ChecksumError naming the
 // artifact, the target is untouched and no side or scratch database
 // remains. Staged, the damage is found while the archive is copied:
 // pg_restore never runs, and the partial copy is removed.
@@ -497,6 +498,7 @@ func TestCorruptArtifactFailsBeforeTarget(t *testing.T) {
 	for _, m := range restoreModes {
 		t.Run(m.name, func(t *testing.T) {
 			src, staging := m.source(t, db.source())
+			defer m.engine(e)()
 			rec := &argvRecorder{}
 			e.started = rec.started
 			defer func() { e.started = nil }()
@@ -522,7 +524,7 @@ func TestCorruptArtifactFailsBeforeTarget(t *testing.T) {
 					t.Errorf("Verify with a byte flipped at the %s: report %+v, want not ok", at, rep)
 				}
 			}
-			if m.jobs > 1 && len(rec.argv) > 0 {
+			if m.staged && len(rec.argv) > 0 {
 				t.Errorf("pg_restore ran (%q) on a damaged staged artifact", rec.argv)
 			}
 			emptyDir(t, staging)

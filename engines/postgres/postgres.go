@@ -36,6 +36,9 @@ type Engine struct {
 	beforeSwap func()
 	// binGlobs replaces BinGlobs when set.
 	binGlobs []string
+	// staged makes a parallel restore stage the archive on local disk,
+	// as it does for an archive it cannot stream.
+	staged bool
 }
 
 // New returns the postgres engine.

@@ -287,7 +287,17 @@ func (r *run) stage(ctx context.Context, t *target, arts engines.ArtifactReader,
 	var staged *stagedArchive
 	if jobs := r.j.ci.restoreJobs; jobs > 1 && t.tar {
 		log.Info("restoring a tar archive with one pg_restore job: pg_restore reads tar archives only in order")
-	} else if jobs > 1 {
+	} else if jobs > 1 && !r.e.staged {
+		err := r.restoreStreaming(ctx, t, arts, args, log)
+		switch {
+		case err == nil:
+			return r.finishStage(ctx, t, analyze, start, log, "streaming")
+		case !errors.Is(err, errNotStreamable):
+			return err
+		}
+		log.WithField("reason", err.Error()).Warn("staging the archive on local disk for a parallel restore")
+	}
+	if jobs := r.j.ci.restoreJobs; jobs > 1 && !t.tar {
 		var err error
 		staged, err = r.stageLocally(ctx, t, arts, log)
 		switch {
@@ -340,12 +350,21 @@ func (r *run) stage(ctx context.Context, t *target, arts engines.ArtifactReader,
 	if err != nil {
 		return fmt.Errorf("restore database %s from artifact %s: %w", t.live, t.b.Artifact, err)
 	}
+	how := "one pg_restore"
+	if staged != nil {
+		how = "staged"
+	}
+	return r.finishStage(ctx, t, analyze, start, log, how)
+}
+
+// finishStage ANALYZEs a loaded side database when analyze is set.
+func (r *run) finishStage(ctx context.Context, t *target, analyze bool, start time.Time, log logrus.FieldLogger, how string) error {
 	if analyze {
 		if err := r.analyze(ctx, t.side, r.j.ci.restoreJobs); err != nil {
 			return fmt.Errorf("analyze side database %s: %w", t.side, err)
 		}
 	}
-	log.WithFields(logrus.Fields{"seconds": time.Since(start).Seconds(), "parallel": staged != nil}).Info("side database complete")
+	log.WithFields(logrus.Fields{"seconds": time.Since(start).Seconds(), "how": how}).Info("side database complete")
 	return nil
 }
 

@@ -64,10 +64,11 @@ func emptyDir(t *testing.T, dir string) {
 	}
 }
 
-// TestRestoreModes restores the seeded database both ways: streamed into
-// one pg_restore (restoreJobs 1), and staged on local disk for pg_restore
-// --jobs (the default). Both give the same database, and the staged copy
-// is gone afterwards.
+// TestRestoreModes restores the seeded database every way: streamed
+// into one pg_restore (restoreJobs 1), streamed into COPYs over several
+// connections (the default), and staged on local disk for pg_restore
+// --jobs. All give the same database, and nothing stays in the staging
+// directory; only the staged restore copies the archive there.
 func TestRestoreModes(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
@@ -83,11 +84,13 @@ func TestRestoreModes(t *testing.T) {
 	for _, m := range []struct {
 		name     string
 		settings map[string]any
+		staged   bool
 		wantArgv string // in pg_restore's argv
 	}{
-		{"stream", map[string]any{"restoreJobs": 1}, ""},
-		{"parallel", nil, "--jobs=2"},
-		{"parallel4", map[string]any{"restoreJobs": 4}, "--jobs=4"},
+		{"stream", map[string]any{"restoreJobs": 1}, false, ""},
+		{"parallel", nil, false, "--jobs=2"},
+		{"parallel4", map[string]any{"restoreJobs": 4}, false, "--jobs=4"},
+		{"staged", nil, true, "--jobs=2"},
 	} {
 		t.Run(m.name, func(t *testing.T) {
 			staging := t.TempDir()
@@ -99,15 +102,20 @@ func TestRestoreModes(t *testing.T) {
 			svc.Damage(ctx, t)
 			rec := &argvRecorder{}
 			e.started = rec.started
-			defer func() { e.started = nil }()
+			e.staged = m.staged
+			defer func() { e.started, e.staged = nil, false }()
 			log, buf := captureLog(t)
 			job := store.RestoreJob(t, "mode-"+m.name, src, info, engines.RestoreOptions{DropPrevious: true})
 			job.Log = log
 			if _, err := e.Restore(ctx, job); err != nil {
 				t.Fatalf("Restore: %v", err)
 			}
-			if m.wantArgv != "" && !regexp.MustCompile(`"offsets":[1-9]`).Match(buf.Bytes()) {
+			if m.staged && !regexp.MustCompile(`"offsets":[1-9]`).Match(buf.Bytes()) {
 				t.Errorf("the staged archive's data offsets were not recorded:\n%s", buf.Bytes())
+			}
+			streamed := strings.Contains(string(buf.Bytes()), "restored the archive streaming, in parallel")
+			if streamed != (m.wantArgv != "" && !m.staged) {
+				t.Errorf("streamed in parallel: %v, want %v:\n%s", streamed, !streamed, buf.Bytes())
 			}
 			if diff := compareSnapshots(want, db.snapshot(ctx, t, "")); diff != "" {
 				t.Errorf("restored database differs: %s", diff)
@@ -118,27 +126,39 @@ func TestRestoreModes(t *testing.T) {
 				t.Errorf("%s restored tables have no statistics", n)
 			}
 			argv := rec.last(t)
-			if m.wantArgv == "" {
+			switch {
+			case m.wantArgv == "":
 				if strings.Contains(argv, "--jobs") || strings.Contains(argv, staging) {
 					t.Errorf("restoreJobs 1: pg_restore ran as %q, want one job reading its stdin", argv)
 				}
-			} else if !strings.Contains(argv, m.wantArgv) || !strings.Contains(argv, staging+"/"+stagingPrefix) {
+			case !strings.Contains(argv, m.wantArgv) || !strings.Contains(argv, staging+"/"+stagingPrefix):
 				t.Errorf("pg_restore ran as %q, want %s and a file in %s", argv, m.wantArgv, staging)
+			case !m.staged && !strings.Contains(argv, "--section=post-data"):
+				t.Errorf("pg_restore ran last as %q, want the post-data section of the archive's TOC", argv)
 			}
 			emptyDir(t, staging)
 		})
 	}
 }
 
-// restoreMode is one of the two ways a restore loads a database:
-// streamed from the bucket into one pg_restore (jobs 1), or staged on
-// local disk for pg_restore --jobs.
+// restoreMode is one of the three ways a restore loads a database:
+// streamed from the bucket into one pg_restore (jobs 1), streamed from
+// the bucket into COPYs over several connections (jobs 2), or staged on
+// local disk for pg_restore --jobs (jobs 2, staged: how an archive the
+// streaming restore cannot read is restored).
 type restoreMode struct {
-	name string
-	jobs int
+	name   string
+	jobs   int
+	staged bool
 }
 
-var restoreModes = []restoreMode{{"stream", 1}, {"staged", 2}}
+var restoreModes = []restoreMode{{"stream", 1, false}, {"parallel", 2, false}, {"staged", 2, true}}
+
+// engine returns e set to the mode; the returned func undoes it.
+func (m restoreMode) engine(e *Engine) func() {
+	e.staged = m.staged
+	return func() { e.staged = false }
+}
 
 // source returns src set to the mode, with a staging directory of its
 // own, which it returns too.
@@ -147,8 +167,10 @@ func (m restoreMode) source(t *testing.T, src engines.Source) (engines.Source, s
 	return withSettings(src, map[string]any{"restoreJobs": m.jobs, "stagingDir": staging}), staging
 }
 
-// TestNoRoomStreams: when the staging directory cannot hold the archive,
-// the restore streams into one pg_restore instead of failing.
+// TestNoRoomStreams: when the staging directory cannot hold an archive
+// that must be staged, the restore streams into one pg_restore instead
+// of failing; the streaming parallel restore needs no room for it at
+// all.
 func TestNoRoomStreams(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
@@ -165,6 +187,7 @@ func TestNoRoomStreams(t *testing.T) {
 	rec := &argvRecorder{}
 	e.started = rec.started
 	log, buf := captureLog(t)
+	e.staged = true
 	job := store.RestoreJob(t, "noroom", withSettings(db.source(), map[string]any{"stagingDir": staging}), huge, engines.RestoreOptions{DropPrevious: true})
 	job.Log = log
 	if _, err := e.Restore(ctx, job); err != nil {
@@ -178,6 +201,22 @@ func TestNoRoomStreams(t *testing.T) {
 	}
 	if !strings.Contains(string(buf.Bytes()), "no room to stage") {
 		t.Errorf("the log does not say why the restore was not parallel:\n%s", buf.Bytes())
+	}
+	emptyDir(t, staging)
+
+	e.staged = false
+	db.exec(ctx, t, "", `DELETE FROM t`)
+	log, buf = captureLog(t)
+	job = store.RestoreJob(t, "noroom2", withSettings(db.source(), map[string]any{"stagingDir": staging}), huge, engines.RestoreOptions{DropPrevious: true})
+	job.Log = log
+	if _, err := e.Restore(ctx, job); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if n := db.value(ctx, t, "", `SELECT count(*)::text FROM t`); n != "1000" {
+		t.Errorf("restored %s rows, want 1000", n)
+	}
+	if argv := rec.last(t); !strings.Contains(argv, "--jobs=2") || !strings.Contains(string(buf.Bytes()), "restored the archive streaming, in parallel") {
+		t.Errorf("an exabyte archive was not restored in parallel (pg_restore ran last as %q):\n%s", argv, buf.Bytes())
 	}
 	emptyDir(t, staging)
 }

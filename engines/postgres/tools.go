@@ -214,13 +214,15 @@ func (t *tools) dump(ctx context.Context, tool string, args []string, w, tee io.
 	return n, nil
 }
 
-// run runs tool to its end with no input.
-func (t *tools) run(ctx context.Context, tool string, args []string) error {
+// run runs tool to its end with no input; env is added to its
+// environment.
+func (t *tools) run(ctx context.Context, tool string, args []string, env ...string) error {
 	stderr := &headBuffer{max: 16 << 10}
 	cmd, done, err := t.command(ctx, tool, args, stderr)
 	if err != nil {
 		return err
 	}
+	cmd.Env = append(cmd.Env, env...)
 	defer done()
 	if err := t.start(cmd, tool); err != nil {
 		return err

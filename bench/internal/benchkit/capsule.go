@@ -85,6 +85,10 @@ type Run struct {
 	// PeakRSS is the worker process's own VmHWM in bytes (its children,
 	// pg_dump or pg_restore, are not counted).
 	PeakRSS int64
+	// PeakAnon is the highest RssAnon sampled (every 10 ms): PeakRSS
+	// less the worker binary's own pages (about 65 MiB of a 150 MB
+	// binary are resident once it runs).
+	PeakAnon int64
 	// CPU is the worker's user and system time with its children's
 	// (pg_dump, pg_restore); S3CPU is the S3 server's during the run.
 	CPU, S3CPU time.Duration
@@ -145,7 +149,7 @@ func (c *Capsule) Run(ctx context.Context, req *requests.Request, compression st
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	var peak atomic.Int64
+	var peak, peakAnon atomic.Int64
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -155,6 +159,9 @@ func (c *Capsule) Run(ctx context.Context, req *requests.Request, compression st
 		for {
 			if v, err := VmHWM(cmd.Process.Pid); err == nil {
 				peak.Store(max(peak.Load(), v))
+			}
+			if v, err := RssAnon(cmd.Process.Pid); err == nil {
+				peakAnon.Store(max(peakAnon.Load(), v))
 			}
 			select {
 			case <-stop:
@@ -174,6 +181,7 @@ func (c *Capsule) Run(ctx context.Context, req *requests.Request, compression st
 	close(stop)
 	<-sampled
 	run.PeakRSS = peak.Load()
+	run.PeakAnon = peakAnon.Load()
 	if werr != nil {
 		return nil, fmt.Errorf("%s: %w (log %s)", name, werr, logPath)
 	}
@@ -209,7 +217,14 @@ func cleanEnv() []string {
 // VmHWM is a process's peak resident set size in bytes, from
 // /proc/<pid>/status. The kernel keeps it for the process alone, not its
 // children.
-func VmHWM(pid int) (int64, error) {
+func VmHWM(pid int) (int64, error) { return procStatus(pid, "VmHWM") }
+
+// RssAnon returns the process's anonymous resident memory (heap, stacks:
+// RSS less the pages of its binary and other files) now, in bytes.
+func RssAnon(pid int) (int64, error) { return procStatus(pid, "RssAnon") }
+
+// procStatus reads one kB field of /proc/<pid>/status, in bytes.
+func procStatus(pid int, field string) (int64, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, err
@@ -217,16 +232,16 @@ func VmHWM(pid int) (int64, error) {
 	s := bufio.NewScanner(bytes.NewReader(data))
 	for s.Scan() {
 		line := s.Text()
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			f := strings.Fields(v)
 			if len(f) != 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("VmHWM: unexpected %q", line)
+				return 0, fmt.Errorf("%s: unexpected %q", field, line)
 			}
 			kb, err := strconv.ParseInt(f[0], 10, 64)
 			return kb << 10, err
 		}
 	}
-	return 0, errors.New("no VmHWM in /proc/" + strconv.Itoa(pid) + "/status")
+	return 0, errors.New("no " + field + " in /proc/" + strconv.Itoa(pid) + "/status")
 }
 
 // workMarker marks a directory as a benchmark's own, so that only such a
