@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
@@ -36,9 +35,6 @@ type retentionRunner struct {
 	b bucket.Bucket
 	r *retention.Runner
 }
-
-// slotLayout is how requests.SlotID writes a slot.
-const slotLayout = "20060102t150405z"
 
 // verifyPlan names a plan's verification requests (schedule.VerifyPlan).
 func verifyPlan(plan string) string { return schedule.VerifyPlan(plan) }
@@ -226,14 +222,7 @@ func planBackups(ctx context.Context, b bucket.Reader, p Plan) ([]index.Entry, e
 }
 
 // backupSlot returns the slot a scheduled backup's id names.
-func backupSlot(id string) (time.Time, bool) {
-	i := strings.LastIndexByte(id, '-')
-	if i < 0 {
-		return time.Time{}, false
-	}
-	t, err := time.Parse(slotLayout, id[i+1:])
-	return t, err == nil
-}
+func backupSlot(id string) (time.Time, bool) { return requests.SlotOf(id) }
 
 // verifyEvery submits a verification of the newest backup when none of
 // the plan's newest Every backups is verified or being verified. Every
