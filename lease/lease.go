@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/requests"
 )
 
 // MinLength is the shortest lease: renewed every third of its length,
@@ -121,6 +122,33 @@ type Write struct {
 	Released bool
 	// Data is what the caller passed to Renew or Release (progress, say).
 	Data any
+}
+
+// lockBody is the body of a lock: a lease of a job rather than of a
+// request (retention, garbage collection, maintenance).
+type lockBody struct {
+	APIVersion     string    `json:"apiVersion"`
+	Kind           string    `json:"kind"` // "Lock"
+	Purpose        string    `json:"purpose"`
+	Holder         string    `json:"holder"`
+	Token          string    `json:"token"`
+	Attempt        int       `json:"attempt"`
+	DurationMillis int64     `json:"durationMillis"`
+	AcquiredAt     time.Time `json:"acquiredAt"`
+	RenewedAt      time.Time `json:"renewedAt"`
+	Released       bool      `json:"released,omitempty"`
+}
+
+// Lock is the Encode of a job's lock (kind "Lock"), naming its purpose.
+func Lock(purpose string) func(Write) []byte {
+	return func(w Write) []byte {
+		data, _ := json.Marshal(lockBody{
+			APIVersion: requests.APIVersion, Kind: "Lock", Purpose: purpose, Holder: w.Holder, Token: w.Token,
+			Attempt: w.Attempt, DurationMillis: w.Length.Milliseconds(), AcquiredAt: w.AcquiredAt, RenewedAt: w.At,
+			Released: w.Released,
+		})
+		return data
+	}
 }
 
 // Claim says which lease to take and how to write it.

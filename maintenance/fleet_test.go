@@ -63,7 +63,7 @@ func TestThreeWorkersOverWeeks(t *testing.T) {
 	sim := newSim(bucket.Prefixed(sb, "capsule/"))
 	// Start just before a UTC midnight, so day d's slot is midnight d.
 	now := time.Now().UTC()
-	sim.advance(now.Truncate(24*time.Hour).Add(24*time.Hour - time.Minute).Sub(now))
+	sim.advance(now.Truncate(24 * time.Hour).Add(24*time.Hour - time.Minute).Sub(now))
 
 	data := filepath.Join(t.TempDir(), "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {

@@ -18,7 +18,6 @@ package maintenance
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -151,32 +150,14 @@ type PolicyReport struct {
 	Error  string            `json:"error,omitempty"`
 }
 
-// lockBody is the maintenance lease's body.
-type lockBody struct {
-	APIVersion     string    `json:"apiVersion"`
-	Kind           string    `json:"kind"` // "Lock"
-	Purpose        string    `json:"purpose"`
-	Holder         string    `json:"holder"`
-	Token          string    `json:"token"`
-	Attempt        int       `json:"attempt"`
-	DurationMillis int64     `json:"durationMillis"`
-	RenewedAt      time.Time `json:"renewedAt"`
-	Released       bool      `json:"released,omitempty"`
-}
-
 // RunOnce runs one pass if it is this replica's turn: nobody holds the
 // maintenance lease and the last pass was at least Every ago by the
 // bucket's clock. Otherwise it returns a report naming the holder.
 func (s *Service) RunOnce(ctx context.Context) (*Report, error) {
 	l, st, err := lease.Acquire(ctx, lease.Claim{
 		Bucket: s.cfg.Bucket, Key: LockKey, Holder: s.cfg.Holder, Length: s.cfg.Lease,
-		Limit: requests.DefaultMaxControlObject,
-		Encode: func(w lease.Write) []byte {
-			data, _ := json.Marshal(lockBody{APIVersion: requests.APIVersion, Kind: "Lock", Purpose: "maintenance",
-				Holder: w.Holder, Token: w.Token, Attempt: w.Attempt, DurationMillis: w.Length.Milliseconds(),
-				RenewedAt: w.At, Released: w.Released})
-			return data
-		},
+		Limit:  requests.DefaultMaxControlObject,
+		Encode: lease.Lock("maintenance"),
 	})
 	if err != nil {
 		return nil, err
