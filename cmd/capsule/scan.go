@@ -281,6 +281,18 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 	} else {
 		httpErr <- nil
 	}
+	// The worker's own bucket gets its maintenance (GC, the configured
+	// sources' retention and schedules) as a plain worker's does; the
+	// CnvrgApp plans' retention is the scanner's.
+	if fb := fixed[a.cfg.Bucket]; fb != nil && !once {
+		wait, err := a.startMaintenance(ctx, fb, name, mreg)
+		if err != nil {
+			cancel()
+			return errors.Join(err, <-scanErr)
+		}
+		defer wait()
+		defer cancel()
+	}
 	fleetErr := fl.Run(ctx)
 	stopHTTP()
 	return errors.Join(<-scanErr, fleetErr, <-httpErr)
