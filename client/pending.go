@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/lease"
 	"github.com/cnvrg/capsule/requests"
 )
 
@@ -79,9 +80,9 @@ func Explain(ctx context.Context, b bucket.Reader, id string, opts ...Option) (*
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
 	for _, obj := range newest(leases, maxResultsRead) {
-		var l requests.Lease
-		if read(ctx, b, obj.Key, o.maxObject, &l) && l.Holder != "" && !l.Released && now.Sub(obj.LastModified) <= l.Duration() {
-			worker(l.Holder).Running++
+		// Held as the workers judge it (the lease package).
+		if st, err := lease.Read(ctx, b, obj.Key, o.maxObject, lease.DefaultRequestLength); err == nil && st.Holder != "" && !st.Damaged && st.Held() {
+			worker(st.Holder).Running++
 		}
 	}
 	var results []bucket.ObjectInfo

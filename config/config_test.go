@@ -61,6 +61,11 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{"worker:\n  maxControlObject: 1024\n", "worker.maxControlObject"},
 		{"worker:\n  maxControlObject: 1073741824\n", "worker.maxControlObject"},
 		{"cluster: 'a b'\n", "cluster"},
+		{"worker:\n  maintenance:\n    every: 1s\n", "worker.maintenance.every"},
+		{"worker:\n  maintenance:\n    gcAfter: -1h\n", "worker.maintenance.gcAfter"},
+		{"sources:\n  s:\n    engine: files\n    path: /x\n    schedule: often\n", "sources.s.schedule"},
+		{"sources:\n  s:\n    engine: files\n    path: /x\n    keepLast: -1\n", "sources.s.keepLast"},
+		{"sources:\n  s:\n    engine: files\n    path: /x\n    verifySchedule: 24h\n", "sources.s.verifySchedule"},
 		{"sources:\n  s:\n    path: /x\n", "sources.s.engine"},
 		{"sources:\n  s:\n    engine: nope\n", "sources.s.engine"},
 		{"sources:\n  s:\n    engine: files\n    path: relative\n", "sources.s"},
@@ -302,5 +307,33 @@ func TestWebhooks(t *testing.T) {
 		if err == nil || err.Error() != c.want {
 			t.Errorf("%q: got %v, want %s", c.yaml, err, c.want)
 		}
+	}
+}
+
+// A source's own plan is read by Plans and kept out of the engine's
+// settings.
+func TestSourcePlans(t *testing.T) {
+	c, err := config.Parse([]byte("cluster: prod\nsources:\n  s:\n    engine: files\n    path: /x\n    schedule: '0 3 * * *'\n    keepLast: 2\n    keepWeekly: 4\n  t:\n    engine: files\n    path: /y\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(engines.NewRegistry(files.New())); err != nil {
+		t.Fatal(err)
+	}
+	plans, err := c.Plans()
+	if err != nil || len(plans) != 1 {
+		t.Fatalf("plans %+v, %v: want the one of source s", plans, err)
+	}
+	p := plans[0]
+	if p.Source != "s" || p.Schedule == nil || !p.Schedule.IsCron() || p.Retention == nil ||
+		p.Retention.Keep != 2 || p.Retention.KeepWeekly != 4 || p.Retention.Cluster != "prod" {
+		t.Errorf("plan %+v (retention %+v)", p, p.Retention)
+	}
+	src, err := c.Lookup("s")
+	if err != nil || src.Config["schedule"] != nil || src.Config["keepLast"] != nil {
+		t.Errorf("the engine got the plan's keys: %+v %v", src.Config, err)
+	}
+	if c.Worker.Maintenance.Every != time.Hour || c.Worker.Maintenance.GCAfter != 24*time.Hour {
+		t.Errorf("maintenance defaults %+v", c.Worker.Maintenance)
 	}
 }

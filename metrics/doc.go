@@ -30,6 +30,12 @@
 // met (each key once, and logged once, through Registry.Damaged, which the
 // worker shares with its API): alert when it grows.
 //
+// ObserveMaintenance counts what the worker's maintenance pass did:
+// capsule_maintenance_deleted_objects_total (by job, retention or gc),
+// capsule_maintenance_retained_objects_total (objects S3 Object Lock
+// refused to delete) and capsule_maintenance_aborted_uploads_total. Dry
+// runs count nothing.
+//
 // Example alert rules are in deploy/prometheus/alerts.yaml; a test checks
 // that they use only names this package exposes.
 package metrics

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/requests"
 )
 
 // TestChoose covers the selection rule on its own: letters are backups,
@@ -64,5 +65,44 @@ func TestChoose(t *testing.T) {
 				t.Errorf("choose(%s, %d) = %s, want %s", c.backups, c.keep, got.String(), c.want)
 			}
 		})
+	}
+}
+
+// TestChooseGrandfatherFatherSon: keepDaily/keepWeekly/keepMonthly keep
+// the newest good backup of each period (a scheduled backup on its slot's
+// day), and the newest verified-good backup is never dropped.
+func TestChooseGrandfatherFatherSon(t *testing.T) {
+	const plan = "nightly"
+	day := func(d int) time.Time { return time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC).AddDate(0, 0, d) }
+	var es []index.Entry
+	for d := range 70 { // 1 Jan to 11 Mar, one a day
+		slot := day(d)
+		es = append(es, index.Entry{BackupIndex: &index.BackupIndex{
+			BackupID: requests.SlotID(plan, slot), Plan: plan,
+			// Finished late: a day counts by its slot, not its finish.
+			FinishedAt: slot.Add(23 * time.Hour),
+		}})
+	}
+	// The oldest backup is the only verified one.
+	es[0].Verification = &index.Verification{OK: true}
+	p := Policy{Cluster: "c", Source: "s", Plan: plan, Keep: 1, KeepDaily: 3, KeepMonthly: 3}
+	kept, drop := p.choose(es)
+	var got []string
+	for _, e := range kept {
+		got = append(got, e.BackupID)
+	}
+	slices.Sort(got)
+	want := []string{
+		requests.SlotID(plan, day(0)),                                                                  // the newest verified-good one
+		requests.SlotID(plan, day(30)),                                                                 // 31 Jan: January's newest
+		requests.SlotID(plan, day(58)),                                                                 // 28 Feb: February's newest
+		requests.SlotID(plan, day(67)), requests.SlotID(plan, day(68)), requests.SlotID(plan, day(69)), // the last 3 days (and March's newest)
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("kept %q, want %q", got, want)
+	}
+	if len(kept)+len(drop) != len(es) {
+		t.Errorf("kept %d + dropped %d != %d", len(kept), len(drop), len(es))
 	}
 }

@@ -241,11 +241,8 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			if err != nil {
 				return nil, err
 			}
-			wcfg := watcher.Config{
-				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
-				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: log,
-				MaxControlObject: w.MaxControlObject, Events: mreg.Observe,
-			}
+			wcfg := w.Watcher()
+			wcfg.Bucket, wcfg.Runner, wcfg.Worker, wcfg.Log, wcfg.Events = b, exec, name, log, mreg.Observe
 			alertOn(&wcfg, notifier)
 			wt, err := watcher.New(wcfg)
 			if err != nil {
@@ -293,6 +290,18 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 		}()
 	} else {
 		httpErr <- nil
+	}
+	// The worker's own bucket gets its maintenance (GC, the configured
+	// sources' retention and schedules) as a plain worker's does; the
+	// CnvrgApp plans' retention is the scanner's.
+	if fb := fixed[a.cfg.Bucket]; fb != nil && !once {
+		wait, err := a.startMaintenance(ctx, fb, name, mreg)
+		if err != nil {
+			cancel()
+			return errors.Join(err, <-scanErr)
+		}
+		defer wait()
+		defer cancel()
 	}
 	fleetErr := fl.Run(ctx)
 	stopHTTP()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -37,6 +38,14 @@ Any number of workers may share a bucket; each request runs exactly once.
 On SIGTERM or Ctrl-C the worker stops claiming, lets running work finish
 within --grace, then cancels it and hands its leases back so another worker
 takes over at once. With --once it runs what is pending and exits.
+
+Every worker also runs maintenance, one replica at a time (a lease in the
+bucket): every worker.maintenance.every it applies the sources' retention
+policies (keepLast, keepDaily, keepWeekly, keepMonthly) and collects garbage
+older than worker.maintenance.gcAfter (orphan attempt folders, open uploads).
+A source with a schedule (sources.NAME.schedule: 24h or a cron expression)
+is backed up once per slot however many workers run; "capsule prune" and
+"capsule gc" run one pass by hand.
 
 Before it claims anything the worker checks that the bucket keeps the
 promises claims rest on (exclusive create-only writes, If-Match, conditional
@@ -107,11 +116,9 @@ exits with an error naming what failed on a bucket that does not;
 			if err != nil {
 				return err
 			}
-			wcfg := watcher.Config{
-				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
-				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: a.log,
-				MaxControlObject: w.MaxControlObject, Cluster: a.cfg.Cluster,
-			}
+			wcfg := w.Watcher()
+			wcfg.Bucket, wcfg.Runner, wcfg.Worker, wcfg.Log = b, exec, name, a.log
+			wcfg.Cluster = a.cfg.Cluster
 			services.configure(&wcfg)
 			alertOn(&wcfg, notifier)
 			wt, err := watcher.New(wcfg)
@@ -130,6 +137,14 @@ exits with an error naming what failed on a bucket that does not;
 					}
 				}
 			}
+			mctx, stopMaintenance := context.WithCancel(ctx)
+			wait, err := a.startMaintenance(mctx, b, name, services.reg)
+			if err != nil {
+				stopMaintenance()
+				return err
+			}
+			defer wait()
+			defer stopMaintenance()
 			return a.runServices(ctx, &services, wt)
 		},
 	}
@@ -137,11 +152,11 @@ exits with an error naming what failed on a bucket that does not;
 	flagsSeen = func(n string) bool { return f.Changed(n) }
 	f.StringVar(&name, "name", "", "this worker's name in leases and results (default host/pid)")
 	f.BoolVar(&once, "once", false, "run what is pending, then exit")
-	f.IntVar(&conc, "concurrency", 2, "requests run at once")
-	f.DurationVar(&poll, "poll", 5*time.Second, "interval between listings of requests/")
-	f.DurationVar(&lease, "lease", 60*time.Second, "lease length; renewed every third of it")
-	f.IntVar(&maxAttempt, "max-attempts", 3, "attempts before a request ends failed")
-	f.DurationVar(&grace, "grace", 30*time.Second, "time running work may finish after SIGTERM")
+	f.IntVar(&conc, "concurrency", watcher.DefaultConcurrency, "requests run at once")
+	f.DurationVar(&poll, "poll", watcher.DefaultPoll, "interval between listings of requests/")
+	f.DurationVar(&lease, "lease", watcher.DefaultLease, "lease length; renewed every third of it")
+	f.IntVar(&maxAttempt, "max-attempts", watcher.DefaultMaxAttempts, "attempts before a request ends failed")
+	f.DurationVar(&grace, "grace", watcher.DefaultGrace, "time running work may finish after SIGTERM")
 	services.flags(f)
 	services.safety.flags(f)
 	scan.flags(f, true)
