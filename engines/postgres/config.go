@@ -44,6 +44,22 @@ type config struct {
 	// AllowSuperuser lets a restore or a verification run as a role
 	// that can reach beyond its databases (see restore.go, checkRole).
 	AllowSuperuser bool `json:"allowSuperuser,omitempty"`
+	// PITR turns on point-in-time recovery: a worker holds a continuous
+	// job that streams the server's WAL into the bucket through a
+	// physical replication slot (capsule_<source>), and the source's
+	// backups are physical base backups (BASE_BACKUP) instead of
+	// pg_dump archives. The role needs REPLICATION, the server wal_level
+	// replica or logical and a free WAL sender and slot.
+	PITR bool `json:"pitr,omitempty"`
+	// SlotAlertBytes is the WAL the slot may hold back before capsule
+	// reports it (metric capsule_pitr_slot_lag_bytes, alert
+	// CapsulePITRSlotLag); default 1 GiB.
+	SlotAlertBytes int64 `json:"slotAlertBytes,omitempty"`
+	// SlotMaxBytes is the hard limit: past it capsule drops its slot, so
+	// the server frees the WAL rather than fill its disk, and the stream
+	// starts over with a gap that only a new base backup closes; default
+	// 8 GiB.
+	SlotMaxBytes int64 `json:"slotMaxBytes,omitempty"`
 }
 
 // defaultRestoreJobs is how many pg_restore jobs a restore runs unless
@@ -71,6 +87,9 @@ type conninfo struct {
 	stagingDir  string
 	// allowSuperuser: see config.
 	allowSuperuser bool
+	// pitr, slotAlert and slotMax: see config.
+	pitr               bool
+	slotAlert, slotMax int64
 }
 
 var sslModes = map[string]bool{
@@ -165,6 +184,20 @@ func parseSource(src engines.Source) (*conninfo, error) {
 	}
 	ci.stagingDir = cfg.StagingDir
 	ci.allowSuperuser = cfg.AllowSuperuser
+	ci.pitr = cfg.PITR
+	ci.slotAlert, ci.slotMax = cfg.SlotAlertBytes, cfg.SlotMaxBytes
+	if ci.slotAlert == 0 {
+		ci.slotAlert = defaultSlotAlert
+	}
+	if ci.slotMax == 0 {
+		ci.slotMax = defaultSlotMax
+	}
+	switch {
+	case ci.slotAlert < 0 || ci.slotMax < 0:
+		return nil, bad("slotAlertBytes and slotMaxBytes: must not be negative")
+	case ci.slotAlert >= ci.slotMax:
+		return nil, bad("slotAlertBytes (%d) must be below slotMaxBytes (%d): the alert comes before the slot is dropped", ci.slotAlert, ci.slotMax)
+	}
 	if ci.stagingDir != "" && !filepath.IsAbs(ci.stagingDir) {
 		return nil, bad("stagingDir: %q is not an absolute path", ci.stagingDir)
 	}

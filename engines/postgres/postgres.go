@@ -166,6 +166,9 @@ func (e *Engine) Backup(ctx context.Context, bj *engines.BackupJob) (*engines.Ba
 	if err != nil {
 		return nil, err
 	}
+	if j.ci.pitr {
+		return e.baseBackup(ctx, j, bj)
+	}
 	dumpVersion, err := j.tools.version(ctx, "pg_dump")
 	if err != nil {
 		return nil, err
