@@ -32,7 +32,7 @@ func startServer(t *testing.T) *pgserver.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	srv, err := pgserver.New(bin, filepath.Join(dir, "data"))
+	srv, err := pgserver.New(bin, filepath.Join(dir, "data"), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

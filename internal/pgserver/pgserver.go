@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -31,6 +32,10 @@ type Server struct {
 	Socket string
 	// Log is the server's log file.
 	Log string
+	// User is the role URL and Connect use (default postgres).
+	User string
+	// HBAFile, when set, replaces the data directory's pg_hba.conf.
+	HBAFile string
 
 	cred *syscall.Credential
 	uid  int
@@ -40,14 +45,13 @@ type Server struct {
 }
 
 // New prepares a server for data directory dir (which may not exist
-// yet) on a free loopback port.
-func New(binDir, dir string) (*Server, error) {
+// yet) on a free loopback port; its socket and log go to runDir.
+func New(binDir, dir, runDir string) (*Server, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	parent := filepath.Dir(dir)
-	s := &Server{BinDir: binDir, Dir: dir, Port: port, Socket: parent, Log: filepath.Join(parent, "postgres.log"), uid: -1, gid: -1}
+	s := &Server{BinDir: binDir, Dir: dir, Port: port, Socket: runDir, Log: filepath.Join(runDir, "postgres.log"), User: "postgres", uid: -1, gid: -1}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -88,7 +92,7 @@ func (s *Server) Own(path string) error {
 func (s *Server) command(ctx context.Context, prog string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(s.BinDir, prog), args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C.UTF-8", "TZ=UTC"}
-	cmd.Dir = filepath.Dir(s.Dir)
+	cmd.Dir = s.Socket
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true}
 	return cmd
 }
@@ -97,12 +101,13 @@ func (s *Server) command(ctx context.Context, prog string, args ...string) *exec
 // connections, replication included) and appends conf to
 // postgresql.conf.
 func (s *Server) Init(ctx context.Context, conf map[string]string) error {
-	parent := filepath.Dir(s.Dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return err
-	}
-	if err := s.Own(parent); err != nil {
-		return err
+	for _, d := range []string{filepath.Dir(s.Dir), s.Socket} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if err := s.Own(d); err != nil {
+			return err
+		}
 	}
 	out, err := s.command(ctx, "initdb", "-D", s.Dir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync").CombinedOutput()
 	if err != nil {
@@ -146,8 +151,12 @@ func (s *Server) Start(ctx context.Context, wait time.Duration) error {
 		return err
 	}
 	defer logf.Close()
-	s.cmd = s.command(context.WithoutCancel(ctx), "postgres", "-D", s.Dir, "-p", strconv.Itoa(s.Port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.Socket)
+	args := []string{"-D", s.Dir, "-p", strconv.Itoa(s.Port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + s.Socket}
+	if s.HBAFile != "" {
+		args = append(args, "-c", "hba_file="+s.HBAFile)
+	}
+	s.cmd = s.command(context.WithoutCancel(ctx), "postgres", args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("start postgres: %w", err)
@@ -179,7 +188,7 @@ func (s *Server) Start(ctx context.Context, wait time.Duration) error {
 
 // URL is a connection URL for database db as user postgres.
 func (s *Server) URL(db string) string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", url.PathEscape(s.User), s.Port, url.PathEscape(db))
 }
 
 // Connect opens a connection to database db.
