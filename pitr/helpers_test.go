@@ -65,7 +65,7 @@ func newBucket(t *testing.T) bucket.Bucket {
 	return bucket.Prefixed(fb, "capsule/")
 }
 
-func exec(t *testing.T, srv *pgserver.Server, sql string, args ...any) {
+func execPG(t *testing.T, srv *pgserver.Server, sql string, args ...any) {
 	t.Helper()
 	conn, err := srv.Connect(context.Background(), "postgres")
 	if err != nil {

@@ -57,6 +57,9 @@ func baseBackup(t *testing.T, b bucket.Bucket, src engines.Source) *index.Backup
 type marker struct {
 	id int
 	at time.Time
+	// done is when the insert's commit returned, on this machine's
+	// clock (the server's: it runs here).
+	done time.Time
 }
 
 func writeMarkers(t *testing.T, srv *pgserver.Server, db string, n int, every time.Duration) []marker {
@@ -73,6 +76,7 @@ func writeMarkers(t *testing.T, srv *pgserver.Server, db string, n int, every ti
 		if err := conn.QueryRow(ctx, `INSERT INTO marks (at) VALUES (clock_timestamp()) RETURNING id, at`).Scan(&m.id, &m.at); err != nil {
 			t.Fatal(err)
 		}
+		m.done = time.Now()
 		out = append(out, m)
 		time.Sleep(every)
 	}
@@ -114,7 +118,7 @@ type pitrFixture struct {
 
 func newPITRFixture(t *testing.T) *pitrFixture {
 	f := &pitrFixture{srv: startServer(t), b: newBucket(t)}
-	exec(t, f.srv, `CREATE DATABASE app`)
+	execPG(t, f.srv, `CREATE DATABASE app`)
 	f.src = engines.Source{Name: "pg", Engine: "postgres", Config: map[string]any{"url": f.srv.URL("app"), "pitr": true, "allowSuperuser": true}}
 	f.r = runStream(t, f.b, f.src, "w1", 6*time.Second)
 	conn, err := f.srv.Connect(context.Background(), "app")
@@ -137,7 +141,7 @@ func TestRestoreToTimeIntoLiveServer(t *testing.T) {
 	marks := writeMarkers(t, f.srv, "app", 30, 100*time.Millisecond)
 	k := 17
 	target := marks[k].at.Add(marks[k+1].at.Sub(marks[k].at) / 2)
-	exec(t, f.srv, `SELECT pg_switch_wal()`) // not needed for the stream; makes the LSN move
+	execPG(t, f.srv, `SELECT pg_switch_wal()`) // not needed for the stream; makes the LSN move
 	f.r.waitFor(t, currentLSN(t, f.srv))
 
 	res, err := pitr.Restore(context.Background(), pitr.RestoreConfig{

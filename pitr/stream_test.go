@@ -26,12 +26,12 @@ func TestStreamWritesGaplessWAL(t *testing.T) {
 	b := newBucket(t)
 	src := source(srv, "pg")
 	r := runStream(t, b, src, "w1", 6*time.Second)
-	exec(t, srv, `CREATE TABLE marks (id serial primary key, at timestamptz default now(), pad text)`)
+	execPG(t, srv, `CREATE TABLE marks (id serial primary key, at timestamptz default now(), pad text)`)
 	for i := 0; i < 20; i++ {
-		exec(t, srv, `INSERT INTO marks (pad) SELECT repeat('x', 1000) FROM generate_series(1, 2000)`)
+		execPG(t, srv, `INSERT INTO marks (pad) SELECT repeat('x', 1000) FROM generate_series(1, 2000)`)
 	}
-	exec(t, srv, `SELECT pg_switch_wal()`)
-	exec(t, srv, `INSERT INTO marks (pad) VALUES ('last')`)
+	execPG(t, srv, `SELECT pg_switch_wal()`)
+	execPG(t, srv, `INSERT INTO marks (pad) VALUES ('last')`)
 	target := currentLSN(t, srv)
 	r.waitFor(t, target)
 
