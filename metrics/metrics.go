@@ -63,6 +63,10 @@ type Registry struct {
 	lastVerified *prometheus.GaugeVec
 	damagedIdx   prometheus.Counter
 	damaged      *index.Reporter
+	pitrLatest   *prometheus.GaugeVec
+	slotLag      *prometheus.GaugeVec
+	slotAlert    *prometheus.GaugeVec
+	slotDrops    *prometheus.CounterVec
 
 	mu     sync.Mutex
 	newest map[newestKey]time.Time
@@ -92,6 +96,10 @@ const (
 	LastBackupSuccess       = "capsule_last_backup_success_timestamp_seconds"
 	LastVerificationSuccess = "capsule_last_verification_success_timestamp_seconds"
 	DamagedIndexes          = "capsule_damaged_indexes_total"
+	PITRRecoverable         = "capsule_pitr_recoverable_timestamp_seconds"
+	PITRSlotLag             = "capsule_pitr_slot_lag_bytes"
+	PITRSlotAlert           = "capsule_pitr_slot_alert_bytes"
+	PITRSlotDrops           = "capsule_pitr_slot_drops_total"
 )
 
 // New returns a Registry with every collector registered.
@@ -122,7 +130,29 @@ func New(opts Options) *Registry {
 	r.lastVerified = gaugeVec(r, LastVerificationSuccess, "Unix time of the newest successful verification per cluster and source (of a backup of that source), from the catalog at start-up and from this worker's verifications since. Take the max over workers.", "cluster", "source")
 	r.damagedIdx = counter(r, DamagedIndexes, "Damaged backupIndex.json objects this process found, each counted once: unparsable, content that does not match the key (cluster, source, backup id, artifact keys), or finished in the future by the bucket's clock. They are skipped by listings, restores and retention.")
 	r.damaged = index.NewReporter(opts.Log, func(index.Damaged) { r.damagedIdx.Inc() })
+	r.pitrLatest = gaugeVec(r, PITRRecoverable, "Unix time (the database server's clock) of the latest moment a point-in-time restore recovers to: the newest WAL the stream's holder wrote to the bucket. Only the holder sets it; take the max over workers.", "cluster", "source")
+	r.slotLag = gaugeVec(r, PITRSlotLag, "Bytes of WAL the stream's replication slot holds back on the database server (its current position minus the slot's restart_lsn).", "cluster", "source")
+	r.slotAlert = gaugeVec(r, PITRSlotAlert, "The source's slotAlertBytes: the slot lag that calls for attention; at slotMaxBytes capsule drops the slot.", "cluster", "source")
+	r.slotDrops = counterVec(r, PITRSlotDrops, "Replication slots capsule dropped because they held more WAL than slotMaxBytes: the WAL in the bucket has a gap that the next base backup closes.", "cluster", "source")
 	return r
+}
+
+// ObservePITR records the latest recoverable moment of a source's WAL
+// stream.
+func (r *Registry) ObservePITR(cluster, source string, latest time.Time) {
+	r.pitrLatest.WithLabelValues(label(cluster), label(source)).Set(float64(latest.UnixNano()) / 1e9)
+}
+
+// ObserveSlot records how much WAL a source's slot holds back, and the
+// limit that raises the alert.
+func (r *Registry) ObserveSlot(cluster, source string, lagBytes, alertBytes int64) {
+	r.slotLag.WithLabelValues(label(cluster), label(source)).Set(float64(lagBytes))
+	r.slotAlert.WithLabelValues(label(cluster), label(source)).Set(float64(alertBytes))
+}
+
+// SlotDropped counts a slot the guard dropped.
+func (r *Registry) SlotDropped(cluster, source string) {
+	r.slotDrops.WithLabelValues(label(cluster), label(source)).Inc()
 }
 
 // Damaged is the process's reporter of damaged indexes: it logs each once

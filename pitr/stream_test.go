@@ -67,3 +67,60 @@ func TestStreamWritesGaplessWAL(t *testing.T) {
 		t.Errorf("slot at %s was not advanced to the bucket's end %s", st.RestartLSN, spans[0].End)
 	}
 }
+
+// With nobody streaming, the slot holds WAL: the guard alerts past
+// slotAlertBytes and drops the slot past slotMaxBytes, so the server
+// frees its disk.
+func TestGuardAlertsThenDropsSlot(t *testing.T) {
+	srv := startServer(t)
+	src := source(srv, "pg")
+	src.Config["slotAlertBytes"] = 8 << 20
+	src.Config["slotMaxBytes"] = 40 << 20
+	rep, err := postgres.OpenReplication(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rep.EnsureSlot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rep.Close()
+	g := &pitr.Guard{Cluster: cluster, Source: src}
+	ctx := context.Background()
+	grow := func() {
+		execPG(t, srv, `CREATE TABLE IF NOT EXISTS filler (pad text)`)
+		execPG(t, srv, `INSERT INTO filler SELECT repeat(md5(random()::text), 32) FROM generate_series(1, 10000)`)
+		execPG(t, srv, `SELECT pg_switch_wal()`)
+	}
+	st, err := g.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Alert || st.Dropped {
+		t.Fatalf("fresh slot: %+v", st)
+	}
+	for st.LagBytes < 8<<20 {
+		grow()
+		if st, err = g.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !st.Alert && !st.Dropped {
+		t.Fatalf("lag %d past the alert limit, no alert: %+v", st.LagBytes, st)
+	}
+	for !st.Dropped {
+		grow()
+		if st, err = g.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st.LagBytes > 200<<20 {
+			t.Fatalf("lag %d and the slot was not dropped", st.LagBytes)
+		}
+	}
+	after, err := postgres.Slot(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Exists {
+		t.Fatal("slot still exists after the guard dropped it")
+	}
+}
