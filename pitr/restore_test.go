@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,5 +198,26 @@ func TestRestoreLatestToDataDirAfterCrash(t *testing.T) {
 	ids := markerIDs(t, srv, "app")
 	if len(ids) != len(marks) {
 		t.Fatalf("new server has %d markers, want all %d that the stream confirmed", len(ids), len(marks))
+	}
+}
+
+// The window runs from the base backup's end to the newest WAL, and a
+// restore to a moment after it is refused with the latest point named.
+func TestWindowAndTargetPastIt(t *testing.T) {
+	f := newPITRFixture(t)
+	marks := writeMarkers(t, f.srv, "app", 5, 100*time.Millisecond)
+	f.r.waitFor(t, currentLSN(t, f.srv))
+	ctx := context.Background()
+	w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg")
+	if err != nil || w == nil {
+		t.Fatalf("window: %v %v", w, err)
+	}
+	if w.BaseBackups != 1 || w.Latest.Before(marks[len(marks)-1].at) || !w.Earliest.Before(marks[0].at) {
+		t.Fatalf("window %+v does not span the markers %s..%s", w, marks[0].at, marks[len(marks)-1].at)
+	}
+	_, err = pitr.Restore(ctx, pitr.RestoreConfig{Bucket: f.b, Cluster: cluster, Source: "pg",
+		Target: pitr.Target{Time: time.Now().Add(time.Hour)}, Into: &f.src})
+	if err == nil || !strings.Contains(err.Error(), "after the latest recoverable point") {
+		t.Fatalf("restore past the window: %v", err)
 	}
 }

@@ -1,0 +1,70 @@
+package pitr
+
+import (
+	"context"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+)
+
+// Window is the stretch of time a point-in-time restore of a source can
+// reach: from the end of its oldest base backup that gapless WAL
+// follows, to the newest WAL after its newest such backup.
+type Window struct {
+	Cluster string `json:"cluster"`
+	Source  string `json:"source"`
+	// Earliest is when the oldest usable base backup finished (the
+	// worker's clock); Latest the database server's clock when it sent
+	// the newest WAL the bucket holds after the newest usable one.
+	Earliest time.Time `json:"earliest"`
+	Latest   time.Time `json:"latest"`
+	// EarliestLSN and LatestLSN are the same points as WAL positions.
+	EarliestLSN string `json:"earliestLSN"`
+	LatestLSN   string `json:"latestLSN"`
+	Timeline    int32  `json:"timeline"`
+	// BaseBackups counts the base backups a restore can start from.
+	BaseBackups int `json:"baseBackups"`
+	// WALObjects and WALBytes are what the bucket holds of the source's
+	// WAL (stored bytes).
+	WALObjects int   `json:"walObjects"`
+	WALBytes   int64 `json:"walBytes"`
+}
+
+// RecoverableWindow computes a source's window; nil when no restore is
+// possible (no base backup with the WAL it needs).
+func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source string) (*Window, error) {
+	all, err := bases(ctx, b, cluster, source)
+	if err != nil || len(all) == 0 {
+		return nil, err
+	}
+	segs, err := ListSegments(ctx, b, cluster, source)
+	if err != nil {
+		return nil, err
+	}
+	spans := Spans(segs)
+	w := &Window{Cluster: cluster, Source: source, WALObjects: len(segs)}
+	for _, s := range segs {
+		w.WALBytes += s.Size
+	}
+	var newest Span
+	for i := len(all) - 1; i >= 0; i-- { // oldest first
+		bb := all[i]
+		span, ok := covering(spans, bb)
+		if !ok {
+			continue
+		}
+		if w.BaseBackups == 0 {
+			w.Earliest, w.EarliestLSN = bb.idx.FinishedAt, bb.stop.String()
+		}
+		w.BaseBackups++
+		newest = span
+	}
+	if w.BaseBackups == 0 {
+		return nil, nil
+	}
+	if w.Latest, err = lastTime(ctx, b, newest); err != nil {
+		return nil, err
+	}
+	w.LatestLSN, w.Timeline = newest.End.String(), newest.Timeline
+	return w, nil
+}
