@@ -221,3 +221,50 @@ func TestWindowAndTargetPastIt(t *testing.T) {
 		t.Fatalf("restore past the window: %v", err)
 	}
 }
+
+// Retention keeps the WAL the kept base backups need and deletes the
+// rest: once the first base backup is gone, WAL before the second one's
+// start goes, and a restore still works.
+func TestPruneWALKeepsWhatBaseBackupsNeed(t *testing.T) {
+	f := newPITRFixture(t)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		writeMarkers(t, f.srv, "app", 2, 0)
+		execPG(t, f.srv, `SELECT pg_switch_wal()`)
+	}
+	second := baseBackup(t, f.b, f.src)
+	writeMarkers(t, f.srv, "app", 2, 0)
+	f.r.waitFor(t, currentLSN(t, f.srv))
+	if _, err := pitr.PruneWAL(ctx, f.b, cluster, "pg"); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg"); err != nil || w == nil || w.BaseBackups != 2 {
+		t.Fatalf("with both base backups kept, pruning left the window %+v (%v)", w, err)
+	}
+	entries, err := index.List(ctx, f.b, index.Filter{Cluster: cluster, Source: "pg"})
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("backups: %d %v", len(entries), err)
+	}
+	first := entries[1]
+	if err := f.b.Delete(ctx, first.ListedKey); err != nil {
+		t.Fatal(err)
+	}
+	n, err := pitr.PruneWAL(ctx, f.b, cluster, "pg")
+	if err != nil || n == 0 {
+		t.Fatalf("after the first base backup went, pruned %d: %v", n, err)
+	}
+	w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg")
+	if err != nil || w == nil || w.BaseBackups != 1 {
+		t.Fatalf("window after pruning: %+v %v", w, err)
+	}
+	d, _ := postgres.ReadBaseDetails(engines.BackupInfo{Format: second.Format, Details: second.Details})
+	segs, _ := pitr.ListSegments(ctx, f.b, cluster, "pg")
+	start := parseLSN(t, d.StartLSN) / (16 << 20) * (16 << 20)
+	if uint64(segs[0].Start) > start {
+		t.Fatalf("WAL from %s was deleted; the second base backup starts at %s", segs[0].Start, d.StartLSN)
+	}
+	if _, err := pitr.Restore(ctx, pitr.RestoreConfig{Bucket: f.b, Cluster: cluster, Source: "pg",
+		Target: pitr.Target{Latest: true}, Into: &f.src, Log: enginetest.TestLog(t)}); err != nil {
+		t.Fatal(err)
+	}
+}

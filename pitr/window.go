@@ -2,6 +2,8 @@ package pitr
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
@@ -67,4 +69,36 @@ func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source str
 	}
 	w.LatestLSN, w.Timeline = newest.End.String(), newest.Timeline
 	return w, nil
+}
+
+// PruneWAL deletes the WAL no kept base backup needs: every object that
+// ends before the segment the oldest committed base backup starts in
+// (on its timeline or an earlier one). With no base backup nothing is
+// deleted: the first one may be under way. Objects Object Lock keeps
+// stay until a later run. It returns how many objects it deleted.
+func PruneWAL(ctx context.Context, b bucket.Bucket, cluster, source string) (int, error) {
+	all, err := bases(ctx, b, cluster, source)
+	if err != nil || len(all) == 0 {
+		return 0, err
+	}
+	oldest := all[len(all)-1]
+	cut := segStart(oldest.start, oldest.d.WALSegmentSize)
+	segs, err := ListSegments(ctx, b, cluster, source)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range segs {
+		if s.Timeline > oldest.d.Timeline || (s.Timeline == oldest.d.Timeline && s.End > cut) {
+			continue
+		}
+		if err := b.Delete(ctx, s.Key); err != nil {
+			if errors.Is(err, bucket.ErrRetained) {
+				continue
+			}
+			return n, fmt.Errorf("delete WAL %s: %w", s.Key, err)
+		}
+		n++
+	}
+	return n, nil
 }
