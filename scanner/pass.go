@@ -11,8 +11,8 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/index"
-	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/pitr"
+	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/retention"
 	"github.com/sirupsen/logrus"
 )
