@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/klauspost/compress/zstd"
 )
 
 // Window is the stretch of time a point-in-time restore of a source can
@@ -101,4 +102,30 @@ func PruneWAL(ctx context.Context, b bucket.Bucket, cluster, source string) (int
 		n++
 	}
 	return n, nil
+}
+
+// Newest is the source's newest WAL object (the highest end on the
+// highest timeline) and its header: its ServerTime is the latest moment
+// the bucket holds. ErrNotFound (bucket's) when there is none.
+func Newest(ctx context.Context, b bucket.Reader, cluster, source string) (Segment, Header, error) {
+	segs, err := ListSegments(ctx, b, cluster, source)
+	if err != nil {
+		return Segment{}, Header{}, err
+	}
+	if len(segs) == 0 {
+		return Segment{}, Header{}, fmt.Errorf("no WAL of %s: %w", source, bucket.ErrNotFound)
+	}
+	newest := segs[len(segs)-1]
+	for _, s := range segs {
+		if s.Timeline == newest.Timeline && s.End > newest.End {
+			newest = s
+		}
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return Segment{}, Header{}, err
+	}
+	defer dec.Close()
+	_, h, err := readSegment(ctx, b, newest, dec)
+	return newest, h, err
 }
