@@ -59,15 +59,18 @@ func main() {
 }
 
 type sample struct {
-	gap, lag time.Duration
+	gap, lag, wlag time.Duration
 }
 
 type outcome struct {
 	name           string
 	samples        []sample
 	objects, bytes int64
-	elapsed        time.Duration
-	rss            int64
+	// wal is the WAL the receiver confirmed writing during the run (the
+	// server's write_lsn at the end minus at the start).
+	wal     int64
+	elapsed time.Duration
+	rss     int64
 }
 
 func run(duration time.Duration, scale, clients int) error {
@@ -77,6 +80,10 @@ func run(duration time.Duration, scale, clients int) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	// The server may run as another user (root runs it as postgres).
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
 	bin, err := postgres.BinDir(150000)
 	if err != nil {
 		return err
@@ -119,24 +126,33 @@ func run(duration time.Duration, scale, clients int) error {
 	if err != nil {
 		return err
 	}
-	rwRun, err := measureReceivewal(ctx, srv, bin, work, duration, clients)
+	rwRun, err := measureReceivewal(ctx, srv, bin, work, duration, clients, false)
 	if err != nil {
 		return err
 	}
-	t := benchkit.NewTable("receiver", "marker gap median", "marker gap p99", "flush lag median", "flush lag p99", "objects/s", "bytes/s", "peak RSS")
-	for _, o := range []*outcome{capsuleRun, rwRun} {
+	rwSync, err := measureReceivewal(ctx, srv, bin, work, duration, clients, true)
+	if err != nil {
+		return err
+	}
+	t := benchkit.NewTable("receiver", "marker gap median", "marker gap p99", "write lag median", "flush lag median", "flush lag p99", "objects/s", "stored KB/s", "WAL KB/s", "peak RSS")
+	for _, o := range []*outcome{capsuleRun, rwRun, rwSync} {
 		gaps := durations(o.samples, func(s sample) time.Duration { return s.gap })
 		lags := durations(o.samples, func(s sample) time.Duration { return s.lag })
+		wlags := durations(o.samples, func(s sample) time.Duration { return s.wlag })
 		gm, gp := "n/a", "n/a"
 		if o.name == "capsule worker" {
 			gm, gp = benchkit.Secs(pct(gaps, 50)), benchkit.Secs(pct(gaps, 99))
 		}
-		t.Add(o.name, gm, gp, benchkit.Secs(pct(lags, 50)), benchkit.Secs(pct(lags, 99)),
-			fmt.Sprintf("%.2f", float64(o.objects)/o.elapsed.Seconds()), benchkit.Rate(o.bytes, o.elapsed), benchkit.MiB(o.rss))
+		secs := o.elapsed.Seconds()
+		t.Add(o.name, gm, gp, benchkit.Secs(pct(wlags, 50)), benchkit.Secs(pct(lags, 50)), benchkit.Secs(pct(lags, 99)),
+			fmt.Sprintf("%.2f", float64(o.objects)/secs), fmt.Sprintf("%.0f", float64(o.bytes)/1000/secs),
+			fmt.Sprintf("%.0f", float64(o.wal)/1000/secs), benchkit.MiB(o.rss))
 	}
 	t.Print(os.Stdout)
 	fmt.Printf("\nload after: %s\n", benchkit.LoadAvg())
-	fmt.Println("bytes/s: capsule's are stored (zstd) bytes written to the bucket; pg_receivewal's raw WAL written to its directory.")
+	fmt.Println("marker gap: newest committed marker minus newest marker the bucket holds (capsule only: pg_receivewal has no bucket).")
+	fmt.Println("write/flush lag: pg_stat_replication; capsule reports a flush only after the bucket acknowledged the object.")
+	fmt.Println("objects/s: capsule's WAL objects; pg_receivewal's finished segment files. stored KB/s: bucket bytes (zstd) or finished files.")
 	return nil
 }
 
@@ -212,19 +228,31 @@ func startLoad(ctx context.Context, srv *pgserver.Server, clients int, d time.Du
 	}, nil
 }
 
-// flushLag is pg_stat_replication.flush_lag of the receiver named app.
-func flushLag(ctx context.Context, srv *pgserver.Server, app string) (time.Duration, bool) {
+// lags reads pg_stat_replication of the receiver named app: its flush
+// and write lag, and the WAL position it wrote.
+func lags(ctx context.Context, srv *pgserver.Server, app string) (flush, write time.Duration, writeLSN int64) {
 	conn, err := srv.Connect(ctx, "postgres")
 	if err != nil {
-		return 0, false
+		return 0, 0, 0
 	}
 	defer conn.Close(ctx)
-	var us *float64
-	err = conn.QueryRow(ctx, `SELECT extract(epoch FROM flush_lag) * 1e6 FROM pg_stat_replication WHERE application_name = $1`, app).Scan(&us)
-	if err != nil || us == nil {
-		return 0, err == nil
+	var f, w *float64
+	var pos *int64
+	err = conn.QueryRow(ctx, `SELECT extract(epoch FROM flush_lag) * 1e6, extract(epoch FROM write_lag) * 1e6, (write_lsn - '0/0')::bigint
+		FROM pg_stat_replication WHERE application_name = $1`, app).Scan(&f, &w, &pos)
+	if err != nil {
+		return 0, 0, 0
 	}
-	return time.Duration(*us) * time.Microsecond, true
+	if f != nil {
+		flush = time.Duration(*f) * time.Microsecond
+	}
+	if w != nil {
+		write = time.Duration(*w) * time.Microsecond
+	}
+	if pos != nil {
+		writeLSN = *pos
+	}
+	return flush, write, writeLSN
 }
 
 func measureCapsule(ctx context.Context, srv *pgserver.Server, b bucket.Bucket, s3 *benchkit.S3, bucketName, bin, work string, d time.Duration, clients int) (*outcome, error) {
@@ -274,6 +302,7 @@ func measureCapsule(ctx context.Context, srv *pgserver.Server, b bucket.Bucket, 
 		return nil, err
 	}
 	o := &outcome{name: "capsule worker"}
+	_, _, pos0 := lags(ctx, srv, "capsule")
 	start := time.Now()
 	for time.Since(start) < d {
 		time.Sleep(500 * time.Millisecond)
@@ -287,13 +316,15 @@ func measureCapsule(ctx context.Context, srv *pgserver.Server, b bucket.Bucket, 
 		if !ok1 || !ok2 {
 			continue
 		}
-		lag, _ := flushLag(ctx, srv, "capsule")
-		o.samples = append(o.samples, sample{gap: committed.Sub(recoverable), lag: lag})
+		lag, wlag, _ := lags(ctx, srv, "capsule")
+		o.samples = append(o.samples, sample{gap: committed.Sub(recoverable), lag: lag, wlag: wlag})
 	}
 	if err := wait(); err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	o.elapsed = time.Since(start)
+	_, _, pos1 := lags(ctx, srv, "capsule")
+	o.wal = pos1 - pos0
 	objs1, bytes1, err := walUsage(ctx, b)
 	if err != nil {
 		return nil, err
@@ -317,38 +348,49 @@ func walUsage(ctx context.Context, b bucket.Bucket) (int64, int64, error) {
 	return n, size, err
 }
 
-func measureReceivewal(ctx context.Context, srv *pgserver.Server, bin, work string, d time.Duration, clients int) (*outcome, error) {
-	dir := filepath.Join(work, "receivewal")
+func measureReceivewal(ctx context.Context, srv *pgserver.Server, bin, work string, d time.Duration, clients int, synchronous bool) (*outcome, error) {
+	name, slot := "pg_receivewal (anchor)", "bench_rw"
+	args := []string{}
+	if synchronous {
+		name, slot = "pg_receivewal --synchronous", "bench_rw_sync"
+		args = append(args, "--synchronous")
+	}
+	dir := filepath.Join(work, slot)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	conn := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=pg_receivewal", srv.Port)
-	if out, err := exec.Command(filepath.Join(bin, "pg_receivewal"), "-d", conn, "--slot", "bench_rw", "--create-slot").CombinedOutput(); err != nil {
+	conn := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", srv.Port, slot)
+	if out, err := exec.Command(filepath.Join(bin, "pg_receivewal"), "-d", conn, "--slot", slot, "--create-slot").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pg_receivewal --create-slot: %w: %s", err, out)
 	}
-	cmd := exec.Command(filepath.Join(bin, "pg_receivewal"), "-d", conn, "--slot", "bench_rw", "-D", dir, "--no-loop", "-s", "1")
+	defer func() { _ = sql(ctx, srv, `SELECT pg_drop_replication_slot('`+slot+`')`) }()
+	args = append(args, "-d", conn, "--slot", slot, "-D", dir, "--no-loop", "-s", "1")
+	cmd := exec.Command(filepath.Join(bin, "pg_receivewal"), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	time.Sleep(time.Second)
 	files0, bytes0 := dirUsage(dir)
-	m, wait, err := startLoad(ctx, srv, clients, d)
+	_, wait, err := startLoad(ctx, srv, clients, d)
 	if err != nil {
 		return nil, err
 	}
-	_ = m
-	o := &outcome{name: "pg_receivewal (anchor)"}
+	o := &outcome{name: name}
+	_, _, pos0 := lags(ctx, srv, slot)
 	start := time.Now()
 	for time.Since(start) < d {
 		time.Sleep(500 * time.Millisecond)
-		lag, _ := flushLag(ctx, srv, "pg_receivewal")
-		o.samples = append(o.samples, sample{lag: lag})
+		lag, wlag, _ := lags(ctx, srv, slot)
+		o.samples = append(o.samples, sample{lag: lag, wlag: wlag})
 	}
 	if err := wait(); err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	o.elapsed = time.Since(start)
+	_, _, pos1 := lags(ctx, srv, slot)
+	o.wal = pos1 - pos0
 	files1, bytes1 := dirUsage(dir)
 	o.objects, o.bytes = files1-files0, bytes1-bytes0
 	o.rss, _ = benchkit.VmHWM(cmd.Process.Pid)
