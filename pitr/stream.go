@@ -175,6 +175,15 @@ func (s *Stream) streamOnce(ctx context.Context, le Lease, log logrus.FieldLogge
 		log.WithField("bucket_end", have.String()).WithField("slot_start", start.String()).
 			Error("WAL gap: the server no longer has the WAL after the bucket's end; restores need a base backup taken after the gap")
 	}
+	if st.Active {
+		// The lease is ours: a predecessor that lost it (paused, cut off
+		// from the bucket) may still hold the slot until
+		// wal_sender_timeout. Its writes are fenced; end its connection.
+		if err := takeSlot(ctx, le, s.cfg.Source); err != nil {
+			return err
+		}
+		log.Warn("ended the WAL sender of a previous holder of the slot")
+	}
 	if err := pglogrepl.StartReplication(ctx, rep.Conn, rep.Slot, start, pglogrepl.StartReplicationOptions{
 		Timeline: rep.Timeline, Mode: pglogrepl.PhysicalReplication}); err != nil {
 		return fmt.Errorf("START_REPLICATION at %s: %w", start, err)
@@ -182,6 +191,15 @@ func (s *Stream) streamOnce(ctx context.Context, le Lease, log logrus.FieldLogge
 	log.WithField("start_lsn", start.String()).WithField("timeline", rep.Timeline).Info("streaming WAL")
 	w := &walWriter{s: s, le: le, rep: rep, segSize: segSize, bufStart: start, confirmed: start}
 	return w.run(ctx)
+}
+
+// takeSlot takes the slot from another connection, while this
+// holder is surely the lease's.
+func takeSlot(ctx context.Context, le Lease, src engines.Source) error {
+	if err := le.Fenced(); err != nil {
+		return err
+	}
+	return postgres.TakeSlot(ctx, src)
 }
 
 type walWriter struct {

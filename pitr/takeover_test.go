@@ -227,3 +227,62 @@ func etags(t *testing.T, b bucket.Bucket) map[string]string {
 	}
 	return out
 }
+
+// A holder paused past its lease (SIGSTOP) and resumed after another
+// took over writes nothing more: its fence stops it before any write.
+func TestPausedHolderWritesNothingAfterTakeover(t *testing.T) {
+	srv := startServer(t)
+	execSQL(t, srv, "postgres", `CREATE TABLE marks (id serial PRIMARY KEY, at timestamptz NOT NULL)`)
+	bucketDir := filepath.Join(t.TempDir(), "bucket")
+	fb, err := fs.New(bucketDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bucket.Prefixed(fb, "capsule/")
+	a := startChild(t, "worker-a", bucketDir, srv.URL("postgres"))
+	waitSegments(t, b, func(segs []pitr.Segment) bool { return len(segs) > 0 })
+	if err := a.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	startChild(t, "worker-b", bucketDir, srv.URL("postgres"))
+	execSQL(t, srv, "postgres", `INSERT INTO marks (at) SELECT clock_timestamp() FROM generate_series(1, 1000)`)
+	waitSegments(t, b, func(segs []pitr.Segment) bool {
+		for _, s := range segs {
+			if s.Attempt == 2 {
+				return true
+			}
+		}
+		return false
+	})
+	atTakeover := etags(t, b)
+	if err := a.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Give the resumed holder WAL to write and time to try.
+	for i := 0; i < 6; i++ {
+		execSQL(t, srv, "postgres", `INSERT INTO marks (at) SELECT clock_timestamp() FROM generate_series(1, 1000)`)
+		time.Sleep(500 * time.Millisecond)
+	}
+	end := currentLSN(t, srv)
+	waitSegments(t, b, func(segs []pitr.Segment) bool {
+		sp := pitr.Spans(segs)
+		return len(sp) > 0 && uint64(sp[len(sp)-1].End) >= parseLSN(t, end)
+	})
+	segs, err := pitr.ListSegments(context.Background(), b, cluster, "pg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range segs {
+		if _, old := atTakeover[s.Key]; !old && s.Attempt == 1 {
+			t.Errorf("the paused holder wrote %s after the takeover", s.Key)
+		}
+	}
+	for k, e := range atTakeover {
+		if now := etags(t, b)[k]; now != e {
+			t.Errorf("%s was rewritten", k)
+		}
+	}
+	if len(pitr.Spans(segs)) != 1 {
+		t.Errorf("WAL has a gap")
+	}
+}

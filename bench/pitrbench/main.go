@@ -258,7 +258,7 @@ func lags(ctx context.Context, srv *pgserver.Server, app string) (flush, write t
 func measureCapsule(ctx context.Context, srv *pgserver.Server, b bucket.Bucket, s3 *benchkit.S3, bucketName, bin, work string, d time.Duration, clients int) (*outcome, error) {
 	cfg := map[string]any{
 		"bucket": s3.URL(bucketName), "cluster": "bench",
-		"worker": map[string]any{"lease": "15s"},
+		"worker":  map[string]any{"lease": "15s"},
 		"sources": map[string]any{"pg": map[string]any{"engine": "postgres", "url": srv.URL("postgres"), "pitr": true}},
 	}
 	data, _ := yaml.Marshal(cfg)

@@ -305,6 +305,39 @@ func (r *Replication) EnsureSlot(ctx context.Context) (created bool, err error) 
 	return false, fmt.Errorf("create replication slot %s: %w", r.Slot, err)
 }
 
+// TakeSlot ends the WAL sender that holds src's slot, if any: a stream
+// that holds the lease takes the slot from a predecessor that lost it
+// but still has its connection (paused, partitioned from the bucket),
+// rather than wait for wal_sender_timeout.
+func TakeSlot(ctx context.Context, src engines.Source) error {
+	j, err := New().newJob(ctx, src, nil)
+	if err != nil {
+		return err
+	}
+	conn, err := j.connect(ctx, j.ci.database)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	slot := SlotName(src.Name)
+	for i := 0; i < 50; i++ {
+		var active bool
+		err := conn.QueryRow(ctx, `SELECT coalesce(bool_or(pg_terminate_backend(active_pid)), false) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot).Scan(&active)
+		if err != nil {
+			return fmt.Errorf("end the WAL sender of slot %s: %w", slot, err)
+		}
+		if !active {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("slot %s stays active", slot)
+}
+
 // DropSlot drops src's slot, ending the WAL sender that holds it first.
 // The server frees the WAL the slot kept; the stream starts over with a
 // new slot and a gap in the bucket's WAL that the next base backup ends.
