@@ -297,15 +297,9 @@ func quoteConnValue(s string) string {
 // connect opens a control connection to database db. The password goes
 // into the connection's configuration, never into the string.
 func connect(ctx context.Context, ci *conninfo, password, db string) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig(ci.connString(db))
+	cc, err := connConfig(ci, password, db)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", db, err)
-	}
-	if password != "" {
-		cc.Password = password
-	}
-	if ci.tls != nil && ci.tls.ServerName != "" && cc.TLSConfig != nil {
-		cc.TLSConfig.ServerName = ci.tls.ServerName
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -314,6 +308,23 @@ func connect(ctx context.Context, ci *conninfo, password, db string) (*pgx.Conn,
 		return nil, fmt.Errorf("connect to database %s on %s:%s as %s: %w", db, ci.host, ci.port, ci.user, scrub(err, password))
 	}
 	return conn, nil
+}
+
+// connConfig is the configuration of a connection to database db: the
+// source's string, the password set apart from it, and the TLS server
+// name.
+func connConfig(ci *conninfo, password, db string) (*pgx.ConnConfig, error) {
+	cc, err := pgx.ParseConfig(ci.connString(db))
+	if err != nil {
+		return nil, err
+	}
+	if password != "" {
+		cc.Password = password
+	}
+	if ci.tls != nil && ci.tls.ServerName != "" && cc.TLSConfig != nil {
+		cc.TLSConfig.ServerName = ci.tls.ServerName
+	}
+	return cc, nil
 }
 
 // scrub replaces the password in an error's text, should a driver ever

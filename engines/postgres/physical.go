@@ -142,17 +142,12 @@ func OpenReplication(ctx context.Context, src engines.Source) (*Replication, err
 }
 
 func openReplication(ctx context.Context, source string, ci *conninfo, password string) (*Replication, error) {
-	cc, err := pgconn.ParseConfig(ci.connString(ci.database))
+	pc, err := connConfig(ci, password, ci.database)
 	if err != nil {
 		return nil, fmt.Errorf("replication connection: %w", err)
 	}
+	cc := &pc.Config
 	cc.RuntimeParams["replication"] = "true"
-	if password != "" {
-		cc.Password = password
-	}
-	if ci.tls != nil && ci.tls.ServerName != "" && cc.TLSConfig != nil {
-		cc.TLSConfig.ServerName = ci.tls.ServerName
-	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, err := pgconn.ConnectConfig(cctx, cc)
@@ -252,13 +247,19 @@ type SlotState struct {
 	LagBytes int64
 }
 
-// Slot reads the state of src's slot over an ordinary connection.
-func Slot(ctx context.Context, src engines.Source) (SlotState, error) {
+// sqlConn opens an ordinary connection to src's database, for the
+// slot's SQL functions and views.
+func sqlConn(ctx context.Context, src engines.Source) (*pgx.Conn, error) {
 	j, err := New().newJob(ctx, src, nil)
 	if err != nil {
-		return SlotState{}, err
+		return nil, err
 	}
-	conn, err := j.connect(ctx, j.ci.database)
+	return j.connect(ctx, j.ci.database)
+}
+
+// Slot reads the state of src's slot over an ordinary connection.
+func Slot(ctx context.Context, src engines.Source) (SlotState, error) {
+	conn, err := sqlConn(ctx, src)
 	if err != nil {
 		return SlotState{}, err
 	}
@@ -310,11 +311,7 @@ func (r *Replication) EnsureSlot(ctx context.Context) (created bool, err error) 
 // but still has its connection (paused, partitioned from the bucket),
 // rather than wait for wal_sender_timeout.
 func TakeSlot(ctx context.Context, src engines.Source) error {
-	j, err := New().newJob(ctx, src, nil)
-	if err != nil {
-		return err
-	}
-	conn, err := j.connect(ctx, j.ci.database)
+	conn, err := sqlConn(ctx, src)
 	if err != nil {
 		return err
 	}
@@ -342,11 +339,7 @@ func TakeSlot(ctx context.Context, src engines.Source) error {
 // The server frees the WAL the slot kept; the stream starts over with a
 // new slot and a gap in the bucket's WAL that the next base backup ends.
 func DropSlot(ctx context.Context, src engines.Source) error {
-	j, err := New().newJob(ctx, src, nil)
-	if err != nil {
-		return err
-	}
-	conn, err := j.connect(ctx, j.ci.database)
+	conn, err := sqlConn(ctx, src)
 	if err != nil {
 		return err
 	}
