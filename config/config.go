@@ -22,6 +22,7 @@ import (
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/requests"
+	"github.com/cnvrg/capsule/watcher"
 	"gopkg.in/yaml.v3"
 )
 
@@ -70,13 +71,22 @@ type Worker struct {
 	MaxControlObject int64 `yaml:"maxControlObject"`
 }
 
+// Watcher returns the worker's settings as the watcher takes them
+// (without Bucket, Runner, name or hooks).
+func (w Worker) Watcher() watcher.Config {
+	return watcher.Config{
+		Concurrency: w.Concurrency, Poll: w.Poll, Lease: w.Lease, MaxAttempts: w.MaxAttempts,
+		Grace: w.Grace, MaxControlObject: w.MaxControlObject,
+	}
+}
+
 // Default returns the defaults.
 func Default() Config {
 	return Config{
 		Cluster: requests.DefaultCluster,
 		Worker: Worker{
-			Concurrency: 2, Poll: 5 * time.Second, Lease: 60 * time.Second, MaxAttempts: 3,
-			Grace: 30 * time.Second, Timeout: 24 * time.Hour, Compression: "zstd",
+			Concurrency: watcher.DefaultConcurrency, Poll: watcher.DefaultPoll, Lease: watcher.DefaultLease,
+			MaxAttempts: watcher.DefaultMaxAttempts, Grace: watcher.DefaultGrace, Timeout: 24 * time.Hour, Compression: "zstd",
 			MaxControlObject: requests.DefaultMaxControlObject,
 		},
 		Legacy: Legacy{DstDir: DefaultLegacyDstDir},
@@ -141,22 +151,18 @@ func (c *Config) Validate(reg *engines.Registry) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	w := c.Worker
+	if err := w.Watcher().CheckSettings(); err != nil {
+		var se *watcher.SettingError
+		if errors.As(err, &se) {
+			return fmt.Errorf("worker.%s: %s", se.Key, se.Problem)
+		}
+		return err
+	}
 	switch {
-	case w.Concurrency < 1:
-		return fmt.Errorf("worker.concurrency: must be at least 1, got %d", w.Concurrency)
-	case w.Lease < 3*time.Second:
-		return fmt.Errorf("worker.lease: must be at least 3s, got %s", w.Lease)
-	case w.Poll <= 0:
-		return fmt.Errorf("worker.poll: must be positive, got %s", w.Poll)
-	case w.MaxAttempts < 1:
-		return fmt.Errorf("worker.maxAttempts: must be at least 1, got %d", w.MaxAttempts)
 	case w.Timeout <= 0:
 		return fmt.Errorf("worker.timeout: must be positive, got %s", w.Timeout)
 	case w.RetainFor < 0:
 		return fmt.Errorf("worker.retainFor: must not be negative, got %s", w.RetainFor)
-	case w.MaxControlObject < requests.MinControlObjectLimit || w.MaxControlObject > requests.MaxControlObjectLimit:
-		return fmt.Errorf("worker.maxControlObject: must be between %d (64 KiB) and %d (64 MiB) bytes, got %d",
-			requests.MinControlObjectLimit, requests.MaxControlObjectLimit, w.MaxControlObject)
 	}
 	switch w.Compression {
 	case "zstd", "zstd-fastest", "zstd-better", "none":

@@ -85,12 +85,11 @@
 // Retention for one policy runs under a lease, the object
 // locks/retention/<cluster>/<source>/<plan>.json (the plan "_manual" for a
 // policy of manual backups only), and garbage collection under
-// locks/gc.json. These are control objects, rewritten like the watcher's
-// leases/: created create-only, renewed every third of their length with
-// If-Match on the ETag of the holder's last write, judged expired by the
-// bucket's clock (the response's time against the object's last
-// modification), taken over with If-Match, and marked released when the
-// holder is done. A Runner that finds the lease held returns a report that
+// locks/gc.json, both held through the lease package (the protocol of
+// the workers' request leases: see its doc). Garbage collection judges
+// the workers' request leases the same way, a damaged one by the
+// workers' lease length (Config.RequestLease), as a worker would.
+// A Runner that finds the lease held returns a report that
 // says so (LeaseHeldBy) and deletes nothing; one whose renewal fails, or
 // that could not renew for 5/6 of the lease, stops before its next delete.
 // Two replicas running the same policy together therefore never delete the

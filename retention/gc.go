@@ -2,18 +2,17 @@ package retention
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/lease"
 	"github.com/cnvrg/capsule/requests"
 )
 
@@ -26,8 +25,11 @@ type GCReport struct {
 	// (backups/<c>/<s>/<id>/<attempt>/) or a whole uncommitted backup's
 	// (backups/<c>/<s>/<id>/).
 	Removed []string `json:"removed"`
-	// Objects counts the objects deleted.
+	// Objects counts the objects deleted (or that would have been).
 	Objects int `json:"objects"`
+	// DryRun says nothing was deleted or aborted: Removed, Objects and
+	// Aborted say what would have been.
+	DryRun bool `json:"dryRun,omitempty"`
 	// Aborted are the uploads aborted.
 	Aborted []bucket.PendingUpload `json:"aborted,omitempty"`
 	// Retained are objects Object Lock keeps, each reported by the first
@@ -50,35 +52,25 @@ func (r *Runner) CollectGarbage(ctx context.Context, olderThan time.Duration) (*
 	if olderThan < 0 {
 		return nil, fmt.Errorf("collect garbage: olderThan %s is negative", olderThan)
 	}
-	l, heldBy, err := acquire(ctx, r.cfg.Bucket, GCLockKey, "garbage collection", r.cfg.Holder, r.cfg.Lease)
-	if err != nil {
-		return nil, err
-	}
-	if l == nil {
+	var g *collector
+	heldBy, err := r.withLock(ctx, GCLockKey, "garbage collection", func(ctx context.Context, l *lease.Lease) error {
+		g = &collector{r: r, l: l, olderThan: olderThan, now: l.Now(), leases: map[string]bool{},
+			rep: &GCReport{Removed: []string{}, Left: map[string]string{}, DryRun: r.cfg.DryRun}}
+		return g.run(ctx)
+	})
+	if heldBy != "" {
 		r.log.WithField("holder", heldBy).Debug("garbage collector lease held by another replica")
 		return &GCReport{LeaseHeldBy: heldBy}, nil
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		l.hold(ctx, cancel)
-	}()
-	g := &collector{r: r, l: l, olderThan: olderThan, now: l.now(), leases: map[string]bool{},
-		rep: &GCReport{Removed: []string{}, Left: map[string]string{}}}
-	err = withCause(ctx, g.run(ctx))
-	cancel(nil)
-	wg.Wait()
-	if rerr := l.release(ctx); rerr != nil {
-		r.log.WithError(rerr).Warn("could not release the garbage collector's lease; it expires instead")
+	if g == nil {
+		return nil, err
 	}
 	return g.rep, err
 }
 
 type collector struct {
 	r         *Runner
-	l         *lease
+	l         *lease.Lease
 	olderThan time.Duration
 	now       time.Time       // the bucket's clock when the run began
 	leases    map[string]bool // request id → its lease is live
@@ -199,7 +191,7 @@ func (g *collector) remove(ctx context.Context, b *backupGroup, folder string, o
 		}
 		return err
 	}
-	if !g.l.valid() {
+	if !g.l.Valid() {
 		return fmt.Errorf("%w: stopped before removing %s", ErrLeaseLost, folder)
 	}
 	if !b.hasIndex {
@@ -210,11 +202,15 @@ func (g *collector) remove(ctx context.Context, b *backupGroup, folder string, o
 	}
 	n := 0
 	for _, o := range objs {
-		if _, ok := g.r.retainedUntil(o.Key, g.l.now()); ok {
+		if _, ok := g.r.retainedUntil(o.Key, g.l.Now()); ok {
 			continue
 		}
 		if err := context.Cause(ctx); err != nil {
 			return err
+		}
+		if g.r.cfg.DryRun {
+			n++
+			continue
 		}
 		err := g.r.cfg.Bucket.Delete(ctx, o.Key)
 		switch {
@@ -222,7 +218,7 @@ func (g *collector) remove(ctx context.Context, b *backupGroup, folder string, o
 			n++
 		case errors.Is(err, bucket.ErrRetained):
 			ro := RetainedObject{Key: o.Key, Err: err.Error()}
-			if g.r.noteRetained(ro, g.l.now()) {
+			if g.r.noteRetained(ro, g.l.Now()) {
 				g.rep.Retained = append(g.rep.Retained, ro)
 			}
 		default:
@@ -232,7 +228,11 @@ func (g *collector) remove(ctx context.Context, b *backupGroup, folder string, o
 	if n > 0 {
 		g.rep.Removed = append(g.rep.Removed, folder)
 		g.rep.Objects += n
-		log.WithFields(logrus.Fields{"folder": folder, "objects": n}).Info("garbage collection removed a folder no index names")
+		msg := "garbage collection removed a folder no index names"
+		if g.r.cfg.DryRun {
+			msg = "garbage collection would remove a folder no index names (dry run)"
+		}
+		log.WithFields(logrus.Fields{"folder": folder, "objects": n}).Info(msg)
 	}
 	return nil
 }
@@ -263,8 +263,12 @@ func (g *collector) uploads(ctx context.Context) error {
 				continue
 			}
 		}
-		if !g.l.valid() {
+		if !g.l.Valid() {
 			return fmt.Errorf("%w: stopped before aborting an upload of %s", ErrLeaseLost, u.Key)
+		}
+		if g.r.cfg.DryRun {
+			g.rep.Aborted = append(g.rep.Aborted, u)
+			continue
 		}
 		if err := ul.AbortUpload(ctx, u.Key, u.UploadID); err != nil {
 			return err
@@ -275,32 +279,19 @@ func (g *collector) uploads(ctx context.Context) error {
 	return nil
 }
 
-// leaseLive says whether leases/<id>.json is held: present, not released,
-// and not expired by the bucket's clock. A damaged lease expires after the
-// Runner's own lease length.
+// leaseLive says whether leases/<id>.json is held (lease.State.Held). A
+// damaged request lease is judged by the workers' lease length
+// (Config.RequestLease), as the workers judge it.
 func (g *collector) leaseLive(ctx context.Context, id string) (bool, error) {
 	if live, ok := g.leases[id]; ok {
 		return live, nil
 	}
-	data, info, err := bucket.GetBytesLimit(ctx, g.r.cfg.Bucket, requests.LeaseKey(id), requests.DefaultMaxControlObject)
-	if errors.Is(err, bucket.ErrTooLarge) {
-		data, err = nil, nil // damaged: it expires after our own lease length
-	}
-	if errors.Is(err, bucket.ErrNotFound) {
-		g.leases[id] = false
-		return false, nil
-	}
+	st, err := lease.Read(ctx, g.r.cfg.Bucket, requests.LeaseKey(id), requests.DefaultMaxControlObject, g.r.cfg.RequestLease)
 	if err != nil {
-		return false, fmt.Errorf("read lease %s: %w", id, err)
+		return false, err
 	}
-	var l requests.Lease
-	length := g.r.cfg.Lease
-	if json.Unmarshal(data, &l) == nil && l.Duration() > 0 {
-		length = l.Duration()
-	}
-	live := !l.Released && (info.ServerTime.IsZero() || info.ServerTime.Sub(info.LastModified) <= length)
-	g.leases[id] = live
-	return live, nil
+	g.leases[id] = st.Held()
+	return st.Held(), nil
 }
 
 func (g *collector) exists(ctx context.Context, key string) (bool, error) {

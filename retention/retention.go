@@ -14,6 +14,7 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/lease"
 	"github.com/cnvrg/capsule/requests"
 )
 
@@ -30,9 +31,13 @@ type Config struct {
 	// Holder names this replica in lock objects (host/pid, a pod's name).
 	// Required.
 	Holder string
-	// Lease is the length of a lock; DefaultLease when zero. It is renewed
-	// every third of it.
+	// Lease is the length of a lock; DefaultLease when zero, else at
+	// least lease.MinLength. It is renewed every third of it.
 	Lease time.Duration
+	// RequestLease is the workers' lease length: garbage collection
+	// judges a damaged request lease by it, as the workers do;
+	// lease.DefaultRequestLength when zero.
+	RequestLease time.Duration
 	// RetryRetained is how long an object that Object Lock kept rests
 	// before the next try, when its retain-until date is unknown;
 	// DefaultRetryRetained when zero.
@@ -47,6 +52,9 @@ type Config struct {
 	// kept base backups no longer need (pitr.PruneWAL); each run calls it
 	// after its deletions, under the policy's lease.
 	WAL func(ctx context.Context, b bucket.Bucket, cluster, source string) (int, error)
+	// DryRun deletes and aborts nothing: reports say what a run would
+	// have done (the leases are still taken, so the view is one replica's).
+	DryRun bool
 }
 
 // Validate checks the configuration, naming the bad setting.
@@ -58,8 +66,10 @@ func (c *Config) Validate() error {
 		return errors.New("retention: Holder is required (it names this replica in lock objects)")
 	case c.Lease < 0:
 		return fmt.Errorf("retention: Lease %s is negative", c.Lease)
-	case c.Lease > 0 && c.Lease < 30*time.Millisecond:
-		return fmt.Errorf("retention: Lease %s is too short to renew every third of it", c.Lease)
+	case c.Lease > 0 && c.Lease < lease.MinLength:
+		return fmt.Errorf("retention: %w", lease.Validate("Lease", c.Lease))
+	case c.RequestLease < 0:
+		return fmt.Errorf("retention: RequestLease %s is negative", c.RequestLease)
 	case c.RetryRetained < 0:
 		return fmt.Errorf("retention: RetryRetained %s is negative", c.RetryRetained)
 	}
@@ -89,6 +99,9 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Lease == 0 {
 		cfg.Lease = DefaultLease
 	}
+	if cfg.RequestLease == 0 {
+		cfg.RequestLease = lease.DefaultRequestLength
+	}
 	if cfg.RetryRetained == 0 {
 		cfg.RetryRetained = DefaultRetryRetained
 	}
@@ -112,8 +125,13 @@ type Policy struct {
 	// plan. Manual backups have none. Empty means manual backups only, and
 	// then IncludeManual must be set.
 	Plan string
-	// Keep is how many good backups to keep, newest first (at least 1).
+	// Keep is how many good backups to keep, newest first (keepLast). At
+	// least 1 unless a KeepDaily, KeepWeekly or KeepMonthly is set.
 	Keep int
+	// KeepDaily, KeepWeekly and KeepMonthly keep, grandfather-father-son,
+	// the newest good backup of each of the newest that many days, ISO
+	// weeks and months (UTC, by finish time) that have one.
+	KeepDaily, KeepWeekly, KeepMonthly int
 	// IncludeManual also counts and deletes manual backups (no plan).
 	IncludeManual bool
 }
@@ -134,8 +152,16 @@ func (p Policy) Validate() error {
 			return fmt.Errorf("retention policy: plan: %w", err)
 		}
 	}
-	if p.Keep < 1 {
-		return fmt.Errorf("retention policy: keep: must be at least 1, got %d", p.Keep)
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"keepDaily", p.KeepDaily}, {"keepWeekly", p.KeepWeekly}, {"keepMonthly", p.KeepMonthly}, {"keep", p.Keep}} {
+		if f.n < 0 {
+			return fmt.Errorf("retention policy: %s: must not be negative, got %d", f.name, f.n)
+		}
+	}
+	if p.Keep < 1 && p.KeepDaily+p.KeepWeekly+p.KeepMonthly == 0 {
+		return fmt.Errorf("retention policy: keep: must be at least 1 (or give keepDaily, keepWeekly or keepMonthly), got %d", p.Keep)
 	}
 	return nil
 }
@@ -157,8 +183,13 @@ type Report struct {
 	LeaseHeldBy string `json:"leaseHeldBy,omitempty"`
 	// Kept are the backups the policy keeps, newest first.
 	Kept []string `json:"kept"`
-	// Deleted are the backups this run deleted (their index is gone).
+	// Deleted are the backups this run deleted (their index is gone), or
+	// would have deleted in a dry run.
 	Deleted []string `json:"deleted"`
+	// Objects counts the objects deleted (or that would have been).
+	Objects int `json:"objects"`
+	// DryRun says nothing was deleted.
+	DryRun bool `json:"dryRun,omitempty"`
 	// Retained are objects Object Lock keeps, each reported by the first
 	// run of this Runner that meets it.
 	Retained []RetainedObject `json:"retained,omitempty"`
@@ -189,33 +220,21 @@ func (r *Runner) Apply(ctx context.Context, p Policy) (*Report, error) {
 		return nil, err
 	}
 	log := r.log.WithFields(logrus.Fields{"cluster": p.Cluster, "source": p.Source, "plan": p.Plan})
-	l, heldBy, err := acquire(ctx, r.cfg.Bucket, LockKey(p), "retention", r.cfg.Holder, r.cfg.Lease)
-	if err != nil {
-		return nil, err
-	}
-	if l == nil {
+	var rep *Report
+	heldBy, err := r.withLock(ctx, LockKey(p), "retention", func(ctx context.Context, l *lease.Lease) error {
+		var err error
+		rep, err = r.apply(ctx, l, p, log)
+		return err
+	})
+	if heldBy != "" {
 		log.WithField("holder", heldBy).Debug("retention lease held by another replica")
 		return &Report{LeaseHeldBy: heldBy}, nil
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		l.hold(ctx, cancel)
-	}()
-	rep, err := r.apply(ctx, l, p, log)
-	err = withCause(ctx, err)
-	cancel(nil)
-	wg.Wait()
-	if rerr := l.release(ctx); rerr != nil {
-		log.WithError(rerr).Warn("could not release the retention lease; it expires instead")
 	}
 	return rep, err
 }
 
-func (r *Runner) apply(ctx context.Context, l *lease, p Policy, log logrus.FieldLogger) (*Report, error) {
-	rep := &Report{Kept: []string{}, Deleted: []string{}, Skipped: map[string]string{}}
+func (r *Runner) apply(ctx context.Context, l *lease.Lease, p Policy, log logrus.FieldLogger) (*Report, error) {
+	rep := &Report{Kept: []string{}, Deleted: []string{}, Skipped: map[string]string{}, DryRun: r.cfg.DryRun}
 	all, err := index.ListAll(ctx, r.cfg.Bucket, index.Filter{Cluster: p.Cluster, Source: p.Source})
 	if err != nil {
 		return rep, fmt.Errorf("list backups of %s/%s: %w", p.Cluster, p.Source, err)
@@ -228,7 +247,7 @@ func (r *Runner) apply(ctx context.Context, l *lease, p Policy, log logrus.Field
 			mine = append(mine, e)
 		}
 	}
-	kept, drop := choose(mine, p.Keep)
+	kept, drop := p.choose(mine)
 	for _, e := range kept {
 		rep.Kept = append(rep.Kept, e.BackupID)
 	}
@@ -250,7 +269,7 @@ func (r *Runner) apply(ctx context.Context, l *lease, p Policy, log logrus.Field
 		}
 		// Look again right before deleting: the lease, and the
 		// requests written since the first look.
-		if !l.valid() {
+		if !l.Valid() {
 			return rep, fmt.Errorf("%w: stopped before deleting %s", ErrLeaseLost, x.BackupID)
 		}
 		if inUse, err = r.inUse(ctx); err != nil {
@@ -279,11 +298,11 @@ func (r *Runner) apply(ctx context.Context, l *lease, p Policy, log logrus.Field
 
 // pruneWAL deletes the WAL the source's remaining base backups do not
 // need, when the Runner was given the means.
-func (r *Runner) pruneWAL(ctx context.Context, l *lease, p Policy, rep *Report, log logrus.FieldLogger) error {
-	if r.cfg.WAL == nil {
+func (r *Runner) pruneWAL(ctx context.Context, l *lease.Lease, p Policy, rep *Report, log logrus.FieldLogger) error {
+	if r.cfg.WAL == nil || r.cfg.DryRun {
 		return nil
 	}
-	if !l.valid() {
+	if !l.Valid() {
 		return fmt.Errorf("%w: stopped before pruning WAL", ErrLeaseLost)
 	}
 	n, err := r.cfg.WAL(ctx, r.cfg.Bucket, p.Cluster, p.Source)
@@ -306,6 +325,9 @@ func choose(entries []index.Entry, keep int) (kept, drop []index.Entry) {
 		}
 		return a.BackupID > b.BackupID
 	})
+	if keep < 1 {
+		return nil, sorted
+	}
 	last := -1 // index of the oldest kept backup
 	good := 0
 	for i, e := range sorted {
@@ -321,14 +343,65 @@ func choose(entries []index.Entry, keep int) (kept, drop []index.Entry) {
 	return sorted[:last+1], sorted[last+1:]
 }
 
+// choose splits the policy's backups, newest first, into those it keeps
+// and those it deletes: the newest Keep (see choose), the newest good
+// backup of each of the newest KeepDaily days, KeepWeekly weeks and
+// KeepMonthly months, and always the newest backup whose verification
+// succeeded (the last verified good one).
+func (p Policy) choose(entries []index.Entry) (kept, drop []index.Entry) {
+	kept, drop = choose(entries, p.Keep)
+	if len(drop) == 0 {
+		return kept, drop
+	}
+	keep := map[string]bool{}
+	all := append(append([]index.Entry(nil), kept...), drop...)
+	for _, per := range []struct {
+		n   int
+		key func(time.Time) string
+	}{
+		{p.KeepDaily, func(t time.Time) string { return t.UTC().Format("2006-01-02") }},
+		{p.KeepWeekly, func(t time.Time) string { y, w := t.UTC().ISOWeek(); return fmt.Sprintf("%d-W%02d", y, w) }},
+		{p.KeepMonthly, func(t time.Time) string { return t.UTC().Format("2006-01") }},
+	} {
+		seen := map[string]bool{}
+		for _, e := range all {
+			if len(seen) == per.n {
+				break
+			}
+			if e.Verification != nil && !e.Verification.OK {
+				continue
+			}
+			if k := per.key(e.FinishedAt); !seen[k] {
+				seen[k] = true
+				keep[e.BackupID] = true
+			}
+		}
+	}
+	for _, e := range all {
+		if e.Verification != nil && e.Verification.OK {
+			keep[e.BackupID] = true
+			break
+		}
+	}
+	rest := drop[:0:0]
+	for _, e := range drop {
+		if keep[e.BackupID] {
+			kept = append(kept, e)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	return kept, rest
+}
+
 // keepReason says why backup e must stay, or "" when it may go.
-func (r *Runner) keepReason(l *lease, e index.Entry, inUse map[string]string, rep *Report) string {
+func (r *Runner) keepReason(l *lease.Lease, e index.Entry, inUse map[string]string, rep *Report) string {
 	x := e.BackupIndex
 	if id, ok := inUse[x.BackupID]; ok {
 		return "in use by request " + id
 	}
 	key := e.ListedKey
-	now := l.now()
+	now := l.Now()
 	if x.RetainUntil.After(now) {
 		o := RetainedObject{Key: key, Until: x.RetainUntil, Err: "not tried: the index records a retainUntil date"}
 		if r.noteRetained(o, now) {
@@ -347,7 +420,7 @@ func (r *Runner) keepReason(l *lease, e index.Entry, inUse map[string]string, re
 // the index's content. It reports whether this call deleted the index:
 // false when it was gone already, or when Object Lock keeps it (then the
 // backup is skipped).
-func (r *Runner) deleteBackup(ctx context.Context, l *lease, e index.Entry, rep *Report, log logrus.FieldLogger) (bool, error) {
+func (r *Runner) deleteBackup(ctx context.Context, l *lease.Lease, e index.Entry, rep *Report, log logrus.FieldLogger) (bool, error) {
 	x := e.BackupIndex
 	key := e.ListedKey
 	_, err := r.cfg.Bucket.Head(ctx, key)
@@ -355,11 +428,18 @@ func (r *Runner) deleteBackup(ctx context.Context, l *lease, e index.Entry, rep 
 	if err != nil && !errors.Is(err, bucket.ErrNotFound) {
 		return false, fmt.Errorf("delete backup %s: %w", x.BackupID, err)
 	}
+	if r.cfg.DryRun {
+		n := 0
+		err := bucket.Walk(ctx, r.cfg.Bucket, strings.TrimSuffix(key, requests.IndexName), func(bucket.ObjectInfo) error { n++; return nil })
+		rep.Objects += n
+		log.WithField("objects", n).Info("retention would delete this backup (dry run)")
+		return existed, err
+	}
 	if existed {
 		if err := r.cfg.Bucket.Delete(ctx, key); err != nil {
 			if errors.Is(err, bucket.ErrRetained) {
 				o := RetainedObject{Key: key, Until: x.RetainUntil, Err: err.Error()}
-				if r.noteRetained(o, l.now()) {
+				if r.noteRetained(o, l.Now()) {
 					rep.Retained = append(rep.Retained, o)
 				}
 				rep.Skipped[x.BackupID] = "retained by Object Lock: its index could not be deleted"
@@ -371,8 +451,12 @@ func (r *Runner) deleteBackup(ctx context.Context, l *lease, e index.Entry, rep 
 	}
 	// The backup is gone; now its objects. Whatever fails here is left
 	// to the garbage collector.
-	_, retained, err := r.deleteFolder(ctx, l, strings.TrimSuffix(key, requests.IndexName), x.RetainUntil)
+	n, retained, err := r.deleteFolder(ctx, l, strings.TrimSuffix(key, requests.IndexName), x.RetainUntil)
 	rep.Retained = append(rep.Retained, retained...)
+	if existed {
+		n++ // the index
+	}
+	rep.Objects += n
 	if err != nil {
 		return existed, fmt.Errorf("delete objects of backup %s: %w", x.BackupID, err)
 	}
@@ -382,7 +466,7 @@ func (r *Runner) deleteBackup(ctx context.Context, l *lease, e index.Entry, rep 
 // deleteFolder deletes every object under dir, but those Object Lock is
 // known to keep. It returns how many it deleted and the objects Object Lock
 // kept that this Runner had not reported yet.
-func (r *Runner) deleteFolder(ctx context.Context, l *lease, dir string, until time.Time) (int, []RetainedObject, error) {
+func (r *Runner) deleteFolder(ctx context.Context, l *lease.Lease, dir string, until time.Time) (int, []RetainedObject, error) {
 	var keys []string
 	if err := bucket.Walk(ctx, r.cfg.Bucket, dir, func(o bucket.ObjectInfo) error {
 		keys = append(keys, o.Key)
@@ -393,7 +477,7 @@ func (r *Runner) deleteFolder(ctx context.Context, l *lease, dir string, until t
 	n := 0
 	var retained []RetainedObject
 	for _, key := range keys {
-		if _, ok := r.retainedUntil(key, l.now()); ok {
+		if _, ok := r.retainedUntil(key, l.Now()); ok {
 			continue
 		}
 		if err := context.Cause(ctx); err != nil {
@@ -405,7 +489,7 @@ func (r *Runner) deleteFolder(ctx context.Context, l *lease, dir string, until t
 			n++
 		case errors.Is(err, bucket.ErrRetained):
 			o := RetainedObject{Key: key, Until: until, Err: err.Error()}
-			if r.noteRetained(o, l.now()) {
+			if r.noteRetained(o, l.Now()) {
 				retained = append(retained, o)
 			}
 		default:
@@ -445,13 +529,4 @@ func (r *Runner) retainedUntil(key string, now time.Time) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return next, ok
-}
-
-// withCause adds to err why ctx ended (a lost lease), when err does not say
-// it already.
-func withCause(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(err, cause) {
-		return fmt.Errorf("%w: %w", err, cause)
-	}
-	return err
 }

@@ -729,7 +729,7 @@ func TestLeaseLost(t *testing.T) {
 		})
 		return err
 	})
-	r, err := retention.New(retention.Config{Bucket: h, Holder: "a", Lease: 300 * time.Millisecond, Log: testLogger(t)})
+	r, err := retention.New(retention.Config{Bucket: h, Holder: "a", Lease: 3 * time.Second, Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

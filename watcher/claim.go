@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/internal/redact"
+	"github.com/cnvrg/capsule/lease"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/sirupsen/logrus"
 )
@@ -117,59 +117,23 @@ func (w *Watcher) isRunning(id string) bool {
 // rejected without being read. A lease over the limit counts as damaged.
 func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 	log := w.log.WithField("request_id", id)
-	var attempt, handbacks int
-	var etag string
-	data, info, err := bucket.GetBytesLimit(ctx, w.cfg.Bucket, requests.LeaseKey(id), w.cfg.MaxControlObject)
-	if errors.Is(err, bucket.ErrTooLarge) {
-		log.WithError(err).Warn("lease over the size limit: treating it as damaged")
-		data, err = nil, nil
+	l, old, err := lease.Acquire(ctx, w.leaseClaim(id))
+	if err != nil {
+		return false, fmt.Errorf("claim %s: %w", id, err)
 	}
-	switch {
-	case errors.Is(err, bucket.ErrNotFound):
-		attempt = 1
-		l := w.newLease(id, attempt, 0)
-		info, err := bucket.PutBytes(ctx, w.cfg.Bucket, requests.LeaseKey(id), marshal(l), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
-		if errors.Is(err, bucket.ErrPreconditionFailed) {
-			return false, nil // another worker won
-		}
-		if err != nil {
-			return false, fmt.Errorf("claim %s: %w", id, err)
-		}
-		etag = info.ETag
-	case err != nil:
-		return false, fmt.Errorf("read lease %s: %w", id, err)
-	default:
-		var old requests.Lease
-		parseErr := json.Unmarshal(data, &old)
-		length := old.Duration()
-		if parseErr != nil || length <= 0 {
-			length = w.cfg.Lease // a damaged lease expires by our rules
-		}
-		if info.ServerTime.IsZero() {
-			return false, fmt.Errorf("read lease %s: the bucket gave no server time", id)
-		}
-		age := info.ServerTime.Sub(info.LastModified)
-		if !old.Released && age <= length {
-			return false, nil // held
-		}
-		attempt, handbacks = old.Attempt+1, old.Handbacks
-		if old.Released {
-			handbacks++
-		}
-		l := w.newLease(id, attempt, handbacks)
-		ninfo, err := bucket.PutBytes(ctx, w.cfg.Bucket, requests.LeaseKey(id), marshal(l), bucket.PutOptions{IfMatch: info.ETag, ContentType: "application/json"})
-		if errors.Is(err, bucket.ErrPreconditionFailed) {
-			return false, nil // renewed, or another worker took it over first
-		}
-		if err != nil {
-			return false, fmt.Errorf("take over %s: %w", id, err)
-		}
-		etag = ninfo.ETag
-		log.WithFields(logrus.Fields{"attempt": attempt, "previous_holder": old.Holder, "age": age.Round(time.Millisecond).String(), "released": old.Released}).Info("took over lease")
+	if l == nil {
+		return false, nil // held, or another worker won
 	}
+	if old.Found {
+		if old.Damaged {
+			log.Warn("lease damaged or over the size limit: took it over as expired")
+		}
+		log.WithFields(logrus.Fields{"attempt": l.Attempt(), "previous_holder": old.Holder, "age": old.Age.Round(time.Millisecond).String(), "released": old.Released}).Info("took over lease")
+	}
+	attempt, handbacks := l.Attempt(), l.Handbacks()
 
 	// We hold the lease. Is there still work to do?
-	lh := &leaseHolder{w: w, id: id, attempt: attempt, handbacks: handbacks, etag: etag, acquired: time.Now().UTC()}
+	lh := &leaseHolder{w: w, id: id, attempt: attempt, l: l}
 	if _, err := w.cfg.Bucket.Head(ctx, requests.ResultKey(id)); err == nil {
 		// Finished by an earlier holder that died while cleaning up.
 		w.cleanup(ctx, id)
@@ -256,12 +220,28 @@ func (w *Watcher) tooLarge(tl *bucket.TooLargeError) string {
 		tl.Key, size, bucket.FormatSize(tl.Limit))
 }
 
-func (w *Watcher) newLease(id string, attempt, handbacks int) *requests.Lease {
-	now := time.Now().UTC()
-	return &requests.Lease{
-		APIVersion: requests.APIVersion, Kind: "Lease", ID: id, Holder: w.cfg.Worker,
-		Token: randomHex(16), Attempt: attempt, Handbacks: handbacks,
-		DurationMillis: w.cfg.Lease.Milliseconds(), AcquiredAt: now, RenewedAt: now,
+// leaseData is what a request lease's writes carry beside the protocol's
+// fields.
+type leaseData struct {
+	progress  *requests.Progress
+	finishing bool
+}
+
+// leaseClaim is the claim of request id's lease, written as a
+// requests.Lease. A damaged lease is judged by this worker's length.
+func (w *Watcher) leaseClaim(id string) lease.Claim {
+	return lease.Claim{
+		Bucket: w.cfg.Bucket, Key: requests.LeaseKey(id), Holder: w.cfg.Worker, Length: w.cfg.Lease,
+		Limit: w.cfg.MaxControlObject,
+		Encode: func(wr lease.Write) []byte {
+			d, _ := wr.Data.(leaseData)
+			return marshal(&requests.Lease{
+				APIVersion: requests.APIVersion, Kind: "Lease", ID: id, Holder: wr.Holder,
+				Token: wr.Token, Attempt: wr.Attempt, Handbacks: wr.Handbacks, Renewals: wr.Renewals,
+				DurationMillis: wr.Length.Milliseconds(), AcquiredAt: wr.AcquiredAt, RenewedAt: wr.At,
+				Progress: d.progress, Released: wr.Released, Finishing: d.finishing,
+			})
+		},
 	}
 }
 
@@ -344,13 +324,9 @@ func (w *Watcher) sweepLeases(ctx context.Context, pending map[string]bool) erro
 		if _, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id)); !errors.Is(err, bucket.ErrNotFound) {
 			return nil
 		}
-		data, info, err := bucket.GetBytesLimit(ctx, w.cfg.Bucket, o.Key, w.cfg.MaxControlObject)
-		if err != nil && !errors.Is(err, bucket.ErrTooLarge) {
-			return nil
-		}
-		// A lease over the size limit is damaged: data is nil.
-		var l requests.Lease
-		if json.Unmarshal(data, &l) == nil && info.ServerTime.Sub(info.LastModified) <= l.Duration() {
+		st, err := lease.Read(ctx, w.cfg.Bucket, o.Key, w.cfg.MaxControlObject, w.cfg.Lease)
+		// A damaged lease of no request protects nothing: it goes now.
+		if err != nil || (!st.Damaged && st.Held()) {
 			return nil
 		}
 		w.log.WithField("request_id", id).Info("removing an expired lease whose request is gone")
@@ -358,40 +334,18 @@ func (w *Watcher) sweepLeases(ctx context.Context, pending map[string]bool) erro
 	})
 }
 
-// leaseHolder renews one lease with If-Match on the ETag of its own last
-// write.
+// leaseHolder is a request's held lease.
 type leaseHolder struct {
-	w         *Watcher
-	id        string
-	attempt   int
-	handbacks int
-	acquired  time.Time
-	renewals  int
-
-	mu        sync.Mutex
-	etag      string
-	lastWrite time.Time // local monotonic time of the last successful write
-}
-
-// write puts the lease with If-Match; ErrPreconditionFailed means lost.
-func (h *leaseHolder) write(ctx context.Context, progress *requests.Progress, released, finishing bool) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.renewals++
-	l := h.w.newLease(h.id, h.attempt, h.handbacks)
-	l.AcquiredAt, l.Renewals, l.Progress, l.Released, l.Finishing = h.acquired, h.renewals, progress, released, finishing
-	info, err := bucket.PutBytes(ctx, h.w.cfg.Bucket, requests.LeaseKey(h.id), marshal(l), bucket.PutOptions{IfMatch: h.etag, ContentType: "application/json"})
-	if err != nil {
-		return err
-	}
-	h.etag, h.lastWrite = info.ETag, time.Now()
-	return nil
+	w       *Watcher
+	id      string
+	attempt int
+	l       *lease.Lease
 }
 
 // release hands the lease back so another worker takes over at once, and
 // returns cause.
 func (h *leaseHolder) release(ctx context.Context, cause error) error {
-	if err := h.write(ctx, nil, true, false); err != nil && !errors.Is(err, bucket.ErrPreconditionFailed) {
+	if err := h.l.Release(ctx, leaseData{}); err != nil && !errors.Is(err, lease.ErrLost) {
 		h.w.log.WithError(err).WithField("request_id", h.id).Warn("could not hand the lease back; it expires instead")
 	} else if err == nil {
 		h.w.emit(Event{Type: EventReleased, ID: h.id, Attempt: h.attempt})
@@ -402,7 +356,6 @@ func (h *leaseHolder) release(ctx context.Context, cause error) error {
 func (w *Watcher) start(req *requests.Request, lh *leaseHolder) {
 	ctx, cancel := context.WithCancelCause(w.jobsCtx)
 	j := &job{id: req.ID, attempt: lh.attempt, cancel: cancel, done: make(chan struct{})}
-	lh.lastWrite = time.Now()
 	w.mu.Lock()
 	w.running[req.ID] = j
 	w.mu.Unlock()
@@ -483,10 +436,7 @@ func (w *Watcher) finish(req *requests.Request, lh *leaseHolder, tracker *execut
 	var lastErr error
 	for round := 0; ; round++ {
 		if round > 0 {
-			lh.mu.Lock()
-			since := time.Since(lh.lastWrite)
-			lh.mu.Unlock()
-			if time.Now().After(budget) || since > w.cfg.Lease*5/6 || w.jobsCtx.Err() != nil {
+			if time.Now().After(budget) || !lh.l.Valid() || w.jobsCtx.Err() != nil {
 				break // out of time, out of lease, or shutting down
 			}
 			log.WithError(lastErr).WithField("round", round).Warn("finishing failed; renewing and trying again")
@@ -495,8 +445,8 @@ func (w *Watcher) finish(req *requests.Request, lh *leaseHolder, tracker *execut
 		// Each round's writes must be done well within the lease its
 		// renewal confirms.
 		fctx, fcancel := context.WithTimeout(context.Background(), w.cfg.Lease*2/3)
-		err := lh.write(fctx, ptr(tracker.Snapshot()), false, true)
-		if errors.Is(err, bucket.ErrPreconditionFailed) {
+		err := lh.l.Renew(fctx, leaseData{progress: ptr(tracker.Snapshot()), finishing: true})
+		if errors.Is(err, lease.ErrLost) {
 			fcancel()
 			w.emit(Event{Type: EventLost, ID: req.ID, Attempt: lh.attempt})
 			log.Warn("lease lost before commit: writing nothing more")
@@ -546,19 +496,19 @@ func finishBudget(lease time.Duration) time.Duration { return max(5*lease, time.
 // is returned too: the lease is not confirmed, so the swap must not
 // happen; the renewal loop decides about the lease.
 func (w *Watcher) fence(ctx context.Context, cancel context.CancelCauseFunc, lh *leaseHolder, tracker *executor.Tracker, log logrus.FieldLogger) error {
-	err := lh.write(ctx, ptr(tracker.Snapshot()), false, false)
+	err := lh.l.Renew(ctx, leaseData{progress: ptr(tracker.Snapshot())})
 	switch {
 	case err == nil:
 		w.emit(Event{Type: EventRenewed, ID: lh.id, Attempt: lh.attempt})
 		return nil
-	case errors.Is(err, bucket.ErrPreconditionFailed):
+	case errors.Is(err, lease.ErrLost):
 		w.emit(Event{Type: EventLost, ID: lh.id, Attempt: lh.attempt})
 		lost := fmt.Errorf("%w: another worker took it over before the swap", ErrLeaseLost)
 		log.Warn("lease lost before the swap: not swapping")
 		cancel(lost)
 		return lost
 	default:
-		return fmt.Errorf("renew lease %s before the swap: %w", lh.id, err)
+		return fmt.Errorf("before the swap: %w", err)
 	}
 }
 
@@ -566,43 +516,26 @@ func (w *Watcher) fence(ctx context.Context, cancel context.CancelCauseFunc, lh 
 // cancel object, and cancels the job when the lease is lost or cannot be
 // confirmed before it would expire.
 func (w *Watcher) renewLoop(ctx context.Context, cancel context.CancelCauseFunc, lh *leaseHolder, tracker *executor.Tracker, stop <-chan struct{}, log logrus.FieldLogger) {
-	t := time.NewTicker(w.cfg.Lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(lh.id)); err == nil {
-			log.Info("cancel requested")
-			cancel(executor.ErrCanceled)
-			return
-		}
-		err := lh.write(ctx, ptr(tracker.Snapshot()), false, false)
-		switch {
-		case err == nil:
-			w.emit(Event{Type: EventRenewed, ID: lh.id, Attempt: lh.attempt})
-		case errors.Is(err, bucket.ErrPreconditionFailed):
-			w.emit(Event{Type: EventLost, ID: lh.id, Attempt: lh.attempt})
-			cancel(fmt.Errorf("%w: another worker took it over", ErrLeaseLost))
-			return
-		case ctx.Err() != nil:
-			return
-		default:
-			lh.mu.Lock()
-			since := time.Since(lh.lastWrite)
-			lh.mu.Unlock()
-			log.WithError(err).WithField("since_last_renewal", since.Round(time.Millisecond).String()).Warn("lease renewal failed")
-			// Stop before another worker may judge the lease expired.
-			if since > w.cfg.Lease*5/6 {
-				w.emit(Event{Type: EventLost, ID: lh.id, Attempt: lh.attempt})
-				cancel(fmt.Errorf("%w: could not renew for %s", ErrLeaseLost, since.Round(time.Second)))
-				return
+	err := lh.l.Keep(ctx, lease.Keeping{
+		Stop: stop,
+		Before: func(ctx context.Context) (any, error) {
+			if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(lh.id)); err == nil {
+				return nil, executor.ErrCanceled
 			}
-		}
+			return leaseData{progress: ptr(tracker.Snapshot())}, nil
+		},
+		Renewed: func() { w.emit(Event{Type: EventRenewed, ID: lh.id, Attempt: lh.attempt}) },
+		Failed: func(err error, since time.Duration) {
+			log.WithError(err).WithField("since_last_renewal", since.Round(time.Millisecond).String()).Warn("lease renewal failed")
+		},
+	})
+	switch {
+	case errors.Is(err, executor.ErrCanceled):
+		log.Info("cancel requested")
+		cancel(executor.ErrCanceled)
+	case err != nil:
+		w.emit(Event{Type: EventLost, ID: lh.id, Attempt: lh.attempt})
+		cancel(err)
 	}
 }
 

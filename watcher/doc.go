@@ -1,36 +1,30 @@
-// Package watcher finds pending requests, claims them with conditional
-// writes, and runs them under a renewed lease. It implements the claim
-// protocol of DESIGN.md:
+// Package watcher finds pending requests, claims them, and runs them
+// under a renewed lease. The claim protocol itself (create-only claim,
+// If-Match renewal, expiry by the bucket's clock, takeover as attempt
+// n+1, hand-back, fencing) is the lease package's; its doc describes it.
+// The watcher holds one lease per request, leases/<id>.json, written as a
+// requests.Lease, and adds what a request needs:
 //
-//  1. RunOnce lists requests/ (oldest first: ids are time-ordered) and for
-//     each request without a lease creates leases/<id>.json create-only
-//     (If-None-Match: *). Exactly one worker wins.
-//  2. The holder renews the lease every third of its length with If-Match
-//     on the ETag of its own last write; every body differs (token, time,
-//     progress), so every ETag differs. Each renewal also looks for
-//     cancel/<id>.json and publishes the run's progress.
-//  3. A renewal that fails with 412 means the lease was lost: the run is
-//     canceled at once and nothing more is written. A holder that cannot
-//     renew at all stops before the lease could be judged expired.
-//  4. A lease is expired when the bucket's clock (the Date of the GET
-//     that read it) says its Last-Modified is older than its length.
-//     Another worker takes it over with If-Match on the ETag it read, as
-//     attempt n+1; past MaxAttempts the request ends failed ("abandoned
-//     after n attempts"). A lease handed back at shutdown (released) is
-//     taken over at once and does not count as a failed attempt.
-//  5. Each attempt writes its artifacts under its own folder (the
+//   - RunOnce lists requests/ (oldest first: ids are time-ordered) and
+//     claims each request it can take (lease.Acquire). Past MaxAttempts
+//     (hand-backs at shutdown not counted) a request ends failed
+//     ("abandoned after n attempts").
+//   - Each renewal (every third of the lease) also looks for
+//     cancel/<id>.json and publishes the run's progress in the lease. A
+//     lost lease cancels the run with ErrLeaseLost and nothing more is
+//     written.
+//   - Each attempt writes its artifacts under its own folder (the
 //     executor's job), so a paused zombie cannot overwrite the attempt
 //     that took over. Restores are fenced the same way: their staging is
 //     named after the attempt, and the run's tracker carries a fence that
-//     renews the lease (If-Match, the renewals' write) which the engine
-//     calls immediately before its swap; a 412 there cancels the run with
-//     ErrLeaseLost and the engine does not swap.
-//  6. To finish, the holder renews once more, commits the index
-//     (create-only), writes results/<id>.json create-only, then deletes
-//     the request, its cancel object and the lease. Every step is
+//     renews the lease, which the engine calls immediately before its
+//     swap; a loss there cancels the run and the engine does not swap.
+//   - To finish, the holder renews once more (marked finishing), commits
+//     the index (create-only), writes results/<id>.json create-only, then
+//     deletes the request, its cancel object and the lease. Every step is
 //     idempotent; a claim checks for a result before it runs anything, so
 //     a crash between any two steps is finished by the next attempt.
-//  7. Notifications only hurry things: ClaimHint claims the request a
+//   - Notifications only hurry things: ClaimHint claims the request a
 //     notification names at once (within the concurrency limit), Wake
 //     asks for a pass; the periodic LIST is the backstop that
 //     correctness relies on.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/lease"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/sirupsen/logrus"
 )
@@ -93,30 +94,78 @@ const (
 	EventAbandoned EventType = "abandoned"
 )
 
+// The defaults of a worker's settings. This is their one owner: the
+// config file's defaults and the flags' come from here.
+const (
+	DefaultConcurrency = 2
+	DefaultPoll        = 5 * time.Second
+	DefaultLease       = lease.DefaultRequestLength
+	DefaultMaxAttempts = 3
+	DefaultGrace       = 30 * time.Second
+)
+
+// SettingError is a bad worker setting, named by its flag (Flag, as
+// Error says it) and its key under worker: in the config file (Key).
+type SettingError struct {
+	Flag, Key, Problem string
+}
+
+func (e *SettingError) Error() string { return e.Flag + ": " + e.Problem }
+
+// Defaults fills the settings left zero with their defaults.
+func (c *Config) Defaults() {
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Poll == 0 {
+		c.Poll = DefaultPoll
+	}
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.MaxControlObject == 0 {
+		c.MaxControlObject = requests.DefaultMaxControlObject
+	}
+}
+
+// CheckSettings checks the worker's settings (not Bucket, Runner or the
+// hooks); a bad one is a *SettingError. This is the one place they are
+// checked: the config file is checked here too.
+func (c Config) CheckSettings() error {
+	bad := func(flag, key, format string, args ...any) error {
+		return &SettingError{Flag: flag, Key: key, Problem: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case c.Concurrency < 1:
+		return bad("concurrency", "concurrency", "must be at least 1, got %d", c.Concurrency)
+	case c.Poll < 10*time.Millisecond:
+		return bad("poll", "poll", "must be at least 10ms, got %s", c.Poll)
+	case lease.Problem(c.Lease) != "":
+		return bad("lease", "lease", "%s", lease.Problem(c.Lease))
+	case c.MaxAttempts < 1:
+		return bad("max-attempts", "maxAttempts", "must be at least 1, got %d", c.MaxAttempts)
+	case c.Grace < 0:
+		return bad("grace", "grace", "must not be negative, got %s", c.Grace)
+	case c.MaxControlObject < requests.MinControlObjectLimit || c.MaxControlObject > requests.MaxControlObjectLimit:
+		return bad("max-control-object", "maxControlObject", "must be between %s and %s, got %d bytes",
+			bucket.FormatSize(requests.MinControlObjectLimit), bucket.FormatSize(requests.MaxControlObjectLimit), c.MaxControlObject)
+	}
+	return nil
+}
+
 // Validate fills defaults and checks the configuration, naming the bad
 // setting.
 func (c *Config) Validate() error {
 	if c.Bucket == nil || c.Runner == nil {
 		return errors.New("watcher: Bucket and Runner are required")
 	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 2
-	}
-	if c.Poll == 0 {
-		c.Poll = 5 * time.Second
-	}
-	if c.Lease == 0 {
-		c.Lease = 60 * time.Second
-	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = 3
-	}
-	if c.Grace == 0 {
-		c.Grace = 30 * time.Second
-	}
-	if c.MaxControlObject == 0 {
-		c.MaxControlObject = requests.DefaultMaxControlObject
-	}
+	c.Defaults()
 	if c.Log == nil {
 		l := logrus.New()
 		l.SetLevel(logrus.PanicLevel)
@@ -125,24 +174,7 @@ func (c *Config) Validate() error {
 	if c.Worker == "" {
 		c.Worker = "worker-" + randomHex(4)
 	}
-	switch {
-	case c.Concurrency < 1:
-		return fmt.Errorf("concurrency: must be at least 1, got %d", c.Concurrency)
-	case c.Poll < 10*time.Millisecond:
-		return fmt.Errorf("poll: must be at least 10ms, got %s", c.Poll)
-	case c.Lease < 3*time.Second:
-		// Renewals come every third of the lease; S3's Last-Modified has
-		// one-second resolution, so a shorter lease cannot be judged.
-		return fmt.Errorf("lease: must be at least 3s (renewed every third; the bucket's clock has 1s resolution), got %s", c.Lease)
-	case c.MaxAttempts < 1:
-		return fmt.Errorf("max-attempts: must be at least 1, got %d", c.MaxAttempts)
-	case c.Grace < 0:
-		return fmt.Errorf("grace: must not be negative, got %s", c.Grace)
-	case c.MaxControlObject < requests.MinControlObjectLimit || c.MaxControlObject > requests.MaxControlObjectLimit:
-		return fmt.Errorf("max-control-object: must be between %s and %s, got %d bytes",
-			bucket.FormatSize(requests.MinControlObjectLimit), bucket.FormatSize(requests.MaxControlObjectLimit), c.MaxControlObject)
-	}
-	return nil
+	return c.CheckSettings()
 }
 
 // Watcher finds pending requests, claims them, and runs them under a
@@ -181,7 +213,7 @@ type job struct {
 var ErrShutdown = errors.New("worker shutting down")
 
 // ErrLeaseLost is the cause given to a job whose lease another worker took.
-var ErrLeaseLost = errors.New("lease lost")
+var ErrLeaseLost = lease.ErrLost
 
 // New validates cfg and returns a Watcher.
 func New(cfg Config) (*Watcher, error) {

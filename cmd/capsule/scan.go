@@ -232,11 +232,9 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			if err != nil {
 				return nil, err
 			}
-			wt, err := watcher.New(watcher.Config{
-				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
-				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: log,
-				MaxControlObject: w.MaxControlObject, Events: mreg.Observe,
-			})
+			wcfg := w.Watcher()
+			wcfg.Bucket, wcfg.Runner, wcfg.Worker, wcfg.Log, wcfg.Events = b, exec, name, log, mreg.Observe
+			wt, err := watcher.New(wcfg)
 			if err != nil {
 				return nil, err
 			}

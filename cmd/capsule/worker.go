@@ -97,11 +97,8 @@ exits with an error naming what failed on a bucket that does not;
 			if err != nil {
 				return err
 			}
-			wcfg := watcher.Config{
-				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
-				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: a.log,
-				MaxControlObject: w.MaxControlObject,
-			}
+			wcfg := w.Watcher()
+			wcfg.Bucket, wcfg.Runner, wcfg.Worker, wcfg.Log = b, exec, name, a.log
 			services.configure(&wcfg)
 			wt, err := watcher.New(wcfg)
 			if err != nil {
@@ -133,11 +130,11 @@ exits with an error naming what failed on a bucket that does not;
 	flagsSeen = func(n string) bool { return f.Changed(n) }
 	f.StringVar(&name, "name", "", "this worker's name in leases and results (default host/pid)")
 	f.BoolVar(&once, "once", false, "run what is pending, then exit")
-	f.IntVar(&conc, "concurrency", 2, "requests run at once")
-	f.DurationVar(&poll, "poll", 5*time.Second, "interval between listings of requests/")
-	f.DurationVar(&lease, "lease", 60*time.Second, "lease length; renewed every third of it")
-	f.IntVar(&maxAttempt, "max-attempts", 3, "attempts before a request ends failed")
-	f.DurationVar(&grace, "grace", 30*time.Second, "time running work may finish after SIGTERM")
+	f.IntVar(&conc, "concurrency", watcher.DefaultConcurrency, "requests run at once")
+	f.DurationVar(&poll, "poll", watcher.DefaultPoll, "interval between listings of requests/")
+	f.DurationVar(&lease, "lease", watcher.DefaultLease, "lease length; renewed every third of it")
+	f.IntVar(&maxAttempt, "max-attempts", watcher.DefaultMaxAttempts, "attempts before a request ends failed")
+	f.DurationVar(&grace, "grace", watcher.DefaultGrace, "time running work may finish after SIGTERM")
 	services.flags(f)
 	services.safety.flags(f)
 	scan.flags(f, true)
