@@ -2,8 +2,6 @@ package pitr
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,15 +9,15 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/lease"
 	"github.com/cnvrg/capsule/requests"
 )
 
 // Lease is what the stream needs of the lease it holds: who it is
 // (the attempt, which fences its object names) and whether it still
-// holds it. The bucket-backed leaser below is the stand-in until the
-// shared lease package replaces it; its rules are the claim protocol's:
-// create-only claim, If-Match renewal, expiry by the bucket's clock,
-// takeover as attempt n+1.
+// holds it. BucketLeaser holds it through the lease package (the claim
+// protocol's rules: create-only claim, If-Match renewal, expiry by the
+// bucket's clock, takeover as attempt n+1); tests may give another.
 type Lease interface {
 	// Attempt is this holder's attempt: 1 for the first holder, n+1 for
 	// each takeover.
@@ -48,14 +46,14 @@ type Leaser interface {
 var ErrHeld = errors.New("lease is held by another worker")
 
 // ErrLeaseLost says the lease was taken over or not renewed in time.
-var ErrLeaseLost = errors.New("stream lease lost")
+var ErrLeaseLost = lease.ErrLost
 
 // LockKey is the lease of a source's stream.
 func LockKey(cluster, source string) string {
 	return "locks/wal/" + requests.Segment(cluster) + "/" + requests.Segment(source) + ".json"
 }
 
-// BucketLeaser leases through conditional writes to the bucket.
+// BucketLeaser takes stream leases in the bucket (lease package).
 type BucketLeaser struct {
 	Bucket bucket.Bucket
 	Holder string
@@ -69,150 +67,86 @@ type lockBody struct {
 	Holder         string    `json:"holder"`
 	Token          string    `json:"token"`
 	Attempt        int       `json:"attempt"`
+	Handbacks      int       `json:"handbacks"`
 	DurationMillis int64     `json:"durationMillis"`
+	AcquiredAt     time.Time `json:"acquiredAt"`
 	RenewedAt      time.Time `json:"renewedAt"`
 	Released       bool      `json:"released,omitempty"`
 }
 
+func encodeLock(w lease.Write) []byte {
+	data, _ := json.Marshal(lockBody{APIVersion: requests.APIVersion, Kind: "Lock", Purpose: "wal-stream",
+		Holder: w.Holder, Token: w.Token, Attempt: w.Attempt, Handbacks: w.Handbacks,
+		DurationMillis: w.Length.Milliseconds(), AcquiredAt: w.AcquiredAt, RenewedAt: w.At, Released: w.Released})
+	return data
+}
+
 type bucketLease struct {
-	l       *BucketLeaser
-	key     string
-	token   string
-	attempt int
-	lost    chan struct{}
-	stop    context.CancelFunc
-	done    chan struct{}
-
-	mu        sync.Mutex
-	etag      string
-	lastWrite time.Time
-	lostOnce  sync.Once
+	l        *lease.Lease
+	lost     chan struct{}
+	lostOnce sync.Once
+	stop     context.CancelFunc
+	done     chan struct{}
 }
 
-// Acquire implements Leaser.
-func (l *BucketLeaser) Acquire(ctx context.Context, key string) (Lease, error) {
-	le := &bucketLease{l: l, key: key, token: randomHex(16), lost: make(chan struct{}), done: make(chan struct{}), attempt: 1}
-	data, info, err := bucket.GetBytesLimit(ctx, l.Bucket, key, requests.DefaultMaxControlObject)
-	switch {
-	case errors.Is(err, bucket.ErrNotFound):
-		err = le.write(ctx, bucket.PutOptions{IfNoneMatch: true}, false)
-	case err != nil && !errors.Is(err, bucket.ErrTooLarge):
-		return nil, fmt.Errorf("read lease %s: %w", key, err)
-	default:
-		var old lockBody
-		parseErr := json.Unmarshal(data, &old)
-		held := time.Duration(old.DurationMillis) * time.Millisecond
-		if parseErr != nil || held <= 0 {
-			held = l.Length
-		}
-		if info.ServerTime.IsZero() {
-			return nil, fmt.Errorf("read lease %s: the bucket gave no server time", key)
-		}
-		if !old.Released && info.ServerTime.Sub(info.LastModified) <= held {
-			return nil, fmt.Errorf("%w: %s", ErrHeld, old.Holder)
-		}
-		le.attempt = old.Attempt + 1
-		err = le.write(ctx, bucket.PutOptions{IfMatch: info.ETag}, false)
-	}
-	if errors.Is(err, bucket.ErrPreconditionFailed) {
-		return nil, fmt.Errorf("%w: another worker was faster", ErrHeld)
-	}
+// Acquire implements Leaser. The stream's attempt counts every holder,
+// hand-backs included: each has its own object names.
+func (b *BucketLeaser) Acquire(ctx context.Context, key string) (Lease, error) {
+	l, st, err := lease.Acquire(ctx, lease.Claim{Bucket: b.Bucket, Key: key, Holder: b.Holder, Length: b.Length,
+		Limit: requests.DefaultMaxControlObject, Encode: encodeLock})
 	if err != nil {
-		return nil, fmt.Errorf("take lease %s: %w", key, err)
+		return nil, err
 	}
+	if l == nil {
+		holder := "another worker"
+		if st != nil && st.Holder != "" {
+			holder = st.Holder
+		}
+		return nil, fmt.Errorf("%w: %s", ErrHeld, holder)
+	}
+	bl := &bucketLease{l: l, lost: make(chan struct{}), done: make(chan struct{})}
 	hctx, cancel := context.WithCancel(ctx)
-	le.stop = cancel
-	go le.hold(hctx)
-	return le, nil
-}
-
-func (le *bucketLease) write(ctx context.Context, opts bucket.PutOptions, released bool) error {
-	le.mu.Lock()
-	if !opts.IfNoneMatch && opts.IfMatch == "" {
-		opts.IfMatch = le.etag
-	}
-	le.mu.Unlock()
-	opts.ContentType = "application/json"
-	body, _ := json.Marshal(lockBody{APIVersion: requests.APIVersion, Kind: "Lock", Purpose: "wal-stream",
-		Holder: le.l.Holder, Token: le.token, Attempt: le.attempt, DurationMillis: le.l.Length.Milliseconds(),
-		RenewedAt: time.Now().UTC(), Released: released})
-	sent := time.Now()
-	info, err := bucket.PutBytes(ctx, le.l.Bucket, le.key, body, opts)
-	if err != nil {
-		return err
-	}
-	le.mu.Lock()
-	le.etag, le.lastWrite = info.ETag, sent
-	le.mu.Unlock()
-	return nil
-}
-
-func (le *bucketLease) markLost() { le.lostOnce.Do(func() { close(le.lost) }) }
-
-func (le *bucketLease) hold(ctx context.Context) {
-	defer close(le.done)
-	t := time.NewTicker(le.l.Length / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	bl.stop = cancel
+	go func() {
+		defer close(bl.done)
+		if err := l.Keep(hctx, lease.Keeping{}); err != nil {
+			bl.markLost()
 		}
-		err := le.write(ctx, bucket.PutOptions{}, false)
-		switch {
-		case err == nil:
-		case errors.Is(err, bucket.ErrPreconditionFailed):
-			le.markLost()
-			return
-		case ctx.Err() != nil:
-			return
-		case le.Fenced() != nil:
-			le.markLost()
-			return
-		}
-	}
+	}()
+	return bl, nil
 }
 
-func (le *bucketLease) Attempt() int          { return le.attempt }
-func (le *bucketLease) Lost() <-chan struct{} { return le.lost }
+func (b *bucketLease) markLost() { b.lostOnce.Do(func() { close(b.lost) }) }
 
-// Fenced implements Lease: the last renewal, counted from before it was
-// sent, is younger than five sixths of the lease.
-func (le *bucketLease) Fenced() error {
+func (b *bucketLease) Attempt() int          { return b.l.Attempt() }
+func (b *bucketLease) Lost() <-chan struct{} { return b.lost }
+
+// Fenced implements Lease: the lease was not lost and its last confirmed
+// write is recent enough that nobody can have judged it expired.
+func (b *bucketLease) Fenced() error {
 	select {
-	case <-le.lost:
-		return fmt.Errorf("%w: %s", ErrLeaseLost, le.key)
+	case <-b.lost:
+		return fmt.Errorf("%w: %s", ErrLeaseLost, b.l.Key())
 	default:
 	}
-	le.mu.Lock()
-	defer le.mu.Unlock()
-	if time.Since(le.lastWrite) >= le.l.Length*5/6 {
-		return fmt.Errorf("%w: %s was not renewed in time", ErrLeaseLost, le.key)
+	if !b.l.Valid() {
+		return fmt.Errorf("%w: %s was not renewed in time", ErrLeaseLost, b.l.Key())
 	}
 	return nil
 }
 
-func (le *bucketLease) Release(ctx context.Context) error {
-	le.stop()
-	<-le.done
+func (b *bucketLease) Release(ctx context.Context) error {
+	b.stop()
+	<-b.done
 	select {
-	case <-le.lost:
+	case <-b.lost:
 		return nil
 	default:
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), le.l.Length)
-	defer cancel()
-	err := le.write(ctx, bucket.PutOptions{}, true)
-	le.markLost()
-	if err != nil && !errors.Is(err, bucket.ErrPreconditionFailed) {
-		return fmt.Errorf("release lease %s: %w", le.key, err)
+	b.markLost()
+	err := b.l.Release(ctx, nil)
+	if errors.Is(err, lease.ErrLost) {
+		return nil
 	}
-	return nil
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return err
 }
