@@ -25,4 +25,13 @@
 // backup's major version, and either loads the result into the live
 // server with the engine's side-database swap or leaves a data
 // directory for a new server.
+//
+// Not yet: WAL objects are compressed and checksummed but not encrypted
+// or signed (Header.Encryption is where a scheme will be named, encode
+// where it will seal; base backups get whatever the executor's artifact
+// pipeline does); a promotion of the source (a new timeline) restarts the
+// stream on the new timeline without its history file, so restores cross
+// no timeline switch; base backups with tablespaces other than the
+// default are taken but not restored; a restore to a time stages all the
+// WAL after the base backup, not just up to the target.
 package pitr
