@@ -21,7 +21,10 @@ import (
 
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/maintenance"
 	"github.com/cnvrg/capsule/requests"
+	"github.com/cnvrg/capsule/retention"
+	"github.com/cnvrg/capsule/schedule"
 	"github.com/cnvrg/capsule/watcher"
 	"gopkg.in/yaml.v3"
 )
@@ -69,6 +72,87 @@ type Worker struct {
 	// objects (requests, leases, results) that workers, the API and the
 	// CLI read: a larger request is rejected without being read.
 	MaxControlObject int64 `yaml:"maxControlObject"`
+	// Maintenance is the retention and garbage collection every worker
+	// runs, one replica at a time.
+	Maintenance Maintenance `yaml:"maintenance"`
+}
+
+// Maintenance is worker.maintenance.
+type Maintenance struct {
+	// Every is how often the fleet runs a pass (default 1h).
+	Every time.Duration `yaml:"every"`
+	// GCAfter is how old garbage must be before it goes (default 24h).
+	GCAfter time.Duration `yaml:"gcAfter"`
+}
+
+// planKeys are a source's own plan, not the engine's settings.
+var planKeys = map[string]bool{"schedule": true, "keepLast": true, "keepDaily": true, "keepWeekly": true, "keepMonthly": true, "verifySchedule": true}
+
+// SourcePlan is a source's own plan: a schedule of backups, a retention
+// policy and a schedule of verifications, each optional.
+type SourcePlan struct {
+	Source   string
+	Schedule *schedule.Schedule
+	Verify   *schedule.Schedule
+	// Retention is nil when the source sets no keep*.
+	Retention *retention.Policy
+}
+
+// Plans returns the plans of the configured sources (those with any
+// plan key), in the configured cluster.
+func (c *Config) Plans() ([]SourcePlan, error) {
+	var out []SourcePlan
+	for _, name := range c.SourceNames() {
+		raw := c.Sources[name]
+		sp := SourcePlan{Source: name}
+		keep := retention.Policy{Cluster: c.Cluster, Source: name, Plan: name, IncludeManual: true}
+		has := false
+		for _, k := range []string{"schedule", "verifySchedule"} {
+			v, ok := raw[k]
+			if !ok {
+				continue
+			}
+			str, isStr := v.(string)
+			if !isStr {
+				return nil, fmt.Errorf("sources.%s.%s: must be a period such as 24h or a cron expression", name, k)
+			}
+			sch, err := schedule.Parse(str)
+			if err != nil {
+				return nil, fmt.Errorf("sources.%s.%s: %w", name, k, err)
+			}
+			if k == "schedule" {
+				sp.Schedule = &sch
+			} else {
+				sp.Verify = &sch
+			}
+			has = true
+		}
+		ret := false
+		for k, dst := range map[string]*int{"keepLast": &keep.Keep, "keepDaily": &keep.KeepDaily, "keepWeekly": &keep.KeepWeekly, "keepMonthly": &keep.KeepMonthly} {
+			v, ok := raw[k]
+			if !ok {
+				continue
+			}
+			n, isInt := v.(int)
+			if !isInt || n < 0 {
+				return nil, fmt.Errorf("sources.%s.%s: must be a whole number, at least 0", name, k)
+			}
+			*dst, ret, has = n, true, true
+		}
+		if sp.Verify != nil && sp.Schedule == nil {
+			return nil, fmt.Errorf("sources.%s.verifySchedule: needs a schedule of backups (sources.%s.schedule) to verify", name, name)
+		}
+		if ret {
+			if err := keep.Validate(); err != nil {
+				return nil, fmt.Errorf("sources.%s: %w", name, err)
+			}
+			sp.Retention = &keep
+		}
+		if has {
+			out = append(out, sp)
+		}
+	}
+	return out, nil
 }
 
 // Watcher returns the worker's settings as the watcher takes them
@@ -88,6 +172,7 @@ func Default() Config {
 			Concurrency: watcher.DefaultConcurrency, Poll: watcher.DefaultPoll, Lease: watcher.DefaultLease,
 			MaxAttempts: watcher.DefaultMaxAttempts, Grace: watcher.DefaultGrace, Timeout: 24 * time.Hour, Compression: "zstd",
 			MaxControlObject: requests.DefaultMaxControlObject,
+			Maintenance:      Maintenance{Every: maintenance.DefaultEvery, GCAfter: maintenance.DefaultGCAfter},
 		},
 		Legacy: Legacy{DstDir: DefaultLegacyDstDir},
 	}
@@ -164,6 +249,13 @@ func (c *Config) Validate(reg *engines.Registry) error {
 	case w.RetainFor < 0:
 		return fmt.Errorf("worker.retainFor: must not be negative, got %s", w.RetainFor)
 	}
+	mc := maintenance.Config{Every: w.Maintenance.Every, GCAfter: w.Maintenance.GCAfter}
+	if err := mc.Check(); err != nil {
+		return err
+	}
+	if _, err := c.Plans(); err != nil {
+		return err
+	}
 	switch w.Compression {
 	case "zstd", "zstd-fastest", "zstd-better", "none":
 	default:
@@ -221,6 +313,9 @@ func (c *Config) source(name string) (engines.Source, error) {
 	settings := make(map[string]any, len(raw))
 	var engine, pwEnv, pwFile string
 	for k, v := range raw {
+		if planKeys[k] {
+			continue // the source's plan (Plans), not the engine's
+		}
 		switch k {
 		case "engine", "passwordEnv", "passwordFile":
 			s, ok := v.(string)

@@ -9,7 +9,7 @@
 //     replicas exactly one wins, as attempt 1.
 //  2. Renewal. The holder rewrites the object every third of its length
 //     (Keep, or Renew) with If-Match on the ETag of its own last write.
-//     Every body differs (a fresh token per attempt, the write's time, a
+//     Every body differs (a fresh token per write, the write's time, a
 //     renewal count, the caller's data such as progress), so every ETag
 //     differs and a stale holder's write can never match.
 //  3. Loss. A renewal answered 412 means another replica took the lease

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/requests"
 )
 
 // MinLength is the shortest lease: renewed every third of its length,
@@ -107,7 +108,8 @@ func Read(ctx context.Context, b bucket.Reader, key string, limit int64, damaged
 
 // Write is what one write of a lease says; Claim.Encode makes its body.
 type Write struct {
-	Holder    string
+	Holder string
+	// Token is fresh for every write, so every body (and ETag) differs.
 	Token     string
 	Attempt   int
 	Handbacks int
@@ -120,6 +122,33 @@ type Write struct {
 	Released bool
 	// Data is what the caller passed to Renew or Release (progress, say).
 	Data any
+}
+
+// lockBody is the body of a lock: a lease of a job rather than of a
+// request (retention, garbage collection, maintenance).
+type lockBody struct {
+	APIVersion     string    `json:"apiVersion"`
+	Kind           string    `json:"kind"` // "Lock"
+	Purpose        string    `json:"purpose"`
+	Holder         string    `json:"holder"`
+	Token          string    `json:"token"`
+	Attempt        int       `json:"attempt"`
+	DurationMillis int64     `json:"durationMillis"`
+	AcquiredAt     time.Time `json:"acquiredAt"`
+	RenewedAt      time.Time `json:"renewedAt"`
+	Released       bool      `json:"released,omitempty"`
+}
+
+// Lock is the Encode of a job's lock (kind "Lock"), naming its purpose.
+func Lock(purpose string) func(Write) []byte {
+	return func(w Write) []byte {
+		data, _ := json.Marshal(lockBody{
+			APIVersion: requests.APIVersion, Kind: "Lock", Purpose: purpose, Holder: w.Holder, Token: w.Token,
+			Attempt: w.Attempt, DurationMillis: w.Length.Milliseconds(), AcquiredAt: w.AcquiredAt, RenewedAt: w.At,
+			Released: w.Released,
+		})
+		return data
+	}
 }
 
 // Claim says which lease to take and how to write it.
@@ -145,7 +174,6 @@ type Claim struct {
 // Lease is a held lease.
 type Lease struct {
 	c         Claim
-	token     string
 	attempt   int
 	handbacks int
 	acquired  time.Time
@@ -172,7 +200,7 @@ func Acquire(ctx context.Context, c Claim) (*Lease, *State, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	l := &Lease{c: c, token: randomHex(16), acquired: time.Now().UTC(), attempt: 1}
+	l := &Lease{c: c, acquired: time.Now().UTC(), attempt: 1}
 	opts := bucket.PutOptions{IfNoneMatch: true}
 	if st.Found {
 		if st.ServerTime.IsZero() {
@@ -203,6 +231,11 @@ func Acquire(ctx context.Context, c Claim) (*Lease, *State, error) {
 // put writes the lease with opts, or with If-Match on the last write's
 // ETag when opts has no condition.
 func (l *Lease) put(ctx context.Context, opts bucket.PutOptions, released bool, data any, renewal bool) error {
+	return l.putFor(ctx, opts, released, data, renewal, l.c.Length)
+}
+
+// putFor is put with the length the write states.
+func (l *Lease) putFor(ctx context.Context, opts bucket.PutOptions, released bool, data any, renewal bool, length time.Duration) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !opts.IfNoneMatch && opts.IfMatch == "" {
@@ -214,8 +247,8 @@ func (l *Lease) put(ctx context.Context, opts bucket.PutOptions, released bool, 
 		renewals++
 	}
 	body := l.c.Encode(Write{
-		Holder: l.c.Holder, Token: l.token, Attempt: l.attempt, Handbacks: l.handbacks, Renewals: renewals,
-		Length: l.c.Length, AcquiredAt: l.acquired, At: time.Now().UTC(), Released: released, Data: data,
+		Holder: l.c.Holder, Token: randomHex(16), Attempt: l.attempt, Handbacks: l.handbacks, Renewals: renewals,
+		Length: length, AcquiredAt: l.acquired, At: time.Now().UTC(), Released: released, Data: data,
 	})
 	info, err := bucket.PutBytes(ctx, l.c.Bucket, l.c.Key, body, opts)
 	if renewal {
@@ -259,6 +292,24 @@ func (l *Lease) Release(ctx context.Context, data any) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %s was taken over", ErrLost, l.c.Key)
+	}
+	return nil
+}
+
+// Rest ends a periodic job's turn: it rewrites the lease (If-Match, not
+// released) with length d, so that no replica takes it before d has passed
+// by the bucket's clock, and nobody renews it meanwhile. The next claim
+// after that is attempt n+1. A lease lost meanwhile is left alone (an
+// error wrapping ErrLost).
+func (l *Lease) Rest(ctx context.Context, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.Length)
+	defer cancel()
+	err := l.putFor(ctx, bucket.PutOptions{}, false, nil, true, d)
+	if errors.Is(err, bucket.ErrPreconditionFailed) {
+		return fmt.Errorf("%w: %s was taken over", ErrLost, l.c.Key)
+	}
+	if err != nil {
+		return fmt.Errorf("rest lease %s: %w", l.c.Key, err)
 	}
 	return nil
 }

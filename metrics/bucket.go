@@ -11,9 +11,30 @@ import (
 
 // InstrumentBucket returns b with every call counted by operation and
 // outcome, and timed, in r. An upload is one operation, from Upload to
-// its Commit or Abort.
+// its Commit or Abort. The result is a bucket.UploadLister when b is one
+// (garbage collection aborts the uploads crashed workers left open).
 func InstrumentBucket(b bucket.Bucket, r *Registry) bucket.Bucket {
+	if ul, ok := b.(bucket.UploadLister); ok {
+		return &instrumentedLister{instrumented: instrumented{b: b, r: r}, ul: ul}
+	}
 	return &instrumented{b: b, r: r}
+}
+
+type instrumentedLister struct {
+	instrumented
+	ul bucket.UploadLister
+}
+
+func (i *instrumentedLister) ListUploads(ctx context.Context, prefix string) ([]bucket.PendingUpload, error) {
+	ups, err := i.ul.ListUploads(ctx, prefix)
+	i.r.bucketOps.WithLabelValues("list_uploads", outcome(err)).Inc()
+	return ups, err
+}
+
+func (i *instrumentedLister) AbortUpload(ctx context.Context, key, uploadID string) error {
+	err := i.ul.AbortUpload(ctx, key, uploadID)
+	i.r.bucketOps.WithLabelValues("abort_upload", outcome(err)).Inc()
+	return err
 }
 
 type instrumented struct {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/maintenance"
 	"github.com/cnvrg/capsule/notify"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/watcher"
@@ -45,28 +46,31 @@ type Registry struct {
 	engineOf func(string) string
 	names    []string
 
-	claimed      *prometheus.CounterVec
-	finished     *prometheus.CounterVec
-	duration     *prometheus.HistogramVec
-	bytes        *prometheus.HistogramVec
-	storedBytes  *prometheus.HistogramVec
-	renewals     prometheus.Counter
-	losses       prometheus.Counter
-	releases     prometheus.Counter
-	takeovers    *prometheus.CounterVec
-	abandoned    prometheus.Counter
-	bucketOps    *prometheus.CounterVec
-	bucketTime   *prometheus.HistogramVec
-	sqsMessages  *prometheus.CounterVec
-	sqsErrors    *prometheus.CounterVec
-	lastBackup   *prometheus.GaugeVec
-	lastVerified *prometheus.GaugeVec
-	damagedIdx   prometheus.Counter
-	damaged      *index.Reporter
-	pitrLatest   *prometheus.GaugeVec
-	slotLag      *prometheus.GaugeVec
-	slotAlert    *prometheus.GaugeVec
-	slotDrops    *prometheus.CounterVec
+	claimed       *prometheus.CounterVec
+	finished      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	bytes         *prometheus.HistogramVec
+	storedBytes   *prometheus.HistogramVec
+	renewals      prometheus.Counter
+	losses        prometheus.Counter
+	releases      prometheus.Counter
+	takeovers     *prometheus.CounterVec
+	abandoned     prometheus.Counter
+	bucketOps     *prometheus.CounterVec
+	bucketTime    *prometheus.HistogramVec
+	sqsMessages   *prometheus.CounterVec
+	sqsErrors     *prometheus.CounterVec
+	lastBackup    *prometheus.GaugeVec
+	lastVerified  *prometheus.GaugeVec
+	damagedIdx    prometheus.Counter
+	damaged       *index.Reporter
+	maintDeleted  *prometheus.CounterVec
+	maintRetained *prometheus.CounterVec
+	maintAborted  prometheus.Counter
+	pitrLatest    *prometheus.GaugeVec
+	slotLag       *prometheus.GaugeVec
+	slotAlert     *prometheus.GaugeVec
+	slotDrops     *prometheus.CounterVec
 
 	mu     sync.Mutex
 	newest map[newestKey]time.Time
@@ -96,6 +100,9 @@ const (
 	LastBackupSuccess       = "capsule_last_backup_success_timestamp_seconds"
 	LastVerificationSuccess = "capsule_last_verification_success_timestamp_seconds"
 	DamagedIndexes          = "capsule_damaged_indexes_total"
+	MaintenanceDeleted      = "capsule_maintenance_deleted_objects_total"
+	MaintenanceRetained     = "capsule_maintenance_retained_objects_total"
+	MaintenanceAborted      = "capsule_maintenance_aborted_uploads_total"
 	PITRRecoverable         = "capsule_pitr_recoverable_timestamp_seconds"
 	PITRSlotLag             = "capsule_pitr_slot_lag_bytes"
 	PITRSlotAlert           = "capsule_pitr_slot_alert_bytes"
@@ -130,6 +137,9 @@ func New(opts Options) *Registry {
 	r.lastVerified = gaugeVec(r, LastVerificationSuccess, "Unix time of the newest successful verification per cluster and source (of a backup of that source), from the catalog at start-up and from this worker's verifications since. Take the max over workers.", "cluster", "source")
 	r.damagedIdx = counter(r, DamagedIndexes, "Damaged backupIndex.json objects this process found, each counted once: unparsable, content that does not match the key (cluster, source, backup id, artifact keys), or finished in the future by the bucket's clock. They are skipped by listings, restores and retention.")
 	r.damaged = index.NewReporter(opts.Log, func(index.Damaged) { r.damagedIdx.Inc() })
+	r.maintDeleted = counterVec(r, MaintenanceDeleted, "Objects this replica's maintenance deleted, by job (retention, gc). Dry runs count nothing.", "job")
+	r.maintRetained = counterVec(r, MaintenanceRetained, "Objects maintenance could not delete because S3 Object Lock retains them, by job (retention, gc); each counted once per retain period.", "job")
+	r.maintAborted = counter(r, MaintenanceAborted, "Multipart uploads left open by crashed workers that garbage collection aborted.")
 	r.pitrLatest = gaugeVec(r, PITRRecoverable, "Unix time (the database server's clock) of the latest moment a point-in-time restore recovers to: the newest WAL the stream's holder wrote to the bucket. Only the holder sets it; take the max over workers.", "cluster", "source")
 	r.slotLag = gaugeVec(r, PITRSlotLag, "Bytes of WAL the stream's replication slot holds back on the database server (its current position minus the slot's restart_lsn).", "cluster", "source")
 	r.slotAlert = gaugeVec(r, PITRSlotAlert, "The source's slotAlertBytes: the slot lag that calls for attention; at slotMaxBytes capsule drops the slot.", "cluster", "source")
@@ -153,6 +163,25 @@ func (r *Registry) ObserveSlot(cluster, source string, lagBytes, alertBytes int6
 // SlotDropped counts a slot the guard dropped.
 func (r *Registry) SlotDropped(cluster, source string) {
 	r.slotDrops.WithLabelValues(label(cluster), label(source)).Inc()
+}
+
+// ObserveMaintenance counts what a maintenance pass deleted, aborted and
+// could not delete (Object Lock). Dry runs count nothing.
+func (r *Registry) ObserveMaintenance(rep *maintenance.Report) {
+	if rep == nil || rep.DryRun {
+		return
+	}
+	for _, p := range rep.Retention {
+		if p.Report != nil {
+			r.maintDeleted.WithLabelValues("retention").Add(float64(p.Report.Objects))
+			r.maintRetained.WithLabelValues("retention").Add(float64(len(p.Report.Retained)))
+		}
+	}
+	if g := rep.GC; g != nil {
+		r.maintDeleted.WithLabelValues("gc").Add(float64(g.Objects))
+		r.maintRetained.WithLabelValues("gc").Add(float64(len(g.Retained)))
+		r.maintAborted.Add(float64(len(g.Aborted)))
+	}
 }
 
 // Damaged is the process's reporter of damaged indexes: it logs each once

@@ -127,5 +127,18 @@ func SlotID(plan string, slot time.Time) string {
 	if len(p) > 100 {
 		p = p[:100]
 	}
-	return p + "-" + slot.UTC().Format("20060102t150405z")
+	return p + "-" + slot.UTC().Format(slotLayout)
+}
+
+// slotLayout is how SlotID writes a slot.
+const slotLayout = "20060102t150405z"
+
+// SlotOf returns the slot a scheduled request's id (SlotID) names.
+func SlotOf(id string) (time.Time, bool) {
+	i := strings.LastIndexByte(id, '-')
+	if i < 0 {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(slotLayout, id[i+1:])
+	return t, err == nil
 }

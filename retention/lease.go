@@ -2,8 +2,6 @@ package retention
 
 import (
 	"context"
-	"encoding/json"
-	"time"
 
 	"github.com/cnvrg/capsule/lease"
 	"github.com/cnvrg/capsule/requests"
@@ -33,21 +31,6 @@ func LockKey(p Policy) string {
 	return LocksPrefix + "retention/" + requests.Segment(p.Cluster) + "/" + requests.Segment(p.Source) + "/" + requests.Segment(plan) + ".json"
 }
 
-// lockBody is a lock object (see the lease package for the protocol).
-type lockBody struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"` // "Lock"
-	Purpose    string `json:"purpose"`
-	Holder     string `json:"holder"`
-	Token      string `json:"token"`
-	Attempt    int    `json:"attempt"`
-	// DurationMillis is the lease's length, judged by the bucket's clock.
-	DurationMillis int64     `json:"durationMillis"`
-	AcquiredAt     time.Time `json:"acquiredAt"`
-	RenewedAt      time.Time `json:"renewedAt"`
-	Released       bool      `json:"released,omitempty"`
-}
-
 // withLock runs fn under the lock at key. When another replica holds it,
 // fn does not run and withLock returns that replica's name. fn's context
 // is canceled with ErrLeaseLost when the lock is lost; the lock is
@@ -55,15 +38,8 @@ type lockBody struct {
 func (r *Runner) withLock(ctx context.Context, key, purpose string, fn func(ctx context.Context, l *lease.Lease) error) (string, error) {
 	l, st, err := lease.Acquire(ctx, lease.Claim{
 		Bucket: r.cfg.Bucket, Key: key, Holder: r.cfg.Holder, Length: r.cfg.Lease,
-		Limit: requests.DefaultMaxControlObject,
-		Encode: func(w lease.Write) []byte {
-			data, _ := json.Marshal(lockBody{
-				APIVersion: requests.APIVersion, Kind: "Lock", Purpose: purpose, Holder: w.Holder, Token: w.Token,
-				Attempt: w.Attempt, DurationMillis: w.Length.Milliseconds(), AcquiredAt: w.AcquiredAt, RenewedAt: w.At,
-				Released: w.Released,
-			})
-			return data
-		},
+		Limit:  requests.DefaultMaxControlObject,
+		Encode: lease.Lock(purpose),
 	})
 	if err != nil {
 		return "", err

@@ -130,7 +130,8 @@ type Policy struct {
 	Keep int
 	// KeepDaily, KeepWeekly and KeepMonthly keep, grandfather-father-son,
 	// the newest good backup of each of the newest that many days, ISO
-	// weeks and months (UTC, by finish time) that have one.
+	// weeks and months (UTC; a scheduled backup's slot, else its finish
+	// time) that have one.
 	KeepDaily, KeepWeekly, KeepMonthly int
 	// IncludeManual also counts and deletes manual backups (no plan).
 	IncludeManual bool
@@ -343,6 +344,18 @@ func choose(entries []index.Entry, keep int) (kept, drop []index.Entry) {
 	return sorted[:last+1], sorted[last+1:]
 }
 
+// backupTime is when a backup counts as made for keepDaily, keepWeekly
+// and keepMonthly: a scheduled backup's slot (its id names it), else its
+// finish time.
+func backupTime(e index.Entry) time.Time {
+	if e.Plan != "" {
+		if t, ok := requests.SlotOf(e.BackupID); ok {
+			return t
+		}
+	}
+	return e.FinishedAt
+}
+
 // choose splits the policy's backups, newest first, into those it keeps
 // and those it deletes: the newest Keep (see choose), the newest good
 // backup of each of the newest KeepDaily days, KeepWeekly weeks and
@@ -371,7 +384,7 @@ func (p Policy) choose(entries []index.Entry) (kept, drop []index.Entry) {
 			if e.Verification != nil && !e.Verification.OK {
 				continue
 			}
-			if k := per.key(e.FinishedAt); !seen[k] {
+			if k := per.key(backupTime(e)); !seen[k] {
 				seen[k] = true
 				keep[e.BackupID] = true
 			}

@@ -5,15 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
-	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/retention"
+	"github.com/cnvrg/capsule/schedule"
 	"github.com/sirupsen/logrus"
 )
 
@@ -38,12 +37,8 @@ type retentionRunner struct {
 	r *retention.Runner
 }
 
-// slotLayout is how requests.SlotID writes a slot.
-const slotLayout = "20060102t150405z"
-
-// verifyPlan names a plan's verification requests: their ids are
-// requests.SlotID(verifyPlan(plan), slot).
-func verifyPlan(plan string) string { return plan + "/verify" }
+// verifyPlan names a plan's verification requests (schedule.VerifyPlan).
+func verifyPlan(plan string) string { return schedule.VerifyPlan(plan) }
 
 // pass runs every plan's schedule once at now and returns when the next
 // pass is due: the earliest next slot, or now+Tick.
@@ -126,28 +121,20 @@ func (s *Scanner) runPlan(ctx context.Context, b bucket.Bucket, p Plan, st *plan
 // create-only when it does not. It reports whether it now exists.
 func (s *Scanner) ensureBackup(ctx context.Context, b bucket.Bucket, p Plan, id string, log logrus.FieldLogger) bool {
 	log = log.WithField("request_id", id)
-	if _, err := b.Head(ctx, requests.IndexKey(p.Cluster, p.Name, id)); err == nil {
-		s.emit(Event{Type: EventExists, Plan: p.Name, ID: id, Kind: requests.KindBackup})
-		return true
-	} else if !errors.Is(err, bucket.ErrNotFound) {
-		log.WithError(err).Warn("cannot read the bucket; will retry")
-		return false
-	}
 	req := &requests.Request{Kind: requests.KindBackup, ID: id, Cluster: p.Cluster, Source: p.Name, Plan: p.Name}
-	err := client.Submit(ctx, b, req)
+	wrote, err := schedule.Submit(ctx, b, req, requests.IndexKey(p.Cluster, p.Name, id))
 	switch {
-	case err == nil:
-		log.WithField("engine", p.Engine).Info("scheduled backup submitted")
-		s.emit(Event{Type: EventSubmitted, Plan: p.Name, ID: id, Kind: requests.KindBackup})
-		return true
-	case errors.Is(err, bucket.ErrPreconditionFailed):
-		log.Debug("the slot's backup was already submitted")
-		s.emit(Event{Type: EventExists, Plan: p.Name, ID: id, Kind: requests.KindBackup})
-		return true
-	default:
+	case err != nil:
 		log.WithError(err).Warn("cannot submit the scheduled backup; will retry")
 		return false
+	case wrote:
+		log.WithField("engine", p.Engine).Info("scheduled backup submitted")
+		s.emit(Event{Type: EventSubmitted, Plan: p.Name, ID: id, Kind: requests.KindBackup})
+	default:
+		log.Debug("the slot's backup was already submitted")
+		s.emit(Event{Type: EventExists, Plan: p.Name, ID: id, Kind: requests.KindBackup})
 	}
+	return true
 }
 
 // checkBackup looks for the end of a pending backup; after a success it
@@ -232,28 +219,11 @@ func (s *Scanner) applyRetention(ctx context.Context, b bucket.Bucket, p Plan) (
 
 // planBackups lists the plan's successful backups, newest first.
 func planBackups(ctx context.Context, b bucket.Reader, p Plan) ([]index.Entry, error) {
-	all, err := index.List(ctx, b, index.Filter{Cluster: p.Cluster, Source: p.Name})
-	if err != nil {
-		return nil, err
-	}
-	out := all[:0]
-	for _, e := range all {
-		if e.Plan == p.Name && e.Status == requests.StatusSucceeded {
-			out = append(out, e)
-		}
-	}
-	return out, nil
+	return schedule.Backups(ctx, b, p.Cluster, p.Name, p.Name)
 }
 
 // backupSlot returns the slot a scheduled backup's id names.
-func backupSlot(id string) (time.Time, bool) {
-	i := strings.LastIndexByte(id, '-')
-	if i < 0 {
-		return time.Time{}, false
-	}
-	t, err := time.Parse(slotLayout, id[i+1:])
-	return t, err == nil
-}
+func backupSlot(id string) (time.Time, bool) { return requests.SlotOf(id) }
 
 // verifyEvery submits a verification of the newest backup when none of
 // the plan's newest Every backups is verified or being verified. Every
@@ -317,17 +287,16 @@ func (s *Scanner) periodicVerify(ctx context.Context, b bucket.Bucket, p Plan, s
 func (s *Scanner) submitVerify(ctx context.Context, b bucket.Bucket, p Plan, id, backupID string, log logrus.FieldLogger) error {
 	log = log.WithFields(logrus.Fields{"request_id": id, "backup_id": backupID})
 	req := &requests.Request{Kind: requests.KindVerify, ID: id, Cluster: p.Cluster, BackupID: backupID, Plan: p.Name}
-	err := client.Submit(ctx, b, req)
+	wrote, err := schedule.Submit(ctx, b, req, "")
 	switch {
-	case err == nil:
-		log.Info("scheduled verification submitted")
-		s.emit(Event{Type: EventSubmitted, Plan: p.Name, ID: id, Kind: requests.KindVerify})
-		return nil
-	case errors.Is(err, bucket.ErrPreconditionFailed):
-		s.emit(Event{Type: EventExists, Plan: p.Name, ID: id, Kind: requests.KindVerify})
-		return nil
-	default:
+	case err != nil:
 		log.WithError(err).Warn("cannot submit the scheduled verification; will retry")
 		return err
+	case wrote:
+		log.Info("scheduled verification submitted")
+		s.emit(Event{Type: EventSubmitted, Plan: p.Name, ID: id, Kind: requests.KindVerify})
+	default:
+		s.emit(Event{Type: EventExists, Plan: p.Name, ID: id, Kind: requests.KindVerify})
 	}
+	return nil
 }

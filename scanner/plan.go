@@ -140,7 +140,7 @@ type scheduleJSON struct {
 	Period string `json:"period,omitempty"`
 }
 
-func (s Schedule) view() scheduleJSON {
+func scheduleView(s Schedule) scheduleJSON {
 	if s.IsCron() {
 		return scheduleJSON{Spec: s.Spec, Kind: "cron"}
 	}
@@ -155,14 +155,14 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 			CredsSecret: p.CredsSecret, Password: p.hasPassword && p.password != "", AdminPassword: p.hasAdmin},
 		Bucket: bucketJSON{Secret: p.Bucket.Secret, Type: p.Bucket.Type, URL: p.Bucket.URL(), Endpoint: p.Bucket.Endpoint,
 			Region: p.Bucket.Region, Account: p.Bucket.Account, Bucket: p.Bucket.Bucket, Prefix: p.Bucket.Prefix, Credentials: p.Bucket.Credentials()},
-		Schedule: p.Schedule.view(),
+		Schedule: scheduleView(p.Schedule),
 		Rotation: p.Rotation,
 	}
 	if p.Verify != nil {
 		if p.Verify.Every > 0 {
 			v.Verify = map[string]any{"every": p.Verify.Every}
 		} else if p.Verify.Schedule != nil {
-			v.Verify = map[string]any{"schedule": p.Verify.Schedule.view()}
+			v.Verify = map[string]any{"schedule": scheduleView(*p.Verify.Schedule)}
 		}
 	}
 	return json.Marshal(v)

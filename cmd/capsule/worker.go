@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -35,6 +36,14 @@ Any number of workers may share a bucket; each request runs exactly once.
 On SIGTERM or Ctrl-C the worker stops claiming, lets running work finish
 within --grace, then cancels it and hands its leases back so another worker
 takes over at once. With --once it runs what is pending and exits.
+
+Every worker also runs maintenance, one replica at a time (a lease in the
+bucket): every worker.maintenance.every it applies the sources' retention
+policies (keepLast, keepDaily, keepWeekly, keepMonthly) and collects garbage
+older than worker.maintenance.gcAfter (orphan attempt folders, open uploads).
+A source with a schedule (sources.NAME.schedule: 24h or a cron expression)
+is backed up once per slot however many workers run; "capsule prune" and
+"capsule gc" run one pass by hand.
 
 Before it claims anything the worker checks that the bucket keeps the
 promises claims rest on (exclusive create-only writes, If-Match, conditional
@@ -123,6 +132,14 @@ exits with an error naming what failed on a bucket that does not;
 					}
 				}
 			}
+			mctx, stopMaintenance := context.WithCancel(ctx)
+			wait, err := a.startMaintenance(mctx, b, name, services.reg)
+			if err != nil {
+				stopMaintenance()
+				return err
+			}
+			defer wait()
+			defer stopMaintenance()
 			return a.runServices(ctx, &services, wt)
 		},
 	}

@@ -1,4 +1,4 @@
-package scanner
+package schedule
 
 import (
 	"strings"
@@ -13,7 +13,7 @@ func TestParseSchedulePeriods(t *testing.T) {
 		"1.5h": 90 * time.Minute, "0.5m": 30 * time.Second, "2.25h": 135 * time.Minute, "1h30m": 90 * time.Minute,
 		"36h0m0s": 36 * time.Hour,
 	} {
-		s, err := ParseSchedule(spec)
+		s, err := Parse(spec)
 		if err != nil {
 			t.Errorf("%q: %v", spec, err)
 			continue
@@ -42,7 +42,7 @@ func TestParseScheduleRejects(t *testing.T) {
 		"1.5":              "neither a period",
 		"1000000.5h":       "longer than a century",
 	} {
-		_, err := ParseSchedule(spec)
+		_, err := Parse(spec)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want one containing %q", spec, err, want)
 		}
@@ -50,7 +50,7 @@ func TestParseScheduleRejects(t *testing.T) {
 }
 
 func TestPeriodSlots(t *testing.T) {
-	s, _ := ParseSchedule("6h")
+	s, _ := Parse("6h")
 	now := time.Date(2025, 3, 4, 13, 59, 59, 999, time.FixedZone("X", 3*3600)) // 10:59:59 UTC
 	if got, want := s.Slot(now), time.Date(2025, 3, 4, 6, 0, 0, 0, time.UTC); !got.Equal(want) || got.Location() != time.UTC {
 		t.Errorf("slot %s, want %s", got, want)
@@ -63,14 +63,14 @@ func TestPeriodSlots(t *testing.T) {
 	if got := s.Slot(b); !got.Equal(b) {
 		t.Errorf("slot at the boundary %s, want %s", got, b)
 	}
-	two, _ := ParseSchedule("2s")
+	two, _ := Parse("2s")
 	if got := two.Slot(time.Unix(1001, 5e8)); got.Unix() != 1000 {
 		t.Errorf("2s slot of 1001.5 = %d, want 1000", got.Unix())
 	}
 }
 
 func TestCronSlots(t *testing.T) {
-	daily, _ := ParseSchedule("30 3 * * *")
+	daily, _ := Parse("30 3 * * *")
 	if !daily.IsCron() {
 		t.Fatal("not a cron schedule")
 	}
@@ -88,11 +88,11 @@ func TestCronSlots(t *testing.T) {
 		t.Errorf("next %s, want %s", got, want)
 	}
 	// Many fire times in a burst, long ago: the latest one wins.
-	burst, _ := ParseSchedule("* 9 * * *")
+	burst, _ := Parse("* 9 * * *")
 	if got, want := burst.Slot(at(4, 14, 0, 0)), at(4, 9, 59, 0); !got.Equal(want) {
 		t.Errorf("burst slot %s, want %s", got, want)
 	}
-	yearly, _ := ParseSchedule("@yearly")
+	yearly, _ := Parse("@yearly")
 	if got, want := yearly.Slot(at(4, 0, 0, 0)), time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC); !got.Equal(want) {
 		t.Errorf("yearly slot %s, want %s", got, want)
 	}
