@@ -130,15 +130,11 @@ func (r *Replication) Close() { _ = r.Conn.Close(context.Background()) }
 // a role with REPLICATION, a pg_hba.conf line for replication, a free
 // WAL sender, wal_level replica or logical.
 func OpenReplication(ctx context.Context, src engines.Source) (*Replication, error) {
-	ci, err := parseSource(src)
+	j, err := New().newJob(ctx, src, nil)
 	if err != nil {
 		return nil, err
 	}
-	pw, err := src.Secret(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return openReplication(ctx, src.Name, ci, pw)
+	return openReplication(ctx, src.Name, j.ci, j.password)
 }
 
 func openReplication(ctx context.Context, source string, ci *conninfo, password string) (*Replication, error) {
