@@ -2,7 +2,6 @@ package pitr
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -60,27 +59,6 @@ type BucketLeaser struct {
 	Length time.Duration
 }
 
-type lockBody struct {
-	APIVersion     string    `json:"apiVersion"`
-	Kind           string    `json:"kind"`
-	Purpose        string    `json:"purpose"`
-	Holder         string    `json:"holder"`
-	Token          string    `json:"token"`
-	Attempt        int       `json:"attempt"`
-	Handbacks      int       `json:"handbacks"`
-	DurationMillis int64     `json:"durationMillis"`
-	AcquiredAt     time.Time `json:"acquiredAt"`
-	RenewedAt      time.Time `json:"renewedAt"`
-	Released       bool      `json:"released,omitempty"`
-}
-
-func encodeLock(w lease.Write) []byte {
-	data, _ := json.Marshal(lockBody{APIVersion: requests.APIVersion, Kind: "Lock", Purpose: "wal-stream",
-		Holder: w.Holder, Token: w.Token, Attempt: w.Attempt, Handbacks: w.Handbacks,
-		DurationMillis: w.Length.Milliseconds(), AcquiredAt: w.AcquiredAt, RenewedAt: w.At, Released: w.Released})
-	return data
-}
-
 type bucketLease struct {
 	l        *lease.Lease
 	lost     chan struct{}
@@ -93,7 +71,7 @@ type bucketLease struct {
 // hand-backs included: each has its own object names.
 func (b *BucketLeaser) Acquire(ctx context.Context, key string) (Lease, error) {
 	l, st, err := lease.Acquire(ctx, lease.Claim{Bucket: b.Bucket, Key: key, Holder: b.Holder, Length: b.Length,
-		Limit: requests.DefaultMaxControlObject, Encode: encodeLock})
+		Limit: requests.DefaultMaxControlObject, Encode: lease.Lock("wal-stream")})
 	if err != nil {
 		return nil, err
 	}
