@@ -129,6 +129,23 @@ func parseSource(src engines.Source) (*conninfo, error) {
 		return nil, bad("url: must not contain a password: use passwordEnv or passwordFile")
 	}
 	ci := &conninfo{host: u.Hostname(), port: u.Port(), user: u.User.Username()}
+	q := u.Query()
+	if sock := q["host"]; len(sock) > 0 {
+		// A Unix socket's directory, as libpq takes it:
+		// postgres://USER@/DB?host=/DIR&port=N.
+		if ci.host != "" || ci.port != "" {
+			return nil, bad("url: names a host twice (before the path and in ?host=)")
+		}
+		if len(sock) > 1 || !filepath.IsAbs(sock[0]) {
+			return nil, bad("url: ?host= must name one socket directory, an absolute path (postgres://USER@/DB?host=/DIR&port=N)")
+		}
+		if cfg.TLS != nil {
+			return nil, bad("tls: a Unix socket (?host=%s) carries no TLS; remove tls", sock[0])
+		}
+		ci.host, ci.port = filepath.Clean(sock[0]), q.Get("port")
+		delete(q, "host")
+		delete(q, "port")
+	}
 	if ci.host == "" {
 		return nil, bad("url: names no host (postgres://USER@HOST:PORT/DB)")
 	}
@@ -146,9 +163,9 @@ func parseSource(src engines.Source) (*conninfo, error) {
 		return nil, bad("url: database name %q contains a slash", ci.database)
 	}
 	ci.sslmode = cfg.SSLMode
-	for k, vs := range u.Query() {
+	for k, vs := range q {
 		if k != "sslmode" {
-			return nil, bad("url: parameter %q is not supported (only sslmode)", k)
+			return nil, bad("url: parameter %q is not supported (only sslmode, and host and port for a Unix socket)", k)
 		}
 		if ci.sslmode != "" && ci.sslmode != vs[0] {
 			return nil, bad("sslmode: %q conflicts with sslmode=%s in url", ci.sslmode, vs[0])
