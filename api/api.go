@@ -124,6 +124,7 @@ func New(cfg Config) (http.Handler, error) {
 	route("GET", "/v1/clusters", s.clusters)
 	route("GET", "/v1/clusters/{cluster}/backups", s.backups)
 	route("GET", "/v1/clusters/{cluster}/backups/{backupId}", s.backup)
+	route("GET", "/v1/clusters/{cluster}/pitr", s.pitrWindow)
 	route("GET", "/v1/requests/{id}", s.requestStatus)
 	route("POST", "/v1/requests", s.writes(s.submit))
 	route("POST", "/v1/requests/{id}/cancel", s.writes(s.cancel))
@@ -149,7 +150,7 @@ func New(cfg Config) (http.Handler, error) {
 	// Every path above answers other methods with a JSON 405, and every
 	// other path with a JSON 404 (ServeMux's own answers are plain text).
 	allow := map[string][]string{}
-	for _, p := range []string{"/v1/clusters", "/v1/clusters/{cluster}/backups", "/v1/clusters/{cluster}/backups/{backupId}",
+	for _, p := range []string{"/v1/clusters", "/v1/clusters/{cluster}/backups", "/v1/clusters/{cluster}/backups/{backupId}", "/v1/clusters/{cluster}/pitr",
 		"/v1/requests/{id}", "/healthz", "/readyz", "/v1/openapi.yaml", "/schemas/{name}", "/{$}", "/ui/{name}"} {
 		allow[p] = []string{"GET", "HEAD"}
 	}

@@ -476,6 +476,8 @@ func TestEveryDocumentedOperationIsExercised(t *testing.T) {
 	h.get("/v1/clusters")
 	h.get("/v1/clusters/default/backups")
 	h.get("/v1/clusters/default/backups/x")
+	wantStatus(t, "pitr without WAL", h.get("/v1/clusters/default/pitr?source=pg"), 404, api.CodeNotFound)
+	wantStatus(t, "pitr without source", h.get("/v1/clusters/default/pitr"), 400, api.CodeInvalidParameter)
 	h.get("/v1/requests/x")
 	h.post("/v1/requests", []byte(`{"kind":"Backup","source":"pg","id":"tour"}`))
 	h.post("/v1/requests/tour/cancel", nil)

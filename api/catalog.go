@@ -16,6 +16,7 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/legacy"
+	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/sirupsen/logrus"
 )
@@ -537,4 +538,38 @@ func clip(s string) string {
 		return s[:64] + "…"
 	}
 	return s
+}
+
+// pitrWindow answers GET /v1/clusters/{cluster}/pitr?source=S: the
+// recoverable window of a source with point-in-time recovery.
+func (s *server) pitrWindow(w http.ResponseWriter, r *http.Request) {
+	cluster, ok := clusterParam(w, r)
+	if !ok {
+		return
+	}
+	q, ok := query(w, r)
+	if !ok {
+		return
+	}
+	for k, v := range q {
+		if k != "source" || len(v) != 1 {
+			writeError(w, http.StatusBadRequest, CodeInvalidParameter, k, "give source, once")
+			return
+		}
+	}
+	source := q.Get("source")
+	if err := requests.ValidateName(source); err != nil {
+		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "source", "source: "+err.Error())
+		return
+	}
+	win, err := pitr.RecoverableWindow(r.Context(), s.b, cluster, source)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if win == nil {
+		writeError(w, http.StatusNotFound, CodeNotFound, "", fmt.Sprintf("source %s of cluster %s has no base backup followed by its WAL: no point-in-time restore is possible", source, cluster))
+		return
+	}
+	writeJSON(w, http.StatusOK, win)
 }

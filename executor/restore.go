@@ -528,3 +528,11 @@ func (x *Executor) identitiesFor(ctx context.Context, idx *index.BackupIndex, ta
 	}
 	return ids, nil
 }
+
+// OpenArtifacts gives the artifacts of a committed backup to code that
+// is not a claimed request (a point-in-time restore reads a base
+// backup's archive through it): each streams from b with its checksum
+// and size checked, as a restore's do.
+func OpenArtifacts(b bucket.Bucket, idx *index.BackupIndex) engines.ArtifactReader {
+	return &artifactSource{x: &Executor{cfg: Config{Bucket: b}}, idx: idx}
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/lease"
+	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/retention"
 )
@@ -123,7 +124,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	r, err := retention.New(retention.Config{
 		Bucket: cfg.Bucket, Holder: cfg.Holder, Lease: cfg.Lease, RequestLease: cfg.RequestLease,
-		Log: cfg.Log, Damaged: cfg.Damaged, DryRun: cfg.DryRun,
+		Log: cfg.Log, Damaged: cfg.Damaged, DryRun: cfg.DryRun, WAL: pitr.PruneWAL,
 	})
 	if err != nil {
 		return nil, err

@@ -67,6 +67,10 @@ type Registry struct {
 	maintDeleted  *prometheus.CounterVec
 	maintRetained *prometheus.CounterVec
 	maintAborted  prometheus.Counter
+	pitrLatest    *prometheus.GaugeVec
+	slotLag       *prometheus.GaugeVec
+	slotAlert     *prometheus.GaugeVec
+	slotDrops     *prometheus.CounterVec
 
 	mu     sync.Mutex
 	newest map[newestKey]time.Time
@@ -99,6 +103,10 @@ const (
 	MaintenanceDeleted      = "capsule_maintenance_deleted_objects_total"
 	MaintenanceRetained     = "capsule_maintenance_retained_objects_total"
 	MaintenanceAborted      = "capsule_maintenance_aborted_uploads_total"
+	PITRRecoverable         = "capsule_pitr_recoverable_timestamp_seconds"
+	PITRSlotLag             = "capsule_pitr_slot_lag_bytes"
+	PITRSlotAlert           = "capsule_pitr_slot_alert_bytes"
+	PITRSlotDrops           = "capsule_pitr_slot_drops_total"
 )
 
 // New returns a Registry with every collector registered.
@@ -132,7 +140,29 @@ func New(opts Options) *Registry {
 	r.maintDeleted = counterVec(r, MaintenanceDeleted, "Objects this replica's maintenance deleted, by job (retention, gc). Dry runs count nothing.", "job")
 	r.maintRetained = counterVec(r, MaintenanceRetained, "Objects maintenance could not delete because S3 Object Lock retains them, by job (retention, gc); each counted once per retain period.", "job")
 	r.maintAborted = counter(r, MaintenanceAborted, "Multipart uploads left open by crashed workers that garbage collection aborted.")
+	r.pitrLatest = gaugeVec(r, PITRRecoverable, "Unix time (the database server's clock) of the latest moment a point-in-time restore recovers to: the newest WAL the stream's holder wrote to the bucket. Only the holder sets it; take the max over workers.", "cluster", "source")
+	r.slotLag = gaugeVec(r, PITRSlotLag, "Bytes of WAL the stream's replication slot holds back on the database server (its current position minus the slot's restart_lsn).", "cluster", "source")
+	r.slotAlert = gaugeVec(r, PITRSlotAlert, "The source's slotAlertBytes: the slot lag that calls for attention; at slotMaxBytes capsule drops the slot.", "cluster", "source")
+	r.slotDrops = counterVec(r, PITRSlotDrops, "Replication slots capsule dropped because they held more WAL than slotMaxBytes: the WAL in the bucket has a gap that the next base backup closes.", "cluster", "source")
 	return r
+}
+
+// ObservePITR records the latest recoverable moment of a source's WAL
+// stream.
+func (r *Registry) ObservePITR(cluster, source string, latest time.Time) {
+	r.pitrLatest.WithLabelValues(label(cluster), label(source)).Set(float64(latest.UnixNano()) / 1e9)
+}
+
+// ObserveSlot records how much WAL a source's slot holds back, and the
+// limit that raises the alert.
+func (r *Registry) ObserveSlot(cluster, source string, lagBytes, alertBytes int64) {
+	r.slotLag.WithLabelValues(label(cluster), label(source)).Set(float64(lagBytes))
+	r.slotAlert.WithLabelValues(label(cluster), label(source)).Set(float64(alertBytes))
+}
+
+// SlotDropped counts a slot the guard dropped.
+func (r *Registry) SlotDropped(cluster, source string) {
+	r.slotDrops.WithLabelValues(label(cluster), label(source)).Inc()
 }
 
 // ObserveMaintenance counts what a maintenance pass deleted, aborted and

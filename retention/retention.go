@@ -48,6 +48,10 @@ type Config struct {
 	// Damaged reports damaged indexes (logged once per key); when nil the
 	// Runner logs each to Log once.
 	Damaged *index.Reporter
+	// WAL, when set, deletes the point-in-time WAL of a source that its
+	// kept base backups no longer need (pitr.PruneWAL); each run calls it
+	// after its deletions, under the policy's lease.
+	WAL func(ctx context.Context, b bucket.Bucket, cluster, source string) (int, error)
 	// DryRun deletes and aborts nothing: reports say what a run would
 	// have done (the leases are still taken, so the view is one replica's).
 	DryRun bool
@@ -196,6 +200,8 @@ type Report struct {
 	// Damaged are the indexes under the policy's source that are not
 	// believed (see the index package): neither counted, kept nor deleted.
 	Damaged []index.Damaged `json:"damaged,omitempty"`
+	// WALDeleted counts the point-in-time WAL objects deleted.
+	WALDeleted int `json:"walDeleted,omitempty"`
 }
 
 // RetainedObject is an object that Object Lock keeps.
@@ -247,7 +253,7 @@ func (r *Runner) apply(ctx context.Context, l *lease.Lease, p Policy, log logrus
 		rep.Kept = append(rep.Kept, e.BackupID)
 	}
 	if len(drop) == 0 {
-		return rep, nil
+		return rep, r.pruneWAL(ctx, l, p, rep, log)
 	}
 	inUse, err := r.inUse(ctx)
 	if err != nil {
@@ -288,7 +294,24 @@ func (r *Runner) apply(ctx context.Context, l *lease.Lease, p Policy, log logrus
 	if err := context.Cause(ctx); err != nil {
 		return rep, err
 	}
-	return rep, nil
+	return rep, r.pruneWAL(ctx, l, p, rep, log)
+}
+
+// pruneWAL deletes the WAL the source's remaining base backups do not
+// need, when the Runner was given the means.
+func (r *Runner) pruneWAL(ctx context.Context, l *lease.Lease, p Policy, rep *Report, log logrus.FieldLogger) error {
+	if r.cfg.WAL == nil || r.cfg.DryRun {
+		return nil
+	}
+	if !l.Valid() {
+		return fmt.Errorf("%w: stopped before pruning WAL", ErrLeaseLost)
+	}
+	n, err := r.cfg.WAL(ctx, r.cfg.Bucket, p.Cluster, p.Source)
+	rep.WALDeleted = n
+	if n > 0 {
+		log.WithField("objects", n).Info("deleted WAL that no kept base backup needs")
+	}
+	return err
 }
 
 // choose splits a policy's backups, newest first, into those it keeps and

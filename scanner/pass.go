@@ -10,6 +10,7 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/retention"
 	"github.com/cnvrg/capsule/schedule"
@@ -236,7 +237,7 @@ func (s *Scanner) applyRetention(ctx context.Context, b bucket.Bucket, p Plan) (
 	key := p.Bucket.Key()
 	rr := s.retention[key]
 	if rr == nil || rr.b != b {
-		r, err := retention.New(retention.Config{Bucket: b, Holder: s.cfg.Holder, Lease: s.cfg.RetentionLease, Log: s.cfg.Log, Damaged: s.cfg.Damaged})
+		r, err := retention.New(retention.Config{Bucket: b, Holder: s.cfg.Holder, Lease: s.cfg.RetentionLease, Log: s.cfg.Log, Damaged: s.cfg.Damaged, WAL: pitr.PruneWAL})
 		if err != nil {
 			return nil, err
 		}

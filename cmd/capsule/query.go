@@ -15,6 +15,7 @@ import (
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/version"
 	"github.com/cnvrg/capsule/legacy"
+	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/spf13/cobra"
 )
@@ -37,7 +38,8 @@ attempt, the worker and the labels.
 An index whose content does not match its key (cluster, source, backup id,
 artifact keys), that cannot be parsed, or that finished in the future by the
 bucket's clock is damaged: it is not a backup, and no listing, restore or
-retention uses it. --all lists those too, with the reason (in JSON, as
+retention uses it. With --source, a source with point-in-time recovery also
+shows its recoverable window (in JSON, as {"pitr": {...}} first). --all lists those too, with the reason (in JSON, as
 {"damaged": {"key", "cluster", "source", "backupId", "reason"}} after the
 backups).
 
@@ -112,8 +114,17 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 			fmt.Fprintf(a.errOut, "capsule: the old service's backups are not listed: %v\n", err)
 		}
 	}
+	var win *pitr.Window
+	if o.source != "" && st == requests.StatusSucceeded {
+		if win, err = pitr.RecoverableWindow(ctx, b, filter.Cluster, o.source); err != nil {
+			fmt.Fprintf(a.errOut, "capsule: the point-in-time window is not shown: %v\n", err)
+		}
+	}
 	if f.data() {
 		data := []any{}
+		if win != nil {
+			data = append(data, map[string]*pitr.Window{"pitr": win})
+		}
 		for _, r := range rows {
 			if r.failure != nil {
 				data = append(data, map[string]index.Failure{"failure": *r.failure})
@@ -140,6 +151,10 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 	}
 	if f.data() {
 		return nil
+	}
+	if win != nil {
+		fmt.Fprintf(a.out, "\npoint in time: %s can be restored to any moment from %s to %s (LSN %s to %s, %d base backups, %d WAL objects)\n",
+			o.source, win.Earliest.UTC().Format(time.RFC3339), win.Latest.UTC().Format(time.RFC3339Nano), win.EarliestLSN, win.LatestLSN, win.BaseBackups, win.WALObjects)
 	}
 	if len(rows) == 0 {
 		if st == requests.StatusSucceeded {

@@ -91,9 +91,10 @@ func (a *app) restoreCmd() *cobra.Command {
 	var to string
 	var dropPrevious bool
 	var options []string
+	var p pitrFlags
 	cmd := &cobra.Command{
-		Use:   "restore BACKUP_ID",
-		Short: "Ask for a restore of a backup",
+		Use:   "restore BACKUP_ID | restore --source SOURCE --time T|--lsn L|--latest",
+		Short: "Ask for a restore of a backup, or restore a source to a point in time",
 		Long: `Write a Restore request for BACKUP_ID and print its id. The backup goes into
 --to (a configured source; default: the source it was taken from). The target is
 never damaged before the backup is known good: every artifact's checksum is
@@ -107,16 +108,36 @@ engine takes (docs/engines/<engine>.md); --no-check skips the checks.
 
 A backup of the old cnvrg-capsule service (capsule legacy) is named
 legacy:<id>, or by its mixed-case id alone; it has no checksum (the result
-says so), and needs --to unless its source's name is configured here.`,
-		Example:           `  capsule restore 01jd3k9x2q8f7m1t6v4w0y5z3a --to cnvrg/pg --wait`,
-		Args:              args(cobra.ExactArgs(1)),
+says so), and needs --to unless its source's name is configured here.
+
+Point in time (PostgreSQL sources with pitr: true): --source with --time,
+--lsn or --latest restores here, in this process, from the newest base backup
+that can reach the target and the WAL the stream keeps in the bucket: a
+temporary server of the backup's major version replays the WAL on scratch space
+(--scratch), then its databases go into --to (default the source) by side
+database and rename, as every postgres restore does. --to-dir instead writes a
+complete data directory for a new server (the old one is gone): start
+PostgreSQL on it.`,
+		Example: `  capsule restore 01jd3k9x2q8f7m1t6v4w0y5z3a --to cnvrg/pg --wait
+  capsule restore --source cnvrg/pg --time 2026-12-07T05:03:50Z
+  capsule restore --source cnvrg/pg --latest --to-dir /var/lib/postgresql/15/main`,
+		Args:              args(cobra.MaximumNArgs(1)),
 		ValidArgsFunction: a.completeBackups,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := s.validate()
+			opts, err := parseKV("--option", options)
 			if err != nil {
 				return err
 			}
-			opts, err := parseKV("--option", options)
+			if p.used() {
+				if len(args) > 0 {
+					return usageErr(fmt.Errorf("give a BACKUP_ID or --source, not both"))
+				}
+				return a.runPITR(cmd.Context(), &p, to, opts, dropPrevious)
+			}
+			if len(args) != 1 {
+				return usageErr(fmt.Errorf("restore needs a BACKUP_ID, or --source with --time, --lsn or --latest"))
+			}
+			f, err := s.validate()
 			if err != nil {
 				return err
 			}
@@ -146,6 +167,7 @@ says so), and needs --to unless its source's name is configured here.`,
 	cmd.Flags().BoolVar(&dropPrevious, "drop-previous", false, "drop the replaced data after the swap instead of keeping it")
 	cmd.Flags().StringArrayVar(&options, "option", nil, "engine option k=v (repeatable), e.g. renameSuffix=-restored; docs/engines/<engine>.md lists them")
 	_ = cmd.RegisterFlagCompletionFunc("to", a.completeSources)
+	p.add(cmd)
 	return cmd
 }
 

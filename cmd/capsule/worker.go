@@ -125,6 +125,13 @@ exits with an error naming what failed on a bucket that does not;
 			if err != nil {
 				return err
 			}
+			if !once {
+				stopPITR, err := a.startPITR(ctx, b, name, w.Lease, services.reg)
+				if err != nil {
+					return err
+				}
+				defer stopPITR()
+			}
 			if once {
 				for {
 					n, err := wt.RunOnce(ctx)

@@ -46,6 +46,22 @@ type config struct {
 	// AllowSuperuser lets a restore or a verification run as a role
 	// that can reach beyond its databases (see restore.go, checkRole).
 	AllowSuperuser bool `json:"allowSuperuser,omitempty"`
+	// PITR turns on point-in-time recovery: a worker holds a continuous
+	// job that streams the server's WAL into the bucket through a
+	// physical replication slot (capsule_<source>), and the source's
+	// backups are physical base backups (BASE_BACKUP) instead of
+	// pg_dump archives. The role needs REPLICATION, the server wal_level
+	// replica or logical and a free WAL sender and slot.
+	PITR bool `json:"pitr,omitempty"`
+	// SlotAlertBytes is the WAL the slot may hold back before capsule
+	// reports it (metric capsule_pitr_slot_lag_bytes, alert
+	// CapsulePITRSlotLag); default 1 GiB.
+	SlotAlertBytes int64 `json:"slotAlertBytes,omitempty"`
+	// SlotMaxBytes is the hard limit: past it capsule drops its slot, so
+	// the server frees the WAL rather than fill its disk, and the stream
+	// starts over with a gap that only a new base backup closes; default
+	// 8 GiB.
+	SlotMaxBytes int64 `json:"slotMaxBytes,omitempty"`
 }
 
 // defaultRestoreJobs is how many pg_restore jobs a restore runs unless
@@ -73,6 +89,9 @@ type conninfo struct {
 	stagingDir  string
 	// allowSuperuser: see config.
 	allowSuperuser bool
+	// pitr, slotAlert and slotMax: see config.
+	pitr               bool
+	slotAlert, slotMax int64
 }
 
 var sslModes = map[string]bool{
@@ -112,6 +131,23 @@ func parseSource(src engines.Source) (*conninfo, error) {
 		return nil, bad("url: must not contain a password: use passwordEnv or passwordFile")
 	}
 	ci := &conninfo{host: u.Hostname(), port: u.Port(), user: u.User.Username()}
+	q := u.Query()
+	if sock := q["host"]; len(sock) > 0 {
+		// A Unix socket's directory, as libpq takes it:
+		// postgres://USER@/DB?host=/DIR&port=N.
+		if ci.host != "" || ci.port != "" {
+			return nil, bad("url: names a host twice (before the path and in ?host=)")
+		}
+		if len(sock) > 1 || !filepath.IsAbs(sock[0]) {
+			return nil, bad("url: ?host= must name one socket directory, an absolute path (postgres://USER@/DB?host=/DIR&port=N)")
+		}
+		if cfg.TLS != nil {
+			return nil, bad("tls: a Unix socket (?host=%s) carries no TLS; remove tls", sock[0])
+		}
+		ci.host, ci.port = filepath.Clean(sock[0]), q.Get("port")
+		delete(q, "host")
+		delete(q, "port")
+	}
 	if ci.host == "" {
 		return nil, bad("url: names no host (postgres://USER@HOST:PORT/DB)")
 	}
@@ -129,9 +165,9 @@ func parseSource(src engines.Source) (*conninfo, error) {
 		return nil, bad("url: database name %q contains a slash", ci.database)
 	}
 	ci.sslmode = cfg.SSLMode
-	for k, vs := range u.Query() {
+	for k, vs := range q {
 		if k != "sslmode" {
-			return nil, bad("url: parameter %q is not supported (only sslmode)", k)
+			return nil, bad("url: parameter %q is not supported (only sslmode, and host and port for a Unix socket)", k)
 		}
 		if ci.sslmode != "" && ci.sslmode != vs[0] {
 			return nil, bad("sslmode: %q conflicts with sslmode=%s in url", ci.sslmode, vs[0])
@@ -167,6 +203,20 @@ func parseSource(src engines.Source) (*conninfo, error) {
 	}
 	ci.stagingDir = cfg.StagingDir
 	ci.allowSuperuser = cfg.AllowSuperuser
+	ci.pitr = cfg.PITR
+	ci.slotAlert, ci.slotMax = cfg.SlotAlertBytes, cfg.SlotMaxBytes
+	if ci.slotAlert == 0 {
+		ci.slotAlert = defaultSlotAlert
+	}
+	if ci.slotMax == 0 {
+		ci.slotMax = defaultSlotMax
+	}
+	switch {
+	case ci.slotAlert < 0 || ci.slotMax < 0:
+		return nil, bad("slotAlertBytes and slotMaxBytes: must not be negative")
+	case ci.slotAlert >= ci.slotMax:
+		return nil, bad("slotAlertBytes (%d) must be below slotMaxBytes (%d): the alert comes before the slot is dropped", ci.slotAlert, ci.slotMax)
+	}
 	if ci.stagingDir != "" && !filepath.IsAbs(ci.stagingDir) {
 		return nil, bad("stagingDir: %q is not an absolute path", ci.stagingDir)
 	}
@@ -266,15 +316,9 @@ func quoteConnValue(s string) string {
 // connect opens a control connection to database db. The password goes
 // into the connection's configuration, never into the string.
 func connect(ctx context.Context, ci *conninfo, password, db string) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig(ci.connString(db))
+	cc, err := connConfig(ci, password, db)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", db, err)
-	}
-	if password != "" {
-		cc.Password = password
-	}
-	if ci.tls != nil && ci.tls.ServerName != "" && cc.TLSConfig != nil {
-		cc.TLSConfig.ServerName = ci.tls.ServerName
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -283,6 +327,23 @@ func connect(ctx context.Context, ci *conninfo, password, db string) (*pgx.Conn,
 		return nil, fmt.Errorf("connect to database %s on %s:%s as %s: %w", db, ci.host, ci.port, ci.user, scrub(err, password))
 	}
 	return conn, nil
+}
+
+// connConfig is the configuration of a connection to database db: the
+// source's string, the password set apart from it, and the TLS server
+// name.
+func connConfig(ci *conninfo, password, db string) (*pgx.ConnConfig, error) {
+	cc, err := pgx.ParseConfig(ci.connString(db))
+	if err != nil {
+		return nil, err
+	}
+	if password != "" {
+		cc.Password = password
+	}
+	if ci.tls != nil && ci.tls.ServerName != "" && cc.TLSConfig != nil {
+		cc.TLSConfig.ServerName = ci.tls.ServerName
+	}
+	return cc, nil
 }
 
 // scrub replaces the password in an error's text, should a driver ever

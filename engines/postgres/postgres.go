@@ -178,6 +178,9 @@ func (e *Engine) Backup(ctx context.Context, bj *engines.BackupJob) (*engines.Ba
 	if err != nil {
 		return nil, err
 	}
+	if j.ci.pitr {
+		return e.baseBackup(ctx, j, bj)
+	}
 	conn, err := j.connect(ctx, j.ci.database)
 	if err != nil {
 		return nil, err

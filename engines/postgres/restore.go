@@ -596,6 +596,9 @@ func (r *run) swap(live, side, prev string, exists bool) (time.Duration, error) 
 // side database; only when all of them are complete (every artifact read
 // to its end and checked) are they swapped in by renames.
 func (e *Engine) Restore(ctx context.Context, rj *engines.RestoreJob) (*engines.RestoreInfo, error) {
+	if rj.Backup.Format == FormatBase {
+		return nil, errors.New("a base backup is restored to a point in time: capsule restore --source SOURCE --time T (or --lsn, --latest)")
+	}
 	j, err := e.newJob(ctx, rj.Target, rj.Log)
 	if err != nil {
 		return nil, err

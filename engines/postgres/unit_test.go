@@ -77,6 +77,7 @@ func TestValidate(t *testing.T) {
 		{"url": "postgresql://app@db/app?sslmode=require", "sslmode": "require", "passwordEnv": "PGPW"},
 		{"url": "postgres://admin@db:5432", "databases": "all", "passwordFile": "/run/secrets/pw"},
 		{"url": "postgres://app@[::1]:6432/app", "sslmode": "verify-full"},
+		{"url": "postgres://app@/app?host=/run/capsule/sock&port=6543&sslmode=disable"},
 	} {
 		if err := e.Validate(src(cfg)); err != nil {
 			t.Errorf("Validate(%v) = %v", cfg, err)
@@ -99,6 +100,10 @@ func TestValidate(t *testing.T) {
 		{map[string]any{"url": "postgres://app@db/app", "databases": "some"}, "databases:"},
 		{map[string]any{"url": "postgres://app@db/app", "passwordEnv": "A", "passwordFile": "B"}, "passwordEnv and passwordFile"},
 		{map[string]any{"url": "postgres://app@db/app", "password": "x"}, "password"},
+		{map[string]any{"url": "postgres://app@db/app?host=/run/sock"}, "names a host twice"},
+		{map[string]any{"url": "postgres://app@/app?host=run/sock"}, "absolute path"},
+		{map[string]any{"url": "postgres://app@db/app?port=5433"}, `url: parameter "port"`},
+		{map[string]any{"url": "postgres://app@/app?host=/run/sock", "tls": map[string]any{"insecureSkipVerify": true}}, "carries no TLS"},
 	} {
 		err := e.Validate(src(c.cfg))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -262,6 +267,36 @@ func TestParseGlobalsRefuses(t *testing.T) {
 		_, err := parseGlobals(tc.script)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err = %v, want one naming %q", tc.script, err, tc.want)
+		}
+	}
+}
+
+// A socket URL reaches pgx and the tools as the socket's directory and
+// port, the way libpq reads PGHOST=/dir.
+func TestSocketURL(t *testing.T) {
+	ci, err := parseSource(engines.Source{Name: "s", Engine: "postgres", Config: map[string]any{
+		"url": "postgres://app@/app?host=/run/capsule/sock/&port=6543&sslmode=disable"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci.host != "/run/capsule/sock" || ci.port != "6543" || ci.sslmode != "disable" {
+		t.Fatalf("host %q port %q sslmode %q", ci.host, ci.port, ci.sslmode)
+	}
+	cc, err := connConfig(ci, "pw", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc.Host != "/run/capsule/sock" || cc.Port != 6543 || cc.Password != "pw" {
+		t.Errorf("pgx config: host %q port %d", cc.Host, cc.Port)
+	}
+	env, err := toolEnv(ci, "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(env, "\n")
+	for _, want := range []string{"PGHOST=/run/capsule/sock", "PGPORT=6543", "PGPASSWORD=pw"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("tool environment lacks %s: %v", want, env)
 		}
 	}
 }

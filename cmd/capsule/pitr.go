@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/metrics"
+
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/engines/postgres"
+	"github.com/cnvrg/capsule/pitr"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/jackc/pglogrepl"
+	"github.com/spf13/cobra"
+)
+
+// pitrFlags are restore's point-in-time flags.
+type pitrFlags struct {
+	source, at, lsn, toDir, scratch string
+	latest                          bool
+}
+
+func (p *pitrFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&p.source, "source", "", "point-in-time restore of this source (pitr: true) instead of a backup id")
+	f.StringVar(&p.at, "time", "", "with --source: recover to this moment (RFC 3339, e.g. 2026-12-07T05:03:50Z, or \"2006-01-02 15:04:05\" in UTC)")
+	f.StringVar(&p.lsn, "lsn", "", "with --source: recover to this WAL position (e.g. 0/3000060)")
+	f.BoolVar(&p.latest, "latest", false, "with --source: recover to the latest point the bucket holds")
+	f.StringVar(&p.toDir, "to-dir", "", "with --source: write a complete data directory here (for a new server) instead of restoring into --to")
+	f.StringVar(&p.scratch, "scratch", "", "with --source: where the temporary server runs (default $TMPDIR); room for the whole cluster")
+}
+
+func (p *pitrFlags) used() bool {
+	return p.source != "" || p.at != "" || p.lsn != "" || p.latest || p.toDir != "" || p.scratch != ""
+}
+
+// target reads --time, --lsn or --latest.
+func (p *pitrFlags) target() (pitr.Target, error) {
+	var t pitr.Target
+	if p.at != "" {
+		at, err := parseTime(p.at)
+		if err != nil {
+			return t, fmt.Errorf("--time: %w", err)
+		}
+		t.Time = at
+	}
+	if p.lsn != "" {
+		l, err := pglogrepl.ParseLSN(p.lsn)
+		if err != nil || l == 0 {
+			return t, fmt.Errorf("--lsn: %q is not a WAL position such as 0/3000060", p.lsn)
+		}
+		t.LSN = l
+	}
+	t.Latest = p.latest
+	return t, t.Validate()
+}
+
+func parseTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05.999999999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time such as 2026-12-07T05:03:50Z", s)
+}
+
+// runPITR restores a source to a point in time, here, in this process:
+// the temporary server runs on this host's scratch space.
+func (a *app) runPITR(ctx context.Context, p *pitrFlags, to string, options map[string]string, dropPrevious bool) error {
+	if p.source == "" {
+		return usageErr(fmt.Errorf("--time, --lsn, --latest, --to-dir and --scratch go with --source"))
+	}
+	if dropPrevious {
+		return usageErr(fmt.Errorf("--drop-previous does not apply to a point-in-time restore (capsule prune-previous removes the kept copy)"))
+	}
+	t, err := p.target()
+	if err != nil {
+		return usageErr(err)
+	}
+	if p.toDir != "" && to != "" {
+		return usageErr(fmt.Errorf("give --to or --to-dir, not both"))
+	}
+	cfg := pitr.RestoreConfig{Cluster: a.cfg.Cluster, Source: p.source, Target: t, DataDir: p.toDir,
+		Scratch: p.scratch, ID: requests.NewID(), Log: a.log, Options: options}
+	if p.toDir == "" {
+		name := to
+		if name == "" {
+			name = p.source
+		}
+		src, err := a.cfg.Lookup(name)
+		if err != nil {
+			return usageErr(fmt.Errorf("--to: %w", err))
+		}
+		if src.Engine != "postgres" {
+			return usageErr(fmt.Errorf("--to: source %s is of engine %s; point-in-time restores go into postgres", name, src.Engine))
+		}
+		if err := engines.CheckRestoreOptions(postgres.New(), options); err != nil {
+			return usageErr(err)
+		}
+		cfg.Into = &src
+	}
+	b, err := a.openBucket(ctx)
+	if err != nil {
+		return err
+	}
+	cfg.Bucket = b
+	res, err := pitr.Restore(ctx, cfg)
+	if err != nil {
+		return &exitError{code: exitEndedBadly, err: err}
+	}
+	data, _ := json.MarshalIndent(res, "", "  ")
+	fmt.Fprintln(a.out, strings.TrimSpace(string(data)))
+	return nil
+}
+
+// guardEvery is how often each worker checks the slots of pitr sources.
+const guardEvery = 30 * time.Second
+
+// startPITR starts, for every configured postgres source with pitr:
+// true, its WAL stream (which runs on whichever worker holds the
+// stream's lease) and the slot guard (which runs on every worker). The
+// returned function stops them and waits.
+func (a *app) startPITR(ctx context.Context, b bucket.Bucket, holder string, lease time.Duration, reg *metrics.Registry) (func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	cluster := a.cfg.Cluster
+	for _, name := range a.cfg.SourceNames() {
+		src, err := a.cfg.Lookup(name)
+		if err != nil || src.Engine != "postgres" {
+			continue
+		}
+		on, _, _, err := postgres.PITR(src)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		if !on {
+			continue
+		}
+		s, err := pitr.NewStream(pitr.StreamConfig{
+			Bucket: b, Cluster: cluster, Source: src, Log: a.log,
+			Leaser: &pitr.BucketLeaser{Bucket: b, Holder: holder, Length: lease},
+			Written: func(_ pitr.Segment, h pitr.Header) {
+				if reg != nil {
+					reg.ObservePITR(cluster, name, h.ServerTime)
+				}
+			},
+		})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		g := &pitr.Guard{Cluster: cluster, Source: src, Log: a.log}
+		if reg != nil {
+			g.Observe = func(lag, alert int64) { reg.ObserveSlot(cluster, name, lag, alert) }
+			g.Dropped = func() { reg.SlotDropped(cluster, name) }
+		}
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = s.Run(ctx) }()
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(guardEvery)
+			defer t.Stop()
+			for {
+				if _, err := g.RunOnce(ctx); err != nil && ctx.Err() == nil {
+					a.log.WithError(err).WithField("source", name).Warn("cannot check the WAL stream's slot")
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		}()
+		a.log.WithField("source", name).Info("point-in-time recovery on: competing for the WAL stream")
+	}
+	return func() { cancel(); wg.Wait() }, nil
+}

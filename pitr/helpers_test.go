@@ -1,0 +1,158 @@
+package pitr_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/bucket/fs"
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/engines/enginetest"
+	"github.com/cnvrg/capsule/engines/postgres"
+	"github.com/cnvrg/capsule/internal/pgserver"
+	"github.com/cnvrg/capsule/pitr"
+)
+
+const cluster = "test"
+
+// startServer starts a private PostgreSQL 15 with replication allowed,
+// on scratch space and a free loopback port.
+func startServer(t *testing.T) *pgserver.Server {
+	t.Helper()
+	bin, err := postgres.BinDir(150000)
+	if err != nil {
+		t.Skip(err)
+	}
+	dir, err := os.MkdirTemp("", "capsule-pitr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	srv, err := pgserver.New(bin, filepath.Join(dir, "data"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := srv.Init(ctx, map[string]string{
+		"wal_level": "replica", "max_wal_senders": "10", "max_replication_slots": "10",
+		"fsync": "off", "shared_buffers": "16MB", "wal_sender_timeout": "60s",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Kill)
+	return srv
+}
+
+func source(srv *pgserver.Server, name string) engines.Source {
+	return engines.Source{Name: name, Engine: "postgres", Config: map[string]any{
+		"url": srv.URL("postgres"), "pitr": true,
+	}}
+}
+
+func newBucket(t *testing.T) bucket.Bucket {
+	t.Helper()
+	fb, err := fs.New(filepath.Join(t.TempDir(), "bucket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bucket.Prefixed(fb, "capsule/")
+}
+
+func execPG(t *testing.T, srv *pgserver.Server, sql string, args ...any) {
+	t.Helper()
+	conn, err := srv.Connect(context.Background(), "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// currentLSN is the server's WAL insert position.
+func currentLSN(t *testing.T, srv *pgserver.Server) string {
+	t.Helper()
+	conn, err := srv.Connect(context.Background(), "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var lsn string
+	if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
+// runStream runs a stream of src until the test ends; written gets the
+// end of every object written.
+type running struct {
+	mu      sync.Mutex
+	written []pitr.Segment
+	signal  chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func runStream(t *testing.T, b bucket.Bucket, src engines.Source, holder string, lease time.Duration) *running {
+	t.Helper()
+	r := &running{signal: make(chan struct{}, 1), done: make(chan struct{})}
+	s, err := pitr.NewStream(pitr.StreamConfig{
+		Bucket: b, Cluster: cluster, Source: src, Retry: 200 * time.Millisecond,
+		Leaser: &pitr.BucketLeaser{Bucket: b, Holder: holder, Length: lease},
+		Log:    enginetest.TestLog(t),
+		Written: func(sg pitr.Segment, _ pitr.Header) {
+			r.mu.Lock()
+			r.written = append(r.written, sg)
+			r.mu.Unlock()
+			select {
+			case r.signal <- struct{}{}:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { defer close(r.done); _ = s.Run(ctx) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *running) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// waitFor waits until the stream wrote WAL up to lsn.
+func (r *running) waitFor(t *testing.T, lsn string) {
+	t.Helper()
+	want := parseLSN(t, lsn)
+	timeout := time.After(2 * time.Minute)
+	for {
+		r.mu.Lock()
+		var end uint64
+		for _, s := range r.written {
+			end = max(end, uint64(s.End))
+		}
+		r.mu.Unlock()
+		if end >= want {
+			return
+		}
+		select {
+		case <-r.signal:
+		case <-timeout:
+			t.Fatalf("stream did not reach %s (at %X)", lsn, end)
+		}
+	}
+}

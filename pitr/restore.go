@@ -1,0 +1,593 @@
+package pitr
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/engines/postgres"
+	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/internal/pgserver"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/jackc/pglogrepl"
+	"github.com/klauspost/compress/zstd"
+	"github.com/sirupsen/logrus"
+)
+
+// Target is the point a restore recovers to: exactly one of Time, LSN
+// or Latest.
+type Target struct {
+	Time   time.Time
+	LSN    pglogrepl.LSN
+	Latest bool
+}
+
+func (t Target) String() string {
+	switch {
+	case t.Latest:
+		return "the latest recoverable point"
+	case t.LSN != 0:
+		return "LSN " + t.LSN.String()
+	}
+	return t.Time.UTC().Format(time.RFC3339Nano)
+}
+
+// Validate checks that exactly one target is set.
+func (t Target) Validate() error {
+	n := 0
+	for _, set := range []bool{!t.Time.IsZero(), t.LSN != 0, t.Latest} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("give exactly one of --time, --lsn and --latest")
+	}
+	return nil
+}
+
+// RestoreConfig is one point-in-time restore.
+type RestoreConfig struct {
+	Bucket  bucket.Bucket
+	Cluster string
+	// Source is the source whose base backups and WAL are restored.
+	Source string
+	Target Target
+	// Into is the server the recovered data is loaded into (its
+	// databases swapped in by rename, as the postgres engine's restores
+	// do). Unset with DataDir.
+	Into *engines.Source
+	// DataDir, when set, receives a complete data directory instead: the
+	// recovered, promoted cluster, shut down cleanly, ready for a new
+	// server to start on. It must not exist or be empty.
+	DataDir string
+	// Scratch is where the temporary server runs (default the system's
+	// temporary directory). It needs room for the whole cluster.
+	Scratch string
+	// ID names the restore in side databases (a request id).
+	ID  string
+	Log logrus.FieldLogger
+	// Options are the postgres engine's restore options (database,
+	// roles, noOwner).
+	Options map[string]string
+}
+
+// RestoreResult says what was restored.
+type RestoreResult struct {
+	BackupID string        `json:"backupId"`
+	Target   string        `json:"target"`
+	Timeline int32         `json:"timeline"`
+	FromLSN  string        `json:"fromLSN"`
+	WALUpTo  string        `json:"walUpTo"`
+	Downtime time.Duration `json:"downtime,omitempty"`
+	Previous string        `json:"previous,omitempty"`
+	DataDir  string        `json:"dataDir,omitempty"`
+}
+
+// base is a committed base backup with its details.
+type base struct {
+	idx *index.BackupIndex
+	d   *postgres.BaseDetails
+	// start and stop: d's LSNs.
+	start, stop pglogrepl.LSN
+}
+
+// bases lists a source's committed base backups, newest first.
+func bases(ctx context.Context, b bucket.Reader, cluster, source string) ([]base, error) {
+	entries, err := index.List(ctx, b, index.Filter{Cluster: cluster, Source: source})
+	if err != nil {
+		return nil, err
+	}
+	var out []base
+	for _, e := range entries {
+		if e.Format != postgres.FormatBase || e.Status != requests.StatusSucceeded {
+			continue
+		}
+		d, err := postgres.ReadBaseDetails(engines.BackupInfo{Format: e.Format, Details: e.Details})
+		if err != nil {
+			continue
+		}
+		start, _ := pglogrepl.ParseLSN(d.StartLSN)
+		stop, _ := pglogrepl.ParseLSN(d.StopLSN)
+		out = append(out, base{idx: e.BackupIndex, d: d, start: start, stop: stop})
+	}
+	return out, nil
+}
+
+// covering is the span that holds every byte of WAL from the segment of
+// bb's start through its stop, on bb's timeline; false when there is
+// none.
+func covering(spans []Span, bb base) (Span, bool) {
+	from := segStart(bb.start, bb.d.WALSegmentSize)
+	for _, s := range spans {
+		if s.Timeline == bb.d.Timeline && s.Start <= from && s.End >= bb.stop {
+			return s, true
+		}
+	}
+	return Span{}, false
+}
+
+func segStart(l pglogrepl.LSN, segSize int64) pglogrepl.LSN {
+	return pglogrepl.LSN(uint64(l) / uint64(segSize) * uint64(segSize))
+}
+
+// lastTime is the server's clock when it sent the last byte of span:
+// the latest moment a restore from it recovers.
+func lastTime(ctx context.Context, b bucket.Reader, s Span) (time.Time, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer dec.Close()
+	last := s.Segments[len(s.Segments)-1]
+	_, h, err := readSegment(ctx, b, last, dec)
+	return h.ServerTime, err
+}
+
+// choose picks the newest base backup that the target can start from,
+// with the WAL span it replays.
+func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Target) (base, Span, error) {
+	all, err := bases(ctx, b, cluster, source)
+	if err != nil {
+		return base{}, Span{}, err
+	}
+	if len(all) == 0 {
+		return base{}, Span{}, fmt.Errorf("source %s has no base backup in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", source, cluster)
+	}
+	segs, err := ListSegments(ctx, b, cluster, source)
+	if err != nil {
+		return base{}, Span{}, err
+	}
+	spans := Spans(segs)
+	var reasons []string
+	for _, bb := range all {
+		switch {
+		case !t.Time.IsZero() && bb.idx.FinishedAt.After(t.Time):
+			reasons = append(reasons, fmt.Sprintf("%s finished at %s, after the target", bb.idx.BackupID, bb.idx.FinishedAt.Format(time.RFC3339)))
+			continue
+		case t.LSN != 0 && bb.stop > t.LSN:
+			reasons = append(reasons, fmt.Sprintf("%s ends at %s, after the target", bb.idx.BackupID, bb.stop))
+			continue
+		}
+		span, ok := covering(spans, bb)
+		if !ok {
+			reasons = append(reasons, fmt.Sprintf("%s: the bucket lacks WAL between %s and %s on timeline %d", bb.idx.BackupID, bb.start, bb.stop, bb.d.Timeline))
+			continue
+		}
+		switch {
+		case t.LSN != 0 && span.End < t.LSN:
+			return base{}, Span{}, fmt.Errorf("LSN %s is past the latest recoverable point %s", t.LSN, span.End)
+		case !t.Time.IsZero():
+			latest, err := lastTime(ctx, b, span)
+			if err != nil {
+				return base{}, Span{}, err
+			}
+			if t.Time.After(latest) {
+				return base{}, Span{}, fmt.Errorf("%s is after the latest recoverable point %s (use --latest for it)", t.Time.UTC().Format(time.RFC3339Nano), latest.UTC().Format(time.RFC3339Nano))
+			}
+		}
+		return bb, span, nil
+	}
+	return base{}, Span{}, fmt.Errorf("no base backup of %s can reach %s: %s", source, t, strings.Join(reasons, "; "))
+}
+
+// Restore recovers the source to cfg.Target in a temporary server and
+// loads the result into cfg.Into, or leaves it in cfg.DataDir.
+func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
+	if err := cfg.Target.Validate(); err != nil {
+		return nil, err
+	}
+	if (cfg.Into == nil) == (cfg.DataDir == "") {
+		return nil, errors.New("restore into a server or into a data directory (--to-dir), one of them")
+	}
+	if cfg.Log == nil {
+		cfg.Log = engines.DiscardLog()
+	}
+	log := cfg.Log.WithFields(logrus.Fields{"source": cfg.Source, "target": cfg.Target.String()})
+	bb, span, err := choose(ctx, cfg.Bucket, cfg.Cluster, cfg.Source, cfg.Target)
+	if err != nil {
+		return nil, err
+	}
+	log = log.WithField("backup_id", bb.idx.BackupID)
+	bin, err := postgres.BinDir(bb.d.ServerVersionNum)
+	if err != nil {
+		return nil, err
+	}
+	scratch, err := os.MkdirTemp(cfg.Scratch, "capsule-pitr-")
+	if err != nil {
+		return nil, fmt.Errorf("scratch space: %w", err)
+	}
+	defer os.RemoveAll(scratch)
+	data := filepath.Join(scratch, "data")
+	if cfg.DataDir != "" {
+		data = cfg.DataDir
+		if ents, err := os.ReadDir(data); err == nil && len(ents) > 0 {
+			return nil, fmt.Errorf("--to-dir %s is not empty", data)
+		}
+	}
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, err
+	}
+	srv, err := pgserver.New(bin, data, scratch)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("unpacking the base backup")
+	if err := unpack(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx), postgres.BaseArtifact, data); err != nil {
+		return nil, err
+	}
+	from := segStart(bb.start, bb.d.WALSegmentSize)
+	log.WithField("from", from.String()).WithField("to", span.End.String()).Info("staging WAL")
+	if err := stageWAL(ctx, cfg.Bucket, span, from, cfg.Target, bb.d.WALSegmentSize, filepath.Join(data, "pg_wal")); err != nil {
+		return nil, err
+	}
+	autoConf, err := os.ReadFile(filepath.Join(data, "postgresql.auto.conf"))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	if u := bb.idx.SourceInfo["user"]; u != "" {
+		// A role the cluster surely has: the one that made the backup.
+		srv.User = u
+	}
+	if err := prepareRecovery(srv, scratch, cfg.Target); err != nil {
+		return nil, err
+	}
+	if err := srv.Own(scratch); err != nil {
+		return nil, err
+	}
+	if cfg.DataDir != "" {
+		if err := srv.Own(data); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("replaying WAL in a temporary server")
+	if err := srv.Start(ctx, 6*time.Hour); err != nil {
+		return nil, fmt.Errorf("recovery: %w", err)
+	}
+	defer srv.Kill()
+	if err := waitPromoted(ctx, srv); err != nil {
+		return nil, err
+	}
+	res := &RestoreResult{BackupID: bb.idx.BackupID, Target: cfg.Target.String(), Timeline: span.Timeline,
+		FromLSN: bb.start.String(), WALUpTo: span.End.String()}
+	if cfg.DataDir != "" {
+		if err := srv.Stop(); err != nil {
+			return nil, err
+		}
+		// The recovery settings were the temporary server's: the new
+		// server gets the source's own.
+		if err := os.WriteFile(filepath.Join(data, "postgresql.auto.conf"), autoConf, 0o600); err != nil {
+			return nil, err
+		}
+		if err := srv.Own(data); err != nil {
+			return nil, err
+		}
+		res.DataDir = data
+		log.Info("data directory written")
+		return res, nil
+	}
+	info, err := load(ctx, srv, scratch, bb, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	res.Downtime, res.Previous = info.Downtime, info.Previous
+	return res, nil
+}
+
+// unpack extracts a tar artifact into dir: directories, regular files
+// and symbolic links, none outside dir.
+func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) error {
+	rc, err := arts.Open(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		clean := filepath.Clean(h.Name)
+		if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+			return fmt.Errorf("%s: entry %q leaves the data directory", name, h.Name)
+		}
+		p := filepath.Join(dir, clean)
+		mode := os.FileMode(h.Mode).Perm()
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o700); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode|0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(f, tr); err != nil {
+				f.Close()
+				return fmt.Errorf("write %s: %w", clean, err)
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			// pg_wal or pg_tblspc links of the source host mean
+			// nothing here.
+			if err := os.MkdirAll(p, 0o700); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%s: entry %q has an unexpected type %q", name, h.Name, h.Typeflag)
+		}
+	}
+}
+
+// stageWAL writes the segment files recovery replays into pg_wal: from
+// the segment of from to the end of span (or the target LSN's segment).
+// The last one holds zeros after the span's end, where recovery stops.
+func stageWAL(ctx context.Context, b bucket.Reader, span Span, from pglogrepl.LSN, t Target, segSize int64, walDir string) error {
+	if err := os.MkdirAll(walDir, 0o700); err != nil {
+		return err
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	var f *os.File
+	var fileSeg uint64 = ^uint64(0)
+	closeFile := func() error {
+		if f == nil {
+			return nil
+		}
+		err := f.Close()
+		f = nil
+		return err
+	}
+	defer closeFile()
+	for _, s := range span.Segments {
+		if s.End <= from {
+			continue
+		}
+		if t.LSN != 0 && s.Start > t.LSN+pglogrepl.LSN(segSize) {
+			break
+		}
+		wal, _, err := readSegment(ctx, b, s, dec)
+		if err != nil {
+			return err
+		}
+		seg := uint64(s.Start) / uint64(segSize)
+		if seg != fileSeg {
+			if err := closeFile(); err != nil {
+				return err
+			}
+			name := filepath.Join(walDir, SegmentFileName(span.Timeline, s.Start, segSize))
+			if f, err = os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600); err != nil {
+				return err
+			}
+			if err := f.Truncate(segSize); err != nil {
+				return err
+			}
+			fileSeg = seg
+		}
+		if _, err := f.WriteAt(wal, int64(uint64(s.Start)-seg*uint64(segSize))); err != nil {
+			return err
+		}
+	}
+	return closeFile()
+}
+
+// prepareRecovery sets the temporary server up for targeted recovery:
+// recovery.signal, the target, promotion at the target, no archiving,
+// no hot standby, and its own pg_hba.conf (trust on loopback only: the
+// server listens nowhere else and lives only as long as the restore).
+func prepareRecovery(srv *pgserver.Server, scratch string, t Target) error {
+	hba := filepath.Join(scratch, "pg_hba.conf")
+	if err := os.WriteFile(hba, []byte("local all all trust\nhost all all 127.0.0.1/32 trust\n"), 0o600); err != nil {
+		return err
+	}
+	srv.HBAFile = hba
+	conf := filepath.Join(srv.Dir, "postgresql.conf")
+	if _, err := os.Stat(conf); os.IsNotExist(err) {
+		// Debian keeps the configuration in /etc: the backup has none.
+		if err := os.WriteFile(conf, nil, 0o600); err != nil {
+			return err
+		}
+	}
+	for _, f := range []string{"pg_ident.conf"} {
+		p := filepath.Join(srv.Dir, f)
+		if _, err := os.Stat(p); os.IsNotExist(err) {
+			if err := os.WriteFile(p, nil, 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(srv.Dir, "recovery.signal"), nil, 0o600); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(srv.Dir, "standby.signal"))
+	settings := map[string]string{
+		// WAL is staged in pg_wal; there is no archive to ask.
+		"restore_command":          "false",
+		"recovery_target_action":   "promote",
+		"recovery_target_timeline": "current",
+		"archive_mode":             "off",
+		"hot_standby":              "off",
+		"primary_conninfo":         "",
+		"primary_slot_name":        "",
+		"ssl":                      "off",
+		"shared_preload_libraries": "",
+	}
+	switch {
+	case !t.Time.IsZero():
+		settings["recovery_target_time"] = t.Time.UTC().Format("2006-01-02 15:04:05.999999") + "+00"
+	case t.LSN != 0:
+		settings["recovery_target_lsn"] = t.LSN.String()
+	}
+	return srv.Configure("postgresql.auto.conf", settings)
+}
+
+// waitPromoted waits until recovery reached its target and the server
+// left recovery.
+func waitPromoted(ctx context.Context, srv *pgserver.Server) error {
+	for {
+		conn, err := srv.Connect(ctx, "template1")
+		if err == nil {
+			var in bool
+			err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&in)
+			conn.Close(context.Background())
+			if err == nil && !in {
+				return nil
+			}
+		}
+		if exited, werr := srv.Exited(); exited {
+			return fmt.Errorf("recovery failed (%v): %s", werr, srv.Tail(2000))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// load dumps the recovered databases from the temporary server with the
+// postgres engine and restores them into cfg.Into the way every
+// postgres restore goes: side databases, swapped in by rename. The dump
+// is staged in scratch: the temporary server is gone before the swap
+// finishes otherwise.
+func load(ctx context.Context, srv *pgserver.Server, scratch string, bb base, cfg RestoreConfig, log logrus.FieldLogger) (*engines.RestoreInfo, error) {
+	conn, err := srv.Connect(ctx, "template1")
+	if err != nil {
+		return nil, err
+	}
+	var super string
+	err = conn.QueryRow(ctx, `SELECT rolname FROM pg_roles WHERE oid = 10`).Scan(&super)
+	conn.Close(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("find the recovered cluster's superuser: %w", err)
+	}
+	db, all, err := targetDatabase(*cfg.Into)
+	if err != nil {
+		return nil, err
+	}
+	tmpSettings := map[string]any{
+		"url":     fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s", url.PathEscape(super), srv.Port, url.PathEscape(db)),
+		"sslmode": "disable",
+	}
+	if all {
+		tmpSettings["databases"] = "all"
+	}
+	dumpDir := filepath.Join(scratch, "dump")
+	if err := os.MkdirAll(dumpDir, 0o700); err != nil {
+		return nil, err
+	}
+	eng := postgres.New()
+	arts := &dirArtifacts{dir: dumpDir}
+	log.Info("dumping the recovered data from the temporary server")
+	info, err := eng.Backup(ctx, &engines.BackupJob{ID: cfg.ID,
+		Source:    engines.Source{Name: cfg.Source + "@" + cfg.Target.String(), Engine: "postgres", Config: tmpSettings},
+		Artifacts: arts, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("dump the recovered data: %w", err)
+	}
+	srv.Kill()
+	log.Info("restoring into the live server")
+	id := cfg.ID
+	if id == "" {
+		id = requests.NewID()
+	}
+	ri, err := eng.Restore(ctx, &engines.RestoreJob{ID: id, Attempt: 1, Target: *cfg.Into, Backup: *info,
+		Artifacts: arts, Options: engines.RestoreOptions{Extra: cfg.Options}, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	return ri, nil
+}
+
+// targetDatabase reads the database a postgres source names, and whether
+// it covers every database.
+func targetDatabase(src engines.Source) (string, bool, error) {
+	raw, _ := src.Config["url"].(string)
+	u, err := url.Parse(raw)
+	if err != nil || raw == "" {
+		return "", false, fmt.Errorf("source %s: url: not a postgres URL", src.Name)
+	}
+	db := strings.TrimPrefix(u.Path, "/")
+	all := src.Config["databases"] == "all"
+	if db == "" {
+		db = "postgres"
+	}
+	return db, all, nil
+}
+
+// dirArtifacts keeps a dump's artifacts as files in a scratch directory.
+type dirArtifacts struct {
+	dir   string
+	names []string
+}
+
+func (d *dirArtifacts) Create(name string) (io.WriteCloser, error) {
+	if filepath.Base(name) != name || name == "." || name == ".." {
+		return nil, fmt.Errorf("bad artifact name %q", name)
+	}
+	f, err := os.OpenFile(filepath.Join(d.dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	d.names = append(d.names, name)
+	return f, nil
+}
+
+func (d *dirArtifacts) Names() []string { return d.names }
+
+func (d *dirArtifacts) Open(_ context.Context, name string) (io.ReadCloser, error) {
+	for _, n := range d.names {
+		if n == name {
+			return os.Open(filepath.Join(d.dir, name))
+		}
+	}
+	return nil, fmt.Errorf("no artifact %s", name)
+}
+
+func (d *dirArtifacts) Verify(ctx context.Context, name string) error {
+	rc, err := d.Open(ctx, name)
+	if err != nil {
+		return err
+	}
+	return rc.Close()
+}
