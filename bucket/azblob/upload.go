@@ -19,6 +19,10 @@ import (
 
 var errAborted = errors.New("upload aborted")
 
+// abortGrace is how long Abort waits for the blocks in flight to land
+// before it cancels them.
+const abortGrace = 30 * time.Second
+
 // Upload starts a streaming write; see the package doc.
 func (b *Bucket) Upload(ctx context.Context, key string, opts bucket.PutOptions) (bucket.Upload, error) {
 	return b.newUpload(ctx, key, bucket.PutOptions{IfNoneMatch: opts.IfNoneMatch, ContentType: opts.ContentType, RetainUntil: opts.RetainUntil}), nil
@@ -278,8 +282,19 @@ func (u *upload) Abort() error {
 
 func (u *upload) abort() error {
 	u.state = finished
+	// Let the blocks in flight land before discarding: a Put Block whose
+	// request is canceled may still be applied by the service after the
+	// discard, leaving the key pending (Azurite did, under load). Only
+	// a block that takes longer than abortGrace is canceled.
+	done := make(chan struct{})
+	go func() { u.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(abortGrace):
+		u.cancel(errAborted)
+		<-done
+	}
 	u.cancel(errAborted)
-	u.wg.Wait()
 	u.buf = nil
 	if len(u.blocks) == 0 {
 		return nil
