@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/internal/pgserver"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -492,11 +492,11 @@ func BinDir(serverNum int) (string, error) {
 			continue
 		}
 		tried = append(tried, dir)
-		out, err := exec.Command(filepath.Join(dir, "postgres"), "--version").Output()
+		out, err := pgserver.ProgramVersion(dir, "postgres")
 		if err != nil {
 			continue
 		}
-		v, err := parseToolVersion("postgres", string(out))
+		v, err := parseToolVersion("postgres", out)
 		if err != nil {
 			continue
 		}

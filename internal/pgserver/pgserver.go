@@ -252,3 +252,12 @@ func (s *Server) Exited() (bool, error) {
 		return false, nil
 	}
 }
+
+// ProgramVersion runs "<dir>/<prog> --version" with a minimal environment
+// (never the worker's, which holds credentials) and returns its output.
+func ProgramVersion(dir, prog string) (string, error) {
+	cmd := exec.Command(filepath.Join(dir, prog), "--version")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C.UTF-8", "TZ=UTC"}
+	out, err := cmd.Output()
+	return string(out), err
+}
