@@ -51,10 +51,17 @@ bash scripts/govulncheck.sh
 race_pkgs=(./alert/... ./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/... ./metrics/... ./notify/... ./fleet/... ./engines/postgres/...)
 all_pkgs=$(go list ./... | grep -v -E '/(alert|bucket|watcher|executor|client|internal|retention|api|metrics|notify|fleet|engines/postgres)(/|$)')
 
+# Every suite runs even when an earlier one fails, so that one red run
+# shows every failure; the script fails at the end if any did.
+failed=()
 step "go test -race ${race_pkgs[*]}"
-go test -race -count=1 -timeout 15m "${race_pkgs[@]}"
+go test -race -count=1 -timeout 15m "${race_pkgs[@]}" || failed+=("race suites")
 step "go test (the rest)"
-go test -count=1 -timeout 20m $all_pkgs
+go test -count=1 -timeout 20m $all_pkgs || failed+=("the rest")
 step "go test ./e2e/browser/... (its own module)"
-(cd e2e/browser && go test -count=1 -timeout 10m ./...)
+(cd e2e/browser && go test -count=1 -timeout 10m ./...) || failed+=("e2e/browser")
+if ((${#failed[@]})); then
+	step "FAILED: ${failed[*]}"
+	exit 1
+fi
 step "done"
