@@ -48,8 +48,8 @@ bash scripts/govulncheck.sh
 
 # Packages whose correctness is about concurrency run under -race (the
 # postgres engine scans the archive and runs ANALYZE in goroutines).
-race_pkgs=(./alert/... ./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/... ./metrics/... ./notify/... ./fleet/... ./engines/postgres/...)
-all_pkgs=$(go list ./... | grep -v -E '/(alert|bucket|watcher|executor|client|internal|retention|api|metrics|notify|fleet|engines/postgres)(/|$)')
+race_pkgs=(./alert/... ./bucket/... ./watcher/... ./executor/... ./client/... ./internal/... ./retention/... ./api/... ./metrics/... ./notify/... ./fleet/... ./lease/... ./maintenance/... ./engines/postgres/...)
+all_pkgs=$(go list ./... | grep -v -E '/(alert|bucket|watcher|executor|client|internal|retention|api|metrics|notify|fleet|lease|maintenance|engines/postgres)(/|$)')
 
 # Every suite runs even when an earlier one fails, so that one red run
 # shows every failure; the script fails at the end if any did.
