@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/internal/sshsig"
 	"github.com/cnvrg/capsule/requests"
 )
 
@@ -100,32 +102,72 @@ type CheckResult struct {
 // Key returns the index's own key.
 func (x *BackupIndex) Key() string { return requests.IndexKey(x.Cluster, x.Source, x.BackupID) }
 
-// Write stores the index create-only. It returns
-// bucket.ErrPreconditionFailed (wrapped) when an index already exists:
-// the backup was committed by an earlier attempt.
+// Write stores the index create-only, unsigned (WriteSigned with no
+// signer).
 func Write(ctx context.Context, b bucket.Bucket, x *BackupIndex) error {
+	return WriteSigned(ctx, b, x, nil)
+}
+
+// WriteSigned stores the index create-only and then, when s is set, its
+// signature beside it (backupIndex.json.sig, create-only): an SSH
+// signature of the exact bytes stored, which hold every artifact's key,
+// size and sha256. It returns bucket.ErrPreconditionFailed (wrapped) when
+// an index already exists: the backup was committed by an earlier
+// attempt, which SignStored then finishes signing.
+func WriteSigned(ctx context.Context, b bucket.Bucket, x *BackupIndex, s *Signer) error {
 	data, err := json.MarshalIndent(x, "", "  ")
 	if err != nil {
 		return err
 	}
-	_, err = bucket.PutBytes(ctx, b, x.Key(), append(data, '\n'), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil})
-	if err != nil {
+	data = append(data, '\n')
+	opts := bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil}
+	if _, err = bucket.PutBytes(ctx, b, x.Key(), data, opts); err != nil {
 		return fmt.Errorf("write index %s: %w", x.Key(), err)
 	}
-	return nil
+	if s == nil {
+		return nil
+	}
+	return s.putSignature(ctx, b, x.Key(), IndexNamespace, data, opts)
 }
 
-// WriteVerification stores a verification record beside the backup.
+// SignStored signs the index stored at key, unless its signature is there
+// already: the end of a commit that an earlier attempt began (it wrote
+// the index, then stopped before the signature).
+func SignStored(ctx context.Context, b bucket.Bucket, key string, s *Signer) error {
+	data, info, err := bucket.GetBytesLimit(ctx, b, key, MaxIndexSize)
+	if err != nil {
+		return fmt.Errorf("read index %s to sign it: %w", key, err)
+	}
+	x, derr := decode(key, data, info.LastModified)
+	if derr != nil {
+		return derr
+	}
+	return s.putSignature(ctx, b, key, IndexNamespace, data, bucket.PutOptions{RetainUntil: x.RetainUntil})
+}
+
+// WriteVerification stores a verification record beside the backup,
+// unsigned.
 func WriteVerification(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *Verification) error {
+	return WriteVerificationSigned(ctx, b, x, v, nil)
+}
+
+// WriteVerificationSigned stores a verification record beside the backup
+// and, when s is set, its signature beside it (verify-<time>.json.sig).
+func WriteVerificationSigned(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *Verification, s *Signer) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
+	data = append(data, '\n')
 	key := requests.VerifyKey(x.Cluster, x.Source, x.BackupID, v.VerifiedAt)
-	if _, err := bucket.PutBytes(ctx, b, key, append(data, '\n'), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil}); err != nil {
+	opts := bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil}
+	if _, err := bucket.PutBytes(ctx, b, key, data, opts); err != nil {
 		return fmt.Errorf("write verification %s: %w", key, err)
 	}
-	return nil
+	if s == nil {
+		return nil
+	}
+	return s.putSignature(ctx, b, key, VerificationNamespace, data, opts)
 }
 
 // Read loads the index at key and believes it only where it is (see
@@ -134,18 +176,24 @@ func WriteVerification(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *
 // *DamagedError (errors.Is(err, ErrDamaged)). The bucket's own errors
 // (bucket.ErrNotFound among them) are returned as they are.
 func Read(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, error) {
+	x, _, err := readRaw(ctx, b, key)
+	return x, err
+}
+
+// readRaw is Read that also returns the stored bytes.
+func readRaw(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, []byte, error) {
 	data, info, err := bucket.GetBytesLimit(ctx, b, key, MaxIndexSize)
 	if errors.Is(err, bucket.ErrTooLarge) {
-		return nil, damaged(key, "%v", err)
+		return nil, nil, damaged(key, "%v", err)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	x, derr := decode(key, data, info.LastModified)
 	if derr != nil {
-		return nil, derr
+		return nil, nil, derr
 	}
-	return x, nil
+	return x, data, nil
 }
 
 // decode parses and checks the index read from key, written when the
@@ -168,8 +216,12 @@ func decode(key string, data []byte, modified time.Time) (*BackupIndex, *Damaged
 // facts recorded beside it later.
 type Entry struct {
 	*BackupIndex
-	// Verification is the newest verification record, if any.
+	// Verification is the newest verification record that is believed
+	// (and, where the reader checks signatures, signed), if any.
 	Verification *Verification `json:"verification,omitempty"`
+	// Signature is what the reader found of the index's signature:
+	// an entry whose state is SigUntrusted is listed, never used.
+	Signature Signature `json:"signature"`
 	// ListedKey is the key the index was listed and read at. It equals
 	// BackupIndex.Key() (a listing believes no other), and deletes go by
 	// it, never by the content.
@@ -188,6 +240,9 @@ type Listing struct {
 type Filter struct {
 	Cluster string
 	Source  string
+	// Trust judges each entry's signature (nil: none is checked, every
+	// entry is SigUnchecked).
+	Trust *Trust
 }
 
 func (f Filter) prefix() string {
@@ -221,7 +276,7 @@ func List(ctx context.Context, b bucket.Reader, f Filter) ([]Entry, error) {
 // package doc), which it does not believe: a damaged index is reported,
 // never an error for the whole listing. Errors are the bucket's own.
 func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
-	indexKeys, verifyKeys, err := scan(ctx, b, f.prefix(), "")
+	indexKeys, verifyKeys, sigs, err := scan(ctx, b, f.prefix(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +290,7 @@ func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			entries[i], errs[i] = load(ctx, b, key, verifyKeys[dirOf(key)])
+			entries[i], errs[i] = load(ctx, b, key, verifyKeys[dirOf(key)], sigs, f.Trust)
 		}()
 	}
 	wg.Wait()
@@ -265,21 +320,30 @@ func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
 }
 
 // Find returns the committed backup with the given id, in any cluster and
-// source. Damaged indexes that carry the id in their key are not used:
-// when only such exist, the error wraps ErrDamaged and names the key and
-// the reason.
+// source, without checking signatures (FindTrusted with no trust).
 func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) {
+	return FindTrusted(ctx, b, backupID, nil)
+}
+
+// FindTrusted returns the committed backup with the given id, in any
+// cluster and source, its signature judged by t. Damaged indexes that
+// carry the id in their key are not used: when only such exist, the error
+// wraps ErrDamaged and names the key and the reason. An untrusted entry is
+// returned as found (its Signature says so; TrustError refuses it), but
+// when one trusted entry has the id, untrusted ones do not make it
+// ambiguous.
+func FindTrusted(ctx context.Context, b bucket.Reader, backupID string, t *Trust) (Entry, error) {
 	if err := requests.ValidateID(backupID); err != nil {
 		return Entry{}, fmt.Errorf("backup id: %w", err)
 	}
-	indexKeys, verifyKeys, err := scan(ctx, b, requests.BackupsPrefix, backupID)
+	indexKeys, verifyKeys, sigs, err := scan(ctx, b, requests.BackupsPrefix, backupID)
 	if err != nil {
 		return Entry{}, err
 	}
 	var found []Entry
 	var bad []error
 	for _, key := range indexKeys {
-		e, err := load(ctx, b, key, verifyKeys[dirOf(key)])
+		e, err := load(ctx, b, key, verifyKeys[dirOf(key)], sigs, t)
 		switch {
 		case err == nil:
 			found = append(found, e)
@@ -299,6 +363,9 @@ func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) 
 	case 1:
 		return found[0], nil
 	}
+	if trusted := slices.DeleteFunc(slices.Clone(found), func(e Entry) bool { return !e.Trusted() }); len(trusted) == 1 {
+		return trusted[0], nil
+	}
 	keys := make([]string, len(found))
 	for i, e := range found {
 		keys[i] = e.ListedKey
@@ -306,11 +373,12 @@ func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) 
 	return Entry{}, fmt.Errorf("backup id %s is ambiguous: %s", backupID, strings.Join(keys, ", "))
 }
 
-// scan lists index and verification keys under prefix; with onlyID set,
-// only those of that backup id.
-func scan(ctx context.Context, b bucket.Reader, prefix, onlyID string) ([]string, map[string][]string, error) {
+// scan lists index and verification keys under prefix, and the set of
+// signature keys; with onlyID set, only those of that backup id.
+func scan(ctx context.Context, b bucket.Reader, prefix, onlyID string) ([]string, map[string][]string, map[string]bool, error) {
 	var indexKeys []string
 	verifyKeys := map[string][]string{}
+	sigs := map[string]bool{}
 	err := bucket.Walk(ctx, b, prefix, func(o bucket.ObjectInfo) error {
 		k, err := requests.ParseBackupKey(o.Key)
 		if err != nil || (onlyID != "" && k.BackupID != onlyID) {
@@ -319,25 +387,53 @@ func scan(ctx context.Context, b bucket.Reader, prefix, onlyID string) ([]string
 		switch {
 		case k.Rest == requests.IndexName:
 			indexKeys = append(indexKeys, o.Key)
-		case strings.HasPrefix(k.Rest, requests.VerifyPrefix) && !strings.Contains(k.Rest, "/"):
+		case strings.Contains(k.Rest, "/"):
+		case strings.HasSuffix(k.Rest, SignatureSuffix):
+			sigs[o.Key] = true
+		case strings.HasPrefix(k.Rest, requests.VerifyPrefix):
 			verifyKeys[dirOf(o.Key)] = append(verifyKeys[dirOf(o.Key)], o.Key)
 		}
 		return nil
 	})
-	return indexKeys, verifyKeys, err
+	return indexKeys, verifyKeys, sigs, err
+}
+
+// signature judges the signature of the object at key, whose stored bytes
+// are data, in namespace; sigs says which signature objects exist.
+func signature(ctx context.Context, b bucket.Reader, key, namespace string, data []byte, sigs map[string]bool, t *Trust) (Signature, error) {
+	if !t.Checks() {
+		return Signature{State: SigUnchecked}, nil
+	}
+	if !sigs[SignatureKey(key)] {
+		return t.check(namespace, data, nil, false), nil
+	}
+	sig, _, err := bucket.GetBytesLimit(ctx, b, SignatureKey(key), sshsig.MaxSize)
+	switch {
+	case errors.Is(err, bucket.ErrNotFound):
+		return t.check(namespace, data, nil, false), nil
+	case errors.Is(err, bucket.ErrTooLarge):
+		return Signature{State: SigUntrusted, Reason: "signature: " + err.Error()}, nil
+	case err != nil:
+		return Signature{}, err
+	}
+	return t.check(namespace, data, sig, true), nil
 }
 
 func dirOf(key string) string { return key[:strings.LastIndex(key, "/")+1] }
 
-// load reads the index at key and merges the newest verification record
-// that is believed (see checkVerification); records that are not are
-// ignored.
-func load(ctx context.Context, b bucket.Reader, key string, verifications []string) (Entry, error) {
-	x, err := Read(ctx, b, key)
+// load reads the index at key, judges its signature by t, and merges the
+// newest verification record that is believed (see checkVerification) and,
+// where t checks signatures, signed by a trusted key (or unsigned, where t
+// accepts that); records that are not are ignored.
+func load(ctx context.Context, b bucket.Reader, key string, verifications []string, sigs map[string]bool, t *Trust) (Entry, error) {
+	x, raw, err := readRaw(ctx, b, key)
 	if err != nil {
 		return Entry{}, err
 	}
 	e := Entry{BackupIndex: x, ListedKey: key}
+	if e.Signature, err = signature(ctx, b, key, IndexNamespace, raw, sigs, t); err != nil {
+		return Entry{}, err
+	}
 	// Verification keys sort by time; the newest is last.
 	for i := len(verifications) - 1; i >= 0; i-- {
 		data, info, err := bucket.GetBytesLimit(ctx, b, verifications[i], MaxVerificationSize)
@@ -353,6 +449,11 @@ func load(ctx context.Context, b bucket.Reader, key string, verifications []stri
 		}
 		if checkVerification(verifications[i], x.BackupID, &v, info.LastModified) != "" {
 			continue // nor does one that is not believed make it verified
+		}
+		if sig, err := signature(ctx, b, verifications[i], VerificationNamespace, data, sigs, t); err != nil {
+			return Entry{}, err
+		} else if sig.State == SigUntrusted {
+			continue // nor one that no trusted worker signed
 		}
 		v.State = StateOf(&v)
 		e.Verification = &v
