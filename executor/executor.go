@@ -73,6 +73,14 @@ type Config struct {
 	// in the result's details. Backups never pass through it. An error
 	// fails the run.
 	RestoreAs func(ctx context.Context, kind requests.Kind, target engines.Source) (engines.Source, map[string]any, error)
+	// Signer, when set, signs every index and verification record this
+	// executor commits (index.WriteSigned).
+	Signer *index.Signer
+	// Trust judges the signature of a backup that a Restore or Verify
+	// names: one it finds untrusted is rejected, naming the backup and
+	// the reason (a request's allowUnsigned accepts one that has no
+	// signature at all). Nil checks none.
+	Trust *index.Trust
 	// ProgressEvery is how often a run logs its progress (percentage,
 	// rate and time left where a total is known); default 30s, negative
 	// never.
@@ -294,7 +302,7 @@ var ErrConflict = errors.New("conflict")
 // the verified backup.
 func (x *Executor) Commit(ctx context.Context, out *Outcome) error {
 	if out.Index != nil {
-		err := index.Write(ctx, x.cfg.Bucket, out.Index)
+		err := index.WriteSigned(ctx, x.cfg.Bucket, out.Index, x.cfg.Signer)
 		if errors.Is(err, bucket.ErrPreconditionFailed) {
 			prev, rerr := index.Read(ctx, x.cfg.Bucket, out.Index.Key())
 			if rerr != nil {
@@ -305,12 +313,18 @@ func (x *Executor) Commit(ctx context.Context, out *Outcome) error {
 			}
 			x.cfg.Log.WithFields(logrus.Fields{"request_id": out.Result.ID, "committed_attempt": prev.Attempt}).Info("an earlier attempt committed this backup")
 			out.Result.Attempts = max(out.Result.Attempts, prev.Attempt)
+			if x.cfg.Signer != nil {
+				// It may have stopped between the index and its signature.
+				if err := index.SignStored(ctx, x.cfg.Bucket, out.Index.Key(), x.cfg.Signer); err != nil {
+					return err
+				}
+			}
 		} else if err != nil {
 			return err
 		}
 	}
 	if out.Verification != nil && out.VerifiedIndex != nil {
-		if err := index.WriteVerification(ctx, x.cfg.Bucket, out.VerifiedIndex, out.Verification); err != nil {
+		if err := index.WriteVerificationSigned(ctx, x.cfg.Bucket, out.VerifiedIndex, out.Verification, x.cfg.Signer); err != nil {
 			return err
 		}
 	}

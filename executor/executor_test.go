@@ -44,7 +44,7 @@ type fixture struct {
 	copy string
 }
 
-func newFixture(t *testing.T, compression string) *fixture {
+func newFixture(t *testing.T, compression string, opts ...func(*executor.Config)) *fixture {
 	dir := t.TempDir()
 	fb, err := fs.New(filepath.Join(dir, "bucket"))
 	if err != nil {
@@ -61,14 +61,18 @@ func newFixture(t *testing.T, compression string) *fixture {
 	must(t, os.WriteFile(filepath.Join(f.data, "random.bin"), rnd, 0o600))
 	must(t, os.WriteFile(filepath.Join(f.data, "d", "text.txt"), bytes.Repeat([]byte("capsule keeps backups\n"), 200000), 0o644))
 	must(t, os.Symlink("d/text.txt", filepath.Join(f.data, "link")))
-	f.x, err = executor.New(executor.Config{
+	cfg := executor.Config{
 		Bucket: f.b, Engines: engines.NewRegistry(files.New()), Worker: "test", Version: "test", Compression: compression,
 		Sources: sources{
 			"data": {Name: "data", Engine: "files", Config: map[string]any{"path": f.data}},
 			"copy": {Name: "copy", Engine: "files", Config: map[string]any{"path": f.copy}},
 		},
 		Log: enginetest.TestLog(t),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	f.x, err = executor.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

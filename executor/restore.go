@@ -22,8 +22,16 @@ func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, at
 	if id, ok := legacyRef(req); ok {
 		return x.prepareLegacy(ctx, req, id, attempt, progress)
 	}
-	entry, err := index.Find(ctx, x.cfg.Bucket, req.BackupID)
+	entry, err := index.FindTrusted(ctx, x.cfg.Bucket, req.BackupID, x.cfg.Trust.WithUnsigned(req.AllowUnsigned))
+	if err == nil {
+		// A backup no trusted key signed may be anyone's: never restored,
+		// never verified (a verification record would vouch for it).
+		err = entry.TrustError()
+	}
 	if err != nil {
+		if errors.Is(err, index.ErrUntrusted) {
+			return nil, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: %w", err))
+		}
 		if errors.Is(err, index.ErrBackupNotFound) || errors.Is(err, index.ErrDamaged) {
 			// Neither can ever be restored as the request is written.
 			return nil, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: %w", err))
