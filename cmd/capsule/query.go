@@ -89,6 +89,9 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 	if err != nil {
 		return err
 	}
+	if _, filter.Trust, err = a.cfg.Signing(); err != nil {
+		return err
+	}
 	l, err := index.ListAll(ctx, b, filter)
 	if err != nil {
 		return err
@@ -138,6 +141,9 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 	if !o.damaged && len(l.Damaged) > 0 {
 		fmt.Fprintf(a.errOut, "%d damaged index(es) skipped; capsule ls --all shows them\n", len(l.Damaged))
 	}
+	if n := untrusted(entries); n > 0 {
+		fmt.Fprintf(a.errOut, "%d untrusted backup(s): no trusted key signed them, and restores, verifications and retention refuse them; capsule describe ID says why\n", n)
+	}
 	if f.data() {
 		return nil
 	}
@@ -169,7 +175,7 @@ func (a *app) printBackups(f format, rows []lsRow, withErrors bool, old []legacy
 		{head: "CLUSTER", cell: cell(func(e index.Entry) string { return e.Cluster }, func(x *index.Failure) string { return x.Cluster })},
 		{head: "SOURCE", cell: cell(func(e index.Entry) string { return e.Source }, func(x *index.Failure) string { return x.Source })},
 		{head: "ENGINE", cell: cell(func(e index.Entry) string { return e.Engine }, none)},
-		{head: "STATUS", cell: cell(func(e index.Entry) string { return string(e.Status) }, func(x *index.Failure) string { return string(x.Status) })},
+		{head: "STATUS", cell: cell(lsStatus, func(x *index.Failure) string { return string(x.Status) })},
 		{head: "FINISHED", cell: cell(func(e index.Entry) string { return a.when(e.FinishedAt) }, func(x *index.Failure) string { return a.when(x.FinishedAt) })},
 		{head: "DURATION", wide: true, cell: cell(func(e index.Entry) string { return humanDuration(e.FinishedAt.Sub(e.StartedAt)) }, none)},
 		{head: "SIZE", cell: cell(func(e index.Entry) string { return humanBytes(e.Bytes) }, none)},
@@ -177,6 +183,7 @@ func (a *app) printBackups(f format, rows []lsRow, withErrors bool, old []legacy
 		{head: "VERIFIED", cell: cell(func(e index.Entry) string { return a.verified(e.Verification) }, none)},
 		{head: "ATTEMPT", wide: true, cell: cell(func(e index.Entry) string { return fmt.Sprint(e.Attempt) }, func(x *index.Failure) string { return fmt.Sprint(x.Attempts) })},
 		{head: "WORKER", wide: true, cell: cell(func(e index.Entry) string { return dash(e.Worker) }, none)},
+		{head: "SIGNATURE", wide: true, cell: cell(func(e index.Entry) string { return e.Signature.State }, none)},
 		{head: "LABELS", wide: true, cell: cell(func(e index.Entry) string { return dash(kvList(e.Labels)) }, none)},
 	}
 	if withErrors {
@@ -313,7 +320,11 @@ or YAML (-o json, -o yaml) for scripts.`,
 				}
 				return a.describeLegacy(x)
 			}
-			e, err := index.Find(ctx, b, args[0])
+			_, trust, err := a.cfg.Signing()
+			if err != nil {
+				return err
+			}
+			e, err := index.FindTrusted(ctx, b, args[0], trust)
 			if err != nil {
 				return err
 			}
@@ -358,6 +369,7 @@ func (a *app) describeBackup(f format, e index.Entry) error {
 		{"Engine", engine},
 		{"Versions", versions},
 		{"Status", string(e.Status)},
+		{"Signature", describeSignature(e.Signature)},
 		{"Started", a.when(e.StartedAt)},
 		{"Finished", a.when(e.FinishedAt) + " (" + humanDuration(e.FinishedAt.Sub(e.StartedAt)) + ")"},
 		{"Size", humanBytes(e.Bytes) + " (" + humanBytes(e.StoredBytes) + " stored)"},
@@ -400,6 +412,37 @@ func (a *app) describeBackup(f format, e index.Entry) error {
 		})
 	}
 	return nil
+}
+
+// lsStatus is a backup's status, or "untrusted" when no trusted key
+// signed its index: whatever it claims, nothing uses it.
+func lsStatus(e index.Entry) string {
+	if !e.Trusted() {
+		return index.SigUntrusted
+	}
+	return string(e.Status)
+}
+
+func untrusted(entries []index.Entry) int {
+	n := 0
+	for _, e := range entries {
+		if !e.Trusted() {
+			n++
+		}
+	}
+	return n
+}
+
+func describeSignature(s index.Signature) string {
+	switch s.State {
+	case index.SigSigned:
+		return "signed by " + s.Signer
+	case index.SigUntrusted:
+		return "UNTRUSTED: " + s.Reason + " (restores, verifications and retention refuse it)"
+	case index.SigUnchecked:
+		return "not checked (no trusted keys: --trusted-keys, signatures.trustedKeys)"
+	}
+	return s.State + ": " + s.Reason
 }
 
 func (a *app) describeLegacy(x *legacy.Backup) error {

@@ -107,7 +107,12 @@ engine takes (docs/engines/<engine>.md); --no-check skips the checks.
 
 A backup of the old cnvrg-capsule service (capsule legacy) is named
 legacy:<id>, or by its mixed-case id alone; it has no checksum (the result
-says so), and needs --to unless its source's name is configured here.`,
+says so), and needs --to unless its source's name is configured here.
+
+Where signing keys are trusted (--trusted-keys, signatures.* in the config),
+a backup that no trusted key signed is refused, here and by the workers;
+--allow-unsigned accepts one made before signing (no signature at all), never
+one whose signature does not check out.`,
 		Example:           `  capsule restore 01jd3k9x2q8f7m1t6v4w0y5z3a --to cnvrg/pg --wait`,
 		Args:              args(cobra.ExactArgs(1)),
 		ValidArgsFunction: a.completeBackups,
@@ -125,7 +130,7 @@ says so), and needs --to unless its source's name is configured here.`,
 			if err != nil {
 				return err
 			}
-			req := &requests.Request{Kind: requests.KindRestore, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: to, DropPrevious: dropPrevious, Options: opts}
+			req := &requests.Request{Kind: requests.KindRestore, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: to, DropPrevious: dropPrevious, Options: opts, AllowUnsigned: a.allowUnsigned}
 			if err := a.validateRequest(req); err != nil {
 				return err
 			}
@@ -174,7 +179,7 @@ Before writing the request, capsule checks that the backup exists and that
 			if err != nil {
 				return err
 			}
-			req := &requests.Request{Kind: requests.KindVerify, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: into}
+			req := &requests.Request{Kind: requests.KindVerify, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: into, AllowUnsigned: a.allowUnsigned}
 			if err := a.validateRequest(req); err != nil {
 				return err
 			}

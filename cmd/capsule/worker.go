@@ -90,9 +90,14 @@ exits with an error naming what failed on a bucket that does not;
 				host, _ := os.Hostname()
 				name = fmt.Sprintf("%s/%d", host, os.Getpid())
 			}
+			signer, trust, err := a.signing()
+			if err != nil {
+				return err
+			}
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
+				Signer: signer, Trust: trust,
 			})
 			if err != nil {
 				return err
