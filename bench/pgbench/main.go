@@ -40,6 +40,9 @@ type bench struct {
 	capsule  *benchkit.Capsule
 	levels   []string
 	runs     int
+	// signingKey, when set (-sign), adds signed rows: the first level's
+	// backup and restore again with the worker signing (and checking).
+	signingKey string
 }
 
 func run() error {
@@ -53,6 +56,7 @@ func run() error {
 		bin      = flag.String("capsule", "", "capsule binary to run as the worker (default: build ./cmd/capsule)")
 		runs     = flag.Int("runs", 1, "measure every step this many times and keep the fastest")
 		drop     = flag.Bool("drop", false, "drop the benchmark databases at the end (they are kept for the next run by default)")
+		sign     = flag.Bool("sign", false, "also back up and restore with the first compression setting with signed indexes (a fresh ed25519 key), rows marked \"signed\"")
 		cpuprof  = flag.String("cpuprofile", "", "instead of the table: back up the database once, and restore it, in this process (the worker's executor and engine) under the CPU profiler; write the profiles to FILE and FILE.restore")
 	)
 	flag.Parse()
@@ -126,6 +130,11 @@ func run() error {
 		return err
 	}
 	b.capsule = &benchkit.Capsule{Bin: capsuleBin, Dir: b.work, S3: s3, BucketName: bucketName, Bucket: bkt}
+	if *sign {
+		if b.signingKey, err = benchkit.SigningKey(b.work); err != nil {
+			return err
+		}
+	}
 
 	fmt.Printf("machine: %s\n", benchkit.Machine())
 	fmt.Printf("PostgreSQL %s, %s; S3: versitygw on loopback, same disk\n", serverVersion, dumpVersion)

@@ -35,6 +35,9 @@ const (
 func backupStep(level string) string  { return "capsule backup (" + level + ")" }
 func restoreStep(level string) string { return "capsule restore (" + level + ")" }
 
+// signed names a step's row run with signed indexes (-sign).
+func signed(step string) string { return strings.TrimSuffix(step, ")") + ", signed)" }
+
 // streamStep is capsule's restore with restoreJobs 1: the archive
 // streams from the bucket into one pg_restore, with no local copy.
 func streamStep(level string) string { return "capsule restore (" + level + ", restoreJobs 1)" }
@@ -181,6 +184,19 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 				backupID = req.ID
 			}
 		}
+		var signedID string
+		if b.signingKey != "" {
+			say(signed(backupStep(b.levels[0])))
+			req := &requests.Request{Kind: requests.KindBackup, Source: src, Labels: map[string]string{"bench": "pgbench"}}
+			b.capsule.SigningKey = b.signingKey
+			m, _, err := b.capsuleRun(ctx, req, b.levels[0])
+			b.capsule.SigningKey = ""
+			if err != nil {
+				return nil, err
+			}
+			r.record(signed(backupStep(b.levels[0])), m)
+			signedID = req.ID
+		}
 
 		say(stepDir)
 		if err := os.RemoveAll(dir); err != nil {
@@ -233,16 +249,22 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 			}
 		}
 
-		for _, rs := range []struct{ name, target string }{
-			{streamStep(b.levels[0]), "pg-restore-stream"},
-			{restoreStep(b.levels[0]), "pg-restore"},
+		for _, rs := range []struct{ name, target, key, id string }{
+			{streamStep(b.levels[0]), "pg-restore-stream", "", backupID},
+			{restoreStep(b.levels[0]), "pg-restore", "", backupID},
+			{signed(restoreStep(b.levels[0])), "pg-restore", b.signingKey, signedID},
 		} {
+			if rs.id == "" {
+				continue // no signed backup without -sign
+			}
 			say(rs.name)
 			if err := b.dropLike(ctx, capsuleTarget); err != nil {
 				return nil, err
 			}
-			req := &requests.Request{Kind: requests.KindRestore, BackupID: backupID, Target: rs.target, DropPrevious: true}
+			req := &requests.Request{Kind: requests.KindRestore, BackupID: rs.id, Target: rs.target, DropPrevious: true}
+			b.capsule.SigningKey = rs.key
 			m, _, err = b.capsuleRun(ctx, req, b.levels[0])
+			b.capsule.SigningKey = ""
 			if err != nil {
 				return nil, err
 			}
@@ -311,4 +333,23 @@ func (r *sizeResult) print(w io.Writer, levels []string) {
 	fmt.Fprintf(w, "  stored no larger than that file:            %s vs %s  %s\n", benchkit.MB(cb.output), benchkit.MB(backupBase.output), verdict(cb.output <= backupBase.output))
 	fmt.Fprintf(w, "  restore no slower than pg_restore FILE:     %s vs %s (%s)  %s\n", benchkit.Secs(cr.wall), benchkit.Secs(restoreBase.wall),
 		benchkit.Ratio(cr.wall.Seconds(), restoreBase.wall.Seconds()), verdict(cr.wall <= restoreBase.wall))
+	// -sign: issue 18's target, signing within 5 % of the wall time.
+	for _, pair := range [][2]*step{{cb, r.find(signed(backupStep(levels[0])))}, {cr, r.find(signed(restoreStep(levels[0])))}} {
+		plain, sig := pair[0], pair[1]
+		if sig == nil {
+			continue
+		}
+		fmt.Fprintf(w, "  %-43s %s vs %s (%+.1f%%)  %s\n", sig.name+" within 5%:", benchkit.Secs(sig.wall), benchkit.Secs(plain.wall),
+			100*(sig.wall.Seconds()/plain.wall.Seconds()-1), verdict(sig.wall.Seconds() <= 1.05*plain.wall.Seconds()))
+	}
+}
+
+// find returns the step of that name, or nil when it was not measured.
+func (r *sizeResult) find(name string) *step {
+	for _, s := range r.steps {
+		if s.name == name && s.done {
+			return s
+		}
+	}
+	return nil
 }
