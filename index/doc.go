@@ -51,6 +51,28 @@
 // than the record's LastModified plus MaxClockSkew. Other records are
 // ignored: they make no backup look verified, or failed.
 //
+// # Signatures
+//
+// A worker with a Signer writes, after each index (WriteSigned) and each
+// verification record (WriteVerificationSigned), a signature beside it:
+// backupIndex.json.sig, verify-<time>.json.sig. It is an SSH signature
+// (internal/sshsig, the format of ssh-keygen -Y sign) of the object's
+// exact stored bytes, in the namespace capsule-index or
+// capsule-verification; the index lists every artifact's key, sizes and
+// sha256, so the signature covers the artifacts too. The index goes
+// first: a retry finishes an interrupted commit by signing the stored
+// bytes (SignStored), and a signature that is there already must be this
+// signer's.
+//
+// Readers judge signatures with a Trust (the public keys they trust, and
+// whether they accept indexes with no signature at all): Filter.Trust
+// for listings, FindTrusted for one backup. Each Entry's Signature is
+// signed, unsigned (accepted), untrusted or unchecked (no trusted key:
+// nothing is checked). An untrusted entry is listed, never used:
+// Entry.TrustError refuses it, naming the backup and the reason, and
+// restores, verifications, retention and metrics skip it. A verification
+// record that no trusted key signed is ignored like one not believed.
+//
 // # What a verification proved
 //
 // A record's state is restored (the backup was restored into scratch
