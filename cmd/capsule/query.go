@@ -32,7 +32,7 @@ func (a *app) lsCmd() *cobra.Command {
 		Long: `List the backups in the bucket (those whose backupIndex.json was written),
 newest first, for the cluster (--cluster, default "default"; --all-clusters for
 every cluster) and optionally one source. -o wide adds the duration, the
-attempt, the worker and the labels.
+attempt, the worker, the signature and the labels.
 
 An index whose content does not match its key (cluster, source, backup id,
 artifact keys), that cannot be parsed, or that finished in the future by the
@@ -53,7 +53,13 @@ bucket (by the bucket's clock), since results are not kept per cluster.
 
 VERIFIED says what the newest verification proved: restored (restored into
 scratch space and checked), checksum (the stored bytes match; nothing was
-restored), failed, or never.`,
+restored), failed, or never.
+
+With trusted keys (--trusted-keys, signatures.* in the config), a backup whose
+index no trusted key signed shows STATUS untrusted: restores, verifications and
+retention refuse it (capsule describe says why). -o wide adds SIGNATURE:
+signed, unsigned (accepted with --allow-unsigned), untrusted, or unchecked (no
+trusted keys).`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.runLs(cmd.Context(), o)
