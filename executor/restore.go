@@ -20,6 +20,12 @@ import (
 // Fence is the lease holder's, handed over through the tracker.
 func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, attempt int, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, map[string]any, error) {
 	if id, ok := legacyRef(req); ok {
+		// The old service signed nothing: where signatures are checked, its
+		// backups are made before signing, accepted only when allowed.
+		if t := x.cfg.Trust.WithUnsigned(req.AllowUnsigned); t.Checks() && !t.AllowUnsigned {
+			return nil, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: backup %s was made by the old cnvrg-capsule service and has no signature: "+
+				"where signatures are checked it is used only with allowUnsigned (capsule restore --allow-unsigned)", req.BackupID))
+		}
 		return x.prepareLegacy(ctx, req, id, attempt, progress)
 	}
 	entry, err := index.FindTrusted(ctx, x.cfg.Bucket, req.BackupID, x.cfg.Trust.WithUnsigned(req.AllowUnsigned))
