@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -721,6 +722,13 @@ func decodeEvent(cluster, id, key string, data []byte, modified time.Time, rerr 
 // events it folded and the snapshots it supersedes that are older than
 // CatalogGrace by the bucket's clock.
 func (c Catalog) compact(ctx context.Context, cluster string, s *snapshot, o *clusterObjects) error {
+	// Folded names only events that are still there: the list does not
+	// grow with every event ever deleted.
+	listed := make(map[string]bool, len(o.events))
+	for _, ev := range o.events {
+		listed[ev.Key] = true
+	}
+	s.Folded = slices.DeleteFunc(s.Folded, func(k string) bool { return !listed[k] })
 	data, err := json.Marshal(s)
 	if err != nil {
 		return err
