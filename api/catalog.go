@@ -20,11 +20,11 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// catalog caches index.List per cluster ("" is every cluster) for ttl.
+// catalog caches the index.Catalog's listing per cluster ("" is every cluster) for ttl.
 // One listing per cluster runs at a time; requests that arrive meanwhile
 // wait for it rather than start their own.
 type catalog struct {
-	b       bucket.Reader
+	b       bucket.Bucket
 	ttl     time.Duration
 	damaged *index.Reporter
 	// legacy, when set, is where the old service's backups are; the
@@ -52,7 +52,7 @@ type listing struct {
 // on it (not canceled with the one that started it).
 const loadTimeout = 60 * time.Second
 
-func newCatalog(b bucket.Reader, ttl time.Duration, damaged *index.Reporter, old *legacy.Store, trust *index.Trust, log logrus.FieldLogger) *catalog {
+func newCatalog(b bucket.Bucket, ttl time.Duration, damaged *index.Reporter, old *legacy.Store, trust *index.Trust, log logrus.FieldLogger) *catalog {
 	return &catalog{b: b, ttl: ttl, damaged: damaged, legacy: old, trust: trust, log: log, entries: map[string]*listing{}}
 }
 
@@ -101,7 +101,7 @@ func (c *catalog) load(ctx context.Context, cluster string) (*listing, error) {
 		go func() {
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
 			defer cancel()
-			l.l, l.err = index.ListAll(lctx, c.b, index.Filter{Cluster: cluster, Trust: c.trust})
+			l.l, l.err = index.Catalog{Bucket: c.b, Writer: c.b}.List(lctx, index.Filter{Cluster: cluster, Trust: c.trust})
 			if l.err == nil {
 				c.damaged.Report(l.l.Damaged)
 			}

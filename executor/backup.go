@@ -49,6 +49,10 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 				return fmt.Errorf("sign the earlier attempt's index: %w", err)
 			}
 		}
+		// It may have stopped before the catalog's copies.
+		if err := index.Record(ctx, x.cfg.Bucket, prev, x.cfg.Signer); err != nil {
+			return fmt.Errorf("record the earlier attempt's backup in the catalog: %w", err)
+		}
 		return nil
 	} else if !errors.Is(err, bucket.ErrNotFound) {
 		return fmt.Errorf("check for an earlier commit: %w", err)
@@ -77,7 +81,9 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 	if len(sink.artifacts) == 0 {
 		return fmt.Errorf("backup %s: engine %s wrote no artifact", req.Source, eng.Name())
 	}
+	_, prefix := bucket.Unprefixed(x.cfg.Bucket)
 	idx := &index.BackupIndex{
+		Prefix:     prefix,
 		APIVersion: requests.APIVersion, Kind: index.KindIndex,
 		BackupID: req.ID, RequestID: req.ID, Cluster: cluster, Source: req.Source, Plan: req.Plan,
 		Engine: eng.Name(), Format: info.Format, ServerVersion: info.ServerVersion, ToolVersion: info.ToolVersion,

@@ -48,7 +48,11 @@ var ErrServedElsewhere = errors.New("served by another client of this bucket")
 
 // Config configures an Executor.
 type Config struct {
-	Bucket  bucket.Bucket
+	Bucket bucket.Bucket
+	// Prefix is the bucket prefix Bucket works under, recorded in every
+	// index (BackupIndex.Prefix). Default: Bucket's own, when it is a
+	// bucket.Prefixed view itself (not wrapped).
+	Prefix  string
 	Engines *engines.Registry
 	Sources Sources
 	// Worker names this worker in indexes and results.
@@ -98,6 +102,9 @@ type Executor struct {
 func New(cfg Config) (*Executor, error) {
 	if cfg.Bucket == nil || cfg.Engines == nil || cfg.Sources == nil {
 		return nil, errors.New("executor: Bucket, Engines and Sources are required")
+	}
+	if cfg.Prefix == "" {
+		_, cfg.Prefix = bucket.Unprefixed(cfg.Bucket)
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 24 * time.Hour
@@ -174,10 +181,10 @@ func (x *Executor) Run(ctx context.Context, req *requests.Request, attempt int, 
 	ctx, cancel := context.WithTimeoutCause(ctx, x.cfg.Timeout, fmt.Errorf("run timed out after %s", x.cfg.Timeout))
 	defer cancel()
 	out = &Outcome{Result: requests.Result{
-		APIVersion: requests.APIVersion, Kind: "Result", ID: req.ID, RequestKind: req.Kind,
-		Cluster: req.ClusterOrDefault(), Source: req.Source, BackupID: req.BackupID,
+		APIVersion: requests.APIVersion, Kind: "Result", ID: req.ID,
 		Attempts: attempt, Worker: x.cfg.Worker, StartedAt: started,
 	}}
+	req.Describe(&out.Result)
 	defer func() {
 		if p := recover(); p != nil {
 			log.WithField("panic", p).Error("engine panicked")
@@ -318,6 +325,12 @@ func (x *Executor) Commit(ctx context.Context, out *Outcome) error {
 				if err := index.SignStored(ctx, x.cfg.Bucket, out.Index.Key(), x.cfg.Signer); err != nil {
 					return err
 				}
+			}
+			// It may have stopped before the catalog's copies (written
+			// after the signature: a listing that reads the event finds
+			// the signature).
+			if err := index.Record(ctx, x.cfg.Bucket, prev, x.cfg.Signer); err != nil {
+				return err
 			}
 		} else if err != nil {
 			return err

@@ -36,7 +36,9 @@ func (x *Executor) prepareLegacy(ctx context.Context, req *requests.Request, id 
 		return nil, engines.Source{}, nil, nil, nil, fmt.Errorf("find legacy backup %s: %w", id, err)
 	}
 	info := postgres.TarBackupInfo(legacy.Artifact, b.Bytes)
+	_, prefix := bucket.Unprefixed(x.cfg.Bucket)
 	idx := &index.BackupIndex{
+		Prefix:   prefix,
 		BackupID: req.BackupID, Cluster: req.ClusterOrDefault(), Source: b.Source, Engine: legacy.Engine,
 		Format: info.Format, Bytes: b.Bytes, StoredBytes: b.Bytes,
 	}

@@ -82,6 +82,55 @@
 // listed (StateOf: "checksum only" checks mean checksum), so nothing
 // shows an old checksum-only verification as a restore.
 //
+// # The catalog
+//
+// Finding one backup by walking backups/ and listing a cluster by reading
+// every index cost requests in proportion to the backups kept. The
+// catalog answers both in a bounded number of requests, from write-once
+// objects outside backups/ (nothing there is rewritten):
+//
+//	catalog/ids/<backupId>.json                          where the backup is: its cluster and source
+//	catalog/clusters/<cluster>/snapshot-<time>-<rand>.json  the cluster's backups (their indexes and newest verifications)
+//	catalog/clusters/<cluster>/new/<backupId>/index.json    a commit since the snapshot (the index's bytes)
+//	catalog/clusters/<cluster>/new/<backupId>/verify-….json a verification since (the record's bytes)
+//	catalog/clusters/<cluster>/new/<backupId>/deleted.json  a deletion since (retention calls Forget)
+//	catalog/migrated.json                                the catalog holds every backup made before it
+//
+// Write writes the pointer and the commit event create-only right after
+// the index; a later attempt that finds the backup committed calls Record
+// to repair a crash in between. Find reads the pointer, LISTs the backup's
+// folder and reads its index and newest verification (about 4 requests).
+// Catalog.List reads a cluster's newest snapshot (by the bucket's clock)
+// and the events it does not hold: a LIST, a GET and one GET per event.
+// A listing that read more than CompactAfter events writes a new snapshot
+// holding them; a compaction deletes folded events and older snapshots
+// only CatalogGrace after they were written, so a concurrent compaction
+// that missed an event never outlives it.
+//
+// The catalog is a copy, believed no more than the indexes it copies:
+//
+//   - each snapshot entry and each commit event passes the same checks
+//     as an index read at its own key (check), with the time it was
+//     written no later than the snapshot's (or the event's) LastModified;
+//     a verification passes checkVerification;
+//   - a snapshot over MaxSnapshotSize, unparseable, of another cluster,
+//     or with any entry that fails is absent: the listing walks the
+//     cluster's indexes (ListAll), and with a Writer writes a snapshot
+//     from that walk; a bad event is reported like a damaged index;
+//   - a pointer that is damaged, or names a missing or damaged index,
+//     is absent: Find walks as before the catalog. A pointer is only a
+//     way to the index, which restore reads and checks anyway;
+//   - retention, garbage collection and restore act on indexes, never on
+//     the catalog: a forged catalog object can at worst show a backup in
+//     a listing that describe then does not find, or hide one from a
+//     listing until the next Compact (a walk) of its cluster.
+//
+// Buckets written before the catalog keep working: with no snapshot and
+// no migrated mark, a listing walks (as before) and, when it may write,
+// writes the snapshots, the missing pointers and the mark, once. A
+// backup deleted by hand leaves no deletion event: Catalog.Compact
+// rebuilds a cluster's snapshot from its indexes.
+//
 // # Failures
 //
 // A backup that failed, was canceled or rejected has no index: its result

@@ -5,10 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
@@ -49,13 +48,18 @@ type BackupIndex struct {
 	Bytes          int64             `json:"bytes"`
 	StoredBytes    int64             `json:"storedBytes"`
 	RetainUntil    time.Time         `json:"retainUntil,omitzero"`
-	Artifacts      []Artifact        `json:"artifacts"`
+	// Prefix is the bucket prefix (capsule/ by default) that the
+	// artifacts' keys, and the index's own key, are relative to. Indexes
+	// written before it existed have none: their prefix is the one they
+	// were found under.
+	Prefix    string     `json:"prefix,omitempty"`
+	Artifacts []Artifact `json:"artifacts"`
 }
 
 // Artifact is one stored stream of a backup.
 type Artifact struct {
 	Name string `json:"name"`
-	// Key is relative to the bucket's prefix.
+	// Key is relative to the bucket's prefix (BackupIndex.Prefix).
 	Key string `json:"key"`
 	// Size is the bytes the engine wrote; StoredSize the bytes stored.
 	Size       int64 `json:"size"`
@@ -124,10 +128,14 @@ func WriteSigned(ctx context.Context, b bucket.Bucket, x *BackupIndex, s *Signer
 	if _, err = bucket.PutBytes(ctx, b, x.Key(), data, opts); err != nil {
 		return fmt.Errorf("write index %s: %w", x.Key(), err)
 	}
-	if s == nil {
-		return nil
+	if s != nil {
+		// The signature before the catalog's event: a listing that reads
+		// the event finds the signature beside the index.
+		if err := s.putSignature(ctx, b, x.Key(), IndexNamespace, data, opts); err != nil {
+			return err
+		}
 	}
-	return s.putSignature(ctx, b, x.Key(), IndexNamespace, data, opts)
+	return record(ctx, b, x, data, s)
 }
 
 // SignStored signs the index stored at key, unless its signature is there
@@ -164,10 +172,13 @@ func WriteVerificationSigned(ctx context.Context, b bucket.Bucket, x *BackupInde
 	if _, err := bucket.PutBytes(ctx, b, key, data, opts); err != nil {
 		return fmt.Errorf("write verification %s: %w", key, err)
 	}
-	if s == nil {
-		return nil
+	if s != nil {
+		if err := s.putSignature(ctx, b, key, VerificationNamespace, data, opts); err != nil {
+			return err
+		}
 	}
-	return s.putSignature(ctx, b, key, VerificationNamespace, data, opts)
+	// The catalog's copy: a listing reads it beside the snapshot.
+	return putOnce(ctx, b, requests.CatalogEventDir(x.Cluster, x.BackupID)+path.Base(key), data, time.Time{})
 }
 
 // Read loads the index at key and believes it only where it is (see
@@ -176,24 +187,25 @@ func WriteVerificationSigned(ctx context.Context, b bucket.Bucket, x *BackupInde
 // *DamagedError (errors.Is(err, ErrDamaged)). The bucket's own errors
 // (bucket.ErrNotFound among them) are returned as they are.
 func Read(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, error) {
-	x, _, err := readRaw(ctx, b, key)
+	x, _, _, err := readRaw(ctx, b, key)
 	return x, err
 }
 
-// readRaw is Read that also returns the stored bytes.
-func readRaw(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, []byte, error) {
+// readRaw is Read that also returns the stored bytes and when the index
+// was written.
+func readRaw(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, []byte, time.Time, error) {
 	data, info, err := bucket.GetBytesLimit(ctx, b, key, MaxIndexSize)
 	if errors.Is(err, bucket.ErrTooLarge) {
-		return nil, nil, damaged(key, "%v", err)
+		return nil, nil, time.Time{}, damaged(key, "%v", err)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, time.Time{}, err
 	}
 	x, derr := decode(key, data, info.LastModified)
 	if derr != nil {
-		return nil, nil, derr
+		return nil, nil, time.Time{}, derr
 	}
-	return x, data, nil
+	return x, data, info.LastModified, nil
 }
 
 // decode parses and checks the index read from key, written when the
@@ -226,6 +238,12 @@ type Entry struct {
 	// BackupIndex.Key() (a listing believes no other), and deletes go by
 	// it, never by the content.
 	ListedKey string `json:"-"`
+	// written and verificationWritten are when the index and the
+	// verification were written, by the bucket's clock (the catalog
+	// keeps them to check its copies again).
+	written, verificationWritten time.Time
+	// verificationSig is what was found of the verification's signature.
+	verificationSig Signature
 }
 
 // Listing is what ListAll found.
@@ -281,19 +299,10 @@ func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
 		return nil, err
 	}
 	entries := make([]Entry, len(indexKeys))
-	errs := make([]error, len(indexKeys))
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for i, key := range indexKeys {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			entries[i], errs[i] = load(ctx, b, key, verifyKeys[dirOf(key)], sigs, f.Trust)
-		}()
-	}
-	wg.Wait()
+	errs := parallel(len(indexKeys), 16, func(i int) (err error) {
+		entries[i], err = load(ctx, b, indexKeys[i], verifyKeys[dirOf(indexKeys[i])], sigs, f.Trust)
+		return err
+	})
 	l := &Listing{Entries: entries[:0]}
 	for i, e := range entries {
 		var de *DamagedError
@@ -308,14 +317,7 @@ func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
 			return nil, errs[i]
 		}
 	}
-	sort.Slice(l.Entries, func(i, j int) bool {
-		x, y := l.Entries[i], l.Entries[j]
-		if !x.FinishedAt.Equal(y.FinishedAt) {
-			return x.FinishedAt.After(y.FinishedAt)
-		}
-		return x.BackupID > y.BackupID
-	})
-	sort.Slice(l.Damaged, func(i, j int) bool { return l.Damaged[i].Key < l.Damaged[j].Key })
+	sortListing(l)
 	return l, nil
 }
 
@@ -331,11 +333,24 @@ func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) 
 // wraps ErrDamaged and names the key and the reason. An untrusted entry is
 // returned as found (its Signature says so; TrustError refuses it), but
 // when one trusted entry has the id, untrusted ones do not make it
-// ambiguous.
+// ambiguous. It asks the catalog's pointer first (a handful of requests)
+// and uses what it leads to only where the index there is signed by a
+// trusted key (or nothing is checked); otherwise (no pointer, a damaged or
+// forged one, an index that is unsigned or untrusted) it walks every
+// backup's keys, as before the catalog.
 func FindTrusted(ctx context.Context, b bucket.Reader, backupID string, t *Trust) (Entry, error) {
 	if err := requests.ValidateID(backupID); err != nil {
 		return Entry{}, fmt.Errorf("backup id: %w", err)
 	}
+	if e, ok := findByPointer(ctx, b, backupID, t); ok {
+		return e, nil
+	}
+	return findByWalk(ctx, b, backupID, t)
+}
+
+// findByWalk is FindTrusted without the catalog: it lists every backup's
+// keys.
+func findByWalk(ctx context.Context, b bucket.Reader, backupID string, t *Trust) (Entry, error) {
 	indexKeys, verifyKeys, sigs, err := scan(ctx, b, requests.BackupsPrefix, backupID)
 	if err != nil {
 		return Entry{}, err
@@ -401,7 +416,7 @@ func scan(ctx context.Context, b bucket.Reader, prefix, onlyID string) ([]string
 // signature judges the signature of the object at key, whose stored bytes
 // are data, in namespace; sigs says which signature objects exist.
 func signature(ctx context.Context, b bucket.Reader, key, namespace string, data []byte, sigs map[string]bool, t *Trust) (Signature, error) {
-	if !t.Checks() {
+	if !t.wantsFacts() {
 		return Signature{State: SigUnchecked}, nil
 	}
 	if !sigs[SignatureKey(key)] {
@@ -412,7 +427,7 @@ func signature(ctx context.Context, b bucket.Reader, key, namespace string, data
 	case errors.Is(err, bucket.ErrNotFound):
 		return t.check(namespace, data, nil, false), nil
 	case errors.Is(err, bucket.ErrTooLarge):
-		return Signature{State: SigUntrusted, Reason: "signature: " + err.Error()}, nil
+		return t.judge(Signature{why: "signature: " + err.Error()}), nil
 	case err != nil:
 		return Signature{}, err
 	}
@@ -426,11 +441,11 @@ func dirOf(key string) string { return key[:strings.LastIndex(key, "/")+1] }
 // where t checks signatures, signed by a trusted key (or unsigned, where t
 // accepts that); records that are not are ignored.
 func load(ctx context.Context, b bucket.Reader, key string, verifications []string, sigs map[string]bool, t *Trust) (Entry, error) {
-	x, raw, err := readRaw(ctx, b, key)
+	x, raw, written, err := readRaw(ctx, b, key)
 	if err != nil {
 		return Entry{}, err
 	}
-	e := Entry{BackupIndex: x, ListedKey: key}
+	e := Entry{BackupIndex: x, ListedKey: key, written: written}
 	if e.Signature, err = signature(ctx, b, key, IndexNamespace, raw, sigs, t); err != nil {
 		return Entry{}, err
 	}
@@ -450,13 +465,14 @@ func load(ctx context.Context, b bucket.Reader, key string, verifications []stri
 		if checkVerification(verifications[i], x.BackupID, &v, info.LastModified) != "" {
 			continue // nor does one that is not believed make it verified
 		}
-		if sig, err := signature(ctx, b, verifications[i], VerificationNamespace, data, sigs, t); err != nil {
+		sig, err := signature(ctx, b, verifications[i], VerificationNamespace, data, sigs, t)
+		if err != nil {
 			return Entry{}, err
 		} else if sig.State == SigUntrusted {
 			continue // nor one that no trusted worker signed
 		}
 		v.State = StateOf(&v)
-		e.Verification = &v
+		e.Verification, e.verificationWritten, e.verificationSig = &v, info.LastModified, sig
 		break
 	}
 	return e, nil

@@ -20,6 +20,9 @@ import (
 const (
 	IndexNamespace        = "capsule-index"
 	VerificationNamespace = "capsule-verification"
+	// CatalogNamespace signs a catalog snapshot: the compacting worker
+	// vouches for the entries and the signature facts it recorded.
+	CatalogNamespace = "capsule-catalog"
 )
 
 // SignatureSuffix ends the key of an object's signature, which lies beside
@@ -56,6 +59,11 @@ type Signature struct {
 	Reason string `json:"reason,omitempty"`
 	// missing is set when there is no signature object at all.
 	missing bool
+	// by is the fingerprint of the key whose valid signature it is
+	// (trusted or not); why says why a signature that is there does not
+	// check out. With missing, they are the facts a catalog snapshot
+	// records, for each reader to judge by its own Trust.
+	by, why string
 }
 
 // ErrUntrusted is wrapped by every error about a backup whose index no
@@ -132,6 +140,10 @@ func (s *Signer) Fingerprint() string { return ssh.FingerprintSHA256(s.key.Publi
 // one without keys, checks nothing: every entry is SigUnchecked.
 type Trust struct {
 	keys map[string]ssh.PublicKey // by fingerprint
+	// facts makes a Trust without keys still check every signature and
+	// keep the facts (Signature.by, missing, why) in the unchecked
+	// Signature it returns: a signing compaction records them.
+	facts bool
 	// AllowUnsigned accepts indexes and verification records that have no
 	// signature at all (made before signing). A signature that is there
 	// but does not check out is never accepted.
@@ -207,27 +219,61 @@ func parseKeyLine(line []byte) (ssh.PublicKey, error) {
 	return nil, errors.New("no SSH public key (want \"ssh-ed25519 AAAA… [comment]\", as in authorized_keys or allowed_signers)")
 }
 
+// wantsFacts says whether signatures are read at all: t checks them, or
+// records their facts.
+func (t *Trust) wantsFacts() bool { return t.Checks() || (t != nil && t.facts) }
+
+// withFacts returns a copy of t (nil: a Trust without keys) that also
+// records the facts of every signature it reads.
+func (t *Trust) withFacts() *Trust {
+	c := Trust{}
+	if t != nil {
+		c = *t
+	}
+	c.facts = true
+	return &c
+}
+
 // check judges sig (nil when there is none) as the signature of data in
 // namespace.
 func (t *Trust) check(namespace string, data, sig []byte, hasSig bool) Signature {
-	if !t.Checks() {
+	if !t.wantsFacts() {
 		return Signature{State: SigUnchecked}
 	}
+	return t.judge(sigFacts(namespace, data, sig, hasSig))
+}
+
+// sigFacts checks sig as a signature of data in namespace by any key, and
+// returns what it found (a Signature without a State).
+func sigFacts(namespace string, data, sig []byte, hasSig bool) Signature {
 	if !hasSig {
-		if t.AllowUnsigned {
-			return Signature{State: SigUnsigned, Reason: "no signature: made before signing (accepted: allowUnsigned)", missing: true}
-		}
-		return Signature{State: SigUntrusted, Reason: "no signature", missing: true}
+		return Signature{missing: true}
 	}
 	pub, err := sshsig.Verify(sig, data, namespace)
 	if err != nil {
-		return Signature{State: SigUntrusted, Reason: err.Error()}
+		return Signature{why: err.Error()}
 	}
-	fp := ssh.FingerprintSHA256(pub)
-	if _, ok := t.keys[fp]; !ok {
-		return Signature{State: SigUntrusted, Reason: "signed by " + fp + ", a key this reader does not trust"}
+	return Signature{by: ssh.FingerprintSHA256(pub)}
+}
+
+// judge gives the facts f (missing, by, why) a state by t's keys. Without
+// keys it is SigUnchecked, the facts kept.
+func (t *Trust) judge(f Signature) Signature {
+	f.State, f.Signer, f.Reason = SigUnchecked, "", ""
+	switch {
+	case !t.Checks():
+	case f.missing && t.AllowUnsigned:
+		f.State, f.Reason = SigUnsigned, "no signature: made before signing (accepted: allowUnsigned)"
+	case f.missing:
+		f.State, f.Reason = SigUntrusted, "no signature"
+	case f.by == "":
+		f.State, f.Reason = SigUntrusted, f.why
+	case t.keys[f.by] == nil:
+		f.State, f.Reason = SigUntrusted, "signed by "+f.by+", a key this reader does not trust"
+	default:
+		f.State, f.Signer = SigSigned, f.by
 	}
-	return Signature{State: SigSigned, Signer: fp}
+	return f
 }
 
 // putSignature signs data in namespace and writes the signature beside

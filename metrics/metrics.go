@@ -235,20 +235,23 @@ func (r *Registry) ObserveSQS(o notify.Observation) {
 
 // LoadCatalog sets the newest-success gauges from the catalog in b (every
 // committed backup, and each backup's newest verification), so that a
-// worker that just started reports the right age at once. Later events
+// worker that just started reports the right age at once. It reads the
+// catalog's snapshots (index.Catalog), not every index: only the first
+// worker on a bucket written before the catalog existed walks the
+// indexes, once, and writes the snapshots for every later one. Later events
 // only move the gauges forward. Only what the index package believes
 // counts: a damaged index (a forged one dated in the future, say) moves no
 // gauge and is reported through Damaged instead. It returns how many
 // backups it read.
-func (r *Registry) LoadCatalog(ctx context.Context, b bucket.Reader) (int, error) {
+func (r *Registry) LoadCatalog(ctx context.Context, b bucket.Bucket) (int, error) {
 	return r.LoadTrustedCatalog(ctx, b, nil)
 }
 
 // LoadTrustedCatalog is LoadCatalog whose entries trust judges: a backup
 // no trusted key signed moves no gauge either (a forged recent backup
 // does not silence the "no good backup" alert).
-func (r *Registry) LoadTrustedCatalog(ctx context.Context, b bucket.Reader, trust *index.Trust) (int, error) {
-	l, err := index.ListAll(ctx, b, index.Filter{Trust: trust})
+func (r *Registry) LoadTrustedCatalog(ctx context.Context, b bucket.Bucket, trust *index.Trust) (int, error) {
+	l, err := index.Catalog{Bucket: b, Writer: b}.List(ctx, index.Filter{Trust: trust})
 	if err != nil {
 		return 0, err
 	}

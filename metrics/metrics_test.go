@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/fs"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/internal/reqcount"
 	"github.com/cnvrg/capsule/metrics"
 	"github.com/cnvrg/capsule/notify"
 	"github.com/cnvrg/capsule/requests"
@@ -378,5 +380,46 @@ func TestLoadCatalogBelievesOnlyRealBackups(t *testing.T) {
 	}
 	if got := s.sum("capsule_damaged_indexes_total", nil); got != 2 {
 		t.Errorf("capsule_damaged_indexes_total = %v, want 2 (each damaged index once)", got)
+	}
+}
+
+// A worker that starts on a prefix with many backups seeds the gauges from
+// the catalog, reading no index.
+func TestLoadCatalogReadsTheCatalogNotEveryIndex(t *testing.T) {
+	fb, err := fs.New(filepath.Join(t.TempDir(), "bucket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := bucket.Prefixed(fb, "capsule/")
+	ctx := context.Background()
+	// The first worker on the (empty) prefix: the catalog starts here.
+	if _, err := metrics.New(metrics.Options{NoRuntime: true}).LoadCatalog(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-1000 * time.Hour).UTC()
+	const n = 500
+	for i := range n {
+		finished := t0.Add(time.Duration(i) * time.Hour)
+		x := &index.BackupIndex{
+			APIVersion: requests.APIVersion, Kind: index.KindIndex, BackupID: fmt.Sprintf("b%04d", i), RequestID: fmt.Sprintf("b%04d", i),
+			Cluster: "prod", Source: "cnvrg/pg", Engine: "files", Format: "tar", CapsuleVersion: "test",
+			Status: requests.StatusSucceeded, Attempt: 1, StartedAt: finished.Add(-time.Minute), FinishedAt: finished,
+			Artifacts: []index.Artifact{},
+		}
+		if err := index.Write(ctx, raw, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &reqcount.Bucket{B: raw}
+	r := metrics.New(metrics.Options{NoRuntime: true})
+	got, err := r.LoadCatalog(ctx, b)
+	if err != nil || got != n {
+		t.Fatalf("LoadCatalog = %d, %v; want %d", got, err, n)
+	}
+	if c := b.Counts(); c.Get > index.CompactAfter+2 || c.Total() > index.CompactAfter+8 {
+		t.Fatalf("seeding from %d backups made %+v requests: it read the indexes", n, c)
+	}
+	if v := (scrapes{scrape(t, r.Handler())}).max(metrics.LastBackupSuccess, L{"cluster": "prod", "source": "cnvrg/pg"}); v != unix(t0.Add((n-1)*time.Hour)) {
+		t.Fatalf("gauge %v, want the newest backup's time", v)
 	}
 }

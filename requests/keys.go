@@ -2,6 +2,8 @@ package requests
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -49,6 +51,29 @@ func IDFromKey(prefix, key string) (string, bool) {
 		return "", false
 	}
 	return id, true
+}
+
+// MisnamedID returns the id under which a worker answers an object under
+// requests/ whose name is not <id>.json with a valid id ("requests/My
+// Backup.json", say): "misnamed-", the name made id-safe (lower case,
+// other characters as '-', at most 80 bytes), '-' and 12 hex digits of the
+// key's sha256, so that two such objects never share an answer.
+func MisnamedID(key string) string {
+	name := strings.TrimSuffix(strings.TrimPrefix(key, RequestsPrefix), ".json")
+	var b strings.Builder
+	for _, c := range strings.ToLower(name) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('-')
+		}
+		if b.Len() >= 80 {
+			break
+		}
+	}
+	sum := sha256.Sum256([]byte(key))
+	return "misnamed-" + strings.Trim(b.String(), "-") + "-" + hex.EncodeToString(sum[:6])
 }
 
 // Segment escapes a cluster or source name for use as one key segment:
@@ -128,4 +153,35 @@ func SlotID(plan string, slot time.Time) string {
 		p = p[:100]
 	}
 	return p + "-" + slot.UTC().Format("20060102t150405z")
+}
+
+// The catalog's keys (package index): write-once objects beside
+// backups/ that let a reader find one backup, or list a cluster, in a
+// bounded number of requests. They are derived data: the indexes under
+// backups/ stay the truth, and a reader that finds the catalog missing or
+// damaged falls back to them.
+const (
+	CatalogPrefix = "catalog/"
+	// CatalogIDsPrefix holds one pointer per backup id: catalog/ids/<id>.json.
+	CatalogIDsPrefix = CatalogPrefix + "ids/"
+	// CatalogClustersPrefix holds each cluster's snapshots and the
+	// events (commits, verifications, deletions) newer than them.
+	CatalogClustersPrefix = CatalogPrefix + "clusters/"
+	// CatalogMigratedKey marks a bucket whose backups made before the
+	// catalog existed are all in it.
+	CatalogMigratedKey = CatalogPrefix + "migrated.json"
+)
+
+// CatalogPointerKey returns catalog/ids/<backupId>.json.
+func CatalogPointerKey(backupID string) string { return CatalogIDsPrefix + backupID + ".json" }
+
+// CatalogClusterDir returns catalog/clusters/<cluster>/.
+func CatalogClusterDir(cluster string) string {
+	return CatalogClustersPrefix + Segment(cluster) + "/"
+}
+
+// CatalogEventDir returns catalog/clusters/<cluster>/new/<backupId>/, the
+// folder of one backup's catalog events.
+func CatalogEventDir(cluster, backupID string) string {
+	return CatalogClusterDir(cluster) + "new/" + backupID + "/"
 }

@@ -220,3 +220,47 @@ func strconvQuote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// The rough edges of hand-written requests (issue 17).
+func TestParseHandWritten(t *testing.T) {
+	t.Run("a leading byte order mark is accepted", func(t *testing.T) {
+		doc := "\xef\xbb\xbf" + `{"apiVersion":"capsule/v1","kind":"Backup","id":"a1","source":"files"}`
+		if r, err := requests.Parse([]byte(doc)); err != nil || r.Source != "files" {
+			t.Fatalf("Parse with a BOM = %+v, %v", r, err)
+		}
+	})
+	for _, tc := range []struct{ name, doc, field, says string }{
+		{"a field in the wrong case beside the real one", `{"apiVersion":"capsule/v1","kind":"Backup","id":"a1","source":"files","Source":"other"}`, "Source", `did you mean "source"`},
+		{"a field in the wrong case alone", `{"apiversion":"capsule/v1","kind":"Backup","id":"a1","source":"files"}`, "apiversion", `did you mean "apiVersion"`},
+		{"a field given twice", `{"apiVersion":"capsule/v1","kind":"Backup","id":"a1","source":"files","source":"x"}`, "source", "twice"},
+		{"a bad createdAt", `{"apiVersion":"capsule/v1","kind":"Backup","id":"a1","source":"files","createdAt":"yesterday"}`, "createdAt", "RFC 3339"},
+		{"a createdAt that is a number", `{"apiVersion":"capsule/v1","kind":"Backup","id":"a1","source":"files","createdAt":1700000000}`, "createdAt", "RFC 3339"},
+		{"a label value that is not a string", `{"apiVersion":"capsule/v1","kind":"Backup","id":"a1","source":"files","labels":{"a":1}}`, "labels", "must be"},
+		{"dropPrevious that is a string", `{"apiVersion":"capsule/v1","kind":"Restore","id":"a1","backupId":"b","dropPrevious":"yes"}`, "dropPrevious", "boolean"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := requests.Parse([]byte(tc.doc))
+			var fe *requests.FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("Parse(%s) = %v, want a FieldError naming %q that says %q", tc.doc, err, tc.field, tc.says)
+			}
+		})
+	}
+}
+
+func TestMisnamedID(t *testing.T) {
+	seen := map[string]string{}
+	for _, key := range []string{"requests/My Backup.json", "requests/my backup.json", "requests/x.txt", "requests/sub/dir.json", "requests/" + strings.Repeat("É", 200) + ".json", "requests/.json"} {
+		id := requests.MisnamedID(key)
+		if err := requests.ValidateID(id); err != nil {
+			t.Errorf("MisnamedID(%q) = %q: %v", key, id, err)
+		}
+		if prev, ok := seen[id]; ok {
+			t.Errorf("MisnamedID gives %q to both %q and %q", id, prev, key)
+		}
+		seen[id] = key
+		if requests.MisnamedID(key) != id {
+			t.Errorf("MisnamedID(%q) is not stable", key)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -151,6 +152,35 @@ func (r *Request) Validate() error {
 		return fieldErr("kind", "unknown kind %q (want Backup, Restore or Verify)", r.Kind)
 	}
 	return nil
+}
+
+// The facts of a request kind, defined here once: what it acts on, the
+// backup it refers to, and what its result records of it.
+
+// SourceName returns the configured source the request acts on: a
+// Backup's source, a Restore's or Verify's target (empty when it names
+// none: the backup's own source, or no scratch server).
+func (r *Request) SourceName() string {
+	if r.Kind == KindBackup {
+		return r.Source
+	}
+	return r.Target
+}
+
+// BackupRef returns the backup the request refers to: the one a Backup
+// makes (its id is the request's), the one a Restore or Verify reads.
+func (r *Request) BackupRef() string {
+	if r.Kind == KindBackup {
+		return r.ID
+	}
+	return r.BackupID
+}
+
+// Describe records in res what a result says of its request: its kind,
+// cluster, the source a Backup read and the backup a Restore or Verify
+// read (a Backup's result gets its backup id once it is committed).
+func (r *Request) Describe(res *Result) {
+	res.RequestKind, res.Cluster, res.Source, res.BackupID = r.Kind, r.ClusterOrDefault(), r.Source, r.BackupID
 }
 
 // ClusterOrDefault returns the request's cluster, or DefaultCluster.
@@ -333,10 +363,62 @@ func validateLabels(labels map[string]string) error {
 	return nil
 }
 
+// bom is the UTF-8 byte order mark some editors put first in a file.
+var bom = []byte("\xef\xbb\xbf")
+
+// strictUnmarshal decodes one JSON object into the struct into points
+// to. Unlike encoding/json it matches field names exactly (json matches
+// them case-insensitively, so "Source" or "apiversion" would be taken
+// silently), refuses a field given twice, and names the field in every
+// error, a bad time included. A leading byte order mark is skipped.
 func strictUnmarshal(data []byte, into any) error {
+	data = bytes.TrimPrefix(data, bom)
+	v := reflect.ValueOf(into).Elem()
+	fields := map[string]int{}
+	for i := range v.NumField() {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			fields[name] = i
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
+	tok, err := dec.Token()
+	if err != nil {
+		return describeJSONError(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return fmt.Errorf("invalid JSON: want an object ({...}), got %v", tokenKind(tok))
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return describeJSONError(err)
+		}
+		name, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return describeJSONError(err)
+		}
+		i, ok := fields[name]
+		if !ok {
+			for known := range fields {
+				if strings.EqualFold(known, name) {
+					return fieldErr(name, "unknown field: field names are case-sensitive; did you mean %q?", known)
+				}
+			}
+			return fieldErr(clipString(name), "unknown field (requests name a configured source; they never carry connection details)")
+		}
+		if seen[name] {
+			return fieldErr(name, "given twice")
+		}
+		seen[name] = true
+		f := v.Field(i)
+		if err := json.Unmarshal(raw, f.Addr().Interface()); err != nil {
+			return fieldValueErr(name, f.Type(), raw, err)
+		}
+	}
+	if _, err := dec.Token(); err != nil {
 		return describeJSONError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -345,19 +427,52 @@ func strictUnmarshal(data []byte, into any) error {
 	return nil
 }
 
+func tokenKind(tok json.Token) string {
+	switch tok.(type) {
+	case json.Delim:
+		return "an array"
+	case string:
+		return "a string"
+	case float64, json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return "null"
+}
+
+var timeType = reflect.TypeOf(time.Time{})
+
+// fieldValueErr names field in the error of decoding its value raw.
+func fieldValueErr(field string, t reflect.Type, raw json.RawMessage, err error) error {
+	if t == timeType {
+		return fieldErr(field, "must be an RFC 3339 time such as \"2026-01-02T15:04:05Z\", got %s", clipString(string(raw)))
+	}
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &typ) {
+		want := t.Kind().String()
+		switch t.Kind() {
+		case reflect.Map:
+			want = "object of " + t.Elem().Kind().String() + "s"
+		case reflect.Int, reflect.Int64:
+			want = "integer"
+		case reflect.Bool:
+			want = "boolean (true or false)"
+		}
+		return fieldErr(field, "must be a %s, got a JSON %s", want, typ.Value)
+	}
+	return fieldErr(field, "%s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
 func describeJSONError(err error) error {
 	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
 		return fmt.Errorf("invalid JSON at byte %d: %v", syn.Offset, syn)
-	case errors.As(err, &typ):
-		return fieldErr(typ.Field, "must be a %s, got a JSON %s", typ.Type, typ.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return fieldErr(f, "unknown field (requests name a configured source; they never carry connection details)")
 	case err == io.EOF:
 		return fmt.Errorf("invalid JSON: empty")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("invalid JSON: it ends before the object does")
 	}
 	return fmt.Errorf("invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }

@@ -364,8 +364,12 @@ func (r *Runner) deleteBackup(ctx context.Context, l *lease, e index.Entry, rep 
 		}
 		log.WithFields(logrus.Fields{"finished_at": x.FinishedAt, "attempt": x.Attempt}).Info("deleted backup by retention")
 	}
-	// The backup is gone; now its objects. Whatever fails here is left
-	// to the garbage collector.
+	// The backup is gone: the catalog learns it (its listings show it no
+	// more); now its objects. Whatever fails here is left to the garbage
+	// collector.
+	if err := index.Forget(ctx, r.cfg.Bucket, e); err != nil {
+		return existed, fmt.Errorf("delete backup %s: %w", x.BackupID, err)
+	}
 	_, retained, err := r.deleteFolder(ctx, l, strings.TrimSuffix(key, requests.IndexName), x.RetainUntil)
 	rep.Retained = append(rep.Retained, retained...)
 	if err != nil {

@@ -28,7 +28,9 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	err := bucket.Walk(ctx, w.cfg.Bucket, requests.RequestsPrefix, func(o bucket.ObjectInfo) error {
 		id, ok := requests.IDFromKey(requests.RequestsPrefix, o.Key)
 		if !ok {
-			w.log.WithField("key", o.Key).Warn("ignoring an object under requests/ whose name is not <id>.json with a valid id")
+			if err := w.answerMisnamed(ctx, o.Key); err != nil {
+				w.log.WithError(err).WithField("key", o.Key).Warn("answering a misnamed request failed; the next pass tries again")
+			}
 			return nil
 		}
 		pending[id] = true
@@ -209,6 +211,9 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 		return false, lh.release(ctx, fmt.Errorf("read request %s: %w", id, err))
 	}
 	req, perr := requests.Parse(raw)
+	if perr == nil && req.Cluster == "" {
+		req.Cluster = w.cfg.Cluster // the worker's cluster, as its CLI's
+	}
 	if perr == nil && req.ID != id {
 		perr = fmt.Errorf("id: %q does not match the object's name %s", req.ID, requests.RequestKey(id))
 	}
@@ -222,10 +227,7 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 	}
 	// Only now is the claim real: the request is there, unfinished and
 	// not canceled.
-	source := req.Source
-	if source == "" {
-		source = req.Target
-	}
+	source := req.SourceName()
 	if attempt == 1 {
 		w.emit(Event{Type: EventClaimed, ID: id, Attempt: attempt, Kind: req.Kind, Source: source})
 	} else {
@@ -233,6 +235,42 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 	}
 	w.start(req, lh)
 	return true, nil
+}
+
+// answerMisnamed answers an object under requests/ whose name is not
+// <id>.json with a valid id, once: a rejected result under the id
+// requests.MisnamedID derives from its key (create-only, so one worker
+// writes it), which capsule tail and status show. The object itself is
+// left for its writer to rename or delete, and later passes skip it
+// without a request.
+func (w *Watcher) answerMisnamed(ctx context.Context, key string) error {
+	w.mu.Lock()
+	done := w.answered[key]
+	w.mu.Unlock()
+	if done {
+		return nil
+	}
+	id := requests.MisnamedID(key)
+	_, err := w.cfg.Bucket.Head(ctx, requests.ResultKey(id))
+	if errors.Is(err, bucket.ErrNotFound) {
+		msg := fmt.Sprintf("invalid request: the object %s is not named requests/<id>.json with a valid id (1-128 of [a-z0-9._-], starting with a letter or digit); it was not read: upload it again as requests/<its id>.json", key)
+		r := w.result(id, requests.StatusRejected, msg, 0, nil)
+		_, err = bucket.PutBytes(ctx, w.cfg.Bucket, requests.ResultKey(id), marshal(redactResult(r)), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
+		if err == nil {
+			w.log.WithFields(logrus.Fields{"key": key, "request_id": id}).Warn("rejected an object under requests/ whose name is not a valid id; it is left alone from now on")
+			w.emit(Event{Type: EventFinished, ID: id, Status: requests.StatusRejected, Finished: r.FinishedAt})
+		}
+		if errors.Is(err, bucket.ErrPreconditionFailed) {
+			err = nil // another worker answered it
+		}
+	}
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.answered[key] = true
+	w.mu.Unlock()
+	return nil
 }
 
 // readRequest reads request id's body through the size limit, refusing it
@@ -271,7 +309,7 @@ func (w *Watcher) result(id string, status requests.Status, msg string, attempts
 		Attempts: attempts, Worker: w.cfg.Worker, FinishedAt: time.Now().UTC(),
 	}
 	if req != nil {
-		r.RequestKind, r.Cluster, r.Source, r.BackupID = req.Kind, req.ClusterOrDefault(), req.Source, req.BackupID
+		req.Describe(r)
 	}
 	return r
 }

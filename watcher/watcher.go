@@ -49,7 +49,10 @@ type Config struct {
 	// 1 MiB). A larger request is rejected and a larger lease treated as
 	// damaged, neither read whole.
 	MaxControlObject int64
-	Log              logrus.FieldLogger
+	// Cluster is the cluster of requests that name none (the worker's
+	// configured cluster); requests.DefaultCluster when empty.
+	Cluster string
+	Log     logrus.FieldLogger
 	// Events, when set, is told of every claim, takeover, loss and
 	// finish (metrics and tests hook in here).
 	Events func(Event)
@@ -161,7 +164,10 @@ type Watcher struct {
 	// this bucket serves their source, until when this watcher leaves
 	// them to that client's watcher.
 	elsewhere map[string]time.Time
-	wg        sync.WaitGroup
+	// answered are the keys under requests/ whose name is not a valid
+	// id and that have a rejected result: later passes leave them alone.
+	answered map[string]bool
+	wg       sync.WaitGroup
 	// stopClaiming is closed when shutdown begins.
 	stopClaiming chan struct{}
 	stopOnce     sync.Once
@@ -196,6 +202,7 @@ func New(cfg Config) (*Watcher, error) {
 		running:      map[string]*job{},
 		claims:       map[string]bool{},
 		elsewhere:    map[string]time.Time{},
+		answered:     map[string]bool{},
 		stopClaiming: make(chan struct{}),
 		jobsCtx:      jobsCtx,
 		cancelJobs:   cancelJobs,

@@ -95,10 +95,11 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 	if err != nil {
 		return err
 	}
-	if _, filter.Trust, err = a.cfg.Signing(); err != nil {
+	var signer *index.Signer
+	if signer, filter.Trust, err = a.cfg.Signing(); err != nil {
 		return err
 	}
-	l, err := index.ListAll(ctx, b, filter)
+	l, err := index.Catalog{Bucket: b, Writer: b, Signer: signer}.List(ctx, filter)
 	if err != nil {
 		return err
 	}

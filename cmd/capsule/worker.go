@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/internal/childproc"
 	"github.com/cnvrg/capsule/internal/version"
@@ -83,6 +84,7 @@ exits with an error naming what failed on a bucket that does not;
 				return err
 			}
 			services.legacy = old
+			_, prefix := bucket.Unprefixed(b) // before the metrics wrap the view
 			if b, err = a.prepareServices(ctx, &services, b); err != nil {
 				return err
 			}
@@ -95,7 +97,7 @@ exits with an error naming what failed on a bucket that does not;
 				return err
 			}
 			exec, err := executor.New(executor.Config{
-				Bucket: b, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
+				Bucket: b, Prefix: prefix, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
 				Signer: signer, Trust: trust,
 			})
@@ -105,7 +107,7 @@ exits with an error naming what failed on a bucket that does not;
 			wcfg := watcher.Config{
 				Bucket: b, Runner: exec, Worker: name, Concurrency: w.Concurrency, Poll: w.Poll,
 				Lease: w.Lease, MaxAttempts: w.MaxAttempts, Grace: w.Grace, Log: a.log,
-				MaxControlObject: w.MaxControlObject,
+				MaxControlObject: w.MaxControlObject, Cluster: a.cfg.Cluster,
 			}
 			services.configure(&wcfg)
 			wt, err := watcher.New(wcfg)
