@@ -442,7 +442,10 @@ func fromWalk(cluster string, l *Listing, o *clusterObjects) *snapshot {
 // listCluster lists one cluster from its catalog objects o. migrated is
 // nil when not yet known (it is asked only when needed).
 func (c Catalog) listCluster(ctx context.Context, cluster string, o *clusterObjects, migrated *bool) (*Listing, error) {
-	s, ok := c.newestSnapshot(ctx, cluster, o)
+	s, ok, err := c.newestSnapshot(ctx, cluster, o)
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		if len(o.snapshots) == 0 {
 			if migrated == nil {
@@ -504,10 +507,12 @@ func (s *snapshot) listing(cluster string) *Listing {
 
 // newestSnapshot reads the newest snapshot by the bucket's clock and
 // believes it only where it is (checkSnapshot). ok is false when there
-// is none, or the newest is not believed: it counts as absent.
-func (c Catalog) newestSnapshot(ctx context.Context, cluster string, o *clusterObjects) (*snapshot, bool) {
+// is none, or the newest is not believed: it counts as absent. The
+// bucket's own errors (an unreachable store) are returned: they are no
+// reason to walk every index.
+func (c Catalog) newestSnapshot(ctx context.Context, cluster string, o *clusterObjects) (*snapshot, bool, error) {
 	if len(o.snapshots) == 0 {
-		return nil, false
+		return nil, false, nil
 	}
 	newest := o.snapshots[0]
 	for _, s := range o.snapshots[1:] {
@@ -516,14 +521,17 @@ func (c Catalog) newestSnapshot(ctx context.Context, cluster string, o *clusterO
 		}
 	}
 	data, info, err := bucket.GetBytesLimit(ctx, c.Bucket, newest.Key, MaxSnapshotSize)
-	if err != nil {
-		return nil, false
+	switch {
+	case errors.Is(err, bucket.ErrNotFound), errors.Is(err, bucket.ErrTooLarge):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
 	}
 	var s snapshot
 	if json.Unmarshal(data, &s) != nil || checkSnapshot(cluster, &s, info.LastModified) != nil {
-		return nil, false
+		return nil, false, nil
 	}
-	return &s, true
+	return &s, true, nil
 }
 
 // checkSnapshot believes a snapshot of cluster written when the bucket's
