@@ -524,7 +524,10 @@ func (c Catalog) walkTrust(t *Trust) *Trust {
 // events newer than the snapshot are judged by their indexes' own
 // signatures. Otherwise the listing walks (ListAll): correct, only slower.
 func (c Catalog) listCluster(ctx context.Context, cluster string, o *clusterObjects, migrated *bool, t *Trust) (*Listing, error) {
-	s, snapSigned, ok := c.newestSnapshot(ctx, cluster, o)
+	s, snapSigned, ok, err := c.newestSnapshot(ctx, cluster, o)
+	if err != nil {
+		return nil, err
+	}
 	// vouched: the facts s records are believed, so a compaction of it
 	// may be signed.
 	vouched := false
@@ -611,12 +614,14 @@ func (s *snapshot) listing(cluster string, t *Trust) *Listing {
 
 // newestSnapshot reads the newest snapshot by the bucket's clock and
 // believes it only where it is (checkSnapshot). ok is false when there
-// is none, or the newest is not believed: it counts as absent. signedBy
-// is the fingerprint of the key whose valid signature (CatalogNamespace)
-// lies beside it, trusted or not ("" when none does).
-func (c Catalog) newestSnapshot(ctx context.Context, cluster string, o *clusterObjects) (s *snapshot, signedBy string, ok bool) {
+// is none, or the newest is not believed: it counts as absent. The
+// bucket's own errors (an unreachable store) are returned: they are no
+// reason to walk every index. signedBy is the fingerprint of the key whose
+// valid signature (CatalogNamespace) lies beside it, trusted or not (""
+// when none does).
+func (c Catalog) newestSnapshot(ctx context.Context, cluster string, o *clusterObjects) (s *snapshot, signedBy string, ok bool, err error) {
 	if len(o.snapshots) == 0 {
-		return nil, "", false
+		return nil, "", false, nil
 	}
 	newest := o.snapshots[0]
 	for _, s := range o.snapshots[1:] {
@@ -625,19 +630,26 @@ func (c Catalog) newestSnapshot(ctx context.Context, cluster string, o *clusterO
 		}
 	}
 	data, info, err := bucket.GetBytesLimit(ctx, c.Bucket, newest.Key, MaxSnapshotSize)
-	if err != nil {
-		return nil, "", false
+	switch {
+	case errors.Is(err, bucket.ErrNotFound), errors.Is(err, bucket.ErrTooLarge):
+		return nil, "", false, nil
+	case err != nil:
+		return nil, "", false, err
 	}
 	if o.sigs[SignatureKey(newest.Key)] {
-		if sig, _, err := bucket.GetBytesLimit(ctx, c.Bucket, SignatureKey(newest.Key), sshsig.MaxSize); err == nil {
+		sig, _, err := bucket.GetBytesLimit(ctx, c.Bucket, SignatureKey(newest.Key), sshsig.MaxSize)
+		switch {
+		case err == nil:
 			signedBy = sigFacts(CatalogNamespace, data, sig, true).by
+		case !errors.Is(err, bucket.ErrNotFound) && !errors.Is(err, bucket.ErrTooLarge):
+			return nil, "", false, err
 		}
 	}
 	s = &snapshot{}
 	if json.Unmarshal(data, s) != nil || checkSnapshot(cluster, s, info.LastModified) != nil {
-		return nil, signedBy, false
+		return nil, signedBy, false, nil
 	}
-	return s, signedBy, true
+	return s, signedBy, true, nil
 }
 
 // checkSnapshot believes a snapshot of cluster written when the bucket's

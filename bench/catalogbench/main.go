@@ -24,6 +24,8 @@
 //   - page load: what the web page asks of a fresh API server: GET
 //     /v1/clusters, then the cluster's backups in pages of 500 up to 5,000.
 //
+// Time is wall time; CPU is this process's and the S3 server's CPU time
+// (what the same work costs on an idle machine, whatever the load).
 // Requests are counted by a wrapper around the bucket (one GET, HEAD, PUT,
 // DELETE or LIST page each). Today's path is the same code with the
 // catalog's objects hidden from it: the listing and describe fall back to
@@ -44,6 +46,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -103,6 +106,7 @@ func run(n, sources, fresh int) error {
 		return err
 	}
 	defer srv.Stop()
+	server = srv
 	_, raw, err := srv.NewBucket(ctx)
 	if err != nil {
 		return err
@@ -171,7 +175,7 @@ func run(n, sources, fresh int) error {
 		{"page load", func(b bucket.Bucket) error { return pageLoad(b) }},
 	}
 	var failures []string
-	t := benchkit.NewTable(fmt.Sprintf("%d backups", n+fresh), "catalog time", "catalog requests", "walk time", "walk requests")
+	t := benchkit.NewTable(fmt.Sprintf("%d backups", n+fresh), "catalog time", "CPU", "requests", "walk time", "CPU", "requests")
 	for _, o := range ops {
 		c := measure(newB, func() error { return o.do(newB) })
 		if c.err != nil {
@@ -185,7 +189,7 @@ func run(n, sources, fresh int) error {
 			walkTime = "failed after " + walkTime
 			failures = append(failures, fmt.Sprintf("%s by the walk: %v", o.name, w.err))
 		}
-		t.Add(o.name, ms(c.wall), fmt.Sprint(c.n.Total()), walkTime, fmt.Sprint(w.n.Total()))
+		t.Add(o.name, ms(c.wall), ms(c.cpu), fmt.Sprint(c.n.Total()), walkTime, ms(w.cpu), fmt.Sprint(w.n.Total()))
 	}
 	t.Print(os.Stdout)
 	for _, f := range failures {
@@ -204,15 +208,34 @@ func ms(d time.Duration) string {
 
 type result struct {
 	wall time.Duration
-	n    reqcount.Counts
-	err  error
+	// cpu is this process's CPU time and the S3 server's: on a shared
+	// machine, the cost that does not depend on the load.
+	cpu time.Duration
+	n   reqcount.Counts
+	err error
 }
+
+// server is the S3 server whose CPU time measure adds.
+var server *benchkit.S3
 
 func measure(b *reqcount.Bucket, f func() error) result {
 	b.Reset()
+	cpu0 := cpuTime()
 	start := time.Now()
 	err := f()
-	return result{wall: time.Since(start), n: b.Counts(), err: err}
+	return result{wall: time.Since(start), cpu: cpuTime() - cpu0, n: b.Counts(), err: err}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if server != nil {
+		if s, err := server.CPU(); err == nil {
+			d += s
+		}
+	}
+	return d
 }
 
 // apiGets asks a fresh API server (cold cache) for each path in turn.
