@@ -125,6 +125,29 @@
 //     a listing that describe then does not find, or hide one from a
 //     listing until the next Compact (a walk) of its cluster.
 //
+// With signatures (see Trust), the catalog is believed no more than the
+// signatures either:
+//
+//   - Find judges the index its pointer names, and that index's .sig,
+//     exactly as the walk does; only a signed (or, without trusted keys,
+//     unchecked) index is returned through a pointer, anything else walks,
+//     so a forged pointer makes no backup unfindable or ambiguous;
+//   - a snapshot records, per entry, the facts of the index's and the
+//     verification's signatures (missing, valid by key F, invalid: why),
+//     not a judgement; a Catalog with a Signer checks every signature it
+//     records and signs the snapshot (snapshot-….json.sig, SSHSIG,
+//     namespace CatalogNamespace, written before the snapshot);
+//   - a reader whose Trust checks signatures believes a snapshot only when
+//     a key it trusts signed it and every entry carries its facts, judges
+//     each entry from them by its own keys (so it lists the walk's states),
+//     and reads, for each event since, the signature beside the object
+//     the event copies, checked against the event's bytes. A snapshot that
+//     is unsigned, signed by another key, or lacks facts is absent: the
+//     listing walks (ListAll), correct, only slower;
+//   - a Catalog without a Signer never writes over a signed snapshot, so
+//     an API or CLI without the signing key does not push readers that
+//     check signatures back to the walk.
+//
 // Buckets written before the catalog keep working: with no snapshot and
 // no migrated mark, a listing walks (as before) and, when it may write,
 // writes the snapshots, the missing pointers and the mark, once. A
