@@ -433,6 +433,9 @@ func (c Catalog) migrate(ctx context.Context, objs map[string]*clusterObjects, t
 		if o == nil {
 			o = &clusterObjects{sigs: map[string]bool{}}
 		}
+		if c.Signer == nil && len(o.sigs) > 0 {
+			continue // signed snapshots: superseded only by a signed one
+		}
 		if err := c.compact(wctx, name, fromWalk(name, cl, o, c.Signer != nil), o, c.Signer != nil); err != nil {
 			return l, nil
 		}
@@ -554,9 +557,12 @@ func (c Catalog) listCluster(ctx context.Context, cluster string, o *clusterObje
 			s, ok, vouched = &snapshot{APIVersion: requests.APIVersion, Kind: KindCatalogSnapshot, Cluster: cluster, Entries: []snapEntry{}}, true, true
 		}
 	}
-	// A writer without a signing key does not hide a signed snapshot
-	// behind an unsigned one (readers that check signatures would walk).
+	// A signed snapshot is superseded only by a signed one (else readers
+	// that check signatures would walk): after a walk, by a writer with a
+	// signing key; from the snapshot itself, only by one that vouches for
+	// it (a trusted signature, or its own).
 	mayWrite := c.Writer != nil && (c.Signer != nil || snapSigned == "")
+	mayCompact := c.Writer != nil && (snapSigned == "" || (vouched && c.Signer != nil))
 	if !ok && c.noWalk {
 		return nil, nil
 	}
@@ -580,7 +586,7 @@ func (c Catalog) listCluster(ctx context.Context, cluster string, o *clusterObje
 		return nil, err
 	}
 	l := s.listing(cluster, t)
-	if mayWrite && fresh > CompactAfter {
+	if mayCompact && fresh > CompactAfter {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compactTimeout)
 		defer cancel()
 		_ = c.compact(wctx, cluster, s, o, vouched && facts && c.Signer != nil)
