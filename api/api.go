@@ -59,6 +59,10 @@ type Config struct {
 	// ResultWindow is how many of the newest results are searched for
 	// failures (default index.DefaultResultWindow).
 	ResultWindow int
+	// Trust judges each backup's signature: the listings mark one that
+	// no trusted key signed "untrusted" (and it is no source's newest
+	// success). Nil checks none ("unchecked").
+	Trust *index.Trust
 }
 
 // DefaultCacheTTL is the freshness of backup listings when
@@ -108,7 +112,7 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Damaged = index.NewReporter(cfg.Log, nil)
 	}
 	b := reachable{cfg.Bucket}
-	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged, cfg.Legacy, cfg.Log), limit: client.MaxObject(cfg.MaxControlObject)}
+	s := &server{b: b, log: cfg.Log, catalog: newCatalog(b, cfg.CacheTTL, cfg.Damaged, cfg.Legacy, cfg.Trust, cfg.Log), limit: client.MaxObject(cfg.MaxControlObject)}
 	s.failures = newFailureCache(b, cfg.FailureTTL, &index.FailureReader{Window: cfg.ResultWindow, MaxObject: cfg.MaxControlObject}, cfg.Log)
 	if cfg.TokenFile != "" {
 		s.token = &tokenFile{path: cfg.TokenFile}

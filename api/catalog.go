@@ -33,6 +33,7 @@ type catalog struct {
 	// (a key that may read capsule's prefix only) is logged when it
 	// changes, and the listing goes on without them.
 	legacy    *legacy.Store
+	trust     *index.Trust
 	log       logrus.FieldLogger
 	legacyErr string // the last such failure, under mu
 
@@ -52,8 +53,8 @@ type listing struct {
 // on it (not canceled with the one that started it).
 const loadTimeout = 60 * time.Second
 
-func newCatalog(b bucket.Bucket, ttl time.Duration, damaged *index.Reporter, old *legacy.Store, log logrus.FieldLogger) *catalog {
-	return &catalog{b: b, ttl: ttl, damaged: damaged, legacy: old, log: log, entries: map[string]*listing{}}
+func newCatalog(b bucket.Bucket, ttl time.Duration, damaged *index.Reporter, old *legacy.Store, trust *index.Trust, log logrus.FieldLogger) *catalog {
+	return &catalog{b: b, ttl: ttl, damaged: damaged, legacy: old, trust: trust, log: log, entries: map[string]*listing{}}
 }
 
 // legacyBackups lists the old service's backups, or logs why it cannot
@@ -101,7 +102,7 @@ func (c *catalog) load(ctx context.Context, cluster string) (*listing, error) {
 		go func() {
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
 			defer cancel()
-			l.l, l.err = index.Catalog{Bucket: c.b, Writer: c.b}.List(lctx, index.Filter{Cluster: cluster})
+			l.l, l.err = index.Catalog{Bucket: c.b, Writer: c.b}.List(lctx, index.Filter{Cluster: cluster, Trust: c.trust})
 			if l.err == nil {
 				c.damaged.Report(l.l.Damaged)
 			}
@@ -143,14 +144,17 @@ func isDone(l *listing) bool {
 }
 
 // BackupEntry is one backup as the API shows it: its backupIndex.json
-// exactly as stored, and the newest verification recorded beside it.
+// exactly as stored, the newest verification recorded beside it, and
+// what the API found of its signature (state "untrusted": no key the API
+// trusts signed it; workers refuse to restore or verify it).
 type BackupEntry struct {
 	Index        *index.BackupIndex  `json:"index"`
 	Verification *index.Verification `json:"verification,omitempty"`
+	Signature    index.Signature     `json:"signature"`
 }
 
 func toEntry(e index.Entry) BackupEntry {
-	return BackupEntry{Index: e.BackupIndex, Verification: e.Verification}
+	return BackupEntry{Index: e.BackupIndex, Verification: e.Verification, Signature: e.Signature}
 }
 
 // BackupSummary names one backup in the clusters overview.
@@ -246,7 +250,7 @@ func (s *server) clusters(w http.ResponseWriter, r *http.Request) {
 			order = append(order, k)
 		}
 		src.Backups++
-		if src.NewestSuccessful == nil && e.Status == requests.StatusSucceeded {
+		if src.NewestSuccessful == nil && e.Status == requests.StatusSucceeded && e.Trusted() {
 			src.NewestSuccessful = &BackupSummary{BackupID: e.BackupID, Status: e.Status, StartedAt: e.StartedAt, FinishedAt: e.FinishedAt, Bytes: e.Bytes, StoredBytes: e.StoredBytes}
 		}
 	}

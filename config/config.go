@@ -19,15 +19,18 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
+
 	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/maintenance"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/retention"
 	"github.com/cnvrg/capsule/schedule"
 	"github.com/cnvrg/capsule/watcher"
-	"gopkg.in/yaml.v3"
 )
 
 // Config is the whole configuration.
@@ -43,6 +46,74 @@ type Config struct {
 	// Legacy is where the old capsule service (cnvrg-capsule 1.x) left
 	// its backups, for the commands that read them.
 	Legacy Legacy `yaml:"legacy"`
+	// Signatures configures signed backups: the key a worker signs with
+	// and the keys every reader trusts.
+	Signatures Signatures `yaml:"signatures"`
+}
+
+// Signatures configures signed backups (docs/verify-signatures.md).
+type Signatures struct {
+	// SigningKeyFile is the worker's private key, an unencrypted OpenSSH
+	// key file (ssh-keygen -t ed25519), kept outside the bucket: every
+	// index and verification record the worker writes is signed with
+	// it, and its public half is trusted. Env CAPSULE_SIGNING_KEY_FILE,
+	// flag --signing-key.
+	SigningKeyFile string `yaml:"signingKeyFile"`
+	// TrustedKeys are the public keys whose signatures are believed, one
+	// per entry, as in authorized_keys ("ssh-ed25519 AAAA… comment") or
+	// allowed_signers. Env CAPSULE_TRUSTED_KEYS (one per line).
+	TrustedKeys []string `yaml:"trustedKeys"`
+	// TrustedKeysFile is a file of such lines (an allowed_signers file
+	// serves ssh-keygen -Y verify too). Env CAPSULE_TRUSTED_KEYS_FILE,
+	// flag --trusted-keys.
+	TrustedKeysFile string `yaml:"trustedKeysFile"`
+	// AllowUnsigned accepts backups and verification records that have
+	// no signature at all (made before signing): restores, verifications,
+	// retention and listings believe them. A signature that is there but
+	// does not check out is never accepted. Env CAPSULE_ALLOW_UNSIGNED,
+	// flag --allow-unsigned.
+	AllowUnsigned bool `yaml:"allowUnsigned"`
+}
+
+// Signing returns the signer (nil without a signing key) and the trust
+// of this configuration: the trusted keys and the signer's own public
+// key. Without any key, the trust checks nothing (every backup is
+// "unchecked", as before signing).
+func (c *Config) Signing() (*index.Signer, *index.Trust, error) {
+	s := c.Signatures
+	var signer *index.Signer
+	var keys []ssh.PublicKey
+	if s.SigningKeyFile != "" {
+		var err error
+		if signer, err = index.LoadSigner(s.SigningKeyFile); err != nil {
+			return nil, nil, fmt.Errorf("signatures.signingKeyFile (--signing-key, CAPSULE_SIGNING_KEY_FILE): %w", err)
+		}
+		keys = append(keys, signer.PublicKey())
+	}
+	for i, line := range s.TrustedKeys {
+		k, err := index.ParseTrustedKeys([]byte(line))
+		if err == nil && len(k) == 0 {
+			err = errors.New("no key")
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("signatures.trustedKeys[%d]: %w", i, err)
+		}
+		keys = append(keys, k...)
+	}
+	if s.TrustedKeysFile != "" {
+		data, err := os.ReadFile(s.TrustedKeysFile)
+		if err == nil {
+			var k []ssh.PublicKey
+			if k, err = index.ParseTrustedKeys(data); err == nil && len(k) == 0 {
+				err = errors.New("it holds no key")
+			}
+			keys = append(keys, k...)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("signatures.trustedKeysFile %s (--trusted-keys, CAPSULE_TRUSTED_KEYS_FILE): %w", s.TrustedKeysFile, err)
+		}
+	}
+	return signer, index.NewTrust(keys, s.AllowUnsigned), nil
 }
 
 // Legacy locates the old capsule service's backups.
@@ -298,8 +369,10 @@ func (c *Config) parse(data []byte) error {
 	return nil
 }
 
-// ApplyEnv applies CAPSULE_BUCKET, CAPSULE_CLUSTER and the old service's
-// CNVRG_CAPSULE_DST_DIR from getenv.
+// ApplyEnv applies CAPSULE_BUCKET, CAPSULE_CLUSTER, the old service's
+// CNVRG_CAPSULE_DST_DIR and the signature settings (CAPSULE_SIGNING_KEY_FILE,
+// CAPSULE_TRUSTED_KEYS_FILE, CAPSULE_TRUSTED_KEYS, CAPSULE_ALLOW_UNSIGNED)
+// from getenv.
 func (c *Config) ApplyEnv(getenv func(string) string) {
 	if v := getenv("CAPSULE_BUCKET"); v != "" {
 		c.Bucket = v
@@ -309,6 +382,20 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 	}
 	if v := getenv(EnvDstDir); v != "" {
 		c.SetLegacyDstDir(v)
+	}
+	if v := getenv("CAPSULE_SIGNING_KEY_FILE"); v != "" {
+		c.Signatures.SigningKeyFile = v
+	}
+	if v := getenv("CAPSULE_TRUSTED_KEYS_FILE"); v != "" {
+		c.Signatures.TrustedKeysFile = v
+	}
+	for _, line := range strings.Split(getenv("CAPSULE_TRUSTED_KEYS"), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			c.Signatures.TrustedKeys = append(c.Signatures.TrustedKeys, line)
+		}
+	}
+	if v := getenv("CAPSULE_ALLOW_UNSIGNED"); v == "true" || v == "1" {
+		c.Signatures.AllowUnsigned = true
 	}
 }
 

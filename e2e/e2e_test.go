@@ -438,11 +438,14 @@ func TestMalformedRequestsAndTheCLI(t *testing.T) {
 	if st.Status != requests.StatusSucceeded {
 		t.Errorf("status %s", st.Status)
 	}
-	// bad-source names no cluster, so it is the default cluster's, not
-	// the CLI's (e2e): tail shows one cluster unless --all-clusters.
+	// bad-source names no cluster, so it is the worker's cluster (e2e,
+	// the CLI's too): tail shows it without --all-clusters.
 	tailOut := c.capsule(0, "tail", "--all-clusters")
-	if strings.Contains(c.capsule(0, "tail"), "bad-source") {
-		t.Errorf("tail shows another cluster's result")
+	if r := results["bad-source"]; r.Cluster != "e2e" {
+		t.Errorf("a request without cluster got cluster %q, want the worker's (e2e)", r.Cluster)
+	}
+	if !strings.Contains(c.capsule(0, "tail"), "bad-source") {
+		t.Errorf("tail does not show the worker's cluster's result")
 	}
 	for _, want := range []string{"rejected", "succeeded", "bad-source"} {
 		if !strings.Contains(tailOut, want) {

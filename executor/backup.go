@@ -44,6 +44,16 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 		}
 		log.WithField("committed_attempt", prev.Attempt).Info("backup was committed by an earlier attempt")
 		out.Result.Bytes, out.Result.StoredBytes = prev.Bytes, prev.StoredBytes
+		if x.cfg.Signer != nil {
+			// It may have stopped between the index and its signature.
+			if err := index.SignStored(ctx, x.cfg.Bucket, prev.Key(), x.cfg.Signer); err != nil {
+				return fmt.Errorf("sign the earlier attempt's index: %w", err)
+			}
+		}
+		// It may have stopped before the catalog's copies.
+		if err := index.Record(ctx, x.cfg.Bucket, prev, x.cfg.Signer); err != nil {
+			return fmt.Errorf("record the earlier attempt's backup in the catalog: %w", err)
+		}
 		return nil
 	} else if !errors.Is(err, bucket.ErrNotFound) {
 		return fmt.Errorf("check for an earlier commit: %w", err)

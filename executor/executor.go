@@ -88,6 +88,14 @@ type Config struct {
 	// picked up. The target's and the backup source's
 	// engines.Source.Identities are added to them.
 	Identities func(ctx context.Context) (*crypt.Identities, error)
+	// Signer, when set, signs every index and verification record this
+	// executor commits (index.WriteSigned).
+	Signer *index.Signer
+	// Trust judges the signature of a backup that a Restore or Verify
+	// names: one it finds untrusted is rejected, naming the backup and
+	// the reason (a request's allowUnsigned accepts one that has no
+	// signature at all). Nil checks none.
+	Trust *index.Trust
 	// ProgressEvery is how often a run logs its progress (percentage,
 	// rate and time left where a total is known); default 30s, negative
 	// never.
@@ -349,7 +357,7 @@ var ErrConflict = errors.New("conflict")
 // the verified backup.
 func (x *Executor) Commit(ctx context.Context, out *Outcome) error {
 	if out.Index != nil {
-		err := index.Write(ctx, x.cfg.Bucket, out.Index)
+		err := index.WriteSigned(ctx, x.cfg.Bucket, out.Index, x.cfg.Signer)
 		if errors.Is(err, bucket.ErrPreconditionFailed) {
 			prev, rerr := index.Read(ctx, x.cfg.Bucket, out.Index.Key())
 			if rerr != nil {
@@ -359,17 +367,25 @@ func (x *Executor) Commit(ctx context.Context, out *Outcome) error {
 				return fmt.Errorf("%w: backup %s was committed by request %s", ErrConflict, out.Index.BackupID, prev.RequestID)
 			}
 			x.cfg.Log.WithFields(logrus.Fields{"request_id": out.Result.ID, "committed_attempt": prev.Attempt}).Info("an earlier attempt committed this backup")
-			// It may have stopped before the catalog's copies.
-			if err := index.Record(ctx, x.cfg.Bucket, prev); err != nil {
+			out.Result.Attempts = max(out.Result.Attempts, prev.Attempt)
+			if x.cfg.Signer != nil {
+				// It may have stopped between the index and its signature.
+				if err := index.SignStored(ctx, x.cfg.Bucket, out.Index.Key(), x.cfg.Signer); err != nil {
+					return err
+				}
+			}
+			// It may have stopped before the catalog's copies (written
+			// after the signature: a listing that reads the event finds
+			// the signature).
+			if err := index.Record(ctx, x.cfg.Bucket, prev, x.cfg.Signer); err != nil {
 				return err
 			}
-			out.Result.Attempts = max(out.Result.Attempts, prev.Attempt)
 		} else if err != nil {
 			return err
 		}
 	}
 	if out.Verification != nil && out.VerifiedIndex != nil {
-		if err := index.WriteVerification(ctx, x.cfg.Bucket, out.VerifiedIndex, out.Verification); err != nil {
+		if err := index.WriteVerificationSigned(ctx, x.cfg.Bucket, out.VerifiedIndex, out.Verification, x.cfg.Signer); err != nil {
 			return err
 		}
 	}

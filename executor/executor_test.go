@@ -44,13 +44,16 @@ type fixture struct {
 	copy string
 }
 
-func newFixture(t *testing.T, compression string) *fixture {
-	return newFixtureWith(t, compression, nil)
-}
-
 // newFixtureWith is newFixture with configure applied to the executor's
 // configuration (nil: none).
 func newFixtureWith(t *testing.T, compression string, configure func(*executor.Config)) *fixture {
+	if configure == nil {
+		return newFixture(t, compression)
+	}
+	return newFixture(t, compression, configure)
+}
+
+func newFixture(t *testing.T, compression string, opts ...func(*executor.Config)) *fixture {
 	dir := t.TempDir()
 	fb, err := fs.New(filepath.Join(dir, "bucket"))
 	if err != nil {
@@ -75,8 +78,8 @@ func newFixtureWith(t *testing.T, compression string, configure func(*executor.C
 		},
 		Log: enginetest.TestLog(t),
 	}
-	if configure != nil {
-		configure(&cfg)
+	for _, o := range opts {
+		o(&cfg)
 	}
 	f.x, err = executor.New(cfg)
 	if err != nil {

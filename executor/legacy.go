@@ -177,7 +177,7 @@ func (x *Executor) Store(ctx context.Context, idx *index.BackupIndex, write func
 	if idx.Worker == "" {
 		idx.Worker = x.cfg.Worker
 	}
-	if err := index.Write(ctx, x.cfg.Bucket, idx); err != nil {
+	if err := index.WriteSigned(ctx, x.cfg.Bucket, idx, x.cfg.Signer); err != nil {
 		if errors.Is(err, bucket.ErrPreconditionFailed) {
 			x.removeArtifacts(sink.artifacts)
 		}

@@ -17,6 +17,8 @@ import (
 	"github.com/cnvrg/capsule/engines/enginetest"
 	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/executor"
+	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/internal/sshsig/sshsigtest"
 	"github.com/cnvrg/capsule/legacy"
 	"github.com/cnvrg/capsule/requests"
 )
@@ -98,15 +100,19 @@ func newLegacyPG(t *testing.T) *legacyPG {
 	return p
 }
 
-func (p *legacyPG) executor(t *testing.T, store *legacy.Store) *executor.Executor {
+func (p *legacyPG) executor(t *testing.T, store *legacy.Store, opts ...func(*executor.Config)) *executor.Executor {
 	t.Helper()
-	x, err := executor.New(executor.Config{
+	cfg := executor.Config{
 		Bucket: bucket.Prefixed(p.root, "capsule/"), Engines: engines.NewRegistry(postgres.New()), Worker: "test", Version: "test",
 		Sources: sources{"pg": {Name: "pg", Engine: "postgres", Config: map[string]any{
 			"url": "postgres://" + p.role + "@127.0.0.1:5432/" + p.db, "sslmode": "disable",
 		}}},
 		Legacy: store, Log: enginetest.TestLog(t),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	x, err := executor.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,6 +186,10 @@ func TestLegacyRestoreAndVerify(t *testing.T) {
 		{"failed backup", p.x, requests.Request{Kind: requests.KindRestore, BackupID: "legacy:postgresql-Failed1", Target: "pg"}, "ended failed"},
 		{"no target", p.x, requests.Request{Kind: requests.KindRestore, BackupID: "legacy:postgresql-Good1"}, "capsule restore --to SOURCE"},
 		{"no legacy folder", p.executor(t, nil), requests.Request{Kind: requests.KindVerify, BackupID: "legacy:postgresql-Good1", Target: "pg"}, "reads none"},
+		// Where signatures are checked, an old backup (signed by nobody)
+		// needs allowUnsigned.
+		{"unsigned where signatures are checked", p.executor(t, p.store, signing(index.NewSigner(sshsigtest.Key(t)))),
+			requests.Request{Kind: requests.KindRestore, BackupID: "legacy:postgresql-Good1", Target: "pg"}, "has no signature"},
 	} {
 		out := p.run(t, tc.x, tc.req)
 		if out.Result.Status != requests.StatusRejected || !strings.Contains(out.Result.Error, tc.want) {

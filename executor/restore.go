@@ -22,10 +22,24 @@ import (
 // Fence is the lease holder's, handed over through the tracker.
 func (x *Executor) prepareRestore(ctx context.Context, req *requests.Request, attempt int, progress *Tracker) (*index.BackupIndex, engines.Source, engines.Engine, *engines.RestoreJob, map[string]any, error) {
 	if id, ok := legacyRef(req); ok {
+		// The old service signed nothing: where signatures are checked, its
+		// backups are made before signing, accepted only when allowed.
+		if t := x.cfg.Trust.WithUnsigned(req.AllowUnsigned); t.Checks() && !t.AllowUnsigned {
+			return nil, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: backup %s was made by the old cnvrg-capsule service and has no signature: "+
+				"where signatures are checked it is used only with allowUnsigned (capsule restore --allow-unsigned)", req.BackupID))
+		}
 		return x.prepareLegacy(ctx, req, id, attempt, progress)
 	}
-	entry, err := index.Find(ctx, x.cfg.Bucket, req.BackupID)
+	entry, err := index.FindTrusted(ctx, x.cfg.Bucket, req.BackupID, x.cfg.Trust.WithUnsigned(req.AllowUnsigned))
+	if err == nil {
+		// A backup no trusted key signed may be anyone's: never restored,
+		// never verified (a verification record would vouch for it).
+		err = entry.TrustError()
+	}
 	if err != nil {
+		if errors.Is(err, index.ErrUntrusted) {
+			return nil, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: %w", err))
+		}
 		if errors.Is(err, index.ErrBackupNotFound) || errors.Is(err, index.ErrDamaged) {
 			// Neither can ever be restored as the request is written.
 			return nil, engines.Source{}, nil, nil, nil, Reject(fmt.Errorf("backupId: %w", err))

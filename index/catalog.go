@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/internal/sshsig"
 	"github.com/cnvrg/capsule/requests"
 )
 
@@ -95,6 +97,47 @@ type snapEntry struct {
 	Written             time.Time     `json:"written"`
 	Verification        *Verification `json:"verification,omitempty"`
 	VerificationWritten time.Time     `json:"verificationWritten,omitzero"`
+	// Signature and VerificationSignature are what the compacting worker
+	// found of the index's and the verification's signatures (facts, not
+	// a judgement: each reader judges them by its own Trust). Only a
+	// snapshot signed by a key the reader trusts is believed about them.
+	Signature             *snapSig `json:"signature,omitempty"`
+	VerificationSignature *snapSig `json:"verificationSignature,omitempty"`
+}
+
+// snapSig is the facts of a signature as a snapshot records them.
+type snapSig struct {
+	// Missing: there was no signature object.
+	Missing bool `json:"missing,omitempty"`
+	// ValidBy is the fingerprint of the key whose valid signature of the
+	// stored bytes it is, trusted by the compactor or not.
+	ValidBy string `json:"validBy,omitempty"`
+	// Invalid says why a signature that is there does not check out.
+	Invalid string `json:"invalid,omitempty"`
+}
+
+func toSnapSig(g Signature) *snapSig {
+	return &snapSig{Missing: g.missing, ValidBy: g.by, Invalid: g.why}
+}
+
+func (g *snapSig) facts() Signature {
+	f := Signature{missing: g.Missing, by: g.ValidBy, why: g.Invalid}
+	if !f.missing && f.by == "" && f.why == "" {
+		f.why = "the catalog recorded no signature facts"
+	}
+	return f
+}
+
+// factual says whether every entry of s carries its signature facts (and
+// its verification's): only such a snapshot is signed, or believed by a
+// reader that checks signatures.
+func (s *snapshot) factual() bool {
+	for _, se := range s.Entries {
+		if se.Signature == nil || (se.Verification != nil && se.VerificationSignature == nil) {
+			return false
+		}
+	}
+	return true
 }
 
 // Catalog lists backups through the catalog objects (see the package
@@ -109,6 +152,13 @@ type Catalog struct {
 	// access; its listings stay correct, only slower.
 	Writer bucket.Bucket
 
+	// Signer, when set, signs the snapshots this Catalog writes (namespace
+	// CatalogNamespace), after checking the signature of every entry and
+	// recording what it found: readers that check signatures believe only
+	// a snapshot signed by a key they trust, and walk otherwise. Without
+	// it, snapshots are written unsigned, and never over a signed one.
+	Signer *Signer
+
 	// noWalk makes listCluster return nothing where it would walk.
 	noWalk bool
 }
@@ -117,28 +167,29 @@ type Catalog struct {
 // wait beside its snapshot, so that no listing reads many more: each
 // commit calls it (one LIST; a compaction every CompactAfter commits).
 // It never walks: a bucket not yet migrated waits for its first listing.
-func settle(ctx context.Context, b bucket.Bucket, cluster string) {
+func settle(ctx context.Context, b bucket.Bucket, cluster string, s *Signer) {
 	objs, err := scanCatalog(ctx, b, requests.CatalogClusterDir(cluster))
 	if err != nil || objs[cluster] == nil || len(objs[cluster].events) <= CompactAfter {
 		return
 	}
-	_, _ = Catalog{Bucket: b, Writer: b, noWalk: true}.listCluster(ctx, cluster, objs[cluster], nil)
+	_, _ = Catalog{Bucket: b, Writer: b, Signer: s, noWalk: true}.listCluster(ctx, cluster, objs[cluster], nil, nil)
 }
 
 // Record adds a committed index to the catalog: its pointer
 // (catalog/ids/<id>.json) and its cluster's commit event, both written
 // create-only; ones that exist are left as they are. Write calls it; a
 // later attempt that finds the backup committed calls it again, so a
-// crash between the index and these writes is repaired.
-func Record(ctx context.Context, b bucket.Bucket, x *BackupIndex) error {
+// crash between the index and these writes is repaired. s, when set,
+// signs the snapshot a compaction writes.
+func Record(ctx context.Context, b bucket.Bucket, x *BackupIndex, s *Signer) error {
 	data, err := json.MarshalIndent(x, "", "  ")
 	if err != nil {
 		return err
 	}
-	return record(ctx, b, x, append(data, '\n'))
+	return record(ctx, b, x, append(data, '\n'), s)
 }
 
-func record(ctx context.Context, b bucket.Bucket, x *BackupIndex, data []byte) error {
+func record(ctx context.Context, b bucket.Bucket, x *BackupIndex, data []byte, s *Signer) error {
 	if err := writePointer(ctx, b, x.Cluster, x.Source, x.BackupID); err != nil {
 		return err
 	}
@@ -146,7 +197,7 @@ func record(ctx context.Context, b bucket.Bucket, x *BackupIndex, data []byte) e
 	if err := putOnce(ctx, b, key, data, x.RetainUntil); err != nil {
 		return err
 	}
-	settle(ctx, b, x.Cluster)
+	settle(ctx, b, x.Cluster, s)
 	return nil
 }
 
@@ -179,11 +230,15 @@ func Forget(ctx context.Context, b bucket.Bucket, e Entry) error {
 }
 
 // findByPointer finds a backup through its pointer: a GET of the
-// pointer, a LIST of the backup's folder (for its verification records),
-// a GET of the index and one of the newest verification. ok is false
+// pointer, a LIST of the backup's folder (for its verification records
+// and signatures), a GET of the index, of its signature and of the newest
+// verification (and its signature). The pointer only says where the index
+// is: the index is judged by t exactly as the walk judges it. ok is false
 // when there is no pointer, or it is not believed, or the index it names
-// is missing or damaged: Find then walks, as before the catalog.
-func findByPointer(ctx context.Context, b bucket.Reader, id string) (Entry, bool) {
+// is missing or damaged, or (where t checks signatures) not signed by a
+// trusted key: FindTrusted then walks, as before the catalog, so a forged
+// pointer makes no backup unfindable or ambiguous.
+func findByPointer(ctx context.Context, b bucket.Reader, id string, t *Trust) (Entry, bool) {
 	data, _, err := bucket.GetBytesLimit(ctx, b, requests.CatalogPointerKey(id), MaxPointerSize)
 	if err != nil {
 		return Entry{}, false
@@ -194,12 +249,12 @@ func findByPointer(ctx context.Context, b bucket.Reader, id string) (Entry, bool
 		return Entry{}, false
 	}
 	dir := requests.BackupDir(p.Cluster, p.Source, id)
-	_, verifyKeys, err := scan(ctx, b, dir, id)
+	_, verifyKeys, sigs, err := scan(ctx, b, dir, id)
 	if err != nil {
 		return Entry{}, false
 	}
-	e, err := load(ctx, b, dir+requests.IndexName, verifyKeys[dir])
-	if err != nil {
+	e, err := load(ctx, b, dir+requests.IndexName, verifyKeys[dir], sigs, t)
+	if err != nil || (e.Signature.State != SigSigned && e.Signature.State != SigUnchecked) {
 		return Entry{}, false
 	}
 	return e, true
@@ -209,6 +264,8 @@ func findByPointer(ctx context.Context, b bucket.Reader, id string) (Entry, bool
 type clusterObjects struct {
 	snapshots []bucket.ObjectInfo
 	events    []bucket.ObjectInfo
+	// sigs are the snapshots' signature keys.
+	sigs map[string]bool
 }
 
 // scanCatalog lists the catalog objects under prefix, by cluster.
@@ -229,10 +286,12 @@ func scanCatalog(ctx context.Context, b bucket.Reader, prefix string) (map[strin
 		}
 		c := out[cluster]
 		if c == nil {
-			c = &clusterObjects{}
+			c = &clusterObjects{sigs: map[string]bool{}}
 			out[cluster] = c
 		}
 		switch {
+		case strings.HasPrefix(name, snapshotPrefix) && !strings.Contains(name, "/") && strings.HasSuffix(name, SignatureSuffix):
+			c.sigs[o.Key] = true
 		case strings.HasPrefix(name, snapshotPrefix) && !strings.Contains(name, "/"):
 			c.snapshots = append(c.snapshots, o)
 		case strings.HasPrefix(name, "new/"):
@@ -254,7 +313,7 @@ func (c Catalog) List(ctx context.Context, f Filter) (*Listing, error) {
 	var l *Listing
 	var err error
 	if f.Cluster == "" {
-		l, err = c.listEvery(ctx)
+		l, err = c.listEvery(ctx, f.Trust)
 	} else {
 		var objs map[string]*clusterObjects
 		if objs, err = scanCatalog(ctx, c.Bucket, requests.CatalogClusterDir(f.Cluster)); err != nil {
@@ -262,9 +321,9 @@ func (c Catalog) List(ctx context.Context, f Filter) (*Listing, error) {
 		}
 		o := objs[f.Cluster]
 		if o == nil {
-			o = &clusterObjects{}
+			o = &clusterObjects{sigs: map[string]bool{}}
 		}
-		l, err = c.listCluster(ctx, f.Cluster, o, nil)
+		l, err = c.listCluster(ctx, f.Cluster, o, nil, f.Trust)
 	}
 	if err != nil {
 		return nil, err
@@ -303,7 +362,7 @@ func (c Catalog) migrated(ctx context.Context) (bool, error) {
 	return false, err
 }
 
-func (c Catalog) listEvery(ctx context.Context) (*Listing, error) {
+func (c Catalog) listEvery(ctx context.Context, t *Trust) (*Listing, error) {
 	objs, err := scanCatalog(ctx, c.Bucket, requests.CatalogClustersPrefix)
 	if err != nil {
 		return nil, err
@@ -313,7 +372,7 @@ func (c Catalog) listEvery(ctx context.Context) (*Listing, error) {
 		return nil, err
 	}
 	if !done {
-		return c.migrate(ctx, objs)
+		return c.migrate(ctx, objs, t)
 	}
 	clusters := make([]string, 0, len(objs))
 	for name := range objs {
@@ -322,7 +381,7 @@ func (c Catalog) listEvery(ctx context.Context) (*Listing, error) {
 	sort.Strings(clusters)
 	ls := make([]*Listing, len(clusters))
 	errs := parallel(len(clusters), 8, func(i int) (err error) {
-		ls[i], err = c.listCluster(ctx, clusters[i], objs[clusters[i]], &done)
+		ls[i], err = c.listCluster(ctx, clusters[i], objs[clusters[i]], &done, t)
 		return err
 	})
 	if err := errors.Join(errs...); err != nil {
@@ -340,8 +399,8 @@ func (c Catalog) listEvery(ctx context.Context) (*Listing, error) {
 // migrate walks every index, writes each cluster's first snapshot and
 // every backup's missing pointer, then the mark that says the catalog
 // holds everything. Without a Writer it only walks.
-func (c Catalog) migrate(ctx context.Context, objs map[string]*clusterObjects) (*Listing, error) {
-	l, err := ListAll(ctx, c.Bucket, Filter{})
+func (c Catalog) migrate(ctx context.Context, objs map[string]*clusterObjects, t *Trust) (*Listing, error) {
+	l, err := ListAll(ctx, c.Bucket, Filter{Trust: c.walkTrust(t)})
 	if err != nil {
 		return nil, err
 	}
@@ -372,9 +431,12 @@ func (c Catalog) migrate(ctx context.Context, objs map[string]*clusterObjects) (
 	for name, cl := range byCluster {
 		o := objs[name]
 		if o == nil {
-			o = &clusterObjects{}
+			o = &clusterObjects{sigs: map[string]bool{}}
 		}
-		if err := c.compact(wctx, name, fromWalk(name, cl, o), o); err != nil {
+		if c.Signer == nil && len(o.sigs) > 0 {
+			continue // signed snapshots: superseded only by a signed one
+		}
+		if err := c.compact(wctx, name, fromWalk(name, cl, o, c.Signer != nil), o, c.Signer != nil); err != nil {
 			return l, nil
 		}
 	}
@@ -426,10 +488,18 @@ func parallel(n, limit int, f func(i int) error) []error {
 
 // fromWalk makes a snapshot of what a walk of the cluster found. The
 // events listed before the walk are folded: the walk saw their effect.
-func fromWalk(cluster string, l *Listing, o *clusterObjects) *snapshot {
+// With facts, the entries were read with facts (walkTrust) and the
+// snapshot records them.
+func fromWalk(cluster string, l *Listing, o *clusterObjects, facts bool) *snapshot {
 	s := &snapshot{APIVersion: requests.APIVersion, Kind: KindCatalogSnapshot, Cluster: cluster, ScannedAt: time.Now().UTC(), Entries: []snapEntry{}, Damaged: l.Damaged}
 	for _, e := range l.Entries {
 		se := snapEntry{Index: e.BackupIndex, Written: e.written, Verification: e.Verification, VerificationWritten: e.verificationWritten}
+		if facts {
+			se.Signature = toSnapSig(e.Signature)
+			if e.Verification != nil {
+				se.VerificationSignature = toSnapSig(e.verificationSig)
+			}
+		}
 		s.Entries = append(s.Entries, se)
 	}
 	for _, ev := range o.events {
@@ -438,63 +508,110 @@ func fromWalk(cluster string, l *Listing, o *clusterObjects) *snapshot {
 	return s
 }
 
-// listCluster lists one cluster from its catalog objects o. migrated is
-// nil when not yet known (it is asked only when needed).
-func (c Catalog) listCluster(ctx context.Context, cluster string, o *clusterObjects, migrated *bool) (*Listing, error) {
-	s, ok := c.newestSnapshot(ctx, cluster, o)
-	if !ok {
-		if len(o.snapshots) == 0 {
-			if migrated == nil {
-				done, err := c.migrated(ctx)
-				if err != nil {
-					return nil, err
-				}
-				migrated = &done
-			}
-			if *migrated {
-				// A cluster born after the migration: its events are
-				// all there is.
-				s, ok = &snapshot{APIVersion: requests.APIVersion, Kind: KindCatalogSnapshot, Cluster: cluster, Entries: []snapEntry{}}, true
-			}
+// walkTrust is the Trust a walk uses: t, and, where this Catalog signs
+// what it writes, one that keeps every signature's facts for the snapshot.
+func (c Catalog) walkTrust(t *Trust) *Trust {
+	if c.Signer != nil && c.Writer != nil {
+		return t.withFacts()
+	}
+	return t
+}
+
+// listCluster lists one cluster from its catalog objects o, judging
+// signatures by t. migrated is nil when not yet known (it is asked only
+// when needed).
+//
+// Where t checks signatures, the newest snapshot is believed only when it
+// is signed by a key t trusts and records the facts of every entry's
+// signature; the entries are then judged by t from those facts, and the
+// events newer than the snapshot are judged by their indexes' own
+// signatures. Otherwise the listing walks (ListAll): correct, only slower.
+func (c Catalog) listCluster(ctx context.Context, cluster string, o *clusterObjects, migrated *bool, t *Trust) (*Listing, error) {
+	s, snapSigned, ok, err := c.newestSnapshot(ctx, cluster, o)
+	if err != nil {
+		return nil, err
+	}
+	// vouched: the facts s records are believed, so a compaction of it
+	// may be signed.
+	vouched := false
+	if ok {
+		switch {
+		case t.Checks():
+			ok = snapSigned != "" && t.keys[snapSigned] != nil && s.factual()
+			vouched = ok
+		case c.Signer != nil:
+			vouched = snapSigned == c.Signer.Fingerprint() && s.factual()
 		}
 	}
+	if !ok && len(o.snapshots) == 0 {
+		if migrated == nil {
+			done, err := c.migrated(ctx)
+			if err != nil {
+				return nil, err
+			}
+			migrated = &done
+		}
+		if *migrated {
+			// A cluster born after the migration: its events are all
+			// there is.
+			s, ok, vouched = &snapshot{APIVersion: requests.APIVersion, Kind: KindCatalogSnapshot, Cluster: cluster, Entries: []snapEntry{}}, true, true
+		}
+	}
+	// A signed snapshot is superseded only by a signed one (else readers
+	// that check signatures would walk): after a walk, by a writer with a
+	// signing key; from the snapshot itself, only by one that vouches for
+	// it (a trusted signature, or its own).
+	mayWrite := c.Writer != nil && (c.Signer != nil || snapSigned == "")
+	mayCompact := c.Writer != nil && (snapSigned == "" || (vouched && c.Signer != nil))
 	if !ok && c.noWalk {
 		return nil, nil
 	}
 	if !ok {
-		l, err := ListAll(ctx, c.Bucket, Filter{Cluster: cluster})
+		l, err := ListAll(ctx, c.Bucket, Filter{Cluster: cluster, Trust: c.walkTrust(t)})
 		if err != nil {
 			return nil, err
 		}
-		if c.Writer != nil && (len(l.Entries) > 0 || len(l.Damaged) > 0) {
+		if mayWrite && (len(l.Entries) > 0 || len(l.Damaged) > 0) {
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compactTimeout)
 			defer cancel()
 			if writePointers(wctx, c.Writer, l.Entries) == nil {
-				_ = c.compact(wctx, cluster, fromWalk(cluster, l, o), o)
+				_ = c.compact(wctx, cluster, fromWalk(cluster, l, o, c.Signer != nil), o, c.Signer != nil)
 			}
 		}
 		return l, nil
 	}
-	fresh, err := c.apply(ctx, cluster, s, o)
+	facts := t.Checks() || (vouched && c.Signer != nil)
+	fresh, err := c.apply(ctx, cluster, s, o, facts)
 	if err != nil {
 		return nil, err
 	}
-	l := s.listing(cluster)
-	if c.Writer != nil && fresh > CompactAfter {
+	l := s.listing(cluster, t)
+	if mayCompact && fresh > CompactAfter {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compactTimeout)
 		defer cancel()
-		_ = c.compact(wctx, cluster, s, o)
+		_ = c.compact(wctx, cluster, s, o, vouched && facts && c.Signer != nil)
 	}
 	return l, nil
 }
 
-// listing turns a snapshot into a Listing.
-func (s *snapshot) listing(cluster string) *Listing {
+// listing turns a snapshot into a Listing, judging each entry's
+// signature facts by t (a verification whose signature t does not trust
+// is dropped, as a walk ignores it).
+func (s *snapshot) listing(cluster string, t *Trust) *Listing {
 	l := &Listing{Entries: make([]Entry, 0, len(s.Entries)), Damaged: s.Damaged}
 	for _, se := range s.Entries {
 		x := se.Index
 		e := Entry{BackupIndex: x, Verification: se.Verification, ListedKey: requests.IndexKey(cluster, x.Source, x.BackupID),
-			written: se.Written, verificationWritten: se.VerificationWritten}
+			written: se.Written, verificationWritten: se.VerificationWritten, Signature: Signature{State: SigUnchecked}}
+		if se.Signature != nil {
+			e.Signature = t.judge(se.Signature.facts())
+		}
+		if se.Verification != nil && se.VerificationSignature != nil {
+			e.verificationSig = t.judge(se.VerificationSignature.facts())
+			if e.verificationSig.State == SigUntrusted {
+				e.Verification, e.verificationWritten = nil, time.Time{}
+			}
+		}
 		l.Entries = append(l.Entries, e)
 	}
 	sortListing(l)
@@ -503,10 +620,14 @@ func (s *snapshot) listing(cluster string) *Listing {
 
 // newestSnapshot reads the newest snapshot by the bucket's clock and
 // believes it only where it is (checkSnapshot). ok is false when there
-// is none, or the newest is not believed: it counts as absent.
-func (c Catalog) newestSnapshot(ctx context.Context, cluster string, o *clusterObjects) (*snapshot, bool) {
+// is none, or the newest is not believed: it counts as absent. The
+// bucket's own errors (an unreachable store) are returned: they are no
+// reason to walk every index. signedBy is the fingerprint of the key whose
+// valid signature (CatalogNamespace) lies beside it, trusted or not (""
+// when none does).
+func (c Catalog) newestSnapshot(ctx context.Context, cluster string, o *clusterObjects) (s *snapshot, signedBy string, ok bool, err error) {
 	if len(o.snapshots) == 0 {
-		return nil, false
+		return nil, "", false, nil
 	}
 	newest := o.snapshots[0]
 	for _, s := range o.snapshots[1:] {
@@ -515,14 +636,26 @@ func (c Catalog) newestSnapshot(ctx context.Context, cluster string, o *clusterO
 		}
 	}
 	data, info, err := bucket.GetBytesLimit(ctx, c.Bucket, newest.Key, MaxSnapshotSize)
-	if err != nil {
-		return nil, false
+	switch {
+	case errors.Is(err, bucket.ErrNotFound), errors.Is(err, bucket.ErrTooLarge):
+		return nil, "", false, nil
+	case err != nil:
+		return nil, "", false, err
 	}
-	var s snapshot
-	if json.Unmarshal(data, &s) != nil || checkSnapshot(cluster, &s, info.LastModified) != nil {
-		return nil, false
+	if o.sigs[SignatureKey(newest.Key)] {
+		sig, _, err := bucket.GetBytesLimit(ctx, c.Bucket, SignatureKey(newest.Key), sshsig.MaxSize)
+		switch {
+		case err == nil:
+			signedBy = sigFacts(CatalogNamespace, data, sig, true).by
+		case !errors.Is(err, bucket.ErrNotFound) && !errors.Is(err, bucket.ErrTooLarge):
+			return nil, "", false, err
+		}
 	}
-	return &s, true
+	s = &snapshot{}
+	if json.Unmarshal(data, s) != nil || checkSnapshot(cluster, s, info.LastModified) != nil {
+		return nil, signedBy, false, nil
+	}
+	return s, signedBy, true, nil
 }
 
 // checkSnapshot believes a snapshot of cluster written when the bucket's
@@ -569,8 +702,12 @@ func checkSnapshot(cluster string, s *snapshot, modified time.Time) error {
 // apply reads the events of o that s does not hold and merges them into
 // s: commits add an entry, verifications replace an older one, deletions
 // remove the entry. Each event is believed only where it is, like the
-// object it copies. It returns how many events were read.
-func (c Catalog) apply(ctx context.Context, cluster string, s *snapshot, o *clusterObjects) (int, error) {
+// object it copies. With facts, the signature of each index and
+// verification an event adds is read from beside the object the event
+// copies (backupIndex.json.sig, verify-<time>.json.sig) and checked
+// against the event's bytes: the entry records what was found. It returns
+// how many events were read.
+func (c Catalog) apply(ctx context.Context, cluster string, s *snapshot, o *clusterObjects, facts bool) (int, error) {
 	folded := make(map[string]bool, len(s.Folded))
 	for _, k := range s.Folded {
 		folded[k] = true
@@ -603,6 +740,14 @@ func (c Catalog) apply(ctx context.Context, cluster string, s *snapshot, o *clus
 		byID[se.Index.BackupID] = i
 	}
 	deleted := map[string]bool{}
+	// The signatures to read, by entry: [0] the index's, [1] the
+	// verification's.
+	type sigRead struct {
+		key, namespace string
+		data           []byte
+		out            **snapSig
+	}
+	pending := map[[2]int]sigRead{}
 	// Commits first, then verifications, then deletions.
 	for pass := 0; pass < 3; pass++ {
 		for i, ev := range todo {
@@ -627,6 +772,10 @@ func (c Catalog) apply(ctx context.Context, cluster string, s *snapshot, o *clus
 				if _, ok := byID[id]; !ok {
 					byID[id] = len(s.Entries)
 					s.Entries = append(s.Entries, snapEntry{Index: x, Written: r.info.LastModified})
+					if facts {
+						j := byID[id]
+						pending[[2]int{j, 0}] = sigRead{key: SignatureKey(x.Key()), namespace: IndexNamespace, data: r.data}
+					}
 				}
 			case pass == 1 && strings.HasPrefix(name, requests.VerifyPrefix):
 				j, ok := byID[id]
@@ -645,7 +794,10 @@ func (c Catalog) apply(ctx context.Context, cluster string, s *snapshot, o *clus
 				}
 				if se.Verification == nil || v.VerifiedAt.After(se.Verification.VerifiedAt) {
 					v.State = StateOf(&v)
-					se.Verification, se.VerificationWritten = &v, r.info.LastModified
+					se.Verification, se.VerificationWritten, se.VerificationSignature = &v, r.info.LastModified, nil
+					if facts {
+						pending[[2]int{j, 1}] = sigRead{key: SignatureKey(vkey), namespace: VerificationNamespace, data: r.data}
+					}
 				}
 			case pass == 2 && name == eventDeleted:
 				var d deletion
@@ -654,6 +806,34 @@ func (c Catalog) apply(ctx context.Context, cluster string, s *snapshot, o *clus
 				}
 				deleted[id] = true
 			}
+		}
+	}
+	if len(pending) > 0 {
+		var reads []sigRead
+		for k, p := range pending {
+			p.out = &s.Entries[k[0]].Signature
+			if k[1] == 1 {
+				p.out = &s.Entries[k[0]].VerificationSignature
+			}
+			reads = append(reads, p)
+		}
+		errs := parallel(len(reads), 16, func(i int) error {
+			p := reads[i]
+			sig, _, err := bucket.GetBytesLimit(ctx, c.Bucket, p.key, sshsig.MaxSize)
+			switch {
+			case errors.Is(err, bucket.ErrNotFound):
+				*p.out = toSnapSig(sigFacts(p.namespace, p.data, nil, false))
+			case errors.Is(err, bucket.ErrTooLarge):
+				*p.out = &snapSig{Invalid: "signature: " + err.Error()}
+			case err != nil:
+				return err
+			default:
+				*p.out = toSnapSig(sigFacts(p.namespace, p.data, sig, true))
+			}
+			return nil
+		})
+		if err := errors.Join(errs...); err != nil {
+			return 0, err
 		}
 	}
 	if len(deleted) > 0 {
@@ -720,7 +900,16 @@ func decodeEvent(cluster, id, key string, data []byte, modified time.Time, rerr 
 // compact writes s as the cluster's newest snapshot, then deletes the
 // events it folded and the snapshots it supersedes that are older than
 // CatalogGrace by the bucket's clock.
-func (c Catalog) compact(ctx context.Context, cluster string, s *snapshot, o *clusterObjects) error {
+// With sign (and a Signer), the snapshot's signature is written first,
+// beside it.
+func (c Catalog) compact(ctx context.Context, cluster string, s *snapshot, o *clusterObjects, sign bool) error {
+	// Folded names only events that are still there: the list does not
+	// grow with every event ever deleted.
+	listed := make(map[string]bool, len(o.events))
+	for _, ev := range o.events {
+		listed[ev.Key] = true
+	}
+	s.Folded = slices.DeleteFunc(s.Folded, func(k string) bool { return !listed[k] })
 	data, err := json.Marshal(s)
 	if err != nil {
 		return err
@@ -728,6 +917,11 @@ func (c Catalog) compact(ctx context.Context, cluster string, s *snapshot, o *cl
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	key := requests.CatalogClusterDir(cluster) + snapshotPrefix + time.Now().UTC().Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(rnd[:]) + ".json"
+	if sign && c.Signer != nil && s.factual() {
+		if err := c.Signer.putSignature(ctx, c.Writer, key, CatalogNamespace, data, bucket.PutOptions{}); err != nil {
+			return err
+		}
+	}
 	info, err := bucket.PutBytes(ctx, c.Writer, key, data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
 	if err != nil {
 		return fmt.Errorf("write catalog snapshot %s: %w", key, err)
@@ -752,6 +946,9 @@ func (c Catalog) compact(ctx context.Context, cluster string, s *snapshot, o *cl
 	for _, old := range o.snapshots {
 		if now.Sub(old.LastModified) > CatalogGrace {
 			gone = append(gone, old.Key)
+			if o.sigs[SignatureKey(old.Key)] {
+				gone = append(gone, SignatureKey(old.Key))
+			}
 		}
 	}
 	for _, k := range gone {
@@ -777,16 +974,16 @@ func (c Catalog) Compact(ctx context.Context, cluster string) error {
 	}
 	o := objs[cluster]
 	if o == nil {
-		o = &clusterObjects{}
+		o = &clusterObjects{sigs: map[string]bool{}}
 	}
-	l, err := ListAll(ctx, c.Bucket, Filter{Cluster: cluster})
+	l, err := ListAll(ctx, c.Bucket, Filter{Cluster: cluster, Trust: c.walkTrust(nil)})
 	if err != nil {
 		return err
 	}
 	if err := writePointers(ctx, c.Writer, l.Entries); err != nil {
 		return err
 	}
-	return c.compact(ctx, cluster, fromWalk(cluster, l, o), o)
+	return c.compact(ctx, cluster, fromWalk(cluster, l, o, c.Signer != nil), o, c.Signer != nil)
 }
 
 func sortListing(l *Listing) {

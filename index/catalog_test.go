@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -52,6 +53,9 @@ func sameAsWalk(t *testing.T, b bucket.Bucket, c index.Catalog, f index.Filter) 
 	}
 	if g, w := ids(got), ids(want); !slices.Equal(g, w) {
 		t.Fatalf("catalog listing %v, walk %v", g, w)
+	}
+	if g, w := states(got), states(want); !maps.Equal(g, w) {
+		t.Fatalf("catalog listing states %v, walk %v", g, w)
 	}
 	return got
 }

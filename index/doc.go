@@ -51,6 +51,28 @@
 // than the record's LastModified plus MaxClockSkew. Other records are
 // ignored: they make no backup look verified, or failed.
 //
+// # Signatures
+//
+// A worker with a Signer writes, after each index (WriteSigned) and each
+// verification record (WriteVerificationSigned), a signature beside it:
+// backupIndex.json.sig, verify-<time>.json.sig. It is an SSH signature
+// (internal/sshsig, the format of ssh-keygen -Y sign) of the object's
+// exact stored bytes, in the namespace capsule-index or
+// capsule-verification; the index lists every artifact's key, sizes and
+// sha256, so the signature covers the artifacts too. The index goes
+// first: a retry finishes an interrupted commit by signing the stored
+// bytes (SignStored), and a signature that is there already must be this
+// signer's.
+//
+// Readers judge signatures with a Trust (the public keys they trust, and
+// whether they accept indexes with no signature at all): Filter.Trust
+// for listings, FindTrusted for one backup. Each Entry's Signature is
+// signed, unsigned (accepted), untrusted or unchecked (no trusted key:
+// nothing is checked). An untrusted entry is listed, never used:
+// Entry.TrustError refuses it, naming the backup and the reason, and
+// restores, verifications, retention and metrics skip it. A verification
+// record that no trusted key signed is ignored like one not believed.
+//
 // # What a verification proved
 //
 // A record's state is restored (the backup was restored into scratch
@@ -102,6 +124,29 @@
 //     the catalog: a forged catalog object can at worst show a backup in
 //     a listing that describe then does not find, or hide one from a
 //     listing until the next Compact (a walk) of its cluster.
+//
+// With signatures (see Trust), the catalog is believed no more than the
+// signatures either:
+//
+//   - Find judges the index its pointer names, and that index's .sig,
+//     exactly as the walk does; only a signed (or, without trusted keys,
+//     unchecked) index is returned through a pointer, anything else walks,
+//     so a forged pointer makes no backup unfindable or ambiguous;
+//   - a snapshot records, per entry, the facts of the index's and the
+//     verification's signatures (missing, valid by key F, invalid: why),
+//     not a judgement; a Catalog with a Signer checks every signature it
+//     records and signs the snapshot (snapshot-….json.sig, SSHSIG,
+//     namespace CatalogNamespace, written before the snapshot);
+//   - a reader whose Trust checks signatures believes a snapshot only when
+//     a key it trusts signed it and every entry carries its facts, judges
+//     each entry from them by its own keys (so it lists the walk's states),
+//     and reads, for each event since, the signature beside the object
+//     the event copies, checked against the event's bytes. A snapshot that
+//     is unsigned, signed by another key, or lacks facts is absent: the
+//     listing walks (ListAll), correct, only slower;
+//   - a Catalog without a Signer never writes over a signed snapshot, so
+//     an API or CLI without the signing key does not push readers that
+//     check signatures back to the walk.
 //
 // Buckets written before the catalog keep working: with no snapshot and
 // no migrated mark, a listing walks (as before) and, when it may write,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/internal/sshsig"
 	"github.com/cnvrg/capsule/requests"
 )
 
@@ -126,32 +127,76 @@ func (x *BackupIndex) Recipients() []string {
 // Key returns the index's own key.
 func (x *BackupIndex) Key() string { return requests.IndexKey(x.Cluster, x.Source, x.BackupID) }
 
-// Write stores the index create-only. It returns
-// bucket.ErrPreconditionFailed (wrapped) when an index already exists:
-// the backup was committed by an earlier attempt.
+// Write stores the index create-only, unsigned (WriteSigned with no
+// signer).
 func Write(ctx context.Context, b bucket.Bucket, x *BackupIndex) error {
+	return WriteSigned(ctx, b, x, nil)
+}
+
+// WriteSigned stores the index create-only and then, when s is set, its
+// signature beside it (backupIndex.json.sig, create-only): an SSH
+// signature of the exact bytes stored, which hold every artifact's key,
+// size and sha256. It returns bucket.ErrPreconditionFailed (wrapped) when
+// an index already exists: the backup was committed by an earlier
+// attempt, which SignStored then finishes signing.
+func WriteSigned(ctx context.Context, b bucket.Bucket, x *BackupIndex, s *Signer) error {
 	data, err := json.MarshalIndent(x, "", "  ")
 	if err != nil {
 		return err
 	}
 	data = append(data, '\n')
-	_, err = bucket.PutBytes(ctx, b, x.Key(), data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil})
-	if err != nil {
+	opts := bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil}
+	if _, err = bucket.PutBytes(ctx, b, x.Key(), data, opts); err != nil {
 		return fmt.Errorf("write index %s: %w", x.Key(), err)
 	}
-	return record(ctx, b, x, data)
+	if s != nil {
+		// The signature before the catalog's event: a listing that reads
+		// the event finds the signature beside the index.
+		if err := s.putSignature(ctx, b, x.Key(), IndexNamespace, data, opts); err != nil {
+			return err
+		}
+	}
+	return record(ctx, b, x, data, s)
 }
 
-// WriteVerification stores a verification record beside the backup.
+// SignStored signs the index stored at key, unless its signature is there
+// already: the end of a commit that an earlier attempt began (it wrote
+// the index, then stopped before the signature).
+func SignStored(ctx context.Context, b bucket.Bucket, key string, s *Signer) error {
+	data, info, err := bucket.GetBytesLimit(ctx, b, key, MaxIndexSize)
+	if err != nil {
+		return fmt.Errorf("read index %s to sign it: %w", key, err)
+	}
+	x, derr := decode(key, data, info.LastModified)
+	if derr != nil {
+		return derr
+	}
+	return s.putSignature(ctx, b, key, IndexNamespace, data, bucket.PutOptions{RetainUntil: x.RetainUntil})
+}
+
+// WriteVerification stores a verification record beside the backup,
+// unsigned.
 func WriteVerification(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *Verification) error {
+	return WriteVerificationSigned(ctx, b, x, v, nil)
+}
+
+// WriteVerificationSigned stores a verification record beside the backup
+// and, when s is set, its signature beside it (verify-<time>.json.sig).
+func WriteVerificationSigned(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *Verification, s *Signer) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	key := requests.VerifyKey(x.Cluster, x.Source, x.BackupID, v.VerifiedAt)
 	data = append(data, '\n')
-	if _, err := bucket.PutBytes(ctx, b, key, data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil}); err != nil {
+	key := requests.VerifyKey(x.Cluster, x.Source, x.BackupID, v.VerifiedAt)
+	opts := bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil}
+	if _, err := bucket.PutBytes(ctx, b, key, data, opts); err != nil {
 		return fmt.Errorf("write verification %s: %w", key, err)
+	}
+	if s != nil {
+		if err := s.putSignature(ctx, b, key, VerificationNamespace, data, opts); err != nil {
+			return err
+		}
 	}
 	// The catalog's copy: a listing reads it beside the snapshot.
 	return putOnce(ctx, b, requests.CatalogEventDir(x.Cluster, x.BackupID)+path.Base(key), data, time.Time{})
@@ -163,24 +208,25 @@ func WriteVerification(ctx context.Context, b bucket.Bucket, x *BackupIndex, v *
 // *DamagedError (errors.Is(err, ErrDamaged)). The bucket's own errors
 // (bucket.ErrNotFound among them) are returned as they are.
 func Read(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, error) {
-	x, _, err := read(ctx, b, key)
+	x, _, _, err := readRaw(ctx, b, key)
 	return x, err
 }
 
-// read is Read that also says when the index was written.
-func read(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, time.Time, error) {
+// readRaw is Read that also returns the stored bytes and when the index
+// was written.
+func readRaw(ctx context.Context, b bucket.Reader, key string) (*BackupIndex, []byte, time.Time, error) {
 	data, info, err := bucket.GetBytesLimit(ctx, b, key, MaxIndexSize)
 	if errors.Is(err, bucket.ErrTooLarge) {
-		return nil, time.Time{}, damaged(key, "%v", err)
+		return nil, nil, time.Time{}, damaged(key, "%v", err)
 	}
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, nil, time.Time{}, err
 	}
 	x, derr := decode(key, data, info.LastModified)
 	if derr != nil {
-		return nil, time.Time{}, derr
+		return nil, nil, time.Time{}, derr
 	}
-	return x, info.LastModified, nil
+	return x, data, info.LastModified, nil
 }
 
 // decode parses and checks the index read from key, written when the
@@ -203,8 +249,12 @@ func decode(key string, data []byte, modified time.Time) (*BackupIndex, *Damaged
 // facts recorded beside it later.
 type Entry struct {
 	*BackupIndex
-	// Verification is the newest verification record, if any.
+	// Verification is the newest verification record that is believed
+	// (and, where the reader checks signatures, signed), if any.
 	Verification *Verification `json:"verification,omitempty"`
+	// Signature is what the reader found of the index's signature:
+	// an entry whose state is SigUntrusted is listed, never used.
+	Signature Signature `json:"signature"`
 	// ListedKey is the key the index was listed and read at. It equals
 	// BackupIndex.Key() (a listing believes no other), and deletes go by
 	// it, never by the content.
@@ -213,6 +263,8 @@ type Entry struct {
 	// verification were written, by the bucket's clock (the catalog
 	// keeps them to check its copies again).
 	written, verificationWritten time.Time
+	// verificationSig is what was found of the verification's signature.
+	verificationSig Signature
 }
 
 // Listing is what ListAll found.
@@ -227,6 +279,9 @@ type Listing struct {
 type Filter struct {
 	Cluster string
 	Source  string
+	// Trust judges each entry's signature (nil: none is checked, every
+	// entry is SigUnchecked).
+	Trust *Trust
 }
 
 func (f Filter) prefix() string {
@@ -260,13 +315,13 @@ func List(ctx context.Context, b bucket.Reader, f Filter) ([]Entry, error) {
 // package doc), which it does not believe: a damaged index is reported,
 // never an error for the whole listing. Errors are the bucket's own.
 func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
-	indexKeys, verifyKeys, err := scan(ctx, b, f.prefix(), "")
+	indexKeys, verifyKeys, sigs, err := scan(ctx, b, f.prefix(), "")
 	if err != nil {
 		return nil, err
 	}
 	entries := make([]Entry, len(indexKeys))
 	errs := parallel(len(indexKeys), 16, func(i int) (err error) {
-		entries[i], err = load(ctx, b, indexKeys[i], verifyKeys[dirOf(indexKeys[i])])
+		entries[i], err = load(ctx, b, indexKeys[i], verifyKeys[dirOf(indexKeys[i])], sigs, f.Trust)
 		return err
 	})
 	l := &Listing{Entries: entries[:0]}
@@ -288,32 +343,43 @@ func ListAll(ctx context.Context, b bucket.Reader, f Filter) (*Listing, error) {
 }
 
 // Find returns the committed backup with the given id, in any cluster and
-// source. It asks the catalog's pointer first (a handful of requests);
-// without one that leads to a believed index (a backup made before the
-// catalog existed, a pointer that is damaged or forged) it walks every
-// backup's keys. Damaged indexes that carry the id in their key are not
-// used: when only such exist, the error wraps ErrDamaged and names the key
-// and the reason.
+// source, without checking signatures (FindTrusted with no trust).
 func Find(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) {
+	return FindTrusted(ctx, b, backupID, nil)
+}
+
+// FindTrusted returns the committed backup with the given id, in any
+// cluster and source, its signature judged by t. Damaged indexes that
+// carry the id in their key are not used: when only such exist, the error
+// wraps ErrDamaged and names the key and the reason. An untrusted entry is
+// returned as found (its Signature says so; TrustError refuses it), but
+// when one trusted entry has the id, untrusted ones do not make it
+// ambiguous. It asks the catalog's pointer first (a handful of requests)
+// and uses what it leads to only where the index there is signed by a
+// trusted key (or nothing is checked); otherwise (no pointer, a damaged or
+// forged one, an index that is unsigned or untrusted) it walks every
+// backup's keys, as before the catalog.
+func FindTrusted(ctx context.Context, b bucket.Reader, backupID string, t *Trust) (Entry, error) {
 	if err := requests.ValidateID(backupID); err != nil {
 		return Entry{}, fmt.Errorf("backup id: %w", err)
 	}
-	if e, ok := findByPointer(ctx, b, backupID); ok {
+	if e, ok := findByPointer(ctx, b, backupID, t); ok {
 		return e, nil
 	}
-	return findByWalk(ctx, b, backupID)
+	return findByWalk(ctx, b, backupID, t)
 }
 
-// findByWalk is Find without the catalog: it lists every backup's keys.
-func findByWalk(ctx context.Context, b bucket.Reader, backupID string) (Entry, error) {
-	indexKeys, verifyKeys, err := scan(ctx, b, requests.BackupsPrefix, backupID)
+// findByWalk is FindTrusted without the catalog: it lists every backup's
+// keys.
+func findByWalk(ctx context.Context, b bucket.Reader, backupID string, t *Trust) (Entry, error) {
+	indexKeys, verifyKeys, sigs, err := scan(ctx, b, requests.BackupsPrefix, backupID)
 	if err != nil {
 		return Entry{}, err
 	}
 	var found []Entry
 	var bad []error
 	for _, key := range indexKeys {
-		e, err := load(ctx, b, key, verifyKeys[dirOf(key)])
+		e, err := load(ctx, b, key, verifyKeys[dirOf(key)], sigs, t)
 		switch {
 		case err == nil:
 			found = append(found, e)
@@ -333,6 +399,9 @@ func findByWalk(ctx context.Context, b bucket.Reader, backupID string) (Entry, e
 	case 1:
 		return found[0], nil
 	}
+	if trusted := slices.DeleteFunc(slices.Clone(found), func(e Entry) bool { return !e.Trusted() }); len(trusted) == 1 {
+		return trusted[0], nil
+	}
 	keys := make([]string, len(found))
 	for i, e := range found {
 		keys[i] = e.ListedKey
@@ -340,11 +409,12 @@ func findByWalk(ctx context.Context, b bucket.Reader, backupID string) (Entry, e
 	return Entry{}, fmt.Errorf("backup id %s is ambiguous: %s", backupID, strings.Join(keys, ", "))
 }
 
-// scan lists index and verification keys under prefix; with onlyID set,
-// only those of that backup id.
-func scan(ctx context.Context, b bucket.Reader, prefix, onlyID string) ([]string, map[string][]string, error) {
+// scan lists index and verification keys under prefix, and the set of
+// signature keys; with onlyID set, only those of that backup id.
+func scan(ctx context.Context, b bucket.Reader, prefix, onlyID string) ([]string, map[string][]string, map[string]bool, error) {
 	var indexKeys []string
 	verifyKeys := map[string][]string{}
+	sigs := map[string]bool{}
 	err := bucket.Walk(ctx, b, prefix, func(o bucket.ObjectInfo) error {
 		k, err := requests.ParseBackupKey(o.Key)
 		if err != nil || (onlyID != "" && k.BackupID != onlyID) {
@@ -353,25 +423,53 @@ func scan(ctx context.Context, b bucket.Reader, prefix, onlyID string) ([]string
 		switch {
 		case k.Rest == requests.IndexName:
 			indexKeys = append(indexKeys, o.Key)
-		case strings.HasPrefix(k.Rest, requests.VerifyPrefix) && !strings.Contains(k.Rest, "/"):
+		case strings.Contains(k.Rest, "/"):
+		case strings.HasSuffix(k.Rest, SignatureSuffix):
+			sigs[o.Key] = true
+		case strings.HasPrefix(k.Rest, requests.VerifyPrefix):
 			verifyKeys[dirOf(o.Key)] = append(verifyKeys[dirOf(o.Key)], o.Key)
 		}
 		return nil
 	})
-	return indexKeys, verifyKeys, err
+	return indexKeys, verifyKeys, sigs, err
+}
+
+// signature judges the signature of the object at key, whose stored bytes
+// are data, in namespace; sigs says which signature objects exist.
+func signature(ctx context.Context, b bucket.Reader, key, namespace string, data []byte, sigs map[string]bool, t *Trust) (Signature, error) {
+	if !t.wantsFacts() {
+		return Signature{State: SigUnchecked}, nil
+	}
+	if !sigs[SignatureKey(key)] {
+		return t.check(namespace, data, nil, false), nil
+	}
+	sig, _, err := bucket.GetBytesLimit(ctx, b, SignatureKey(key), sshsig.MaxSize)
+	switch {
+	case errors.Is(err, bucket.ErrNotFound):
+		return t.check(namespace, data, nil, false), nil
+	case errors.Is(err, bucket.ErrTooLarge):
+		return t.judge(Signature{why: "signature: " + err.Error()}), nil
+	case err != nil:
+		return Signature{}, err
+	}
+	return t.check(namespace, data, sig, true), nil
 }
 
 func dirOf(key string) string { return key[:strings.LastIndex(key, "/")+1] }
 
-// load reads the index at key and merges the newest verification record
-// that is believed (see checkVerification); records that are not are
-// ignored.
-func load(ctx context.Context, b bucket.Reader, key string, verifications []string) (Entry, error) {
-	x, written, err := read(ctx, b, key)
+// load reads the index at key, judges its signature by t, and merges the
+// newest verification record that is believed (see checkVerification) and,
+// where t checks signatures, signed by a trusted key (or unsigned, where t
+// accepts that); records that are not are ignored.
+func load(ctx context.Context, b bucket.Reader, key string, verifications []string, sigs map[string]bool, t *Trust) (Entry, error) {
+	x, raw, written, err := readRaw(ctx, b, key)
 	if err != nil {
 		return Entry{}, err
 	}
 	e := Entry{BackupIndex: x, ListedKey: key, written: written}
+	if e.Signature, err = signature(ctx, b, key, IndexNamespace, raw, sigs, t); err != nil {
+		return Entry{}, err
+	}
 	// Verification keys sort by time; the newest is last.
 	for i := len(verifications) - 1; i >= 0; i-- {
 		data, info, err := bucket.GetBytesLimit(ctx, b, verifications[i], MaxVerificationSize)
@@ -388,8 +486,14 @@ func load(ctx context.Context, b bucket.Reader, key string, verifications []stri
 		if checkVerification(verifications[i], x.BackupID, &v, info.LastModified) != "" {
 			continue // nor does one that is not believed make it verified
 		}
+		sig, err := signature(ctx, b, verifications[i], VerificationNamespace, data, sigs, t)
+		if err != nil {
+			return Entry{}, err
+		} else if sig.State == SigUntrusted {
+			continue // nor one that no trusted worker signed
+		}
 		v.State = StateOf(&v)
-		e.Verification, e.verificationWritten = &v, info.LastModified
+		e.Verification, e.verificationWritten, e.verificationSig = &v, info.LastModified, sig
 		break
 	}
 	return e, nil

@@ -303,13 +303,23 @@ func (r *Registry) ObserveSQS(o notify.Observation) {
 // gauge and is reported through Damaged instead. It returns how many
 // backups it read.
 func (r *Registry) LoadCatalog(ctx context.Context, b bucket.Bucket) (int, error) {
-	l, err := index.Catalog{Bucket: b, Writer: b}.List(ctx, index.Filter{})
+	return r.LoadTrustedCatalog(ctx, b, nil)
+}
+
+// LoadTrustedCatalog is LoadCatalog whose entries trust judges: a backup
+// no trusted key signed moves no gauge either (a forged recent backup
+// does not silence the "no good backup" alert).
+func (r *Registry) LoadTrustedCatalog(ctx context.Context, b bucket.Bucket, trust *index.Trust) (int, error) {
+	l, err := index.Catalog{Bucket: b, Writer: b}.List(ctx, index.Filter{Trust: trust})
 	if err != nil {
 		return 0, err
 	}
 	r.damaged.Report(l.Damaged)
 	entries := l.Entries
 	for _, e := range entries {
+		if !e.Trusted() {
+			continue
+		}
 		if e.Status == requests.StatusSucceeded {
 			r.setNewest(r.lastBackup, e.Cluster, e.Source, e.FinishedAt)
 		}

@@ -7,7 +7,12 @@
 //
 // Validation refuses unknown fields and names the bad field in its error:
 // a request names a configured source and never carries connection
-// details or secrets.
+// details or secrets. Requests are written by hand too, so Parse matches
+// field names exactly (encoding/json alone would take "Source" for
+// "source"), refuses a field given twice, names the field of every bad
+// value (a createdAt that is not RFC 3339), and skips a leading UTF-8
+// byte order mark. What each kind acts on is defined once, here:
+// SourceName, BackupRef and Describe (what its result records).
 //
 // Control objects are read through a size limit (DefaultMaxControlObject,
 // 1 MiB, unless configured): anyone who can write to the bucket can write

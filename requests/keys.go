@@ -59,21 +59,12 @@ func IDFromKey(prefix, key string) (string, bool) {
 // other characters as '-', at most 80 bytes), '-' and 12 hex digits of the
 // key's sha256, so that two such objects never share an answer.
 func MisnamedID(key string) string {
-	name := strings.TrimSuffix(strings.TrimPrefix(key, RequestsPrefix), ".json")
-	var b strings.Builder
-	for _, c := range strings.ToLower(name) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
-			b.WriteRune(c)
-		default:
-			b.WriteByte('-')
-		}
-		if b.Len() >= 80 {
-			break
-		}
+	name := idSafe(strings.TrimSuffix(strings.TrimPrefix(key, RequestsPrefix), ".json"), '-')
+	if len(name) > 80 {
+		name = name[:80]
 	}
 	sum := sha256.Sum256([]byte(key))
-	return "misnamed-" + strings.Trim(b.String(), "-") + "-" + hex.EncodeToString(sum[:6])
+	return "misnamed-" + strings.Trim(name, "-") + "-" + hex.EncodeToString(sum[:6])
 }
 
 // Segment escapes a cluster or source name for use as one key segment:
@@ -135,20 +126,23 @@ func NewID() string {
 	return strings.ToLower(ulid.MustNew(ulid.Timestamp(time.Now()), rand.Reader).String())
 }
 
+// idSafe lower-cases s and replaces each character an id cannot hold
+// with other.
+func idSafe(s string, other rune) string {
+	return strings.Map(func(c rune) rune {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '-', c == '_':
+			return c
+		}
+		return other
+	}, strings.ToLower(s))
+}
+
 // SlotID returns the id of a scheduled request: <plan>-<slot>, with the
 // plan's name made id-safe. Every scheduler replica computes the same id
 // for the same slot, so only the first create-only write succeeds.
 func SlotID(plan string, slot time.Time) string {
-	var b strings.Builder
-	for _, c := range strings.ToLower(plan) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '-', c == '_':
-			b.WriteRune(c)
-		default:
-			b.WriteByte('.')
-		}
-	}
-	p := strings.Trim(b.String(), ".-_")
+	p := strings.Trim(idSafe(plan, '.'), ".-_")
 	if len(p) > 100 {
 		p = p[:100]
 	}

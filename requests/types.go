@@ -60,6 +60,11 @@ type Request struct {
 	Target string `json:"target,omitempty"`
 	// DropPrevious drops the replaced data after a restore's swap.
 	DropPrevious bool `json:"dropPrevious,omitempty"`
+	// AllowUnsigned accepts a backup whose index has no signature (one
+	// made before signing) for this Restore or Verify, where the worker
+	// checks signatures. A signature that does not check out is never
+	// accepted.
+	AllowUnsigned bool `json:"allowUnsigned,omitempty"`
 	// Options are engine-specific restore options.
 	Options map[string]string `json:"options,omitempty"`
 	// Labels are recorded in the backup's index.
@@ -113,7 +118,7 @@ func (r *Request) Validate() error {
 		if err := ValidateName(r.Source); err != nil {
 			return fieldErr("source", "%v", err)
 		}
-		for f, set := range map[string]bool{"backupId": r.BackupID != "", "target": r.Target != "", "dropPrevious": r.DropPrevious, "options": len(r.Options) > 0} {
+		for f, set := range map[string]bool{"backupId": r.BackupID != "", "target": r.Target != "", "dropPrevious": r.DropPrevious, "options": len(r.Options) > 0, "allowUnsigned": r.AllowUnsigned} {
 			if set {
 				return fieldErr(f, "is not allowed in a Backup")
 			}

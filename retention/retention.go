@@ -55,6 +55,10 @@ type Config struct {
 	// DryRun deletes and aborts nothing: reports say what a run would
 	// have done (the leases are still taken, so the view is one replica's).
 	DryRun bool
+	// Trust judges each backup's signature: one no trusted key signed is
+	// neither counted, kept nor deleted (Report.Untrusted). Nil checks
+	// none.
+	Trust *index.Trust
 }
 
 // Validate checks the configuration, naming the bad setting.
@@ -202,6 +206,11 @@ type Report struct {
 	Damaged []index.Damaged `json:"damaged,omitempty"`
 	// WALDeleted counts the point-in-time WAL objects deleted.
 	WALDeleted int `json:"walDeleted,omitempty"`
+	// Untrusted are the backups under the policy's source whose index no
+	// trusted key signed, by id, with the reason: neither counted, kept
+	// nor deleted (a forged backup pushes no real one out, and a person
+	// decides what to do with it).
+	Untrusted map[string]string `json:"untrusted,omitempty"`
 }
 
 // RetainedObject is an object that Object Lock keeps.
@@ -236,7 +245,7 @@ func (r *Runner) Apply(ctx context.Context, p Policy) (*Report, error) {
 
 func (r *Runner) apply(ctx context.Context, l *lease.Lease, p Policy, log logrus.FieldLogger) (*Report, error) {
 	rep := &Report{Kept: []string{}, Deleted: []string{}, Skipped: map[string]string{}, DryRun: r.cfg.DryRun}
-	all, err := index.ListAll(ctx, r.cfg.Bucket, index.Filter{Cluster: p.Cluster, Source: p.Source})
+	all, err := index.ListAll(ctx, r.cfg.Bucket, index.Filter{Cluster: p.Cluster, Source: p.Source, Trust: r.cfg.Trust})
 	if err != nil {
 		return rep, fmt.Errorf("list backups of %s/%s: %w", p.Cluster, p.Source, err)
 	}
@@ -244,6 +253,15 @@ func (r *Runner) apply(ctx context.Context, l *lease.Lease, p Policy, log logrus
 	r.cfg.Damaged.Report(all.Damaged)
 	var mine []index.Entry
 	for _, e := range all.Entries {
+		if !e.Trusted() {
+			if rep.Untrusted == nil {
+				rep.Untrusted = map[string]string{}
+			}
+			rep.Untrusted[e.BackupID] = e.Signature.Reason
+			log.WithFields(logrus.Fields{"backup_id": e.BackupID, "key": e.ListedKey, "reason": e.Signature.Reason}).
+				Warn("untrusted backup: no trusted key signed its index; retention neither counts nor deletes it")
+			continue
+		}
 		if p.selects(e) {
 			mine = append(mine, e)
 		}

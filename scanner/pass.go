@@ -237,7 +237,7 @@ func (s *Scanner) applyRetention(ctx context.Context, b bucket.Bucket, p Plan) (
 	key := p.Bucket.Key()
 	rr := s.retention[key]
 	if rr == nil || rr.b != b {
-		r, err := retention.New(retention.Config{Bucket: b, Holder: s.cfg.Holder, Lease: s.cfg.RetentionLease, Log: s.cfg.Log, Damaged: s.cfg.Damaged, WAL: pitr.PruneWAL})
+		r, err := retention.New(retention.Config{Bucket: b, Holder: s.cfg.Holder, Lease: s.cfg.RetentionLease, Log: s.cfg.Log, Damaged: s.cfg.Damaged, WAL: pitr.PruneWAL, Trust: s.cfg.Trust})
 		if err != nil {
 			return nil, err
 		}
@@ -247,9 +247,20 @@ func (s *Scanner) applyRetention(ctx context.Context, b bucket.Bucket, p Plan) (
 	return rr.r.Apply(ctx, retention.Policy{Cluster: p.Cluster, Source: p.Name, Plan: p.Name, Keep: p.Rotation})
 }
 
-// planBackups lists the plan's successful backups, newest first.
-func planBackups(ctx context.Context, b bucket.Reader, p Plan) ([]index.Entry, error) {
-	return schedule.Backups(ctx, b, p.Cluster, p.Name, p.Name)
+// planBackups lists the plan's successful backups that trust believes,
+// newest first: a forged backup is never the one verified.
+func planBackups(ctx context.Context, b bucket.Reader, p Plan, trust *index.Trust) ([]index.Entry, error) {
+	all, err := index.List(ctx, b, index.Filter{Cluster: p.Cluster, Source: p.Name, Trust: trust})
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, e := range all {
+		if e.Plan == p.Name && e.Status == requests.StatusSucceeded && e.Trusted() {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 // backupSlot returns the slot a scheduled backup's id names.
@@ -260,7 +271,7 @@ func backupSlot(id string) (time.Time, bool) { return requests.SlotOf(id) }
 // replica decides the same from the bucket, and the request's id is derived
 // from the backup's slot, so only one request is written.
 func (s *Scanner) verifyEvery(ctx context.Context, b bucket.Bucket, p Plan, log logrus.FieldLogger) error {
-	entries, err := planBackups(ctx, b, p)
+	entries, err := planBackups(ctx, b, p, s.cfg.Trust)
 	if err != nil || len(entries) == 0 {
 		return err
 	}
@@ -301,7 +312,7 @@ func (s *Scanner) periodicVerify(ctx context.Context, b bucket.Bucket, p Plan, s
 		st.verifyID = id
 		return
 	}
-	entries, err := planBackups(ctx, b, p)
+	entries, err := planBackups(ctx, b, p, s.cfg.Trust)
 	if err != nil {
 		log.WithError(err).Warn("cannot list the plan's backups; will retry")
 		return

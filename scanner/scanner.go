@@ -63,6 +63,10 @@ type Config struct {
 	// Damaged reports the damaged indexes retention meets (each key
 	// once); the metrics registry's, so they are counted. Default: logged.
 	Damaged *index.Reporter
+	// Trust judges backups' signatures for retention and scheduled
+	// verifications: an untrusted backup is neither counted, deleted nor
+	// verified. Nil checks none.
+	Trust *index.Trust
 	// WrapBucket, when set, wraps each bucket client the scanner opens
 	// (metrics.InstrumentBucket): the scanner, retention and the fleet's
 	// watchers then all use the wrapped client.

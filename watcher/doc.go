@@ -30,7 +30,11 @@
 //     correctness relies on.
 //
 // Malformed requests get a "rejected" result naming the problem; they
-// never stop a worker. Whatever a request holds: after taking the lease a
+// never stop a worker. An object under requests/ whose name is not
+// <id>.json with a valid id gets one "rejected" result under
+// requests.MisnamedID of its key (create-only: one worker answers), and
+// passes skip it from then on. A request that names no cluster belongs to
+// Config.Cluster, the worker's configured cluster. Whatever a request holds: after taking the lease a
 // worker checks the attempt limit and the request's size (from a HEAD)
 // before reading its body, and rejects one over MaxControlObject unread;
 // a lease over that limit counts as damaged (it expires by the worker's

@@ -184,13 +184,20 @@
     return root;
   }
 
+  // A backup no key the server trusts signed: workers refuse to restore,
+  // verify or delete it.
+  function untrustedBadge(sig) {
+    if (!sig || sig.state !== "untrusted") return null;
+    return el("span", { class: "badge bad untrusted", title: "untrusted: " + (sig.reason || "no trusted signature") }, "untrusted");
+  }
+
   function sourceView(cluster, src, backups) {
     const newest = src.newestSuccessful;
     const rows = backups.map((b) => {
       const x = b.index;
       return el("tr", { "data-backup-id": x.backupId, "data-status": x.status },
         el("td", { class: "id" }, x.backupId),
-        el("td", {}, statusBadge(x.status)),
+        el("td", {}, statusBadge(x.status), untrustedBadge(b.signature)),
         el("td", { title: new Date(x.finishedAt).toLocaleString() }, age(x.finishedAt)),
         el("td", { class: "num" }, duration(tookMs(x))),
         el("td", { class: "num", title: x.bytes + " bytes" }, bytes(x.bytes)),

@@ -3,7 +3,12 @@
 // of every index that capsule used before it (the anchor, measured in the
 // same run on the same bucket):
 //
-//	go run ./bench/catalogbench [-backups 10000] [-sources 4] [-new 20]
+//	go run ./bench/catalogbench [-backups 10000] [-sources 4] [-new 20] [-sign]
+//
+// With -sign every index is signed (an ed25519 key made for the run), the
+// catalog's snapshots are signed by the same key, and every reader trusts
+// it: listings check each backup's signature, as a deployment with
+// signatures.trustedKeys does.
 //
 // It starts a versitygw, writes -backups backups of one cluster the way
 // capsule wrote them before the catalog (an artifact object and a
@@ -19,6 +24,8 @@
 //   - page load: what the web page asks of a fresh API server: GET
 //     /v1/clusters, then the cluster's backups in pages of 500 up to 5,000.
 //
+// Time is wall time; CPU is this process's and the S3 server's CPU time
+// (what the same work costs on an idle machine, whatever the load).
 // Requests are counted by a wrapper around the bucket (one GET, HEAD, PUT,
 // DELETE or LIST page each). Today's path is the same code with the
 // catalog's objects hidden from it: the listing and describe fall back to
@@ -27,6 +34,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -37,7 +46,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/cnvrg/capsule/api"
 	"github.com/cnvrg/capsule/bench/internal/benchkit"
@@ -49,11 +61,33 @@ import (
 
 const cluster = "cnvrg/app"
 
+// With -sign: the workers' signing key, and the readers' trust of it
+// (both nil without).
+var (
+	signer *index.Signer
+	trust  *index.Trust
+)
+
 func main() {
 	n := flag.Int("backups", 10000, "backups made before the catalog")
 	sources := flag.Int("sources", 4, "sources the backups are spread over")
 	fresh := flag.Int("new", 20, "backups committed after the migration (catalog events)")
+	sign := flag.Bool("sign", false, "sign every index and snapshot, and check signatures in every listing")
 	flag.Parse()
+	if *sign {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err == nil {
+			var key ssh.Signer
+			if key, err = ssh.NewSignerFromKey(priv); err == nil {
+				signer = index.NewSigner(key)
+				trust = index.NewTrust([]ssh.PublicKey{key.PublicKey()}, false)
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "catalogbench: signing key:", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(*n, *sources, *fresh); err != nil {
 		fmt.Fprintln(os.Stderr, "catalogbench:", err)
 		os.Exit(1)
@@ -72,11 +106,12 @@ func run(n, sources, fresh int) error {
 		return err
 	}
 	defer srv.Stop()
+	server = srv
 	_, raw, err := srv.NewBucket(ctx)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("machine: %s; load before: %s\n", benchkit.Machine(), benchkit.LoadAvg())
+	fmt.Printf("machine: %s; load before: %s; signatures: %v\n", benchkit.Machine(), benchkit.LoadAvg(), signer != nil)
 	t0 := time.Now().Add(-time.Duration(n+fresh) * time.Minute).UTC()
 	start := time.Now()
 	if err := parallel(n, func(i int) error {
@@ -88,12 +123,12 @@ func run(n, sources, fresh int) error {
 
 	counted := &reqcount.Bucket{B: raw}
 	migration := measure(counted, func() error {
-		_, err := index.Catalog{Bucket: counted, Writer: counted}.List(ctx, index.Filter{})
+		_, err := index.Catalog{Bucket: counted, Writer: counted, Signer: signer}.List(ctx, index.Filter{Trust: trust})
 		return err
 	})
 	for i := range fresh {
 		x := backup("src0", fmt.Sprintf("c%06d", i), t0.Add(time.Duration(n+i)*time.Minute))
-		if err := index.Write(ctx, raw, x); err != nil {
+		if err := index.WriteSigned(ctx, raw, x, signer); err != nil {
 			return err
 		}
 		if _, err := bucket.PutBytes(ctx, raw, x.Artifacts[0].Key, []byte("x"), bucket.PutOptions{}); err != nil {
@@ -116,9 +151,14 @@ func run(n, sources, fresh int) error {
 	}
 	ops := []op{
 		{"capsule ls (cluster)", func(b bucket.Bucket) error {
-			l, err := index.Catalog{Bucket: b, Writer: b}.List(ctx, index.Filter{Cluster: cluster})
+			l, err := index.Catalog{Bucket: b, Writer: b, Signer: signer}.List(ctx, index.Filter{Cluster: cluster, Trust: trust})
 			if err == nil && len(l.Entries) != n+fresh {
 				err = fmt.Errorf("listed %d backups, want %d", len(l.Entries), n+fresh)
+			}
+			for _, e := range l.Entries {
+				if err == nil && !e.Trusted() {
+					err = fmt.Errorf("backup %s is %s: %s", e.BackupID, e.Signature.State, e.Signature.Reason)
+				}
 			}
 			return err
 		}},
@@ -126,7 +166,7 @@ func run(n, sources, fresh int) error {
 			return apiGets(b, "/v1/clusters/"+strings.ReplaceAll(cluster, "/", "%2F")+"/backups")
 		}},
 		{"describe <id>", func(b bucket.Bucket) error {
-			e, err := index.Find(ctx, b, describeID)
+			e, err := index.FindTrusted(ctx, b, describeID, trust)
 			if err == nil && e.BackupID != describeID {
 				err = fmt.Errorf("found %s", e.BackupID)
 			}
@@ -135,7 +175,7 @@ func run(n, sources, fresh int) error {
 		{"page load", func(b bucket.Bucket) error { return pageLoad(b) }},
 	}
 	var failures []string
-	t := benchkit.NewTable(fmt.Sprintf("%d backups", n+fresh), "catalog time", "catalog requests", "walk time", "walk requests")
+	t := benchkit.NewTable(fmt.Sprintf("%d backups", n+fresh), "catalog time", "CPU", "requests", "walk time", "CPU", "requests")
 	for _, o := range ops {
 		c := measure(newB, func() error { return o.do(newB) })
 		if c.err != nil {
@@ -149,7 +189,7 @@ func run(n, sources, fresh int) error {
 			walkTime = "failed after " + walkTime
 			failures = append(failures, fmt.Sprintf("%s by the walk: %v", o.name, w.err))
 		}
-		t.Add(o.name, ms(c.wall), fmt.Sprint(c.n.Total()), walkTime, fmt.Sprint(w.n.Total()))
+		t.Add(o.name, ms(c.wall), ms(c.cpu), fmt.Sprint(c.n.Total()), walkTime, ms(w.cpu), fmt.Sprint(w.n.Total()))
 	}
 	t.Print(os.Stdout)
 	for _, f := range failures {
@@ -168,20 +208,39 @@ func ms(d time.Duration) string {
 
 type result struct {
 	wall time.Duration
-	n    reqcount.Counts
-	err  error
+	// cpu is this process's CPU time and the S3 server's: on a shared
+	// machine, the cost that does not depend on the load.
+	cpu time.Duration
+	n   reqcount.Counts
+	err error
 }
+
+// server is the S3 server whose CPU time measure adds.
+var server *benchkit.S3
 
 func measure(b *reqcount.Bucket, f func() error) result {
 	b.Reset()
+	cpu0 := cpuTime()
 	start := time.Now()
 	err := f()
-	return result{wall: time.Since(start), n: b.Counts(), err: err}
+	return result{wall: time.Since(start), cpu: cpuTime() - cpu0, n: b.Counts(), err: err}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if server != nil {
+		if s, err := server.CPU(); err == nil {
+			d += s
+		}
+	}
+	return d
 }
 
 // apiGets asks a fresh API server (cold cache) for each path in turn.
 func apiGets(b bucket.Bucket, paths ...string) error {
-	h, err := api.New(api.Config{Bucket: b})
+	h, err := api.New(api.Config{Bucket: b, Trust: trust})
 	if err != nil {
 		return err
 	}
@@ -198,7 +257,7 @@ func apiGets(b bucket.Bucket, paths ...string) error {
 // pageLoad asks what the web page asks (api/ui/app.js): the clusters,
 // then each cluster's backups, 500 a page, up to 5,000.
 func pageLoad(b bucket.Bucket) error {
-	h, err := api.New(api.Config{Bucket: b})
+	h, err := api.New(api.Config{Bucket: b, Trust: trust})
 	if err != nil {
 		return err
 	}
@@ -268,8 +327,10 @@ func writeOld(ctx context.Context, b bucket.Bucket, x *index.BackupIndex) error 
 		return err
 	}
 	data, _ := json.MarshalIndent(x, "", "  ")
-	_, err := bucket.PutBytes(ctx, b, x.Key(), data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
-	return err
+	if _, err := bucket.PutBytes(ctx, b, x.Key(), data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"}); err != nil || signer == nil {
+		return err
+	}
+	return index.SignStored(ctx, b, x.Key(), signer)
 }
 
 func parallel(n int, f func(i int) error) error {

@@ -44,6 +44,9 @@ type bench struct {
 	// encryption, when set, is the worker.encryption section of the
 	// encrypted rows (-encrypt).
 	encryption map[string]any
+	// signingKey, when set (-sign), adds signed rows: the first level's
+	// backup and restore again with the worker signing (and checking).
+	signingKey string
 }
 
 func run() error {
@@ -58,6 +61,7 @@ func run() error {
 		runs     = flag.Int("runs", 1, "measure every step this many times and keep the fastest")
 		drop     = flag.Bool("drop", false, "drop the benchmark databases at the end (they are kept for the next run by default)")
 		encrypt  = flag.Bool("encrypt", false, "also back up and restore with age encryption (worker.encryption to a fresh X25519 key): rows '(LEVEL, age)' beside the plain ones, and the target of staying within 5 % of their wall time")
+		sign     = flag.Bool("sign", false, "also back up and restore with the first compression setting with signed indexes (a fresh ed25519 key), rows marked \"signed\"")
 		cpuprof  = flag.String("cpuprofile", "", "instead of the table: back up the database once, and restore it, in this process (the worker's executor and engine) under the CPU profiler; write the profiles to FILE and FILE.restore")
 	)
 	flag.Parse()
@@ -133,6 +137,11 @@ func run() error {
 	b.capsule = &benchkit.Capsule{Bin: capsuleBin, Dir: b.work, S3: s3, BucketName: bucketName, Bucket: bkt}
 	if *encrypt {
 		if b.encryption, err = newAgeKey(b.work); err != nil {
+			return err
+		}
+	}
+	if *sign {
+		if b.signingKey, err = benchkit.SigningKey(b.work); err != nil {
 			return err
 		}
 	}

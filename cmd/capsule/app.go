@@ -12,6 +12,7 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/bucketurl"
 	"github.com/cnvrg/capsule/config"
+	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/internal/version"
 	"github.com/sirupsen/logrus"
@@ -37,6 +38,10 @@ type app struct {
 	// explainAfter is how long a followed request may wait for a worker
 	// before capsule says why it may wait (--explain-after, hidden).
 	explainAfter time.Duration
+	// signingKey, trustedKeys and allowUnsigned are the signature flags
+	// (see signing).
+	signingKey, trustedKeys string
+	allowUnsigned           bool
 
 	cfg config.Config
 	log *logrus.Logger
@@ -147,6 +152,9 @@ offset.
 	pf.BoolVar(&a.local, "local", false, "show times in the local time zone, with its offset (default: UTC)")
 	pf.DurationVar(&a.explainAfter, "explain-after", 30*time.Second, "say why a request waits once it has waited this long")
 	_ = pf.MarkHidden("explain-after")
+	pf.StringVar(&a.trustedKeys, "trusted-keys", "", "file of the public keys whose signatures are trusted, authorized_keys or allowed_signers lines (env CAPSULE_TRUSTED_KEYS_FILE; config signatures.trustedKeysFile)")
+	pf.BoolVar(&a.allowUnsigned, "allow-unsigned", false, "accept backups made before signing (no signature at all); a wrong signature is never accepted (env CAPSULE_ALLOW_UNSIGNED)")
+	pf.StringVar(&a.signingKey, "signing-key", "", "worker: private key (OpenSSH, unencrypted) that signs every index and verification record; its public half is trusted (env CAPSULE_SIGNING_KEY_FILE)")
 	pf.StringVar(&a.dstDir, "dst-dir", "", "prefix of the old capsule service's backups in each bucket (env "+config.EnvDstDir+`; default "`+config.DefaultLegacyDstDir+`")`)
 	root.AddCommand(a.workerCmd(), a.backupCmd(), a.restoreCmd(), a.verifyCmd(), a.lsCmd(), a.describeCmd(),
 		a.statusCmd(), a.tailCmd(), a.cancelCmd(), a.versionCmd(), a.serveCmd(), a.scanCmd(), a.bucketCmd(), a.legacyCmd(), a.startCmd(), a.prunePreviousCmd(), a.pruneCmd(), a.gcCmd())
@@ -205,7 +213,34 @@ func (a *app) load(cmd *cobra.Command) error {
 	if a.dstDir != "" {
 		a.cfg.SetLegacyDstDir(a.dstDir)
 	}
+	if a.signingKey != "" {
+		a.cfg.Signatures.SigningKeyFile = a.signingKey
+	}
+	if a.trustedKeys != "" {
+		a.cfg.Signatures.TrustedKeysFile = a.trustedKeys
+	}
+	if a.allowUnsigned {
+		a.cfg.Signatures.AllowUnsigned = true
+	}
 	return a.cfg.Validate(registry())
+}
+
+// signing returns the signer (nil without a signing key) and the trust
+// the configuration gives. A worker (signer set) that trusts no key says
+// so once, since then it checks no signature.
+func (a *app) signing() (*index.Signer, *index.Trust, error) {
+	signer, trust, err := a.cfg.Signing()
+	if err != nil {
+		return nil, nil, err
+	}
+	if trust.Checks() {
+		a.log.WithFields(logrus.Fields{"trusted_keys": strings.Join(trust.Fingerprints(), ","), "allow_unsigned": trust.AllowUnsigned}).
+			Debug("signatures: backups no trusted key signed are refused")
+	}
+	if signer != nil {
+		a.log.WithField("signing_key", signer.Fingerprint()).Info("signing every index and verification record")
+	}
+	return signer, trust, nil
 }
 
 // openBucket opens the configured bucket, or the local default, saying so.

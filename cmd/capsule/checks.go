@@ -102,8 +102,18 @@ func (a *app) checkBackup(ctx context.Context, b bucket.Reader, ref string) (eng
 		}
 		return x.Engine, x.Source, nil
 	}
-	e, err := index.Find(ctx, b, ref)
+	_, trust, err := a.cfg.Signing()
+	if err != nil {
+		return "", "", err
+	}
+	e, err := index.FindTrusted(ctx, b, ref, trust)
+	if err == nil {
+		// The workers refuse it too: say so before anything is written.
+		err = e.TrustError()
+	}
 	switch {
+	case errors.Is(err, index.ErrUntrusted):
+		return "", "", usageErr(err)
 	case errors.Is(err, index.ErrBackupNotFound):
 		return "", "", usageErr(fmt.Errorf("backup %s: no such backup in the bucket (capsule ls --all-clusters lists them; --no-check to submit anyway)", ref))
 	case errors.Is(err, index.ErrDamaged):

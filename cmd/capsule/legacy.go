@@ -254,10 +254,14 @@ dumps stay under <dst-dir>/, and backups still in progress keep theirs.`,
 				return err
 			}
 			host, _ := os.Hostname()
+			signer, trust, err := a.signing()
+			if err != nil {
+				return err
+			}
 			x, err := executor.New(executor.Config{
 				Bucket: b, Engines: registry(), Sources: &a.cfg, Worker: fmt.Sprintf("%s/%d", host, os.Getpid()),
 				Version: version.String(), Compression: a.cfg.Worker.Compression, RetainFor: a.cfg.Worker.RetainFor,
-				Legacy: old, Log: a.log, Recipients: a.cfg.Worker.Encryption.Recipients,
+				Legacy: old, Log: a.log, Recipients: a.cfg.Worker.Encryption.Recipients, Signer: signer, Trust: trust,
 			})
 			if err != nil {
 				return err

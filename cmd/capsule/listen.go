@@ -121,11 +121,15 @@ func (a *app) runServices(ctx context.Context, s *workerServices, wt *watcher.Wa
 	defer stopWorker(nil)
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHTTP()
+	_, trust, err := a.cfg.Signing()
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	var httpErr error
 	if s.ln != nil {
 		tokenFile := a.getenv("CAPSULE_API_TOKEN_FILE")
-		h, err := api.New(api.Config{Bucket: s.bucket, TokenFile: tokenFile, Metrics: s.reg.Handler(), Log: a.log, Damaged: s.reg.Damaged(), MaxControlObject: a.cfg.Worker.MaxControlObject, Legacy: s.legacy})
+		h, err := api.New(api.Config{Bucket: s.bucket, TokenFile: tokenFile, Metrics: s.reg.Handler(), Log: a.log, Damaged: s.reg.Damaged(), MaxControlObject: a.cfg.Worker.MaxControlObject, Legacy: s.legacy, Trust: trust})
 		if err != nil {
 			s.ln.Close()
 			return fmt.Errorf("CAPSULE_API_TOKEN_FILE: %w", err)
@@ -152,7 +156,7 @@ func (a *app) runServices(ctx context.Context, s *workerServices, wt *watcher.Wa
 		// Seed the newest-success gauges so that a restarted worker
 		// reports the right ages at once.
 		start := time.Now()
-		n, err := s.reg.LoadCatalog(wctx, s.bucket)
+		n, err := s.reg.LoadTrustedCatalog(wctx, s.bucket, trust)
 		if err != nil {
 			if wctx.Err() == nil {
 				a.log.WithError(err).Warn("reading the catalog for the backup-age metrics failed; they show this worker's backups only")
@@ -161,7 +165,7 @@ func (a *app) runServices(ctx context.Context, s *workerServices, wt *watcher.Wa
 		}
 		a.log.WithFields(logrus.Fields{"backups": n, "seconds": time.Since(start).Seconds()}).Debug("backup-age metrics seeded from the catalog")
 	}()
-	err := wt.Run(wctx)
+	err = wt.Run(wctx)
 	stopWorker(nil)
 	stopHTTP()
 	wg.Wait()

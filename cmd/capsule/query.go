@@ -33,7 +33,7 @@ func (a *app) lsCmd() *cobra.Command {
 		Long: `List the backups in the bucket (those whose backupIndex.json was written),
 newest first, for the cluster (--cluster, default "default"; --all-clusters for
 every cluster) and optionally one source. -o wide adds the duration, the
-attempt, the worker and the labels.
+attempt, the worker, the signature and the labels.
 
 An index whose content does not match its key (cluster, source, backup id,
 artifact keys), that cannot be parsed, or that finished in the future by the
@@ -55,7 +55,13 @@ bucket (by the bucket's clock), since results are not kept per cluster.
 
 VERIFIED says what the newest verification proved: restored (restored into
 scratch space and checked), checksum (the stored bytes match; nothing was
-restored), failed, or never.`,
+restored), failed, or never.
+
+With trusted keys (--trusted-keys, signatures.* in the config), a backup whose
+index no trusted key signed shows STATUS untrusted: restores, verifications and
+retention refuse it (capsule describe says why). -o wide adds SIGNATURE:
+signed, unsigned (accepted with --allow-unsigned), untrusted, or unchecked (no
+trusted keys).`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.runLs(cmd.Context(), o)
@@ -91,7 +97,11 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 	if err != nil {
 		return err
 	}
-	l, err := index.Catalog{Bucket: b, Writer: b}.List(ctx, filter)
+	var signer *index.Signer
+	if signer, filter.Trust, err = a.cfg.Signing(); err != nil {
+		return err
+	}
+	l, err := index.Catalog{Bucket: b, Writer: b, Signer: signer}.List(ctx, filter)
 	if err != nil {
 		return err
 	}
@@ -149,6 +159,9 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 	if !o.damaged && len(l.Damaged) > 0 {
 		fmt.Fprintf(a.errOut, "%d damaged index(es) skipped; capsule ls --all shows them\n", len(l.Damaged))
 	}
+	if n := untrusted(entries); n > 0 {
+		fmt.Fprintf(a.errOut, "%d untrusted backup(s): no trusted key signed them, and restores, verifications and retention refuse them; capsule describe ID says why\n", n)
+	}
 	if f.data() {
 		return nil
 	}
@@ -184,7 +197,7 @@ func (a *app) printBackups(f format, rows []lsRow, withErrors bool, old []legacy
 		{head: "CLUSTER", cell: cell(func(e index.Entry) string { return e.Cluster }, func(x *index.Failure) string { return x.Cluster })},
 		{head: "SOURCE", cell: cell(func(e index.Entry) string { return e.Source }, func(x *index.Failure) string { return x.Source })},
 		{head: "ENGINE", cell: cell(func(e index.Entry) string { return e.Engine }, none)},
-		{head: "STATUS", cell: cell(func(e index.Entry) string { return string(e.Status) }, func(x *index.Failure) string { return string(x.Status) })},
+		{head: "STATUS", cell: cell(lsStatus, func(x *index.Failure) string { return string(x.Status) })},
 		{head: "FINISHED", cell: cell(func(e index.Entry) string { return a.when(e.FinishedAt) }, func(x *index.Failure) string { return a.when(x.FinishedAt) })},
 		{head: "DURATION", wide: true, cell: cell(func(e index.Entry) string { return humanDuration(e.FinishedAt.Sub(e.StartedAt)) }, none)},
 		{head: "SIZE", cell: cell(func(e index.Entry) string { return humanBytes(e.Bytes) }, none)},
@@ -192,6 +205,7 @@ func (a *app) printBackups(f format, rows []lsRow, withErrors bool, old []legacy
 		{head: "VERIFIED", cell: cell(func(e index.Entry) string { return a.verified(e.Verification) }, none)},
 		{head: "ATTEMPT", wide: true, cell: cell(func(e index.Entry) string { return fmt.Sprint(e.Attempt) }, func(x *index.Failure) string { return fmt.Sprint(x.Attempts) })},
 		{head: "WORKER", wide: true, cell: cell(func(e index.Entry) string { return dash(e.Worker) }, none)},
+		{head: "SIGNATURE", wide: true, cell: cell(func(e index.Entry) string { return e.Signature.State }, none)},
 		{head: "LABELS", wide: true, cell: cell(func(e index.Entry) string { return dash(kvList(e.Labels)) }, none)},
 	}
 	if withErrors {
@@ -328,7 +342,11 @@ or YAML (-o json, -o yaml) for scripts.`,
 				}
 				return a.describeLegacy(x)
 			}
-			e, err := index.Find(ctx, b, args[0])
+			_, trust, err := a.cfg.Signing()
+			if err != nil {
+				return err
+			}
+			e, err := index.FindTrusted(ctx, b, args[0], trust)
 			if err != nil {
 				return err
 			}
@@ -373,6 +391,7 @@ func (a *app) describeBackup(f format, e index.Entry) error {
 		{"Engine", engine},
 		{"Versions", versions},
 		{"Status", string(e.Status)},
+		{"Signature", describeSignature(e.Signature)},
 		{"Started", a.when(e.StartedAt)},
 		{"Finished", a.when(e.FinishedAt) + " (" + humanDuration(e.FinishedAt.Sub(e.StartedAt)) + ")"},
 		{"Size", humanBytes(e.Bytes) + " (" + humanBytes(e.StoredBytes) + " stored)"},
@@ -432,6 +451,37 @@ func encryptionNote(x *index.BackupIndex) string {
 		return "none (stored in the clear)"
 	}
 	return "age; any identity of these keys opens it: " + strings.Join(keys, ", ")
+}
+
+// lsStatus is a backup's status, or "untrusted" when no trusted key
+// signed its index: whatever it claims, nothing uses it.
+func lsStatus(e index.Entry) string {
+	if !e.Trusted() {
+		return index.SigUntrusted
+	}
+	return string(e.Status)
+}
+
+func untrusted(entries []index.Entry) int {
+	n := 0
+	for _, e := range entries {
+		if !e.Trusted() {
+			n++
+		}
+	}
+	return n
+}
+
+func describeSignature(s index.Signature) string {
+	switch s.State {
+	case index.SigSigned:
+		return "signed by " + s.Signer
+	case index.SigUntrusted:
+		return "UNTRUSTED: " + s.Reason + " (restores, verifications and retention refuse it)"
+	case index.SigUnchecked:
+		return "not checked (no trusted keys: --trusted-keys, signatures.trustedKeys)"
+	}
+	return s.State + ": " + s.Reason
 }
 
 func (a *app) describeLegacy(x *legacy.Backup) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/fleet"
+	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/internal/version"
 	"github.com/cnvrg/capsule/metrics"
@@ -84,10 +85,15 @@ func (a *app) newScanner(s *scanSettings, holder string, reg *engines.Registry, 
 	if s.serviceHost != "" {
 		hostFor = func(string, string) string { return s.serviceHost }
 	}
+	_, trust, err := a.cfg.Signing()
+	if err != nil {
+		return nil, err
+	}
 	cfg := scanner.Config{
 		Dynamic: dyn, Kube: kube, Namespaces: s.namespaces, Cluster: cluster, Engines: reg,
 		HostFor: hostFor, Holder: holder, Tick: s.tick, Poll: s.poll, StagingDir: s.stagingDir, Log: a.log,
 		Events: events,
+		Trust:  trust,
 	}
 	if mreg != nil {
 		cfg.Damaged = mreg.Damaged()
@@ -216,7 +222,11 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			return fmt.Errorf("--listen: %w", err)
 		}
 	}
-	web := &scanAPI{a: a, sc: sc, fixed: fixed, reg: mreg, tokenFile: a.getenv("CAPSULE_API_TOKEN_FILE")}
+	signer, trust, err := a.signing()
+	if err != nil {
+		return err
+	}
+	web := &scanAPI{a: a, sc: sc, fixed: fixed, reg: mreg, tokenFile: a.getenv("CAPSULE_API_TOKEN_FILE"), trust: trust}
 	fl, err := fleet.New(fleet.Config{
 		Set: sc, Fixed: fixed, Log: a.log, Changed: web.follow,
 		New: func(key string, b bucket.Bucket) (fleet.Runner, error) {
@@ -237,6 +247,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 				Bucket: b, Engines: registry(), Sources: srcs, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: log, RestoreAs: restoreAs,
 				Recipients: w.Encryption.Recipients, Identities: a.cfg.Identities,
+				Signer: signer, Trust: trust,
 			})
 			if err != nil {
 				return nil, err
@@ -250,7 +261,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			}
 			// The bucket's start-up safety check runs in the member's
 			// goroutine: a slow or unsafe bucket holds up no other.
-			return gatedRunner{safety: &svc.safety, b: b, r: seeded{w: wt, reg: mreg, b: b, log: log}, log: log}, nil
+			return gatedRunner{safety: &svc.safety, b: b, r: seeded{w: wt, reg: mreg, b: b, log: log, trust: trust}, log: log}, nil
 		},
 	})
 	if err != nil {
@@ -312,17 +323,18 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 // from the bucket's catalog, so that a restarted worker reports the right
 // ages at once.
 type seeded struct {
-	w   *watcher.Watcher
-	reg *metrics.Registry
-	b   bucket.Bucket
-	log logrus.FieldLogger
+	w     *watcher.Watcher
+	reg   *metrics.Registry
+	b     bucket.Bucket
+	log   logrus.FieldLogger
+	trust *index.Trust
 }
 
 func (s seeded) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if _, err := s.reg.LoadCatalog(ctx, s.b); err != nil && ctx.Err() == nil {
+		if _, err := s.reg.LoadTrustedCatalog(ctx, s.b, s.trust); err != nil && ctx.Err() == nil {
 			s.log.WithError(err).Warn("reading the catalog for the backup-age metrics failed; they show this worker's backups only")
 		}
 	}()

@@ -12,6 +12,7 @@ import (
 	"github.com/cnvrg/capsule/api"
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/fleet"
+	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/metrics"
 	"github.com/cnvrg/capsule/requests"
@@ -41,6 +42,8 @@ type scanAPI struct {
 	// reg counts, among the rest, the damaged indexes the API's listings
 	// meet (each key once, with retention's).
 	reg *metrics.Registry
+	// trust judges the listed backups' signatures.
+	trust *index.Trust
 
 	mu  sync.Mutex
 	key string       // the bucket the API serves ("" for none)
@@ -59,7 +62,7 @@ func (s *scanAPI) init() error {
 }
 
 func (s *scanAPI) serve(key string, b bucket.Bucket) error {
-	h, err := api.New(api.Config{Bucket: b, TokenFile: s.tokenFile, Log: s.a.log, Damaged: s.reg.Damaged(), MaxControlObject: s.a.cfg.Worker.MaxControlObject})
+	h, err := api.New(api.Config{Bucket: b, TokenFile: s.tokenFile, Log: s.a.log, Damaged: s.reg.Damaged(), MaxControlObject: s.a.cfg.Worker.MaxControlObject, Trust: s.trust})
 	if err != nil {
 		return fmt.Errorf("CAPSULE_API_TOKEN_FILE: %w", err)
 	}

@@ -54,7 +54,11 @@ The OpenAPI document is served at /v1/openapi.yaml.`,
 			if err != nil {
 				return err
 			}
-			h, err := api.New(api.Config{Bucket: b, TokenFile: tokenFile, CacheTTL: cacheTTL, Log: a.log, MaxControlObject: a.cfg.Worker.MaxControlObject, Legacy: old})
+			_, trust, err := a.signing()
+			if err != nil {
+				return err
+			}
+			h, err := api.New(api.Config{Bucket: b, TokenFile: tokenFile, CacheTTL: cacheTTL, Log: a.log, MaxControlObject: a.cfg.Worker.MaxControlObject, Legacy: old, Trust: trust})
 			if err != nil {
 				return fmt.Errorf("--api-token-file: %w", err)
 			}

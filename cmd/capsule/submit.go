@@ -117,7 +117,12 @@ temporary server of the backup's major version replays the WAL on scratch space
 (--scratch), then its databases go into --to (default the source) by side
 database and rename, as every postgres restore does. --to-dir instead writes a
 complete data directory for a new server (the old one is gone): start
-PostgreSQL on it.`,
+PostgreSQL on it.
+
+Where signing keys are trusted (--trusted-keys, signatures.* in the config),
+a backup that no trusted key signed is refused, here and by the workers;
+--allow-unsigned accepts one made before signing (no signature at all), never
+one whose signature does not check out.`,
 		Example: `  capsule restore 01jd3k9x2q8f7m1t6v4w0y5z3a --to cnvrg/pg --wait
   capsule restore --source cnvrg/pg --time 2026-12-07T05:03:50Z
   capsule restore --source cnvrg/pg --latest --to-dir /var/lib/postgresql/15/main`,
@@ -146,7 +151,7 @@ PostgreSQL on it.`,
 			if err != nil {
 				return err
 			}
-			req := &requests.Request{Kind: requests.KindRestore, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: to, DropPrevious: dropPrevious, Options: opts}
+			req := &requests.Request{Kind: requests.KindRestore, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: to, DropPrevious: dropPrevious, Options: opts, AllowUnsigned: a.allowUnsigned}
 			if err := a.validateRequest(req); err != nil {
 				return err
 			}
@@ -196,7 +201,7 @@ Before writing the request, capsule checks that the backup exists and that
 			if err != nil {
 				return err
 			}
-			req := &requests.Request{Kind: requests.KindVerify, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: into}
+			req := &requests.Request{Kind: requests.KindVerify, ID: s.id, Cluster: a.cfg.Cluster, BackupID: ref, Target: into, AllowUnsigned: a.allowUnsigned}
 			if err := a.validateRequest(req); err != nil {
 				return err
 			}

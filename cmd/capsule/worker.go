@@ -108,10 +108,15 @@ exits with an error naming what failed on a bucket that does not;
 			}
 			defer closeNotifier(notifier)
 			a.logStartup(name, redact.String(a.cfg.Bucket), notifier.Len())
+			signer, trust, err := a.signing()
+			if err != nil {
+				return err
+			}
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Prefix: prefix, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
 				Recipients: w.Encryption.Recipients, Identities: a.cfg.Identities,
+				Signer: signer, Trust: trust,
 			})
 			if err != nil {
 				return err

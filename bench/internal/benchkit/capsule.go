@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +21,7 @@ import (
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/requests"
+	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 )
 
@@ -73,6 +77,10 @@ type Capsule struct {
 	// worker.encryption section for the next runs (recipients,
 	// identityFile).
 	Encryption map[string]any
+	// SigningKey, when set, is the private key file the worker signs
+	// with (signatures.signingKeyFile); its restores then check the
+	// backup's signature.
+	SigningKey string
 
 	runs int
 }
@@ -118,6 +126,9 @@ func (c *Capsule) Run(ctx context.Context, req *requests.Request, compression st
 		"cluster": "bench",
 		"worker":  worker,
 		"sources": c.Sources,
+	}
+	if c.SigningKey != "" {
+		cfg["signatures"] = map[string]any{"signingKeyFile": c.SigningKey}
 	}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -269,4 +280,19 @@ func PrepareWorkDir(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, workMarker), nil, 0o644)
+}
+
+// SigningKey writes a fresh ed25519 private key (OpenSSH format) into dir
+// for workers that sign their indexes, and returns its path.
+func SigningKey(dir string) (string, error) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	block, err := ssh.MarshalPrivateKey(key, "capsule-bench")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "signing_key")
+	return path, os.WriteFile(path, pem.EncodeToMemory(block), 0o600)
 }
