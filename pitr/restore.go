@@ -274,7 +274,17 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	// enter, so no other user or pod process on this host reads the
 	// recovered data or connects as its superuser.
 	srv.SocketOnly = true
-	if err := srv.PrivateSocket(filepath.Join(scratch, "sock")); err != nil {
+	sockParent, err := socketParent(scratch)
+	if err != nil {
+		return nil, err
+	}
+	if sockParent != scratch {
+		defer os.RemoveAll(sockParent)
+		if err := srv.Own(sockParent); err != nil {
+			return nil, err
+		}
+	}
+	if err := srv.PrivateSocket(filepath.Join(sockParent, "sock")); err != nil {
 		return nil, err
 	}
 	if cfg.DataDir != "" {
@@ -424,6 +434,29 @@ func stageWAL(ctx context.Context, b bucket.Reader, span Span, from pglogrepl.LS
 		}
 	}
 	return closeFile()
+}
+
+// maxSocketPath is the longest Unix socket path Linux takes (sun_path
+// holds 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
+// socketParent is the directory the temporary server's socket directory
+// goes in: scratch, or a new private directory in the system's
+// temporary directory when the socket's path under scratch would be too
+// long for a Unix socket (the server would then have no way in at all).
+func socketParent(scratch string) (string, error) {
+	if len(filepath.Join(scratch, "sock", ".s.PGSQL.65535")) <= maxSocketPath {
+		return scratch, nil
+	}
+	d, err := os.MkdirTemp("", "capsule-pitr-")
+	if err != nil {
+		return "", err
+	}
+	if len(filepath.Join(d, "sock", ".s.PGSQL.65535")) > maxSocketPath {
+		os.RemoveAll(d)
+		return "", fmt.Errorf("no short enough path for the temporary server's Unix socket: scratch %s and the temporary directory %s are too long", scratch, os.TempDir())
+	}
+	return d, nil
 }
 
 // prepareRecovery sets the temporary server up for targeted recovery:
