@@ -191,9 +191,15 @@ func TestRestoreLatestToDataDirAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "data")
+	// Scratch space too deep for a Unix socket's path: the temporary
+	// server's socket goes elsewhere, and the restore still reaches it.
+	scratch := filepath.Join(dir, strings.Repeat("s", 110))
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := pitr.Restore(context.Background(), pitr.RestoreConfig{
 		Bucket: f.b, Cluster: cluster, Source: "pg", Target: pitr.Target{Latest: true},
-		DataDir: data, Log: enginetest.TestLog(t),
+		DataDir: data, Scratch: scratch, Log: enginetest.TestLog(t),
 	}); err != nil {
 		t.Fatal(err)
 	}
