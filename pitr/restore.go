@@ -201,6 +201,10 @@ func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Targ
 	return base{}, Span{}, fmt.Errorf("no base backup of %s can reach %s: %s", source, t, strings.Join(reasons, "; "))
 }
 
+// recoveredHook, set by tests, runs while the temporary server is up,
+// recovered and promoted, with its socket directory and port.
+var recoveredHook func(socketDir string, port int)
+
 // Restore recovers the source to cfg.Target in a temporary server and
 // loads the result into cfg.Into, or leaves it in cfg.DataDir.
 func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
@@ -265,6 +269,24 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	if err := srv.Own(scratch); err != nil {
 		return nil, err
 	}
+	// The temporary server trusts every connection: it listens on no
+	// TCP address, only on a socket in a directory no other user can
+	// enter, so no other user or pod process on this host reads the
+	// recovered data or connects as its superuser.
+	srv.SocketOnly = true
+	sockParent, err := socketParent(scratch)
+	if err != nil {
+		return nil, err
+	}
+	if sockParent != scratch {
+		defer os.RemoveAll(sockParent)
+		if err := srv.Own(sockParent); err != nil {
+			return nil, err
+		}
+	}
+	if err := srv.PrivateSocket(filepath.Join(sockParent, "sock")); err != nil {
+		return nil, err
+	}
 	if cfg.DataDir != "" {
 		if err := srv.Own(data); err != nil {
 			return nil, err
@@ -277,6 +299,9 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	defer srv.Kill()
 	if err := waitPromoted(ctx, srv); err != nil {
 		return nil, err
+	}
+	if recoveredHook != nil {
+		recoveredHook(srv.Socket, srv.Port)
 	}
 	res := &RestoreResult{BackupID: bb.idx.BackupID, Target: cfg.Target.String(), Timeline: span.Timeline,
 		FromLSN: bb.start.String(), WALUpTo: span.End.String()}
@@ -411,13 +436,37 @@ func stageWAL(ctx context.Context, b bucket.Reader, span Span, from pglogrepl.LS
 	return closeFile()
 }
 
+// maxSocketPath is the longest Unix socket path Linux takes (sun_path
+// holds 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
+// socketParent is the directory the temporary server's socket directory
+// goes in: scratch, or a new private directory in the system's
+// temporary directory when the socket's path under scratch would be too
+// long for a Unix socket (the server would then have no way in at all).
+func socketParent(scratch string) (string, error) {
+	if len(filepath.Join(scratch, "sock", ".s.PGSQL.65535")) <= maxSocketPath {
+		return scratch, nil
+	}
+	d, err := os.MkdirTemp("", "capsule-pitr-")
+	if err != nil {
+		return "", err
+	}
+	if len(filepath.Join(d, "sock", ".s.PGSQL.65535")) > maxSocketPath {
+		os.RemoveAll(d)
+		return "", fmt.Errorf("no short enough path for the temporary server's Unix socket: scratch %s and the temporary directory %s are too long", scratch, os.TempDir())
+	}
+	return d, nil
+}
+
 // prepareRecovery sets the temporary server up for targeted recovery:
 // recovery.signal, the target, promotion at the target, no archiving,
-// no hot standby, and its own pg_hba.conf (trust on loopback only: the
-// server listens nowhere else and lives only as long as the restore).
+// no hot standby, and its own pg_hba.conf (trust on its Unix socket
+// only: the server listens on no TCP address, its socket directory is
+// private, and it lives only as long as the restore).
 func prepareRecovery(srv *pgserver.Server, scratch string, t Target) error {
 	hba := filepath.Join(scratch, "pg_hba.conf")
-	if err := os.WriteFile(hba, []byte("local all all trust\nhost all all 127.0.0.1/32 trust\n"), 0o600); err != nil {
+	if err := os.WriteFile(hba, []byte("local all all trust\n"), 0o600); err != nil {
 		return err
 	}
 	srv.HBAFile = hba
@@ -506,8 +555,7 @@ func load(ctx context.Context, srv *pgserver.Server, scratch string, bb base, cf
 		return nil, err
 	}
 	tmpSettings := map[string]any{
-		"url":     fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s", url.PathEscape(super), srv.Port, url.PathEscape(db)),
-		"sslmode": "disable",
+		"url": srv.URLAs(super, db),
 	}
 	if all {
 		tmpSettings["databases"] = "all"

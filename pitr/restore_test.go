@@ -1,11 +1,17 @@
 package pitr_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,6 +151,11 @@ func TestRestoreToTimeIntoLiveServer(t *testing.T) {
 	execPG(t, f.srv, `SELECT pg_switch_wal()`) // not needed for the stream; makes the LSN move
 	f.r.waitFor(t, currentLSN(t, f.srv))
 
+	attacked := false
+	defer pitr.SetRecoveredHook(func(sock string, port int) {
+		attacked = true
+		attackTempServer(t, sock, port)
+	})()
 	res, err := pitr.Restore(context.Background(), pitr.RestoreConfig{
 		Bucket: f.b, Cluster: cluster, Source: "pg", Target: pitr.Target{Time: target},
 		Into: &f.src, ID: requests.NewID(), Log: enginetest.TestLog(t),
@@ -153,6 +164,9 @@ func TestRestoreToTimeIntoLiveServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("restored %+v", res)
+	if !attacked {
+		t.Error("the restore never ran its temporary server")
+	}
 	ids := markerIDs(t, f.srv, "app")
 	if len(ids) != k+1 || ids[len(ids)-1] != marks[k].id {
 		t.Fatalf("restored markers %v, want the %d up to id %d (target %s)", ids, k+1, marks[k].id, target)
@@ -177,9 +191,15 @@ func TestRestoreLatestToDataDirAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "data")
+	// Scratch space too deep for a Unix socket's path: the temporary
+	// server's socket goes elsewhere, and the restore still reaches it.
+	scratch := filepath.Join(dir, strings.Repeat("s", 110))
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := pitr.Restore(context.Background(), pitr.RestoreConfig{
 		Bucket: f.b, Cluster: cluster, Source: "pg", Target: pitr.Target{Latest: true},
-		DataDir: data, Log: enginetest.TestLog(t),
+		DataDir: data, Scratch: scratch, Log: enginetest.TestLog(t),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -266,5 +286,55 @@ func TestPruneWALKeepsWhatBaseBackupsNeed(t *testing.T) {
 	if _, err := pitr.Restore(ctx, pitr.RestoreConfig{Bucket: f.b, Cluster: cluster, Source: "pg",
 		Target: pitr.Target{Latest: true}, Into: &f.src, Log: enginetest.TestLog(t)}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// attackTempServer is another local user going for a restore's
+// temporary server, which trusts every connection it accepts: no TCP
+// port to connect to, and a socket directory nobody else may enter.
+func attackTempServer(t *testing.T, sock string, port int) {
+	t.Helper()
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("the temporary server accepts TCP connections on 127.0.0.1:%d", port)
+	}
+	if c, err := net.DialTimeout("tcp6", fmt.Sprintf("[::1]:%d", port), 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("the temporary server accepts TCP connections on [::1]:%d", port)
+	}
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := os.Geteuid()
+	if owner == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner, _ = strconv.Atoi(u.Uid)
+	}
+	if fi.Mode().Perm() != 0o700 || int(fi.Sys().(*syscall.Stat_t).Uid) != owner {
+		t.Errorf("socket directory %s: mode %v, owner %d; want 0700 owned by %d", sock, fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Uid, owner)
+	}
+	if _, err := os.Stat(filepath.Join(sock, fmt.Sprintf(".s.PGSQL.%d", port))); err != nil {
+		t.Errorf("no socket in %s: %v", sock, err)
+	}
+	runuser, err1 := exec.LookPath("runuser")
+	psql, err2 := exec.LookPath("psql")
+	if os.Geteuid() != 0 || err1 != nil || err2 != nil {
+		t.Log("not root, or no runuser or psql: the mode bits stand for the attempt as another user")
+		return
+	}
+	out, err := exec.Command(runuser, "-u", "nobody", "--", psql, "-X", "-w", "-h", sock, "-p", strconv.Itoa(port), "-U", "postgres", "-d", "template1", "-c", "SELECT 1").CombinedOutput()
+	if err == nil {
+		t.Errorf("user nobody connected to the temporary server: %s", out)
+	} else if !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("nobody's psql failed, but not for the socket's permissions: %s", out)
+	}
+	t.Logf("nobody's attempt: %s", bytes.TrimSpace(out))
+	out, err = exec.Command(runuser, "-u", "nobody", "--", psql, "-X", "-w", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres", "-d", "template1", "-c", "SELECT 1").CombinedOutput()
+	if err == nil {
+		t.Errorf("user nobody connected to the temporary server over TCP: %s", out)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/client"
+	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/version"
 	"github.com/cnvrg/capsule/legacy"
@@ -166,8 +167,7 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 		return nil
 	}
 	if win != nil {
-		fmt.Fprintf(a.out, "\npoint in time: %s can be restored to any moment from %s to %s (LSN %s to %s, %d base backups, %d WAL objects)\n",
-			o.source, win.Earliest.UTC().Format(time.RFC3339), win.Latest.UTC().Format(time.RFC3339Nano), win.EarliestLSN, win.LatestLSN, win.BaseBackups, win.WALObjects)
+		fmt.Fprintf(a.out, "\npoint in time: %s can be restored to %s\n", o.source, windowText(win))
 	}
 	if len(rows) == 0 {
 		if st == requests.StatusSucceeded {
@@ -350,17 +350,42 @@ or YAML (-o json, -o yaml) for scripts.`,
 			if err != nil {
 				return err
 			}
+			var win *pitr.Window
+			var winErr error
+			if e.Format == postgres.FormatBase {
+				if win, winErr = pitr.RecoverableWindow(ctx, b, e.Cluster, e.Source); winErr != nil {
+					fmt.Fprintf(a.errOut, "capsule: the point-in-time window is not shown: %v\n", winErr)
+				}
+			}
 			if f.data() {
+				if win != nil {
+					return writeData(a.out, f, describedBase{Entry: e, PITR: win})
+				}
 				return writeData(a.out, f, e)
 			}
-			return a.describeBackup(f, e)
+			return a.describeBackup(f, e, win, winErr)
 		},
 	}
 	outputFlag(cmd, &output)
 	return cmd
 }
 
-func (a *app) describeBackup(f format, e index.Entry) error {
+// describedBase is describe's data for a base backup: its index and
+// the source's recoverable window under "pitr".
+type describedBase struct {
+	index.Entry
+	PITR *pitr.Window `json:"pitr"`
+}
+
+// windowText says to which moments a source can be restored.
+func windowText(w *pitr.Window) string {
+	return fmt.Sprintf("any moment from %s to %s (LSN %s to %s, %d base backups, %d WAL objects)",
+		w.Earliest.UTC().Format(time.RFC3339), w.Latest.UTC().Format(time.RFC3339Nano), w.EarliestLSN, w.LatestLSN, w.BaseBackups, w.WALObjects)
+}
+
+// describeBackup prints a backup; win, for a base backup, is its
+// source's recoverable window (winErr when it could not be read).
+func (a *app) describeBackup(f format, e index.Entry, win *pitr.Window, winErr error) error {
 	engine := e.Engine
 	if e.Format != "" {
 		engine += " (format " + e.Format + ")"
@@ -403,6 +428,16 @@ func (a *app) describeBackup(f format, e index.Entry) error {
 		{"Retain until", retain},
 		{"Encryption", encryptionNote(e.BackupIndex)},
 		{"Verified", verified},
+	}
+	if e.Format == postgres.FormatBase {
+		recoverable := "nowhere yet: no WAL in the bucket follows a base backup of " + e.Source
+		switch {
+		case winErr != nil:
+			recoverable = "unknown (the window could not be read)"
+		case win != nil:
+			recoverable = windowText(win)
+		}
+		fields = append(fields, [2]string{"Recoverable", recoverable})
 	}
 	if f == formatWide {
 		fields = append(fields, [2]string{"Details", kvList(e.Details)})

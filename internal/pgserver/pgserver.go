@@ -36,6 +36,11 @@ type Server struct {
 	User string
 	// HBAFile, when set, replaces the data directory's pg_hba.conf.
 	HBAFile string
+	// SocketOnly makes the server listen on no TCP address, only on its
+	// Unix socket in Socket, which must be private (PrivateSocket):
+	// with trust authentication, whoever reaches the server is in. URL
+	// and Connect then go through the socket.
+	SocketOnly bool
 
 	cred *syscall.Credential
 	uid  int
@@ -151,8 +156,18 @@ func (s *Server) Start(ctx context.Context, wait time.Duration) error {
 		return err
 	}
 	defer logf.Close()
+	listen := "127.0.0.1"
+	if s.SocketOnly {
+		if err := s.checkPrivate(); err != nil {
+			return err
+		}
+		listen = ""
+	}
 	args := []string{"-D", s.Dir, "-p", strconv.Itoa(s.Port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + s.Socket}
+		"-c", "listen_addresses=" + listen, "-c", "unix_socket_directories=" + s.Socket}
+	if s.SocketOnly {
+		args = append(args, "-c", "unix_socket_permissions=0700")
+	}
 	if s.HBAFile != "" {
 		args = append(args, "-c", "hba_file="+s.HBAFile)
 	}
@@ -186,9 +201,51 @@ func (s *Server) Start(ctx context.Context, wait time.Duration) error {
 	}
 }
 
-// URL is a connection URL for database db as user postgres.
-func (s *Server) URL(db string) string {
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", url.PathEscape(s.User), s.Port, url.PathEscape(db))
+// PrivateSocket makes dir the server's socket directory, private to the
+// user the server runs as (mode 0700): nobody else on the host can
+// reach the socket in it (root can).
+func (s *Server) PrivateSocket(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil { // past the umask
+		return err
+	}
+	s.Socket = dir
+	if err := s.Own(dir); err != nil {
+		return err
+	}
+	return s.checkPrivate()
+}
+
+// checkPrivate refuses a socket directory other users can enter.
+func (s *Server) checkPrivate() error {
+	fi, err := os.Lstat(s.Socket)
+	if err != nil {
+		return err
+	}
+	owner := os.Geteuid()
+	if s.uid >= 0 {
+		owner = s.uid
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 || !ok || int(st.Uid) != owner {
+		return fmt.Errorf("socket directory %s is not private (mode %v): other users could reach a server that trusts every connection", s.Socket, fi.Mode())
+	}
+	return nil
+}
+
+// URL is a connection URL for database db as user postgres: through
+// the socket when the server listens on no TCP address.
+func (s *Server) URL(db string) string { return s.URLAs(s.User, db) }
+
+// URLAs is a connection URL for database db as role user.
+func (s *Server) URLAs(user, db string) string {
+	if s.SocketOnly {
+		q := url.Values{"host": {s.Socket}, "port": {strconv.Itoa(s.Port)}, "sslmode": {"disable"}}
+		return fmt.Sprintf("postgres://%s@/%s?%s", url.PathEscape(user), url.PathEscape(db), q.Encode())
+	}
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", url.PathEscape(user), s.Port, url.PathEscape(db))
 }
 
 // Connect opens a connection to database db.
