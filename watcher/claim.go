@@ -518,10 +518,32 @@ func (w *Watcher) finish(req *requests.Request, lh *leaseHolder, tracker *execut
 		log.WithField("status", out.Result.Status).Info("request finished")
 		return
 	}
-	log.WithError(lastErr).Warn("could not finish: handing the request to the next attempt")
 	rctx, rcancel := context.WithTimeout(context.Background(), w.cfg.Lease)
 	defer rcancel()
+	if committed && w.ownResult(rctx, req.ID, &out.Result) {
+		// The last write of the result was applied though its answer was
+		// lost (a timeout, a reset after the server took it): the request
+		// is finished, by this attempt.
+		w.cleanup(rctx, req.ID)
+		log.WithFields(logrus.Fields{"status": out.Result.Status, "answer_lost": fmt.Sprint(lastErr)}).Info("request finished")
+		return
+	}
+	log.WithError(lastErr).Warn("could not finish: handing the request to the next attempt")
 	_ = lh.release(rctx, nil)
+}
+
+// ownResult says whether the request's result in the bucket is the one
+// this attempt wrote (same worker, same attempt).
+func (w *Watcher) ownResult(ctx context.Context, id string, mine *requests.Result) bool {
+	raw, _, err := bucket.GetBytesLimit(ctx, w.cfg.Bucket, requests.ResultKey(id), w.cfg.MaxControlObject)
+	if err != nil {
+		return false
+	}
+	var r requests.Result
+	if json.Unmarshal(raw, &r) != nil {
+		return false
+	}
+	return r.Worker == mine.Worker && r.Attempts == mine.Attempts && r.Status == mine.Status
 }
 
 // finishBudget is how long a finished run keeps trying to commit before
