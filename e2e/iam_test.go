@@ -67,7 +67,10 @@ func TestIAMPolicyMatchesTheS3Calls(t *testing.T) {
 	base, lock := map[string]bool{}, map[string]bool{}
 	calls := 0
 	for _, f := range srcs {
-		if strings.HasSuffix(f, "_test.go") {
+		// create.go is `capsule bucket create`, which an administrator
+		// runs once with their own credentials: the policies are the
+		// workers', which deliberately lack s3:CreateBucket.
+		if strings.HasSuffix(f, "_test.go") || filepath.Base(f) == "create.go" {
 			continue
 		}
 		data, err := os.ReadFile(f)
