@@ -145,6 +145,9 @@ func run() error {
 			return err
 		}
 	}
+	if *encrypt && *sign {
+		sealedSuffix = ", age, signed"
+	}
 
 	fmt.Printf("machine: %s\n", benchkit.Machine())
 	fmt.Printf("PostgreSQL %s, %s; S3: versitygw on loopback, same disk\n", serverVersion, dumpVersion)

@@ -35,8 +35,12 @@ const (
 func backupStep(level string) string  { return "capsule backup (" + level + ")" }
 func restoreStep(level string) string { return "capsule restore (" + level + ")" }
 
+// sealedSuffix marks the encrypted rows (-encrypt); with -sign as well
+// they are signed too: issue 18's "encryption and signing on" run.
+var sealedSuffix = ", age"
+
 // sealed names a level's encrypted rows (-encrypt).
-func sealed(level string) string { return level + ", age" }
+func sealed(level string) string { return level + sealedSuffix }
 
 // signed names a step's row run with signed indexes (-sign).
 func signed(step string) string { return strings.TrimSuffix(step, ")") + ", signed)" }
@@ -199,9 +203,9 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 		if b.encryption != nil {
 			say(backupStep(sealed(b.levels[0])))
 			req := &requests.Request{Kind: requests.KindBackup, Source: src, Labels: map[string]string{"bench": "pgbench"}}
-			b.capsule.Encryption = b.encryption
+			b.capsule.Encryption, b.capsule.SigningKey = b.encryption, b.signingKey
 			m, _, err := b.capsuleRun(ctx, req, b.levels[0])
-			b.capsule.Encryption = nil
+			b.capsule.Encryption, b.capsule.SigningKey = nil, ""
 			if err != nil {
 				return nil, err
 			}
@@ -278,7 +282,7 @@ func (b *bench) measure(ctx context.Context, db *dbInfo) (*sizeResult, error) {
 			{restoreStep(b.levels[0]), "pg-restore", "", backupID},
 		}
 		if sealedID != "" {
-			restores = append(restores, struct{ name, target, key, backup string }{restoreStep(sealed(b.levels[0])), "pg-restore", "", sealedID})
+			restores = append(restores, struct{ name, target, key, backup string }{restoreStep(sealed(b.levels[0])), "pg-restore", b.signingKey, sealedID})
 		}
 		if signedID != "" {
 			restores = append(restores, struct{ name, target, key, backup string }{signed(restoreStep(b.levels[0])), "pg-restore", b.signingKey, signedID})
