@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -260,6 +261,16 @@ func planBackups(ctx context.Context, b bucket.Reader, p Plan, trust *index.Trus
 			out = append(out, e)
 		}
 	}
+	// Newest by slot, not by finish: two slots' backups can finish in
+	// the other order, and "every N backups" counts slots.
+	slices.SortStableFunc(out, func(a, b index.Entry) int {
+		sa, oka := backupSlot(a.BackupID)
+		sb, okb := backupSlot(b.BackupID)
+		if !oka || !okb {
+			return 0
+		}
+		return sb.Compare(sa)
+	})
 	return out, nil
 }
 
