@@ -29,6 +29,7 @@ import (
 	"github.com/cnvrg/capsule/retention"
 	"github.com/cnvrg/capsule/scanner"
 	"github.com/jackc/pgx/v5"
+	authv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -539,6 +540,40 @@ func (oc *operatorCluster) bindRole(t *testing.T, sa, role string, rules []rbacv
 		_ = rbac.ClusterRoleBindings().Delete(context.Background(), role, metav1.DeleteOptions{})
 		_ = rbac.ClusterRoles().Delete(context.Background(), role, metav1.DeleteOptions{})
 	})
+	oc.waitAllowed(t, sa, rules)
+}
+
+// waitAllowed waits until the API server's authorizer grants the
+// ServiceAccount every verb of rules. The RBAC authorizer reads roles and
+// bindings through its own informers, so a binding just created may not
+// count yet for a few hundred milliseconds; a replica started in that window
+// concludes that its role is narrower than it is (which is the replica's
+// right reading at that instant, and not what a test of the role means).
+func (oc *operatorCluster) waitAllowed(t *testing.T, sa string, rules []rbacv1.PolicyRule) {
+	t.Helper()
+	user, groups := oc.as(sa)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, r := range rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, verb := range r.Verbs {
+					for {
+						rev, err := oc.k.cs.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), &authv1.SubjectAccessReview{
+							Spec: authv1.SubjectAccessReviewSpec{User: user, Groups: groups, ResourceAttributes: &authv1.ResourceAttributes{
+								Namespace: oc.ns, Verb: verb, Group: g, Resource: res}},
+						}, metav1.CreateOptions{})
+						if err == nil && rev.Status.Allowed {
+							break
+						}
+						if time.Now().After(deadline) {
+							t.Fatalf("%s is still not allowed to %s %s.%s (err %v)", sa, verb, res, g, err)
+						}
+						time.Sleep(50 * time.Millisecond)
+					}
+				}
+			}
+		}
+	}
 }
 
 // as returns the ServiceAccount's identity for impersonation.
