@@ -20,6 +20,9 @@ func TestParseValid(t *testing.T) {
 		`{"apiVersion":"capsule/v1","kind":"Restore","id":"r1","backupId":"01jd3k","target":"cnvrg/pg-copy","dropPrevious":true}`,
 		`{"apiVersion":"capsule/v1","kind":"Restore","id":"r1","backupId":"01jd3k","options":{"renameSuffix":"-new"}}`,
 		`{"apiVersion":"capsule/v1","kind":"Verify","id":"v1","backupId":"01jd3k"}`,
+		`{"apiVersion":"capsule/v1","kind":"Restore","id":"p1","pointInTime":{"source":"cnvrg/pg","time":"2026-12-07T05:03:50.25Z"}}`,
+		`{"apiVersion":"capsule/v1","kind":"Restore","id":"p2","pointInTime":{"source":"cnvrg/pg","lsn":"0/3000060"},"target":"cnvrg/pg-copy","dropPrevious":true,"options":{"database":"app"}}`,
+		`{"apiVersion":"capsule/v1","kind":"Restore","id":"p3","pointInTime":{"source":"cnvrg/pg","latest":true}}`,
 	} {
 		r, err := requests.Parse([]byte(doc))
 		if err != nil {
@@ -54,6 +57,24 @@ func TestParseInvalidNamesTheField(t *testing.T) {
 		{`{"apiVersion":"capsule/v1","kind":"Verify","id":"a","backupId":"b","dropPrevious":true}`, "dropPrevious"},
 		{`{"apiVersion":"capsule/v1","kind":"Backup","id":7,"source":"s"}`, "id"},
 		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"s","labels":{"bad key":"v"}}`, "labels"},
+		// Point in time: exactly one of backupId and pointInTime, exactly
+		// one of time, lsn and latest, and nested fields as strict as the
+		// request's own.
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","backupId":"b","pointInTime":{"source":"s","latest":true}}`, "pointInTime"},
+		{`{"apiVersion":"capsule/v1","kind":"Verify","id":"a","pointInTime":{"source":"s","latest":true}}`, "pointInTime"},
+		{`{"apiVersion":"capsule/v1","kind":"Backup","id":"a","source":"s","pointInTime":{"source":"s","latest":true}}`, "pointInTime"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s"}}`, "pointInTime"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","latest":true,"lsn":"0/1"}}`, "pointInTime"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","time":"2026-01-01T00:00:00Z","latest":true}}`, "pointInTime"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"latest":true}}`, "pointInTime.source"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"../x","latest":true}}`, "pointInTime.source"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","lsn":"3000060"}}`, "pointInTime.lsn"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","lsn":"0/0"}}`, "pointInTime.lsn"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","time":"yesterday"}}`, "pointInTime.time"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","latest":true,"url":"postgres://u:p@h/db"}}`, "pointInTime.url"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"Source":"s","latest":true}}`, "pointInTime.Source"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","latest":true},"allowUnsigned":true}`, "allowUnsigned"},
+		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":"yesterday"}`, "pointInTime"},
 	} {
 		_, err := requests.Parse([]byte(tc.doc))
 		var fe *requests.FieldError

@@ -55,6 +55,11 @@ type Request struct {
 	Source string `json:"source,omitempty"`
 	// BackupID names the backup to restore or verify (Restore, Verify).
 	BackupID string `json:"backupId,omitempty"`
+	// PointInTime, in a Restore instead of BackupID, names a moment of a
+	// PostgreSQL source with point-in-time recovery: the worker recovers
+	// it from the newest base backup that can reach it and the source's
+	// WAL in the bucket.
+	PointInTime *PointInTime `json:"pointInTime,omitempty"`
 	// Target names the source to restore into (Restore; default: the
 	// backup's source) or whose server hosts the scratch copy (Verify).
 	Target string `json:"target,omitempty"`
@@ -73,6 +78,53 @@ type Request struct {
 	Plan string `json:"plan,omitempty"`
 	// CreatedAt is when the client made the request (informational).
 	CreatedAt time.Time `json:"createdAt,omitzero"`
+}
+
+// PointInTime is a Restore's point in time: a source, and exactly one
+// of Time, LSN and Latest.
+type PointInTime struct {
+	// Source is the source whose base backups and WAL are restored; the
+	// restore goes into it unless the request names a target.
+	Source string `json:"source"`
+	// Time recovers every transaction committed up to this moment.
+	Time time.Time `json:"time,omitzero"`
+	// LSN recovers up to this WAL position (such as "0/3000060").
+	LSN string `json:"lsn,omitempty"`
+	// Latest recovers up to the newest WAL the bucket holds.
+	Latest bool `json:"latest,omitempty"`
+}
+
+// UnmarshalJSON decodes as strictly as a request: field names exactly,
+// no unknown field, none twice.
+func (p *PointInTime) UnmarshalJSON(data []byte) error {
+	type plain PointInTime
+	return strictUnmarshal(data, (*plain)(p))
+}
+
+// lsnPattern is a WAL position as PostgreSQL writes it.
+var lsnPattern = regexp.MustCompile(`^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`)
+
+// validate checks p, naming its bad field as pointInTime.<field>.
+func (p *PointInTime) validate() error {
+	if p.Source == "" {
+		return fieldErr("pointInTime.source", "is required: the source to restore to a point in time")
+	}
+	if err := ValidateName(p.Source); err != nil {
+		return fieldErr("pointInTime.source", "%v", err)
+	}
+	n := 0
+	for _, set := range []bool{!p.Time.IsZero(), p.LSN != "", p.Latest} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return fieldErr("pointInTime", "give exactly one of time, lsn and latest")
+	}
+	if p.LSN != "" && (!lsnPattern.MatchString(p.LSN) || strings.Trim(p.LSN, "0/") == "") {
+		return fieldErr("pointInTime.lsn", "%q is not a WAL position such as \"0/3000060\"", clipString(p.LSN))
+	}
+	return nil
 }
 
 // Parse decodes and validates a request object. Unknown fields are
@@ -118,20 +170,35 @@ func (r *Request) Validate() error {
 		if err := ValidateName(r.Source); err != nil {
 			return fieldErr("source", "%v", err)
 		}
-		for f, set := range map[string]bool{"backupId": r.BackupID != "", "target": r.Target != "", "dropPrevious": r.DropPrevious, "options": len(r.Options) > 0, "allowUnsigned": r.AllowUnsigned} {
+		for f, set := range map[string]bool{"backupId": r.BackupID != "", "pointInTime": r.PointInTime != nil, "target": r.Target != "", "dropPrevious": r.DropPrevious, "options": len(r.Options) > 0, "allowUnsigned": r.AllowUnsigned} {
 			if set {
 				return fieldErr(f, "is not allowed in a Backup")
 			}
 		}
 	case KindRestore, KindVerify:
-		if r.BackupID == "" {
+		switch {
+		case r.PointInTime != nil && r.Kind == KindVerify:
+			return fieldErr("pointInTime", "is not allowed in a Verify")
+		case r.PointInTime != nil && r.BackupID != "":
+			return fieldErr("pointInTime", "give backupId or pointInTime, not both")
+		case r.PointInTime != nil:
+			if err := r.PointInTime.validate(); err != nil {
+				return err
+			}
+			if r.AllowUnsigned {
+				return fieldErr("allowUnsigned", "is not allowed with pointInTime (a point-in-time restore picks its base backup itself)")
+			}
+		case r.BackupID == "" && r.Kind == KindRestore:
+			return fieldErr("backupId", "is required for a Restore (or pointInTime)")
+		case r.BackupID == "":
 			return fieldErr("backupId", "is required for a %s", r.Kind)
-		}
-		if err := validateBackupRef(r.BackupID); err != nil {
-			return fieldErr("backupId", "%v", err)
+		default:
+			if err := validateBackupRef(r.BackupID); err != nil {
+				return fieldErr("backupId", "%v", err)
+			}
 		}
 		if r.Source != "" {
-			return fieldErr("source", "is not allowed in a %s (the backup names it; use target)", r.Kind)
+			return fieldErr("source", "is not allowed in a %s (the backup or pointInTime names it; use target)", r.Kind)
 		}
 		if r.Target != "" {
 			if err := ValidateName(r.Target); err != nil {
@@ -159,16 +226,21 @@ func (r *Request) Validate() error {
 
 // SourceName returns the configured source the request acts on: a
 // Backup's source, a Restore's or Verify's target (empty when it names
-// none: the backup's own source, or no scratch server).
+// none: the backup's own source, or no scratch server; a point-in-time
+// Restore's own source).
 func (r *Request) SourceName() string {
 	if r.Kind == KindBackup {
 		return r.Source
+	}
+	if r.Target == "" && r.PointInTime != nil {
+		return r.PointInTime.Source
 	}
 	return r.Target
 }
 
 // BackupRef returns the backup the request refers to: the one a Backup
-// makes (its id is the request's), the one a Restore or Verify reads.
+// makes (its id is the request's), the one a Restore or Verify reads
+// (empty for a point-in-time Restore: the worker picks its base backup).
 func (r *Request) BackupRef() string {
 	if r.Kind == KindBackup {
 		return r.ID
@@ -178,9 +250,14 @@ func (r *Request) BackupRef() string {
 
 // Describe records in res what a result says of its request: its kind,
 // cluster, the source a Backup read and the backup a Restore or Verify
-// read (a Backup's result gets its backup id once it is committed).
+// read (a Backup's result gets its backup id once it is committed; a
+// point-in-time Restore's names the source it recovers, and its backup
+// id once the worker picked the base backup).
 func (r *Request) Describe(res *Result) {
 	res.RequestKind, res.Cluster, res.Source, res.BackupID = r.Kind, r.ClusterOrDefault(), r.Source, r.BackupID
+	if r.PointInTime != nil {
+		res.Source = r.PointInTime.Source
+	}
 }
 
 // ClusterOrDefault returns the request's cluster, or DefaultCluster.
@@ -415,6 +492,11 @@ func strictUnmarshal(data []byte, into any) error {
 		seen[name] = true
 		f := v.Field(i)
 		if err := json.Unmarshal(raw, f.Addr().Interface()); err != nil {
+			var fe *FieldError
+			if errors.As(err, &fe) {
+				// A nested object's field: named by its path.
+				return fieldErr(name+"."+fe.Field, "%s", fe.Msg)
+			}
 			return fieldValueErr(name, f.Type(), raw, err)
 		}
 	}
