@@ -140,6 +140,10 @@ type Worker struct {
 	// RetainFor sets an Object Lock retain-until date this far ahead on
 	// everything written under backups/ (0: none).
 	RetainFor time.Duration `yaml:"retainFor"`
+	// Scratch is where point-in-time restores run their temporary
+	// PostgreSQL server (default the system's temporary directory): it
+	// needs room for the whole recovered cluster.
+	Scratch string `yaml:"scratch"`
 	// MaxControlObject is the size limit, in bytes, of the control
 	// objects (requests, leases, results) that workers, the API and the
 	// CLI read: a larger request is rejected without being read.

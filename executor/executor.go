@@ -91,6 +91,9 @@ type Config struct {
 	// Signer, when set, signs every index and verification record this
 	// executor commits (index.WriteSigned).
 	Signer *index.Signer
+	// PointInTime runs Restores that name a point in time of a source
+	// (pitr.Restorer). Nil: such requests end rejected.
+	PointInTime PointInTimeRestorer
 	// Trust judges the signature of a backup that a Restore or Verify
 	// names: one it finds untrusted is rejected, naming the backup and
 	// the reason (a request's allowUnsigned accepts one that has no
@@ -234,6 +237,10 @@ func (x *Executor) Run(ctx context.Context, req *requests.Request, attempt int, 
 	case requests.KindBackup:
 		err = x.backup(ctx, req, attempt, progress, out, log)
 	case requests.KindRestore:
+		if req.PointInTime != nil {
+			err = x.restorePointInTime(ctx, req, attempt, progress, out, log)
+			break
+		}
 		err = x.restore(ctx, req, attempt, progress, out, log)
 	case requests.KindVerify:
 		err = x.verify(ctx, req, attempt, progress, out, log)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -80,15 +81,41 @@ type RestoreConfig struct {
 	// Options are the postgres engine's restore options (database,
 	// roles, noOwner).
 	Options map[string]string
+	// DropPrevious drops the replaced databases after the swap.
+	DropPrevious bool
+	// Attempt, Fence and StaleStaging fence the load into Into as the
+	// engine's restores are fenced (engines.RestoreJob): a worker's
+	// request attempt names its side databases and confirms its lease
+	// right before the swap. Zero and nil in a restore run from the CLI.
+	Attempt      int
+	Fence        func(ctx context.Context) error
+	StaleStaging func(ctx context.Context, id string, attempt int) (bool, error)
+	// Trust judges base backups' signatures: one it does not trust is
+	// never restored from. Nil checks none.
+	Trust *index.Trust
+	// Phase, when set, is told what the restore does now.
+	Phase func(string)
 }
 
 // RestoreResult says what was restored.
 type RestoreResult struct {
-	BackupID string        `json:"backupId"`
-	Target   string        `json:"target"`
-	Timeline int32         `json:"timeline"`
-	FromLSN  string        `json:"fromLSN"`
-	WALUpTo  string        `json:"walUpTo"`
+	// BackupID is the base backup the restore started from.
+	BackupID string `json:"backupId"`
+	// Target is the point asked for.
+	Target   string `json:"target"`
+	Timeline int32  `json:"timeline"`
+	FromLSN  string `json:"fromLSN"`
+	// WALUpTo is the end of the WAL staged for replay.
+	WALUpTo string `json:"walUpTo"`
+	// RecoveredLSN is where recovery ended, and RecoveredReason what
+	// PostgreSQL recorded of why (the new timeline's history: "before
+	// 2026-12-07 05:03:50+00", "at lsn 0/3000060", "no recovery target
+	// specified" for the latest point).
+	RecoveredLSN    string `json:"recoveredLSN,omitempty"`
+	RecoveredReason string `json:"recoveredReason,omitempty"`
+	// Bytes and StoredBytes are the base backup's sizes.
+	Bytes       int64         `json:"bytes,omitempty"`
+	StoredBytes int64         `json:"storedBytes,omitempty"`
 	Downtime time.Duration `json:"downtime,omitempty"`
 	Previous string        `json:"previous,omitempty"`
 	DataDir  string        `json:"dataDir,omitempty"`
@@ -104,13 +131,22 @@ type base struct {
 
 // bases lists a source's committed base backups, newest first.
 func bases(ctx context.Context, b bucket.Reader, cluster, source string) ([]base, error) {
-	entries, err := index.List(ctx, b, index.Filter{Cluster: cluster, Source: source})
+	return trustedBases(ctx, b, cluster, source, nil)
+}
+
+// trustedBases is bases whose signatures t trusts (every one when t
+// checks none).
+func trustedBases(ctx context.Context, b bucket.Reader, cluster, source string, t *index.Trust) ([]base, error) {
+	entries, err := index.List(ctx, b, index.Filter{Cluster: cluster, Source: source, Trust: t})
 	if err != nil {
 		return nil, err
 	}
 	var out []base
 	for _, e := range entries {
 		if e.Format != postgres.FormatBase || e.Status != requests.StatusSucceeded {
+			continue
+		}
+		if t.Checks() && e.TrustError() != nil {
 			continue
 		}
 		d, err := postgres.ReadBaseDetails(engines.BackupInfo{Format: e.Format, Details: e.Details})
@@ -156,13 +192,19 @@ func lastTime(ctx context.Context, b bucket.Reader, s Span) (time.Time, error) {
 
 // choose picks the newest base backup that the target can start from,
 // with the WAL span it replays.
-func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Target) (base, Span, error) {
-	all, err := bases(ctx, b, cluster, source)
+// Its errors that say the target can never be reached as asked wrap
+// executor.ErrPointInTimeRefused.
+func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Target, trust *index.Trust) (base, Span, error) {
+	all, err := trustedBases(ctx, b, cluster, source, trust)
 	if err != nil {
 		return base{}, Span{}, err
 	}
 	if len(all) == 0 {
-		return base{}, Span{}, fmt.Errorf("source %s has no base backup in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", source, cluster)
+		what := "no base backup"
+		if trust.Checks() {
+			what = "no base backup signed by a trusted key"
+		}
+		return base{}, Span{}, fmt.Errorf("%w: source %s has %s in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", executor.ErrPointInTimeRefused, source, what, cluster)
 	}
 	segs, err := ListSegments(ctx, b, cluster, source)
 	if err != nil {
@@ -186,19 +228,19 @@ func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Targ
 		}
 		switch {
 		case t.LSN != 0 && span.End < t.LSN:
-			return base{}, Span{}, fmt.Errorf("LSN %s is past the latest recoverable point %s", t.LSN, span.End)
+			return base{}, Span{}, fmt.Errorf("%w: LSN %s is past the latest recoverable point %s", executor.ErrPointInTimeRefused, t.LSN, span.End)
 		case !t.Time.IsZero():
 			latest, err := lastTime(ctx, b, span)
 			if err != nil {
 				return base{}, Span{}, err
 			}
 			if t.Time.After(latest) {
-				return base{}, Span{}, fmt.Errorf("%s is after the latest recoverable point %s (use --latest for it)", t.Time.UTC().Format(time.RFC3339Nano), latest.UTC().Format(time.RFC3339Nano))
+				return base{}, Span{}, fmt.Errorf("%w: %s is after the latest recoverable point %s (use --latest for it)", executor.ErrPointInTimeRefused, t.Time.UTC().Format(time.RFC3339Nano), latest.UTC().Format(time.RFC3339Nano))
 			}
 		}
 		return bb, span, nil
 	}
-	return base{}, Span{}, fmt.Errorf("no base backup of %s can reach %s: %s", source, t, strings.Join(reasons, "; "))
+	return base{}, Span{}, fmt.Errorf("%w: no base backup of %s can reach %s: %s", executor.ErrPointInTimeRefused, source, t, strings.Join(reasons, "; "))
 }
 
 // recoveredHook, set by tests, runs while the temporary server is up,
@@ -218,7 +260,13 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		cfg.Log = engines.DiscardLog()
 	}
 	log := cfg.Log.WithFields(logrus.Fields{"source": cfg.Source, "target": cfg.Target.String()})
-	bb, span, err := choose(ctx, cfg.Bucket, cfg.Cluster, cfg.Source, cfg.Target)
+	phase := func(p string) {
+		if cfg.Phase != nil {
+			cfg.Phase(p)
+		}
+	}
+	phase("choose base backup")
+	bb, span, err := choose(ctx, cfg.Bucket, cfg.Cluster, cfg.Source, cfg.Target, cfg.Trust)
 	if err != nil {
 		return nil, err
 	}
@@ -247,11 +295,13 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		return nil, err
 	}
 	log.Info("unpacking the base backup")
+	phase("unpack base backup")
 	if err := unpack(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx), postgres.BaseArtifact, data); err != nil {
 		return nil, err
 	}
 	from := segStart(bb.start, bb.d.WALSegmentSize)
 	log.WithField("from", from.String()).WithField("to", span.End.String()).Info("staging WAL")
+	phase("stage WAL")
 	if err := stageWAL(ctx, cfg.Bucket, span, from, cfg.Target, bb.d.WALSegmentSize, filepath.Join(data, "pg_wal")); err != nil {
 		return nil, err
 	}
@@ -293,6 +343,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		}
 	}
 	log.Info("replaying WAL in a temporary server")
+	phase("replay WAL")
 	if err := srv.Start(ctx, 6*time.Hour); err != nil {
 		return nil, fmt.Errorf("recovery: %w", err)
 	}
@@ -304,7 +355,8 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		recoveredHook(srv.Socket, srv.Port)
 	}
 	res := &RestoreResult{BackupID: bb.idx.BackupID, Target: cfg.Target.String(), Timeline: span.Timeline,
-		FromLSN: bb.start.String(), WALUpTo: span.End.String()}
+		FromLSN: bb.start.String(), WALUpTo: span.End.String(), Bytes: bb.idx.Bytes, StoredBytes: bb.idx.StoredBytes}
+	res.RecoveredLSN, res.RecoveredReason = recoveredPoint(filepath.Join(data, "pg_wal"))
 	if cfg.DataDir != "" {
 		if err := srv.Stop(); err != nil {
 			return nil, err
@@ -321,6 +373,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		log.Info("data directory written")
 		return res, nil
 	}
+	phase("load into target")
 	info, err := load(ctx, srv, scratch, bb, cfg, log)
 	if err != nil {
 		return nil, err
@@ -579,8 +632,9 @@ func load(ctx context.Context, srv *pgserver.Server, scratch string, bb base, cf
 	if id == "" {
 		id = requests.NewID()
 	}
-	ri, err := eng.Restore(ctx, &engines.RestoreJob{ID: id, Attempt: 1, Target: *cfg.Into, Backup: *info,
-		Artifacts: arts, Options: engines.RestoreOptions{Extra: cfg.Options}, Log: log})
+	ri, err := eng.Restore(ctx, &engines.RestoreJob{ID: id, Attempt: max(cfg.Attempt, 1), Fence: cfg.Fence, StaleStaging: cfg.StaleStaging,
+		Target: *cfg.Into, Backup: *info, Artifacts: arts,
+		Options: engines.RestoreOptions{DropPrevious: cfg.DropPrevious, Extra: cfg.Options}, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -638,4 +692,30 @@ func (d *dirArtifacts) Verify(ctx context.Context, name string) error {
 		return err
 	}
 	return rc.Close()
+}
+
+// recoveredPoint reads where recovery ended from the newest timeline
+// history file in walDir (written at promotion): its last line is the
+// parent timeline, the switch LSN and PostgreSQL's reason. Empty when
+// there is none.
+func recoveredPoint(walDir string) (lsn, reason string) {
+	hist, _ := filepath.Glob(filepath.Join(walDir, "*.history"))
+	if len(hist) == 0 {
+		return "", ""
+	}
+	sort.Strings(hist) // hex timeline ids of equal width
+	data, err := os.ReadFile(hist[len(hist)-1])
+	if err != nil {
+		return "", ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	f := strings.SplitN(lines[len(lines)-1], "\t", 3)
+	if len(f) < 2 {
+		return "", ""
+	}
+	lsn = strings.TrimSpace(f[1])
+	if len(f) == 3 {
+		reason = strings.TrimSpace(f[2])
+	}
+	return lsn, reason
 }

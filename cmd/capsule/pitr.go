@@ -22,7 +22,7 @@ import (
 // pitrFlags are restore's point-in-time flags.
 type pitrFlags struct {
 	source, at, lsn, toDir, scratch string
-	latest                          bool
+	latest, local                   bool
 }
 
 func (p *pitrFlags) add(cmd *cobra.Command) {
@@ -31,13 +31,18 @@ func (p *pitrFlags) add(cmd *cobra.Command) {
 	f.StringVar(&p.at, "time", "", "with --source: recover to this moment (RFC 3339, e.g. 2026-12-07T05:03:50Z, or \"2006-01-02 15:04:05\" in UTC)")
 	f.StringVar(&p.lsn, "lsn", "", "with --source: recover to this WAL position (e.g. 0/3000060)")
 	f.BoolVar(&p.latest, "latest", false, "with --source: recover to the latest point the bucket holds")
-	f.StringVar(&p.toDir, "to-dir", "", "with --source: write a complete data directory here (for a new server) instead of restoring into --to")
-	f.StringVar(&p.scratch, "scratch", "", "with --source: where the temporary server runs (default $TMPDIR); room for the whole cluster")
+	f.StringVar(&p.toDir, "to-dir", "", "with --source: write a complete data directory on this host (for a new server) instead of restoring into --to; runs here, in this process")
+	f.BoolVar(&p.local, "local", false, "with --source: run the restore here, in this process, instead of asking a worker (no worker runs, or it cannot reach the bucket)")
+	f.StringVar(&p.scratch, "scratch", "", "with --local or --to-dir: where the temporary server runs (default $TMPDIR); room for the whole cluster (a worker uses its worker.scratch)")
 }
 
 func (p *pitrFlags) used() bool {
-	return p.source != "" || p.at != "" || p.lsn != "" || p.latest || p.toDir != "" || p.scratch != ""
+	return p.source != "" || p.at != "" || p.lsn != "" || p.latest || p.toDir != "" || p.scratch != "" || p.local
 }
+
+// here says whether the restore runs in this process: --local, or
+// --to-dir (a data directory on this host).
+func (p *pitrFlags) here() bool { return p.local || p.toDir != "" }
 
 // target reads --time, --lsn or --latest.
 func (p *pitrFlags) target() (pitr.Target, error) {
@@ -73,10 +78,7 @@ func parseTime(s string) (time.Time, error) {
 // the temporary server runs on this host's scratch space.
 func (a *app) runPITR(ctx context.Context, p *pitrFlags, to string, options map[string]string, dropPrevious bool) error {
 	if p.source == "" {
-		return usageErr(fmt.Errorf("--time, --lsn, --latest, --to-dir and --scratch go with --source"))
-	}
-	if dropPrevious {
-		return usageErr(fmt.Errorf("--drop-previous does not apply to a point-in-time restore (capsule prune-previous removes the kept copy)"))
+		return usageErr(fmt.Errorf("--time, --lsn, --latest, --to-dir, --local and --scratch go with --source"))
 	}
 	t, err := p.target()
 	if err != nil {
@@ -85,8 +87,11 @@ func (a *app) runPITR(ctx context.Context, p *pitrFlags, to string, options map[
 	if p.toDir != "" && to != "" {
 		return usageErr(fmt.Errorf("give --to or --to-dir, not both"))
 	}
+	if p.toDir != "" && dropPrevious {
+		return usageErr(fmt.Errorf("--drop-previous goes with a restore into a server, not --to-dir"))
+	}
 	cfg := pitr.RestoreConfig{Cluster: a.cfg.Cluster, Source: p.source, Target: t, DataDir: p.toDir,
-		Scratch: p.scratch, ID: requests.NewID(), Log: a.log, Options: options}
+		Scratch: p.scratch, ID: requests.NewID(), Log: a.log, Options: options, DropPrevious: dropPrevious}
 	if p.toDir == "" {
 		name := to
 		if name == "" {
@@ -115,6 +120,71 @@ func (a *app) runPITR(ctx context.Context, p *pitrFlags, to string, options map[
 	}
 	data, _ := json.MarshalIndent(res, "", "  ")
 	fmt.Fprintln(a.out, strings.TrimSpace(string(data)))
+	return nil
+}
+
+// submitPITR writes a point-in-time Restore request for a worker to
+// run (on its own scratch space), and follows it as every request.
+func (a *app) submitPITR(ctx context.Context, p *pitrFlags, to string, options map[string]string, dropPrevious bool, s submitFlags) error {
+	if p.source == "" {
+		return usageErr(fmt.Errorf("--time, --lsn, --latest, --to-dir, --local and --scratch go with --source"))
+	}
+	if p.scratch != "" {
+		return usageErr(fmt.Errorf("--scratch goes with --local or --to-dir: a worker runs the temporary server on its own worker.scratch"))
+	}
+	t, err := p.target()
+	if err != nil {
+		return usageErr(err)
+	}
+	f, err := s.validate()
+	if err != nil {
+		return err
+	}
+	pt := &requests.PointInTime{Source: p.source, Time: t.Time, Latest: t.Latest}
+	if t.LSN != 0 {
+		pt.LSN = t.LSN.String()
+	}
+	req := &requests.Request{Kind: requests.KindRestore, ID: s.id, Cluster: a.cfg.Cluster, PointInTime: pt,
+		Target: to, DropPrevious: dropPrevious, Options: options}
+	if err := a.validateRequest(req); err != nil {
+		return err
+	}
+	if !s.noCheck {
+		if err := a.checkPITR(req); err != nil {
+			return err
+		}
+	}
+	b, err := a.openBucket(ctx)
+	if err != nil {
+		return err
+	}
+	return a.submit(ctx, b, req, s, f)
+}
+
+// checkPITR checks at the prompt what a worker would check first: a
+// configured target (default the source) and source of engine
+// postgres, and options it takes. A name the config file does not have
+// may be a worker's (the scanner's); it is left to the worker.
+func (a *app) checkPITR(req *requests.Request) error {
+	target, field := req.SourceName(), "--to"
+	if req.Target == "" {
+		field = "--source"
+	}
+	for _, c := range []struct{ flag, name string }{{field, target}, {"--source", req.PointInTime.Source}} {
+		if _, ok := a.cfg.Sources[c.name]; !ok {
+			continue
+		}
+		src, err := a.cfg.Lookup(c.name)
+		if err != nil {
+			return usageErr(fmt.Errorf("%s: %w", c.flag, err))
+		}
+		if src.Engine != "postgres" {
+			return usageErr(fmt.Errorf("%s: source %s is of engine %s; point-in-time restores go into postgres", c.flag, c.name, src.Engine))
+		}
+	}
+	if err := engines.CheckRestoreOptions(postgres.New(), req.Options); err != nil {
+		return usageErr(err)
+	}
 	return nil
 }
 

@@ -111,12 +111,15 @@ legacy:<id>, or by its mixed-case id alone; it has no checksum (the result
 says so), and needs --to unless its source's name is configured here.
 
 Point in time (PostgreSQL sources with pitr: true): --source with --time,
---lsn or --latest restores here, in this process, from the newest base backup
+--lsn or --latest writes a Restore request naming that point instead of a
+backup (--wait follows it). A worker recovers it from the newest base backup
 that can reach the target and the WAL the stream keeps in the bucket: a
-temporary server of the backup's major version replays the WAL on scratch space
-(--scratch), then its databases go into --to (default the source) by side
-database and rename, as every postgres restore does. --to-dir instead writes a
-complete data directory for a new server (the old one is gone): start
+temporary server of the backup's major version replays the WAL on the worker's
+scratch space (worker.scratch), then its databases go into --to (default the
+source) by side database and rename, as every postgres restore does; the result
+names the base backup and the LSN where recovery ended. --local runs the same
+restore here, in this process, on --scratch. --to-dir (always here) instead
+writes a complete data directory for a new server (the old one is gone): start
 PostgreSQL on it.
 
 Where signing keys are trusted (--trusted-keys, signatures.* in the config),
@@ -124,7 +127,8 @@ a backup that no trusted key signed is refused, here and by the workers;
 --allow-unsigned accepts one made before signing (no signature at all), never
 one whose signature does not check out.`,
 		Example: `  capsule restore 01jd3k9x2q8f7m1t6v4w0y5z3a --to cnvrg/pg --wait
-  capsule restore --source cnvrg/pg --time 2026-12-07T05:03:50Z
+  capsule restore --source cnvrg/pg --time 2026-12-07T05:03:50Z --wait
+  capsule restore --source cnvrg/pg --lsn 0/3000060 --local --scratch /srv/scratch
   capsule restore --source cnvrg/pg --latest --to-dir /var/lib/postgresql/15/main`,
 		Args:              args(cobra.MaximumNArgs(1)),
 		ValidArgsFunction: a.completeBackups,
@@ -137,7 +141,10 @@ one whose signature does not check out.`,
 				if len(args) > 0 {
 					return usageErr(fmt.Errorf("give a BACKUP_ID or --source, not both"))
 				}
-				return a.runPITR(cmd.Context(), &p, to, opts, dropPrevious)
+				if p.here() {
+					return a.runPITR(cmd.Context(), &p, to, opts, dropPrevious)
+				}
+				return a.submitPITR(cmd.Context(), &p, to, opts, dropPrevious, s)
 			}
 			if len(args) != 1 {
 				return usageErr(fmt.Errorf("restore needs a BACKUP_ID, or --source with --time, --lsn or --latest"))
