@@ -116,9 +116,9 @@ type RestoreResult struct {
 	// Bytes and StoredBytes are the base backup's sizes.
 	Bytes       int64         `json:"bytes,omitempty"`
 	StoredBytes int64         `json:"storedBytes,omitempty"`
-	Downtime time.Duration `json:"downtime,omitempty"`
-	Previous string        `json:"previous,omitempty"`
-	DataDir  string        `json:"dataDir,omitempty"`
+	Downtime    time.Duration `json:"downtime,omitempty"`
+	Previous    string        `json:"previous,omitempty"`
+	DataDir     string        `json:"dataDir,omitempty"`
 }
 
 // base is a committed base backup with its details.

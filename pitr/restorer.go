@@ -65,4 +65,3 @@ func (r *Restorer) RestorePointInTime(ctx context.Context, job *executor.PointIn
 	return &executor.PointInTimeOutcome{BackupID: res.BackupID, Bytes: res.Bytes, StoredBytes: res.StoredBytes,
 		Downtime: res.Downtime, Details: details}, nil
 }
-
