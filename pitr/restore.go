@@ -275,6 +275,9 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := enterable(cfg.Scratch); err != nil {
+		return nil, err
+	}
 	scratch, err := os.MkdirTemp(cfg.Scratch, "capsule-pitr-")
 	if err != nil {
 		return nil, fmt.Errorf("scratch space: %w", err)
@@ -692,6 +695,35 @@ func (d *dirArtifacts) Verify(ctx context.Context, name string) error {
 		return err
 	}
 	return rc.Close()
+}
+
+// enterable checks, when capsule runs as root (the temporary server
+// then runs as user postgres), that every directory down to scratch is
+// searchable by other users: postgres fails with a bare "permission
+// denied" otherwise.
+func enterable(scratch string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if scratch == "" {
+		scratch = os.TempDir()
+	}
+	abs, err := filepath.Abs(scratch)
+	if err != nil {
+		return err
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("scratch space: %w", err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("scratch space %s: directory %s is not searchable by other users (mode %v), and the temporary server runs as user postgres: chmod o+x it or choose another (worker.scratch, --scratch)", abs, d, fi.Mode().Perm())
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 // recoveredPoint reads where recovery ended from the newest timeline

@@ -121,10 +121,17 @@ type pitrFixture struct {
 	b   bucket.Bucket
 	src engines.Source
 	r   *running
+	// base is the base backup taken at the start.
+	base *index.BackupIndex
 }
 
 func newPITRFixture(t *testing.T) *pitrFixture {
-	f := &pitrFixture{srv: startServer(t), b: newBucket(t)}
+	return newPITRFixtureOn(t, newBucket(t))
+}
+
+// newPITRFixtureOn is newPITRFixture on bucket b.
+func newPITRFixtureOn(t *testing.T, b bucket.Bucket) *pitrFixture {
+	f := &pitrFixture{srv: startServer(t), b: b}
 	execPG(t, f.srv, `CREATE DATABASE app`)
 	f.src = engines.Source{Name: "pg", Engine: "postgres", Config: map[string]any{"url": f.srv.URL("app"), "pitr": true, "allowSuperuser": true}}
 	f.r = runStream(t, f.b, f.src, "w1", 6*time.Second)
@@ -137,7 +144,7 @@ func newPITRFixture(t *testing.T) *pitrFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	baseBackup(t, f.b, f.src)
+	f.base = baseBackup(t, f.b, f.src)
 	return f
 }
 
