@@ -7,6 +7,9 @@
   const PAGE = 500;        // backups per API call
   const MAX_BACKUPS = 5000; // per cluster, to keep the page light
   const TIMELINE = 60;      // newest backups drawn per source
+  // The format of a PostgreSQL base backup (engines/postgres FormatBase):
+  // a source that has one may be restored to a point in time.
+  const BASE_FORMAT = "pg_basebackup-tar.v1";
 
   const main = document.getElementById("main");
   const updated = document.getElementById("updated");
@@ -191,7 +194,41 @@
     return el("span", { class: "badge bad untrusted", title: "untrusted: " + (sig.reason || "no trusted signature") }, "untrusted");
   }
 
-  function sourceView(cluster, src, backups) {
+  // pitrWindow reads a source's recoverable window: the window, or null
+  // with why when no point-in-time restore is possible (404).
+  async function pitrWindow(cluster, source) {
+    try {
+      return { window: await get("v1/clusters/" + encodeURIComponent(cluster) + "/pitr?source=" + encodeURIComponent(source)) };
+    } catch (err) {
+      if (err.status === 404) return { window: null, why: err.message };
+      throw err;
+    }
+  }
+
+  function when(iso) {
+    return new Date(iso).toLocaleString() + " (" + age(iso) + ")";
+  }
+
+  // pitrCard shows the stretch of time a point-in-time restore reaches.
+  function pitrCard(p) {
+    if (!p) return null;
+    const w = p.window;
+    if (!w) {
+      return el("div", { class: "pitr none", "data-pitr": "none" },
+        el("strong", {}, "Point in time: "), "no restore possible yet", el("div", { class: "muted" }, p.why || ""));
+    }
+    return el("div", { class: "pitr", "data-pitr": "window", "data-earliest": w.earliest, "data-latest": w.latest,
+      "data-earliest-lsn": w.earliestLSN, "data-latest-lsn": w.latestLSN },
+    el("strong", {}, "Point in time: "), "recoverable from ",
+    el("time", { class: "earliest", datetime: w.earliest, title: "LSN " + w.earliestLSN }, when(w.earliest)),
+    " to ",
+    el("time", { class: "latest", datetime: w.latest, title: "LSN " + w.latestLSN }, when(w.latest)),
+    el("div", { class: "muted" }, "LSN " + w.earliestLSN + " – " + w.latestLSN + " on timeline " + w.timeline + " · " +
+      w.baseBackups + (w.baseBackups === 1 ? " base backup" : " base backups") + " · " +
+      w.walObjects + " WAL objects (" + bytes(w.walBytes) + " stored)"));
+  }
+
+  function sourceView(cluster, src, backups, pitr) {
     const newest = src.newestSuccessful;
     const rows = backups.map((b) => {
       const x = b.index;
@@ -214,6 +251,7 @@
       el("h3", {}, src.name, src.engine ? " " : null, src.engine ? el("span", { class: "badge engine" }, src.engine) : null),
       el("p", { class: "muted" }, src.backups + (src.backups === 1 ? " backup" : " backups"),
         newest ? " · newest successful " + age(newest.finishedAt) + " (" + bytes(newest.bytes) + ")" : " · no successful backup"),
+      pitrCard(pitr),
       failureCard(src),
       ...history);
   }
@@ -225,10 +263,14 @@
       if (!bySource.has(b.index.source)) bySource.set(b.index.source, []);
       bySource.get(b.index.source).push(b);
     }
+    // Sources with a base backup: their recoverable windows.
+    const pitr = new Map();
+    await Promise.all([...bySource].filter(([, bs]) => bs.some((b) => b.index.format === BASE_FORMAT))
+      .map(async ([name]) => { pitr.set(name, await pitrWindow(c.name, name)); }));
     return el("section", { class: "cluster", "data-cluster": c.name },
       el("h2", {}, c.name, " ", el("span", { class: "muted count" }, c.backups + (c.backups === 1 ? " backup" : " backups"))),
       truncated ? el("p", { class: "muted" }, `showing the newest ${backups.length}`) : null,
-      ...c.sources.map((s) => sourceView(c.name, s, bySource.get(s.name) || [])));
+      ...c.sources.map((s) => sourceView(c.name, s, bySource.get(s.name) || [], pitr.get(s.name))));
   }
 
   let busy = false;
