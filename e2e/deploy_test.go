@@ -202,6 +202,25 @@ func TestDockerfile(t *testing.T) {
 	if !strings.Contains(text, "postgresql-client-$v") || !strings.Contains(text, "/usr/lib/postgresql/$v/bin/pg_dump --version") {
 		t.Errorf("Dockerfile does not install and check postgresql-client-<major> for each major")
 	}
+	// The server programs of every major, which a point-in-time restore
+	// starts as its temporary server (pitr; postgres.BinDir looks in
+	// /usr/lib/postgresql/<major>/bin), with no cluster created at install.
+	if m := regexp.MustCompile(`ARG PG_SERVER_MAJORS="([0-9 ]*)"`).FindStringSubmatch(text); m == nil || m[1] != "12 13 14 15 16 17" {
+		t.Errorf("Dockerfile's PG_SERVER_MAJORS: %v, want 12 to 17", m)
+	}
+	for _, want := range []string{"echo postgresql-$v; done", "for v in $PG_SERVER_MAJORS",
+		"/usr/lib/postgresql/$v/bin/postgres --version", "/usr/lib/postgresql/$v/bin/initdb --version", "/usr/lib/postgresql/$v/bin/pg_ctl --version",
+		"create_main_cluster = false"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("Dockerfile does not install and check the server programs of each major: it lacks %q", want)
+		}
+	}
+	if _, err := postgres.BinDir(150000); err == nil {
+		// Where the image puts them is where a restore looks.
+		if dir, _ := postgres.BinDir(150000); !strings.HasPrefix(dir, "/usr/lib/postgresql/") && os.Getenv("CAPSULE_PG_BINDIR") == "" {
+			t.Errorf("postgres.BinDir found the server programs in %s, not /usr/lib/postgresql/<major>/bin where the image puts them", dir)
+		}
+	}
 	if !slices.Contains(postgres.BinGlobs, "/usr/lib/postgresql/*/bin") {
 		t.Errorf("the postgres engine does not look in /usr/lib/postgresql/*/bin, where the image puts the tools: %v", postgres.BinGlobs)
 	}
