@@ -233,3 +233,25 @@ func TestPageShowsTheRecoverableWindow(t *testing.T) {
 		t.Errorf("cnvrg/redis, no PostgreSQL source, shows a window: %s", c.Text)
 	}
 }
+
+// A point-in-time Restore is submitted through the API like any request,
+// checked as strictly as one written to the bucket.
+func TestSubmitPointInTimeRestore(t *testing.T) {
+	b := fsBucket(t)
+	h := newHarness(t, b, nil)
+	r := h.post("/v1/requests", []byte(`{"kind":"Restore","pointInTime":{"source":"cnvrg/pg","time":"2026-12-07T05:03:50Z"},"target":"cnvrg/pg-copy","dropPrevious":true}`))
+	wantStatus(t, "point-in-time restore", r, 201, "")
+	var st struct {
+		ID      string            `json:"id"`
+		Request *requests.Request `json:"request"`
+	}
+	r.decode(t, &st)
+	if st.Request == nil || st.Request.PointInTime == nil || st.Request.PointInTime.Source != "cnvrg/pg" || !st.Request.PointInTime.Time.Equal(time.Date(2026, 12, 7, 5, 3, 50, 0, time.UTC)) {
+		t.Fatalf("201: %s", r.body)
+	}
+	wantStatus(t, "status", h.get("/v1/requests/"+st.ID), 200, "")
+	wantStatus(t, "both backupId and pointInTime",
+		h.post("/v1/requests", []byte(`{"kind":"Restore","backupId":"b1","pointInTime":{"source":"cnvrg/pg","latest":true}}`)), 400, api.CodeInvalidRequest)
+	wantStatus(t, "time and latest",
+		h.post("/v1/requests", []byte(`{"kind":"Restore","pointInTime":{"source":"cnvrg/pg","latest":true,"time":"2026-12-07T05:03:50Z"}}`)), 400, api.CodeInvalidRequest)
+}
