@@ -31,6 +31,14 @@
 // artifacts go through compression and sha256 into the index's attempt
 // folder, create-only, and the index is written create-only.
 //
+// A Restore that names a point in time (requests.PointInTime) goes to
+// Config.PointInTime (pitr.Restorer) once its source and target are
+// resolved here, as every restore's are: a source or target the bucket
+// does not serve, or not a postgres one, ends rejected; so does a point
+// the restorer says can never be reached (ErrPointInTimeRefused). The
+// job carries the attempt, the fence and StaleStaging like an engine's;
+// the result names the base backup it started from.
+//
 // Guards: a run has a timeout; a panicking engine becomes a failed result;
 // an unknown source, engine or backup id is the request's fault and ends
 // "rejected"; a context canceled with ErrCanceled ends "canceled".

@@ -24,7 +24,10 @@
 // target, replays WAL from the bucket in a temporary server of the
 // backup's major version, and either loads the result into the live
 // server with the engine's side-database swap or leaves a data
-// directory for a new server.
+// directory for a new server. On a worker, Restorer runs it for a
+// Restore request that names a point in time (executor.PointInTimeRestorer),
+// on the worker's scratch space, fenced by the request's attempt, from
+// base backups its trust accepts.
 //
 // Not yet: WAL objects are compressed and checksummed but not encrypted
 // or signed (Header.Encryption is where a scheme will be named, encode

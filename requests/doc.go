@@ -14,6 +14,11 @@
 // byte order mark. What each kind acts on is defined once, here:
 // SourceName, BackupRef and Describe (what its result records).
 //
+// A Restore names either a backup (backupId) or a point in time of a
+// PostgreSQL source (pointInTime: its source and exactly one of time,
+// lsn and latest), never both; the nested object is parsed as strictly
+// as the request, its bad fields named pointInTime.<field>.
+//
 // Control objects are read through a size limit (DefaultMaxControlObject,
 // 1 MiB, unless configured): anyone who can write to the bucket can write
 // one, and no reader takes one whole without a bound.

@@ -3,6 +3,8 @@ package requests_test
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -283,5 +285,28 @@ func TestMisnamedID(t *testing.T) {
 		if requests.MisnamedID(key) != id {
 			t.Errorf("MisnamedID(%q) is not stable", key)
 		}
+	}
+}
+
+// The README's point-in-time Restore example parses and matches the
+// schema as written.
+func TestReadmePointInTimeExample(t *testing.T) {
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)<!-- readme-request: pitr -->\n```json\n(.*?)```").FindSubmatch(data)
+	if m == nil {
+		t.Fatal("the README has no <!-- readme-request: pitr --> example")
+	}
+	r, err := requests.Parse(m[1])
+	if err != nil {
+		t.Fatalf("the README's pitr example: %v", err)
+	}
+	if r.PointInTime == nil || r.Kind != requests.KindRestore {
+		t.Errorf("the README's pitr example is not a point-in-time Restore: %s", m[1])
+	}
+	if err := validator.Validate("request", m[1]); err != nil {
+		t.Errorf("the README's pitr example does not match the schema: %v", err)
 	}
 }
