@@ -50,8 +50,10 @@ func (r *Runner) inUse(ctx context.Context) (map[string]string, error) {
 			r.seen[ck] = req
 			r.mu.Unlock()
 		}
-		if req != nil {
-			out[req.BackupID] = id
+		if req != nil && req.BackupRef() != "" {
+			// A point-in-time Restore names no backup: its worker picks
+			// the base backup (not protected here).
+			out[req.BackupRef()] = id
 		}
 	}
 	r.mu.Lock()

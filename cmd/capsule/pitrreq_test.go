@@ -45,3 +45,20 @@ func TestPointInTimeRestoreIsARequest(t *testing.T) {
 		t.Errorf("restore --lsn printed %s (%v)", out, err)
 	}
 }
+
+// capsule status of a point-in-time restore says where recovery ended.
+func TestStatusSaysWhereRecoveryEnded(t *testing.T) {
+	r := &requests.Result{RequestKind: requests.KindRestore, Status: requests.StatusSucceeded, BackupID: "base1", Details: map[string]any{
+		"target": "cnvrg/pg", "previous": "app_capsule_prev_x",
+		"pointInTime": map[string]any{"baseBackup": "base1", "recoveredLSN": "0/3002D20", "recoveredReason": "before 2026-12-07 15:47:48.96546+00", "target": "2026-12-07T15:47:48.9150015Z"},
+	}}
+	var got string
+	for _, f := range restoreFields(r) {
+		if f[0] == "Recovered" {
+			got = f[1]
+		}
+	}
+	if want := "before 2026-12-07 15:47:48.96546+00 (LSN 0/3002D20, asked: 2026-12-07T15:47:48.9150015Z)"; got != want {
+		t.Errorf("Recovered: %q, want %q", got, want)
+	}
+}

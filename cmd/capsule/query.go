@@ -663,6 +663,12 @@ func restoreFields(r *requests.Result) [][2]string {
 		return ""
 	}
 	out := [][2]string{{"Target", str("target")}}
+	if pt, ok := d["pointInTime"].(map[string]any); ok {
+		// A point-in-time restore: where recovery ended, in PostgreSQL's
+		// words, and the WAL position.
+		s := func(k string) string { v, _ := pt[k].(string); return v }
+		out = append(out, [2]string{"Recovered", strings.TrimSpace(s("recoveredReason") + " (LSN " + s("recoveredLSN") + ", asked: " + s("target") + ")")})
+	}
 	if r.RequestKind == requests.KindRestore && r.Status == requests.StatusSucceeded {
 		prev := str("previous")
 		if prev == "" {
