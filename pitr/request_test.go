@@ -3,6 +3,7 @@ package pitr_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -196,5 +197,27 @@ func TestRestoreRequestToTime(t *testing.T) {
 	// The bad requests touched nothing.
 	if ids := markerIDs(t, f.srv, "app"); len(ids) != k+1 {
 		t.Errorf("after the refused requests the markers are %v, want the %d the restore left", ids, k+1)
+	}
+}
+
+// A worker's point-in-time restore is fenced like every restore: when
+// its lease cannot be confirmed right before the swap (another attempt
+// took the request over), it swaps nothing and the target keeps its
+// data; the side database carries the attempt in its name.
+func TestRestoreFencedLeavesTargetAlone(t *testing.T) {
+	f := newPITRFixture(t)
+	marks := writeMarkers(t, f.srv, "app", 10, 50*time.Millisecond)
+	f.r.waitFor(t, currentLSN(t, f.srv))
+	fenced := 0
+	_, err := pitr.Restore(context.Background(), pitr.RestoreConfig{
+		Bucket: f.b, Cluster: cluster, Source: "pg", Target: pitr.Target{Time: marks[3].at},
+		Into: &f.src, ID: requests.NewID(), Attempt: 2, Log: enginetest.TestLog(t),
+		Fence: func(context.Context) error { fenced++; return errors.New("lease lost") },
+	})
+	if !errors.Is(err, engines.ErrFenced) || fenced == 0 {
+		t.Fatalf("restore with a failing fence: %v (fence called %d times), want ErrFenced", err, fenced)
+	}
+	if ids := markerIDs(t, f.srv, "app"); len(ids) != len(marks) {
+		t.Errorf("the fenced restore changed the target: markers %v, want all %d", ids, len(marks))
 	}
 }
