@@ -22,8 +22,9 @@
 // and deletions always take the oldest.
 //
 // A candidate is not deleted (and is listed in Report.Skipped with the
-// reason) when a pending or running Restore or Verify request names it, or
-// when S3 Object Lock retains it. Such a backup stays beside the Keep newest
+// reason) when a pending or running Restore or Verify request names it
+// (for a point-in-time Restore, which names a source and not a backup:
+// every base backup of that source), or when S3 Object Lock retains it. Such a backup stays beside the Keep newest
 // ones and does not count toward Keep: retention never deletes a newer
 // backup because an older one cannot go.
 //

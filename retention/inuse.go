@@ -10,7 +10,8 @@ import (
 )
 
 // inUse lists requests/ and returns the backups that a Restore or Verify
-// request there names: backup id → request id. Requests are never
+// request there names: backup id → request id, and for a point-in-time
+// Restore pitrKey(cluster, source) → request id. Requests are never
 // rewritten, so each (key, ETag) is read and parsed once per Runner; the
 // cache forgets what the listing no longer shows.
 func (r *Runner) inUse(ctx context.Context) (map[string]string, error) {
@@ -50,9 +51,13 @@ func (r *Runner) inUse(ctx context.Context) (map[string]string, error) {
 			r.seen[ck] = req
 			r.mu.Unlock()
 		}
-		if req != nil && req.BackupRef() != "" {
+		switch {
+		case req != nil && req.PointInTime != nil:
 			// A point-in-time Restore names no backup: its worker picks
-			// the base backup (not protected here).
+			// a base backup of the source when it runs, so every base
+			// backup of that source stays while the request is open.
+			out[pitrKey(req.ClusterOrDefault(), req.PointInTime.Source)] = id
+		case req != nil && req.BackupRef() != "":
 			out[req.BackupRef()] = id
 		}
 	}
@@ -65,3 +70,15 @@ func (r *Runner) inUse(ctx context.Context) (map[string]string, error) {
 	r.mu.Unlock()
 	return out, nil
 }
+
+// pitrKey is inUse's key for the base backups of a source that an open
+// point-in-time Restore may pick. It cannot collide with a backup id (ids
+// hold no NUL).
+func pitrKey(cluster, source string) string {
+	return "pitr\x00" + cluster + "\x00" + source
+}
+
+// baseBackupFormat is the index format of a PostgreSQL base backup
+// (postgres.FormatBase; a test keeps the two equal without making
+// retention depend on the engine).
+const baseBackupFormat = "pg_basebackup-tar.v1"

@@ -431,6 +431,9 @@ func (r *Runner) keepReason(l *lease.Lease, e index.Entry, inUse map[string]stri
 	if id, ok := inUse[x.BackupID]; ok {
 		return "in use by request " + id
 	}
+	if id, ok := inUse[pitrKey(x.Cluster, x.Source)]; ok && x.Format == baseBackupFormat {
+		return "a base backup that point-in-time request " + id + " may use"
+	}
 	key := e.ListedKey
 	now := l.Now()
 	if x.RetainUntil.After(now) {

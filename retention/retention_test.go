@@ -1,6 +1,7 @@
 package retention_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"github.com/cnvrg/capsule/bucket/fs"
 	"github.com/cnvrg/capsule/bucket/s3"
 	"github.com/cnvrg/capsule/client"
+	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/s3test"
 	"github.com/cnvrg/capsule/requests"
@@ -93,6 +95,7 @@ type spec struct {
 	// Object Lock on every object (versitygw with a locked bucket only).
 	retainUntil time.Time
 	lock        time.Time
+	format      string // "tar/v1" when empty
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -114,7 +117,7 @@ func writeBackupIn(t *testing.T, b bucket.Bucket, cluster, source string, s spec
 	finished := base.Add(time.Duration(s.hour) * time.Hour)
 	x := &index.BackupIndex{
 		APIVersion: requests.APIVersion, Kind: index.KindIndex, BackupID: s.id, RequestID: s.id,
-		Cluster: cluster, Source: source, Plan: s.plan, Engine: "files", Format: "tar/v1",
+		Cluster: cluster, Source: source, Plan: s.plan, Engine: "files", Format: cmp.Or(s.format, "tar/v1"),
 		CapsuleVersion: "test", Status: requests.StatusSucceeded, Attempt: s.attempt,
 		StartedAt: finished.Add(-time.Minute), FinishedAt: finished, RetainUntil: s.retainUntil,
 	}
@@ -357,6 +360,51 @@ func TestSkipsBackupsInUse(t *testing.T) {
 		wantIDs(t, "deleted once the requests ended", rep.Deleted, []string{"nightly-00", "nightly-01"})
 		wantIDs(t, "listed", listed(t, b), []string{"nightly-04", "nightly-03"})
 	})
+}
+
+// TestKeepsBaseBackupsForAPointInTimeRestore: a point-in-time Restore
+// names no backup (its worker picks a base backup of the source when it
+// runs), so while one is open no base backup of its source goes; backups
+// of other formats and other sources are pruned as usual.
+func TestKeepsBaseBackupsForAPointInTimeRestore(t *testing.T) {
+	backends(t, func(t *testing.T, b bucket.Bucket) {
+		ctx := t.Context()
+		for _, s := range scheduled(4) {
+			s.format = postgres.FormatBase
+			writeBackup(t, b, s)
+			writeBackupIn(t, b, cluster, "other", s)
+		}
+		for _, req := range []*requests.Request{
+			{Kind: requests.KindRestore, ID: "pitr-1", Cluster: cluster, PointInTime: &requests.PointInTime{Source: source, Latest: true}},
+			{Kind: requests.KindRestore, ID: "pitr-2", Cluster: "elsewhere", PointInTime: &requests.PointInTime{Source: "other", Latest: true}},
+		} {
+			if err := client.Submit(ctx, b, req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := newRunner(t, b, "a")
+		rep := apply(t, r, policy(2))
+		wantIDs(t, "deleted while the point-in-time restore is open", rep.Deleted, nil)
+		if len(rep.Skipped) != 2 || !strings.Contains(rep.Skipped["nightly-00"], "pitr-1") || !strings.Contains(rep.Skipped["nightly-01"], "pitr-1") {
+			t.Errorf("skipped = %v, want nightly-00 and nightly-01 for pitr-1", rep.Skipped)
+		}
+		other := policy(2)
+		other.Source = "other"
+		rep = apply(t, r, other)
+		wantIDs(t, "deleted of another source (pitr-2 is another cluster's)", rep.Deleted, []string{"nightly-00", "nightly-01"})
+
+		if err := b.Delete(ctx, requests.RequestKey("pitr-1")); err != nil {
+			t.Fatal(err)
+		}
+		rep = apply(t, r, policy(2))
+		wantIDs(t, "deleted once the request ended", rep.Deleted, []string{"nightly-00", "nightly-01"})
+	})
+}
+
+func TestBaseBackupFormatIsTheEngines(t *testing.T) {
+	if got := retention.BaseBackupFormat; got != postgres.FormatBase {
+		t.Errorf("retention's base backup format %q, the engine's %q", got, postgres.FormatBase)
+	}
 }
 
 // hooked is the real bucket with a function run before each Delete, which
