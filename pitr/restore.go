@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/executor"
@@ -20,7 +21,6 @@ import (
 	"github.com/cnvrg/capsule/internal/pgserver"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/jackc/pglogrepl"
-	"github.com/klauspost/compress/zstd"
 	"github.com/sirupsen/logrus"
 )
 
@@ -30,6 +30,9 @@ type Target struct {
 	Time   time.Time
 	LSN    pglogrepl.LSN
 	Latest bool
+	// immediate (a verification's) ends recovery as soon as the cluster
+	// is consistent; LSN then bounds the WAL staged.
+	immediate bool
 }
 
 func (t Target) String() string {
@@ -80,6 +83,14 @@ type RestoreConfig struct {
 	// Options are the postgres engine's restore options (database,
 	// roles, noOwner).
 	Options map[string]string
+	// Identities open an encrypted base backup and encrypted WAL (the
+	// worker's and the source's); without one that fits, the restore
+	// fails naming the recipients that would.
+	Identities *crypt.Identities
+	// Trust judges the signatures of the base backups and of the WAL,
+	// by the same rules: an untrusted one is never used (an unsigned one
+	// only with AllowUnsigned). Nil checks none.
+	Trust *index.Trust
 }
 
 // RestoreResult says what was restored.
@@ -102,15 +113,21 @@ type base struct {
 	start, stop pglogrepl.LSN
 }
 
-// bases lists a source's committed base backups, newest first.
-func bases(ctx context.Context, b bucket.Reader, cluster, source string) ([]base, error) {
-	entries, err := index.List(ctx, b, index.Filter{Cluster: cluster, Source: source})
+// bases lists a source's committed base backups, newest first, and
+// says why it left out any that trust refuses.
+func bases(ctx context.Context, b bucket.Reader, cluster, source string, trust *index.Trust) ([]base, []string, error) {
+	entries, err := index.List(ctx, b, index.Filter{Cluster: cluster, Source: source, Trust: trust})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []base
+	var refused []string
 	for _, e := range entries {
 		if e.Format != postgres.FormatBase || e.Status != requests.StatusSucceeded {
+			continue
+		}
+		if err := e.TrustError(); err != nil {
+			refused = append(refused, err.Error())
 			continue
 		}
 		d, err := postgres.ReadBaseDetails(engines.BackupInfo{Format: e.Format, Details: e.Details})
@@ -121,7 +138,7 @@ func bases(ctx context.Context, b bucket.Reader, cluster, source string) ([]base
 		stop, _ := pglogrepl.ParseLSN(d.StopLSN)
 		out = append(out, base{idx: e.BackupIndex, d: d, start: start, stop: stop})
 	}
-	return out, nil
+	return out, refused, nil
 }
 
 // covering is the span that holds every byte of WAL from the segment of
@@ -143,23 +160,22 @@ func segStart(l pglogrepl.LSN, segSize int64) pglogrepl.LSN {
 
 // lastTime is the server's clock when it sent the last byte of span:
 // the latest moment a restore from it recovers.
-func lastTime(ctx context.Context, b bucket.Reader, s Span) (time.Time, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
-	if err != nil {
-		return time.Time{}, err
-	}
-	defer dec.Close()
-	last := s.Segments[len(s.Segments)-1]
-	_, h, err := readSegment(ctx, b, last, dec)
-	return h.ServerTime, err
+// Only the header is read (it is readable without a key), and judged
+// by the opener's trust.
+func lastTime(ctx context.Context, b bucket.Reader, o *opener, s Span) (time.Time, error) {
+	obj, err := o.fetch(ctx, b, s.Segments[len(s.Segments)-1])
+	return obj.h.ServerTime, err
 }
 
 // choose picks the newest base backup that the target can start from,
 // with the WAL span it replays.
-func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Target) (base, Span, error) {
-	all, err := bases(ctx, b, cluster, source)
+func choose(ctx context.Context, b bucket.Reader, o *opener, cluster, source string, t Target) (base, Span, error) {
+	all, refused, err := bases(ctx, b, cluster, source, o.trust)
 	if err != nil {
 		return base{}, Span{}, err
+	}
+	if len(all) == 0 && len(refused) > 0 {
+		return base{}, Span{}, fmt.Errorf("source %s has no trusted base backup in cluster %s: %s", source, cluster, strings.Join(refused, "; "))
 	}
 	if len(all) == 0 {
 		return base{}, Span{}, fmt.Errorf("source %s has no base backup in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", source, cluster)
@@ -169,7 +185,7 @@ func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Targ
 		return base{}, Span{}, err
 	}
 	spans := Spans(segs)
-	var reasons []string
+	reasons := refused
 	for _, bb := range all {
 		switch {
 		case !t.Time.IsZero() && bb.idx.FinishedAt.After(t.Time):
@@ -188,7 +204,7 @@ func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Targ
 		case t.LSN != 0 && span.End < t.LSN:
 			return base{}, Span{}, fmt.Errorf("LSN %s is past the latest recoverable point %s", t.LSN, span.End)
 		case !t.Time.IsZero():
-			latest, err := lastTime(ctx, b, span)
+			latest, err := lastTime(ctx, b, o, span)
 			if err != nil {
 				return base{}, Span{}, err
 			}
@@ -218,7 +234,12 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		cfg.Log = engines.DiscardLog()
 	}
 	log := cfg.Log.WithFields(logrus.Fields{"source": cfg.Source, "target": cfg.Target.String()})
-	bb, span, err := choose(ctx, cfg.Bucket, cfg.Cluster, cfg.Source, cfg.Target)
+	o, err := newOpener(cfg.Cluster, cfg.Source, cfg.Identities, cfg.Trust)
+	if err != nil {
+		return nil, err
+	}
+	defer o.close()
+	bb, span, err := choose(ctx, cfg.Bucket, o, cfg.Cluster, cfg.Source, cfg.Target)
 	if err != nil {
 		return nil, err
 	}
@@ -247,12 +268,12 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		return nil, err
 	}
 	log.Info("unpacking the base backup")
-	if err := unpack(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx), postgres.BaseArtifact, data); err != nil {
+	if err := unpack(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx, cfg.Identities), postgres.BaseArtifact, data); err != nil {
 		return nil, err
 	}
 	from := segStart(bb.start, bb.d.WALSegmentSize)
 	log.WithField("from", from.String()).WithField("to", span.End.String()).Info("staging WAL")
-	if err := stageWAL(ctx, cfg.Bucket, span, from, cfg.Target, bb.d.WALSegmentSize, filepath.Join(data, "pg_wal")); err != nil {
+	if err := stageWAL(ctx, cfg.Bucket, o, span, bb, cfg.Target, filepath.Join(data, "pg_wal")); err != nil {
 		return nil, err
 	}
 	autoConf, err := os.ReadFile(filepath.Join(data, "postgresql.auto.conf"))
@@ -382,17 +403,16 @@ func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) 
 }
 
 // stageWAL writes the segment files recovery replays into pg_wal: from
-// the segment of from to the end of span (or the target LSN's segment).
-// The last one holds zeros after the span's end, where recovery stops.
-func stageWAL(ctx context.Context, b bucket.Reader, span Span, from pglogrepl.LSN, t Target, segSize int64, walDir string) error {
+// the segment of bb's start to the end of span (or the target LSN's
+// segment). The last one holds zeros after the span's end, where
+// recovery stops. Every object is checked (name, checksum, signature,
+// the server it came from) before a byte of it is staged.
+func stageWAL(ctx context.Context, b bucket.Reader, o *opener, span Span, bb base, t Target, walDir string) error {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return err
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
-	if err != nil {
-		return err
-	}
-	defer dec.Close()
+	segSize := bb.d.WALSegmentSize
+	from := segStart(bb.start, segSize)
 	var f *os.File
 	var fileSeg uint64 = ^uint64(0)
 	closeFile := func() error {
@@ -411,9 +431,12 @@ func stageWAL(ctx context.Context, b bucket.Reader, span Span, from pglogrepl.LS
 		if t.LSN != 0 && s.Start > t.LSN+pglogrepl.LSN(segSize) {
 			break
 		}
-		wal, _, err := readSegment(ctx, b, s, dec)
+		wal, h, err := o.read(ctx, b, s)
 		if err != nil {
 			return err
+		}
+		if h.SystemID != "" && bb.d.SystemID != "" && h.SystemID != bb.d.SystemID {
+			return fmt.Errorf("WAL %s is of the server with system identifier %s, the base backup %s of %s", s.Key, h.SystemID, bb.idx.BackupID, bb.d.SystemID)
 		}
 		seg := uint64(s.Start) / uint64(segSize)
 		if seg != fileSeg {
@@ -502,6 +525,8 @@ func prepareRecovery(srv *pgserver.Server, scratch string, t Target) error {
 		"shared_preload_libraries": "",
 	}
 	switch {
+	case t.immediate:
+		settings["recovery_target"] = "immediate"
 	case !t.Time.IsZero():
 		settings["recovery_target_time"] = t.Time.UTC().Format("2006-01-02 15:04:05.999999") + "+00"
 	case t.LSN != 0:

@@ -18,6 +18,7 @@ import (
 	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/internal/version"
 	"github.com/cnvrg/capsule/metrics"
+	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/scanner"
 	"github.com/cnvrg/capsule/watcher"
@@ -247,7 +248,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 				Bucket: b, Engines: registry(), Sources: srcs, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: log, RestoreAs: restoreAs,
 				Recipients: w.Encryption.Recipients, Identities: a.cfg.Identities,
-				Signer: signer, Trust: trust,
+				Signer: signer, Trust: trust, FormatVerifiers: pitr.Verifiers(),
 			})
 			if err != nil {
 				return nil, err

@@ -11,6 +11,7 @@ import (
 	"github.com/cnvrg/capsule/internal/childproc"
 	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/internal/version"
+	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/watcher"
 	"github.com/spf13/cobra"
 )
@@ -116,7 +117,7 @@ exits with an error naming what failed on a bucket that does not;
 				Bucket: b, Prefix: prefix, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
 				Recipients: w.Encryption.Recipients, Identities: a.cfg.Identities,
-				Signer: signer, Trust: trust,
+				Signer: signer, Trust: trust, FormatVerifiers: pitr.Verifiers(),
 			})
 			if err != nil {
 				return err
@@ -131,7 +132,7 @@ exits with an error naming what failed on a bucket that does not;
 				return err
 			}
 			if !once {
-				stopPITR, err := a.startPITR(ctx, b, name, w.Lease, services.reg)
+				stopPITR, err := a.startPITR(ctx, b, name, w.Lease, services.reg, signer)
 				if err != nil {
 					return err
 				}
