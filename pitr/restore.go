@@ -362,6 +362,12 @@ func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) 
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
+			// The archive's end marker is not the artifact's end: read
+			// to it, where the checksum's verdict comes. Without this, a
+			// damaged archive whose tar structure survived was used.
+			if _, err := io.Copy(io.Discard, rc); err != nil {
+				return fmt.Errorf("read %s: %w", name, err)
+			}
 			return nil
 		}
 		if err != nil {
