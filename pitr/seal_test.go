@@ -137,6 +137,15 @@ func TestEncryptedStreamRestore(t *testing.T) {
 		t.Fatal("the decrypted WAL does not hold the marker: the test proves nothing")
 	}
 
+	// The verification of the encrypted base backup opens its archive
+	// and its WAL with the worker's identity.
+	x := newExecutor(t, f.b, f.src, func(c *executor.Config) {
+		c.Identities = func(context.Context) (*crypt.Identities, error) { return ids, nil }
+	})
+	if v := verifyBackup(t, x, bi.BackupID); !v.OK {
+		t.Fatalf("verification of the encrypted base backup: %s", v.Error)
+	}
+
 	execPG(t, f.srv, `DROP DATABASE app WITH (FORCE)`)
 	execPG(t, f.srv, `CREATE DATABASE app`)
 	cfg := pitr.RestoreConfig{Bucket: f.b, Cluster: cluster, Source: "pg", Target: pitr.Target{Latest: true},
