@@ -244,6 +244,9 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		return nil, err
 	}
 	log = log.WithField("backup_id", bb.idx.BackupID)
+	if err := precheck(ctx, cfg.Bucket, o, bb, span); err != nil {
+		return nil, err
+	}
 	bin, err := postgres.BinDir(bb.d.ServerVersionNum)
 	if err != nil {
 		return nil, err
@@ -348,6 +351,40 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	}
 	res.Downtime, res.Previous = info.Downtime, info.Previous
 	return res, nil
+}
+
+// precheck fails before anything is unpacked when the identities at
+// hand open neither the base backup's encrypted artifacts nor its first
+// WAL object, or that object is untrusted: a restore or verification
+// learns it in seconds, not after copying the whole cluster. Every other
+// object is still checked as it is staged.
+func precheck(ctx context.Context, b bucket.Reader, o *opener, bb base, span Span) error {
+	for _, art := range bb.idx.Artifacts {
+		if art.Encryption == nil {
+			continue
+		}
+		if art.Encryption.Scheme != crypt.Scheme {
+			return fmt.Errorf("artifact %s of base backup %s is encrypted with %q: this capsule decrypts only %s", art.Name, bb.idx.BackupID, art.Encryption.Scheme, crypt.Scheme)
+		}
+		if err := o.ids.Check("base backup "+bb.idx.BackupID, art.Encryption.Recipients); err != nil {
+			return err
+		}
+	}
+	from := segStart(bb.start, bb.d.WALSegmentSize)
+	for _, s := range span.Segments {
+		if s.End <= from {
+			continue
+		}
+		obj, err := o.fetch(ctx, b, s)
+		if err != nil {
+			return err
+		}
+		if obj.h.Encryption == crypt.Scheme {
+			return o.ids.Check("WAL "+s.Key, obj.h.Recipients)
+		}
+		return nil
+	}
+	return nil
 }
 
 // unpack extracts a tar artifact into dir: directories, regular files

@@ -221,3 +221,25 @@ func TestSignedStreamRefusesUnsignedAndForged(t *testing.T) {
 		t.Logf("forged: %v", err)
 	}
 }
+
+// WAL encrypted to the worker's recipients (the source names none) under
+// a base backup in the clear: a restore without the identity fails
+// naming the WAL object and its recipient.
+func TestRestoreWithoutIdentityNamesWAL(t *testing.T) {
+	f := newSealFixture(t)
+	key := crypttest.X25519(t)
+	r := runStreamCfg(t, pitr.StreamConfig{Bucket: f.b, Source: f.src, Recipients: []string{key.Recipient},
+		Leaser: &pitr.BucketLeaser{Bucket: f.b, Holder: "w1", Length: 6 * time.Second}})
+	f.note(t, "before", 1)
+	baseBackup(t, f.b, f.src)
+	f.note(t, "after", 5)
+	r.waitFor(t, currentLSN(t, f.srv))
+	r.stop()
+	_, err := pitr.Restore(context.Background(), pitr.RestoreConfig{Bucket: f.b, Cluster: cluster, Source: "pg",
+		Target: pitr.Target{Latest: true}, Into: &f.src, ID: requests.NewID(), Log: enginetest.TestLog(t)})
+	var noID *crypt.NoIdentityError
+	if !errors.As(err, &noID) || !strings.HasPrefix(noID.What, "WAL wal/") || !strings.Contains(err.Error(), key.Recipient) {
+		t.Fatalf("restore without the WAL's identity: %v", err)
+	}
+	t.Log(err)
+}

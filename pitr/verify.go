@@ -74,6 +74,9 @@ func VerifyBase(ctx context.Context, vj *executor.VerifyJob) (*engines.VerifyRep
 	if !ok {
 		return rep, add("wal", fmt.Errorf("the bucket lacks WAL between %s and %s on timeline %d: the backup cannot reach consistency", segStart(start, d.WALSegmentSize), stop, d.Timeline), "")
 	}
+	if err := precheck(ctx, vj.Bucket, o, bb, span); err != nil {
+		return rep, add("wal", err, "")
+	}
 	bin, err := postgres.BinDir(d.ServerVersionNum)
 	if err != nil {
 		return rep, add("consistency", err, "")
