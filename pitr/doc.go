@@ -23,7 +23,9 @@
 // wrote it. Readers judge the signature by the same Trust as backups'
 // indexes (unsigned WAL only with --allow-unsigned) and open encrypted
 // WAL with the worker's and the source's identities; objects written
-// before encryption and signing stay readable.
+// before encryption and signing stay readable. With worker.retainFor
+// each object gets the same Object Lock retain-until date as backups;
+// retention skips the objects the bucket still keeps.
 //
 // Base backups are the postgres engine's (pitr: true makes them
 // BASE_BACKUP archives, with the databases and tables of the server
@@ -40,9 +42,7 @@
 // stream on the new timeline without its history file, so restores cross
 // no timeline switch; base backups with tablespaces other than the
 // default are taken but not restored; a restore to a time stages all the
-// WAL after the base backup, not just up to the target; WAL objects get
-// no Object Lock retain-until date of their own (they are write-once,
-// never rewritten, and a bucket's default retention applies); base
+// WAL after the base backup, not just up to the target; base
 // backups record no row counts (a physical copy is consistent only at
 // its stop LSN), so a verification reads every table but compares no
 // count.

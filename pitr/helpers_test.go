@@ -116,7 +116,7 @@ func runStreamCfg(t *testing.T, cfg pitr.StreamConfig) *running {
 	cfg.Cluster, cfg.Retry, cfg.Log = cluster, 200*time.Millisecond, enginetest.TestLog(t)
 	s, err := pitr.NewStream(pitr.StreamConfig{
 		Bucket: cfg.Bucket, Cluster: cfg.Cluster, Source: cfg.Source, Retry: cfg.Retry,
-		Leaser: cfg.Leaser, Log: cfg.Log, Recipients: cfg.Recipients, Signer: cfg.Signer,
+		Leaser: cfg.Leaser, Log: cfg.Log, Recipients: cfg.Recipients, Signer: cfg.Signer, RetainFor: cfg.RetainFor,
 		Written: func(sg pitr.Segment, _ pitr.Header) {
 			r.mu.Lock()
 			r.written = append(r.written, sg)

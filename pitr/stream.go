@@ -50,6 +50,10 @@ type StreamConfig struct {
 	// Signer, when set, signs every WAL object (its header, which holds
 	// the payload's sha256), inside the object.
 	Signer *index.Signer
+	// RetainFor, when set, asks the bucket to keep every WAL object
+	// immutable for this long (S3 Object Lock), as the executor does for
+	// backups (worker.retainFor).
+	RetainFor time.Duration
 }
 
 // Stream streams one source's WAL into the bucket.
@@ -348,8 +352,11 @@ func (w *walWriter) flush(ctx context.Context, n int) error {
 	key := SegmentKey(s.cfg.Cluster, s.cfg.Source.Name, w.rep.Timeline, start, end, w.le.Attempt())
 	var info bucket.ObjectInfo
 	for try := 0; ; try++ {
-		info, err = s.cfg.Bucket.Put(ctx, key, bytes.NewReader(obj), int64(len(obj)),
-			bucket.PutOptions{IfNoneMatch: true, ContentType: "application/octet-stream"})
+		opts := bucket.PutOptions{IfNoneMatch: true, ContentType: "application/octet-stream"}
+		if s.cfg.RetainFor > 0 {
+			opts.RetainUntil = time.Now().Add(s.cfg.RetainFor).UTC()
+		}
+		info, err = s.cfg.Bucket.Put(ctx, key, bytes.NewReader(obj), int64(len(obj)), opts)
 		if err == nil || errors.Is(err, bucket.ErrPreconditionFailed) || ctx.Err() != nil {
 			break
 		}

@@ -190,7 +190,7 @@ func (a *app) startPITR(ctx context.Context, b bucket.Bucket, holder string, lea
 		}
 		s, err := pitr.NewStream(pitr.StreamConfig{
 			Bucket: b, Cluster: cluster, Source: src, Log: a.log,
-			Recipients: a.cfg.Worker.Encryption.Recipients, Signer: signer,
+			Recipients: a.cfg.Worker.Encryption.Recipients, Signer: signer, RetainFor: a.cfg.Worker.RetainFor,
 			Leaser: &pitr.BucketLeaser{Bucket: b, Holder: holder, Length: lease},
 			Written: func(_ pitr.Segment, h pitr.Header) {
 				if reg != nil {
