@@ -45,5 +45,7 @@
 // WAL after the base backup, not just up to the target; base
 // backups record no row counts (a physical copy is consistent only at
 // its stop LSN), so a verification reads every table but compares no
-// count.
+// count; the recoverable window (RecoverableWindow, Newest: capsule ls,
+// the API, the metric) reads WAL headers without judging their
+// signatures (a restore does judge them).
 package pitr
