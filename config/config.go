@@ -138,7 +138,8 @@ type Worker struct {
 	// Compression: zstd (default), zstd-fastest, zstd-better, none.
 	Compression string `yaml:"compression"`
 	// RetainFor sets an Object Lock retain-until date this far ahead on
-	// everything written under backups/ (0: none).
+	// everything written under backups/ and on every WAL object under wal/
+	// (0: none).
 	RetainFor time.Duration `yaml:"retainFor"`
 	// Scratch is where point-in-time restores run their temporary
 	// PostgreSQL server (default the system's temporary directory): it

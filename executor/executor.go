@@ -99,6 +99,11 @@ type Config struct {
 	// the reason (a request's allowUnsigned accepts one that has no
 	// signature at all). Nil checks none.
 	Trust *index.Trust
+	// FormatVerifiers verify backups of the formats they are keyed by
+	// in place of their engine's Verify: a PostgreSQL base backup
+	// (postgres.FormatBase) is recovered with the source's WAL from the
+	// bucket, which no engine reads (pitr.VerifyBase).
+	FormatVerifiers map[string]FormatVerify
 	// ProgressEvery is how often a run logs its progress (percentage,
 	// rate and time left where a total is known); default 30s, negative
 	// never.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/requests"
@@ -37,7 +38,11 @@ type PointInTimeJob struct {
 	Target       engines.Source
 	DropPrevious bool
 	Options      map[string]string
-	// Trust judges the signature of the base backup it starts from.
+	// Identities open an encrypted base backup and encrypted WAL: the
+	// worker's, the target's and the source's, as for every restore.
+	Identities *crypt.Identities
+	// Trust judges the signatures of the base backup it starts from and
+	// of the WAL.
 	Trust *index.Trust
 	// Fence and StaleStaging: as engines.RestoreJob's.
 	Fence        func(ctx context.Context) error
@@ -99,10 +104,16 @@ func (x *Executor) restorePointInTime(ctx context.Context, req *requests.Request
 	if err := eng.Validate(target); err != nil {
 		return fmt.Errorf("target %s is misconfigured: %w", target.Name, err)
 	}
+	// The base backup is picked by the restorer; the identities at hand
+	// are the same whichever it picks.
+	ids, err := x.gatherIdentities(ctx, &index.BackupIndex{BackupID: "point in time of " + pt.Source, Source: pt.Source}, target)
+	if err != nil {
+		return err
+	}
 	progress.Phase("point-in-time restore")
 	job := &PointInTimeJob{
 		ID: req.ID, Attempt: attempt, Cluster: req.ClusterOrDefault(), Point: pt, Target: target,
-		DropPrevious: req.DropPrevious, Options: req.Options, Trust: x.cfg.Trust,
+		DropPrevious: req.DropPrevious, Options: req.Options, Identities: ids, Trust: x.cfg.Trust.WithUnsigned(req.AllowUnsigned),
 		Fence: progress.fence(), StaleStaging: x.staleStaging, Phase: progress.Phase,
 		Log: log.WithFields(logrus.Fields{"source": pt.Source, "engine": "postgres", "target": target.Name}),
 	}

@@ -176,7 +176,17 @@ func (x *Executor) verify(ctx context.Context, req *requests.Request, attempt in
 	// What a passing verification proves: a restore only where the
 	// engine restored into scratch space and checked it.
 	proven := index.VerifyRestored
-	if v, ok := eng.(engines.Verifier); ok {
+	if fv := x.cfg.FormatVerifiers[idx.Format]; fv != nil {
+		var ids *crypt.Identities
+		if ids, err = x.gatherIdentities(ctx, idx, src); err != nil {
+			return err
+		}
+		vj := &VerifyJob{Bucket: x.cfg.Bucket, Index: idx, Job: job, Identities: ids, Trust: x.cfg.Trust.WithUnsigned(req.AllowUnsigned)}
+		err = x.withDataRetry(ctx, job.Log, "verification", DataTransient, func() (err error) {
+			report, err = fv(ctx, vj)
+			return err
+		})
+	} else if v, ok := eng.(engines.Verifier); ok {
 		// A verification restores into scratch space only: it may start
 		// over after any passing fault of the service.
 		err = x.withDataRetry(ctx, job.Log, "verification", DataTransient, func() (err error) {
@@ -502,6 +512,25 @@ func (x *Executor) identitiesFor(ctx context.Context, idx *index.BackupIndex, ta
 	if len(sealed) == 0 {
 		return nil, nil
 	}
+	ids, err := x.gatherIdentities(ctx, idx, target)
+	if err != nil {
+		return nil, err
+	}
+	for _, art := range sealed {
+		if art.Encryption.Scheme != crypt.Scheme {
+			return nil, Reject(fmt.Errorf("backupId: artifact %s of backup %s is encrypted with %q: this capsule decrypts only %s", art.Name, idx.BackupID, art.Encryption.Scheme, crypt.Scheme))
+		}
+		if err := ids.Check("backup "+idx.BackupID, art.Encryption.Recipients); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
+
+// gatherIdentities returns every identity at hand for a restore of idx
+// into target: the worker's (Config.Identities), the target's and, when
+// another, the backup's own source's. It checks none against anything.
+func (x *Executor) gatherIdentities(ctx context.Context, idx *index.BackupIndex, target engines.Source) (*crypt.Identities, error) {
 	var ids *crypt.Identities
 	if x.cfg.Identities != nil {
 		own, err := x.cfg.Identities(ctx)
@@ -532,21 +561,36 @@ func (x *Executor) identitiesFor(ctx context.Context, idx *index.BackupIndex, ta
 			ids = ids.Merge(more)
 		}
 	}
-	for _, art := range sealed {
-		if art.Encryption.Scheme != crypt.Scheme {
-			return nil, Reject(fmt.Errorf("backupId: artifact %s of backup %s is encrypted with %q: this capsule decrypts only %s", art.Name, idx.BackupID, art.Encryption.Scheme, crypt.Scheme))
-		}
-		if err := ids.Check("backup "+idx.BackupID, art.Encryption.Recipients); err != nil {
-			return nil, err
-		}
-	}
 	return ids, nil
+}
+
+// FormatVerify verifies one backup (see Config.FormatVerifiers) and
+// reports its checks like an engine's Verify: the report so far and an
+// error when it could not go on.
+type FormatVerify func(ctx context.Context, vj *VerifyJob) (*engines.VerifyReport, error)
+
+// VerifyJob is what a FormatVerify gets.
+type VerifyJob struct {
+	// Bucket is the executor's bucket: where the backup and what else it
+	// needs (a source's WAL) are.
+	Bucket bucket.Bucket
+	Index  *index.BackupIndex
+	// Job is the verification as an engine would get it: its Artifacts
+	// stream with checksums checked and decrypted.
+	Job *engines.RestoreJob
+	// Identities are every identity at hand (the worker's, the target's
+	// and the source's), for what the backup's artifacts do not cover.
+	Identities *crypt.Identities
+	// Trust is the verification's: signatures of what the backup needs
+	// besides its index are judged by it.
+	Trust *index.Trust
 }
 
 // OpenArtifacts gives the artifacts of a committed backup to code that
 // is not a claimed request (a point-in-time restore reads a base
 // backup's archive through it): each streams from b with its checksum
-// and size checked, as a restore's do.
-func OpenArtifacts(b bucket.Bucket, idx *index.BackupIndex) engines.ArtifactReader {
-	return &artifactSource{x: &Executor{cfg: Config{Bucket: b}}, idx: idx}
+// and size checked, as a restore's do, and is decrypted with ids when it
+// is encrypted (failing with a *crypt.NoIdentityError when none fits).
+func OpenArtifacts(b bucket.Bucket, idx *index.BackupIndex, ids *crypt.Identities) engines.ArtifactReader {
+	return &artifactSource{x: &Executor{cfg: Config{Bucket: b}}, idx: idx, ids: ids}
 }

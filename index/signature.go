@@ -23,6 +23,9 @@ const (
 	// CatalogNamespace signs a catalog snapshot: the compacting worker
 	// vouches for the entries and the signature facts it recorded.
 	CatalogNamespace = "capsule-catalog"
+	// WALNamespace signs the header line of a WAL object (package pitr),
+	// which holds the sha256 of the object's payload.
+	WALNamespace = "capsule-wal"
 )
 
 // SignatureSuffix ends the key of an object's signature, which lies beside
@@ -275,6 +278,24 @@ func (t *Trust) judge(f Signature) Signature {
 	}
 	return f
 }
+
+// Sign signs data in namespace with the signer's key: an armored SSH
+// signature, as ssh-keygen -Y sign -n namespace writes it. For objects
+// that carry their signature inside (WAL objects), not beside.
+func (s *Signer) Sign(namespace string, data []byte) ([]byte, error) {
+	return sshsig.Sign(s.key, namespace, data)
+}
+
+// Check judges sig as a signature of data in namespace by t's rules, the
+// same as an index's: hasSig false when the object has none (unsigned,
+// accepted only with AllowUnsigned). A nil t or one without keys checks
+// nothing (SigUnchecked).
+func (t *Trust) Check(namespace string, data, sig []byte, hasSig bool) Signature {
+	return t.check(namespace, data, sig, hasSig)
+}
+
+// Missing says the object had no signature at all.
+func (s Signature) Missing() bool { return s.missing }
 
 // putSignature signs data in namespace and writes the signature beside
 // key, create-only. When one is there already (an earlier attempt's), it

@@ -10,31 +10,45 @@
 //
 //	wal/<cluster>/<source>/<timeline>/<startLSN>-<endLSN>-<attempt>.zst
 //
-// each a header line (timeline, LSN range, sha256 of the WAL, the
-// server's clock) and the WAL, zstd-compressed. Writes are create-only
+// each a header line (timeline, LSN range, checksums, the server's
+// clock; nothing of the data), with signing on an SSH signature of that
+// line (namespace capsule-wal; the header holds the payload's sha256, so
+// the signature covers the whole object with no second request), and the
+// WAL, zstd-compressed and, when the source (else the worker) has
+// recipients, encrypted with age to them. Writes are create-only
 // and the name carries the lease's attempt, so a zombie holder never
 // overwrites its successor's objects; the slot's position advances only
 // after the bucket acknowledged the write. Objects of two holders may
 // overlap: WAL at one LSN of one timeline is the same bytes whoever
-// wrote it.
+// wrote it. Readers judge the signature by the same Trust as backups'
+// indexes (unsigned WAL only with --allow-unsigned) and open encrypted
+// WAL with the worker's and the source's identities; objects written
+// before encryption and signing stay readable. With worker.retainFor
+// each object gets the same Object Lock retain-until date as backups;
+// retention skips the objects the bucket still keeps.
 //
 // Base backups are the postgres engine's (pitr: true makes them
-// BASE_BACKUP archives) and go through the executor's pipeline like
-// every other artifact. Restore picks the newest base backup before the
+// BASE_BACKUP archives, with the databases and tables of the server
+// recorded) and go through the executor's pipeline like every other
+// artifact. Restore picks the newest trusted base backup before the
 // target, replays WAL from the bucket in a temporary server of the
 // backup's major version, and either loads the result into the live
 // server with the engine's side-database swap or leaves a data
 // directory for a new server. On a worker, Restorer runs it for a
 // Restore request that names a point in time (executor.PointInTimeRestorer),
 // on the worker's scratch space, fenced by the request's attempt, from
-// base backups its trust accepts.
+// base backups its trust accepts. VerifyBase (the executor's verifier of
+// base backups) replays one to consistency the same way and checks the
+// databases and tables it recorded.
 //
-// Not yet: WAL objects are compressed and checksummed but not encrypted
-// or signed (Header.Encryption is where a scheme will be named, encode
-// where it will seal; base backups get whatever the executor's artifact
-// pipeline does); a promotion of the source (a new timeline) restarts the
+// Not yet: a promotion of the source (a new timeline) restarts the
 // stream on the new timeline without its history file, so restores cross
 // no timeline switch; base backups with tablespaces other than the
 // default are taken but not restored; a restore to a time stages all the
-// WAL after the base backup, not just up to the target.
+// WAL after the base backup, not just up to the target; base
+// backups record no row counts (a physical copy is consistent only at
+// its stop LSN), so a verification reads every table but compares no
+// count; the recoverable window (RecoverableWindow, Newest: capsule ls,
+// the API, the metric) reads WAL headers without judging their
+// signatures (a restore does judge them).
 package pitr

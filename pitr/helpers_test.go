@@ -104,11 +104,19 @@ type running struct {
 
 func runStream(t *testing.T, b bucket.Bucket, src engines.Source, holder string, lease time.Duration) *running {
 	t.Helper()
+	return runStreamCfg(t, pitr.StreamConfig{Bucket: b, Source: src,
+		Leaser: &pitr.BucketLeaser{Bucket: b, Holder: holder, Length: lease}})
+}
+
+// runStreamCfg runs a stream of cfg (its Bucket, Source, Leaser and
+// what else it sets; the test's cluster, retry, log and Written).
+func runStreamCfg(t *testing.T, cfg pitr.StreamConfig) *running {
+	t.Helper()
 	r := &running{signal: make(chan struct{}, 1), done: make(chan struct{})}
+	cfg.Cluster, cfg.Retry, cfg.Log = cluster, 200*time.Millisecond, enginetest.TestLog(t)
 	s, err := pitr.NewStream(pitr.StreamConfig{
-		Bucket: b, Cluster: cluster, Source: src, Retry: 200 * time.Millisecond,
-		Leaser: &pitr.BucketLeaser{Bucket: b, Holder: holder, Length: lease},
-		Log:    enginetest.TestLog(t),
+		Bucket: cfg.Bucket, Cluster: cfg.Cluster, Source: cfg.Source, Retry: cfg.Retry,
+		Leaser: cfg.Leaser, Log: cfg.Log, Recipients: cfg.Recipients, Signer: cfg.Signer, RetainFor: cfg.RetainFor,
 		Written: func(sg pitr.Segment, _ pitr.Header) {
 			r.mu.Lock()
 			r.written = append(r.written, sg)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/executor"
@@ -21,7 +22,6 @@ import (
 	"github.com/cnvrg/capsule/internal/pgserver"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/jackc/pglogrepl"
-	"github.com/klauspost/compress/zstd"
 	"github.com/sirupsen/logrus"
 )
 
@@ -31,6 +31,9 @@ type Target struct {
 	Time   time.Time
 	LSN    pglogrepl.LSN
 	Latest bool
+	// immediate (a verification's) ends recovery as soon as the cluster
+	// is consistent; LSN then bounds the WAL staged.
+	immediate bool
 }
 
 func (t Target) String() string {
@@ -90,11 +93,16 @@ type RestoreConfig struct {
 	Attempt      int
 	Fence        func(ctx context.Context) error
 	StaleStaging func(ctx context.Context, id string, attempt int) (bool, error)
-	// Trust judges base backups' signatures: one it does not trust is
-	// never restored from. Nil checks none.
-	Trust *index.Trust
 	// Phase, when set, is told what the restore does now.
 	Phase func(string)
+	// Identities open an encrypted base backup and encrypted WAL (the
+	// worker's and the source's); without one that fits, the restore
+	// fails naming the recipients that would.
+	Identities *crypt.Identities
+	// Trust judges the signatures of the base backups and of the WAL,
+	// by the same rules: an untrusted one is never used (an unsigned one
+	// only with AllowUnsigned). Nil checks none.
+	Trust *index.Trust
 }
 
 // RestoreResult says what was restored.
@@ -129,24 +137,21 @@ type base struct {
 	start, stop pglogrepl.LSN
 }
 
-// bases lists a source's committed base backups, newest first.
-func bases(ctx context.Context, b bucket.Reader, cluster, source string) ([]base, error) {
-	return trustedBases(ctx, b, cluster, source, nil)
-}
-
-// trustedBases is bases whose signatures t trusts (every one when t
-// checks none).
-func trustedBases(ctx context.Context, b bucket.Reader, cluster, source string, t *index.Trust) ([]base, error) {
-	entries, err := index.List(ctx, b, index.Filter{Cluster: cluster, Source: source, Trust: t})
+// bases lists a source's committed base backups, newest first, and
+// says why it left out any that trust refuses.
+func bases(ctx context.Context, b bucket.Reader, cluster, source string, trust *index.Trust) ([]base, []string, error) {
+	entries, err := index.List(ctx, b, index.Filter{Cluster: cluster, Source: source, Trust: trust})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []base
+	var refused []string
 	for _, e := range entries {
 		if e.Format != postgres.FormatBase || e.Status != requests.StatusSucceeded {
 			continue
 		}
-		if t.Checks() && e.TrustError() != nil {
+		if err := e.TrustError(); err != nil {
+			refused = append(refused, err.Error())
 			continue
 		}
 		d, err := postgres.ReadBaseDetails(engines.BackupInfo{Format: e.Format, Details: e.Details})
@@ -157,7 +162,7 @@ func trustedBases(ctx context.Context, b bucket.Reader, cluster, source string, 
 		stop, _ := pglogrepl.ParseLSN(d.StopLSN)
 		out = append(out, base{idx: e.BackupIndex, d: d, start: start, stop: stop})
 	}
-	return out, nil
+	return out, refused, nil
 }
 
 // covering is the span that holds every byte of WAL from the segment of
@@ -179,39 +184,34 @@ func segStart(l pglogrepl.LSN, segSize int64) pglogrepl.LSN {
 
 // lastTime is the server's clock when it sent the last byte of span:
 // the latest moment a restore from it recovers.
-func lastTime(ctx context.Context, b bucket.Reader, s Span) (time.Time, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
-	if err != nil {
-		return time.Time{}, err
-	}
-	defer dec.Close()
-	last := s.Segments[len(s.Segments)-1]
-	_, h, err := readSegment(ctx, b, last, dec)
-	return h.ServerTime, err
+// Only the header is read (it is readable without a key), and judged
+// by the opener's trust.
+func lastTime(ctx context.Context, b bucket.Reader, o *opener, s Span) (time.Time, error) {
+	obj, err := o.fetch(ctx, b, s.Segments[len(s.Segments)-1])
+	return obj.h.ServerTime, err
 }
 
 // choose picks the newest base backup that the target can start from,
 // with the WAL span it replays.
 // Its errors that say the target can never be reached as asked wrap
 // executor.ErrPointInTimeRefused.
-func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Target, trust *index.Trust) (base, Span, error) {
-	all, err := trustedBases(ctx, b, cluster, source, trust)
+func choose(ctx context.Context, b bucket.Reader, o *opener, cluster, source string, t Target) (base, Span, error) {
+	all, refused, err := bases(ctx, b, cluster, source, o.trust)
 	if err != nil {
 		return base{}, Span{}, err
 	}
+	if len(all) == 0 && len(refused) > 0 {
+		return base{}, Span{}, fmt.Errorf("%w: source %s has no trusted base backup in cluster %s: %s", executor.ErrPointInTimeRefused, source, cluster, strings.Join(refused, "; "))
+	}
 	if len(all) == 0 {
-		what := "no base backup"
-		if trust.Checks() {
-			what = "no base backup signed by a trusted key"
-		}
-		return base{}, Span{}, fmt.Errorf("%w: source %s has %s in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", executor.ErrPointInTimeRefused, source, what, cluster)
+		return base{}, Span{}, fmt.Errorf("%w: source %s has no base backup in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", executor.ErrPointInTimeRefused, source, cluster)
 	}
 	segs, err := ListSegments(ctx, b, cluster, source)
 	if err != nil {
 		return base{}, Span{}, err
 	}
 	spans := Spans(segs)
-	var reasons []string
+	reasons := refused
 	for _, bb := range all {
 		switch {
 		case !t.Time.IsZero() && bb.idx.FinishedAt.After(t.Time):
@@ -230,7 +230,7 @@ func choose(ctx context.Context, b bucket.Reader, cluster, source string, t Targ
 		case t.LSN != 0 && span.End < t.LSN:
 			return base{}, Span{}, fmt.Errorf("%w: LSN %s is past the latest recoverable point %s", executor.ErrPointInTimeRefused, t.LSN, span.End)
 		case !t.Time.IsZero():
-			latest, err := lastTime(ctx, b, span)
+			latest, err := lastTime(ctx, b, o, span)
 			if err != nil {
 				return base{}, Span{}, err
 			}
@@ -265,12 +265,20 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 			cfg.Phase(p)
 		}
 	}
+	o, err := newOpener(cfg.Cluster, cfg.Source, cfg.Identities, cfg.Trust)
+	if err != nil {
+		return nil, err
+	}
+	defer o.close()
 	phase("choose base backup")
-	bb, span, err := choose(ctx, cfg.Bucket, cfg.Cluster, cfg.Source, cfg.Target, cfg.Trust)
+	bb, span, err := choose(ctx, cfg.Bucket, o, cfg.Cluster, cfg.Source, cfg.Target)
 	if err != nil {
 		return nil, err
 	}
 	log = log.WithField("backup_id", bb.idx.BackupID)
+	if err := precheck(ctx, cfg.Bucket, o, bb, span); err != nil {
+		return nil, err
+	}
 	bin, err := postgres.BinDir(bb.d.ServerVersionNum)
 	if err != nil {
 		return nil, err
@@ -299,13 +307,13 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	}
 	log.Info("unpacking the base backup")
 	phase("unpack base backup")
-	if err := unpack(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx), postgres.BaseArtifact, data); err != nil {
+	if err := unpack(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx, cfg.Identities), postgres.BaseArtifact, data); err != nil {
 		return nil, err
 	}
 	from := segStart(bb.start, bb.d.WALSegmentSize)
 	log.WithField("from", from.String()).WithField("to", span.End.String()).Info("staging WAL")
 	phase("stage WAL")
-	if err := stageWAL(ctx, cfg.Bucket, span, from, cfg.Target, bb.d.WALSegmentSize, filepath.Join(data, "pg_wal")); err != nil {
+	if err := stageWAL(ctx, cfg.Bucket, o, span, bb, cfg.Target, filepath.Join(data, "pg_wal")); err != nil {
 		return nil, err
 	}
 	autoConf, err := os.ReadFile(filepath.Join(data, "postgresql.auto.conf"))
@@ -385,6 +393,40 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	return res, nil
 }
 
+// precheck fails before anything is unpacked when the identities at
+// hand open neither the base backup's encrypted artifacts nor its first
+// WAL object, or that object is untrusted: a restore or verification
+// learns it in seconds, not after copying the whole cluster. Every other
+// object is still checked as it is staged.
+func precheck(ctx context.Context, b bucket.Reader, o *opener, bb base, span Span) error {
+	for _, art := range bb.idx.Artifacts {
+		if art.Encryption == nil {
+			continue
+		}
+		if art.Encryption.Scheme != crypt.Scheme {
+			return fmt.Errorf("artifact %s of base backup %s is encrypted with %q: this capsule decrypts only %s", art.Name, bb.idx.BackupID, art.Encryption.Scheme, crypt.Scheme)
+		}
+		if err := o.ids.Check("base backup "+bb.idx.BackupID, art.Encryption.Recipients); err != nil {
+			return err
+		}
+	}
+	from := segStart(bb.start, bb.d.WALSegmentSize)
+	for _, s := range span.Segments {
+		if s.End <= from {
+			continue
+		}
+		obj, err := o.fetch(ctx, b, s)
+		if err != nil {
+			return err
+		}
+		if obj.h.Encryption == crypt.Scheme {
+			return o.ids.Check("WAL "+s.Key, obj.h.Recipients)
+		}
+		return nil
+	}
+	return nil
+}
+
 // unpack extracts a tar artifact into dir: directories, regular files
 // and symbolic links, none outside dir.
 func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) error {
@@ -397,6 +439,12 @@ func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) 
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
+			// The archive's end marker is not the artifact's end: read
+			// to it, where the checksum's verdict comes. Without this, a
+			// damaged archive whose tar structure survived was used.
+			if _, err := io.Copy(io.Discard, rc); err != nil {
+				return fmt.Errorf("read %s: %w", name, err)
+			}
 			return nil
 		}
 		if err != nil {
@@ -438,17 +486,16 @@ func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) 
 }
 
 // stageWAL writes the segment files recovery replays into pg_wal: from
-// the segment of from to the end of span (or the target LSN's segment).
-// The last one holds zeros after the span's end, where recovery stops.
-func stageWAL(ctx context.Context, b bucket.Reader, span Span, from pglogrepl.LSN, t Target, segSize int64, walDir string) error {
+// the segment of bb's start to the end of span (or the target LSN's
+// segment). The last one holds zeros after the span's end, where
+// recovery stops. Every object is checked (name, checksum, signature,
+// the server it came from) before a byte of it is staged.
+func stageWAL(ctx context.Context, b bucket.Reader, o *opener, span Span, bb base, t Target, walDir string) error {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return err
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
-	if err != nil {
-		return err
-	}
-	defer dec.Close()
+	segSize := bb.d.WALSegmentSize
+	from := segStart(bb.start, segSize)
 	var f *os.File
 	var fileSeg uint64 = ^uint64(0)
 	closeFile := func() error {
@@ -467,9 +514,12 @@ func stageWAL(ctx context.Context, b bucket.Reader, span Span, from pglogrepl.LS
 		if t.LSN != 0 && s.Start > t.LSN+pglogrepl.LSN(segSize) {
 			break
 		}
-		wal, _, err := readSegment(ctx, b, s, dec)
+		wal, h, err := o.read(ctx, b, s)
 		if err != nil {
 			return err
+		}
+		if h.SystemID != "" && bb.d.SystemID != "" && h.SystemID != bb.d.SystemID {
+			return fmt.Errorf("WAL %s is of the server with system identifier %s, the base backup %s of %s", s.Key, h.SystemID, bb.idx.BackupID, bb.d.SystemID)
 		}
 		seg := uint64(s.Start) / uint64(segSize)
 		if seg != fileSeg {
@@ -558,6 +608,8 @@ func prepareRecovery(srv *pgserver.Server, scratch string, t Target) error {
 		"shared_preload_libraries": "",
 	}
 	switch {
+	case t.immediate:
+		settings["recovery_target"] = "immediate"
 	case !t.Time.IsZero():
 		settings["recovery_target_time"] = t.Time.UTC().Format("2006-01-02 15:04:05.999999") + "+00"
 	case t.LSN != 0:

@@ -40,11 +40,28 @@ func (s sources) Lookup(name string) (engines.Source, error) {
 // scheduled backup would.
 func baseBackup(t *testing.T, b bucket.Bucket, src engines.Source) *index.BackupIndex {
 	t.Helper()
-	x, err := executor.New(executor.Config{Bucket: b, Engines: engines.NewRegistry(postgres.New()), Sources: sources{src.Name: src},
-		Worker: "test", Version: "test", Log: enginetest.TestLog(t)})
+	return baseBackupBy(t, newExecutor(t, b, src, nil), src)
+}
+
+// newExecutor is a worker's executor of src; edit, when set, changes
+// its configuration first.
+func newExecutor(t *testing.T, b bucket.Bucket, src engines.Source, edit func(*executor.Config)) *executor.Executor {
+	t.Helper()
+	cfg := executor.Config{Bucket: b, Engines: engines.NewRegistry(postgres.New()), Sources: sources{src.Name: src},
+		Worker: "test", Version: "test", Log: enginetest.TestLog(t), FormatVerifiers: pitr.Verifiers()}
+	if edit != nil {
+		edit(&cfg)
+	}
+	x, err := executor.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return x
+}
+
+// baseBackupBy takes a base backup of src with x.
+func baseBackupBy(t *testing.T, x *executor.Executor, src engines.Source) *index.BackupIndex {
+	t.Helper()
 	req := requests.Request{APIVersion: requests.APIVersion, Kind: requests.KindBackup, ID: requests.NewID(), Source: src.Name, Cluster: cluster}
 	out := x.Run(context.Background(), &req, 1, nil)
 	if err := x.Commit(context.Background(), out); err != nil {

@@ -47,7 +47,7 @@ func (r *Restorer) RestorePointInTime(ctx context.Context, job *executor.PointIn
 		Bucket: r.Bucket, Cluster: job.Cluster, Source: job.Point.Source, Target: t,
 		Into: &into, Scratch: r.Scratch, ID: job.ID, Log: job.Log, Options: job.Options,
 		DropPrevious: job.DropPrevious, Attempt: job.Attempt, Fence: job.Fence, StaleStaging: job.StaleStaging,
-		Trust: job.Trust, Phase: job.Phase,
+		Identities: job.Identities, Trust: job.Trust, Phase: job.Phase,
 	})
 	if err != nil {
 		return nil, err

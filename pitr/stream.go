@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/crypt"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/postgres"
+	"github.com/cnvrg/capsule/index"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -40,12 +42,24 @@ type StreamConfig struct {
 	Log   logrus.FieldLogger
 	// Written, when set, sees every object the stream wrote.
 	Written func(Segment, Header)
+	// Recipients are the public keys (package crypt) the WAL is
+	// encrypted to when the source names none of its own
+	// (Source.Recipients), as the executor does for backups: the
+	// worker's. Neither: WAL is stored compressed, not encrypted.
+	Recipients []string
+	// Signer, when set, signs every WAL object (its header, which holds
+	// the payload's sha256), inside the object.
+	Signer *index.Signer
+	// RetainFor, when set, asks the bucket to keep every WAL object
+	// immutable for this long (S3 Object Lock), as the executor does for
+	// backups (worker.retainFor).
+	RetainFor time.Duration
 }
 
 // Stream streams one source's WAL into the bucket.
 type Stream struct {
-	cfg StreamConfig
-	enc *zstd.Encoder
+	cfg  StreamConfig
+	seal *sealer
 	// confirmed is the position the bucket acknowledged (LSN), for
 	// metrics; serverTime the server's clock of its last byte (unix ns).
 	confirmed  atomic.Uint64
@@ -72,11 +86,20 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 		cfg.Log = engines.DiscardLog()
 	}
 	cfg.Log = cfg.Log.WithFields(logrus.Fields{"source": cfg.Source.Name, "cluster": cfg.Cluster, "job": "wal-stream"})
+	specs := cfg.Source.Recipients
+	if len(specs) == 0 {
+		specs = cfg.Recipients
+	}
+	rec, err := crypt.ParseRecipients(specs)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: recipients: %w", cfg.Source.Name, err)
+	}
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{cfg: cfg, enc: enc}, nil
+	return &Stream{cfg: cfg, seal: &sealer{enc: enc, recipients: rec, signer: cfg.Signer,
+		cluster: cfg.Cluster, source: cfg.Source.Name}}, nil
 }
 
 // Confirmed is the WAL position the bucket holds, and the server's
@@ -322,13 +345,18 @@ func (w *walWriter) flush(ctx context.Context, n int) error {
 	start, end := w.bufStart, w.bufStart+pglogrepl.LSN(n)
 	h := Header{Timeline: w.rep.Timeline, Start: start.String(), End: end.String(), ServerTime: w.sentAt.UTC(),
 		SystemID: w.rep.SystemID, Attempt: w.le.Attempt()}
-	obj := encode(h, w.buf[:n], s.enc)
+	obj, err := s.seal.encode(h, w.buf[:n])
+	if err != nil {
+		return err
+	}
 	key := SegmentKey(s.cfg.Cluster, s.cfg.Source.Name, w.rep.Timeline, start, end, w.le.Attempt())
 	var info bucket.ObjectInfo
-	var err error
 	for try := 0; ; try++ {
-		info, err = s.cfg.Bucket.Put(ctx, key, bytes.NewReader(obj), int64(len(obj)),
-			bucket.PutOptions{IfNoneMatch: true, ContentType: "application/octet-stream"})
+		opts := bucket.PutOptions{IfNoneMatch: true, ContentType: "application/octet-stream"}
+		if s.cfg.RetainFor > 0 {
+			opts.RetainUntil = time.Now().Add(s.cfg.RetainFor).UTC()
+		}
+		info, err = s.cfg.Bucket.Put(ctx, key, bytes.NewReader(obj), int64(len(obj)), opts)
 		if err == nil || errors.Is(err, bucket.ErrPreconditionFailed) || ctx.Err() != nil {
 			break
 		}

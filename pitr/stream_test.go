@@ -49,7 +49,7 @@ func TestStreamWritesGaplessWAL(t *testing.T) {
 		if uint64(s.Start)/segSize != (uint64(s.End)-1)/segSize {
 			t.Errorf("%s spans two segments", s.Key)
 		}
-		if _, err := pitr.ReadSegment(ctx, b, s); err != nil {
+		if _, err := pitr.ReadSegment(ctx, b, cluster, src.Name, s, nil, nil); err != nil {
 			t.Errorf("read %s: %v", s.Key, err)
 		}
 	}

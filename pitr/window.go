@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
-	"github.com/klauspost/compress/zstd"
 )
 
 // Window is the stretch of time a point-in-time restore of a source can
@@ -36,7 +35,7 @@ type Window struct {
 // RecoverableWindow computes a source's window; nil when no restore is
 // possible (no base backup with the WAL it needs).
 func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source string) (*Window, error) {
-	all, err := bases(ctx, b, cluster, source)
+	all, _, err := bases(ctx, b, cluster, source, nil)
 	if err != nil || len(all) == 0 {
 		return nil, err
 	}
@@ -65,7 +64,12 @@ func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source str
 	if w.BaseBackups == 0 {
 		return nil, nil
 	}
-	if w.Latest, err = lastTime(ctx, b, newest); err != nil {
+	o, err := newOpener(cluster, source, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer o.close()
+	if w.Latest, err = lastTime(ctx, b, o, newest); err != nil {
 		return nil, err
 	}
 	w.LatestLSN, w.Timeline = newest.End.String(), newest.Timeline
@@ -78,7 +82,7 @@ func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source str
 // deleted: the first one may be under way. Objects Object Lock keeps
 // stay until a later run. It returns how many objects it deleted.
 func PruneWAL(ctx context.Context, b bucket.Bucket, cluster, source string) (int, error) {
-	all, err := bases(ctx, b, cluster, source)
+	all, _, err := bases(ctx, b, cluster, source, nil)
 	if err != nil || len(all) == 0 {
 		return 0, err
 	}
@@ -121,11 +125,13 @@ func Newest(ctx context.Context, b bucket.Reader, cluster, source string) (Segme
 			newest = s
 		}
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	// The header alone (readable without a key, not judged: a listing's
+	// figure, not a restore).
+	o, err := newOpener(cluster, source, nil, nil)
 	if err != nil {
 		return Segment{}, Header{}, err
 	}
-	defer dec.Close()
-	_, h, err := readSegment(ctx, b, newest, dec)
-	return newest, h, err
+	defer o.close()
+	obj, err := o.fetch(ctx, b, newest)
+	return newest, obj.h, err
 }

@@ -75,7 +75,6 @@ func TestParseInvalidNamesTheField(t *testing.T) {
 		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","time":"yesterday"}}`, "pointInTime.time"},
 		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","latest":true,"url":"postgres://u:p@h/db"}}`, "pointInTime.url"},
 		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"Source":"s","latest":true}}`, "pointInTime.Source"},
-		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":{"source":"s","latest":true},"allowUnsigned":true}`, "allowUnsigned"},
 		{`{"apiVersion":"capsule/v1","kind":"Restore","id":"a","pointInTime":"yesterday"}`, "pointInTime"},
 	} {
 		_, err := requests.Parse([]byte(tc.doc))

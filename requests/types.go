@@ -67,8 +67,9 @@ type Request struct {
 	DropPrevious bool `json:"dropPrevious,omitempty"`
 	// AllowUnsigned accepts a backup whose index has no signature (one
 	// made before signing) for this Restore or Verify, where the worker
-	// checks signatures. A signature that does not check out is never
-	// accepted.
+	// checks signatures; in a point-in-time Restore, also base backups
+	// and WAL objects without one. A signature that does not check out
+	// is never accepted.
 	AllowUnsigned bool `json:"allowUnsigned,omitempty"`
 	// Options are engine-specific restore options.
 	Options map[string]string `json:"options,omitempty"`
@@ -184,9 +185,6 @@ func (r *Request) Validate() error {
 		case r.PointInTime != nil:
 			if err := r.PointInTime.validate(); err != nil {
 				return err
-			}
-			if r.AllowUnsigned {
-				return fieldErr("allowUnsigned", "is not allowed with pointInTime (a point-in-time restore picks its base backup itself)")
 			}
 		case r.BackupID == "" && r.Kind == KindRestore:
 			return fieldErr("backupId", "is required for a Restore (or pointInTime)")

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/crypt"
+	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/metrics"
 
 	"github.com/cnvrg/capsule/engines"
@@ -109,6 +111,14 @@ func (a *app) runPITR(ctx context.Context, p *pitrFlags, to string, options map[
 		}
 		cfg.Into = &src
 	}
+	_, trust, err := a.cfg.Signing()
+	if err != nil {
+		return err
+	}
+	cfg.Trust = trust.WithUnsigned(a.allowUnsigned)
+	if cfg.Identities, err = a.pitrIdentities(ctx, p.source, cfg.Into); err != nil {
+		return err
+	}
 	b, err := a.openBucket(ctx)
 	if err != nil {
 		return err
@@ -145,7 +155,7 @@ func (a *app) submitPITR(ctx context.Context, p *pitrFlags, to string, options m
 		pt.LSN = t.LSN.String()
 	}
 	req := &requests.Request{Kind: requests.KindRestore, ID: s.id, Cluster: a.cfg.Cluster, PointInTime: pt,
-		Target: to, DropPrevious: dropPrevious, Options: options}
+		Target: to, DropPrevious: dropPrevious, Options: options, AllowUnsigned: a.allowUnsigned}
 	if err := a.validateRequest(req); err != nil {
 		return err
 	}
@@ -188,6 +198,40 @@ func (a *app) checkPITR(req *requests.Request) error {
 	return nil
 }
 
+// pitrIdentities gathers the identities that open a source's encrypted
+// base backups and WAL: the worker's own, the source's and the target's,
+// as a worker's restore does.
+func (a *app) pitrIdentities(ctx context.Context, source string, into *engines.Source) (*crypt.Identities, error) {
+	ids, err := a.cfg.Identities(ctx)
+	if err != nil {
+		return nil, err
+	}
+	srcs := []engines.Source{}
+	if src, err := a.cfg.Lookup(source); err == nil {
+		srcs = append(srcs, src)
+	}
+	if into != nil && into.Name != source {
+		srcs = append(srcs, *into)
+	}
+	for _, s := range srcs {
+		if s.Identities == nil {
+			continue
+		}
+		found, err := s.Identities(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("source %s's identities: %w", s.Name, err)
+		}
+		for origin, data := range found {
+			more, err := crypt.ParseIdentities(data, origin)
+			if err != nil {
+				return nil, fmt.Errorf("source %s: %w", s.Name, err)
+			}
+			ids = ids.Merge(more)
+		}
+	}
+	return ids, nil
+}
+
 // guardEvery is how often each worker checks the slots of pitr sources.
 const guardEvery = 30 * time.Second
 
@@ -195,7 +239,9 @@ const guardEvery = 30 * time.Second
 // true, its WAL stream (which runs on whichever worker holds the
 // stream's lease) and the slot guard (which runs on every worker). The
 // returned function stops them and waits.
-func (a *app) startPITR(ctx context.Context, b bucket.Bucket, holder string, lease time.Duration, reg *metrics.Registry) (func(), error) {
+// Their WAL is encrypted to the source's recipients (else the worker's)
+// and signed with signer when it is set, like the source's backups.
+func (a *app) startPITR(ctx context.Context, b bucket.Bucket, holder string, lease time.Duration, reg *metrics.Registry, signer *index.Signer) (func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	cluster := a.cfg.Cluster
@@ -214,6 +260,7 @@ func (a *app) startPITR(ctx context.Context, b bucket.Bucket, holder string, lea
 		}
 		s, err := pitr.NewStream(pitr.StreamConfig{
 			Bucket: b, Cluster: cluster, Source: src, Log: a.log,
+			Recipients: a.cfg.Worker.Encryption.Recipients, Signer: signer, RetainFor: a.cfg.Worker.RetainFor,
 			Leaser: &pitr.BucketLeaser{Bucket: b, Holder: holder, Length: lease},
 			Written: func(_ pitr.Segment, h pitr.Header) {
 				if reg != nil {

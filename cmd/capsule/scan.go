@@ -248,7 +248,8 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 				Bucket: b, Engines: registry(), Sources: srcs, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: log, RestoreAs: restoreAs,
 				Recipients: w.Encryption.Recipients, Identities: a.cfg.Identities,
-				Signer: signer, Trust: trust, PointInTime: &pitr.Restorer{Bucket: b, Scratch: w.Scratch},
+				Signer: signer, Trust: trust, FormatVerifiers: pitr.Verifiers(),
+				PointInTime: &pitr.Restorer{Bucket: b, Scratch: w.Scratch},
 			})
 			if err != nil {
 				return nil, err

@@ -117,7 +117,8 @@ exits with an error naming what failed on a bucket that does not;
 				Bucket: b, Prefix: prefix, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
 				Recipients: w.Encryption.Recipients, Identities: a.cfg.Identities,
-				Signer: signer, Trust: trust, PointInTime: &pitr.Restorer{Bucket: b, Scratch: w.Scratch},
+				Signer: signer, Trust: trust, FormatVerifiers: pitr.Verifiers(),
+				PointInTime: &pitr.Restorer{Bucket: b, Scratch: w.Scratch},
 			})
 			if err != nil {
 				return err
@@ -132,7 +133,7 @@ exits with an error naming what failed on a bucket that does not;
 				return err
 			}
 			if !once {
-				stopPITR, err := a.startPITR(ctx, b, name, w.Lease, services.reg)
+				stopPITR, err := a.startPITR(ctx, b, name, w.Lease, services.reg, signer)
 				if err != nil {
 					return err
 				}

@@ -59,6 +59,10 @@ type BaseDetails struct {
 	Archives         []string  `json:"archives"`
 	BackupStart      time.Time `json:"backupStart"`
 	BackupStop       time.Time `json:"backupStop"`
+	// Databases are the server's databases and their tables when the
+	// backup began: a verification checks that the recovered cluster
+	// has them. Empty in base backups taken before they were recorded.
+	Databases []BaseDatabase `json:"databases,omitempty"`
 }
 
 // ReadBaseDetails reads a base backup's details; an error when info is
@@ -379,6 +383,14 @@ func (e *Engine) baseBackup(ctx context.Context, j *job, bj *engines.BackupJob) 
 	}
 	d := BaseDetails{Mode: "base", SystemID: rep.SystemID, ServerVersionNum: rep.VersionNum,
 		WALSegmentSize: rep.SegmentSize, BackupStart: time.Now().UTC()}
+	// Recorded before the copy begins: a table dropped while it runs is
+	// the only way a verification can miss a recorded one.
+	if d.Databases, err = j.baseCatalog(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		j.log.WithError(err).Warn("could not record the databases and tables of the base backup: its verifications will not check them")
+	}
 	start, err := pglogrepl.StartBaseBackup(ctx, rep.Conn, pglogrepl.BaseBackupOptions{
 		Label: "capsule " + bj.ID, Fast: true, NoWait: true, Progress: true,
 	})

@@ -814,6 +814,12 @@ func (r *run) unswap(targets []*target) {
 // be restored (a corrupt artifact, a failing pg_restore) returns the
 // report so far, with the failing check, together with the error.
 func (e *Engine) Verify(ctx context.Context, rj *engines.RestoreJob) (*engines.VerifyReport, error) {
+	if rj.Backup.Format == FormatBase {
+		// Its recovery needs the source's WAL from the bucket, which no
+		// engine reads: the worker verifies it (package pitr, wired as
+		// the executor's verifier of this format).
+		return nil, errors.New("a base backup is verified by replaying it with the source's WAL in a temporary server: this worker has no verifier for base backups (executor.Config.FormatVerifiers)")
+	}
 	j, err := e.newJob(ctx, rj.Target, rj.Log)
 	if err != nil {
 		return nil, err
