@@ -635,9 +635,14 @@ func runZombie(t *testing.T, zc zombieCase, swap bool) {
 	}
 	t.Logf("%s: B took over as attempt 2; staging now %v", at(), zc.staged())
 
+	// A stops one of three ways: a renewal finds the lease lost; or,
+	// when its failed attempt's final renewals cannot get through (its
+	// lease writes held), it gives up writing anything and hands over;
+	// or it finishes (which the checks below fail).
 	aStopped := func() bool {
 		return logged(t, a, restore.ID, "lease lost: writing nothing more") ||
 			logged(t, a, restore.ID, "lease lost before commit: writing nothing more") ||
+			logged(t, a, restore.ID, "could not finish: handing the request to the next attempt") ||
 			logged(t, a, restore.ID, "request finished")
 	}
 	if swap {
