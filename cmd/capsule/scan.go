@@ -18,6 +18,7 @@ import (
 	"github.com/cnvrg/capsule/internal/redact"
 	"github.com/cnvrg/capsule/internal/version"
 	"github.com/cnvrg/capsule/metrics"
+	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/scanner"
 	"github.com/cnvrg/capsule/watcher"
@@ -155,7 +156,7 @@ runs the scanner together with workers for every bucket the plans name.`,
 
 func printPlans(a *app, res *scanner.Result) error {
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PLAN\tCLUSTER\tENGINE\tHOST\tBUCKET\tSCHEDULE\tROTATION\tVERIFY")
+	fmt.Fprintln(tw, "PLAN\tCLUSTER\tENGINE\tHOST\tBUCKET\tSCHEDULE\tROTATION\tVERIFY\tPITR")
 	for _, p := range res.Plans {
 		verify := "-"
 		if p.Verify != nil && p.Verify.Every > 0 {
@@ -163,8 +164,12 @@ func printPlans(a *app, res *scanner.Result) error {
 		} else if p.Verify != nil && p.Verify.Schedule != nil {
 			verify = p.Verify.Schedule.Spec
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%s\t%s\t%d\t%s\n", p.Name, p.Cluster, p.Engine, p.Host, p.Port,
-			p.Bucket.URL(), p.Schedule.Spec, p.Rotation, verify)
+		pitrOn := "-"
+		if p.PITR {
+			pitrOn = "on"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%s\t%s\t%d\t%s\t%s\n", p.Name, p.Cluster, p.Engine, p.Host, p.Port,
+			p.Bucket.URL(), p.Schedule.Spec, p.Rotation, verify, pitrOn)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -314,7 +319,31 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 		defer wait()
 		defer cancel()
 	}
+	// Point-in-time recovery: the WAL stream and slot guard of every
+	// plan with PITR on (into the plan's own bucket) and of every pitr
+	// source of the configuration (into --bucket), started and stopped
+	// as the plans change.
+	var configJobs map[string]pitr.Job
+	if fb := fixed[a.cfg.Bucket]; fb != nil {
+		if configJobs, err = a.configPITRJobs(fb); err != nil {
+			cancel()
+			return errors.Join(err, <-scanErr)
+		}
+	}
+	jobs := a.newPITRJobs(name, w.Lease, mreg)
+	jobsDone := make(chan struct{})
+	go func() {
+		defer close(jobsDone)
+		jobs.Follow(ctx, func() map[string]pitr.Job {
+			want := sc.PITRJobs()
+			for k, j := range configJobs {
+				want[k] = j
+			}
+			return want
+		}, sc.PlansChanged)
+	}()
 	fleetErr := fl.Run(ctx)
+	<-jobsDone
 	stopHTTP()
 	return errors.Join(<-scanErr, fleetErr, <-httpErr)
 }
