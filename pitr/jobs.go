@@ -73,6 +73,10 @@ type runningJob struct {
 // is an error, logged; the others still start. It returns the first
 // such error.
 func (js *Jobs) Sync(ctx context.Context, want map[string]Job) error {
+	return js.sync(ctx, want, false)
+}
+
+func (js *Jobs) sync(ctx context.Context, want map[string]Job, shutdown bool) error {
 	log := js.log()
 	js.mu.Lock()
 	if js.running == nil {
@@ -85,7 +89,7 @@ func (js *Jobs) Sync(ctx context.Context, want map[string]Job) error {
 		}
 		if _, ok := want[name]; ok {
 			log.WithField("source", r.job.Source.Name).Info("point-in-time recovery settings changed: restarting the WAL stream")
-		} else {
+		} else if !shutdown {
 			log.WithField("source", r.job.Source.Name).Info("point-in-time recovery off: stopping the WAL stream")
 		}
 		r.cancel()
@@ -136,7 +140,7 @@ func (js *Jobs) Running() []string {
 }
 
 // Stop stops every job and waits for them.
-func (js *Jobs) Stop() { _ = js.Sync(context.Background(), nil) }
+func (js *Jobs) Stop() { _ = js.sync(context.Background(), nil, true) }
 
 // Follow runs the jobs that want returns until ctx ends, calling it again
 // each time the channel that changed returns is closed, then stops them
