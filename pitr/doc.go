@@ -18,6 +18,12 @@
 // overlap: WAL at one LSN of one timeline is the same bytes whoever
 // wrote it.
 //
+// Jobs runs a worker's streams and slot guards (Job: a source, its
+// cluster and the bucket its WAL goes to), one start and stop path for
+// every caller: the configured pitr sources of "capsule worker", and the
+// plans with PITR of the CnvrgApp scanner (scanner.Scanner.PITRJobs),
+// followed as they change.
+//
 // Base backups are the postgres engine's (pitr: true makes them
 // BASE_BACKUP archives) and go through the executor's pipeline like
 // every other artifact. Restore picks the newest base backup before the
