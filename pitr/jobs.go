@@ -56,6 +56,9 @@ type Jobs struct {
 	Written func(job Job, seg Segment, h Header)
 	Observe func(job Job, lagBytes, alertBytes int64)
 	Dropped func(job Job)
+	// Stopped, when set, is called after a job stopped because it is no
+	// longer wanted or changed (not at Stop): the metrics forget it.
+	Stopped func(job Job)
 
 	mu      sync.Mutex
 	running map[string]*runningJob
@@ -101,6 +104,9 @@ func (js *Jobs) sync(ctx context.Context, want map[string]Job, shutdown bool) er
 	// the same source starts: one process never streams a source twice.
 	for _, r := range stopping {
 		<-r.done
+		if js.Stopped != nil && !shutdown {
+			js.Stopped(r.job)
+		}
 	}
 	var first error
 	js.mu.Lock()

@@ -31,6 +31,7 @@ func TestJobsSync(t *testing.T) {
 	var mu sync.Mutex
 	wrote := map[string]int{}    // holder → objects written
 	observed := map[string]int{} // holder → slot readings
+	stopped := map[string]int{}  // holder → jobs stopped (Stopped)
 	signal := make(chan struct{}, 1)
 	newJobs := func(holder string) *pitr.Jobs {
 		return &pitr.Jobs{
@@ -48,6 +49,11 @@ func TestJobsSync(t *testing.T) {
 			Observe: func(pitr.Job, int64, int64) {
 				mu.Lock()
 				observed[holder]++
+				mu.Unlock()
+			},
+			Stopped: func(pitr.Job) {
+				mu.Lock()
+				stopped[holder]++
 				mu.Unlock()
 			},
 		}
@@ -151,6 +157,11 @@ func TestJobsSync(t *testing.T) {
 		st, err := postgres.Slot(ctx, src)
 		if err != nil || !st.Exists || st.Active {
 			t.Errorf("slot %+v, %v: want kept, with no sender", st, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped["w1"] != 2 || stopped["w2"] != 2 {
+			t.Errorf("Stopped calls %v, want 2 each (the restart and the stop)", stopped)
 		}
 	})
 }

@@ -128,6 +128,7 @@ func (a *app) newPITRJobs(holder string, lease time.Duration, reg *metrics.Regis
 		}
 		js.Observe = func(j pitr.Job, lag, alert int64) { reg.ObserveSlot(j.Cluster, j.Source.Name, lag, alert) }
 		js.Dropped = func(j pitr.Job) { reg.SlotDropped(j.Cluster, j.Source.Name) }
+		js.Stopped = func(j pitr.Job) { reg.ForgetPITR(j.Cluster, j.Source.Name) }
 	}
 	return js
 }
