@@ -231,6 +231,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 	if err != nil {
 		return err
 	}
+	safe := newSafeBuckets()
 	web := &scanAPI{a: a, sc: sc, fixed: fixed, reg: mreg, tokenFile: a.getenv("CAPSULE_API_TOKEN_FILE"), trust: trust}
 	fl, err := fleet.New(fleet.Config{
 		Set: sc, Fixed: fixed, Log: a.log, Changed: web.follow,
@@ -266,7 +267,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			}
 			// The bucket's start-up safety check runs in the member's
 			// goroutine: a slow or unsafe bucket holds up no other.
-			return gatedRunner{safety: &svc.safety, b: b, r: seeded{w: wt, reg: mreg, b: b, log: log, trust: trust}, log: log}, nil
+			return gatedRunner{safety: &svc.safety, b: b, r: seeded{w: wt, reg: mreg, b: b, log: log, trust: trust}, log: log, passed: safe}, nil
 		},
 	})
 	if err != nil {
@@ -322,7 +323,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 	// Point-in-time recovery: the WAL stream and slot guard of every
 	// plan with PITR on (into the plan's own bucket) and of every pitr
 	// source of the configuration (into --bucket), started and stopped
-	// as the plans change.
+	// as the plans change, once their bucket passed the start-up check.
 	var configJobs map[string]pitr.Job
 	if fb := fixed[a.cfg.Bucket]; fb != nil {
 		if configJobs, err = a.configPITRJobs(fb); err != nil {
@@ -339,8 +340,26 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			for k, j := range configJobs {
 				want[k] = j
 			}
+			for k, j := range want {
+				if !safe.has(j.Bucket) {
+					delete(want, k)
+				}
+			}
 			return want
-		}, sc.PlansChanged)
+		}, func() <-chan struct{} {
+			// Either change: the plans, or the buckets that passed.
+			plans, buckets := sc.PlansChanged(), safe.Changed()
+			ch := make(chan struct{})
+			go func() {
+				defer close(ch)
+				select {
+				case <-plans:
+				case <-buckets:
+				case <-ctx.Done():
+				}
+			}()
+			return ch
+		})
 	}()
 	fleetErr := fl.Run(ctx)
 	<-jobsDone
