@@ -119,7 +119,10 @@ annotations the operator writes on the PostgreSQL PVC are read too (one plan per
 service when both are there). Every replica drops each plan's requests at its
 slots, create-only, so any number of replicas make exactly one request per slot;
 after each successful backup it applies the rotation. Invalid blocks become
-Warning Events on the CnvrgApp when the role may create them.
+Warning Events on the CnvrgApp when the role may create them. The annotation
+capsule.cnvrg.io/pitr-pg: "true" on a CnvrgApp turns on point-in-time recovery
+for its PostgreSQL plan: base backups, and a WAL stream that "worker --scan"
+runs into the plan's bucket.
 
 With --once it reads the CnvrgApps and their Secrets once, prints the plans
 (no secrets) and exits, without touching any bucket. "capsule worker --scan"
