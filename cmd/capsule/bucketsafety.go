@@ -109,7 +109,7 @@ type gatedRunner struct {
 
 func (g gatedRunner) Run(ctx context.Context) error {
 	if err := g.safety.gate(ctx, g.b, g.log); err != nil {
-		g.log.WithError(err).Error("no watcher and no WAL stream for this bucket: it failed the start-up safety check")
+		g.log.WithError(err).Error("no watcher for this bucket, and no WAL stream into it: it failed the start-up safety check")
 		<-ctx.Done()
 		return nil
 	}
