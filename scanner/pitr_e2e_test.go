@@ -107,7 +107,9 @@ func TestWorkerScanPITR(t *testing.T) {
 		stderr *lockedBuffer
 		exited chan error
 	}
-	const lease = 3 * time.Second
+	// Long enough that a renewal never misses on a busy machine: a second
+	// holder here would be a takeover, not two holders at once.
+	const lease = 5 * time.Second
 	var procs []*proc
 	for _, name := range []string{"worker-1", "worker-2"} {
 		cmd := exec.Command(bin, "worker", "--scan", "--kubeconfig", f.k.conf, "--namespaces", f.ns, "--service-host", "127.0.0.1",
@@ -305,26 +307,33 @@ func TestWorkerScanPITR(t *testing.T) {
 
 	t.Run("a bad value is one InvalidBackupPlan Event", func(t *testing.T) {
 		f.update("cnvrg-app", func(u *unstructured.Unstructured) { u.SetAnnotations(map[string]string{ann: "yes"}) })
-		waitFor("both replicas to report the bad value", 30*time.Second, func() bool {
+		invalid := func() []corev1.Event {
+			t.Helper()
+			events, err := f.k.cs.CoreV1().Events(f.ns).List(ctx, metav1.ListOptions{
+				FieldSelector: fields.OneTermEqualSelector("involvedObject.name", "cnvrg-app").String(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found []corev1.Event
+			for _, e := range events.Items {
+				if e.Reason == scanner.ReasonInvalidBackupPlan {
+					found = append(found, e)
+				}
+			}
+			return found
+		}
+		// Each replica logs the problem, then writes the Event; the
+		// second write of the same Event fails as already there.
+		waitFor("both replicas to report the bad value, and its Event", 30*time.Second, func() bool {
 			for _, p := range procs {
 				if !strings.Contains(p.stderr.String(), "the backups go on without point-in-time recovery") {
 					return false
 				}
 			}
-			return true
+			return len(invalid()) > 0
 		})
-		events, err := f.k.cs.CoreV1().Events(f.ns).List(ctx, metav1.ListOptions{
-			FieldSelector: fields.OneTermEqualSelector("involvedObject.name", "cnvrg-app").String(),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var found []corev1.Event
-		for _, e := range events.Items {
-			if e.Reason == scanner.ReasonInvalidBackupPlan {
-				found = append(found, e)
-			}
-		}
+		found := invalid()
 		if len(found) != 1 {
 			t.Fatalf("%d InvalidBackupPlan Events, want exactly 1 from 2 replicas: %+v", len(found), found)
 		}
