@@ -160,6 +160,16 @@ func (r *Registry) ObserveSlot(cluster, source string, lagBytes, alertBytes int6
 	r.slotAlert.WithLabelValues(label(cluster), label(source)).Set(float64(alertBytes))
 }
 
+// ForgetPITR removes a source's stream and slot gauges when this worker
+// stops its stream (point-in-time recovery turned off, the plan gone): a
+// last value left behind would look like a stream falling behind
+// (CapsulePITRBehind) forever.
+func (r *Registry) ForgetPITR(cluster, source string) {
+	for _, g := range []*prometheus.GaugeVec{r.pitrLatest, r.slotLag, r.slotAlert} {
+		g.DeleteLabelValues(label(cluster), label(source))
+	}
+}
+
 // SlotDropped counts a slot the guard dropped.
 func (r *Registry) SlotDropped(cluster, source string) {
 	r.slotDrops.WithLabelValues(label(cluster), label(source)).Inc()

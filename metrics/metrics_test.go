@@ -423,3 +423,26 @@ func TestLoadCatalogReadsTheCatalogNotEveryIndex(t *testing.T) {
 		t.Fatalf("gauge %v, want the newest backup's time", v)
 	}
 }
+
+// TestForgetPITR: a stream stopped on purpose leaves no gauge behind
+// that would look like a stream falling behind.
+func TestForgetPITR(t *testing.T) {
+	r := metrics.New(metrics.Options{})
+	r.ObservePITR("prod", "cnvrg/pg", time.Now())
+	r.ObserveSlot("prod", "cnvrg/pg", 10, 100)
+	r.ObservePITR("prod", "other", time.Now())
+	r.ForgetPITR("prod", "cnvrg/pg")
+	s := scrapes{scrape(t, r.Handler())}
+	for _, name := range []string{metrics.PITRRecoverable, metrics.PITRSlotLag, metrics.PITRSlotAlert} {
+		n := 0
+		s.each(name, L{"source": "cnvrg/pg"}, func(*dto.Metric) { n++ })
+		if n != 0 {
+			t.Errorf("%s still has %d series of the stopped source", name, n)
+		}
+	}
+	n := 0
+	s.each(metrics.PITRRecoverable, L{"source": "other"}, func(*dto.Metric) { n++ })
+	if n != 1 {
+		t.Errorf("the other source's series: %d, want 1", n)
+	}
+}

@@ -27,6 +27,12 @@
 // each object gets the same Object Lock retain-until date as backups;
 // retention skips the objects the bucket still keeps.
 //
+// Jobs runs a worker's streams and slot guards (Job: a source, its
+// cluster and the bucket its WAL goes to), one start and stop path for
+// every caller: the configured pitr sources of "capsule worker", and the
+// plans with PITR of the CnvrgApp scanner (scanner.Scanner.PITRJobs),
+// followed as they change.
+//
 // Base backups are the postgres engine's (pitr: true makes them
 // BASE_BACKUP archives, with the databases and tables of the server
 // recorded) and go through the executor's pipeline like every other

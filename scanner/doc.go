@@ -76,7 +76,14 @@
 //   - the verification schedule, if any: backup.verify {every: N} or
 //     {period: 24h}, or, since the shipped CRD prunes fields it does not
 //     declare, the annotation capsule.cnvrg.io/verify-<svc>: "every=N" or
-//     "period=24h" on the CnvrgApp (the block wins when both are there).
+//     "period=24h" on the CnvrgApp (the block wins when both are there);
+//   - point-in-time recovery (PostgreSQL only): backup.pitr (true or
+//     false) or, where the CRD prunes it, the annotation
+//     capsule.cnvrg.io/pitr-<svc>: "true" or "false" on the CnvrgApp (the
+//     block wins); for a PVC plan, capsule.mlops.cnvrg.io/pitr on the PVC.
+//     The plan's source gets pitr: true, so its backups are base backups,
+//     and Scanner.PITRJobs gives its WAL stream (see Point-in-time
+//     recovery).
 //
 // Every value the scanner puts into a URL or a host name is checked first,
 // and the URLs are built with net/url: a svcName such as
@@ -97,7 +104,23 @@
 // the annotated PVC). The Event's name derives from the problem and the
 // object's generation, so N replicas write one Event. A bad verification
 // setting is reported the same way but only drops the verifications, not
-// the backups.
+// the backups; so is a bad pitr setting (a value other than "true" or
+// "false", or pitr on redis or es): the plan's backups go on without
+// point-in-time recovery.
+//
+// # Point-in-time recovery
+//
+// PITRJobs returns a pitr.Job for each plan with PITR on, named
+// "plan/<plan>": the plan's bucket client (the one Buckets holds under
+// the plan's key, and no other: a tenant's WAL goes only into its own
+// bucket), its cluster and its source, whose password is the plan's
+// latest, asked at each connection. PlansChanged is closed when the plans
+// change. "capsule worker --scan" and "capsule start" follow them with
+// pitr.Jobs: every replica's worker competes for each stream's lease in
+// the plan's bucket (locks/wal/…), so one holds it, and every replica
+// guards the slot; a stream starts when its plan appears or turns PITR on
+// and stops, handing its lease back, when the plan goes or turns it off.
+// The role of the plan's credsRef Secret needs REPLICATION.
 //
 // # Schedules without a leader
 //
@@ -206,7 +229,8 @@
 // annotations, as the old service read them: capsule.mlops.cnvrg.io/backup
 // ("true" enables), serviceType (postgresql, the only one), bucketRef
 // (default cp-object-storage), credsRef (default pg-creds), rotation
-// (default 5) and period (default 24h, old syntax included). A PVC plan
+// (default 5) and period (default 24h, old syntax included), and
+// capsule's own pitr ("true" or "false", see Plans). A PVC plan
 // connects to port 5432 of the Service its credentials Secret names in
 // POSTGRES_HOST (default postgres), in the PVC's namespace, as the old
 // service did.

@@ -56,6 +56,10 @@ type Plan struct {
 	Rotation int
 	// Verify, when set, schedules verifications of the newest backup.
 	Verify *VerifyPolicy
+	// PITR turns on point-in-time recovery (PostgreSQL plans only): the
+	// source gets pitr: true, so its backups are base backups, and the
+	// workers stream its WAL into the plan's bucket (Scanner.PITRJobs).
+	PITR bool
 	// From says where the plan came from: FromCnvrgApp (a backup block of
 	// the CnvrgApp) or FromPVC (the capsule.mlops.cnvrg.io/ annotations
 	// the operator writes on the PostgreSQL PVC).
@@ -123,6 +127,8 @@ type planJSON struct {
 	Schedule scheduleJSON   `json:"schedule"`
 	Rotation int            `json:"rotation"`
 	Verify   map[string]any `json:"verify,omitempty"`
+	// PITR: point-in-time recovery on (WAL streamed, base backups).
+	PITR bool `json:"pitr"`
 	// Encryption: the recipients (public keys) and the identity
 	// Secret's name, never its content.
 	Encryption map[string]any `json:"encryption,omitempty"`
@@ -176,6 +182,7 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 			Region: p.Bucket.Region, Account: p.Bucket.Account, Bucket: p.Bucket.Bucket, Prefix: p.Bucket.Prefix, Credentials: p.Bucket.Credentials()},
 		Schedule: scheduleView(p.Schedule),
 		Rotation: p.Rotation,
+		PITR:     p.PITR,
 	}
 	if len(p.Recipients) > 0 || p.IdentitySecret != "" {
 		v.Encryption = map[string]any{"recipients": p.Recipients, "identitySecret": p.IdentitySecret}
@@ -241,6 +248,10 @@ const (
 	// IdentityAnnotationPrefix + service names the Secret whose age
 	// identities open the service's backups.
 	IdentityAnnotationPrefix = "capsule.cnvrg.io/identity-"
+	// PITRAnnotationPrefix + service ("capsule.cnvrg.io/pitr-pg":
+	// "true" or "false") turns point-in-time recovery on or off, where
+	// the CRD prunes backup.pitr. PostgreSQL only.
+	PITRAnnotationPrefix = "capsule.cnvrg.io/pitr-"
 	// AdminRole is the PostgreSQL superuser of the platform's PostgreSQL
 	// image, whose password pg-creds holds as POSTGRESQL_ADMIN_PASSWORD.
 	AdminRole        = "postgres"
@@ -447,6 +458,7 @@ func (b *block) plan(engine, defSvc string, defPort int, cluster string) (Plan, 
 		ps.rotation = b.rotation(b.path("backup", "rotation"), n)
 	}
 	ps.verify = b.verify()
+	ps.pitr = b.pitr(engine)
 	b.encryption(&ps)
 	ps.bucketRef, ps.bucketField = b.str("backup", "bucketRef"), b.path("backup", "bucketRef")
 	// The credentials: backup.credsRef, else the service's.
@@ -476,6 +488,8 @@ type planSpec struct {
 	schedule  Schedule
 	rotation  int
 	verify    *VerifyPolicy
+	// pitr: point-in-time recovery on (postgres only; checked when read).
+	pitr bool
 	// The Secrets and the fields that name them.
 	bucketRef, bucketField string
 	creds, credsField      string
@@ -524,6 +538,7 @@ func (b *block) build(ps planSpec) (Plan, bool) {
 	p := Plan{
 		Name: ps.name, App: b.ref, Service: b.svc, Cluster: ps.cluster, Engine: ps.engine, From: ps.from, PVC: b.pvc,
 		Host: ps.host, Port: ps.port, Schedule: ps.schedule, Rotation: ps.rotation, Verify: ps.verify,
+		PITR: ps.pitr && ps.engine == "postgres",
 	}
 	if err := requests.ValidateName(p.Name); err != nil {
 		b.problem("metadata.name", "plan name: %v", err)
@@ -626,6 +641,10 @@ func (b *block) build(ps planSpec) (Plan, bool) {
 		p.SourceConfig["url"] = u.String()
 		if b.ps.stagingDir != "" {
 			p.SourceConfig["stagingDir"] = b.ps.stagingDir
+		}
+		if p.PITR {
+			// Base backups, and a WAL stream (Scanner.PITRJobs).
+			p.SourceConfig["pitr"] = true
 		}
 		p.password, p.hasPassword = key("POSTGRES_PASSWORD", "POSTGRESQL_PASSWORD")
 		// The postgres superuser's password, for restores the application
@@ -744,6 +763,56 @@ func (b *block) verify() *VerifyPolicy {
 		return &VerifyPolicy{Schedule: &s}
 	}
 	return nil
+}
+
+// pitr reads spec.dbs.<svc>.backup.pitr (true or false; the shipped CRD
+// prunes it, later ones may keep it), else the annotation
+// capsule.cnvrg.io/pitr-<svc> ("true" or "false"). A bad value, or pitr
+// on a service other than PostgreSQL, is reported like a bad
+// verification setting: the plan's backups go on, without point-in-time
+// recovery.
+func (b *block) pitr(engine string) bool {
+	field := b.path("backup", "pitr")
+	var on bool
+	if v, ok := b.field("backup", "pitr"); ok {
+		x, isBool := v.(bool)
+		if !isBool {
+			b.warning(field, "must be true or false, got %T: the backups go on without point-in-time recovery", v)
+			return false
+		}
+		on = x
+	} else if a, ok := b.obj.GetAnnotations()[PITRAnnotationPrefix+b.svc]; ok {
+		field = "metadata.annotations." + PITRAnnotationPrefix + b.svc
+		if on, ok = b.pitrValue(field, a); !ok {
+			return false
+		}
+	} else {
+		return false
+	}
+	return b.pitrOn(field, engine, on)
+}
+
+// pitrValue reads an annotation's "true" or "false", reporting any other
+// value at field.
+func (b *block) pitrValue(field, v string) (on, ok bool) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true":
+		return true, true
+	case "false":
+		return false, true
+	}
+	b.warning(field, "%q: want \"true\" or \"false\"; the backups go on without point-in-time recovery", v)
+	return false, false
+}
+
+// pitrOn refuses point-in-time recovery for an engine other than
+// postgres, reporting it at field.
+func (b *block) pitrOn(field, engine string, on bool) bool {
+	if on && engine != "postgres" {
+		b.warning(field, "point-in-time recovery is for PostgreSQL only, not %s: the backups go on without it", engine)
+		return false
+	}
+	return on
 }
 
 func dedupe(s []string) []string {

@@ -291,3 +291,74 @@ func TestPlanEncryption(t *testing.T) {
 		t.Fatalf("plans %d, problems at %v", len(res.plans), fields)
 	}
 }
+
+// TestPITRSettings: the annotation capsule.cnvrg.io/pitr-pg (or the
+// block's backup.pitr, which wins) turns pitr on in the plan's source and
+// shows in the printed plan; a bad value, or pitr on another engine, is
+// one problem at the setting and the plan goes on without pitr.
+func TestPITRSettings(t *testing.T) {
+	app := sampleApp(t)
+	app.SetAnnotations(map[string]string{PITRAnnotationPrefix + "pg": "true"})
+	res := testParser(sampleSecrets()).app(context.Background(), app)
+	if len(res.plans) != 2 || len(res.problems) != 0 {
+		t.Fatalf("plans %v problems %v", res.plans, res.problems)
+	}
+	pg, redis := res.plans[0], res.plans[1]
+	if !pg.PITR || pg.Source().Config["pitr"] != true || redis.PITR || redis.Source().Config["pitr"] != nil {
+		t.Errorf("pg pitr %v config %v; redis pitr %v config %v", pg.PITR, pg.SourceConfig, redis.PITR, redis.SourceConfig)
+	}
+	printed, _ := json.Marshal(pg)
+	var view struct {
+		PITR   *bool `json:"pitr"`
+		Source struct {
+			Config map[string]any `json:"config"`
+		} `json:"source"`
+	}
+	if err := json.Unmarshal(printed, &view); err != nil || view.PITR == nil || !*view.PITR || view.Source.Config["pitr"] != true {
+		t.Errorf("printed plan %s", printed)
+	}
+	printed, _ = json.Marshal(redis)
+	if !strings.Contains(string(printed), `"pitr":false`) {
+		t.Errorf("printed redis plan %s, want pitr false", printed)
+	}
+
+	// The block's own setting wins over the annotation.
+	_ = unstructured.SetNestedField(app.Object, false, "spec", "dbs", "pg", "backup", "pitr")
+	res = testParser(sampleSecrets()).app(context.Background(), app)
+	if len(res.plans) != 2 || len(res.problems) != 0 || res.plans[0].PITR {
+		t.Errorf("backup.pitr false: plans %v problems %v", res.plans, res.problems)
+	}
+	unstructured.RemoveNestedField(app.Object, "spec", "dbs", "pg", "backup", "pitr")
+
+	for _, c := range []struct {
+		name  string
+		ann   map[string]string
+		block any
+		field string
+		msg   string
+	}{
+		{"bad value", map[string]string{PITRAnnotationPrefix + "pg": "yes"}, nil, "metadata.annotations." + PITRAnnotationPrefix + "pg", `"yes": want "true" or "false"`},
+		{"redis", map[string]string{PITRAnnotationPrefix + "redis": "true"}, nil, "metadata.annotations." + PITRAnnotationPrefix + "redis", "PostgreSQL only, not redis"},
+		{"block not a bool", nil, "true", "spec.dbs.pg.backup.pitr", "must be true or false"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			app := sampleApp(t)
+			app.SetAnnotations(c.ann)
+			if c.block != nil {
+				_ = unstructured.SetNestedField(app.Object, c.block, "spec", "dbs", "pg", "backup", "pitr")
+			}
+			res := testParser(sampleSecrets()).app(context.Background(), app)
+			if len(res.plans) != 2 || len(res.problems) != 1 {
+				t.Fatalf("plans %d problems %v, want both plans and one problem", len(res.plans), res.problems)
+			}
+			for _, p := range res.plans {
+				if p.PITR || p.SourceConfig["pitr"] != nil {
+					t.Errorf("plan %s has pitr on", p.Name)
+				}
+			}
+			if p := res.problems[0]; p.Field != c.field || !strings.Contains(p.Message, c.msg) {
+				t.Errorf("problem %+v, want at %s with %q", p, c.field, c.msg)
+			}
+		})
+	}
+}

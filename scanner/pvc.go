@@ -22,6 +22,9 @@ const (
 	annCredsRef         = PVCAnnotationPrefix + "credsRef"
 	annRotation         = PVCAnnotationPrefix + "rotation"
 	annPeriod           = PVCAnnotationPrefix + "period"
+	// annPITR ("true" or "false") is capsule's own, not the operator's:
+	// point-in-time recovery for the PVC's plan.
+	annPITR = PVCAnnotationPrefix + "pitr"
 )
 
 // DefaultPgCreds is the credentials Secret of a PVC plan without a
@@ -138,6 +141,9 @@ func (ps *parser) pvc(ctx context.Context, obj *unstructured.Unstructured) appRe
 		} else {
 			spec.rotation = b.rotation(annotationPath(annRotation), n)
 		}
+	}
+	if v, ok := ann[annPITR]; ok {
+		spec.pitr, _ = b.pitrValue(annotationPath(annPITR), v)
 	}
 	if spec.creds == "" {
 		spec.creds = DefaultPgCreds

@@ -236,3 +236,20 @@ func TestAWSOperatorMinioEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestPVCPITR: capsule.mlops.cnvrg.io/pitr on the PVC turns pitr on in
+// its plan; a bad value is one problem on the PVC and the plan goes on
+// without pitr.
+func TestPVCPITR(t *testing.T) {
+	res := testParser(operatorSecrets()).pvc(context.Background(), operatorPVC(nil, map[string]string{annPITR: "true"}))
+	if len(res.plans) != 1 || len(res.problems) != 0 || !res.plans[0].PITR || res.plans[0].SourceConfig["pitr"] != true {
+		t.Fatalf("plans %+v problems %v, want one plan with pitr", res.plans, res.problems)
+	}
+	res = testParser(operatorSecrets()).pvc(context.Background(), operatorPVC(nil, map[string]string{annPITR: "on"}))
+	if len(res.plans) != 1 || res.plans[0].PITR || len(res.problems) != 1 {
+		t.Fatalf("plans %+v problems %v, want the plan without pitr and one problem", res.plans, res.problems)
+	}
+	if p := res.problems[0]; p.Field != annotationPath(annPITR) || p.PVC != "pg-storage" || !strings.Contains(p.Message, `"on"`) {
+		t.Errorf("problem %+v", p)
+	}
+}

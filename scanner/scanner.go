@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/index"
+	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/retention"
 	"github.com/sirupsen/logrus"
@@ -215,9 +217,11 @@ type Scanner struct {
 
 	mu   sync.RWMutex
 	snap *snapshot
-	// changed is closed (and replaced) when the set of buckets changes.
-	changed chan struct{}
-	synced  chan struct{}
+	// changed is closed (and replaced) when the set of buckets changes,
+	// plansChanged when the plans do.
+	changed      chan struct{}
+	plansChanged chan struct{}
+	synced       chan struct{}
 	// retired are plans that disappeared, by name, with when: requests
 	// submitted before still resolve their source for RetiredSources.
 	retired map[string]retiredPlan
@@ -262,17 +266,18 @@ func New(cfg Config) (*Scanner, error) {
 		return nil, err
 	}
 	s := &Scanner{
-		cfg:       cfg,
-		log:       cfg.Log.WithField("component", "scanner"),
-		snap:      &snapshot{byName: map[string]Plan{}, buckets: map[string]bucket.Bucket{}, specs: map[string]BucketSpec{}},
-		changed:   make(chan struct{}),
-		synced:    make(chan struct{}),
-		retired:   map[string]retiredPlan{},
-		poke:      make(chan struct{}, 1),
-		reported:  map[string]bool{},
-		state:     map[string]*planState{},
-		retention: map[string]*retentionRunner{},
-		noted:     map[string]bool{},
+		cfg:          cfg,
+		log:          cfg.Log.WithField("component", "scanner"),
+		snap:         &snapshot{byName: map[string]Plan{}, buckets: map[string]bucket.Bucket{}, specs: map[string]BucketSpec{}},
+		changed:      make(chan struct{}),
+		plansChanged: make(chan struct{}),
+		synced:       make(chan struct{}),
+		retired:      map[string]retiredPlan{},
+		poke:         make(chan struct{}, 1),
+		reported:     map[string]bool{},
+		state:        map[string]*planState{},
+		retention:    map[string]*retentionRunner{},
+		noted:        map[string]bool{},
 	}
 	s.parser = &parser{cluster: cfg.Cluster, prefix: cfg.Prefix, hostFor: cfg.HostFor, engines: cfg.Engines, fp: newFingerprinter(),
 		stagingDir: cfg.StagingDir, notice: s.notice}
@@ -399,6 +404,44 @@ func (s *Scanner) Changed() <-chan struct{} {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.changed
+}
+
+// PlansChanged returns a channel that is closed at the next change of the
+// plans (any setting, a Secret's value included) or of Buckets.
+func (s *Scanner) PlansChanged() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.plansChanged
+}
+
+// PITRJobs returns the point-in-time recovery jobs of the plans with
+// PITR on, by "plan/<plan name>", for the workers to run (pitr.Jobs):
+// each plan's WAL stream writes into its own bucket's client, the one
+// Buckets has under the plan's key, and nowhere else; its lease is in
+// that bucket, so the workers of every replica compete for one. The
+// source's password is the plan's latest, asked at each connection, so
+// a changed Secret needs no restart of the stream.
+func (s *Scanner) PITRJobs() map[string]pitr.Job {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	jobs := map[string]pitr.Job{}
+	for _, p := range s.snap.plans {
+		b, ok := s.snap.buckets[p.Bucket.Key()]
+		if !p.PITR || !ok {
+			continue
+		}
+		src := p.Source()
+		name := p.Name
+		src.Password = func(ctx context.Context) (string, error) {
+			cur, ok := s.plan(name)
+			if !ok {
+				return "", fmt.Errorf("plan %s is gone", name)
+			}
+			return cur.Source().Secret(ctx)
+		}
+		jobs["plan/"+p.Name] = pitr.Job{Bucket: b, Cluster: p.Cluster, Source: src}
+	}
+	return jobs
 }
 
 // Synced returns a channel closed once Run has built the first plans.
@@ -734,6 +777,10 @@ func (s *Scanner) rebuild(ctx context.Context, ps *parser, results []scanned) ma
 	if changed {
 		close(s.changed)
 		s.changed = make(chan struct{})
+	}
+	if changed || !reflect.DeepEqual(prev.plans, next.plans) {
+		close(s.plansChanged)
+		s.plansChanged = make(chan struct{})
 	}
 	s.mu.Unlock()
 	if changed {

@@ -486,7 +486,8 @@ func TestScanOnceJSON(t *testing.T) {
 			Schedule struct {
 				Spec string `json:"spec"`
 			} `json:"schedule"`
-			Rotation int `json:"rotation"`
+			Rotation int  `json:"rotation"`
+			PITR     bool `json:"pitr"`
 		} `json:"plans"`
 		Problems []scanner.Problem `json:"problems"`
 	}
@@ -518,6 +519,21 @@ func TestScanOnceJSON(t *testing.T) {
 	}
 	if len(res.Plans) != 2 || res.Plans[0].Cluster != "prod" {
 		t.Errorf("--cluster prod: %+v", res.Plans)
+	}
+	// Point-in-time recovery: off above, on with the annotation, in the
+	// plan and in its source's settings.
+	if pg.PITR || pg.Source.Config["pitr"] != nil {
+		t.Errorf("pg plan without the annotation: pitr %v, config %v", pg.PITR, pg.Source.Config)
+	}
+	f.update("cnvrg-app", func(u *unstructured.Unstructured) {
+		u.SetAnnotations(map[string]string{scanner.PITRAnnotationPrefix + "pg": "true"})
+	})
+	res.Plans = nil
+	if err := json.Unmarshal(run(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Plans) != 2 || !res.Plans[0].PITR || res.Plans[0].Source.Config["pitr"] != true || res.Plans[1].PITR || len(res.Problems) != 0 {
+		t.Errorf("with capsule.cnvrg.io/pitr-pg: %+v, problems %v", res.Plans, res.Problems)
 	}
 	raw, err := s3.New(context.Background(), s3.Options{
 		Bucket: f.bucketName, Endpoint: f.srv.Endpoint, Region: f.srv.Region, AccessKey: f.srv.AccessKey, SecretKey: f.srv.SecretKey,

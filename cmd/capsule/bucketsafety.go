@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
@@ -101,13 +102,68 @@ type gatedRunner struct {
 	b      bucket.Bucket
 	r      fleet.Runner
 	log    logrus.FieldLogger
+	// passed, when set, holds b while it has passed the check and its
+	// runner runs: the WAL streams write only into such buckets.
+	passed *safeBuckets
 }
 
 func (g gatedRunner) Run(ctx context.Context) error {
 	if err := g.safety.gate(ctx, g.b, g.log); err != nil {
-		g.log.WithError(err).Error("no watcher for this bucket: it failed the start-up safety check")
+		g.log.WithError(err).Error("no watcher for this bucket, and no WAL stream into it: it failed the start-up safety check")
 		<-ctx.Done()
 		return nil
 	}
+	if g.passed != nil && ctx.Err() == nil {
+		g.passed.add(g.b)
+		defer g.passed.remove(g.b)
+	}
 	return g.r.Run(ctx)
+}
+
+// safeBuckets are the buckets that passed the start-up check (or run
+// with --unsafe-bucket), for the WAL streams of "worker --scan": a
+// stream's lease and create-only objects rest on the same promises as
+// claims. Changed is closed when the set changes.
+type safeBuckets struct {
+	mu      sync.Mutex
+	set     map[bucket.Bucket]int
+	changed chan struct{}
+}
+
+func newSafeBuckets() *safeBuckets {
+	return &safeBuckets{set: map[bucket.Bucket]int{}, changed: make(chan struct{})}
+}
+
+func (s *safeBuckets) add(b bucket.Bucket) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.set[b]++
+	s.poke()
+}
+
+func (s *safeBuckets) remove(b bucket.Bucket) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.set[b]--; s.set[b] <= 0 {
+		delete(s.set, b)
+	}
+	s.poke()
+}
+
+// poke closes and replaces changed; s.mu is held.
+func (s *safeBuckets) poke() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (s *safeBuckets) has(b bucket.Bucket) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.set[b] > 0
+}
+
+func (s *safeBuckets) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
 }

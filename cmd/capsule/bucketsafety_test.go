@@ -55,8 +55,9 @@ func (h *signalHook) Fire(e *logrus.Entry) error {
 }
 
 // TestFleetSkipsUnsafeBuckets: in a worker that serves several buckets
-// (worker --scan), one whose store ignores If-None-Match gets no watcher,
-// and the safe one is served.
+// (worker --scan), one whose store ignores If-None-Match gets no watcher
+// (and no WAL stream: it is not among the passed buckets), and the safe
+// one is served.
 func TestFleetSkipsUnsafeBuckets(t *testing.T) {
 	srv := s3test.Shared(t)
 	p := faultproxy.Start(t, srv.Endpoint, 1)
@@ -76,10 +77,11 @@ func TestFleetSkipsUnsafeBuckets(t *testing.T) {
 	log.Out = t.Output()
 	log.AddHook(hook)
 	safety := &bucketSafety{}
+	passed := newSafeBuckets()
 	fl, err := fleet.New(fleet.Config{
 		Fixed: buckets, Log: log,
 		New: func(key string, b bucket.Bucket) (fleet.Runner, error) {
-			return gatedRunner{safety: safety, b: b, r: runners[key], log: log.WithField("bucket", key)}, nil
+			return gatedRunner{safety: safety, b: b, r: runners[key], log: log.WithField("bucket", key), passed: passed}, nil
 		},
 	})
 	if err != nil {
@@ -95,9 +97,15 @@ func TestFleetSkipsUnsafeBuckets(t *testing.T) {
 			t.Fatalf("waited 30s for %s", what)
 		}
 	}
+	if !passed.has(buckets["safe"]) || passed.has(buckets["unsafe"]) {
+		t.Errorf("passed buckets: safe %v, unsafe %v; want only the safe one", passed.has(buckets["safe"]), passed.has(buckets["unsafe"]))
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	if passed.has(buckets["safe"]) {
+		t.Errorf("the safe bucket is still among the passed after its runner stopped")
 	}
 	select {
 	case <-runners["unsafe"].started:

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
@@ -232,19 +231,30 @@ func (a *app) pitrIdentities(ctx context.Context, source string, into *engines.S
 	return ids, nil
 }
 
-// guardEvery is how often each worker checks the slots of pitr sources.
-const guardEvery = 30 * time.Second
-
-// startPITR starts, for every configured postgres source with pitr:
-// true, its WAL stream (which runs on whichever worker holds the
-// stream's lease) and the slot guard (which runs on every worker). The
-// returned function stops them and waits.
+// newPITRJobs returns the worker's point-in-time recovery jobs: every
+// stream and slot guard it runs, of its configuration's sources and of
+// the CnvrgApp plans alike, starts and stops there, reporting to reg.
 // Their WAL is encrypted to the source's recipients (else the worker's)
-// and signed with signer when it is set, like the source's backups.
-func (a *app) startPITR(ctx context.Context, b bucket.Bucket, holder string, lease time.Duration, reg *metrics.Registry, signer *index.Signer) (func(), error) {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	cluster := a.cfg.Cluster
+// and signed with signer when it is set, like the sources' backups.
+func (a *app) newPITRJobs(holder string, lease time.Duration, reg *metrics.Registry, signer *index.Signer) *pitr.Jobs {
+	js := &pitr.Jobs{Holder: holder, Lease: lease, Log: a.log,
+		Recipients: a.cfg.Worker.Encryption.Recipients, Signer: signer, RetainFor: a.cfg.Worker.RetainFor}
+	if reg != nil {
+		js.Written = func(j pitr.Job, _ pitr.Segment, h pitr.Header) {
+			reg.ObservePITR(j.Cluster, j.Source.Name, h.ServerTime)
+		}
+		js.Observe = func(j pitr.Job, lag, alert int64) { reg.ObserveSlot(j.Cluster, j.Source.Name, lag, alert) }
+		js.Dropped = func(j pitr.Job) { reg.SlotDropped(j.Cluster, j.Source.Name) }
+		js.Stopped = func(j pitr.Job) { reg.ForgetPITR(j.Cluster, j.Source.Name) }
+	}
+	return js
+}
+
+// configPITRJobs are the jobs of the configured postgres sources with
+// pitr: true, streaming into b (the worker's own bucket), by name
+// ("config/<source>"). A source whose settings do not parse is an error.
+func (a *app) configPITRJobs(b bucket.Bucket) (map[string]pitr.Job, error) {
+	jobs := map[string]pitr.Job{}
 	for _, name := range a.cfg.SourceNames() {
 		src, err := a.cfg.Lookup(name)
 		if err != nil || src.Engine != "postgres" {
@@ -252,49 +262,29 @@ func (a *app) startPITR(ctx context.Context, b bucket.Bucket, holder string, lea
 		}
 		on, _, _, err := postgres.PITR(src)
 		if err != nil {
-			cancel()
 			return nil, err
 		}
-		if !on {
-			continue
+		if on {
+			jobs["config/"+name] = pitr.Job{Bucket: b, Cluster: a.cfg.Cluster, Source: src}
 		}
-		s, err := pitr.NewStream(pitr.StreamConfig{
-			Bucket: b, Cluster: cluster, Source: src, Log: a.log,
-			Recipients: a.cfg.Worker.Encryption.Recipients, Signer: signer, RetainFor: a.cfg.Worker.RetainFor,
-			Leaser: &pitr.BucketLeaser{Bucket: b, Holder: holder, Length: lease},
-			Written: func(_ pitr.Segment, h pitr.Header) {
-				if reg != nil {
-					reg.ObservePITR(cluster, name, h.ServerTime)
-				}
-			},
-		})
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		g := &pitr.Guard{Cluster: cluster, Source: src, Log: a.log}
-		if reg != nil {
-			g.Observe = func(lag, alert int64) { reg.ObserveSlot(cluster, name, lag, alert) }
-			g.Dropped = func() { reg.SlotDropped(cluster, name) }
-		}
-		wg.Add(2)
-		go func() { defer wg.Done(); _ = s.Run(ctx) }()
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(guardEvery)
-			defer t.Stop()
-			for {
-				if _, err := g.RunOnce(ctx); err != nil && ctx.Err() == nil {
-					a.log.WithError(err).WithField("source", name).Warn("cannot check the WAL stream's slot")
-				}
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		}()
-		a.log.WithField("source", name).Info("point-in-time recovery on: competing for the WAL stream")
 	}
-	return func() { cancel(); wg.Wait() }, nil
+	return jobs, nil
+}
+
+// startPITR starts, for every configured postgres source with pitr:
+// true, its WAL stream (which runs on whichever worker holds the
+// stream's lease) and the slot guard (which runs on every worker). The
+// returned function stops them and waits.
+// Their WAL is encrypted and signed as newPITRJobs says.
+func (a *app) startPITR(ctx context.Context, b bucket.Bucket, holder string, lease time.Duration, reg *metrics.Registry, signer *index.Signer) (func(), error) {
+	jobs, err := a.configPITRJobs(b)
+	if err != nil {
+		return nil, err
+	}
+	js := a.newPITRJobs(holder, lease, reg, signer)
+	if err := js.Sync(ctx, jobs); err != nil {
+		js.Stop()
+		return nil, err
+	}
+	return js.Stop, nil
 }

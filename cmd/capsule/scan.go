@@ -119,7 +119,10 @@ annotations the operator writes on the PostgreSQL PVC are read too (one plan per
 service when both are there). Every replica drops each plan's requests at its
 slots, create-only, so any number of replicas make exactly one request per slot;
 after each successful backup it applies the rotation. Invalid blocks become
-Warning Events on the CnvrgApp when the role may create them.
+Warning Events on the CnvrgApp when the role may create them. The annotation
+capsule.cnvrg.io/pitr-pg: "true" on a CnvrgApp turns on point-in-time recovery
+for its PostgreSQL plan: base backups, and a WAL stream that "worker --scan"
+runs into the plan's bucket.
 
 With --once it reads the CnvrgApps and their Secrets once, prints the plans
 (no secrets) and exits, without touching any bucket. "capsule worker --scan"
@@ -156,7 +159,7 @@ runs the scanner together with workers for every bucket the plans name.`,
 
 func printPlans(a *app, res *scanner.Result) error {
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PLAN\tCLUSTER\tENGINE\tHOST\tBUCKET\tSCHEDULE\tROTATION\tVERIFY")
+	fmt.Fprintln(tw, "PLAN\tCLUSTER\tENGINE\tHOST\tBUCKET\tSCHEDULE\tROTATION\tVERIFY\tPITR")
 	for _, p := range res.Plans {
 		verify := "-"
 		if p.Verify != nil && p.Verify.Every > 0 {
@@ -164,8 +167,12 @@ func printPlans(a *app, res *scanner.Result) error {
 		} else if p.Verify != nil && p.Verify.Schedule != nil {
 			verify = p.Verify.Schedule.Spec
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%s\t%s\t%d\t%s\n", p.Name, p.Cluster, p.Engine, p.Host, p.Port,
-			p.Bucket.URL(), p.Schedule.Spec, p.Rotation, verify)
+		pitrOn := "-"
+		if p.PITR {
+			pitrOn = "on"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%s\t%s\t%d\t%s\t%s\n", p.Name, p.Cluster, p.Engine, p.Host, p.Port,
+			p.Bucket.URL(), p.Schedule.Spec, p.Rotation, verify, pitrOn)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -227,6 +234,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 	if err != nil {
 		return err
 	}
+	safe := newSafeBuckets()
 	web := &scanAPI{a: a, sc: sc, fixed: fixed, reg: mreg, tokenFile: a.getenv("CAPSULE_API_TOKEN_FILE"), trust: trust}
 	fl, err := fleet.New(fleet.Config{
 		Set: sc, Fixed: fixed, Log: a.log, Changed: web.follow,
@@ -263,7 +271,7 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 			}
 			// The bucket's start-up safety check runs in the member's
 			// goroutine: a slow or unsafe bucket holds up no other.
-			return gatedRunner{safety: &svc.safety, b: b, r: seeded{w: wt, reg: mreg, b: b, log: log, trust: trust}, log: log}, nil
+			return gatedRunner{safety: &svc.safety, b: b, r: seeded{w: wt, reg: mreg, b: b, log: log, trust: trust}, log: log, passed: safe}, nil
 		},
 	})
 	if err != nil {
@@ -316,7 +324,49 @@ func (a *app) runScanWorker(ctx context.Context, s *scanSettings, svc *workerSer
 		defer wait()
 		defer cancel()
 	}
+	// Point-in-time recovery: the WAL stream and slot guard of every
+	// plan with PITR on (into the plan's own bucket) and of every pitr
+	// source of the configuration (into --bucket), started and stopped
+	// as the plans change, once their bucket passed the start-up check.
+	var configJobs map[string]pitr.Job
+	if fb := fixed[a.cfg.Bucket]; fb != nil {
+		if configJobs, err = a.configPITRJobs(fb); err != nil {
+			cancel()
+			return errors.Join(err, <-scanErr)
+		}
+	}
+	jobs := a.newPITRJobs(name, w.Lease, mreg, signer)
+	jobsDone := make(chan struct{})
+	go func() {
+		defer close(jobsDone)
+		jobs.Follow(ctx, func() map[string]pitr.Job {
+			want := sc.PITRJobs()
+			for k, j := range configJobs {
+				want[k] = j
+			}
+			for k, j := range want {
+				if !safe.has(j.Bucket) {
+					delete(want, k)
+				}
+			}
+			return want
+		}, func() <-chan struct{} {
+			// Either change: the plans, or the buckets that passed.
+			plans, buckets := sc.PlansChanged(), safe.Changed()
+			ch := make(chan struct{})
+			go func() {
+				defer close(ch)
+				select {
+				case <-plans:
+				case <-buckets:
+				case <-ctx.Done():
+				}
+			}()
+			return ch
+		})
+	}()
 	fleetErr := fl.Run(ctx)
+	<-jobsDone
 	stopHTTP()
 	return errors.Join(<-scanErr, fleetErr, <-httpErr)
 }
