@@ -145,8 +145,12 @@ func TestRestoreRequestToTime(t *testing.T) {
 		data, _ := json.Marshal(res.Details)
 		t.Logf("details %s", data)
 		pt, _ := res.Details["pointInTime"].(map[string]any)
-		if pt["baseBackup"] != idx || pt["recoveredLSN"] == "" || !strings.HasPrefix(fmt.Sprint(pt["recoveredReason"]), "before "+target.UTC().Format("2006-01-02 15:04:05")) {
-			t.Errorf("result details %s do not say the base backup and the point recovered", data)
+		// PostgreSQL names the commit that stopped recovery: the first
+		// one after the target, which may fall in a later second.
+		reason := fmt.Sprint(pt["recoveredReason"])
+		stopped, err := time.Parse("2006-01-02 15:04:05.999999999-07", strings.TrimPrefix(reason, "before "))
+		if pt["baseBackup"] != idx || pt["recoveredLSN"] == "" || !strings.HasPrefix(reason, "before ") || err != nil || stopped.Before(target.Truncate(time.Microsecond)) {
+			t.Errorf("result details %s do not say the base backup and the point recovered (a commit at or after %s): %v", data, target.UTC().Format(time.RFC3339Nano), err)
 		}
 		if res.Details["previous"] == nil {
 			t.Errorf("result details %s do not name the kept previous database", data)
