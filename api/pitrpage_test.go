@@ -252,6 +252,12 @@ func TestSubmitPointInTimeRestore(t *testing.T) {
 	wantStatus(t, "status", h.get("/v1/requests/"+st.ID), 200, "")
 	wantStatus(t, "both backupId and pointInTime",
 		h.post("/v1/requests", []byte(`{"kind":"Restore","backupId":"b1","pointInTime":{"source":"cnvrg/pg","latest":true}}`)), 400, api.CodeInvalidRequest)
+	r = h.post("/v1/requests", []byte(`{"kind":"Restore","pointInTime":{"source":"cnvrg/pg","latest":true},"allowUnsigned":true}`))
+	wantStatus(t, "point-in-time restore accepting unsigned base backups and WAL", r, 201, "")
+	r.decode(t, &st)
+	if st.Request == nil || !st.Request.AllowUnsigned {
+		t.Errorf("allowUnsigned was not kept: %s", r.body)
+	}
 	wantStatus(t, "time and latest",
 		h.post("/v1/requests", []byte(`{"kind":"Restore","pointInTime":{"source":"cnvrg/pg","latest":true,"time":"2026-12-07T05:03:50Z"}}`)), 400, api.CodeInvalidRequest)
 }
