@@ -566,7 +566,7 @@ func (s *server) pitrWindow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeInvalidParameter, "source", "source: "+err.Error())
 		return
 	}
-	win, err := pitr.RecoverableWindow(r.Context(), s.b, cluster, source)
+	win, err := pitr.RecoverableWindow(r.Context(), s.b, cluster, source, s.catalog.trust)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -190,7 +190,7 @@ func TestPageShowsTheRecoverableWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	win, err := pitr.RecoverableWindow(ctx, b, requests.DefaultCluster, src.Name)
+	win, err := pitr.RecoverableWindow(ctx, b, requests.DefaultCluster, src.Name, nil)
 	if err != nil || win == nil {
 		t.Fatalf("window: %v %v", win, err)
 	}

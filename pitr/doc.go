@@ -54,7 +54,8 @@
 // WAL after the base backup, not just up to the target; base
 // backups record no row counts (a physical copy is consistent only at
 // its stop LSN), so a verification reads every table but compares no
-// count; the recoverable window (RecoverableWindow, Newest: capsule ls,
-// the API, the metric) reads WAL headers without judging their
-// signatures (a restore does judge them).
+// count; the recoverable window (RecoverableWindow: capsule ls,
+// describe, the API and the page) judges the signatures of the base
+// backups and of the WAL objects at its end, not of every object in
+// between (a restore judges each one it replays).
 package pitr

@@ -252,7 +252,7 @@ func TestWindowAndTargetPastIt(t *testing.T) {
 	marks := writeMarkers(t, f.srv, "app", 5, 100*time.Millisecond)
 	f.r.waitFor(t, currentLSN(t, f.srv))
 	ctx := context.Background()
-	w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg")
+	w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg", nil)
 	if err != nil || w == nil {
 		t.Fatalf("window: %v %v", w, err)
 	}
@@ -282,7 +282,7 @@ func TestPruneWALKeepsWhatBaseBackupsNeed(t *testing.T) {
 	if _, err := pitr.PruneWAL(ctx, f.b, cluster, "pg"); err != nil {
 		t.Fatal(err)
 	}
-	if w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg"); err != nil || w == nil || w.BaseBackups != 2 {
+	if w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg", nil); err != nil || w == nil || w.BaseBackups != 2 {
 		t.Fatalf("with both base backups kept, pruning left the window %+v (%v)", w, err)
 	}
 	entries, err := index.List(ctx, f.b, index.Filter{Cluster: cluster, Source: "pg"})
@@ -297,7 +297,7 @@ func TestPruneWALKeepsWhatBaseBackupsNeed(t *testing.T) {
 	if err != nil || n == 0 {
 		t.Fatalf("after the first base backup went, pruned %d: %v", n, err)
 	}
-	w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg")
+	w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg", nil)
 	if err != nil || w == nil || w.BaseBackups != 1 {
 		t.Fatalf("window after pruning: %+v %v", w, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/cnvrg/capsule/internal/sshsig/sshsigtest"
 	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
+	"github.com/jackc/pglogrepl"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -193,6 +194,15 @@ func TestSignedStreamRefusesUnsignedAndForged(t *testing.T) {
 	if n := f.count(t, "signed"); n != 10 {
 		t.Fatalf("restored %d signed rows, want 10", n)
 	}
+	window := func(tr *index.Trust) *pitr.Window {
+		t.Helper()
+		w, err := pitr.RecoverableWindow(ctx, f.b, cluster, "pg", tr)
+		if err != nil || w == nil {
+			t.Fatalf("window: %v, %v", w, err)
+		}
+		return w
+	}
+	signedEnd := window(trust)
 
 	r = f.stream(t, "w2", nil) // a holder without the signing key
 	f.note(t, "unsigned", 10)
@@ -210,6 +220,15 @@ func TestSignedStreamRefusesUnsignedAndForged(t *testing.T) {
 	if n := f.count(t, "unsigned"); n != 10 {
 		t.Fatalf("restored %d unsigned rows, want 10", n)
 	}
+	// The window where signatures are required ends where the signed
+	// WAL does; the unsigned objects count only when they are accepted.
+	if w := window(trust); w.LatestLSN != signedEnd.LatestLSN || !w.Latest.Equal(signedEnd.Latest) {
+		t.Errorf("window under trust ends at %s (%s), want the signed WAL's end %s", w.LatestLSN, w.Latest, signedEnd.LatestLSN)
+	}
+	unsignedEnd := window(trust.WithUnsigned(true))
+	if lsnOf(t, unsignedEnd.LatestLSN) <= lsnOf(t, signedEnd.LatestLSN) {
+		t.Errorf("window accepting unsigned WAL ends at %s, not after the signed WAL's %s", unsignedEnd.LatestLSN, signedEnd.LatestLSN)
+	}
 
 	r = f.stream(t, "w3", index.NewSigner(sshsigtest.Key(t))) // someone else's key
 	f.note(t, "forged", 10)
@@ -219,6 +238,12 @@ func TestSignedStreamRefusesUnsignedAndForged(t *testing.T) {
 		t.Fatalf("restore over WAL signed by an untrusted key: %v", err)
 	} else {
 		t.Logf("forged: %v", err)
+	}
+	if w := window(trust.WithUnsigned(true)); w.LatestLSN != unsignedEnd.LatestLSN {
+		t.Errorf("window ends at %s past WAL signed by another key, want the accepted WAL's end %s", w.LatestLSN, unsignedEnd.LatestLSN)
+	}
+	if w := window(nil); lsnOf(t, w.LatestLSN) <= lsnOf(t, unsignedEnd.LatestLSN) {
+		t.Errorf("window checking no signature ends at %s, not past the forged WAL's start %s", w.LatestLSN, unsignedEnd.LatestLSN)
 	}
 }
 
@@ -242,4 +267,13 @@ func TestRestoreWithoutIdentityNamesWAL(t *testing.T) {
 		t.Fatalf("restore without the WAL's identity: %v", err)
 	}
 	t.Log(err)
+}
+
+func lsnOf(t *testing.T, s string) pglogrepl.LSN {
+	t.Helper()
+	l, err := pglogrepl.ParseLSN(s)
+	if err != nil {
+		t.Fatalf("LSN %q: %v", s, err)
+	}
+	return l
 }

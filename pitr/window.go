@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/index"
 )
 
 // Window is the stretch of time a point-in-time restore of a source can
@@ -32,10 +33,19 @@ type Window struct {
 	WALBytes   int64 `json:"walBytes"`
 }
 
+// maxUntrustedTail is how many of the newest WAL objects the window
+// passes over when trust refuses them, looking for the newest trusted
+// one, before it reports the stream's end as untrusted instead.
+const maxUntrustedTail = 32
+
 // RecoverableWindow computes a source's window; nil when no restore is
-// possible (no base backup with the WAL it needs).
-func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source string) (*Window, error) {
-	all, _, err := bases(ctx, b, cluster, source, nil)
+// possible (no base backup with the WAL it needs). Where trust checks
+// signatures, it counts only base backups trust accepts and ends at the
+// newest WAL object whose signature it accepts (the window a restore
+// under the same trust can reach, as far as the ends show: a restore
+// checks every object it replays).
+func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source string, trust *index.Trust) (*Window, error) {
+	all, _, err := bases(ctx, b, cluster, source, trust)
 	if err != nil || len(all) == 0 {
 		return nil, err
 	}
@@ -64,16 +74,25 @@ func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source str
 	if w.BaseBackups == 0 {
 		return nil, nil
 	}
-	o, err := newOpener(cluster, source, nil, nil)
+	o, err := newOpener(cluster, source, nil, trust)
 	if err != nil {
 		return nil, err
 	}
 	defer o.close()
-	if w.Latest, err = lastTime(ctx, b, o, newest); err != nil {
-		return nil, err
+	segs = newest.Segments
+	for i := len(segs) - 1; i >= 0; i-- {
+		obj, err := o.fetch(ctx, b, segs[i])
+		if errors.Is(err, ErrUntrusted) && len(segs)-i < maxUntrustedTail {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		w.Latest, w.LatestLSN, w.Timeline = obj.h.ServerTime, segs[i].End.String(), newest.Timeline
+		return w, nil
 	}
-	w.LatestLSN, w.Timeline = newest.End.String(), newest.Timeline
-	return w, nil
+	// Every object of the span is untrusted, back to the base backup's.
+	return nil, nil
 }
 
 // PruneWAL deletes the WAL no kept base backup needs: every object that

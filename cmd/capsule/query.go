@@ -127,7 +127,7 @@ func (a *app) runLs(ctx context.Context, o lsFlags) error {
 	}
 	var win *pitr.Window
 	if o.source != "" && st == requests.StatusSucceeded {
-		if win, err = pitr.RecoverableWindow(ctx, b, filter.Cluster, o.source); err != nil {
+		if win, err = pitr.RecoverableWindow(ctx, b, filter.Cluster, o.source, filter.Trust); err != nil {
 			fmt.Fprintf(a.errOut, "capsule: the point-in-time window is not shown: %v\n", err)
 		}
 	}
@@ -353,7 +353,7 @@ or YAML (-o json, -o yaml) for scripts.`,
 			var win *pitr.Window
 			var winErr error
 			if e.Format == postgres.FormatBase {
-				if win, winErr = pitr.RecoverableWindow(ctx, b, e.Cluster, e.Source); winErr != nil {
+				if win, winErr = pitr.RecoverableWindow(ctx, b, e.Cluster, e.Source, trust); winErr != nil {
 					fmt.Fprintf(a.errOut, "capsule: the point-in-time window is not shown: %v\n", winErr)
 				}
 			}
