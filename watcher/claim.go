@@ -215,12 +215,13 @@ func (w *Watcher) ClaimHint(ctx context.Context, id string) (bool, error) {
 		return false, nil
 	}
 	defer w.unreserve(id)
-	if _, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id)); errors.Is(err, bucket.ErrNotFound) {
+	info, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id))
+	if errors.Is(err, bucket.ErrNotFound) {
 		return false, nil
 	} else if err != nil {
 		return false, fmt.Errorf("claim hint %s: %w", id, err)
 	}
-	return w.TryClaim(ctx, id)
+	return w.tryClaim(ctx, id, info.Size, false)
 }
 
 // reserve marks id as being claimed if this worker may claim it now.
