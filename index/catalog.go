@@ -169,10 +169,29 @@ type Catalog struct {
 // It never walks: a bucket not yet migrated waits for its first listing.
 func settle(ctx context.Context, b bucket.Bucket, cluster string, s *Signer) {
 	objs, err := scanCatalog(ctx, b, requests.CatalogClusterDir(cluster))
-	if err != nil || objs[cluster] == nil || len(objs[cluster].events) <= CompactAfter {
+	if err != nil || objs[cluster] == nil || newEvents(objs[cluster]) <= CompactAfter {
 		return
 	}
 	_, _ = Catalog{Bucket: b, Writer: b, Signer: s, noWalk: true}.listCluster(ctx, cluster, objs[cluster], nil, nil)
+}
+
+// newEvents counts the events written since the newest snapshot, as
+// listed: events a snapshot folded stay for a while after it (see
+// compact), and counting them would make every commit compact again.
+func newEvents(o *clusterObjects) int {
+	var newest time.Time
+	for _, s := range o.snapshots {
+		if s.LastModified.After(newest) {
+			newest = s.LastModified
+		}
+	}
+	n := 0
+	for _, ev := range o.events {
+		if !ev.LastModified.Before(newest) {
+			n++
+		}
+	}
+	return n
 }
 
 // Record adds a committed index to the catalog: its pointer
