@@ -640,6 +640,7 @@ func (w *Watcher) start(req *requests.Request, lh *leaseHolder) {
 		defer func() {
 			w.mu.Lock()
 			delete(w.running, req.ID)
+			delete(w.canceled, req.ID) // a lost or handed-back run's
 			w.mu.Unlock()
 			close(j.done)
 			w.Wake() // a slot is free
