@@ -16,13 +16,15 @@ test:
 	bash scripts/test.sh
 
 # The speed benchmarks of bench/ (not run by CI; results in bench/README.md):
-# PostgreSQL at two database sizes (built once, then reused) and Redis.
+# PostgreSQL at two database sizes (built once, then reused), Redis, and the
+# request queue (S3 calls per request, throughput, idle polling).
 PGBENCH_FLAGS ?= -sizes 0.5GB,2.4GB -compression zstd,zstd-fastest
 # Redis: the fastest of three runs of each step (the machine is shared).
 REDISBENCH_FLAGS ?= -runs 3
 bench:
 	go run ./bench/pgbench $(PGBENCH_FLAGS)
 	go run ./bench/redisbench $(REDISBENCH_FLAGS)
+	go run ./bench/queuebench
 
 lint:
 	gofmt -l $$(git ls-files '*.go')

@@ -164,15 +164,55 @@ type Catalog struct {
 }
 
 // settle compacts cluster's catalog when more than CompactAfter events
-// wait beside its snapshot, so that no listing reads many more: each
-// commit calls it (one LIST; a compaction every CompactAfter commits).
-// It never walks: a bucket not yet migrated waits for its first listing.
-func settle(ctx context.Context, b bucket.Bucket, cluster string, s *Signer) {
+// were written since its newest snapshot, so that no listing reads many
+// more: each commit calls it (one LIST; a compaction every CompactAfter
+// commits). Of commits that settle at once, only the one whose event is
+// the newest it lists (by time, then key) compacts: the others would read
+// the same events again. The newest event's commit always sees itself
+// newest, so some commit compacts. It never walks: a bucket not yet
+// migrated waits for its first listing. own is the key of the commit's
+// event.
+func settle(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer) {
 	objs, err := scanCatalog(ctx, b, requests.CatalogClusterDir(cluster))
-	if err != nil || objs[cluster] == nil || len(objs[cluster].events) <= CompactAfter {
+	if err != nil || objs[cluster] == nil {
+		return
+	}
+	fresh := newEvents(objs[cluster])
+	if len(fresh) <= CompactAfter {
+		return
+	}
+	newest := fresh[0]
+	for _, ev := range fresh[1:] {
+		if ev.LastModified.After(newest.LastModified) || (ev.LastModified.Equal(newest.LastModified) && ev.Key > newest.Key) {
+			newest = ev
+		}
+	}
+	if newest.Key != own {
 		return
 	}
 	_, _ = Catalog{Bucket: b, Writer: b, Signer: s, noWalk: true}.listCluster(ctx, cluster, objs[cluster], nil, nil)
+}
+
+// newEvents are the events written after the newest snapshot, as listed
+// (by the bucket's clock): events a snapshot folded stay for a while after
+// it (see compact), and counting them would make every commit compact
+// again. Events of the snapshot's own second are left out (Last-Modified
+// has a resolution of a second on S3): a listing reads them beside the
+// next CompactAfter.
+func newEvents(o *clusterObjects) []bucket.ObjectInfo {
+	var newest time.Time
+	for _, s := range o.snapshots {
+		if s.LastModified.After(newest) {
+			newest = s.LastModified
+		}
+	}
+	var out []bucket.ObjectInfo
+	for _, ev := range o.events {
+		if ev.LastModified.After(newest) {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // Record adds a committed index to the catalog: its pointer
@@ -197,7 +237,7 @@ func record(ctx context.Context, b bucket.Bucket, x *BackupIndex, data []byte, s
 	if err := putOnce(ctx, b, key, data, x.RetainUntil); err != nil {
 		return err
 	}
-	settle(ctx, b, x.Cluster, s)
+	settle(ctx, b, x.Cluster, key, s)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -138,6 +139,43 @@ func TestCatalogCompactsEvents(t *testing.T) {
 	sameAsWalk(t, raw, c, index.Filter{Cluster: "c1"})
 	if n := b.Counts(); n.Total() > index.CompactAfter+3 {
 		t.Fatalf("a listing after %d commits made %+v requests, want at most %d", 5*index.CompactAfter+3, n, index.CompactAfter+3)
+	}
+}
+
+// A commit compacts only when CompactAfter events were written since the
+// newest snapshot, and of commits that settle at once only the newest
+// compacts: the events a snapshot folded stay beside it for a while, and
+// counting them made every later commit read them all again.
+func TestCommitsCompactOncePerCompactAfter(t *testing.T) {
+	for _, writers := range []int{1, 4} {
+		t.Run(fmt.Sprintf("%d writers", writers), func(t *testing.T) {
+			raw := newBucket(t)
+			b := &reqcount.Bucket{B: raw}
+			ctx := context.Background()
+			sameAsWalk(t, raw, index.Catalog{Bucket: b, Writer: b}, index.Filter{}) // an empty bucket is migrated at once
+			t0 := time.Now().Add(-time.Hour).UTC()
+			b.Reset()
+			const n = 4 * index.CompactAfter
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := w; i < n; i += writers {
+						if err := index.Write(ctx, b, idx("c1", "s", fmt.Sprintf("b%03d", i), t0.Add(time.Duration(i)*time.Second))); err != nil {
+							t.Error(err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			// Each compaction reads the snapshot and the events since it
+			// (more of them when commits go on meanwhile).
+			if got, most := b.Counts().Get, int64(n/index.CompactAfter*2*(index.CompactAfter+2)); got > most {
+				t.Fatalf("%d commits made %d GETs, want at most %d (one compaction per %d commits)", n, got, most, index.CompactAfter)
+			}
+			sameAsWalk(t, raw, index.Catalog{Bucket: raw, Writer: raw}, index.Filter{Cluster: "c1"})
+		})
 	}
 }
 

@@ -6,7 +6,9 @@
 //
 //  1. Claim. Acquire reads the lease object. When there is none it
 //     creates it create-only (If-None-Match: *): of any number of
-//     replicas exactly one wins, as attempt 1.
+//     replicas exactly one wins, as attempt 1. A caller whose listing
+//     just found no lease says so (Claim.Fresh) and Acquire writes
+//     create-only without the read: a 412 then means the lease is held.
 //  2. Renewal. The holder rewrites the object every third of its length
 //     (Keep, or Renew) with If-Match on the ETag of its own last write.
 //     Every body differs (a fresh token per write, the write's time, a

@@ -169,6 +169,11 @@ type Claim struct {
 	Encode func(Write) []byte
 	// Data is the first write's Data.
 	Data any
+	// Fresh says a listing just found no lease here: Acquire writes it
+	// create-only at once without reading it first (one call, not two).
+	// A 412 then means another replica created it since the listing: it
+	// is held (Acquire returns a nil Lease and a nil State).
+	Fresh bool
 }
 
 // Lease is a held lease.
@@ -195,6 +200,17 @@ func Acquire(ctx context.Context, c Claim) (*Lease, *State, error) {
 	}
 	if err := Validate("lease", c.Length); err != nil {
 		return nil, nil, err
+	}
+	if c.Fresh {
+		l := &Lease{c: c, acquired: time.Now().UTC(), attempt: 1}
+		err := l.put(ctx, bucket.PutOptions{IfNoneMatch: true}, false, c.Data, false)
+		if errors.Is(err, bucket.ErrPreconditionFailed) {
+			return nil, nil, nil // created since the listing: held
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("take lease %s: %w", c.Key, err)
+		}
+		return l, &State{Key: c.Key}, nil
 	}
 	st, err := Read(ctx, c.Bucket, c.Key, c.Limit, c.Damaged)
 	if err != nil {

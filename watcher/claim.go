@@ -2,10 +2,13 @@ package watcher
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/cnvrg/capsule/bucket"
@@ -18,13 +21,32 @@ import (
 
 // RunOnce makes one pass: it lists requests/ oldest first and claims
 // what it can up to the concurrency limit, starting each claimed request
-// in the background; then it removes leases orphaned by a crash. It
-// returns how many requests it started.
+// in the background. It returns how many requests it started.
+//
+// A pass is frugal with calls. When the listing holds something this
+// worker could claim, it lists leases/ once too, and claims the requests
+// with no lease first, create-only without reading a lease (one call per
+// claim); a lease that looks old enough to have expired is read and
+// judged (takeover); a lease that is held is read once per write it
+// makes, not once per pass. Once every lease length it removes leases
+// and cancel objects orphaned by a crash (sweep): an idle worker, whose
+// last listing was empty, makes that sweep's LIST instead of its listing
+// of requests/, so it makes one LIST per poll interval.
 func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
+	w.pass.Lock()
+	defer w.pass.Unlock()
 	w.forgetHandedBack()
-	started := 0
+	now := time.Now()
+	sweepDue := w.lastSweep.IsZero() || now.Sub(w.lastSweep) >= w.cfg.Lease
+	if sweepDue && w.quiet && w.Running() == 0 {
+		w.lastSweep, w.quiet = now, false
+		if err := w.sweep(ctx, nil, nil); err != nil {
+			w.log.WithError(err).Warn("sweeping orphaned leases failed")
+		}
+		return 0, nil
+	}
 	pending := map[string]bool{}
-	var claimErr error
+	var listed []bucket.ObjectInfo
 	err := bucket.Walk(ctx, w.cfg.Bucket, requests.RequestsPrefix, func(o bucket.ObjectInfo) error {
 		id, ok := requests.IDFromKey(requests.RequestsPrefix, o.Key)
 		if !ok {
@@ -34,27 +56,152 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 			return nil
 		}
 		pending[id] = true
-		if !w.reserve(id) {
+		o.Key = id
+		listed = append(listed, o)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list requests: %w", err)
+	}
+	w.quiet = len(pending) == 0
+	var leases map[string]bucket.ObjectInfo
+	if (len(listed) > 0 && w.free() > 0) || sweepDue {
+		leases = map[string]bucket.ObjectInfo{}
+		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
+			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
+				leases[id] = o
+			}
 			return nil
-		}
-		ok, err := w.TryClaim(ctx, id)
-		w.unreserve(id)
+		})
 		if err != nil {
-			w.log.WithError(err).WithField("request_id", id).Warn("claim failed")
+			return 0, fmt.Errorf("list leases: %w", err)
+		}
+	}
+	if sweepDue {
+		w.lastSweep = now
+		if err := w.sweep(ctx, pending, leases); err != nil {
+			w.log.WithError(err).Warn("sweeping orphaned leases failed")
+		}
+	}
+	started := 0
+	var claimErr error
+	for _, c := range w.claimOrder(listed, leases, now) {
+		if w.free() == 0 {
+			break
+		}
+		if !w.reserve(c.id) {
+			continue
+		}
+		ok, err := w.tryClaim(ctx, c.id, c.size, c.fresh)
+		w.unreserve(c.id)
+		if err != nil {
+			w.log.WithError(err).WithField("request_id", c.id).Warn("claim failed")
 			claimErr = err
 		}
 		if ok {
 			started++
 		}
-		return nil
-	})
-	if err != nil {
-		return started, fmt.Errorf("list requests: %w", err)
 	}
-	if err := w.sweepLeases(ctx, pending); err != nil {
-		w.log.WithError(err).Warn("sweeping orphaned leases failed")
-	}
+	w.forgetSeen(leases)
 	return started, claimErr
+}
+
+// candidate is a listed request a pass may try to claim.
+type candidate struct {
+	id    string
+	size  int64
+	fresh bool // no lease was listed: claim create-only, unread
+}
+
+// claimOrder says which listed requests a pass tries, in order: first
+// those with no lease and those whose lease looks old enough (by this
+// worker's clock) to have expired, oldest first, except that the first
+// few are tried in an order of this worker's own (a hash of worker and
+// id), so that workers listing the same requests rarely race for the same
+// one; then the leases this worker has not read since their last write
+// (a hand-back, or a lease of another length). A lease read and found
+// held is not read again until it is written again or would expire.
+func (w *Watcher) claimOrder(listed []bucket.ObjectInfo, leases map[string]bucket.ObjectInfo, now time.Time) []candidate {
+	var first, later []candidate
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, o := range listed {
+		id := o.Key
+		if _, ok := w.running[id]; ok || w.claims[id] {
+			continue
+		}
+		l, held := leases[id]
+		switch {
+		case !held:
+			first = append(first, candidate{id: id, size: o.Size, fresh: true})
+		case !l.LastModified.IsZero() && now.Sub(l.LastModified) > w.cfg.Lease:
+			first = append(first, candidate{id: id, size: o.Size})
+		default:
+			if s, ok := w.seen[id]; ok && (s.etag == "" || s.etag == l.ETag) && now.Before(s.until) {
+				continue
+			}
+			later = append(later, candidate{id: id, size: o.Size})
+		}
+	}
+	n := min(len(first), 4*w.cfg.Concurrency)
+	slices.SortStableFunc(first[:n], func(a, b candidate) int {
+		return cmp.Compare(w.rank(a.id), w.rank(b.id))
+	})
+	return append(first, later...)
+}
+
+// rank is this worker's preference for id among the oldest requests.
+func (w *Watcher) rank(id string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(w.cfg.Worker))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return h.Sum64()
+}
+
+// seenLease is a lease this worker found held: it is not read again
+// before until unless its ETag changes (etag "" matches any: a lease
+// created since a listing cannot expire before MinLength).
+type seenLease struct {
+	etag  string
+	until time.Time
+}
+
+// heldSeen records that id's lease was found held.
+func (w *Watcher) heldSeen(id string, st *lease.State) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if st == nil {
+		w.seen[id] = seenLease{until: time.Now().Add(lease.MinLength)}
+		return
+	}
+	if st.Found && st.Held() && !st.ServerTime.IsZero() {
+		w.seen[id] = seenLease{etag: st.ETag, until: time.Now().Add(st.Length - st.Age)}
+	}
+}
+
+// forgetSeen drops what a pass's listing of leases shows is gone.
+func (w *Watcher) forgetSeen(leases map[string]bucket.ObjectInfo) {
+	if leases == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id := range w.seen {
+		if _, ok := leases[id]; !ok {
+			delete(w.seen, id)
+		}
+	}
+}
+
+// free is how many more requests this worker may claim now.
+func (w *Watcher) free() int {
+	if !w.claiming() {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cfg.Concurrency - len(w.running) - len(w.claims)
 }
 
 // ClaimHint claims request id at once if this worker may take more work:
@@ -68,12 +215,13 @@ func (w *Watcher) ClaimHint(ctx context.Context, id string) (bool, error) {
 		return false, nil
 	}
 	defer w.unreserve(id)
-	if _, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id)); errors.Is(err, bucket.ErrNotFound) {
+	info, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id))
+	if errors.Is(err, bucket.ErrNotFound) {
 		return false, nil
 	} else if err != nil {
 		return false, fmt.Errorf("claim hint %s: %w", id, err)
 	}
-	return w.TryClaim(ctx, id)
+	return w.tryClaim(ctx, id, info.Size, false)
 }
 
 // reserve marks id as being claimed if this worker may claim it now.
@@ -118,12 +266,24 @@ func (w *Watcher) isRunning(id string) bool {
 // with the limit, before its body is read; a request over the limit is
 // rejected without being read. A lease over the limit counts as damaged.
 func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
+	return w.tryClaim(ctx, id, -1, false)
+}
+
+// tryClaim is TryClaim of a request whose size a listing gave (size -1:
+// unknown) and, when fresh, whose listing showed no lease: the lease is
+// then written create-only without being read first, and the request's
+// body is read before its result is looked for (a request finished since
+// the listing is gone: its lease was deleted after it).
+func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh bool) (bool, error) {
 	log := w.log.WithField("request_id", id)
-	l, old, err := lease.Acquire(ctx, w.leaseClaim(id))
+	c := w.leaseClaim(id)
+	c.Fresh = fresh
+	l, old, err := lease.Acquire(ctx, c)
 	if err != nil {
 		return false, fmt.Errorf("claim %s: %w", id, err)
 	}
 	if l == nil {
+		w.heldSeen(id, old)
 		return false, nil // held, or another worker won
 	}
 	if old.Found {
@@ -136,31 +296,48 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 
 	// We hold the lease. Is there still work to do?
 	lh := &leaseHolder{w: w, id: id, attempt: attempt, l: l}
-	if _, err := w.cfg.Bucket.Head(ctx, requests.ResultKey(id)); err == nil {
+	var raw []byte
+	if fresh {
+		// A new lease: nobody ran this request unless a result exists from
+		// an earlier life of the same id. The request's body first: gone
+		// means finished since the listing (its lease was deleted after
+		// it), and costs no more calls.
+		raw, err = w.readRequest(ctx, id, bucket.ObjectInfo{Size: size})
+		if errors.Is(err, bucket.ErrNotFound) {
+			_ = w.cfg.Bucket.Delete(ctx, requests.LeaseKey(id))
+			return false, nil
+		}
+	}
+	if _, herr := w.cfg.Bucket.Head(ctx, requests.ResultKey(id)); herr == nil {
 		// Finished by an earlier holder that died while cleaning up.
-		w.cleanup(ctx, id)
+		w.cleanup(ctx, id, true)
 		return false, nil
-	} else if !errors.Is(err, bucket.ErrNotFound) {
-		return false, lh.release(ctx, fmt.Errorf("check result %s: %w", id, err))
+	} else if !errors.Is(herr, bucket.ErrNotFound) {
+		return false, lh.release(ctx, fmt.Errorf("check result %s: %w", id, herr))
 	}
-	// Before reading the request's body: is it still there, has it used
-	// up its attempts (an earlier one may have died reading it), and is
-	// it small enough to read at all?
-	rinfo, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id))
-	if errors.Is(err, bucket.ErrNotFound) {
-		_ = w.cfg.Bucket.Delete(ctx, requests.LeaseKey(id))
-		return false, nil
+	if !fresh {
+		// Before reading the request's body: is it still there, has it
+		// used up its attempts (an earlier one may have died reading it),
+		// and is it small enough to read at all? A listing gave its size.
+		rinfo := bucket.ObjectInfo{Size: size}
+		if size < 0 {
+			rinfo, err = w.cfg.Bucket.Head(ctx, requests.RequestKey(id))
+			if errors.Is(err, bucket.ErrNotFound) {
+				_ = w.cfg.Bucket.Delete(ctx, requests.LeaseKey(id))
+				return false, nil
+			}
+			if err != nil {
+				return false, lh.release(ctx, fmt.Errorf("read request %s: %w", id, err))
+			}
+		}
+		if attempt-handbacks > w.cfg.MaxAttempts {
+			msg := fmt.Sprintf("abandoned after %d attempts", attempt-handbacks-1)
+			log.Warn(msg)
+			w.emit(Event{Type: EventAbandoned, ID: id, Attempt: attempt})
+			return false, w.writeResult(ctx, id, w.result(id, requests.StatusFailed, msg, attempt-1, nil), "")
+		}
+		raw, err = w.readRequest(ctx, id, rinfo)
 	}
-	if err != nil {
-		return false, lh.release(ctx, fmt.Errorf("read request %s: %w", id, err))
-	}
-	if attempt-handbacks > w.cfg.MaxAttempts {
-		msg := fmt.Sprintf("abandoned after %d attempts", attempt-handbacks-1)
-		log.Warn(msg)
-		w.emit(Event{Type: EventAbandoned, ID: id, Attempt: attempt})
-		return false, w.writeResult(ctx, id, w.result(id, requests.StatusFailed, msg, attempt-1, nil), "")
-	}
-	raw, err := w.readRequest(ctx, id, rinfo)
 	var tl *bucket.TooLargeError
 	if errors.As(err, &tl) {
 		msg := w.tooLarge(tl)
@@ -186,6 +363,7 @@ func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
 		return false, w.writeResult(ctx, id, w.result(id, requests.StatusRejected, "invalid request: "+perr.Error(), attempt, req), "")
 	}
 	if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(id)); err == nil {
+		w.sawCancel(id)
 		log.Info("request canceled before it started")
 		return false, w.writeResult(ctx, id, w.result(id, requests.StatusCanceled, "canceled by request before it started", attempt, req), "")
 	}
@@ -303,7 +481,7 @@ func (w *Watcher) writeResult(ctx context.Context, id string, r *requests.Result
 	if err != nil && !errors.Is(err, bucket.ErrPreconditionFailed) {
 		return fmt.Errorf("write result %s: %w", id, err)
 	}
-	w.cleanup(ctx, id)
+	w.cleanup(ctx, id, false)
 	ev := Event{
 		Type: EventFinished, ID: id, Attempt: r.Attempts, Status: r.Status, Kind: r.RequestKind,
 		Source: r.Source, Cluster: r.Cluster, Engine: engine, Bytes: r.Bytes, StoredBytes: r.StoredBytes, Finished: r.FinishedAt,
@@ -344,33 +522,89 @@ func redactResult(r *requests.Result) *requests.Result {
 	return &c
 }
 
-// cleanup removes a finished request's control objects, the lease last.
-func (w *Watcher) cleanup(ctx context.Context, id string) {
-	for _, key := range []string{requests.RequestKey(id), requests.CancelKey(id), requests.LeaseKey(id)} {
+// cleanup removes a finished request's control objects, the lease last:
+// the request, its cancel object when one was seen (all: whenever this
+// worker cannot know, as after an earlier holder's finish), then the
+// lease. A cancel object written after the last look is a sweep's.
+func (w *Watcher) cleanup(ctx context.Context, id string, all bool) {
+	w.mu.Lock()
+	seen := w.canceled[id]
+	delete(w.canceled, id)
+	w.mu.Unlock()
+	keys := []string{requests.RequestKey(id)}
+	if all || seen {
+		keys = append(keys, requests.CancelKey(id))
+	}
+	for _, key := range append(keys, requests.LeaseKey(id)) {
 		if err := w.cfg.Bucket.Delete(ctx, key); err != nil {
 			w.log.WithError(err).WithField("key", key).Warn("cleanup failed; the next pass finishes it")
 		}
 	}
 }
 
-// sweepLeases deletes expired leases whose request is gone: a holder
-// that died after deleting the request and before deleting the lease.
-func (w *Watcher) sweepLeases(ctx context.Context, pending map[string]bool) error {
-	return bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
-		id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key)
-		if !ok || pending[id] || w.isRunning(id) {
+// sawCancel notes that request id has a cancel object, for its cleanup.
+func (w *Watcher) sawCancel(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.canceled[id] = true
+}
+
+// sweep removes what a crash or a late client left behind, by turns:
+// expired leases whose request is gone (a holder that died after
+// deleting the request and before deleting the lease), and cancel
+// objects older than a lease whose request is gone (written after the
+// holder's last look). pending are the ids of the pass's listing (nil:
+// none made), leases its listing of leases/ (nil: none made).
+func (w *Watcher) sweep(ctx context.Context, pending map[string]bool, leases map[string]bucket.ObjectInfo) error {
+	w.sweeps++
+	if w.sweeps%2 == 0 {
+		return w.sweepCancels(ctx, pending)
+	}
+	if leases == nil {
+		leases = map[string]bucket.ObjectInfo{}
+		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
+			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
+				leases[id] = o
+			}
 			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for id, o := range leases {
+		if pending[id] || w.isRunning(id) {
+			continue
 		}
 		// The listing may predate a new request: look again.
 		if _, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id)); !errors.Is(err, bucket.ErrNotFound) {
-			return nil
+			continue
 		}
 		st, err := lease.Read(ctx, w.cfg.Bucket, o.Key, w.cfg.MaxControlObject, w.cfg.Lease)
 		// A damaged lease of no request protects nothing: it goes now.
 		if err != nil || (!st.Damaged && st.Held()) {
-			return nil
+			continue
 		}
 		w.log.WithField("request_id", id).Info("removing an expired lease whose request is gone")
+		if err := w.cfg.Bucket.Delete(ctx, o.Key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sweepCancels deletes cancel objects older than a lease whose request
+// is gone.
+func (w *Watcher) sweepCancels(ctx context.Context, pending map[string]bool) error {
+	now := time.Now()
+	return bucket.Walk(ctx, w.cfg.Bucket, requests.CancelPrefix, func(o bucket.ObjectInfo) error {
+		id, ok := requests.IDFromKey(requests.CancelPrefix, o.Key)
+		if !ok || pending[id] || w.isRunning(id) || now.Sub(o.LastModified) < w.cfg.Lease {
+			return nil
+		}
+		if _, err := w.cfg.Bucket.Head(ctx, requests.RequestKey(id)); !errors.Is(err, bucket.ErrNotFound) {
+			return nil
+		}
 		return w.cfg.Bucket.Delete(ctx, o.Key)
 	})
 }
@@ -406,6 +640,7 @@ func (w *Watcher) start(req *requests.Request, lh *leaseHolder) {
 		defer func() {
 			w.mu.Lock()
 			delete(w.running, req.ID)
+			delete(w.canceled, req.ID) // a lost or handed-back run's
 			w.mu.Unlock()
 			close(j.done)
 			w.Wake() // a slot is free
@@ -486,7 +721,14 @@ func (w *Watcher) finish(req *requests.Request, lh *leaseHolder, tracker *execut
 		// Each round's writes must be done well within the lease its
 		// renewal confirms.
 		fctx, fcancel := context.WithTimeout(context.Background(), w.cfg.Lease*2/3)
-		err := lh.l.Renew(fctx, leaseData{progress: ptr(tracker.Snapshot()), finishing: true})
+		var err error
+		if round > 0 || lh.l.SinceWrite() >= w.cfg.Lease/6 {
+			err = lh.l.Renew(fctx, leaseData{progress: ptr(tracker.Snapshot()), finishing: true})
+		}
+		// else: the lease was confirmed less than a sixth of its length
+		// ago (a short run), so it is still surely this holder's while
+		// the writes below run (they end within two thirds of it): the
+		// fence of lease.Valid, without the call.
 		if errors.Is(err, lease.ErrLost) {
 			fcancel()
 			w.emit(Event{Type: EventLost, ID: req.ID, Attempt: lh.attempt})
@@ -524,7 +766,7 @@ func (w *Watcher) finish(req *requests.Request, lh *leaseHolder, tracker *execut
 		// The last write of the result was applied though its answer was
 		// lost (a timeout, a reset after the server took it): the request
 		// is finished, by this attempt.
-		w.cleanup(rctx, req.ID)
+		w.cleanup(rctx, req.ID, false)
 		log.WithFields(logrus.Fields{"status": out.Result.Status, "answer_lost": fmt.Sprint(lastErr)}).Info("request finished")
 		return
 	}
@@ -583,6 +825,7 @@ func (w *Watcher) renewLoop(ctx context.Context, cancel context.CancelCauseFunc,
 		Stop: stop,
 		Before: func(ctx context.Context) (any, error) {
 			if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(lh.id)); err == nil {
+				w.sawCancel(lh.id)
 				return nil, executor.ErrCanceled
 			}
 			return leaseData{progress: ptr(tracker.Snapshot())}, nil

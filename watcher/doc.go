@@ -5,10 +5,30 @@
 // The watcher holds one lease per request, leases/<id>.json, written as a
 // requests.Lease, and adds what a request needs:
 //
-//   - RunOnce lists requests/ (oldest first: ids are time-ordered) and
-//     claims each request it can take (lease.Acquire). Past MaxAttempts
-//     (hand-backs at shutdown not counted) a request ends failed
-//     ("abandoned after n attempts").
+//   - RunOnce lists requests/ (oldest first: ids are time-ordered) and,
+//     when it could claim one, leases/ once, and claims what it can
+//     (lease.Acquire). A request with no listed lease is claimed
+//     create-only without reading a lease first (lease.Claim.Fresh: one
+//     call; a 412 means another worker holds it now); the oldest few are
+//     tried in an order of each worker's own (a hash of worker and id)
+//     so that workers rarely race for one. A listed lease that looks old
+//     enough to have expired is read and judged by the bucket's clock; a
+//     lease found held is not read again until it is written again or
+//     due to expire. Past MaxAttempts (hand-backs at shutdown not
+//     counted) a request ends failed ("abandoned after n attempts").
+//   - Once every lease length a pass sweeps, by turns, expired leases
+//     whose request is gone (a holder that died between deleting the
+//     request and the lease) and cancel objects older than a lease whose
+//     request is gone (written after the holder's last look). An idle
+//     worker, whose last listing of requests/ was empty, makes the
+//     sweep's LIST instead of that listing: one LIST per poll interval.
+//   - A fresh claim (attempt 1) reads the request's body first (its size
+//     is the listing's): gone means it finished since the listing, and
+//     the lease just made is deleted, nothing more. Then it looks for a
+//     result (a finished id submitted again, or an earlier holder that
+//     died while cleaning up) and for a cancel object. A takeover looks
+//     for the result first, then at the request's size (a HEAD when no
+//     listing gave it) and the attempt limit, and only then reads it.
 //   - Each renewal (every third of the lease) also looks for
 //     cancel/<id>.json and publishes the run's progress in the lease. A
 //     lost lease cancels the run with ErrLeaseLost and nothing more is
@@ -19,11 +39,14 @@
 //     named after the attempt, and the run's tracker carries a fence that
 //     renews the lease, which the engine calls immediately before its
 //     swap; a loss there cancels the run and the engine does not swap.
-//   - To finish, the holder renews once more (marked finishing), commits
-//     the index (create-only), writes results/<id>.json create-only, then
-//     deletes the request, its cancel object and the lease. Every step is
-//     idempotent; a claim checks for a result before it runs anything, so
-//     a crash between any two steps is finished by the next attempt.
+//   - To finish, the holder renews once more (marked finishing) unless
+//     its lease was confirmed less than a sixth of its length ago (a
+//     short run: the lease is surely still its own while the writes run,
+//     the fence of lease.Valid), commits the index (create-only), writes
+//     results/<id>.json create-only, then deletes the request, its cancel
+//     object when one was seen, and the lease. Every step is idempotent;
+//     a takeover checks for a result before it runs anything, so a crash
+//     between any two steps is finished by the next attempt.
 //   - Notifications only hurry things: ClaimHint claims the request a
 //     notification names at once (within the concurrency limit), Wake
 //     asks for a pass; the periodic LIST is the backstop that

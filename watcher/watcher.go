@@ -201,7 +201,19 @@ type Watcher struct {
 	// answered are the keys under requests/ whose name is not a valid
 	// id and that have a rejected result: later passes leave them alone.
 	answered map[string]bool
-	wg       sync.WaitGroup
+	// seen are leases found held, not read again until written again or
+	// due to expire (claimOrder).
+	seen map[string]seenLease
+	// canceled are running or finishing requests with a cancel object.
+	canceled map[string]bool
+	// pass serializes passes; it guards the fields below.
+	pass sync.Mutex
+	// lastSweep is when the last sweep ran, sweeps how many did.
+	lastSweep time.Time
+	sweeps    int
+	// quiet: the last listing of requests/ was empty.
+	quiet bool
+	wg    sync.WaitGroup
 	// stopClaiming is closed when shutdown begins.
 	stopClaiming chan struct{}
 	stopOnce     sync.Once
@@ -237,6 +249,8 @@ func New(cfg Config) (*Watcher, error) {
 		claims:       map[string]bool{},
 		elsewhere:    map[string]time.Time{},
 		answered:     map[string]bool{},
+		seen:         map[string]seenLease{},
+		canceled:     map[string]bool{},
 		stopClaiming: make(chan struct{}),
 		jobsCtx:      jobsCtx,
 		cancelJobs:   cancelJobs,

@@ -1,0 +1,214 @@
+package watcher_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cnvrg/capsule/bucket"
+	"github.com/cnvrg/capsule/bucket/s3"
+	"github.com/cnvrg/capsule/internal/s3test"
+	"github.com/cnvrg/capsule/requests"
+	"github.com/cnvrg/capsule/watcher"
+)
+
+// counting counts the calls made on a real bucket by operation and by
+// the kind of object (requests, leases, …), so that tests can show that a
+// call the claim protocol no longer makes stays gone. stale, when set,
+// adds keys to listings of requests/: a listing made just before another
+// worker finished those requests.
+type counting struct {
+	bucket.Bucket
+	mu     sync.Mutex
+	counts map[string]int
+	stale  []string
+}
+
+func (c *counting) add(op, key string) {
+	key = strings.TrimPrefix(key, "capsule/")
+	kind, _, _ := strings.Cut(key, "/")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[op+" "+kind]++
+}
+
+// take returns the counts so far and starts again.
+func (c *counting) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.counts
+	c.counts = map[string]int{}
+	return m
+}
+
+func (c *counting) Get(ctx context.Context, key string) (io.ReadCloser, bucket.ObjectInfo, error) {
+	c.add("GET", key)
+	return c.Bucket.Get(ctx, key)
+}
+
+func (c *counting) Head(ctx context.Context, key string) (bucket.ObjectInfo, error) {
+	c.add("HEAD", key)
+	return c.Bucket.Head(ctx, key)
+}
+
+func (c *counting) List(ctx context.Context, prefix string, opts bucket.ListOptions) (bucket.ListPage, error) {
+	c.add("LIST", prefix)
+	p, err := c.Bucket.List(ctx, prefix, opts)
+	if err == nil && strings.HasSuffix(prefix, requests.RequestsPrefix) && opts.StartAfter == "" {
+		c.mu.Lock()
+		for _, id := range c.stale {
+			p.Objects = append([]bucket.ObjectInfo{{Key: prefix + id + ".json", Size: 100}}, p.Objects...)
+		}
+		c.mu.Unlock()
+	}
+	return p, err
+}
+
+func (c *counting) Put(ctx context.Context, key string, body io.Reader, size int64, opts bucket.PutOptions) (bucket.ObjectInfo, error) {
+	c.add("PUT", key)
+	return c.Bucket.Put(ctx, key, body, size, opts)
+}
+
+func (c *counting) Delete(ctx context.Context, key string) error {
+	c.add("DELETE", key)
+	return c.Bucket.Delete(ctx, key)
+}
+
+// countingEnv is an env on a fresh bucket of the S3 test server whose
+// calls are counted.
+func countingEnv(t *testing.T) (*env, *counting) {
+	srv := s3test.Shared(t)
+	sb, err := s3.New(context.Background(), s3.Options{Bucket: srv.NewBucket(t), Endpoint: srv.Endpoint, Region: srv.Region, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &counting{Bucket: sb, counts: map[string]int{}}
+	return newEnv(t, c), c
+}
+
+// A claim of a request nobody holds reads no lease and no request
+// metadata, and a short run writes its lease once and deletes no cancel
+// object that was never there; the request still runs once and leaves no
+// control object behind.
+func TestClaimMakesNoNeedlessCalls(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	id := e.submit(backupReq("data"))
+	w := e.watcher("w1", nil)
+	c.take()
+	r := e.waitResult(id, 15*time.Second, func() { w.RunOnce(ctx); w.Wait() })
+	got := c.take()
+	if r.Status != requests.StatusSucceeded {
+		t.Fatalf("status %s: %s", r.Status, r.Error)
+	}
+	for call, want := range map[string]int{
+		"GET leases": 0, "HEAD requests": 0, "DELETE cancel": 0, "PUT leases": 1,
+		"GET requests": 1, "HEAD results": 1, "DELETE requests": 1, "DELETE leases": 1,
+	} {
+		if got[call] != want {
+			t.Errorf("%s: %d calls, want %d (all: %v)", call, got[call], want, got)
+		}
+	}
+	for _, key := range []string{requests.RequestKey(id), requests.LeaseKey(id), requests.CancelKey(id)} {
+		if _, err := e.b.Head(ctx, key); !errors.Is(err, bucket.ErrNotFound) {
+			t.Errorf("%s left behind: %v", key, err)
+		}
+	}
+}
+
+// A request that another worker finished after this worker's listing
+// (request and lease gone, result there) costs three calls and is not
+// run or answered again: the fresh lease, the request's GET (gone), and
+// the lease's removal. No result is looked for or written.
+func TestStaleListingCostsThreeCallsAndRunsNothing(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	id := e.submit(backupReq("data"))
+	w1 := e.watcher("w1", nil)
+	r := e.waitResult(id, 15*time.Second, func() { w1.RunOnce(ctx); w1.Wait() })
+	w2 := e.watcher("w2", nil)
+	c.mu.Lock()
+	c.stale = []string{id}
+	c.mu.Unlock()
+	c.take()
+	if n, err := w2.RunOnce(ctx); n != 0 || err != nil {
+		t.Fatalf("RunOnce = %d, %v: want nothing started", n, err)
+	}
+	w2.Wait()
+	got := c.take()
+	for call, want := range map[string]int{
+		"PUT leases": 1, "GET requests": 1, "DELETE leases": 1, "GET leases": 0,
+		"HEAD results": 0, "PUT results": 0, "DELETE requests": 0, "DELETE cancel": 0,
+	} {
+		if got[call] != want {
+			t.Errorf("%s: %d calls, want %d (all: %v)", call, got[call], want, got)
+		}
+	}
+	if again := e.result(id); again == nil || again.Worker != r.Worker || again.FinishedAt != r.FinishedAt {
+		t.Errorf("result changed: %+v, was %+v", again, r)
+	}
+	if _, err := e.b.Head(ctx, requests.LeaseKey(id)); !errors.Is(err, bucket.ErrNotFound) {
+		t.Errorf("lease left behind: %v", err)
+	}
+}
+
+// A lease another worker holds is read once per write, not once per
+// pass; once it expires it is still taken over, as the next attempt.
+func TestHeldLeaseIsReadOncePerWriteAndStillTakenOver(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	id := e.submit(backupReq("data"))
+	e.writeLease(id, 1, 3*time.Second) // a holder that then died
+	w := e.watcher("w2", nil)
+	c.take()
+	for range 5 {
+		if n, err := w.RunOnce(ctx); n != 0 || err != nil {
+			t.Fatalf("RunOnce = %d, %v while the lease is held", n, err)
+		}
+	}
+	if got := c.take(); got["GET leases"] != 1 || got["PUT leases"] != 0 {
+		t.Errorf("five passes over a held lease: %v; want one GET of it and no write", got)
+	}
+	r := e.waitResult(id, 20*time.Second, func() { w.RunOnce(ctx); w.Wait() })
+	if r.Status != requests.StatusSucceeded || r.Attempts != 2 {
+		t.Fatalf("after expiry: status %s, attempts %d; want succeeded as attempt 2", r.Status, r.Attempts)
+	}
+}
+
+// An idle worker makes one LIST per pass, the sweep's included (it
+// replaces a listing of requests/ once per lease length), and the sweeps
+// still remove a late cancel object whose request is gone.
+func TestIdleWorkerListsOncePerPass(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	w := e.watcher("w1", func(cfg *watcher.Config) { cfg.Lease = 3 * time.Second })
+	if _, err := w.RunOnce(ctx); err != nil { // the start-up pass also sweeps
+		t.Fatal(err)
+	}
+	e.putRaw(requests.CancelKey("gone"), []byte(`{"apiVersion":"capsule/v1","kind":"Cancel","id":"gone"}`))
+	c.take()
+	passes := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := w.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		passes++
+		if _, err := e.b.Head(ctx, requests.CancelKey("gone")); errors.Is(err, bucket.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the late cancel object was never swept")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := c.take()
+	lists := got["LIST requests"] + got["LIST leases"] + got["LIST cancel"]
+	if lists != passes || got["LIST cancel"] == 0 {
+		t.Errorf("%d idle passes made %v; want one LIST each, a sweep of cancel/ among them", passes, got)
+	}
+}
