@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +17,7 @@ import (
 	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/index"
-	"github.com/cnvrg/capsule/internal/pgserver"
+	"github.com/cnvrg/capsule/internal/pgserver/pgservertest"
 	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/jackc/pglogrepl"
@@ -32,34 +30,6 @@ func (s pgSources) Lookup(name string) (engines.Source, error) {
 		return src, nil
 	}
 	return engines.Source{}, fmt.Errorf("%w %q", executor.ErrUnknownSource, name)
-}
-
-// replicationServer starts a private PostgreSQL 15 that allows
-// replication (the machine's shared server does not).
-func replicationServer(t *testing.T) *pgserver.Server {
-	t.Helper()
-	bin, err := postgres.BinDir(150000)
-	if err != nil {
-		t.Skip(err)
-	}
-	dir, err := os.MkdirTemp("", "capsule-api-pitr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	srv, err := pgserver.New(bin, filepath.Join(dir, "data"), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := srv.Init(ctx, map[string]string{"wal_level": "replica", "max_wal_senders": "10", "max_replication_slots": "10", "fsync": "off", "shared_buffers": "16MB"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Kill)
-	return srv
 }
 
 // pageNode is what testdata/page.js prints of each element.
@@ -113,7 +83,7 @@ func renderPage(t *testing.T, url string) pageNode {
 // but no WAL says no restore is possible yet; other sources show none.
 func TestPageShowsTheRecoverableWindow(t *testing.T) {
 	ctx := context.Background()
-	srv := replicationServer(t)
+	srv, _ := pgservertest.Replication(t, "capsule-api-pitr-")
 	b := fsBucket(t)
 	src := engines.Source{Name: "cnvrg/pg", Engine: "postgres", Config: map[string]any{"url": srv.URL("postgres"), "pitr": true, "allowSuperuser": true}}
 	nowal := engines.Source{Name: "cnvrg/pg-nowal", Engine: "postgres", Config: src.Config}

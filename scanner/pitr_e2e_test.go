@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,7 @@ import (
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/index"
-	"github.com/cnvrg/capsule/internal/pgserver"
+	"github.com/cnvrg/capsule/internal/pgserver/pgservertest"
 	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/scanner"
@@ -24,38 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 )
-
-// startReplicationServer starts a private PostgreSQL 15 that allows
-// replication (the machine's shared server does not), on scratch space
-// and a free loopback port, until the test ends.
-func startReplicationServer(t *testing.T) *pgserver.Server {
-	t.Helper()
-	bin, err := postgres.BinDir(150000)
-	if err != nil {
-		t.Skip(err)
-	}
-	dir, err := os.MkdirTemp("", "capsule-scan-pitr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	srv, err := pgserver.New(bin, filepath.Join(dir, "data"), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := srv.Init(ctx, map[string]string{
-		"wal_level": "replica", "max_wal_senders": "10", "max_replication_slots": "10",
-		"fsync": "off", "shared_buffers": "16MB", "wal_sender_timeout": "60s",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Kill)
-	return srv
-}
 
 // TestWorkerScanPITR runs two "capsule worker --scan" processes over a
 // CnvrgApp whose PostgreSQL (a private server that allows replication)
@@ -69,7 +36,7 @@ func startReplicationServer(t *testing.T) *pgserver.Server {
 func TestWorkerScanPITR(t *testing.T) {
 	f := newFixture(t)
 	bin := f.k.binary(t)
-	srv := startReplicationServer(t)
+	srv, _ := pgservertest.Replication(t, "capsule-scan-pitr-")
 	ctx := context.Background()
 	plan, cluster := f.ns+"/cnvrg-app/pg", f.ns+"/cnvrg-app"
 	ann := scanner.PITRAnnotationPrefix + "pg"

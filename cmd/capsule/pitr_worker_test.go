@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnvrg/capsule/engines/postgres"
-	"github.com/cnvrg/capsule/internal/pgserver"
+	"github.com/cnvrg/capsule/internal/pgserver/pgservertest"
 	"github.com/cnvrg/capsule/lease"
 	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
@@ -41,29 +40,8 @@ func (s *syncBuffer) String() string {
 // (pitr.Jobs, the path the scanner's plans take too), and hands the
 // stream's lease back when it stops.
 func TestWorkerStreamsConfiguredPITRSource(t *testing.T) {
-	bin, err := postgres.BinDir(150000)
-	if err != nil {
-		t.Skip(err)
-	}
-	// Not t.TempDir: the server runs as postgres when the test runs as
-	// root, and must reach its directory.
-	dir, err := os.MkdirTemp("", "capsule-worker-pitr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	srv, err := pgserver.New(bin, filepath.Join(dir, "data"), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, dir := pgservertest.Replication(t, "capsule-worker-pitr-")
 	ctx := context.Background()
-	if err := srv.Init(ctx, map[string]string{"wal_level": "replica", "max_wal_senders": "4", "max_replication_slots": "4", "fsync": "off", "shared_buffers": "16MB"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Kill)
 	bucketDir := filepath.Join(dir, "bucket")
 	if err := os.Mkdir(bucketDir, 0o755); err != nil {
 		t.Fatal(err)
