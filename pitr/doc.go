@@ -40,7 +40,11 @@
 // target, replays WAL from the bucket in a temporary server of the
 // backup's major version, and either loads the result into the live
 // server with the engine's side-database swap or leaves a data
-// directory for a new server. On a worker, Restorer runs it for a
+// directory for a new server. Tablespaces other than the default (their
+// <oid>.tar archives) are unpacked beside the temporary server's data
+// directory, or into the new data directory's TablespaceDir, and
+// linked from pg_tblspc/<oid>; nothing goes where the source host kept
+// them. On a worker, Restorer runs it for a
 // Restore request that names a point in time (executor.PointInTimeRestorer),
 // on the worker's scratch space, fenced by the request's attempt, from
 // base backups its trust accepts. VerifyBase (the executor's verifier of
@@ -49,8 +53,7 @@
 //
 // Not yet: a promotion of the source (a new timeline) restarts the
 // stream on the new timeline without its history file, so restores cross
-// no timeline switch; base backups with tablespaces other than the
-// default are taken but not restored; a restore to a time stages all the
+// no timeline switch; a restore to a time stages all the
 // WAL after the base backup, not just up to the target; base
 // backups record no row counts (a physical copy is consistent only at
 // its stop LSN), so a verification reads every table but compares no

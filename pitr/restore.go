@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -127,7 +128,21 @@ type RestoreResult struct {
 	Downtime    time.Duration `json:"downtime,omitempty"`
 	Previous    string        `json:"previous,omitempty"`
 	DataDir     string        `json:"dataDir,omitempty"`
+	// Tablespaces are, for a restore into a data directory, the
+	// directories of its tablespaces by OID (in its TablespaceDir,
+	// each linked from pg_tblspc/<oid>).
+	Tablespaces map[string]string `json:"tablespaces,omitempty"`
 }
+
+// TablespaceDir is the directory in a data directory written by a
+// restore (--to-dir) that holds the cluster's tablespaces other than
+// the default, one directory per OID, each linked (by its absolute
+// path) from pg_tblspc/<oid>: nothing is written outside the directory
+// asked for. They belong beside the data directory: PostgreSQL runs
+// with them where they are, but a base backup of the new server would
+// copy them twice (as files of the data directory and as tablespaces);
+// move each out and re-point its link first.
+const TablespaceDir = "capsule_tablespaces"
 
 // base is a committed base backup with its details.
 type base struct {
@@ -307,7 +322,14 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	}
 	log.Info("unpacking the base backup")
 	phase("unpack base backup")
-	if err := unpack(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx, cfg.Identities), postgres.BaseArtifact, data); err != nil {
+	// Tablespaces go beside the temporary server's data directory, or
+	// into the new data directory: nothing is written outside it.
+	tsRoot := filepath.Join(scratch, "tablespaces")
+	if cfg.DataDir != "" {
+		tsRoot = filepath.Join(data, TablespaceDir)
+	}
+	tablespaces, err := unpackBase(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx, cfg.Identities), bb.d, data, tsRoot, nil)
+	if err != nil {
 		return nil, err
 	}
 	from := segStart(bb.start, bb.d.WALSegmentSize)
@@ -380,7 +402,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		if err := srv.Own(data); err != nil {
 			return nil, err
 		}
-		res.DataDir = data
+		res.DataDir, res.Tablespaces = data, tablespaces
 		log.Info("data directory written")
 		return res, nil
 	}
@@ -462,6 +484,9 @@ func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) 
 				return err
 			}
 		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				return err
+			}
 			f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode|0o600)
 			if err != nil {
 				return err
@@ -802,4 +827,71 @@ func recoveredPoint(walDir string) (lsn, reason string) {
 		reason = strings.TrimSpace(f[2])
 	}
 	return lsn, reason
+}
+
+// tablespaceArchive matches the archive BASE_BACKUP sends for a
+// tablespace: its OID.
+var tablespaceArchive = regexp.MustCompile(`^[1-9][0-9]{0,9}\.tar$`)
+
+// unpackBase unpacks a base backup: base.tar into data, and each
+// tablespace's archive (<oid>.tar) into tsRoot/<oid>, with
+// pg_tblspc/<oid> in data made a link to it (the source host's
+// location, which base.tar's link names, means nothing here and is
+// never followed). It returns the tablespace directories by OID. An
+// archive name that is not an OID's, or a link that would lead out of
+// tsRoot, is refused. checked, when set, is told of each archive as it
+// was unpacked or failed.
+func unpackBase(ctx context.Context, arts engines.ArtifactReader, d *postgres.BaseDetails, data, tsRoot string, checked func(name string, err error) error) (map[string]string, error) {
+	if checked == nil {
+		checked = func(_ string, err error) error { return err }
+	}
+	if err := checked(postgres.BaseArtifact, unpack(ctx, arts, postgres.BaseArtifact, data)); err != nil {
+		return nil, err
+	}
+	// A tablespace_map would have recovery make links to the source
+	// host's locations: the links are made here instead.
+	if err := os.Remove(filepath.Join(data, "tablespace_map")); err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	root, err := filepath.Abs(tsRoot)
+	if err != nil {
+		return nil, err
+	}
+	var dirs map[string]string
+	for _, name := range d.Archives {
+		if name == postgres.BaseArtifact {
+			continue
+		}
+		if !tablespaceArchive.MatchString(name) {
+			return nil, checked(name, fmt.Errorf("base backup archive %q is neither %s nor a tablespace's <oid>.tar: refused", name, postgres.BaseArtifact))
+		}
+		oid := strings.TrimSuffix(name, ".tar")
+		dir := filepath.Join(root, oid)
+		if rel, err := filepath.Rel(root, dir); err != nil || rel != oid {
+			return nil, checked(name, fmt.Errorf("tablespace %s would leave %s: refused", oid, root))
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := checked(name, unpack(ctx, arts, name, dir)); err != nil {
+			return nil, err
+		}
+		link := filepath.Join(data, "pg_tblspc", oid)
+		// base.tar held the link as an entry, unpacked as an empty
+		// directory: anything in it is not a link's.
+		if err := os.Remove(link); err != nil && !os.IsNotExist(err) {
+			return nil, checked(name, fmt.Errorf("pg_tblspc/%s in %s is not the tablespace's link: %w", oid, postgres.BaseArtifact, err))
+		}
+		if err := os.MkdirAll(filepath.Dir(link), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.Symlink(dir, link); err != nil {
+			return nil, err
+		}
+		if dirs == nil {
+			dirs = map[string]string{}
+		}
+		dirs[oid] = dir
+	}
+	return dirs, nil
 }
