@@ -51,13 +51,27 @@
 // base backups) replays one to consistency the same way and checks the
 // databases and tables it recorded.
 //
-// Not yet: a promotion of the source (a new timeline) restarts the
-// stream on the new timeline without its history file, so restores cross
-// no timeline switch; a restore to a time stages all the
+// After a promotion of the source (a new timeline), the stream stores
+// the new timeline's history file (TIMELINE_HISTORY) once, create-only,
+// beside the WAL as wal/<cluster>/<source>/<timeline>.history.zst (the
+// same form as WAL objects, checksummed and signed, never encrypted: it
+// holds positions and reasons, no data); when the bucket lacks the
+// parent timeline's WAL up to the switch, the stream fetches that first,
+// then the new timeline from the segment the switch is in. A restore
+// follows the newest timeline whose history descends from the base
+// backup's timeline after the backup's end and whose WAL has no gap: it
+// stages each timeline's WAL up to the switch in that timeline's segment
+// files (the switch segment's bytes before the switch also in the next
+// timeline's file, as the server has them), the history file, and
+// recovers with recovery_target_timeline set to it; the recoverable
+// window follows the same route.
+//
+// Not yet: a restore to a time stages all the
 // WAL after the base backup, not just up to the target; base
 // backups record no row counts (a physical copy is consistent only at
 // its stop LSN), so a verification reads every table but compares no
 // count; the recoverable window (RecoverableWindow, Newest: capsule ls,
-// the API, the metric) reads WAL headers without judging their
-// signatures (a restore does judge them).
+// the API, the metric) reads WAL headers and timeline histories without
+// judging their signatures (a restore does judge them); retention never
+// deletes a timeline's history file (a few bytes each).
 package pitr

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -210,20 +211,20 @@ func lastTime(ctx context.Context, b bucket.Reader, o *opener, s Span) (time.Tim
 // with the WAL span it replays.
 // Its errors that say the target can never be reached as asked wrap
 // executor.ErrPointInTimeRefused.
-func choose(ctx context.Context, b bucket.Reader, o *opener, cluster, source string, t Target) (base, Span, error) {
+func choose(ctx context.Context, b bucket.Reader, o *opener, cluster, source string, t Target) (base, route, error) {
 	all, refused, err := bases(ctx, b, cluster, source, o.trust)
 	if err != nil {
-		return base{}, Span{}, err
+		return base{}, route{}, err
 	}
 	if len(all) == 0 && len(refused) > 0 {
-		return base{}, Span{}, fmt.Errorf("%w: source %s has no trusted base backup in cluster %s: %s", executor.ErrPointInTimeRefused, source, cluster, strings.Join(refused, "; "))
+		return base{}, route{}, fmt.Errorf("%w: source %s has no trusted base backup in cluster %s: %s", executor.ErrPointInTimeRefused, source, cluster, strings.Join(refused, "; "))
 	}
 	if len(all) == 0 {
-		return base{}, Span{}, fmt.Errorf("%w: source %s has no base backup in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", executor.ErrPointInTimeRefused, source, cluster)
+		return base{}, route{}, fmt.Errorf("%w: source %s has no base backup in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", executor.ErrPointInTimeRefused, source, cluster)
 	}
 	segs, err := ListSegments(ctx, b, cluster, source)
 	if err != nil {
-		return base{}, Span{}, err
+		return base{}, route{}, err
 	}
 	spans := Spans(segs)
 	reasons := refused
@@ -236,26 +237,29 @@ func choose(ctx context.Context, b bucket.Reader, o *opener, cluster, source str
 			reasons = append(reasons, fmt.Sprintf("%s ends at %s, after the target", bb.idx.BackupID, bb.stop))
 			continue
 		}
-		span, ok := covering(spans, bb)
+		r, ok, err := findRoute(ctx, b, o, spans, bb)
+		if err != nil {
+			return base{}, route{}, err
+		}
 		if !ok {
 			reasons = append(reasons, fmt.Sprintf("%s: the bucket lacks WAL between %s and %s on timeline %d", bb.idx.BackupID, bb.start, bb.stop, bb.d.Timeline))
 			continue
 		}
 		switch {
-		case t.LSN != 0 && span.End < t.LSN:
-			return base{}, Span{}, fmt.Errorf("%w: LSN %s is past the latest recoverable point %s", executor.ErrPointInTimeRefused, t.LSN, span.End)
+		case t.LSN != 0 && r.End() < t.LSN:
+			return base{}, route{}, fmt.Errorf("%w: LSN %s is past the latest recoverable point %s", executor.ErrPointInTimeRefused, t.LSN, r.End())
 		case !t.Time.IsZero():
-			latest, err := lastTime(ctx, b, o, span)
+			latest, err := lastTime(ctx, b, o, r.last())
 			if err != nil {
-				return base{}, Span{}, err
+				return base{}, route{}, err
 			}
 			if t.Time.After(latest) {
-				return base{}, Span{}, fmt.Errorf("%w: %s is after the latest recoverable point %s (use --latest for it)", executor.ErrPointInTimeRefused, t.Time.UTC().Format(time.RFC3339Nano), latest.UTC().Format(time.RFC3339Nano))
+				return base{}, route{}, fmt.Errorf("%w: %s is after the latest recoverable point %s (use --latest for it)", executor.ErrPointInTimeRefused, t.Time.UTC().Format(time.RFC3339Nano), latest.UTC().Format(time.RFC3339Nano))
 			}
 		}
-		return bb, span, nil
+		return bb, r, nil
 	}
-	return base{}, Span{}, fmt.Errorf("%w: no base backup of %s can reach %s: %s", executor.ErrPointInTimeRefused, source, t, strings.Join(reasons, "; "))
+	return base{}, route{}, fmt.Errorf("%w: no base backup of %s can reach %s: %s", executor.ErrPointInTimeRefused, source, t, strings.Join(reasons, "; "))
 }
 
 // recoveredHook, set by tests, runs while the temporary server is up,
@@ -286,12 +290,12 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	}
 	defer o.close()
 	phase("choose base backup")
-	bb, span, err := choose(ctx, cfg.Bucket, o, cfg.Cluster, cfg.Source, cfg.Target)
+	bb, r, err := choose(ctx, cfg.Bucket, o, cfg.Cluster, cfg.Source, cfg.Target)
 	if err != nil {
 		return nil, err
 	}
 	log = log.WithField("backup_id", bb.idx.BackupID)
-	if err := precheck(ctx, cfg.Bucket, o, bb, span); err != nil {
+	if err := precheck(ctx, cfg.Bucket, o, bb, r.legs[0].Span); err != nil {
 		return nil, err
 	}
 	bin, err := postgres.BinDir(bb.d.ServerVersionNum)
@@ -333,9 +337,9 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		return nil, err
 	}
 	from := segStart(bb.start, bb.d.WALSegmentSize)
-	log.WithField("from", from.String()).WithField("to", span.End.String()).Info("staging WAL")
+	log.WithField("from", from.String()).WithField("to", r.End().String()).WithField("timeline", r.Timeline()).Info("staging WAL")
 	phase("stage WAL")
-	if err := stageWAL(ctx, cfg.Bucket, o, span, bb, cfg.Target, filepath.Join(data, "pg_wal")); err != nil {
+	if err := stageWAL(ctx, cfg.Bucket, o, r, bb, cfg.Target, filepath.Join(data, "pg_wal")); err != nil {
 		return nil, err
 	}
 	autoConf, err := os.ReadFile(filepath.Join(data, "postgresql.auto.conf"))
@@ -346,7 +350,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		// A role the cluster surely has: the one that made the backup.
 		srv.User = u
 	}
-	if err := prepareRecovery(srv, scratch, cfg.Target); err != nil {
+	if err := prepareRecovery(srv, scratch, cfg.Target, r.Timeline()); err != nil {
 		return nil, err
 	}
 	if err := srv.Own(scratch); err != nil {
@@ -387,8 +391,8 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	if recoveredHook != nil {
 		recoveredHook(srv.Socket, srv.Port)
 	}
-	res := &RestoreResult{BackupID: bb.idx.BackupID, Target: cfg.Target.String(), Timeline: span.Timeline,
-		FromLSN: bb.start.String(), WALUpTo: span.End.String(), Bytes: bb.idx.Bytes, StoredBytes: bb.idx.StoredBytes}
+	res := &RestoreResult{BackupID: bb.idx.BackupID, Target: cfg.Target.String(), Timeline: r.Timeline(),
+		FromLSN: bb.start.String(), WALUpTo: r.End().String(), Bytes: bb.idx.Bytes, StoredBytes: bb.idx.StoredBytes}
 	res.RecoveredLSN, res.RecoveredReason = recoveredPoint(filepath.Join(data, "pg_wal"))
 	if cfg.DataDir != "" {
 		if err := srv.Stop(); err != nil {
@@ -510,61 +514,94 @@ func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) 
 	}
 }
 
-// stageWAL writes the segment files recovery replays into pg_wal: from
-// the segment of bb's start to the end of span (or the target LSN's
-// segment). The last one holds zeros after the span's end, where
-// recovery stops. Every object is checked (name, checksum, signature,
-// the server it came from) before a byte of it is staged.
-func stageWAL(ctx context.Context, b bucket.Reader, o *opener, span Span, bb base, t Target, walDir string) error {
+// stageWAL writes the segment files recovery replays into pg_wal,
+// leg by leg of r: from the segment of bb's start to the end of the
+// route (or the target LSN's segment), each timeline's WAL in its own
+// timeline's files, and the bytes before a switch point in its segment
+// also in the next timeline's file of it (as the server's own copy at
+// a promotion has them), with the target timeline's history file. The
+// last file holds zeros after the route's end, where recovery stops.
+// Every object is checked (name, checksum, signature, the server it
+// came from) before a byte of it is staged.
+func stageWAL(ctx context.Context, b bucket.Reader, o *opener, r route, bb base, t Target, walDir string) error {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return err
 	}
-	segSize := bb.d.WALSegmentSize
-	from := segStart(bb.start, segSize)
-	var f *os.File
-	var fileSeg uint64 = ^uint64(0)
-	closeFile := func() error {
-		if f == nil {
-			return nil
-		}
-		err := f.Close()
-		f = nil
-		return err
-	}
-	defer closeFile()
-	for _, s := range span.Segments {
-		if s.End <= from {
-			continue
-		}
-		if t.LSN != 0 && s.Start > t.LSN+pglogrepl.LSN(segSize) {
-			break
-		}
-		wal, h, err := o.read(ctx, b, s)
-		if err != nil {
+	if r.hist != nil {
+		name := filepath.Join(walDir, fmt.Sprintf("%08X.history", r.hist.tl))
+		if err := os.WriteFile(name, r.hist.content, 0o600); err != nil {
 			return err
 		}
-		if h.SystemID != "" && bb.d.SystemID != "" && h.SystemID != bb.d.SystemID {
-			return fmt.Errorf("WAL %s is of the server with system identifier %s, the base backup %s of %s", s.Key, h.SystemID, bb.idx.BackupID, bb.d.SystemID)
+	}
+	segSize := bb.d.WALSegmentSize
+	files := map[string]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
 		}
-		seg := uint64(s.Start) / uint64(segSize)
-		if seg != fileSeg {
-			if err := closeFile(); err != nil {
-				return err
+	}()
+	write := func(tl int32, at pglogrepl.LSN, data []byte) error {
+		name := SegmentFileName(tl, at, segSize)
+		f := files[name]
+		if f == nil {
+			// Few files are open at once: close those of earlier segments.
+			for n, g := range files {
+				if err := g.Close(); err != nil {
+					return err
+				}
+				delete(files, n)
 			}
-			name := filepath.Join(walDir, SegmentFileName(span.Timeline, s.Start, segSize))
-			if f, err = os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600); err != nil {
+			var err error
+			if f, err = os.OpenFile(filepath.Join(walDir, name), os.O_CREATE|os.O_RDWR, 0o600); err != nil {
 				return err
 			}
 			if err := f.Truncate(segSize); err != nil {
+				f.Close()
 				return err
 			}
-			fileSeg = seg
+			files[name] = f
 		}
-		if _, err := f.WriteAt(wal, int64(uint64(s.Start)-seg*uint64(segSize))); err != nil {
-			return err
+		seg := uint64(at) / uint64(segSize)
+		_, err := f.WriteAt(data, int64(uint64(at)-seg*uint64(segSize)))
+		return err
+	}
+	for li, l := range r.legs {
+		if t.LSN != 0 && l.From > t.LSN+pglogrepl.LSN(segSize) {
+			break
+		}
+		for _, s := range l.Span.Segments {
+			if s.End <= l.From || s.Start >= l.To {
+				continue
+			}
+			if t.LSN != 0 && s.Start > t.LSN+pglogrepl.LSN(segSize) {
+				break
+			}
+			wal, h, err := o.read(ctx, b, s)
+			if err != nil {
+				return err
+			}
+			if h.SystemID != "" && bb.d.SystemID != "" && h.SystemID != bb.d.SystemID {
+				return fmt.Errorf("WAL %s is of the server with system identifier %s, the base backup %s of %s", s.Key, h.SystemID, bb.idx.BackupID, bb.d.SystemID)
+			}
+			from, to := max(s.Start, l.From), min(s.End, l.To)
+			piece := wal[from-s.Start : to-s.Start]
+			if err := write(l.Timeline, from, piece); err != nil {
+				return err
+			}
+			if li < len(r.legs)-1 && segStart(from, segSize) == segStart(l.Switch, segSize) {
+				if err := write(r.legs[li+1].Timeline, from, piece); err != nil {
+					return err
+				}
+			}
 		}
 	}
-	return closeFile()
+	for n, f := range files {
+		if err := f.Close(); err != nil {
+			return err
+		}
+		delete(files, n)
+	}
+	return nil
 }
 
 // maxSocketPath is the longest Unix socket path Linux takes (sun_path
@@ -591,11 +628,11 @@ func socketParent(scratch string) (string, error) {
 }
 
 // prepareRecovery sets the temporary server up for targeted recovery:
-// recovery.signal, the target, promotion at the target, no archiving,
+// recovery.signal, the target, the timeline tl to follow, promotion at the target, no archiving,
 // no hot standby, and its own pg_hba.conf (trust on its Unix socket
 // only: the server listens on no TCP address, its socket directory is
 // private, and it lives only as long as the restore).
-func prepareRecovery(srv *pgserver.Server, scratch string, t Target) error {
+func prepareRecovery(srv *pgserver.Server, scratch string, t Target, tl int32) error {
 	hba := filepath.Join(scratch, "pg_hba.conf")
 	if err := os.WriteFile(hba, []byte("local all all trust\n"), 0o600); err != nil {
 		return err
@@ -624,7 +661,7 @@ func prepareRecovery(srv *pgserver.Server, scratch string, t Target) error {
 		// WAL is staged in pg_wal; there is no archive to ask.
 		"restore_command":          "false",
 		"recovery_target_action":   "promote",
-		"recovery_target_timeline": "current",
+		"recovery_target_timeline": strconv.Itoa(int(tl)),
 		"archive_mode":             "off",
 		"hot_standby":              "off",
 		"primary_conninfo":         "",

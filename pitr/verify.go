@@ -106,14 +106,15 @@ func VerifyBase(ctx context.Context, vj *executor.VerifyJob) (*engines.VerifyRep
 	}
 	rj.Progress.Report("verify", 1, 3)
 	t := Target{LSN: stop, immediate: true}
-	if err := stageWAL(ctx, vj.Bucket, o, span, bb, t, filepath.Join(data, "pg_wal")); err != nil {
+	r := route{legs: []leg{{Timeline: span.Timeline, From: segStart(start, d.WALSegmentSize), To: span.End, Span: span}}}
+	if err := stageWAL(ctx, vj.Bucket, o, r, bb, t, filepath.Join(data, "pg_wal")); err != nil {
 		return rep, add("wal", err, "")
 	}
 	add("wal", nil, fmt.Sprintf("from %s to the backup's stop LSN %s on timeline %d: every object present and checked", segStart(start, d.WALSegmentSize), stop, d.Timeline))
 	if u := idx.SourceInfo["user"]; u != "" {
 		srv.User = u
 	}
-	if err := prepareRecovery(srv, scratch, t); err != nil {
+	if err := prepareRecovery(srv, scratch, t, d.Timeline); err != nil {
 		return nil, err
 	}
 	if err := srv.Own(scratch); err != nil {

@@ -48,10 +48,20 @@ func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source str
 	for _, s := range segs {
 		w.WALBytes += s.Size
 	}
-	var newest Span
+	// Headers and history files are read without a key, not judged: a
+	// listing's figures, not a restore.
+	o, err := newOpener(cluster, source, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer o.close()
+	var newest route
 	for i := len(all) - 1; i >= 0; i-- { // oldest first
 		bb := all[i]
-		span, ok := covering(spans, bb)
+		r, ok, err := findRoute(ctx, b, o, spans, bb)
+		if err != nil {
+			return nil, err
+		}
 		if !ok {
 			continue
 		}
@@ -59,20 +69,15 @@ func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source str
 			w.Earliest, w.EarliestLSN = bb.idx.FinishedAt, bb.stop.String()
 		}
 		w.BaseBackups++
-		newest = span
+		newest = r
 	}
 	if w.BaseBackups == 0 {
 		return nil, nil
 	}
-	o, err := newOpener(cluster, source, nil, nil)
-	if err != nil {
+	if w.Latest, err = lastTime(ctx, b, o, newest.last()); err != nil {
 		return nil, err
 	}
-	defer o.close()
-	if w.Latest, err = lastTime(ctx, b, o, newest); err != nil {
-		return nil, err
-	}
-	w.LatestLSN, w.Timeline = newest.End.String(), newest.Timeline
+	w.LatestLSN, w.Timeline = newest.End().String(), newest.Timeline()
 	return w, nil
 }
 
