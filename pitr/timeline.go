@@ -231,7 +231,17 @@ func findRoute(ctx context.Context, b bucket.Reader, o *opener, spans []Span, bb
 	if !ok {
 		return route{}, false, nil
 	}
-	return route{legs: []leg{{Timeline: s.Timeline, From: from, To: s.End, Span: s}}}, true, nil
+	r := route{legs: []leg{{Timeline: s.Timeline, From: from, To: s.End, Span: s}}}
+	if bb.d.Timeline > 1 {
+		// A base backup taken after a promotion: its own timeline's
+		// history, when stored, goes along.
+		h, err := readHistory(ctx, b, o, bb.d.Timeline, bb.d.SystemID)
+		if err != nil {
+			return route{}, false, err
+		}
+		r.hist = h
+	}
+	return r, true, nil
 }
 
 // routeFrom builds the route to h's timeline; false when bb's timeline

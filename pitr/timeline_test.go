@@ -93,4 +93,23 @@ func restoreAcrossPromotion(t *testing.T, down bool) {
 	if len(ids) != len(want) || ids[len(ids)-1] != want[len(want)-1] || ids[len(before)-1] != before[len(before)-1].id {
 		t.Fatalf("restored markers %v, want %v (target %s)", ids, want, target)
 	}
+	if down {
+		return
+	}
+
+	// A base backup taken on timeline 2 restores too, its timeline's
+	// history along.
+	baseBackup(t, f.b, f.src)
+	more := writeMarkers(t, f.srv, "app", 3, 0)
+	f.r.waitFor(t, currentLSN(t, f.srv))
+	res, err = pitr.Restore(ctx, pitr.RestoreConfig{
+		Bucket: f.b, Cluster: cluster, Source: "pg", Target: pitr.Target{Latest: true},
+		Into: &f.src, ID: requests.NewID(), Log: enginetest.TestLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := markerIDs(t, f.srv, "app"); res.Timeline != 2 || len(ids) != len(want)+len(more) || ids[len(ids)-1] != more[len(more)-1].id {
+		t.Fatalf("latest from the base backup on timeline 2 (%+v): markers %v, want %v then %v", res, ids, want, more)
+	}
 }
