@@ -40,22 +40,39 @@
 // target, replays WAL from the bucket in a temporary server of the
 // backup's major version, and either loads the result into the live
 // server with the engine's side-database swap or leaves a data
-// directory for a new server. On a worker, Restorer runs it for a
+// directory for a new server. Tablespaces other than the default (their
+// <oid>.tar archives) are unpacked beside the temporary server's data
+// directory, or into the new data directory's TablespaceDir, and
+// linked from pg_tblspc/<oid>; nothing goes where the source host kept
+// them. On a worker, Restorer runs it for a
 // Restore request that names a point in time (executor.PointInTimeRestorer),
 // on the worker's scratch space, fenced by the request's attempt, from
 // base backups its trust accepts. VerifyBase (the executor's verifier of
 // base backups) replays one to consistency the same way and checks the
 // databases and tables it recorded.
 //
-// Not yet: a promotion of the source (a new timeline) restarts the
-// stream on the new timeline without its history file, so restores cross
-// no timeline switch; base backups with tablespaces other than the
-// default are taken but not restored; a restore to a time stages all the
+// After a promotion of the source (a new timeline), the stream stores
+// the new timeline's history file (TIMELINE_HISTORY) once, create-only,
+// beside the WAL as wal/<cluster>/<source>/<timeline>.history.zst (the
+// same form as WAL objects, checksummed and signed, never encrypted: it
+// holds positions and reasons, no data); when the bucket lacks the
+// parent timeline's WAL up to the switch, the stream fetches that first,
+// then the new timeline from the segment the switch is in. A restore
+// follows the newest timeline whose history descends from the base
+// backup's timeline after the backup's end and whose WAL has no gap: it
+// stages each timeline's WAL up to the switch in that timeline's segment
+// files (the switch segment's bytes before the switch also in the next
+// timeline's file, as the server has them), the history file, and
+// recovers with recovery_target_timeline set to it; the recoverable
+// window follows the same route.
+//
+// Not yet: a restore to a time stages all the
 // WAL after the base backup, not just up to the target; base
 // backups record no row counts (a physical copy is consistent only at
 // its stop LSN), so a verification reads every table but compares no
 // count; the recoverable window (RecoverableWindow: capsule ls,
 // describe, the API and the page) judges the signatures of the base
-// backups and of the WAL objects at its end, not of every object in
-// between (a restore judges each one it replays).
+// backups, the history files and the WAL objects at its end, not of
+// every object in between (a restore judges each one it replays);
+// retention never deletes a timeline's history file (a few bytes each).
 package pitr

@@ -6,3 +6,6 @@ func SetRecoveredHook(f func(socketDir string, port int)) func() {
 	recoveredHook = f
 	return func() { recoveredHook = nil }
 }
+
+// UnpackBase unpacks a base backup's archives (unpackBase).
+var UnpackBase = unpackBase

@@ -2,7 +2,6 @@ package pitr_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -12,8 +11,8 @@ import (
 	"github.com/cnvrg/capsule/bucket/fs"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/enginetest"
-	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/internal/pgserver"
+	"github.com/cnvrg/capsule/internal/pgserver/pgservertest"
 	"github.com/cnvrg/capsule/pitr"
 )
 
@@ -23,30 +22,7 @@ const cluster = "test"
 // on scratch space and a free loopback port.
 func startServer(t *testing.T) *pgserver.Server {
 	t.Helper()
-	bin, err := postgres.BinDir(150000)
-	if err != nil {
-		t.Skip(err)
-	}
-	dir, err := os.MkdirTemp("", "capsule-pitr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	srv, err := pgserver.New(bin, filepath.Join(dir, "data"), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := srv.Init(ctx, map[string]string{
-		"wal_level": "replica", "max_wal_senders": "10", "max_replication_slots": "10",
-		"fsync": "off", "shared_buffers": "16MB", "wal_sender_timeout": "60s",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Kill)
+	srv, _ := pgservertest.Replication(t, "capsule-pitr-")
 	return srv
 }
 

@@ -9,7 +9,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -127,7 +129,21 @@ type RestoreResult struct {
 	Downtime    time.Duration `json:"downtime,omitempty"`
 	Previous    string        `json:"previous,omitempty"`
 	DataDir     string        `json:"dataDir,omitempty"`
+	// Tablespaces are, for a restore into a data directory, the
+	// directories of its tablespaces by OID (in its TablespaceDir,
+	// each linked from pg_tblspc/<oid>).
+	Tablespaces map[string]string `json:"tablespaces,omitempty"`
 }
+
+// TablespaceDir is the directory in a data directory written by a
+// restore (--to-dir) that holds the cluster's tablespaces other than
+// the default, one directory per OID, each linked (by its absolute
+// path) from pg_tblspc/<oid>: nothing is written outside the directory
+// asked for. They belong beside the data directory: PostgreSQL runs
+// with them where they are, but a base backup of the new server would
+// copy them twice (as files of the data directory and as tablespaces);
+// move each out and re-point its link first.
+const TablespaceDir = "capsule_tablespaces"
 
 // base is a committed base backup with its details.
 type base struct {
@@ -195,20 +211,20 @@ func lastTime(ctx context.Context, b bucket.Reader, o *opener, s Span) (time.Tim
 // with the WAL span it replays.
 // Its errors that say the target can never be reached as asked wrap
 // executor.ErrPointInTimeRefused.
-func choose(ctx context.Context, b bucket.Reader, o *opener, cluster, source string, t Target) (base, Span, error) {
+func choose(ctx context.Context, b bucket.Reader, o *opener, cluster, source string, t Target) (base, route, error) {
 	all, refused, err := bases(ctx, b, cluster, source, o.trust)
 	if err != nil {
-		return base{}, Span{}, err
+		return base{}, route{}, err
 	}
 	if len(all) == 0 && len(refused) > 0 {
-		return base{}, Span{}, fmt.Errorf("%w: source %s has no trusted base backup in cluster %s: %s", executor.ErrPointInTimeRefused, source, cluster, strings.Join(refused, "; "))
+		return base{}, route{}, fmt.Errorf("%w: source %s has no trusted base backup in cluster %s: %s", executor.ErrPointInTimeRefused, source, cluster, strings.Join(refused, "; "))
 	}
 	if len(all) == 0 {
-		return base{}, Span{}, fmt.Errorf("%w: source %s has no base backup in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", executor.ErrPointInTimeRefused, source, cluster)
+		return base{}, route{}, fmt.Errorf("%w: source %s has no base backup in cluster %s: point-in-time restores start from one (pitr: true makes the source's backups base backups)", executor.ErrPointInTimeRefused, source, cluster)
 	}
 	segs, err := ListSegments(ctx, b, cluster, source)
 	if err != nil {
-		return base{}, Span{}, err
+		return base{}, route{}, err
 	}
 	spans := Spans(segs)
 	reasons := refused
@@ -221,26 +237,29 @@ func choose(ctx context.Context, b bucket.Reader, o *opener, cluster, source str
 			reasons = append(reasons, fmt.Sprintf("%s ends at %s, after the target", bb.idx.BackupID, bb.stop))
 			continue
 		}
-		span, ok := covering(spans, bb)
+		r, ok, err := findRoute(ctx, b, o, spans, bb)
+		if err != nil {
+			return base{}, route{}, err
+		}
 		if !ok {
 			reasons = append(reasons, fmt.Sprintf("%s: the bucket lacks WAL between %s and %s on timeline %d", bb.idx.BackupID, bb.start, bb.stop, bb.d.Timeline))
 			continue
 		}
 		switch {
-		case t.LSN != 0 && span.End < t.LSN:
-			return base{}, Span{}, fmt.Errorf("%w: LSN %s is past the latest recoverable point %s", executor.ErrPointInTimeRefused, t.LSN, span.End)
+		case t.LSN != 0 && r.End() < t.LSN:
+			return base{}, route{}, fmt.Errorf("%w: LSN %s is past the latest recoverable point %s", executor.ErrPointInTimeRefused, t.LSN, r.End())
 		case !t.Time.IsZero():
-			latest, err := lastTime(ctx, b, o, span)
+			latest, err := lastTime(ctx, b, o, r.last())
 			if err != nil {
-				return base{}, Span{}, err
+				return base{}, route{}, err
 			}
 			if t.Time.After(latest) {
-				return base{}, Span{}, fmt.Errorf("%w: %s is after the latest recoverable point %s (use --latest for it)", executor.ErrPointInTimeRefused, t.Time.UTC().Format(time.RFC3339Nano), latest.UTC().Format(time.RFC3339Nano))
+				return base{}, route{}, fmt.Errorf("%w: %s is after the latest recoverable point %s (use --latest for it)", executor.ErrPointInTimeRefused, t.Time.UTC().Format(time.RFC3339Nano), latest.UTC().Format(time.RFC3339Nano))
 			}
 		}
-		return bb, span, nil
+		return bb, r, nil
 	}
-	return base{}, Span{}, fmt.Errorf("%w: no base backup of %s can reach %s: %s", executor.ErrPointInTimeRefused, source, t, strings.Join(reasons, "; "))
+	return base{}, route{}, fmt.Errorf("%w: no base backup of %s can reach %s: %s", executor.ErrPointInTimeRefused, source, t, strings.Join(reasons, "; "))
 }
 
 // recoveredHook, set by tests, runs while the temporary server is up,
@@ -271,12 +290,12 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	}
 	defer o.close()
 	phase("choose base backup")
-	bb, span, err := choose(ctx, cfg.Bucket, o, cfg.Cluster, cfg.Source, cfg.Target)
+	bb, r, err := choose(ctx, cfg.Bucket, o, cfg.Cluster, cfg.Source, cfg.Target)
 	if err != nil {
 		return nil, err
 	}
 	log = log.WithField("backup_id", bb.idx.BackupID)
-	if err := precheck(ctx, cfg.Bucket, o, bb, span); err != nil {
+	if err := precheck(ctx, cfg.Bucket, o, bb, r.legs[0].Span); err != nil {
 		return nil, err
 	}
 	bin, err := postgres.BinDir(bb.d.ServerVersionNum)
@@ -307,13 +326,20 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	}
 	log.Info("unpacking the base backup")
 	phase("unpack base backup")
-	if err := unpack(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx, cfg.Identities), postgres.BaseArtifact, data); err != nil {
+	// Tablespaces go beside the temporary server's data directory, or
+	// into the new data directory: nothing is written outside it.
+	tsRoot := filepath.Join(scratch, "tablespaces")
+	if cfg.DataDir != "" {
+		tsRoot = filepath.Join(data, TablespaceDir)
+	}
+	tablespaces, err := unpackBase(ctx, executor.OpenArtifacts(cfg.Bucket, bb.idx, cfg.Identities), bb.d, data, tsRoot, nil)
+	if err != nil {
 		return nil, err
 	}
 	from := segStart(bb.start, bb.d.WALSegmentSize)
-	log.WithField("from", from.String()).WithField("to", span.End.String()).Info("staging WAL")
+	log.WithField("from", from.String()).WithField("to", r.End().String()).WithField("timeline", r.Timeline()).Info("staging WAL")
 	phase("stage WAL")
-	if err := stageWAL(ctx, cfg.Bucket, o, span, bb, cfg.Target, filepath.Join(data, "pg_wal")); err != nil {
+	if err := stageWAL(ctx, cfg.Bucket, o, r, bb, cfg.Target, filepath.Join(data, "pg_wal")); err != nil {
 		return nil, err
 	}
 	autoConf, err := os.ReadFile(filepath.Join(data, "postgresql.auto.conf"))
@@ -324,7 +350,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		// A role the cluster surely has: the one that made the backup.
 		srv.User = u
 	}
-	if err := prepareRecovery(srv, scratch, cfg.Target); err != nil {
+	if err := prepareRecovery(srv, scratch, cfg.Target, r.Timeline()); err != nil {
 		return nil, err
 	}
 	if err := srv.Own(scratch); err != nil {
@@ -365,8 +391,8 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	if recoveredHook != nil {
 		recoveredHook(srv.Socket, srv.Port)
 	}
-	res := &RestoreResult{BackupID: bb.idx.BackupID, Target: cfg.Target.String(), Timeline: span.Timeline,
-		FromLSN: bb.start.String(), WALUpTo: span.End.String(), Bytes: bb.idx.Bytes, StoredBytes: bb.idx.StoredBytes}
+	res := &RestoreResult{BackupID: bb.idx.BackupID, Target: cfg.Target.String(), Timeline: r.Timeline(),
+		FromLSN: bb.start.String(), WALUpTo: r.End().String(), Bytes: bb.idx.Bytes, StoredBytes: bb.idx.StoredBytes}
 	res.RecoveredLSN, res.RecoveredReason = recoveredPoint(filepath.Join(data, "pg_wal"))
 	if cfg.DataDir != "" {
 		if err := srv.Stop(); err != nil {
@@ -380,7 +406,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 		if err := srv.Own(data); err != nil {
 			return nil, err
 		}
-		res.DataDir = data
+		res.DataDir, res.Tablespaces = data, tablespaces
 		log.Info("data directory written")
 		return res, nil
 	}
@@ -462,6 +488,9 @@ func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) 
 				return err
 			}
 		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				return err
+			}
 			f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode|0o600)
 			if err != nil {
 				return err
@@ -485,61 +514,94 @@ func unpack(ctx context.Context, arts engines.ArtifactReader, name, dir string) 
 	}
 }
 
-// stageWAL writes the segment files recovery replays into pg_wal: from
-// the segment of bb's start to the end of span (or the target LSN's
-// segment). The last one holds zeros after the span's end, where
-// recovery stops. Every object is checked (name, checksum, signature,
-// the server it came from) before a byte of it is staged.
-func stageWAL(ctx context.Context, b bucket.Reader, o *opener, span Span, bb base, t Target, walDir string) error {
+// stageWAL writes the segment files recovery replays into pg_wal,
+// leg by leg of r: from the segment of bb's start to the end of the
+// route (or the target LSN's segment), each timeline's WAL in its own
+// timeline's files, and the bytes before a switch point in its segment
+// also in the next timeline's file of it (as the server's own copy at
+// a promotion has them), with the target timeline's history file. The
+// last file holds zeros after the route's end, where recovery stops.
+// Every object is checked (name, checksum, signature, the server it
+// came from) before a byte of it is staged.
+func stageWAL(ctx context.Context, b bucket.Reader, o *opener, r route, bb base, t Target, walDir string) error {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return err
 	}
-	segSize := bb.d.WALSegmentSize
-	from := segStart(bb.start, segSize)
-	var f *os.File
-	var fileSeg uint64 = ^uint64(0)
-	closeFile := func() error {
-		if f == nil {
-			return nil
-		}
-		err := f.Close()
-		f = nil
-		return err
-	}
-	defer closeFile()
-	for _, s := range span.Segments {
-		if s.End <= from {
-			continue
-		}
-		if t.LSN != 0 && s.Start > t.LSN+pglogrepl.LSN(segSize) {
-			break
-		}
-		wal, h, err := o.read(ctx, b, s)
-		if err != nil {
+	if r.hist != nil {
+		name := filepath.Join(walDir, fmt.Sprintf("%08X.history", r.hist.tl))
+		if err := os.WriteFile(name, r.hist.content, 0o600); err != nil {
 			return err
 		}
-		if h.SystemID != "" && bb.d.SystemID != "" && h.SystemID != bb.d.SystemID {
-			return fmt.Errorf("WAL %s is of the server with system identifier %s, the base backup %s of %s", s.Key, h.SystemID, bb.idx.BackupID, bb.d.SystemID)
+	}
+	segSize := bb.d.WALSegmentSize
+	files := map[string]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
 		}
-		seg := uint64(s.Start) / uint64(segSize)
-		if seg != fileSeg {
-			if err := closeFile(); err != nil {
-				return err
+	}()
+	write := func(tl int32, at pglogrepl.LSN, data []byte) error {
+		name := SegmentFileName(tl, at, segSize)
+		f := files[name]
+		if f == nil {
+			// Few files are open at once: close those of earlier segments.
+			for n, g := range files {
+				if err := g.Close(); err != nil {
+					return err
+				}
+				delete(files, n)
 			}
-			name := filepath.Join(walDir, SegmentFileName(span.Timeline, s.Start, segSize))
-			if f, err = os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600); err != nil {
+			var err error
+			if f, err = os.OpenFile(filepath.Join(walDir, name), os.O_CREATE|os.O_RDWR, 0o600); err != nil {
 				return err
 			}
 			if err := f.Truncate(segSize); err != nil {
+				f.Close()
 				return err
 			}
-			fileSeg = seg
+			files[name] = f
 		}
-		if _, err := f.WriteAt(wal, int64(uint64(s.Start)-seg*uint64(segSize))); err != nil {
-			return err
+		seg := uint64(at) / uint64(segSize)
+		_, err := f.WriteAt(data, int64(uint64(at)-seg*uint64(segSize)))
+		return err
+	}
+	for li, l := range r.legs {
+		if t.LSN != 0 && l.From > t.LSN+pglogrepl.LSN(segSize) {
+			break
+		}
+		for _, s := range l.Span.Segments {
+			if s.End <= l.From || s.Start >= l.To {
+				continue
+			}
+			if t.LSN != 0 && s.Start > t.LSN+pglogrepl.LSN(segSize) {
+				break
+			}
+			wal, h, err := o.read(ctx, b, s)
+			if err != nil {
+				return err
+			}
+			if h.SystemID != "" && bb.d.SystemID != "" && h.SystemID != bb.d.SystemID {
+				return fmt.Errorf("WAL %s is of the server with system identifier %s, the base backup %s of %s", s.Key, h.SystemID, bb.idx.BackupID, bb.d.SystemID)
+			}
+			from, to := max(s.Start, l.From), min(s.End, l.To)
+			piece := wal[from-s.Start : to-s.Start]
+			if err := write(l.Timeline, from, piece); err != nil {
+				return err
+			}
+			if li < len(r.legs)-1 && segStart(from, segSize) == segStart(l.Switch, segSize) {
+				if err := write(r.legs[li+1].Timeline, from, piece); err != nil {
+					return err
+				}
+			}
 		}
 	}
-	return closeFile()
+	for n, f := range files {
+		if err := f.Close(); err != nil {
+			return err
+		}
+		delete(files, n)
+	}
+	return nil
 }
 
 // maxSocketPath is the longest Unix socket path Linux takes (sun_path
@@ -566,11 +628,11 @@ func socketParent(scratch string) (string, error) {
 }
 
 // prepareRecovery sets the temporary server up for targeted recovery:
-// recovery.signal, the target, promotion at the target, no archiving,
+// recovery.signal, the target, the timeline tl to follow, promotion at the target, no archiving,
 // no hot standby, and its own pg_hba.conf (trust on its Unix socket
 // only: the server listens on no TCP address, its socket directory is
 // private, and it lives only as long as the restore).
-func prepareRecovery(srv *pgserver.Server, scratch string, t Target) error {
+func prepareRecovery(srv *pgserver.Server, scratch string, t Target, tl int32) error {
 	hba := filepath.Join(scratch, "pg_hba.conf")
 	if err := os.WriteFile(hba, []byte("local all all trust\n"), 0o600); err != nil {
 		return err
@@ -599,7 +661,7 @@ func prepareRecovery(srv *pgserver.Server, scratch string, t Target) error {
 		// WAL is staged in pg_wal; there is no archive to ask.
 		"restore_command":          "false",
 		"recovery_target_action":   "promote",
-		"recovery_target_timeline": "current",
+		"recovery_target_timeline": strconv.Itoa(int(tl)),
 		"archive_mode":             "off",
 		"hot_standby":              "off",
 		"primary_conninfo":         "",
@@ -802,4 +864,71 @@ func recoveredPoint(walDir string) (lsn, reason string) {
 		reason = strings.TrimSpace(f[2])
 	}
 	return lsn, reason
+}
+
+// tablespaceArchive matches the archive BASE_BACKUP sends for a
+// tablespace: its OID.
+var tablespaceArchive = regexp.MustCompile(`^[1-9][0-9]{0,9}\.tar$`)
+
+// unpackBase unpacks a base backup: base.tar into data, and each
+// tablespace's archive (<oid>.tar) into tsRoot/<oid>, with
+// pg_tblspc/<oid> in data made a link to it (the source host's
+// location, which base.tar's link names, means nothing here and is
+// never followed). It returns the tablespace directories by OID. An
+// archive name that is not an OID's, or a link that would lead out of
+// tsRoot, is refused. checked, when set, is told of each archive as it
+// was unpacked or failed.
+func unpackBase(ctx context.Context, arts engines.ArtifactReader, d *postgres.BaseDetails, data, tsRoot string, checked func(name string, err error) error) (map[string]string, error) {
+	if checked == nil {
+		checked = func(_ string, err error) error { return err }
+	}
+	if err := checked(postgres.BaseArtifact, unpack(ctx, arts, postgres.BaseArtifact, data)); err != nil {
+		return nil, err
+	}
+	// A tablespace_map would have recovery make links to the source
+	// host's locations: the links are made here instead.
+	if err := os.Remove(filepath.Join(data, "tablespace_map")); err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	root, err := filepath.Abs(tsRoot)
+	if err != nil {
+		return nil, err
+	}
+	var dirs map[string]string
+	for _, name := range d.Archives {
+		if name == postgres.BaseArtifact {
+			continue
+		}
+		if !tablespaceArchive.MatchString(name) {
+			return nil, checked(name, fmt.Errorf("base backup archive %q is neither %s nor a tablespace's <oid>.tar: refused", name, postgres.BaseArtifact))
+		}
+		oid := strings.TrimSuffix(name, ".tar")
+		dir := filepath.Join(root, oid)
+		if rel, err := filepath.Rel(root, dir); err != nil || rel != oid {
+			return nil, checked(name, fmt.Errorf("tablespace %s would leave %s: refused", oid, root))
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := checked(name, unpack(ctx, arts, name, dir)); err != nil {
+			return nil, err
+		}
+		link := filepath.Join(data, "pg_tblspc", oid)
+		// base.tar held the link as an entry, unpacked as an empty
+		// directory: anything in it is not a link's.
+		if err := os.Remove(link); err != nil && !os.IsNotExist(err) {
+			return nil, checked(name, fmt.Errorf("pg_tblspc/%s in %s is not the tablespace's link: %w", oid, postgres.BaseArtifact, err))
+		}
+		if err := os.MkdirAll(filepath.Dir(link), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.Symlink(dir, link); err != nil {
+			return nil, err
+		}
+		if dirs == nil {
+			dirs = map[string]string{}
+		}
+		dirs[oid] = dir
+	}
+	return dirs, nil
 }

@@ -183,17 +183,41 @@ func (s *Stream) streamOnce(ctx context.Context, le Lease, log logrus.FieldLogge
 	if err != nil {
 		return err
 	}
-	var have pglogrepl.LSN
-	for _, sg := range segs {
-		if sg.Timeline == rep.Timeline && sg.End > have {
-			have = sg.End
+	end := func(tl int32) pglogrepl.LSN {
+		var have pglogrepl.LSN
+		for _, sg := range segs {
+			if sg.Timeline == tl && sg.End > have {
+				have = sg.End
+			}
+		}
+		return have
+	}
+	tl := rep.Timeline
+	have := end(tl)
+	if tl > 1 {
+		// A promotion began this timeline: its history goes into the
+		// bucket (restores follow it), and when the bucket lacks the
+		// parent's WAL up to the switch, that comes first (the server
+		// sends a past timeline up to its end).
+		parent, switchLSN, err := s.history(ctx, le, rep)
+		if err != nil {
+			return err
+		}
+		if have == 0 {
+			if hp := end(parent); hp >= start && hp < switchLSN {
+				tl, have = parent, hp
+			} else if first := pglogrepl.LSN(uint64(switchLSN) / segSize * segSize); start < first {
+				// The server has this timeline's files only from the
+				// segment of the switch on.
+				start = first
+			}
 		}
 	}
 	switch {
 	case have >= start && have <= rep.XLogPos:
 		start = have
 	case have > rep.XLogPos:
-		return fmt.Errorf("the bucket holds WAL up to %s on timeline %d, past the server's %s: is this the same cluster?", have, rep.Timeline, rep.XLogPos)
+		return fmt.Errorf("the bucket holds WAL up to %s on timeline %d, past the server's %s: is this the same cluster?", have, tl, rep.XLogPos)
 	case have > 0:
 		log.WithField("bucket_end", have.String()).WithField("slot_start", start.String()).
 			Error("WAL gap: the server no longer has the WAL after the bucket's end; restores need a base backup taken after the gap")
@@ -208,11 +232,11 @@ func (s *Stream) streamOnce(ctx context.Context, le Lease, log logrus.FieldLogge
 		log.Warn("ended the WAL sender of a previous holder of the slot")
 	}
 	if err := pglogrepl.StartReplication(ctx, rep.Conn, rep.Slot, start, pglogrepl.StartReplicationOptions{
-		Timeline: rep.Timeline, Mode: pglogrepl.PhysicalReplication}); err != nil {
-		return fmt.Errorf("START_REPLICATION at %s: %w", start, err)
+		Timeline: tl, Mode: pglogrepl.PhysicalReplication}); err != nil {
+		return fmt.Errorf("START_REPLICATION at %s on timeline %d: %w", start, tl, err)
 	}
-	log.WithField("start_lsn", start.String()).WithField("timeline", rep.Timeline).Info("streaming WAL")
-	w := &walWriter{s: s, le: le, rep: rep, segSize: segSize, bufStart: start, confirmed: start}
+	log.WithField("start_lsn", start.String()).WithField("timeline", tl).Info("streaming WAL")
+	w := &walWriter{s: s, le: le, rep: rep, tl: tl, segSize: segSize, bufStart: start, confirmed: start}
 	return w.run(ctx)
 }
 
@@ -229,6 +253,7 @@ type walWriter struct {
 	s         *Stream
 	le        Lease
 	rep       *postgres.Replication
+	tl        int32 // the timeline streamed: the server's, or a past one
 	segSize   uint64
 	buf       []byte
 	bufStart  pglogrepl.LSN
@@ -343,13 +368,13 @@ func (w *walWriter) flush(ctx context.Context, n int) error {
 	}
 	s := w.s
 	start, end := w.bufStart, w.bufStart+pglogrepl.LSN(n)
-	h := Header{Timeline: w.rep.Timeline, Start: start.String(), End: end.String(), ServerTime: w.sentAt.UTC(),
+	h := Header{Timeline: w.tl, Start: start.String(), End: end.String(), ServerTime: w.sentAt.UTC(),
 		SystemID: w.rep.SystemID, Attempt: w.le.Attempt()}
 	obj, err := s.seal.encode(h, w.buf[:n])
 	if err != nil {
 		return err
 	}
-	key := SegmentKey(s.cfg.Cluster, s.cfg.Source.Name, w.rep.Timeline, start, end, w.le.Attempt())
+	key := SegmentKey(s.cfg.Cluster, s.cfg.Source.Name, w.tl, start, end, w.le.Attempt())
 	var info bucket.ObjectInfo
 	for try := 0; ; try++ {
 		opts := bucket.PutOptions{IfNoneMatch: true, ContentType: "application/octet-stream"}

@@ -36,7 +36,7 @@ func VerifyScratch() string { return os.Getenv("CAPSULE_SCRATCH") }
 // address, a private socket) to the point where the cluster is
 // consistent, and checks that the databases and tables recorded at
 // backup time are there and that every table reads to its end. Checks:
-// "artifact base.tar", "wal", "consistency", "databases", and per
+// "artifact base.tar" (and "artifact <oid>.tar" per tablespace), "wal", "consistency", "databases", and per
 // database "tables <db>" and "rows <db>". The temporary server and its
 // files are gone when it returns.
 func VerifyBase(ctx context.Context, vj *executor.VerifyJob) (*engines.VerifyReport, error) {
@@ -95,20 +95,26 @@ func VerifyBase(ctx context.Context, vj *executor.VerifyJob) (*engines.VerifyRep
 		return nil, err
 	}
 	rj.Progress.Report("verify", 0, 3)
-	if err := unpack(ctx, rj.Artifacts, postgres.BaseArtifact, data); err != nil {
-		return rep, add("artifact "+postgres.BaseArtifact, err, "")
+	if _, err := unpackBase(ctx, rj.Artifacts, d, data, filepath.Join(scratch, "tablespaces"), func(name string, err error) error {
+		detail := "intact: unpacked on scratch space"
+		if name != postgres.BaseArtifact {
+			detail = "intact: the tablespace unpacked on scratch space, linked from pg_tblspc"
+		}
+		return add("artifact "+name, err, detail)
+	}); err != nil {
+		return rep, err
 	}
-	add("artifact "+postgres.BaseArtifact, nil, "intact: unpacked on scratch space")
 	rj.Progress.Report("verify", 1, 3)
 	t := Target{LSN: stop, immediate: true}
-	if err := stageWAL(ctx, vj.Bucket, o, span, bb, t, filepath.Join(data, "pg_wal")); err != nil {
+	r := route{legs: []leg{{Timeline: span.Timeline, From: segStart(start, d.WALSegmentSize), To: span.End, Span: span}}}
+	if err := stageWAL(ctx, vj.Bucket, o, r, bb, t, filepath.Join(data, "pg_wal")); err != nil {
 		return rep, add("wal", err, "")
 	}
 	add("wal", nil, fmt.Sprintf("from %s to the backup's stop LSN %s on timeline %d: every object present and checked", segStart(start, d.WALSegmentSize), stop, d.Timeline))
 	if u := idx.SourceInfo["user"]; u != "" {
 		srv.User = u
 	}
-	if err := prepareRecovery(srv, scratch, t); err != nil {
+	if err := prepareRecovery(srv, scratch, t, d.Timeline); err != nil {
 		return nil, err
 	}
 	if err := srv.Own(scratch); err != nil {

@@ -139,6 +139,9 @@ func Spans(segs []Segment) []Span {
 // the data: positions, times and checksums only (SHA256, of the plain
 // WAL, is left out of encrypted objects).
 type Header struct {
+	// Kind is "" for WAL and "history" for a timeline's history file
+	// (HistoryKey; Start and End then bound the file's bytes from 0).
+	Kind     string `json:"kind,omitempty"`
 	Timeline int32  `json:"timeline"`
 	Start    string `json:"start"`
 	End      string `json:"end"`
@@ -302,7 +305,11 @@ func (o *opener) fetch(ctx context.Context, b bucket.Reader, s Segment) (object,
 		return obj, err
 	}
 	h := obj.h
-	if h.Start != s.Start.String() || h.End != s.End.String() || h.Timeline != s.Timeline || h.Bytes != n {
+	wantKind := ""
+	if strings.HasSuffix(s.Key, ".history.zst") {
+		wantKind = historyKind
+	}
+	if h.Kind != wantKind || h.Start != s.Start.String() || h.End != s.End.String() || h.Timeline != s.Timeline || h.Bytes != n {
 		return obj, fmt.Errorf("%w: %s does not match its name", ErrCorrupt, s.Key)
 	}
 	if (h.Cluster != "" && h.Cluster != o.cluster) || (h.Source != "" && h.Source != o.source) {

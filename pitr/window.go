@@ -40,10 +40,11 @@ const maxUntrustedTail = 32
 
 // RecoverableWindow computes a source's window; nil when no restore is
 // possible (no base backup with the WAL it needs). Where trust checks
-// signatures, it counts only base backups trust accepts and ends at the
-// newest WAL object whose signature it accepts (the window a restore
-// under the same trust can reach, as far as the ends show: a restore
-// checks every object it replays).
+// signatures, it counts only base backups trust accepts, follows only
+// history files it accepts, and ends at the newest WAL object whose
+// signature it accepts (the window a restore under the same trust can
+// reach, as far as the ends show: a restore checks every object it
+// replays).
 func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source string, trust *index.Trust) (*Window, error) {
 	all, _, err := bases(ctx, b, cluster, source, trust)
 	if err != nil || len(all) == 0 {
@@ -58,10 +59,20 @@ func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source str
 	for _, s := range segs {
 		w.WALBytes += s.Size
 	}
-	var newest Span
+	// Headers and history files are read without a key (their payload
+	// stays closed), judged by trust.
+	o, err := newOpener(cluster, source, nil, trust)
+	if err != nil {
+		return nil, err
+	}
+	defer o.close()
+	var newest route
 	for i := len(all) - 1; i >= 0; i-- { // oldest first
 		bb := all[i]
-		span, ok := covering(spans, bb)
+		r, ok, err := findRoute(ctx, b, o, spans, bb)
+		if err != nil {
+			return nil, err
+		}
 		if !ok {
 			continue
 		}
@@ -69,17 +80,12 @@ func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source str
 			w.Earliest, w.EarliestLSN = bb.idx.FinishedAt, bb.stop.String()
 		}
 		w.BaseBackups++
-		newest = span
+		newest = r
 	}
 	if w.BaseBackups == 0 {
 		return nil, nil
 	}
-	o, err := newOpener(cluster, source, nil, trust)
-	if err != nil {
-		return nil, err
-	}
-	defer o.close()
-	segs = newest.Segments
+	segs = newest.last().Segments
 	for i := len(segs) - 1; i >= 0; i-- {
 		obj, err := o.fetch(ctx, b, segs[i])
 		if errors.Is(err, ErrUntrusted) && len(segs)-i < maxUntrustedTail {
@@ -88,10 +94,14 @@ func RecoverableWindow(ctx context.Context, b bucket.Reader, cluster, source str
 		if err != nil {
 			return nil, err
 		}
-		w.Latest, w.LatestLSN, w.Timeline = obj.h.ServerTime, segs[i].End.String(), newest.Timeline
+		end := segs[i].End
+		if end > newest.End() {
+			end = newest.End()
+		}
+		w.Latest, w.LatestLSN, w.Timeline = obj.h.ServerTime, end.String(), newest.Timeline()
 		return w, nil
 	}
-	// Every object of the span is untrusted, back to the base backup's.
+	// Every object of the last timeline's span is untrusted.
 	return nil, nil
 }
 

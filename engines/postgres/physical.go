@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -475,7 +476,8 @@ copying:
 		return nil, fmt.Errorf("BASE_BACKUP: %w", err)
 	}
 	d.StopLSN, d.BackupStop = stop.LSN.String(), time.Now().UTC()
-	if len(d.Archives) == 0 || d.Archives[0] != BaseArtifact {
+	// The data directory's archive comes after the tablespaces'.
+	if !slices.Contains(d.Archives, BaseArtifact) {
 		return nil, fmt.Errorf("BASE_BACKUP: sent no %s", BaseArtifact)
 	}
 	m, err := toMap(d)
