@@ -353,25 +353,9 @@ func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreResult, error) {
 	if err := prepareRecovery(srv, scratch, cfg.Target, r.Timeline()); err != nil {
 		return nil, err
 	}
-	if err := srv.Own(scratch); err != nil {
-		return nil, err
-	}
-	// The temporary server trusts every connection: it listens on no
-	// TCP address, only on a socket in a directory no other user can
-	// enter, so no other user or pod process on this host reads the
-	// recovered data or connects as its superuser.
-	srv.SocketOnly = true
-	sockParent, err := socketParent(scratch)
+	cleanSocket, err := privateServer(srv, scratch)
+	defer cleanSocket()
 	if err != nil {
-		return nil, err
-	}
-	if sockParent != scratch {
-		defer os.RemoveAll(sockParent)
-		if err := srv.Own(sockParent); err != nil {
-			return nil, err
-		}
-	}
-	if err := srv.PrivateSocket(filepath.Join(sockParent, "sock")); err != nil {
 		return nil, err
 	}
 	if cfg.DataDir != "" {
@@ -931,4 +915,34 @@ func unpackBase(ctx context.Context, arts engines.ArtifactReader, d *postgres.Ba
 		dirs[oid] = dir
 	}
 	return dirs, nil
+}
+
+// privateServer gives the temporary server on scratch to its user and
+// makes it reachable only through a private socket. The temporary server
+// trusts every connection: it listens on no TCP address, only on a socket
+// in a directory no other user can enter, so no other user or pod process
+// on this host reads the recovered data or connects as its superuser. The
+// returned function removes the socket's directory when it is not under
+// scratch (a scratch path too deep for a socket path).
+func privateServer(srv *pgserver.Server, scratch string) (func(), error) {
+	none := func() {}
+	if err := srv.Own(scratch); err != nil {
+		return none, err
+	}
+	srv.SocketOnly = true
+	sockParent, err := socketParent(scratch)
+	if err != nil {
+		return none, err
+	}
+	clean := none
+	if sockParent != scratch {
+		clean = func() { os.RemoveAll(sockParent) }
+		if err := srv.Own(sockParent); err != nil {
+			return clean, err
+		}
+	}
+	if err := srv.PrivateSocket(filepath.Join(sockParent, "sock")); err != nil {
+		return clean, err
+	}
+	return clean, nil
 }

@@ -117,21 +117,9 @@ func VerifyBase(ctx context.Context, vj *executor.VerifyJob) (*engines.VerifyRep
 	if err := prepareRecovery(srv, scratch, t, d.Timeline); err != nil {
 		return nil, err
 	}
-	if err := srv.Own(scratch); err != nil {
-		return nil, err
-	}
-	srv.SocketOnly = true
-	sockParent, err := socketParent(scratch)
+	cleanSocket, err := privateServer(srv, scratch)
+	defer cleanSocket()
 	if err != nil {
-		return nil, err
-	}
-	if sockParent != scratch {
-		defer os.RemoveAll(sockParent)
-		if err := srv.Own(sockParent); err != nil {
-			return nil, err
-		}
-	}
-	if err := srv.PrivateSocket(filepath.Join(sockParent, "sock")); err != nil {
 		return nil, err
 	}
 	log.WithFields(logrus.Fields{"stop_lsn": stop.String()}).Info("replaying the base backup to consistency in a temporary server")
