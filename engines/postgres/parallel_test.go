@@ -104,9 +104,10 @@ func TestStreamingRestoreCopyFails(t *testing.T) {
 	before := db.snapshot(ctx, t, "")
 	admin := adminConnect(ctx, t, "postgres")
 	defer admin.Close(ctx)
-	stop := make(chan struct{})
+	stop, stopped := make(chan struct{}), make(chan struct{})
 	var ended atomic.Int64
 	go func() {
+		defer close(stopped)
 		for {
 			select {
 			case <-stop:
@@ -122,6 +123,7 @@ func TestStreamingRestoreCopyFails(t *testing.T) {
 	}()
 	_, err := e.Restore(ctx, store.RestoreJob(t, "copyfails", withSettings(db.source(), map[string]any{"stagingDir": t.TempDir()}), info, engines.RestoreOptions{}))
 	close(stop)
+	<-stopped // the terminator's connection is closed by a defer: not while it queries
 	if ended.Load() == 0 {
 		t.Fatalf("no COPY session was ended (Restore: %v): the test proves nothing", err)
 	}
