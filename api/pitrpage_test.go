@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http/httptest"
 	"os/exec"
 	"strings"
@@ -22,15 +21,6 @@ import (
 	"github.com/cnvrg/capsule/requests"
 	"github.com/jackc/pglogrepl"
 )
-
-type pgSources map[string]engines.Source
-
-func (s pgSources) Lookup(name string) (engines.Source, error) {
-	if src, ok := s[name]; ok {
-		return src, nil
-	}
-	return engines.Source{}, fmt.Errorf("%w %q", executor.ErrUnknownSource, name)
-}
 
 // pageNode is what testdata/page.js prints of each element.
 type pageNode struct {
@@ -113,7 +103,7 @@ func TestPageShowsTheRecoverableWindow(t *testing.T) {
 	go func() { defer close(done); _ = s.Run(sctx) }()
 	t.Cleanup(func() { stop(); <-done })
 
-	x, err := executor.New(executor.Config{Bucket: b, Engines: engines.NewRegistry(postgres.New()), Sources: pgSources{src.Name: src, nowal.Name: nowal},
+	x, err := executor.New(executor.Config{Bucket: b, Engines: engines.NewRegistry(postgres.New()), Sources: sourceMap{src.Name: src, nowal.Name: nowal},
 		Worker: "test", Version: "test", Log: enginetest.TestLog(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -175,16 +175,6 @@ func startProxy(target string) (*proxy, error) {
 	return &proxy{url: "http://" + ln.Addr().String(), c: c}, nil
 }
 
-type sources map[string]engines.Source
-
-func (s sources) Lookup(name string) (engines.Source, error) {
-	src, ok := s[name]
-	if !ok {
-		return engines.Source{}, fmt.Errorf("%w %q", executor.ErrUnknownSource, name)
-	}
-	return src, nil
-}
-
 type env struct {
 	srv  *benchkit.S3
 	px   *proxy
@@ -228,7 +218,7 @@ func (e *env) startWorkers(ctx context.Context, name string, n int, events func(
 		}
 		worker := fmt.Sprintf("bench-%d", i)
 		x, err := executor.New(executor.Config{Bucket: b, Engines: engines.NewRegistry(files.New()), Worker: worker, Log: e.log,
-			Sources: sources{"data": {Name: "data", Engine: "files", Config: map[string]any{"path": e.data}}}})
+			Sources: benchkit.Sources{"data": {Name: "data", Engine: "files", Config: map[string]any{"path": e.data}}}})
 		if err != nil {
 			cancel()
 			return nil, err
