@@ -33,6 +33,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -183,6 +184,25 @@ func newFixtureIn(t *testing.T, ns string) *fixture {
 	})
 	f.storageSecret("cp-object-storage", f.bucketName)
 	return f
+}
+
+// invalidPlanEvents lists the InvalidBackupPlan Events about the object
+// named name in the fixture's namespace.
+func (f *fixture) invalidPlanEvents(t *testing.T, name string) []corev1.Event {
+	t.Helper()
+	events, err := f.k.cs.CoreV1().Events(f.ns).List(context.Background(), metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("involvedObject.name", name).String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []corev1.Event
+	for _, e := range events.Items {
+		if e.Reason == scanner.ReasonInvalidBackupPlan {
+			found = append(found, e)
+		}
+	}
+	return found
 }
 
 func (f *fixture) openBucket(name string) bucket.Bucket {

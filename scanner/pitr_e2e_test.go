@@ -19,9 +19,7 @@ import (
 	"github.com/cnvrg/capsule/scanner"
 	"github.com/jackc/pglogrepl"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
 )
 
 // TestWorkerScanPITR runs two "capsule worker --scan" processes over a
@@ -274,22 +272,7 @@ func TestWorkerScanPITR(t *testing.T) {
 
 	t.Run("a bad value is one InvalidBackupPlan Event", func(t *testing.T) {
 		f.update("cnvrg-app", func(u *unstructured.Unstructured) { u.SetAnnotations(map[string]string{ann: "yes"}) })
-		invalid := func() []corev1.Event {
-			t.Helper()
-			events, err := f.k.cs.CoreV1().Events(f.ns).List(ctx, metav1.ListOptions{
-				FieldSelector: fields.OneTermEqualSelector("involvedObject.name", "cnvrg-app").String(),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var found []corev1.Event
-			for _, e := range events.Items {
-				if e.Reason == scanner.ReasonInvalidBackupPlan {
-					found = append(found, e)
-				}
-			}
-			return found
-		}
+		invalid := func() []corev1.Event { return f.invalidPlanEvents(t, "cnvrg-app") }
 		// Each replica logs the problem, then writes the Event; the
 		// second write of the same Event fails as already there.
 		waitFor("both replicas to report the bad value, and its Event", 30*time.Second, func() bool {

@@ -17,9 +17,7 @@ import (
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/scanner"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
 )
 
 // slotOf reads the slot out of a scheduled request's id.
@@ -283,7 +281,6 @@ func TestScheduledBackups(t *testing.T) {
 func TestInvalidPeriodIsAnEvent(t *testing.T) {
 	f := newFixture(t)
 	rec := newRecorder()
-	ctx := context.Background()
 	pgPlan, redisPlan := f.ns+"/cnvrg-app/pg", f.ns+"/cnvrg-app/redis"
 	app := f.app("cnvrg-app", func(u *unstructured.Unstructured) {
 		set(t, u, "every day", "spec", "dbs", "pg", "backup", "period")
@@ -292,18 +289,7 @@ func TestInvalidPeriodIsAnEvent(t *testing.T) {
 	rec.wait(t, 30*time.Second, "both replicas to report the problem", func() bool {
 		return rec.problems["replica-a"] > 0 && rec.problems["replica-b"] > 0
 	})
-	events, err := f.k.cs.CoreV1().Events(f.ns).List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("involvedObject.name", "cnvrg-app").String(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found []corev1.Event
-	for _, e := range events.Items {
-		if e.Reason == scanner.ReasonInvalidBackupPlan {
-			found = append(found, e)
-		}
-	}
+	found := f.invalidPlanEvents(t, "cnvrg-app")
 	if len(found) != 1 {
 		t.Fatalf("%d InvalidBackupPlan Events, want exactly 1 from 2 replicas: %+v", len(found), found)
 	}
