@@ -11,6 +11,7 @@ import (
 	"github.com/cnvrg/capsule/bucket/fs"
 	"github.com/cnvrg/capsule/engines"
 	"github.com/cnvrg/capsule/engines/enginetest"
+	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/internal/pgserver"
 	"github.com/cnvrg/capsule/internal/pgserver/pgservertest"
 	"github.com/cnvrg/capsule/pitr"
@@ -23,6 +24,25 @@ const cluster = "test"
 func startServer(t *testing.T) *pgserver.Server {
 	t.Helper()
 	srv, _ := pgservertest.Replication(t, "capsule-pitr-")
+	return srv
+}
+
+// startOn starts a new server on a data directory a restore wrote
+// (--to-dir), with its scratch in dir, until the test ends.
+func startOn(t *testing.T, data, dir string) *pgserver.Server {
+	t.Helper()
+	bin, _ := postgres.BinDir(150000)
+	srv, err := pgserver.New(bin, data, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Own(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Kill)
 	return srv
 }
 

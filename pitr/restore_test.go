@@ -227,18 +227,7 @@ func TestRestoreLatestToDataDirAfterCrash(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	bin, _ := postgres.BinDir(150000)
-	srv, err := pgserver.New(bin, data, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Own(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background(), time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Kill()
+	srv := startOn(t, data, dir)
 	ids := markerIDs(t, srv, "app")
 	if len(ids) != len(marks) {
 		t.Fatalf("new server has %d markers, want all %d that the stream confirmed", len(ids), len(marks))

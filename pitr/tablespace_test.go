@@ -12,7 +12,6 @@ import (
 	"github.com/cnvrg/capsule/engines/enginetest"
 	"github.com/cnvrg/capsule/engines/postgres"
 	"github.com/cnvrg/capsule/index"
-	"github.com/cnvrg/capsule/internal/pgserver"
 	"github.com/cnvrg/capsule/pitr"
 	"github.com/cnvrg/capsule/requests"
 )
@@ -102,17 +101,7 @@ func TestRestoreWithTablespace(t *testing.T) {
 	if l, err := os.Readlink(filepath.Join(data, "pg_tblspc", oid)); err != nil || l != want {
 		t.Errorf("pg_tblspc/%s links to %q (%v), want %s", oid, l, err, want)
 	}
-	bin, _ := postgres.BinDir(150000)
-	nsrv, err := pgserver.New(bin, data, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nsrv.Own(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := nsrv.Start(context.Background(), time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	nsrv := startOn(t, data, dir)
 	ids := markerIDs(t, nsrv, "app")
 	nsrv.Kill()
 	if len(ids) != k+1 || ids[len(ids)-1] != marks[k].id {
