@@ -17,7 +17,8 @@ test:
 
 # The speed benchmarks of bench/ (not run by CI; results in bench/README.md):
 # PostgreSQL at two database sizes (built once, then reused), Redis, and the
-# request queue (S3 calls per request, throughput, idle polling).
+# request queue (S3 calls per request, throughput, idle polling), and the
+# submit→claim latency with SQS notifications.
 PGBENCH_FLAGS ?= -sizes 0.5GB,2.4GB -compression zstd,zstd-fastest
 # Redis: the fastest of three runs of each step (the machine is shared).
 REDISBENCH_FLAGS ?= -runs 3
@@ -25,6 +26,7 @@ bench:
 	go run ./bench/pgbench $(PGBENCH_FLAGS)
 	go run ./bench/redisbench $(REDISBENCH_FLAGS)
 	go run ./bench/queuebench
+	go test -run '^$$' -bench ClaimLatency -benchtime 1x ./bench/claimlatency
 
 lint:
 	gofmt -l $$(git ls-files '*.go')
