@@ -89,6 +89,28 @@ func (kw *keyWriter) key(key []byte, expireAtMs int64, payload []byte) error {
 	return nil
 }
 
+// keyRDB writes a key record whose DUMP payload is an RDB entry's type
+// byte and value encoding, framed as DUMP frames it (the RDB version,
+// 2 bytes little-endian, and the CRC-64 of everything before), without
+// building the payload in memory.
+func (kw *keyWriter) keyRDB(key []byte, expireAtMs int64, typ byte, value []byte, rdbVersion int) {
+	kw.w.WriteByte(tagKey)
+	kw.uvarint(uint64(len(key)))
+	kw.w.Write(key)
+	kw.uvarint(uint64(max(expireAtMs, 0)))
+	kw.uvarint(uint64(1 + len(value) + 10))
+	var head [1]byte
+	var tail [10]byte
+	head[0] = typ
+	binary.LittleEndian.PutUint16(tail[:2], uint16(rdbVersion))
+	crc := crcJones(crcJones(crcJones(0, head[:]), value), tail[:2])
+	binary.LittleEndian.PutUint64(tail[2:], crc)
+	kw.w.WriteByte(typ)
+	kw.w.Write(value)
+	kw.w.Write(tail[:])
+	kw.keys++
+}
+
 // flush hands the buffered records on, surfacing a failed upload early.
 func (kw *keyWriter) flush() error { return kw.w.Flush() }
 

@@ -63,18 +63,24 @@ func (e *endpoint) replStream(ctx context.Context) (io.Reader, func(), error) {
 	// Older servers do not know rdb-only; they send the command stream
 	// after the RDB, which is never read.
 	_, _ = call("REPLCONF", "rdb-only", "1")
+	// From here on a failure comes before any byte of the snapshot: the
+	// server refused to replicate (an ACL without +sync +replconf, SYNC
+	// renamed or disabled, a replica without its master) or went away.
+	refused := func(err error) (io.Reader, func(), error) {
+		return fail(&syncRefusedError{err: err})
+	}
 	if _, err := call("REPLCONF", "capa", "eof"); err != nil {
-		return fail(fmt.Errorf("replconf: %w", err))
+		return refused(fmt.Errorf("replconf: %w", err))
 	}
 	if _, err := conn.Write([]byte("SYNC\r\n")); err != nil {
-		return fail(fmt.Errorf("sync: %w", err))
+		return refused(fmt.Errorf("sync: %w", err))
 	}
 	// The server sends newlines while it prepares the snapshot.
 	var line string
 	for {
 		line, err = br.ReadString('\n')
 		if err != nil {
-			return fail(fmt.Errorf("sync: %w", err))
+			return refused(fmt.Errorf("sync: %w", err))
 		}
 		line = strings.TrimRight(line, "\r\n")
 		if line != "" {
@@ -83,7 +89,7 @@ func (e *endpoint) replStream(ctx context.Context) (io.Reader, func(), error) {
 	}
 	switch {
 	case strings.HasPrefix(line, "-"):
-		return fail(fmt.Errorf("sync: %s", line[1:]))
+		return refused(fmt.Errorf("sync: %s", line[1:]))
 	case strings.HasPrefix(line, "$EOF:"):
 		mark := []byte(line[len("$EOF:"):])
 		if len(mark) != 40 {
@@ -97,9 +103,17 @@ func (e *endpoint) replStream(ctx context.Context) (io.Reader, func(), error) {
 		}
 		return &exactReader{r: io.LimitReader(br, n), left: n}, closeFn, nil
 	default:
-		return fail(fmt.Errorf("sync: unexpected reply %q", clip(line)))
+		return refused(fmt.Errorf("sync: unexpected reply %q", clip(line)))
 	}
 }
+
+// syncRefusedError is a replication request that failed before the
+// snapshot's first byte: nothing of it was read, and a logical backup
+// may still read the keyspace with SCAN.
+type syncRefusedError struct{ err error }
+
+func (e *syncRefusedError) Error() string { return e.err.Error() }
+func (e *syncRefusedError) Unwrap() error { return e.err }
 
 func clip(s string) string {
 	if len(s) > 80 {
