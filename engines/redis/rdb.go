@@ -205,10 +205,16 @@ func (w *rdbWalker) take(n uint64) error {
 	if n > maxPayloadLen {
 		return formatErr("rdb: an element of %d bytes", n)
 	}
-	start := len(w.seg)
-	w.seg = grow(w.seg, int(n))
-	if _, err := io.ReadFull(w.br, w.seg[start:]); err != nil {
-		return eofIsFormat(err)
+	// Grow as the bytes arrive: a forged length must not allocate what
+	// the stream does not hold.
+	for n > 0 {
+		c := min(n, 1<<20)
+		start := len(w.seg)
+		w.seg = grow(w.seg, int(c))
+		if _, err := io.ReadFull(w.br, w.seg[start:]); err != nil {
+			return eofIsFormat(err)
+		}
+		n -= c
 	}
 	return nil
 }

@@ -104,6 +104,9 @@ func (e *Engine) logicalStream(ctx context.Context, job *engines.BackupJob, cfg 
 		if errors.Is(err, errFormat) && unsupportedInStream(err) {
 			return nil, fmt.Errorf("%w (%w): set logicalRead: scan to back this server up with SCAN and DUMP", errStreamUnsupported, err)
 		}
+		if errors.Is(err, errFormat) {
+			return nil, fmt.Errorf("reading the keyspace over replication: the server's snapshot stream is cut short or damaged (%w); nothing was stored", err)
+		}
 		return nil, fmt.Errorf("reading the keyspace over replication: %w", err)
 	}
 	if !functionsDone {
