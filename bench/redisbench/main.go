@@ -37,6 +37,7 @@ func run() error {
 		bin      = flag.String("capsule", "", "capsule binary to run as the worker (default: build ./cmd/capsule)")
 		runs     = flag.Int("runs", 1, "measure every step this many times and keep the fastest")
 		rdb      = flag.Bool("rdb", true, "also back up and restore in RDB mode")
+		scan     = flag.Bool("scan", true, "also back up in logical mode with logicalRead: scan (the SCAN+DUMP read, the fallback when the server refuses SYNC)")
 		profile  = flag.String("cpuprofile", "", "instead of the table: back up and restore once per mode in this process under the CPU profiler, writing FILE.<mode>.backup and FILE.<mode>.restore")
 	)
 	flag.Parse()
@@ -82,10 +83,13 @@ func run() error {
 	source := func(port int, mode string) map[string]any {
 		return map[string]any{"engine": "redis", "url": fmt.Sprintf("redis://127.0.0.1:%d", port), "mode": mode}
 	}
+	scanSource := source(src.port, "logical")
+	scanSource["logicalRead"] = "scan"
 	c := &benchkit.Capsule{Bin: capsuleBin, Dir: work, S3: s3, BucketName: bucketName, Bucket: bkt,
 		Sources: map[string]map[string]any{
 			"redis":        source(src.port, "logical"),
 			"redis-rdb":    source(src.port, "rdb"),
+			"redis-scan":   scanSource,
 			"redis-target": source(dst.port, "logical"),
 		}}
 
@@ -136,6 +140,17 @@ func run() error {
 		t.record(ld)
 		os.Remove(rdbFile)
 
+		if *scan {
+			fmt.Fprintf(os.Stderr, "capsule backup (logical, scan)\n")
+			req := &requests.Request{Kind: requests.KindBackup, Source: "redis-scan"}
+			before := servers()
+			out, err := c.Run(ctx, req, "zstd")
+			if err != nil {
+				return err
+			}
+			t.record(row{name: rowBackupScan, wall: out.Wall, output: out.Result.StoredBytes, rss: out.PeakRSS,
+				cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
+		}
 		for _, mode := range modes {
 			name := "redis"
 			if mode == "rdb" {
@@ -184,6 +199,7 @@ const (
 	rowCLI            = "redis-cli --rdb FILE"
 	rowLoad           = "redis-server loading FILE"
 	rowBackupLogical  = "capsule backup (logical)"
+	rowBackupScan     = "capsule backup (logical, scan)"
 	rowRestoreLogical = "capsule restore (logical)"
 	rowBackupRDB      = "capsule backup (rdb)"
 	rowRestoreRDB     = "capsule restore (rdb)"
@@ -249,7 +265,8 @@ func (t *table) print(w io.Writer, keys int64) {
 	fmt.Fprintln(w, "capsule rows: a `capsule worker --once` process from start to exit (start-up, claim, the work, commit),")
 	fmt.Fprintln(w, "zstd to versitygw; restores go into a second, emptied redis-server and read the artifact twice (check,")
 	fmt.Fprintln(w, "then replay). CPU s: client is the tool's or the worker's; redis is both servers' with their forks;")
-	fmt.Fprintln(w, "S3 is versitygw's. Peak RSS: the worker's own VmHWM.")
+	fmt.Fprintln(w, "S3 is versitygw's. Peak RSS: the worker's own VmHWM. Logical backup: the keyspace read over replication")
+	fmt.Fprintln(w, "(logicalRead: auto); \"logical, scan\": logicalRead: scan, SCAN + PEXPIRETIME + DUMP (the fallback).")
 	if t.runs > 1 {
 		fmt.Fprintf(w, "fastest of %d runs per step\n", t.runs)
 	}

@@ -46,6 +46,7 @@ type keyWriter struct {
 	crc  hash.Hash32
 	keys uint64
 	tmp  [binary.MaxVarintLen64]byte
+	tail [10]byte
 }
 
 func newKeyWriter(w io.Writer) (*keyWriter, error) {
@@ -99,15 +100,13 @@ func (kw *keyWriter) keyRDB(key []byte, expireAtMs int64, typ byte, value []byte
 	kw.w.Write(key)
 	kw.uvarint(uint64(max(expireAtMs, 0)))
 	kw.uvarint(uint64(1 + len(value) + 10))
-	var head [1]byte
-	var tail [10]byte
-	head[0] = typ
+	tail := kw.tail[:] // a field: a local array would escape through Write
 	binary.LittleEndian.PutUint16(tail[:2], uint16(rdbVersion))
-	crc := crcJones(crcJones(crcJones(0, head[:]), value), tail[:2])
+	crc := crcJones(crcJones(crcJones(0, []byte{typ}), value), tail[:2])
 	binary.LittleEndian.PutUint64(tail[2:], crc)
 	kw.w.WriteByte(typ)
 	kw.w.Write(value)
-	kw.w.Write(tail[:])
+	kw.w.Write(tail)
 	kw.keys++
 }
 

@@ -143,14 +143,17 @@ type eofReader struct {
 	r    *bufio.Reader
 	mark []byte
 	hold []byte // bytes read but not returned: possibly the mark
+	buf  []byte // what each read fills
 	done bool
 }
 
 func (e *eofReader) Read(p []byte) (int, error) {
 	for !e.done && len(e.hold) <= len(e.mark) {
-		buf := make([]byte, 64<<10)
-		n, err := e.r.Read(buf)
-		e.hold = append(e.hold, buf[:n]...)
+		if e.buf == nil {
+			e.buf = make([]byte, 64<<10)
+		}
+		n, err := e.r.Read(e.buf)
+		e.hold = append(e.hold, e.buf[:n]...)
 		if i := bytes.Index(e.hold, e.mark); i >= 0 {
 			e.hold = e.hold[:i] // anything after the mark is not the RDB's
 			e.done = true

@@ -428,6 +428,10 @@ func TestValidate(t *testing.T) {
 		{map[string]any{"url": "redis://h", "databases": []int{}}, "databases"},
 		{map[string]any{"url": "redis://h", "databases": []int{-1}}, "databases"},
 		{map[string]any{"url": "redis://h", "mode": "aof"}, "mode"},
+		{map[string]any{"url": "redis://h", "logicalRead": "scan"}, ""},
+		{map[string]any{"url": "redis://h", "mode": "logical", "logicalRead": "sync"}, ""},
+		{map[string]any{"url": "redis://h", "logicalRead": "fork"}, "logicalRead"},
+		{map[string]any{"url": "redis://h", "mode": "rdb", "logicalRead": "scan"}, "logicalRead"},
 		{map[string]any{"url": "redis://h", "caFile": "/ca.pem"}, "caFile"},
 		{map[string]any{"url": "redis://h", "noSuch": 1}, "noSuch"},
 	} {

@@ -52,6 +52,9 @@ func (e *Engine) logicalStream(ctx context.Context, job *engines.BackupJob, cfg 
 		want[db] = true
 	}
 	counts := make([]int64, maxDB+1)
+	// Keys per database and RDB type byte, named at the end: a map
+	// update per key cost more than the walk of a small key.
+	typeCounts := make([][256]int64, maxDB+1)
 	stats := newKeyStats()
 	functions := "none"
 	functionsDone := major < 7 // FUNCTION DUMP exists from Redis 7
@@ -84,8 +87,8 @@ func (e *Engine) logicalStream(ctx context.Context, job *engines.BackupJob, cfg 
 			return nil
 		}
 		kw.keyRDB(rec.key, rec.expireAt, rec.typ, rec.value, rec.rdbVersion)
-		stats.count(rec.db, rec.typeName())
-		if rec.expireAt == 0 {
+		typeCounts[rec.db][rec.typ]++
+		if rec.expireAt == 0 && stats.sample.mayKeep(rec.db, rec.key) {
 			stats.sample.offer(rec.db, rec.key, func() (model.RedisObject, error) { return payloadObject(rec.dump()) })
 		}
 		counts[rec.db]++
@@ -121,6 +124,11 @@ func (e *Engine) logicalStream(ctx context.Context, job *engines.BackupJob, cfg 
 	for _, db := range dbs {
 		if !seen[db] {
 			kw.database(db)
+		}
+	}
+	for db := range typeCounts {
+		for typ, n := range typeCounts[db] {
+			stats.add(db, payloadType([]byte{byte(typ)}), n)
 		}
 	}
 	if err := kw.finish(); err != nil {
