@@ -163,6 +163,10 @@ func run() error {
 			if err != nil {
 				return err
 			}
+			// Both modes read a snapshot from a fork: count its CPU.
+			if err := src.waitNoFork(ctx); err != nil {
+				return err
+			}
 			t.record(row{name: "capsule backup (" + mode + ")", wall: out.Wall, output: out.Result.StoredBytes, rss: out.PeakRSS,
 				cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
 
