@@ -148,7 +148,7 @@ func run() error {
 			if err != nil {
 				return err
 			}
-			t.record(row{name: rowBackupScan, wall: out.Wall, output: out.Result.StoredBytes, rss: out.PeakRSS,
+			t.record(row{name: rowBackupScan, wall: out.Wall, work: out.Work(), output: out.Result.StoredBytes, rss: out.PeakRSS,
 				cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
 		}
 		for _, mode := range modes {
@@ -167,7 +167,7 @@ func run() error {
 			if err := src.waitNoFork(ctx); err != nil {
 				return err
 			}
-			t.record(row{name: "capsule backup (" + mode + ")", wall: out.Wall, output: out.Result.StoredBytes, rss: out.PeakRSS,
+			t.record(row{name: "capsule backup (" + mode + ")", wall: out.Wall, work: out.Work(), output: out.Result.StoredBytes, rss: out.PeakRSS,
 				cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
 
 			fmt.Fprintf(os.Stderr, "capsule restore (%s)\n", mode)
@@ -180,7 +180,7 @@ func run() error {
 			if err != nil {
 				return err
 			}
-			t.record(row{name: "capsule restore (" + mode + ")", wall: out.Wall, rss: out.PeakRSS,
+			t.record(row{name: "capsule restore (" + mode + ")", wall: out.Wall, work: out.Work(), rss: out.PeakRSS,
 				cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
 			got, err := dst.dbsize(ctx)
 			if err != nil {
@@ -211,8 +211,11 @@ const (
 
 // row is one step: the fastest of its runs.
 type row struct {
-	name   string
-	wall   time.Duration
+	name string
+	wall time.Duration
+	// work is the executor's time on the request (its result's start to
+	// finish): the wall without the worker's start-up, claim and exit.
+	work   time.Duration
 	output int64
 	rss    int64
 	// cpu is the tool's or the worker's; server is both redis-servers'
@@ -253,7 +256,7 @@ func (t *table) print(w io.Writer, keys int64) {
 		}
 		return fmt.Sprintf("%.1f", d.Seconds())
 	}
-	tab := benchkit.NewTable("step", "wall", "keys/s", "output", "wall/redis-cli --rdb", "CPU s: client", "redis", "S3", "worker peak RSS")
+	tab := benchkit.NewTable("step", "wall", "work", "keys/s", "output", "wall/redis-cli --rdb", "CPU s: client", "redis", "S3", "worker peak RSS")
 	for _, r := range t.rows {
 		out, rss := "", ""
 		if r.output > 0 {
@@ -262,11 +265,16 @@ func (t *table) print(w io.Writer, keys int64) {
 		if r.rss > 0 {
 			rss = benchkit.MiB(r.rss)
 		}
-		tab.Add(r.name, benchkit.Secs(r.wall), fmt.Sprintf("%.0f", float64(keys)/r.wall.Seconds()), out,
+		work := ""
+		if r.work > 0 {
+			work = benchkit.Secs(r.work)
+		}
+		tab.Add(r.name, benchkit.Secs(r.wall), work, fmt.Sprintf("%.0f", float64(keys)/r.wall.Seconds()), out,
 			benchkit.Ratio(r.wall.Seconds(), base.Seconds()), secs(r.cpu), secs(r.server), secs(r.s3), rss)
 	}
 	tab.Print(w)
-	fmt.Fprintln(w, "capsule rows: a `capsule worker --once` process from start to exit (start-up, claim, the work, commit),")
+	fmt.Fprintln(w, "capsule rows: a `capsule worker --once` process from start to exit (start-up, claim, the work, commit;")
+	fmt.Fprintln(w, "work: the executor's time on the request, from its result),")
 	fmt.Fprintln(w, "zstd to versitygw; restores go into a second, emptied redis-server and read the artifact twice (check,")
 	fmt.Fprintln(w, "then replay). CPU s: client is the tool's or the worker's; redis is both servers' with their forks;")
 	fmt.Fprintln(w, "S3 is versitygw's. Peak RSS: the worker's own VmHWM. Logical backup: the keyspace read over replication")
