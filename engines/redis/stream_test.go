@@ -365,3 +365,21 @@ func TestStreamDamagedFails(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamFallbackSyncDisabled: a server with SYNC renamed away (as
+// managed services do) is backed up with SCAN and DUMP.
+func TestStreamFallbackSyncDisabled(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t, `rename-command SYNC ""`, `rename-command PSYNC ""`)
+	c := rawClient(src, 0)
+	defer c.Close()
+	c.Set(ctx, "k", "v", time.Hour)
+	store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, map[string]any{"databases": []int{0}}))
+	if info.Details["read"] != "scan" || !strings.Contains(fmt.Sprint(info.Details["readFallback"]), "unknown command") {
+		t.Errorf("details read=%v readFallback=%v, want scan after an unknown command", info.Details["read"], info.Details["readFallback"])
+	}
+	_, _, keys := artifactRecords(t, store.Bytes(artifactKeys))
+	if len(keys) != 1 || keys[0].key != "k" || keys[0].expireAt == 0 {
+		t.Errorf("keys %v, want k with its expiry", keys)
+	}
+}
