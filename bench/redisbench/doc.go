@@ -1,7 +1,7 @@
 // Command redisbench measures capsule's Redis backup and restore in keys/s
 // next to redis-cli --rdb on the same data:
 //
-//	go run ./bench/redisbench [-keys 1000000] [-value 32] [-rdb=false] [-runs N] [-cpuprofile FILE]
+//	go run ./bench/redisbench [-keys 1000000] [-value 32] [-rdb=false] [-scan=false] [-runs N] [-cpuprofile FILE]
 //
 // It starts two redis-servers of its own on free ports (no persistence,
 // repl-diskless-sync-delay 0), loads -keys small string keys into the
@@ -9,8 +9,9 @@
 // versitygw and builds ./cmd/capsule (or takes -capsule). Then it times
 // redis-cli --rdb FILE, a third redis-server loading that file at
 // start-up (until INFO persistence says loading:0), and capsule backup
-// and restore in logical mode
-// (and RDB mode unless -rdb=false), each run by a real `capsule worker
+// and restore in logical mode (the keyspace read over replication; and a
+// logical backup with logicalRead: scan, the SCAN+DUMP read, unless
+// -scan=false) and in RDB mode (unless -rdb=false), each run by a real `capsule worker
 // --once` process whose own peak RSS (VmHWM) it samples. Restores go into
 // the second server, emptied first, and must leave it with every key.
 // It ends with issue 20's Redis targets, each against its anchor in the

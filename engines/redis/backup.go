@@ -26,8 +26,12 @@ const (
 	batchBytes = 32 << 20
 )
 
-// backupLogical SCANs every selected database and streams DUMP payloads
-// with their absolute expiry into keys.bin.
+// backupLogical writes keys.bin: every key of the selected databases
+// with its DUMP payload and absolute expiry. It reads the keyspace from
+// the replication stream (logicalStream) unless the setting logicalRead
+// says scan, the server has modules loaded, or the server refuses
+// SYNC; then it SCANs every selected database and pipelines
+// PEXPIRETIME and DUMP.
 func (e *Engine) backupLogical(ctx context.Context, job *engines.BackupJob, cfg *Config, ep *endpoint, log logrus.FieldLogger) (*engines.BackupInfo, error) {
 	cl := ep.newClient()
 	defer cl.Close()
@@ -60,6 +64,32 @@ func (e *Engine) backupLogical(ctx context.Context, job *engines.BackupJob, cfg 
 	}
 	log.WithFields(logrus.Fields{"server_version": version, "databases": len(dbs), "keys_estimate": total}).Info("redis logical backup starts")
 
+	details := map[string]any{}
+	if read := cfg.logicalRead(); read != ReadScan {
+		why := ""
+		if mods := loadedModules(ctx, conn); mods != "" {
+			why = "the server has modules loaded (" + mods + "), whose data the replication read cannot express"
+		} else {
+			src, closeConn, err := ep.replStream(ctx)
+			if err == nil {
+				defer closeConn()
+				log.Info("redis logical backup reads the keyspace over replication")
+				return e.logicalStream(ctx, job, cfg, ep, log, src, version, major, dbs, total)
+			}
+			var refused *syncRefusedError
+			if !errors.As(err, &refused) || ctx.Err() != nil {
+				return nil, ctxErr(ctx, err)
+			}
+			why = "the server refused replication: " + refused.Error()
+		}
+		if read == ReadSync {
+			return nil, fmt.Errorf("setting logicalRead is %q but %s", ReadSync, why)
+		}
+		log.WithField("reason", why).Warn("redis logical backup falls back to SCAN and DUMP")
+		details["readFallback"] = why
+	}
+	details["read"] = "scan"
+
 	w, err := job.Artifacts.Create(artifactKeys)
 	if err != nil {
 		return nil, err
@@ -69,7 +99,6 @@ func (e *Engine) backupLogical(ctx context.Context, job *engines.BackupJob, cfg 
 		return nil, err
 	}
 
-	details := map[string]any{}
 	rdbVersion := 0
 	functions := "none"
 	if major >= 7 {

@@ -21,6 +21,13 @@ const (
 	ModeRDB     = "rdb"
 )
 
+// How logical mode reads the keyspace (setting logicalRead).
+const (
+	ReadAuto = "auto"
+	ReadSync = "sync"
+	ReadScan = "scan"
+)
+
 const defaultBatchSize = 2000
 
 // Config is a redis source's settings.
@@ -38,6 +45,12 @@ type Config struct {
 	// Mode is "logical" (default: SCAN + DUMP) or "rdb" (the server's
 	// snapshot over the replication protocol).
 	Mode string `json:"mode,omitempty"`
+	// LogicalRead is how logical mode reads the keyspace: "auto" (the
+	// default: the replication stream, SYNC, falling back to SCAN and
+	// DUMP when the server refuses it), "sync" (the replication stream
+	// only: a refusal fails the backup) or "scan" (SCAN and DUMP only,
+	// for servers that must not fork).
+	LogicalRead string `json:"logicalRead,omitempty"`
 	// BatchSize is how many keys go in one pipelined round trip (default
 	// 2000): SCAN's COUNT, and as many DUMPs or RESTOREs.
 	BatchSize int `json:"batchSize,omitempty"`
@@ -167,6 +180,14 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("setting mode: %q is neither %q nor %q", c.Mode, ModeLogical, ModeRDB)
 	}
+	switch c.LogicalRead {
+	case "", ReadAuto, ReadSync, ReadScan:
+	default:
+		return fmt.Errorf("setting logicalRead: %q is not %q, %q or %q", c.LogicalRead, ReadAuto, ReadSync, ReadScan)
+	}
+	if c.LogicalRead != "" && c.mode() != ModeLogical {
+		return fmt.Errorf("setting logicalRead is for mode %q only", ModeLogical)
+	}
 	if c.BatchSize < 0 || c.BatchSize > 100000 {
 		return fmt.Errorf("setting batchSize: %d is outside 1..100000", c.BatchSize)
 	}
@@ -208,6 +229,13 @@ func (c *Config) mode() string {
 		return ModeLogical
 	}
 	return c.Mode
+}
+
+func (c *Config) logicalRead() string {
+	if c.LogicalRead == "" {
+		return ReadAuto
+	}
+	return c.LogicalRead
 }
 
 func (c *Config) batchSize() int {

@@ -4,20 +4,37 @@
 // A source is {engine: redis, url: redis://[user@]HOST:PORT or rediss://
 // for TLS (tls: {caFile, serverName, certFile, keyFile}; the server's
 // certificate is always checked, against the system's CAs by default),
-// databases: [0, 3] | all, mode: logical | rdb}; the password
+// databases: [0, 3] | all, mode: logical | rdb, logicalRead: auto | sync
+// | scan}; the password
 // arrives through passwordEnv/passwordFile (Source.Password) and is sent
 // only in AUTH, never logged or recorded.
 //
-// Logical mode (the default) SCANs every selected database and pipelines
-// PEXPIRETIME and DUMP for a whole SCAN batch (2,000 keys by default) per
-// round trip, the next SCAN and batch sent before the last batch's
-// replies are read (backup.go's fetcher, on a bare RESP connection,
-// resp.go), streaming keys.bin: a framed format described in format.go
-// (header, the FUNCTION DUMP payload, a section per database, per key its
-// bytes, absolute expiry in ms and DUMP payload, a trailer with a count
-// and a CRC-32C). It needs only +@read +scan +dump for database 0; other
-// databases need +select too, and the functions need FUNCTION DUMP (they
-// are skipped with a warning, and the index says so, when it is denied).
+// Logical mode (the default) writes keys.bin: a framed format described
+// in format.go (header, the FUNCTION DUMP payload, a section per
+// database, per key its bytes, absolute expiry in ms and DUMP payload, a
+// trailer with a count and a CRC-32C). The setting logicalRead says how
+// it reads the keys. "auto" (the default) and "sync" take the server's
+// snapshot over the replication protocol (rdb.go's replStream, as RDB
+// mode does) and walk it (stream.go): each entry becomes a key record
+// whose DUMP payload is the entry's type byte and value encoding as the
+// stream holds them, the stream's RDB version and the CRC-64, which is
+// byte for byte what DUMP returns, with no command per key; expiries come
+// from the stream's expire records, keys already expired in the snapshot
+// are skipped, idle and frequency records dropped, and the functions are
+// the stream's function records. A cut or damaged stream fails the
+// backup (the RDB's CRC-64) before the artifact is closed, and so does an
+// entry the walker does not know, naming logicalRead: scan. "auto" falls
+// back to the SCAN read, logging the reason once, when the server refuses
+// replication before the snapshot's first byte (an ACL without +sync
+// +replconf, SYNC renamed, a replica without its master) or reports
+// loaded modules; "sync" fails instead. "scan" (and the fallback) SCANs
+// every selected database and pipelines PEXPIRETIME and DUMP for a whole
+// SCAN batch (2,000 keys by default) per round trip, the next SCAN and
+// batch sent before the last batch's replies are read (backup.go's
+// fetcher, on a bare RESP connection, resp.go); the server never forks.
+// It needs only +@read +scan +dump for database 0; other databases need
+// +select too, and the functions need FUNCTION DUMP (they are skipped
+// with a warning, and the index says so, when it is denied).
 //
 // RDB mode fetches the server's snapshot over the replication protocol as
 // redis-cli --rdb does (REPLCONF rdb-only, capa eof, SYNC; both the

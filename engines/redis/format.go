@@ -46,6 +46,7 @@ type keyWriter struct {
 	crc  hash.Hash32
 	keys uint64
 	tmp  [binary.MaxVarintLen64]byte
+	tail [10]byte
 }
 
 func newKeyWriter(w io.Writer) (*keyWriter, error) {
@@ -87,6 +88,26 @@ func (kw *keyWriter) key(key []byte, expireAtMs int64, payload []byte) error {
 	kw.bytes(payload)
 	kw.keys++
 	return nil
+}
+
+// keyRDB writes a key record whose DUMP payload is an RDB entry's type
+// byte and value encoding, framed as DUMP frames it (the RDB version,
+// 2 bytes little-endian, and the CRC-64 of everything before), without
+// building the payload in memory.
+func (kw *keyWriter) keyRDB(key []byte, expireAtMs int64, typ byte, value []byte, rdbVersion int) {
+	kw.w.WriteByte(tagKey)
+	kw.uvarint(uint64(len(key)))
+	kw.w.Write(key)
+	kw.uvarint(uint64(max(expireAtMs, 0)))
+	kw.uvarint(uint64(1 + len(value) + 10))
+	tail := kw.tail[:] // a field: a local array would escape through Write
+	binary.LittleEndian.PutUint16(tail[:2], uint16(rdbVersion))
+	crc := crcJones(crcJones(crcJones(0, []byte{typ}), value), tail[:2])
+	binary.LittleEndian.PutUint64(tail[2:], crc)
+	kw.w.WriteByte(typ)
+	kw.w.Write(value)
+	kw.w.Write(tail)
+	kw.keys++
 }
 
 // flush hands the buffered records on, surfacing a failed upload early.

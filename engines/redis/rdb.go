@@ -63,18 +63,24 @@ func (e *endpoint) replStream(ctx context.Context) (io.Reader, func(), error) {
 	// Older servers do not know rdb-only; they send the command stream
 	// after the RDB, which is never read.
 	_, _ = call("REPLCONF", "rdb-only", "1")
+	// From here on a failure comes before any byte of the snapshot: the
+	// server refused to replicate (an ACL without +sync +replconf, SYNC
+	// renamed or disabled, a replica without its master) or went away.
+	refused := func(err error) (io.Reader, func(), error) {
+		return fail(&syncRefusedError{err: err})
+	}
 	if _, err := call("REPLCONF", "capa", "eof"); err != nil {
-		return fail(fmt.Errorf("replconf: %w", err))
+		return refused(fmt.Errorf("replconf: %w", err))
 	}
 	if _, err := conn.Write([]byte("SYNC\r\n")); err != nil {
-		return fail(fmt.Errorf("sync: %w", err))
+		return refused(fmt.Errorf("sync: %w", err))
 	}
 	// The server sends newlines while it prepares the snapshot.
 	var line string
 	for {
 		line, err = br.ReadString('\n')
 		if err != nil {
-			return fail(fmt.Errorf("sync: %w", err))
+			return refused(fmt.Errorf("sync: %w", err))
 		}
 		line = strings.TrimRight(line, "\r\n")
 		if line != "" {
@@ -83,7 +89,7 @@ func (e *endpoint) replStream(ctx context.Context) (io.Reader, func(), error) {
 	}
 	switch {
 	case strings.HasPrefix(line, "-"):
-		return fail(fmt.Errorf("sync: %s", line[1:]))
+		return refused(fmt.Errorf("sync: %s", line[1:]))
 	case strings.HasPrefix(line, "$EOF:"):
 		mark := []byte(line[len("$EOF:"):])
 		if len(mark) != 40 {
@@ -97,9 +103,17 @@ func (e *endpoint) replStream(ctx context.Context) (io.Reader, func(), error) {
 		}
 		return &exactReader{r: io.LimitReader(br, n), left: n}, closeFn, nil
 	default:
-		return fail(fmt.Errorf("sync: unexpected reply %q", clip(line)))
+		return refused(fmt.Errorf("sync: unexpected reply %q", clip(line)))
 	}
 }
+
+// syncRefusedError is a replication request that failed before the
+// snapshot's first byte: nothing of it was read, and a logical backup
+// may still read the keyspace with SCAN.
+type syncRefusedError struct{ err error }
+
+func (e *syncRefusedError) Error() string { return e.err.Error() }
+func (e *syncRefusedError) Unwrap() error { return e.err }
 
 func clip(s string) string {
 	if len(s) > 80 {
@@ -129,14 +143,17 @@ type eofReader struct {
 	r    *bufio.Reader
 	mark []byte
 	hold []byte // bytes read but not returned: possibly the mark
+	buf  []byte // what each read fills
 	done bool
 }
 
 func (e *eofReader) Read(p []byte) (int, error) {
 	for !e.done && len(e.hold) <= len(e.mark) {
-		buf := make([]byte, 64<<10)
-		n, err := e.r.Read(buf)
-		e.hold = append(e.hold, buf[:n]...)
+		if e.buf == nil {
+			e.buf = make([]byte, 64<<10)
+		}
+		n, err := e.r.Read(e.buf)
+		e.hold = append(e.hold, e.buf[:n]...)
 		if i := bytes.Index(e.hold, e.mark); i >= 0 {
 			e.hold = e.hold[:i] // anything after the mark is not the RDB's
 			e.done = true
@@ -191,10 +208,16 @@ func (w *rdbWalker) take(n uint64) error {
 	if n > maxPayloadLen {
 		return formatErr("rdb: an element of %d bytes", n)
 	}
-	start := len(w.seg)
-	w.seg = grow(w.seg, int(n))
-	if _, err := io.ReadFull(w.br, w.seg[start:]); err != nil {
-		return eofIsFormat(err)
+	// Grow as the bytes arrive: a forged length must not allocate what
+	// the stream does not hold.
+	for n > 0 {
+		c := min(n, 1<<20)
+		start := len(w.seg)
+		w.seg = grow(w.seg, int(c))
+		if _, err := io.ReadFull(w.br, w.seg[start:]); err != nil {
+			return eofIsFormat(err)
+		}
+		n -= c
 	}
 	return nil
 }

@@ -73,12 +73,24 @@ func (e *Engine) backupRDB(ctx context.Context, job *engines.BackupJob, cfg *Con
 	log.Info("redis rdb transfer starts")
 	cw := &countWriter{w: w}
 	stats := newKeyStats()
+	// Keys per database and RDB type byte, named at the end (a map
+	// update per key cost more than walking a small key).
+	typeCounts := map[int]*[256]int64{}
+	var tc *[256]int64 // the current database's
+	tcDB := -1
 	info, err := parseRDB(io.TeeReader(&ctxReader{ctx: ctx, r: src}, cw), func(rec *record) error {
 		if rec.kind != tagKey {
 			return nil
 		}
-		stats.count(rec.db, rec.typeName())
-		if rec.expireAt == 0 && cfg.Databases.has(rec.db) {
+		if rec.db != tcDB {
+			if tc = typeCounts[rec.db]; tc == nil {
+				tc = new([256]int64)
+				typeCounts[rec.db] = tc
+			}
+			tcDB = rec.db
+		}
+		tc[rec.typ]++
+		if rec.expireAt == 0 && cfg.Databases.has(rec.db) && stats.sample.mayKeep(rec.db, rec.key) {
 			stats.sample.offer(rec.db, rec.key, func() (model.RedisObject, error) { return payloadObject(rec.dump()) })
 		}
 		return nil
@@ -91,6 +103,11 @@ func (e *Engine) backupRDB(ctx context.Context, job *engines.BackupJob, cfg *Con
 	}
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("close %s: %w", artifactRDB, err)
+	}
+	for db, tc := range typeCounts {
+		for typ, n := range tc {
+			stats.add(db, payloadType([]byte{byte(typ)}), n)
+		}
 	}
 	var dbs []int
 	perDB := map[string]int64{}

@@ -224,6 +224,16 @@ func TestLogicalRoundTrip(t *testing.T) {
 	})
 }
 
+// TestLogicalScanRoundTrip runs the suite on the SCAN read, which
+// TestLogicalRoundTrip no longer takes (its user may SYNC).
+func TestLogicalScanRoundTrip(t *testing.T) {
+	srv := startServer(t)
+	pw := srv.addUser(t, "capsule", "~*", "&*", "+@all")
+	enginetest.Run(t, New(), &service{srv: srv, user: "capsule", password: pw, settings: map[string]any{"databases": "all", "batchSize": 7, "logicalRead": "scan"}}, enginetest.Options{
+		Restore: engines.RestoreOptions{Extra: map[string]string{OptFunctions: "flush"}},
+	})
+}
+
 func TestRDBRoundTrip(t *testing.T) {
 	srv := startServer(t)
 	enginetest.Run(t, New(), &service{srv: srv, password: srv.password, settings: map[string]any{"mode": "rdb"}}, enginetest.Options{
@@ -428,6 +438,10 @@ func TestValidate(t *testing.T) {
 		{map[string]any{"url": "redis://h", "databases": []int{}}, "databases"},
 		{map[string]any{"url": "redis://h", "databases": []int{-1}}, "databases"},
 		{map[string]any{"url": "redis://h", "mode": "aof"}, "mode"},
+		{map[string]any{"url": "redis://h", "logicalRead": "scan"}, ""},
+		{map[string]any{"url": "redis://h", "mode": "logical", "logicalRead": "sync"}, ""},
+		{map[string]any{"url": "redis://h", "logicalRead": "fork"}, "logicalRead"},
+		{map[string]any{"url": "redis://h", "mode": "rdb", "logicalRead": "scan"}, "logicalRead"},
 		{map[string]any{"url": "redis://h", "caFile": "/ca.pem"}, "caFile"},
 		{map[string]any{"url": "redis://h", "noSuch": 1}, "noSuch"},
 	} {

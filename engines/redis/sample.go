@@ -244,6 +244,12 @@ type sampler struct {
 	keys []sampledKey // ascending
 }
 
+// mayKeep tells whether offer could keep the key: a cheap check that
+// spares a caller building the value callback for nearly every key.
+func (s *sampler) mayKeep(db int, key []byte) bool {
+	return len(s.keys) < sampleSize || keyHash(db, key) <= s.keys[len(s.keys)-1].hash
+}
+
 // offer considers a persistent key; value is called only when the key
 // would be kept, and a value it cannot digest (false) leaves the key
 // out.
@@ -301,6 +307,19 @@ func (s *keyStats) count(db int, typ string) {
 		s.types[db] = m
 	}
 	m[typ]++
+}
+
+// add counts n keys of type typ in database db.
+func (s *keyStats) add(db int, typ string, n int64) {
+	if n == 0 {
+		return
+	}
+	m := s.types[db]
+	if m == nil {
+		m = map[string]int64{}
+		s.types[db] = m
+	}
+	m[typ] += n
 }
 
 // details adds the stats to an index's details.
