@@ -60,8 +60,8 @@
 // # Uploads
 //
 // Upload buffers the first part (in a buffer that starts at 64 KiB and
-// becomes a whole part's when that is full); an object smaller than one part becomes a
-// single PutObject. Larger objects become a multipart upload with up to
+// becomes a whole part's when that is full); an object smaller than one
+// part becomes a single PutObject. Larger objects become a multipart upload with up to
 // Options.Concurrency parts in flight, so memory stays below
 // (Concurrency+1) × the part size. Parts are Options.PartSize (5 MiB, S3's
 // smallest, by default, with 1 in flight: at most 10 MiB per upload) for
