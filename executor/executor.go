@@ -337,11 +337,13 @@ func (x *Executor) compression() string {
 func encoderConcurrency() int { return max(1, min(runtime.GOMAXPROCS(0), 4)) }
 
 // encoderWindow is the zstd window of the default and fastest levels:
-// 2 MiB, as the zstd command uses at level 3. The library's 8 MiB keeps
-// a 16 MiB history per artifact being written for no smaller output
-// (pgbench's archive: 4.164 at 2 MiB against 4.156 at 8 MiB, with 12 MiB
-// less heap). zstd-better keeps the library's window.
-const encoderWindow = 2 << 20
+// 512 KiB, as the zstd command uses at level 1. The library keeps a
+// history of twice the window (at least 1 MiB) per artifact being written:
+// 1 MiB here against 4 MiB at 2 MiB and 16 MiB at the library's 8 MiB,
+// for no larger output on pgbench's 0.37 GB archive (60.60 MB at 512 KiB,
+// 60.64 at 1 MiB, 60.76 at 2 MiB; 2026-12-07), and the worker's peak RSS
+// has 100 MiB (issue 20). zstd-better keeps the library's window.
+const encoderWindow = 512 << 10
 
 // encoderOptions are the zstd options of an artifact's encoder.
 func (x *Executor) encoderOptions() []zstd.EOption {

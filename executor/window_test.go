@@ -9,13 +9,13 @@ import (
 )
 
 // TestEncoderWindow: the default and fastest levels compress with a
-// 2 MiB window (the encoder keeps twice that as history: the worker's
+// 512 KiB window (the encoder keeps twice that as history: the worker's
 // memory), zstd-better with the library's larger one.
 func TestEncoderWindow(t *testing.T) {
 	for _, c := range []struct {
 		compression string
 		max, min    uint64
-	}{{"zstd", 2 << 20, 0}, {"zstd-fastest", 2 << 20, 0}, {"zstd-better", 0, 4 << 20}} {
+	}{{"zstd", 512 << 10, 0}, {"zstd-fastest", 512 << 10, 0}, {"zstd-better", 0, 4 << 20}} {
 		f := newFixture(t, c.compression)
 		idx := f.backup()
 		data, _, err := bucket.GetBytes(context.Background(), f.b, idx.Artifacts[0].Key)

@@ -131,7 +131,7 @@ type Options struct {
 	// Rounds of create-only races, of Writers writers each.
 	Rounds, Writers int
 	// UploadSize is the bytes written in each streaming upload. Beyond
-	// one part (16 MiB by default on S3) the uploads are multipart, and
+	// one part (5 MiB by default on S3) the uploads are multipart, and
 	// the check covers CompleteMultipartUpload's condition.
 	UploadSize int64
 	// PendingUploads adds the open-upload listing (with UploadSize
@@ -153,7 +153,7 @@ func Startup() Options {
 }
 
 // Full is what "capsule bucket check" runs: ten rounds of races, uploads of
-// 17 MiB (multipart on S3, whose parts are 16 MiB), the open-upload
+// 17 MiB (multipart on S3, whose first parts are 5 MiB), the open-upload
 // listing.
 func Full() Options {
 	return Options{Rounds: 10, Writers: 8, UploadSize: 17 << 20, PendingUploads: true}

@@ -59,13 +59,15 @@
 //
 // # Uploads
 //
-// Upload buffers the first part; an object smaller than one part becomes a
-// single PutObject. Larger objects become a multipart upload with up to
+// Upload buffers the first part (in a buffer that starts at 64 KiB and
+// becomes a whole part's when that is full); an object smaller than one
+// part becomes a single PutObject. Larger objects become a multipart upload with up to
 // Options.Concurrency parts in flight, so memory stays below
-// (Concurrency+1) × the part size. Parts are Options.PartSize (8 MiB by
-// default: at most 40 MiB per upload) for the first 2,000, then double
-// every 2,000 parts, since an object may have at most 10,000 parts: at the
-// default that is 496 GB, and memory grows only for objects beyond 16 GB.
+// (Concurrency+1) × the part size. Parts are Options.PartSize (5 MiB, S3's
+// smallest, by default, with 1 in flight: at most 10 MiB per upload) for
+// the first 1,500, then double every 1,500 parts, since an object may have
+// at most 10,000 parts: at the default that is 831 GB, and memory grows
+// only for objects beyond 7.8 GB.
 // Any failure, and Abort, aborts the multipart upload; an upload a crashed
 // writer left open is found with ListUploads (bucket.UploadLister) and
 // discarded with AbortUpload. Commit completes it,

@@ -33,13 +33,19 @@ import (
 
 const (
 	// DefaultPartSize is the size of a multipart upload's first parts
-	// (later ones grow: see partsPerSize). With DefaultConcurrency parts
-	// in flight and one filling, an upload holds at most 40 MiB.
-	DefaultPartSize = 8 << 20
+	// (later ones grow: see partsPerSize): S3's smallest. With
+	// DefaultConcurrency parts in flight and one filling, an upload holds
+	// at most 10 MiB up to 7.8 GB.
+	DefaultPartSize = MinPartSize
 	// MinPartSize is S3's smallest part (but the last).
 	MinPartSize = 5 << 20
-	// DefaultConcurrency is how many parts are in flight at once.
-	DefaultConcurrency = 4
+	// DefaultConcurrency is how many parts are in flight at once. One
+	// keeps a loopback or LAN server up with what a worker compresses (a
+	// 5 MiB part uploads in a fraction of the time the next takes to
+	// fill) and keeps the worker within its memory budget (issue 20:
+	// 100 MiB of peak RSS); each more holds another part in memory. A
+	// far, slow link may want more (Options.Concurrency).
+	DefaultConcurrency = 1
 	// maxParts is S3's limit of parts per upload.
 	maxParts = 10000
 	// maxPartSize is S3's largest part.

@@ -88,6 +88,12 @@ func (u *upload) Write(p []byte) (int, error) {
 			u.buf = u.newBuffer()
 		}
 		n := min(int(u.partSize())-len(u.buf), len(p))
+		if len(u.buf)+n > cap(u.buf) {
+			// The first part's small buffer is full: take a whole
+			// part's at once rather than growing by append, which
+			// overshoots the part size and leaves a trail of garbage.
+			u.buf = append(make([]byte, 0, u.partSize()), u.buf...)
+		}
 		u.buf = append(u.buf, p[:n]...)
 		p = p[n:]
 		written += n
@@ -118,10 +124,11 @@ func (u *upload) newBuffer() []byte {
 }
 
 // partsPerSize is how many parts an upload sends of each size: parts
-// 1–2000 are PartSize, the next 2000 twice that, and so on, so that a
+// 1–1500 are PartSize, the next 1500 twice that, and so on, so that a
 // small part size (little memory) still allows a large object: at the
-// default 8 MiB, 10,000 parts hold 496 GB.
-const partsPerSize = 2000
+// default 5 MiB, 10,000 parts hold 831 GB (7.8 GB before the parts first
+// grow).
+const partsPerSize = 1500
 
 // partSize is the size of the part being filled (number u.next).
 func (u *upload) partSize() int64 {

@@ -51,7 +51,7 @@ everything it wrote (also when it fails or is interrupted), and reports:
                       (critical: lease renewals and takeovers)
   conditional-upload  a create-only streaming upload commits on a new key
                       and fails on an existing one; --upload-size-mib beyond
-                      16 makes it multipart on S3. (critical)
+                      5 makes it multipart on S3. (critical)
   pending-uploads     an upload that was started and not committed is listed
                       by its folder, and gone once aborted. Garbage collection
                       finds what crashed workers left this way; a failure is a
@@ -118,7 +118,7 @@ bucket, missing permissions), as for every other command.`,
 	f := cmd.Flags()
 	f.IntVar(&rounds, "rounds", 10, "rounds of create-only races")
 	f.IntVar(&writers, "writers", 8, "writers in each race")
-	f.IntVar(&uploadMiB, "upload-size-mib", 17, "MiB written in each streaming upload (more than 16 makes it multipart on S3)")
+	f.IntVar(&uploadMiB, "upload-size-mib", 17, "MiB written in each streaming upload (more than 5 makes it multipart on S3)")
 	outputFlag(cmd, &output)
 	return cmd
 }

@@ -113,6 +113,8 @@ exits with an error naming what failed on a bucket that does not;
 			if err != nil {
 				return err
 			}
+			limit := setWorkerMemoryLimit(w.Concurrency)
+			a.log.WithField("mib", limit>>20).Info("soft memory limit (GOMEMLIMIT overrides)")
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Prefix: prefix, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
