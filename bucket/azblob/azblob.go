@@ -32,8 +32,11 @@ const (
 	// DefaultBlockSize is the size of the blocks a streaming upload
 	// stages: with Azure's 50,000 blocks, blobs up to 390 GiB.
 	DefaultBlockSize = 8 << 20
-	// DefaultConcurrency is how many blocks are in flight at once.
-	DefaultConcurrency = 4
+	// DefaultConcurrency is how many blocks are in flight at once: one,
+	// while the next fills, so an upload holds at most two blocks
+	// (16 MiB), within the worker's memory budget (issue 20) as S3's two
+	// 5 MiB parts are.
+	DefaultConcurrency = 1
 	// maxBlocks is Azure's limit of committed blocks per blob.
 	maxBlocks = 50000
 	// maxBlockSize is Azure's largest block.

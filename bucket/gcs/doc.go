@@ -68,7 +68,7 @@
 //
 // Writes go through storage.Writer. A Put smaller than a chunk is one
 // request (the Writer holds the body and can repeat it). Upload and larger
-// Puts are resumable uploads in chunks of Options.ChunkSize (16 MiB by
+// Puts are resumable uploads in chunks of Options.ChunkSize (8 MiB by
 // default), sent one after the other; memory stays near one chunk. The
 // condition is on the object handle, and GCS checks it when the last chunk
 // finalizes the object: a create-only Upload that lost its race fails at

@@ -29,8 +29,9 @@ import (
 const (
 	// DefaultChunkSize is the size of the chunks of a resumable upload:
 	// the Writer buffers one chunk, and a chunk is what a retry sends
-	// again.
-	DefaultChunkSize = 16 << 20
+	// again. 8 MiB is the size Google's documentation recommends at the
+	// least, and keeps the worker within its memory budget (issue 20).
+	DefaultChunkSize = 8 << 20
 	// MinChunkSize is GCS's chunk granularity: chunk sizes are multiples
 	// of it.
 	MinChunkSize = 256 << 10
