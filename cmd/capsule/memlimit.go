@@ -15,7 +15,10 @@ import (
 // plus memLimitPerRequest for each request the worker runs at once
 // (worker.concurrency): 36 MiB for one, 58 MiB for the default two. It is
 // soft: a request that needs more (an object beyond 7.8 GB, whose parts
-// grow) gets it, at the cost of more frequent collections.
+// grow) gets it, at the cost of more frequent collections. A worker that
+// also serves the API (--listen) or streams WAL holds caches and buffers
+// this budget does not count; a limit below its live heap would keep the
+// collector running (up to half the CPU), so such a worker sets none.
 const (
 	memLimitBase       = 14 << 20
 	memLimitPerRequest = 22 << 20
@@ -27,11 +30,12 @@ func workerMemoryLimit(concurrency int) int64 {
 	return memLimitBase + int64(max(1, concurrency))*memLimitPerRequest
 }
 
-// setWorkerMemoryLimit applies workerMemoryLimit unless the environment
-// sets GOMEMLIMIT (which the runtime applied at start), and returns the
-// limit in effect.
-func setWorkerMemoryLimit(concurrency int) int64 {
-	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+// setWorkerMemoryLimit applies workerMemoryLimit to a worker that only
+// runs requests (requestsOnly), unless the environment sets GOMEMLIMIT
+// (which the runtime applied at start), and returns the limit in effect
+// (math.MaxInt64: none).
+func setWorkerMemoryLimit(concurrency int, requestsOnly bool) int64 {
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok || !requestsOnly {
 		return debug.SetMemoryLimit(-1)
 	}
 	limit := workerMemoryLimit(concurrency)

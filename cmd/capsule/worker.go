@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -113,8 +114,15 @@ exits with an error naming what failed on a bucket that does not;
 			if err != nil {
 				return err
 			}
-			limit := setWorkerMemoryLimit(w.Concurrency)
-			a.log.WithField("mib", limit>>20).Info("soft memory limit (GOMEMLIMIT overrides)")
+			// The soft memory limit budgets requests only: not the API's
+			// caches nor a WAL stream's buffers.
+			requestsOnly := services.listen == ""
+			if jobs, err := a.configPITRJobs(b); err == nil && len(jobs) > 0 && !once {
+				requestsOnly = false
+			}
+			if limit := setWorkerMemoryLimit(w.Concurrency, requestsOnly); limit != math.MaxInt64 {
+				a.log.WithField("mib", limit>>20).Info("soft memory limit (GOMEMLIMIT overrides)")
+			}
 			exec, err := executor.New(executor.Config{
 				Bucket: b, Prefix: prefix, Engines: registry(), Sources: &a.cfg, Worker: name, Version: version.String(),
 				Timeout: w.Timeout, Compression: w.Compression, RetainFor: w.RetainFor, Legacy: old, Log: a.log,
