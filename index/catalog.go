@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -165,19 +166,34 @@ type Catalog struct {
 
 // settle compacts cluster's catalog when more than CompactAfter events
 // were written since its newest snapshot, so that no listing reads many
-// more: each commit calls it (one LIST; a compaction every CompactAfter
-// commits). Of commits that settle at once, only the one whose event is
-// the newest it lists (by time, then key) compacts: the others would read
-// the same events again. The newest event's commit always sees itself
-// newest, so some commit compacts. It never walks: a bucket not yet
-// migrated waits for its first listing. own is the key of the commit's
-// event.
+// more: a compaction every CompactAfter commits. Of commits that settle at
+// once, only the one whose event is the newest it lists (by time, then
+// key) compacts: the others would read the same events again. It never
+// walks: a bucket not yet migrated waits for its first listing. own is
+// the key of the commit's event.
+//
+// Counting the events takes a LIST, and a commit makes it only when the
+// count may have passed CompactAfter (settleDue): the process remembers,
+// per bucket and cluster, what its last LIST counted, its own commits
+// since, and how many of the cluster's commits each of its own stood for
+// between its last two LISTs (other writers'). A single writer lists once
+// per compaction (and on its first commit); with several, each lists when
+// its estimate of the cluster's count passes CompactAfter. A process that
+// saw more than CompactAfter and did not compact (a newer commit was
+// another's) lists again on its next commit, so some commit compacts.
 func settle(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer) {
+	st := settleDue(b, cluster)
+	if st == nil {
+		return
+	}
 	objs, err := scanCatalog(ctx, b, requests.CatalogClusterDir(cluster))
 	if err != nil || objs[cluster] == nil {
+		st.forget()
 		return
 	}
 	fresh := newEvents(objs[cluster])
+	compacted := false
+	defer func() { st.listed(objs[cluster].events, len(fresh), compacted) }()
 	if len(fresh) <= CompactAfter {
 		return
 	}
@@ -191,6 +207,109 @@ func settle(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer
 		return
 	}
 	_, _ = Catalog{Bucket: b, Writer: b, Signer: s, noWalk: true}.listCluster(ctx, cluster, objs[cluster], nil, nil)
+	compacted = true
+}
+
+// settleState is what a process knows of one cluster's events (settle).
+type settleState struct {
+	key settleKey
+	// fresh is what the last LIST counted since the newest snapshot (0
+	// after this process compacted).
+	fresh int
+	// commits are this process's commits since that LIST, this one's
+	// included.
+	commits int
+	// rate is how many of the cluster's commits each of this process's
+	// stood for between its last two LISTs (at least 1).
+	rate float64
+	// newest is the newest event's time at the last LIST (the bucket's
+	// clock), atNewest the keys of the events of that time it saw.
+	newest   time.Time
+	atNewest map[string]bool
+}
+
+type settleKey struct {
+	b       bucket.Bucket
+	cluster string
+}
+
+var settles = struct {
+	sync.Mutex
+	m map[settleKey]*settleState
+}{m: map[settleKey]*settleState{}}
+
+// settleDue counts a commit to cluster and returns its state when the
+// commit is to LIST (nil: not yet). A bucket that is not a pointer (no
+// identity to remember it by) lists on every commit.
+func settleDue(b bucket.Bucket, cluster string) *settleState {
+	if reflect.TypeOf(b).Kind() != reflect.Pointer {
+		return &settleState{}
+	}
+	k := settleKey{b, cluster}
+	settles.Lock()
+	defer settles.Unlock()
+	st := settles.m[k]
+	if st == nil {
+		if len(settles.m) >= 256 {
+			clear(settles.m) // forgetting only costs a LIST each
+		}
+		st = &settleState{key: k, rate: 1}
+		settles.m[k] = st
+		st.commits++
+		return st
+	}
+	st.commits++
+	if float64(st.fresh)+float64(st.commits)*st.rate <= CompactAfter {
+		return nil
+	}
+	return st
+}
+
+// listed records what a settle's LIST found: the cluster's events, how
+// many are since the newest snapshot, and whether this commit compacted.
+func (st *settleState) listed(events []bucket.ObjectInfo, fresh int, compacted bool) {
+	if st.key.b == nil {
+		return
+	}
+	settles.Lock()
+	defer settles.Unlock()
+	// Events stay at least CatalogGrace: those this LIST shows and the
+	// last did not are the cluster's commits since (this process's own
+	// among them).
+	var since int
+	newest := st.newest
+	for _, ev := range events {
+		if ev.LastModified.After(st.newest) || (ev.LastModified.Equal(st.newest) && !st.atNewest[ev.Key]) {
+			since++
+		}
+		if ev.LastModified.After(newest) {
+			newest = ev.LastModified
+		}
+	}
+	atNewest := map[string]bool{}
+	for _, ev := range events {
+		if ev.LastModified.Equal(newest) {
+			atNewest[ev.Key] = true
+		}
+	}
+	st.atNewest = atNewest
+	if !st.newest.IsZero() && st.commits > 0 {
+		st.rate = max(1, float64(since)/float64(st.commits))
+	}
+	st.fresh, st.commits, st.newest = fresh, 0, newest
+	if compacted {
+		st.fresh = 0
+	}
+}
+
+// forget drops the state of a LIST that failed: the next commit lists.
+func (st *settleState) forget() {
+	if st.key.b == nil {
+		return
+	}
+	settles.Lock()
+	defer settles.Unlock()
+	delete(settles.m, st.key)
 }
 
 // newEvents are the events written after the newest snapshot, as listed

@@ -103,7 +103,12 @@
 // Catalog.List reads a cluster's newest snapshot (by the bucket's clock)
 // and the events it does not hold: a LIST, a GET and one GET per event.
 // A listing that read more than CompactAfter events writes a new snapshot
-// holding them; a compaction deletes folded events and older snapshots
+// holding them, and so does a commit that counts more than CompactAfter
+// since the newest snapshot (and is the newest): it LISTs the cluster's
+// catalog only when its process's count may have passed that (what its
+// last LIST counted, plus its own commits since times the cluster's
+// commits per own commit between its last two LISTs), about once per
+// compaction for a single writer; a compaction deletes folded events and older snapshots
 // only CatalogGrace after they were written, so a concurrent compaction
 // that missed an event never outlives it.
 //
