@@ -108,9 +108,9 @@
 // catalog only when its process's count may have passed that (what its
 // last LIST counted, plus its own commits since times the cluster's
 // commits per own commit between its last two LISTs), about once per
-// compaction for a single writer; a compaction deletes folded events and older snapshots
-// only CatalogGrace after they were written, so a concurrent compaction
-// that missed an event never outlives it.
+// compaction for a single writer. A compaction deletes folded events and
+// older snapshots only CatalogGrace after they were written, so a
+// concurrent compaction that missed an event never outlives it.
 //
 // The catalog is a copy, believed no more than the indexes it copies:
 //

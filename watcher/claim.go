@@ -28,7 +28,9 @@ import (
 // with no lease first, create-only without reading a lease (one call per
 // claim); a lease that looks old enough to have expired is read and
 // judged (takeover); a lease that is held is read once per write it
-// makes, not once per pass. Once every lease length it removes leases
+// makes, not once per pass. Within a poll interval of its last listing
+// (a job just finished) it first claims from what that listing left
+// (claimLeftover) and lists only when that claims nothing. Once every lease length it removes leases
 // and cancel objects orphaned by a crash (sweep): an idle worker, whose
 // last listing was empty, makes that sweep's LIST instead of its listing
 // of requests/, so it makes one LIST per poll interval.
@@ -38,6 +40,11 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	w.forgetHandedBack()
 	now := time.Now()
 	sweepDue := w.lastSweep.IsZero() || now.Sub(w.lastSweep) >= w.cfg.Lease
+	if !sweepDue {
+		if n, ok := w.claimLeftover(ctx, now); ok {
+			return n, nil
+		}
+	}
 	if sweepDue && w.quiet && w.Running() == 0 {
 		w.lastSweep, w.quiet = now, false
 		if err := w.sweep(ctx, nil, nil); err != nil {
@@ -85,8 +92,11 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	}
 	started := 0
 	var claimErr error
-	for _, c := range w.claimOrder(listed, leases, now) {
+	order := w.claimOrder(listed, leases, now)
+	w.leftover, w.leftoverAt = nil, now
+	for i, c := range order {
 		if w.free() == 0 {
+			w.keepLeftover(order[min(len(order), max(i, 4*w.cfg.Concurrency)):])
 			break
 		}
 		if !w.reserve(c.id) {
@@ -104,6 +114,55 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	}
 	w.forgetSeen(leases)
 	return started, claimErr
+}
+
+// leftoverTries is how many of the last listing's requests a pass tries
+// without a listing before it lists: each that another worker claimed or
+// finished since costs a call or three.
+const leftoverTries = 2
+
+// claimLeftover claims, without a listing, from the unleased requests
+// the last pass listed and did not try, if that listing is less than a
+// poll interval old and this worker has a free slot (a job just
+// finished): the listing a new pass would make is almost the same. A
+// claim there is as safe as any (create-only, the request read first);
+// one that another worker took since fails or finds the request gone. ok
+// is false when it claimed nothing: the pass lists as usual.
+func (w *Watcher) claimLeftover(ctx context.Context, now time.Time) (int, bool) {
+	if len(w.leftover) == 0 || now.Sub(w.leftoverAt) >= w.cfg.Poll || w.free() == 0 {
+		return 0, false
+	}
+	started, tries := 0, 0
+	for len(w.leftover) > 0 && tries < leftoverTries && w.free() > 0 {
+		c := w.leftover[0]
+		w.leftover = w.leftover[1:]
+		if !w.reserve(c.id) {
+			continue
+		}
+		tries++
+		ok, err := w.tryClaim(ctx, c.id, c.size, true)
+		w.unreserve(c.id)
+		if err != nil {
+			w.log.WithError(err).WithField("request_id", c.id).Warn("claim failed")
+		}
+		if ok {
+			started++
+		}
+	}
+	return started, started > 0
+}
+
+// keepLeftover keeps the unleased requests of rest for claimLeftover,
+// in this worker's own order (rank): the oldest few, which every
+// worker's pass tries first, are not among them, and workers that claim
+// from their leftovers at once rarely pick the same request.
+func (w *Watcher) keepLeftover(rest []candidate) {
+	for _, c := range rest {
+		if c.fresh {
+			w.leftover = append(w.leftover, c)
+		}
+	}
+	slices.SortFunc(w.leftover, func(a, b candidate) int { return cmp.Compare(w.rank(a.id), w.rank(b.id)) })
 }
 
 // candidate is a listed request a pass may try to claim.
@@ -308,12 +367,10 @@ func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh boo
 			return false, nil
 		}
 	}
-	if _, herr := w.cfg.Bucket.Head(ctx, requests.ResultKey(id)); herr == nil {
-		// Finished by an earlier holder that died while cleaning up.
-		w.cleanup(ctx, id, true)
-		return false, nil
-	} else if !errors.Is(herr, bucket.ErrNotFound) {
-		return false, lh.release(ctx, fmt.Errorf("check result %s: %w", id, herr))
+	if !fresh {
+		if done, err := w.finishedBefore(ctx, id, lh); done || err != nil {
+			return false, err
+		}
 	}
 	if !fresh {
 		// Before reading the request's body: is it still there, has it
@@ -362,6 +419,17 @@ func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh boo
 		log.WithError(perr).Warn("rejecting malformed request")
 		return false, w.writeResult(ctx, id, w.result(id, requests.StatusRejected, "invalid request: "+perr.Error(), attempt, req), "")
 	}
+	if fresh && req.Kind != requests.KindBackup {
+		// A fresh claim of a backup does not look for a result: one can
+		// exist only if a finished id was submitted again (client.Submit
+		// refuses that except in a race), and then the backup's
+		// create-only writes stop it (its first attempt's artifacts, its
+		// index) and the create-only result keeps the first. Any other
+		// kind acts outside the bucket (a restore): it looks.
+		if done, err := w.finishedBefore(ctx, id, lh); done || err != nil {
+			return false, err
+		}
+	}
 	if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(id)); err == nil {
 		w.sawCancel(id)
 		log.Info("request canceled before it started")
@@ -377,6 +445,21 @@ func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh boo
 	}
 	w.start(req, lh)
 	return true, nil
+}
+
+// finishedBefore looks for request id's result: there, it was finished
+// by an earlier holder that died while cleaning up (or an earlier life
+// of the id), and the rest of the cleanup is done.
+func (w *Watcher) finishedBefore(ctx context.Context, id string, lh *leaseHolder) (bool, error) {
+	_, err := w.cfg.Bucket.Head(ctx, requests.ResultKey(id))
+	switch {
+	case err == nil:
+		w.cleanup(ctx, id, true)
+		return true, nil
+	case errors.Is(err, bucket.ErrNotFound):
+		return false, nil
+	}
+	return true, lh.release(ctx, fmt.Errorf("check result %s: %w", id, err))
 }
 
 // answerMisnamed answers an object under requests/ whose name is not
