@@ -12,6 +12,7 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/s3"
+	"github.com/cnvrg/capsule/client"
 	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/s3test"
 	"github.com/cnvrg/capsule/requests"
@@ -94,7 +95,8 @@ func countingEnv(t *testing.T) (*env, *counting) {
 
 // A claim of a request nobody holds reads no lease and no request
 // metadata, a backup's looks for no result (its create-only writes are
-// the guard), and a short run writes its lease once and deletes no cancel
+// the guard) and finds cancel objects in the pass's listing of cancel/,
+// not with a HEAD, and a short run writes its lease once and deletes no cancel
 // object that was never there; the request still runs once and leaves no
 // control object behind.
 func TestClaimMakesNoNeedlessCalls(t *testing.T) {
@@ -111,6 +113,7 @@ func TestClaimMakesNoNeedlessCalls(t *testing.T) {
 	for call, want := range map[string]int{
 		"GET leases": 0, "HEAD requests": 0, "DELETE cancel": 0, "PUT leases": 1,
 		"GET requests": 1, "HEAD results": 0, "DELETE requests": 1, "DELETE leases": 1,
+		"HEAD cancel": 0, "LIST cancel": 1,
 	} {
 		if got[call] != want {
 			t.Errorf("%s: %d calls, want %d (all: %v)", call, got[call], want, got)
@@ -340,5 +343,42 @@ func TestFinishedIDSubmittedAgainChangesNothing(t *testing.T) {
 	}
 	if again := e.result(rid); again == nil || !again.FinishedAt.Equal(r1.FinishedAt) {
 		t.Errorf("restore result changed: %+v, was %+v", again, r1)
+	}
+}
+
+// Cancel objects are looked up in one listing of cancel/ per pass, not
+// with a HEAD per claim: a request canceled before it started still ends
+// canceled, and the others of the pass run.
+func TestPassListsCancelsOnce(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	var ids []string
+	for range 3 {
+		ids = append(ids, e.submit(backupReq("data")))
+	}
+	if err := client.Cancel(ctx, e.b, ids[1], "test"); err != nil {
+		t.Fatal(err)
+	}
+	w := e.watcher("w1", nil)
+	c.take()
+	if n, err := w.RunOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("RunOnce = %d, %v; want the two requests not canceled started", n, err)
+	}
+	w.Wait()
+	got := c.take()
+	if got["HEAD cancel"] != 0 || got["LIST cancel"] != 1 {
+		t.Errorf("a pass claiming 3 requests made %v; want one LIST of cancel/ and no HEAD of it", got)
+	}
+	for i, id := range ids {
+		want := requests.StatusSucceeded
+		if i == 1 {
+			want = requests.StatusCanceled
+		}
+		if r := e.result(id); r == nil || r.Status != want {
+			t.Errorf("%s: result %+v, want %s", id, r, want)
+		}
+	}
+	if _, err := e.b.Head(ctx, requests.CancelKey(ids[1])); !errors.Is(err, bucket.ErrNotFound) {
+		t.Errorf("cancel object left behind: %v", err)
 	}
 }

@@ -84,6 +84,21 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("list leases: %w", err)
 		}
 	}
+	// The cancel objects, when this pass may claim: a claim looks them up
+	// here, not with a HEAD per request (nil: it HEADs).
+	var cancels map[string]bool
+	if len(listed) > 0 && w.free() > 0 {
+		cancels = map[string]bool{}
+		err := bucket.Walk(ctx, w.cfg.Bucket, requests.CancelPrefix, func(o bucket.ObjectInfo) error {
+			if id, ok := requests.IDFromKey(requests.CancelPrefix, o.Key); ok {
+				cancels[id] = true
+			}
+			return nil
+		})
+		if err != nil {
+			cancels = nil
+		}
+	}
 	if sweepDue {
 		w.lastSweep = now
 		if err := w.sweep(ctx, pending, leases); err != nil {
@@ -93,7 +108,7 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	started := 0
 	var claimErr error
 	order := w.claimOrder(listed, leases, now)
-	w.leftover, w.leftoverAt = nil, now
+	w.leftover, w.leftoverAt, w.leftoverCancels = nil, now, cancels
 	for i, c := range order {
 		if w.free() == 0 {
 			w.keepLeftover(order[min(len(order), max(i, 4*w.cfg.Concurrency)):])
@@ -102,7 +117,7 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 		if !w.reserve(c.id) {
 			continue
 		}
-		ok, err := w.tryClaim(ctx, c.id, c.size, c.fresh)
+		ok, err := w.tryClaim(ctx, c.id, c.size, c.fresh, cancels)
 		w.unreserve(c.id)
 		if err != nil {
 			w.log.WithError(err).WithField("request_id", c.id).Warn("claim failed")
@@ -140,7 +155,7 @@ func (w *Watcher) claimLeftover(ctx context.Context, now time.Time) (int, bool) 
 			continue
 		}
 		tries++
-		ok, err := w.tryClaim(ctx, c.id, c.size, true)
+		ok, err := w.tryClaim(ctx, c.id, c.size, true, w.leftoverCancels)
 		w.unreserve(c.id)
 		if err != nil {
 			w.log.WithError(err).WithField("request_id", c.id).Warn("claim failed")
@@ -280,7 +295,7 @@ func (w *Watcher) ClaimHint(ctx context.Context, id string) (bool, error) {
 	} else if err != nil {
 		return false, fmt.Errorf("claim hint %s: %w", id, err)
 	}
-	return w.tryClaim(ctx, id, info.Size, false)
+	return w.tryClaim(ctx, id, info.Size, false, nil)
 }
 
 // reserve marks id as being claimed if this worker may claim it now.
@@ -325,15 +340,18 @@ func (w *Watcher) isRunning(id string) bool {
 // with the limit, before its body is read; a request over the limit is
 // rejected without being read. A lease over the limit counts as damaged.
 func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
-	return w.tryClaim(ctx, id, -1, false)
+	return w.tryClaim(ctx, id, -1, false, nil)
 }
 
 // tryClaim is TryClaim of a request whose size a listing gave (size -1:
 // unknown) and, when fresh, whose listing showed no lease: the lease is
 // then written create-only without being read first, and the request's
 // body is read before its result is looked for (a request finished since
-// the listing is gone: its lease was deleted after it).
-func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh bool) (bool, error) {
+// the listing is gone: its lease was deleted after it). cancels, when
+// set, are the ids with a cancel object as a listing of cancel/ made in
+// the same pass showed them (a cancel written since is seen at the first
+// renewal, as a cancel of a running request is); nil: a HEAD looks.
+func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh bool, cancels map[string]bool) (bool, error) {
 	log := w.log.WithField("request_id", id)
 	c := w.leaseClaim(id)
 	c.Fresh = fresh
@@ -430,7 +448,7 @@ func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh boo
 			return false, err
 		}
 	}
-	if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(id)); err == nil {
+	if w.hasCancel(ctx, id, cancels) {
 		w.sawCancel(id)
 		log.Info("request canceled before it started")
 		return false, w.writeResult(ctx, id, w.result(id, requests.StatusCanceled, "canceled by request before it started", attempt, req), "")
@@ -445,6 +463,16 @@ func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh boo
 	}
 	w.start(req, lh)
 	return true, nil
+}
+
+// hasCancel says whether request id has a cancel object: in cancels
+// when a listing gave them, else by a HEAD.
+func (w *Watcher) hasCancel(ctx context.Context, id string, cancels map[string]bool) bool {
+	if cancels != nil {
+		return cancels[id]
+	}
+	_, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(id))
+	return err == nil
 }
 
 // finishedBefore looks for request id's result: there, it was finished

@@ -6,8 +6,8 @@
 // requests.Lease, and adds what a request needs:
 //
 //   - RunOnce lists requests/ (oldest first: ids are time-ordered) and,
-//     when it could claim one, leases/ once, and claims what it can
-//     (lease.Acquire). A request with no listed lease is claimed
+//     when it could claim one, leases/ and cancel/ once each, and claims
+//     what it can (lease.Acquire). A request with no listed lease is claimed
 //     create-only without reading a lease first (lease.Claim.Fresh: one
 //     call; a 412 means another worker holds it now); the oldest few are
 //     tried in an order of each worker's own (a hash of worker and id)
@@ -32,7 +32,9 @@
 //   - A fresh claim (attempt 1) reads the request's body first (its size
 //     is the listing's): gone means it finished since the listing, and
 //     the lease just made is deleted, nothing more. Then it looks for a
-//     cancel object and, unless the request is a backup, for a result (a
+//     cancel object (in the pass's one listing of cancel/, made when the
+//     pass may claim, not with a HEAD per claim: a cancel written after
+//     that listing is seen at the first renewal, like any other) and, unless the request is a backup, for a result (a
 //     finished id submitted again: client.Submit refuses one except in a
 //     race). A backup does not look: its first attempt writes its
 //     artifacts create-only, so a backup this id committed before stops

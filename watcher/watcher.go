@@ -218,7 +218,9 @@ type Watcher struct {
 	// interval of it, after a job finished, claims from them first.
 	leftover   []candidate
 	leftoverAt time.Time
-	wg         sync.WaitGroup
+	// leftoverCancels are the cancel objects that listing's pass saw.
+	leftoverCancels map[string]bool
+	wg              sync.WaitGroup
 	// stopClaiming is closed when shutdown begins.
 	stopClaiming chan struct{}
 	stopOnce     sync.Once
