@@ -34,9 +34,9 @@
 //     the lease just made is deleted, nothing more. Then it looks for a
 //     cancel object (in the pass's one listing of cancel/, made when the
 //     pass may claim, not with a HEAD per claim: a cancel written after
-//     that listing is seen at the first renewal, like any other) and, unless the request is a backup, for a result (a
-//     finished id submitted again: client.Submit refuses one except in a
-//     race). A backup does not look: its first attempt writes its
+//     that listing is seen at the first renewal, like any other) and,
+//     unless the request is a backup, for a result (a finished id
+//     submitted again: client.Submit refuses one except in a race). A backup does not look: its first attempt writes its
 //     artifacts create-only, so a backup this id committed before stops
 //     the run and is found (the executor's doc), its index is create-only,
 //     and so is the result, which keeps the first. An id whose earlier
