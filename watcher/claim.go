@@ -41,6 +41,11 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	now := time.Now()
 	sweepDue := w.lastSweep.IsZero() || now.Sub(w.lastSweep) >= w.cfg.Lease
 	if !sweepDue {
+		if w.free() == 0 {
+			// Every slot is busy: a listing could claim nothing (the job
+			// that frees a slot wakes the next pass).
+			return 0, nil
+		}
 		if n, ok := w.claimLeftover(ctx, now); ok {
 			return n, nil
 		}
@@ -71,8 +76,12 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("list requests: %w", err)
 	}
 	w.quiet = len(pending) == 0
+	// Only a pass with a free slot when it listed claims: one whose slot
+	// frees meanwhile (a job finished; it wakes the next pass) knows
+	// neither the leases nor the cancel objects.
+	canClaim := len(listed) > 0 && w.free() > 0
 	var leases map[string]bucket.ObjectInfo
-	if (len(listed) > 0 && w.free() > 0) || sweepDue {
+	if canClaim || sweepDue {
 		leases = map[string]bucket.ObjectInfo{}
 		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
 			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
@@ -87,7 +96,7 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	// The cancel objects, when this pass may claim: a claim looks them up
 	// here, not with a HEAD per request (nil: it HEADs).
 	var cancels map[string]bool
-	if len(listed) > 0 && w.free() > 0 {
+	if canClaim {
 		cancels = map[string]bool{}
 		err := bucket.Walk(ctx, w.cfg.Bucket, requests.CancelPrefix, func(o bucket.ObjectInfo) error {
 			if id, ok := requests.IDFromKey(requests.CancelPrefix, o.Key); ok {
@@ -104,6 +113,10 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 		if err := w.sweep(ctx, pending, leases); err != nil {
 			w.log.WithError(err).Warn("sweeping orphaned leases failed")
 		}
+	}
+	if !canClaim {
+		w.forgetSeen(leases)
+		return 0, nil
 	}
 	started := 0
 	var claimErr error
