@@ -52,6 +52,9 @@ const (
 	eventIndex     = "index.json"
 	eventDeleted   = "deleted.json"
 	snapshotPrefix = "snapshot-"
+	// markerPrefix names a commit's claim to compact from one snapshot
+	// (settle): catalog/clusters/<cluster>/compacting-<base>-<minute>.json.
+	markerPrefix = "compacting-"
 )
 
 // pointer is catalog/ids/<backupId>.json: where a backup id's index is.
@@ -191,11 +194,18 @@ func settle(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer
 		st.forget()
 		return
 	}
-	fresh := newEvents(objs[cluster])
-	compacted := false
-	defer func() { st.listed(objs[cluster].events, len(fresh), compacted) }()
+	fresh, compacted := settleListed(ctx, b, cluster, own, s, objs[cluster])
+	st.listed(objs[cluster].events, fresh, compacted)
+}
+
+// settleListed is settle once the cluster's catalog objects o are
+// listed: it compacts when more than CompactAfter events are fresh and
+// own is the newest. It returns how many were fresh and whether it
+// compacted.
+func settleListed(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer, o *clusterObjects) (int, bool) {
+	fresh := newEvents(o)
 	if len(fresh) <= CompactAfter {
-		return
+		return len(fresh), false
 	}
 	newest := fresh[0]
 	for _, ev := range fresh[1:] {
@@ -204,10 +214,39 @@ func settle(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer
 		}
 	}
 	if newest.Key != own {
-		return
+		return len(fresh), false
 	}
-	_, _ = Catalog{Bucket: b, Writer: b, Signer: s, noWalk: true}.listCluster(ctx, cluster, objs[cluster], nil, nil)
-	compacted = true
+	// Commits that list at nearly the same time may each find their own
+	// event the newest they list: the first to create the marker of this
+	// snapshot (and minute) compacts, the others read nothing.
+	if !claimCompaction(ctx, b, cluster, o) {
+		return len(fresh), false
+	}
+	_, _ = Catalog{Bucket: b, Writer: b, Signer: s, noWalk: true}.listCluster(ctx, cluster, o, nil, nil)
+	return len(fresh), true
+}
+
+// claimCompaction creates, create-only, the marker that says a commit
+// compacts cluster's catalog from its newest snapshot o lists; false when
+// another commit created it first (or it cannot be written). The marker
+// is named after that snapshot and the minute (this worker's clock), so
+// a compactor that died holds no other commit back for longer than that.
+// A forged marker can only delay compactions by commits: listings still
+// compact. Compactions delete markers older than CatalogGrace.
+func claimCompaction(ctx context.Context, b bucket.Bucket, cluster string, o *clusterObjects) bool {
+	base := "none"
+	var newest bucket.ObjectInfo
+	for _, sn := range o.snapshots {
+		if sn.LastModified.After(newest.LastModified) || (sn.LastModified.Equal(newest.LastModified) && sn.Key > newest.Key) {
+			newest = sn
+		}
+	}
+	if newest.Key != "" {
+		base = strings.TrimSuffix(strings.TrimPrefix(path.Base(newest.Key), snapshotPrefix), ".json")
+	}
+	key := requests.CatalogClusterDir(cluster) + markerPrefix + base + "-" + time.Now().UTC().Format("200601021504") + ".json"
+	_, err := bucket.PutBytes(ctx, b, key, []byte("{}\n"), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
+	return err == nil
 }
 
 // settleState is what a process knows of one cluster's events (settle).
@@ -425,6 +464,8 @@ type clusterObjects struct {
 	events    []bucket.ObjectInfo
 	// sigs are the snapshots' signature keys.
 	sigs map[string]bool
+	// markers are the compaction markers (claimCompaction).
+	markers []bucket.ObjectInfo
 }
 
 // scanCatalog lists the catalog objects under prefix, by cluster.
@@ -455,6 +496,8 @@ func scanCatalog(ctx context.Context, b bucket.Reader, prefix string) (map[strin
 			c.snapshots = append(c.snapshots, o)
 		case strings.HasPrefix(name, "new/"):
 			c.events = append(c.events, o)
+		case strings.HasPrefix(name, markerPrefix) && !strings.Contains(name, "/"):
+			c.markers = append(c.markers, o)
 		}
 		return nil
 	})
@@ -1100,6 +1143,11 @@ func (c Catalog) compact(ctx context.Context, cluster string, s *snapshot, o *cl
 	for _, ev := range o.events {
 		if folded[ev.Key] && now.Sub(ev.LastModified) > CatalogGrace {
 			gone = append(gone, ev.Key)
+		}
+	}
+	for _, m := range o.markers {
+		if now.Sub(m.LastModified) > CatalogGrace {
+			gone = append(gone, m.Key)
 		}
 	}
 	for _, old := range o.snapshots {

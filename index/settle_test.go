@@ -30,7 +30,8 @@ func s3Bucket(t *testing.T) bucket.Bucket {
 // Commits list the catalog only when its events may have passed
 // CompactAfter, not once each: a single writer lists about once per
 // compaction, several writers about once per CompactAfter of their
-// cluster's commits between them. The listings after them still read at
+// cluster's commits between them; of several that would compact at once,
+// one does. The listings after them still read at
 // most about CompactAfter events, and see every backup.
 func TestCommitsListTheCatalogOncePerCompaction(t *testing.T) {
 	for _, writers := range []int{1, 4} {
@@ -55,14 +56,22 @@ func TestCommitsListTheCatalogOncePerCompaction(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			var lists int64
+			var lists, gets int64
 			for _, c := range counted {
 				lists += c.Counts().List
+				gets += c.Counts().Get
 			}
 			// Each writer's first commit lists; then about one LIST per
 			// CompactAfter commits, a few more around each compaction.
 			if most := int64(writers + 3*n/index.CompactAfter*writers); lists > most {
 				t.Errorf("%d commits by %d writers made %d LISTs, want at most %d", n, writers, lists, most)
+			}
+			// Each event is read by one compaction (with the snapshot it
+			// starts from): of commits that find their own event the
+			// newest at once, one compacts (its marker); one more may
+			// where a minute turns (the marker is per minute).
+			if most := int64(n + 2*n/index.CompactAfter + index.CompactAfter); gets > most {
+				t.Errorf("%d commits by %d writers made %d GETs, want at most %d (each event read once)", n, writers, gets, most)
 			}
 			// A listing reads the events since the newest snapshot, and
 			// those of the snapshot's own second (Last-Modified is to the
@@ -73,7 +82,7 @@ func TestCommitsListTheCatalogOncePerCompaction(t *testing.T) {
 			if c, most := b.Counts(), int64(index.CompactAfter+3+4*writers+same); c.Total() > most {
 				t.Errorf("a listing after the commits made %+v requests, want at most %d", c, most)
 			}
-			t.Logf("%d writers: %d LISTs for %d commits; %d events of the snapshot's second", writers, lists, n, same)
+			t.Logf("%d writers: %d LISTs and %d GETs for %d commits; %d events of the snapshot's second", writers, lists, gets, n, same)
 		})
 	}
 }
