@@ -170,10 +170,10 @@ type Catalog struct {
 // settle compacts cluster's catalog when more than CompactAfter events
 // were written since its newest snapshot, so that no listing reads many
 // more: a compaction every CompactAfter commits. Of commits that settle at
-// once, only the one whose event is the newest it lists (by time, then
-// key) compacts: the others would read the same events again. It never
-// walks: a bucket not yet migrated waits for its first listing. own is
-// the key of the commit's event.
+// once, only the one that creates the compaction's marker first
+// (claimCompaction) compacts: the others would read the same events
+// again. It never walks: a bucket not yet migrated waits for its first
+// listing.
 //
 // Counting the events takes a LIST, and a commit makes it only when the
 // count may have passed CompactAfter (settleDue): the process remembers,
@@ -182,9 +182,9 @@ type Catalog struct {
 // between its last two LISTs (other writers'). A single writer lists once
 // per compaction (and on its first commit); with several, each lists when
 // its estimate of the cluster's count passes CompactAfter. A process that
-// saw more than CompactAfter and did not compact (a newer commit was
-// another's) lists again on its next commit, so some commit compacts.
-func settle(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer) {
+// saw more than CompactAfter and did not compact (another's marker) lists
+// again on its next commit, so some commit compacts.
+func settle(ctx context.Context, b bucket.Bucket, cluster string, s *Signer) {
 	st := settleDue(b, cluster)
 	if st == nil {
 		return
@@ -194,31 +194,22 @@ func settle(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer
 		st.forget()
 		return
 	}
-	fresh, compacted := settleListed(ctx, b, cluster, own, s, objs[cluster])
+	fresh, compacted := settleListed(ctx, b, cluster, s, objs[cluster])
 	st.listed(objs[cluster].events, fresh, compacted)
 }
 
 // settleListed is settle once the cluster's catalog objects o are
 // listed: it compacts when more than CompactAfter events are fresh and
-// own is the newest. It returns how many were fresh and whether it
-// compacted.
-func settleListed(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer, o *clusterObjects) (int, bool) {
+// it creates the compaction's marker first. It returns how many were
+// fresh and whether it compacted.
+func settleListed(ctx context.Context, b bucket.Bucket, cluster string, s *Signer, o *clusterObjects) (int, bool) {
 	fresh := newEvents(o)
 	if len(fresh) <= CompactAfter {
 		return len(fresh), false
 	}
-	newest := fresh[0]
-	for _, ev := range fresh[1:] {
-		if ev.LastModified.After(newest.LastModified) || (ev.LastModified.Equal(newest.LastModified) && ev.Key > newest.Key) {
-			newest = ev
-		}
-	}
-	if newest.Key != own {
-		return len(fresh), false
-	}
-	// Commits that list at nearly the same time may each find their own
-	// event the newest they list: the first to create the marker of this
-	// snapshot (and minute) compacts, the others read nothing.
+	// Of commits that list at nearly the same time and count as many,
+	// the first to create the marker of this snapshot (and minute)
+	// compacts; the others read nothing.
 	if !claimCompaction(ctx, b, cluster, o) {
 		return len(fresh), false
 	}
@@ -395,7 +386,7 @@ func record(ctx context.Context, b bucket.Bucket, x *BackupIndex, data []byte, s
 	if err := putOnce(ctx, b, key, data, x.RetainUntil); err != nil {
 		return err
 	}
-	settle(ctx, b, x.Cluster, key, s)
+	settle(ctx, b, x.Cluster, s)
 	return nil
 }
 
