@@ -382,3 +382,29 @@ func TestPassListsCancelsOnce(t *testing.T) {
 		t.Errorf("cancel object left behind: %v", err)
 	}
 }
+
+// A pass while every slot is busy lists nothing (it could claim nothing;
+// the job that frees a slot wakes the next pass).
+func TestBusyWorkerListsNothing(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	e.submit(backupReq("gate"))
+	e.submit(backupReq("gate"))
+	w := e.watcher("w1", func(cfg *watcher.Config) { cfg.Concurrency = 1 })
+	if n, err := w.RunOnce(ctx); n != 1 || err != nil {
+		t.Fatalf("RunOnce = %d, %v; want one started", n, err)
+	}
+	<-e.gate.started
+	c.take()
+	for range 3 {
+		if n, err := w.RunOnce(ctx); n != 0 || err != nil {
+			t.Fatalf("RunOnce = %d, %v while busy", n, err)
+		}
+	}
+	got := c.take()
+	if lists := got["LIST requests"] + got["LIST leases"] + got["LIST cancel"]; lists != 0 {
+		t.Errorf("three passes of a busy worker made %v; want no listing", got)
+	}
+	close(e.gate.release)
+	w.Wait()
+}
