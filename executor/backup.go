@@ -37,26 +37,16 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 	}
 
 	// An earlier attempt may have committed the backup and died before
-	// writing the result: its index is the proof, and the work is done.
-	if prev, err := index.Read(ctx, x.cfg.Bucket, requests.IndexKey(cluster, req.Source, req.ID)); err == nil {
-		if prev.RequestID != req.ID {
-			return Reject(fmt.Errorf("id: backup %s already exists (made by request %s)", req.ID, prev.RequestID))
+	// writing the result: its index is the proof, and the work is done. A
+	// first attempt (a lease just created) reads no index: nothing of this
+	// request's can be committed, and what guards against a finished id
+	// submitted again, or another request's backup of this id, is that its
+	// artifacts are written create-only: a key that is taken stops the run,
+	// and only then is the index read (earlierCommit).
+	if attempt > 1 {
+		if done, err := x.earlierCommit(ctx, req, cluster, out, log); done || err != nil {
+			return err
 		}
-		log.WithField("committed_attempt", prev.Attempt).Info("backup was committed by an earlier attempt")
-		out.Result.Bytes, out.Result.StoredBytes = prev.Bytes, prev.StoredBytes
-		if x.cfg.Signer != nil {
-			// It may have stopped between the index and its signature.
-			if err := index.SignStored(ctx, x.cfg.Bucket, prev.Key(), x.cfg.Signer); err != nil {
-				return fmt.Errorf("sign the earlier attempt's index: %w", err)
-			}
-		}
-		// It may have stopped before the catalog's copies.
-		if err := index.Record(ctx, x.cfg.Bucket, prev, x.cfg.Signer); err != nil {
-			return fmt.Errorf("record the earlier attempt's backup in the catalog: %w", err)
-		}
-		return nil
-	} else if !errors.Is(err, bucket.ErrNotFound) {
-		return fmt.Errorf("check for an earlier commit: %w", err)
 	}
 
 	recipients, err := x.recipientsFor(src)
@@ -67,23 +57,28 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 	started := time.Now().UTC()
 	var sink *artifactSink
 	var info *engines.BackupInfo
-	// A backup writes only to the bucket: after a passing fault of the
-	// service it starts over, its artifacts written again from the start.
-	err = x.withDataRetry(ctx, log, "backup", DataTransient, func() (err error) {
-		sink = &artifactSink{x: x, ctx: ctx, cluster: cluster, source: req.Source, backupID: req.ID, attempt: attempt, progress: progress, retain: x.retainUntil(), recipients: recipients}
-		info, err = eng.Backup(ctx, &engines.BackupJob{
-			ID:        req.ID,
-			Source:    src,
-			Artifacts: sink,
-			Progress:  progress.Engine,
-			SizeHint:  func(n int64) { progress.Expect(n, true) },
-			Log:       log,
+	createOnly := attempt == 1
+	for {
+		// A backup writes only to the bucket: after a passing fault of the
+		// service it starts over, its artifacts written again from the start.
+		err = x.withDataRetry(ctx, log, "backup", DataTransient, func() (err error) {
+			return x.runBackup(ctx, req, eng, src, cluster, attempt, createOnly, recipients, progress, log, &sink, &info)
 		})
-		if abortErr := sink.abortOpen(); err == nil && abortErr != nil {
-			err = abortErr
+		if !errors.Is(err, errArtifactTaken) {
+			break
 		}
-		return err
-	})
+		// A first attempt found one of its artifact keys taken: by a
+		// committed backup of this id (its index says whose), or by
+		// nothing committed (an earlier try of this attempt after a
+		// passing fault, an earlier life of the id that failed, a commit
+		// whose answer was lost): those keys are no backup's, and the run
+		// starts over overwriting them.
+		if done, cerr := x.earlierCommit(ctx, req, cluster, out, log); done || cerr != nil {
+			return cerr
+		}
+		log.Info("artifact keys of this attempt were taken by no committed backup: running again over them")
+		createOnly = false
+	}
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", req.Source, err)
 	}
@@ -112,6 +107,62 @@ func (x *Executor) backup(ctx context.Context, req *requests.Request, attempt in
 	return nil
 }
 
+// errArtifactTaken: a create-only artifact's key was taken.
+var errArtifactTaken = errors.New("an artifact key of this attempt is taken")
+
+// runBackup is one try of a backup: the engine's run into a new sink.
+func (x *Executor) runBackup(ctx context.Context, req *requests.Request, eng engines.Engine, src engines.Source, cluster string, attempt int, createOnly bool,
+	recipients *crypt.Recipients, progress *Tracker, log logrus.FieldLogger, sinkOut **artifactSink, infoOut **engines.BackupInfo) error {
+	sink := &artifactSink{x: x, ctx: ctx, cluster: cluster, source: req.Source, backupID: req.ID, attempt: attempt, progress: progress,
+		retain: x.retainUntil(), recipients: recipients, createOnly: createOnly}
+	*sinkOut = sink
+	info, err := eng.Backup(ctx, &engines.BackupJob{
+		ID:        req.ID,
+		Source:    src,
+		Artifacts: sink,
+		Progress:  progress.Engine,
+		SizeHint:  func(n int64) { progress.Expect(n, true) },
+		Log:       log,
+	})
+	*infoOut = info
+	if abortErr := sink.abortOpen(); err == nil && abortErr != nil {
+		err = abortErr
+	}
+	if sink.taken.Load() {
+		return errArtifactTaken
+	}
+	return err
+}
+
+// earlierCommit looks for the backup's index: an earlier attempt, or an
+// earlier life of the id, committed it. done says the request's work is
+// over (out says how): the backup is this request's (the commit is
+// finished: signature and catalog), or another request's (rejected).
+func (x *Executor) earlierCommit(ctx context.Context, req *requests.Request, cluster string, out *Outcome, log logrus.FieldLogger) (bool, error) {
+	prev, err := index.Read(ctx, x.cfg.Bucket, requests.IndexKey(cluster, req.Source, req.ID))
+	if errors.Is(err, bucket.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return true, fmt.Errorf("check for an earlier commit: %w", err)
+	}
+	if prev.RequestID != req.ID {
+		return true, Reject(fmt.Errorf("id: backup %s already exists (made by request %s)", req.ID, prev.RequestID))
+	}
+	log.WithField("committed_attempt", prev.Attempt).Info("backup was committed by an earlier attempt")
+	out.Result.Bytes, out.Result.StoredBytes = prev.Bytes, prev.StoredBytes
+	if x.cfg.Signer != nil {
+		// It may have stopped between the index and its signature.
+		if err := index.SignStored(ctx, x.cfg.Bucket, prev.Key(), x.cfg.Signer); err != nil {
+			return true, fmt.Errorf("sign the earlier attempt's index: %w", err)
+		}
+	}
+	// It may have stopped before the catalog's copies.
+	if err := index.Record(ctx, x.cfg.Bucket, prev, x.cfg.Signer); err != nil {
+		return true, fmt.Errorf("record the earlier attempt's backup in the catalog: %w", err)
+	}
+	return true, nil
+}
+
 // artifactSink is the engines.ArtifactWriter of one backup attempt: each
 // artifact streams through zstd and sha256 into a multipart upload under
 // the attempt's own folder, with no temporary file.
@@ -128,6 +179,8 @@ type artifactSink struct {
 	// createOnly makes every artifact's upload create-only (an import:
 	// nothing under backups/ is ever rewritten).
 	createOnly bool
+	// taken is set when a create-only artifact's key was taken.
+	taken atomic.Bool
 
 	mu        sync.Mutex
 	open      *artifactWriter
@@ -314,6 +367,9 @@ func (w *artifactWriter) Close() error {
 	s.open = nil
 	if err != nil {
 		_ = w.up.Abort()
+		if s.createOnly && errors.Is(err, bucket.ErrPreconditionFailed) {
+			s.taken.Store(true)
+		}
 		w.err = fmt.Errorf("commit %s: %w", w.key, err)
 		return w.err
 	}

@@ -5,7 +5,12 @@
 // backups/<cluster>/<source>/<id>/<attempt>/<artifact>, with no temporary
 // file and memory bounded by the upload's parts in flight. The Outcome
 // carries the backupIndex.json to commit; the watcher commits it (Commit)
-// only after a last lease renewal, then writes the result.
+// only after a last lease renewal, then writes the result. A takeover
+// (attempt > 1) first reads the index an earlier attempt may have
+// committed; a first attempt reads nothing, and writes its artifacts
+// create-only instead: a key that is taken (a finished id submitted again,
+// another request's backup of the id) stops the run, and only then is the
+// index read. Keys taken by no committed backup are written over.
 //
 // Restore and verify: each artifact streams from the bucket through a
 // sha256 check of the stored bytes and zstd decompression to the engine;

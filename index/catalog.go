@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -51,6 +52,9 @@ const (
 	eventIndex     = "index.json"
 	eventDeleted   = "deleted.json"
 	snapshotPrefix = "snapshot-"
+	// markerPrefix names a commit's claim to compact from one snapshot
+	// (settle): catalog/clusters/<cluster>/compacting-<base>-<minute>.json.
+	markerPrefix = "compacting-"
 )
 
 // pointer is catalog/ids/<backupId>.json: where a backup id's index is.
@@ -165,32 +169,177 @@ type Catalog struct {
 
 // settle compacts cluster's catalog when more than CompactAfter events
 // were written since its newest snapshot, so that no listing reads many
-// more: each commit calls it (one LIST; a compaction every CompactAfter
-// commits). Of commits that settle at once, only the one whose event is
-// the newest it lists (by time, then key) compacts: the others would read
-// the same events again. The newest event's commit always sees itself
-// newest, so some commit compacts. It never walks: a bucket not yet
-// migrated waits for its first listing. own is the key of the commit's
-// event.
-func settle(ctx context.Context, b bucket.Bucket, cluster, own string, s *Signer) {
+// more: a compaction every CompactAfter commits. Of commits that settle at
+// once, only the one that creates the compaction's marker first
+// (claimCompaction) compacts: the others would read the same events
+// again. It never walks: a bucket not yet migrated waits for its first
+// listing.
+//
+// Counting the events takes a LIST, and a commit makes it only when the
+// count may have passed CompactAfter (settleDue): the process remembers,
+// per bucket and cluster, what its last LIST counted, its own commits
+// since, and how many of the cluster's commits each of its own stood for
+// between its last two LISTs (other writers'). A single writer lists once
+// per compaction (and on its first commit); with several, each lists when
+// its estimate of the cluster's count passes CompactAfter. A process that
+// saw more than CompactAfter and did not compact (another's marker) lists
+// again on its next commit, so some commit compacts.
+func settle(ctx context.Context, b bucket.Bucket, cluster string, s *Signer) {
+	st := settleDue(b, cluster)
+	if st == nil {
+		return
+	}
 	objs, err := scanCatalog(ctx, b, requests.CatalogClusterDir(cluster))
 	if err != nil || objs[cluster] == nil {
+		st.forget()
 		return
 	}
-	fresh := newEvents(objs[cluster])
+	fresh, compacted := settleListed(ctx, b, cluster, s, objs[cluster])
+	st.listed(objs[cluster].events, fresh, compacted)
+}
+
+// settleListed is settle once the cluster's catalog objects o are
+// listed: it compacts when more than CompactAfter events are fresh and
+// it creates the compaction's marker first. It returns how many were
+// fresh and whether it compacted.
+func settleListed(ctx context.Context, b bucket.Bucket, cluster string, s *Signer, o *clusterObjects) (int, bool) {
+	fresh := newEvents(o)
 	if len(fresh) <= CompactAfter {
-		return
+		return len(fresh), false
 	}
-	newest := fresh[0]
-	for _, ev := range fresh[1:] {
-		if ev.LastModified.After(newest.LastModified) || (ev.LastModified.Equal(newest.LastModified) && ev.Key > newest.Key) {
-			newest = ev
+	// Of commits that list at nearly the same time and count as many,
+	// the first to create the marker of this snapshot (and minute)
+	// compacts; the others read nothing.
+	if !claimCompaction(ctx, b, cluster, o) {
+		return len(fresh), false
+	}
+	_, _ = Catalog{Bucket: b, Writer: b, Signer: s, noWalk: true}.listCluster(ctx, cluster, o, nil, nil)
+	return len(fresh), true
+}
+
+// claimCompaction creates, create-only, the marker that says a commit
+// compacts cluster's catalog from its newest snapshot o lists; false when
+// another commit created it first (or it cannot be written). The marker
+// is named after that snapshot and the minute (this worker's clock), so
+// a compactor that died holds no other commit back for longer than that.
+// A forged marker can only delay compactions by commits: listings still
+// compact. Compactions delete markers older than CatalogGrace.
+func claimCompaction(ctx context.Context, b bucket.Bucket, cluster string, o *clusterObjects) bool {
+	base := "none"
+	var newest bucket.ObjectInfo
+	for _, sn := range o.snapshots {
+		if sn.LastModified.After(newest.LastModified) || (sn.LastModified.Equal(newest.LastModified) && sn.Key > newest.Key) {
+			newest = sn
 		}
 	}
-	if newest.Key != own {
+	if newest.Key != "" {
+		base = strings.TrimSuffix(strings.TrimPrefix(path.Base(newest.Key), snapshotPrefix), ".json")
+	}
+	key := requests.CatalogClusterDir(cluster) + markerPrefix + base + "-" + time.Now().UTC().Format("200601021504") + ".json"
+	_, err := bucket.PutBytes(ctx, b, key, []byte("{}\n"), bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json"})
+	return err == nil
+}
+
+// settleState is what a process knows of one cluster's events (settle).
+type settleState struct {
+	key settleKey
+	// fresh is what the last LIST counted since the newest snapshot (0
+	// after this process compacted).
+	fresh int
+	// commits are this process's commits since that LIST, this one's
+	// included.
+	commits int
+	// rate is how many of the cluster's commits each of this process's
+	// stood for between its last two LISTs (at least 1).
+	rate float64
+	// newest is the newest event's time at the last LIST (the bucket's
+	// clock), atNewest the keys of the events of that time it saw.
+	newest   time.Time
+	atNewest map[string]bool
+}
+
+type settleKey struct {
+	b       bucket.Bucket
+	cluster string
+}
+
+var settles = struct {
+	sync.Mutex
+	m map[settleKey]*settleState
+}{m: map[settleKey]*settleState{}}
+
+// settleDue counts a commit to cluster and returns its state when the
+// commit is to LIST (nil: not yet). A bucket that is not a pointer (no
+// identity to remember it by) lists on every commit.
+func settleDue(b bucket.Bucket, cluster string) *settleState {
+	if reflect.TypeOf(b).Kind() != reflect.Pointer {
+		return &settleState{}
+	}
+	k := settleKey{b, cluster}
+	settles.Lock()
+	defer settles.Unlock()
+	st := settles.m[k]
+	if st == nil {
+		if len(settles.m) >= 256 {
+			clear(settles.m) // forgetting only costs a LIST each
+		}
+		st = &settleState{key: k, rate: 1}
+		settles.m[k] = st
+		st.commits++
+		return st
+	}
+	st.commits++
+	if float64(st.fresh)+float64(st.commits)*st.rate <= CompactAfter {
+		return nil
+	}
+	return st
+}
+
+// listed records what a settle's LIST found: the cluster's events, how
+// many are since the newest snapshot, and whether this commit compacted.
+func (st *settleState) listed(events []bucket.ObjectInfo, fresh int, compacted bool) {
+	if st.key.b == nil {
 		return
 	}
-	_, _ = Catalog{Bucket: b, Writer: b, Signer: s, noWalk: true}.listCluster(ctx, cluster, objs[cluster], nil, nil)
+	settles.Lock()
+	defer settles.Unlock()
+	// Events stay at least CatalogGrace: those this LIST shows and the
+	// last did not are the cluster's commits since (this process's own
+	// among them).
+	var since int
+	newest := st.newest
+	for _, ev := range events {
+		if ev.LastModified.After(st.newest) || (ev.LastModified.Equal(st.newest) && !st.atNewest[ev.Key]) {
+			since++
+		}
+		if ev.LastModified.After(newest) {
+			newest = ev.LastModified
+		}
+	}
+	atNewest := map[string]bool{}
+	for _, ev := range events {
+		if ev.LastModified.Equal(newest) {
+			atNewest[ev.Key] = true
+		}
+	}
+	st.atNewest = atNewest
+	if !st.newest.IsZero() && st.commits > 0 {
+		st.rate = max(1, float64(since)/float64(st.commits))
+	}
+	st.fresh, st.commits, st.newest = fresh, 0, newest
+	if compacted {
+		st.fresh = 0
+	}
+}
+
+// forget drops the state of a LIST that failed: the next commit lists.
+func (st *settleState) forget() {
+	if st.key.b == nil {
+		return
+	}
+	settles.Lock()
+	defer settles.Unlock()
+	delete(settles.m, st.key)
 }
 
 // newEvents are the events written after the newest snapshot, as listed
@@ -237,7 +386,7 @@ func record(ctx context.Context, b bucket.Bucket, x *BackupIndex, data []byte, s
 	if err := putOnce(ctx, b, key, data, x.RetainUntil); err != nil {
 		return err
 	}
-	settle(ctx, b, x.Cluster, key, s)
+	settle(ctx, b, x.Cluster, s)
 	return nil
 }
 
@@ -306,6 +455,8 @@ type clusterObjects struct {
 	events    []bucket.ObjectInfo
 	// sigs are the snapshots' signature keys.
 	sigs map[string]bool
+	// markers are the compaction markers (claimCompaction).
+	markers []bucket.ObjectInfo
 }
 
 // scanCatalog lists the catalog objects under prefix, by cluster.
@@ -336,6 +487,8 @@ func scanCatalog(ctx context.Context, b bucket.Reader, prefix string) (map[strin
 			c.snapshots = append(c.snapshots, o)
 		case strings.HasPrefix(name, "new/"):
 			c.events = append(c.events, o)
+		case strings.HasPrefix(name, markerPrefix) && !strings.Contains(name, "/"):
+			c.markers = append(c.markers, o)
 		}
 		return nil
 	})
@@ -981,6 +1134,11 @@ func (c Catalog) compact(ctx context.Context, cluster string, s *snapshot, o *cl
 	for _, ev := range o.events {
 		if folded[ev.Key] && now.Sub(ev.LastModified) > CatalogGrace {
 			gone = append(gone, ev.Key)
+		}
+	}
+	for _, m := range o.markers {
+		if now.Sub(m.LastModified) > CatalogGrace {
+			gone = append(gone, m.Key)
 		}
 	}
 	for _, old := range o.snapshots {

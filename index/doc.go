@@ -94,6 +94,7 @@
 //	catalog/clusters/<cluster>/new/<backupId>/index.json    a commit since the snapshot (the index's bytes)
 //	catalog/clusters/<cluster>/new/<backupId>/verify-….json a verification since (the record's bytes)
 //	catalog/clusters/<cluster>/new/<backupId>/deleted.json  a deletion since (retention calls Forget)
+//	catalog/clusters/<cluster>/compacting-<snapshot>-<minute>.json  a commit's claim to compact from that snapshot
 //	catalog/migrated.json                                the catalog holds every backup made before it
 //
 // Write writes the pointer and the commit event create-only right after
@@ -103,9 +104,18 @@
 // Catalog.List reads a cluster's newest snapshot (by the bucket's clock)
 // and the events it does not hold: a LIST, a GET and one GET per event.
 // A listing that read more than CompactAfter events writes a new snapshot
-// holding them; a compaction deletes folded events and older snapshots
-// only CatalogGrace after they were written, so a concurrent compaction
-// that missed an event never outlives it.
+// holding them, and so does a commit that counts more than CompactAfter
+// since the newest snapshot. A commit LISTs the cluster's catalog only
+// when its process's count may have passed that (what its last LIST
+// counted, plus its own commits since times the cluster's commits per own
+// commit between its last two LISTs): about once per compaction for a
+// single writer. Of commits that would compact from the same snapshot at
+// once, the first to create its marker (compacting-<snapshot>-<minute>.json,
+// create-only) does; the others read nothing (a forged marker only delays
+// compactions by commits; listings still compact). A compaction deletes
+// folded events, markers and older snapshots only CatalogGrace after they
+// were written, so a concurrent compaction that missed an event never
+// outlives it.
 //
 // The catalog is a copy, believed no more than the indexes it copies:
 //

@@ -2,6 +2,7 @@ package watcher_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/cnvrg/capsule/bucket"
 	"github.com/cnvrg/capsule/bucket/s3"
+	"github.com/cnvrg/capsule/client"
+	"github.com/cnvrg/capsule/index"
 	"github.com/cnvrg/capsule/internal/s3test"
 	"github.com/cnvrg/capsule/requests"
 	"github.com/cnvrg/capsule/watcher"
@@ -91,7 +94,9 @@ func countingEnv(t *testing.T) (*env, *counting) {
 }
 
 // A claim of a request nobody holds reads no lease and no request
-// metadata, and a short run writes its lease once and deletes no cancel
+// metadata, a backup's looks for no result (its create-only writes are
+// the guard) and finds cancel objects in the pass's listing of cancel/,
+// not with a HEAD, and a short run writes its lease once and deletes no cancel
 // object that was never there; the request still runs once and leaves no
 // control object behind.
 func TestClaimMakesNoNeedlessCalls(t *testing.T) {
@@ -107,7 +112,8 @@ func TestClaimMakesNoNeedlessCalls(t *testing.T) {
 	}
 	for call, want := range map[string]int{
 		"GET leases": 0, "HEAD requests": 0, "DELETE cancel": 0, "PUT leases": 1,
-		"GET requests": 1, "HEAD results": 1, "DELETE requests": 1, "DELETE leases": 1,
+		"GET requests": 1, "HEAD results": 0, "DELETE requests": 1, "DELETE leases": 1,
+		"HEAD cancel": 0, "LIST cancel": 1,
 	} {
 		if got[call] != want {
 			t.Errorf("%s: %d calls, want %d (all: %v)", call, got[call], want, got)
@@ -211,4 +217,194 @@ func TestIdleWorkerListsOncePerPass(t *testing.T) {
 	if lists != passes || got["LIST cancel"] == 0 {
 		t.Errorf("%d idle passes made %v; want one LIST each, a sweep of cancel/ among them", passes, got)
 	}
+}
+
+// A job that finishes within a poll interval of the last listing claims
+// the next request from that listing instead of listing again: a busy
+// worker lists requests/ far less than once per request, and every
+// request still runs once.
+func TestFinishedJobClaimsFromTheLastListing(t *testing.T) {
+	e, c := countingEnv(t)
+	const n = 12
+	var ids []string
+	for range n {
+		ids = append(ids, e.submit(backupReq("data")))
+	}
+	w := e.watcher("w1", func(cfg *watcher.Config) { cfg.Concurrency, cfg.Poll = 1, 2*time.Second })
+	c.take()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	for _, id := range ids {
+		if r := e.waitResult(id, 30*time.Second, func() {}); r.Status != requests.StatusSucceeded || r.Attempts != 1 {
+			t.Errorf("%s: status %s, attempts %d", id, r.Status, r.Attempts)
+		}
+	}
+	got := c.take()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got["LIST requests"] > n/2 || got["PUT leases"] != n || got["GET requests"] != n {
+		t.Errorf("%d requests made %v; want at most %d listings of requests/, one lease and one read of each request", n, got, n/2)
+	}
+	for _, id := range ids {
+		for _, key := range []string{requests.RequestKey(id), requests.LeaseKey(id)} {
+			if _, err := e.b.Head(context.Background(), key); !errors.Is(err, bucket.ErrNotFound) {
+				t.Errorf("%s left behind: %v", key, err)
+			}
+		}
+	}
+}
+
+// A finished backup whose request is written again (a finished id
+// submitted again in the race client.Submit cannot refuse) is claimed
+// fresh without a look for its result: its first attempt's create-only
+// artifact finds the key taken, the index shows the backup committed by
+// this request, and nothing is overwritten: the index and the artifact
+// keep their bytes, the result stays the first one, and no control
+// object is left. A restore of a finished id submitted again looks for
+// the result and does not run again.
+func TestFinishedIDSubmittedAgainChangesNothing(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	req := backupReq("data")
+	id := e.submit(req)
+	w := e.watcher("w1", nil)
+	first := e.waitResult(id, 15*time.Second, func() { w.RunOnce(ctx); w.Wait() })
+	if first.Status != requests.StatusSucceeded {
+		t.Fatalf("status %s: %s", first.Status, first.Error)
+	}
+	x, err := index.Read(ctx, e.b, requests.IndexKey(req.ClusterOrDefault(), "data", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	etags := map[string]string{}
+	for _, key := range []string{x.Key(), x.Artifacts[0].Key} {
+		info, err := e.b.Head(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		etags[key] = info.ETag
+	}
+	raw, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.putRaw(requests.RequestKey(id), raw)
+	c.take()
+	for range 50 {
+		w.RunOnce(ctx)
+		w.Wait()
+		if _, err := e.b.Head(ctx, requests.RequestKey(id)); errors.Is(err, bucket.ErrNotFound) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := c.take()
+	if got["HEAD results"] != 0 || got["PUT leases"] != 1 {
+		t.Errorf("the claim made %v; want one lease and no look for the result", got)
+	}
+	for key, etag := range etags {
+		if info, err := e.b.Head(ctx, key); err != nil || info.ETag != etag {
+			t.Errorf("%s: %v, etag %q; want it as committed (%q)", key, err, info.ETag, etag)
+		}
+	}
+	if again := e.result(id); again == nil || again.Worker != first.Worker || !again.FinishedAt.Equal(first.FinishedAt) {
+		t.Errorf("result changed: %+v, was %+v", again, first)
+	}
+	for _, key := range []string{requests.RequestKey(id), requests.LeaseKey(id)} {
+		if _, err := e.b.Head(ctx, key); !errors.Is(err, bucket.ErrNotFound) {
+			t.Errorf("%s left behind: %v", key, err)
+		}
+	}
+
+	// A restore of that backup, finished, then submitted again.
+	rreq := &requests.Request{Kind: requests.KindRestore, BackupID: id, Target: "data"}
+	rid := e.submit(rreq)
+	r1 := e.waitResult(rid, 15*time.Second, func() { w.RunOnce(ctx); w.Wait() })
+	raw, err = json.Marshal(rreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.putRaw(requests.RequestKey(rid), raw)
+	c.take()
+	for range 50 {
+		w.RunOnce(ctx)
+		w.Wait()
+		if _, err := e.b.Head(ctx, requests.RequestKey(rid)); errors.Is(err, bucket.ErrNotFound) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got = c.take()
+	if got["HEAD results"] != 1 || got["GET backups"] != 0 {
+		t.Errorf("a restore submitted again made %v; want a look for its result and no read of the backup", got)
+	}
+	if again := e.result(rid); again == nil || !again.FinishedAt.Equal(r1.FinishedAt) {
+		t.Errorf("restore result changed: %+v, was %+v", again, r1)
+	}
+}
+
+// Cancel objects are looked up in one listing of cancel/ per pass, not
+// with a HEAD per claim: a request canceled before it started still ends
+// canceled, and the others of the pass run.
+func TestPassListsCancelsOnce(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	var ids []string
+	for range 3 {
+		ids = append(ids, e.submit(backupReq("data")))
+	}
+	if err := client.Cancel(ctx, e.b, ids[1], "test"); err != nil {
+		t.Fatal(err)
+	}
+	w := e.watcher("w1", nil)
+	c.take()
+	if n, err := w.RunOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("RunOnce = %d, %v; want the two requests not canceled started", n, err)
+	}
+	w.Wait()
+	got := c.take()
+	if got["HEAD cancel"] != 0 || got["LIST cancel"] != 1 {
+		t.Errorf("a pass claiming 3 requests made %v; want one LIST of cancel/ and no HEAD of it", got)
+	}
+	for i, id := range ids {
+		want := requests.StatusSucceeded
+		if i == 1 {
+			want = requests.StatusCanceled
+		}
+		if r := e.result(id); r == nil || r.Status != want {
+			t.Errorf("%s: result %+v, want %s", id, r, want)
+		}
+	}
+	if _, err := e.b.Head(ctx, requests.CancelKey(ids[1])); !errors.Is(err, bucket.ErrNotFound) {
+		t.Errorf("cancel object left behind: %v", err)
+	}
+}
+
+// A pass while every slot is busy lists nothing (it could claim nothing;
+// the job that frees a slot wakes the next pass).
+func TestBusyWorkerListsNothing(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	e.submit(backupReq("gate"))
+	e.submit(backupReq("gate"))
+	w := e.watcher("w1", func(cfg *watcher.Config) { cfg.Concurrency = 1 })
+	if n, err := w.RunOnce(ctx); n != 1 || err != nil {
+		t.Fatalf("RunOnce = %d, %v; want one started", n, err)
+	}
+	<-e.gate.started
+	c.take()
+	for range 3 {
+		if n, err := w.RunOnce(ctx); n != 0 || err != nil {
+			t.Fatalf("RunOnce = %d, %v while busy", n, err)
+		}
+	}
+	got := c.take()
+	if lists := got["LIST requests"] + got["LIST leases"] + got["LIST cancel"]; lists != 0 {
+		t.Errorf("three passes of a busy worker made %v; want no listing", got)
+	}
+	close(e.gate.release)
+	w.Wait()
 }

@@ -28,7 +28,9 @@ import (
 // with no lease first, create-only without reading a lease (one call per
 // claim); a lease that looks old enough to have expired is read and
 // judged (takeover); a lease that is held is read once per write it
-// makes, not once per pass. Once every lease length it removes leases
+// makes, not once per pass. Within a poll interval of its last listing
+// (a job just finished) it first claims from what that listing left
+// (claimLeftover) and lists only when that claims nothing. Once every lease length it removes leases
 // and cancel objects orphaned by a crash (sweep): an idle worker, whose
 // last listing was empty, makes that sweep's LIST instead of its listing
 // of requests/, so it makes one LIST per poll interval.
@@ -38,6 +40,16 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	w.forgetHandedBack()
 	now := time.Now()
 	sweepDue := w.lastSweep.IsZero() || now.Sub(w.lastSweep) >= w.cfg.Lease
+	if !sweepDue {
+		if w.free() == 0 {
+			// Every slot is busy: a listing could claim nothing (the job
+			// that frees a slot wakes the next pass).
+			return 0, nil
+		}
+		if n, ok := w.claimLeftover(ctx, now); ok {
+			return n, nil
+		}
+	}
 	if sweepDue && w.quiet && w.Running() == 0 {
 		w.lastSweep, w.quiet = now, false
 		if err := w.sweep(ctx, nil, nil); err != nil {
@@ -64,8 +76,12 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("list requests: %w", err)
 	}
 	w.quiet = len(pending) == 0
+	// Only a pass with a free slot when it listed claims: one whose slot
+	// frees meanwhile (a job finished; it wakes the next pass) knows
+	// neither the leases nor the cancel objects.
+	canClaim := len(listed) > 0 && w.free() > 0
 	var leases map[string]bucket.ObjectInfo
-	if (len(listed) > 0 && w.free() > 0) || sweepDue {
+	if canClaim || sweepDue {
 		leases = map[string]bucket.ObjectInfo{}
 		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
 			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
@@ -77,22 +93,44 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("list leases: %w", err)
 		}
 	}
+	// The cancel objects, when this pass may claim: a claim looks them up
+	// here, not with a HEAD per request (nil: it HEADs).
+	var cancels map[string]bool
+	if canClaim {
+		cancels = map[string]bool{}
+		err := bucket.Walk(ctx, w.cfg.Bucket, requests.CancelPrefix, func(o bucket.ObjectInfo) error {
+			if id, ok := requests.IDFromKey(requests.CancelPrefix, o.Key); ok {
+				cancels[id] = true
+			}
+			return nil
+		})
+		if err != nil {
+			cancels = nil
+		}
+	}
 	if sweepDue {
 		w.lastSweep = now
 		if err := w.sweep(ctx, pending, leases); err != nil {
 			w.log.WithError(err).Warn("sweeping orphaned leases failed")
 		}
 	}
+	if !canClaim {
+		w.forgetSeen(leases)
+		return 0, nil
+	}
 	started := 0
 	var claimErr error
-	for _, c := range w.claimOrder(listed, leases, now) {
+	order := w.claimOrder(listed, leases, now)
+	w.leftover, w.leftoverAt, w.leftoverCancels = nil, now, cancels
+	for i, c := range order {
 		if w.free() == 0 {
+			w.keepLeftover(order[min(len(order), max(i, 4*w.cfg.Concurrency)):])
 			break
 		}
 		if !w.reserve(c.id) {
 			continue
 		}
-		ok, err := w.tryClaim(ctx, c.id, c.size, c.fresh)
+		ok, err := w.tryClaim(ctx, c.id, c.size, c.fresh, cancels)
 		w.unreserve(c.id)
 		if err != nil {
 			w.log.WithError(err).WithField("request_id", c.id).Warn("claim failed")
@@ -104,6 +142,55 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	}
 	w.forgetSeen(leases)
 	return started, claimErr
+}
+
+// leftoverTries is how many of the last listing's requests a pass tries
+// without a listing before it lists: each that another worker claimed or
+// finished since costs a call or three.
+const leftoverTries = 2
+
+// claimLeftover claims, without a listing, from the unleased requests
+// the last pass listed and did not try, if that listing is less than a
+// poll interval old and this worker has a free slot (a job just
+// finished): the listing a new pass would make is almost the same. A
+// claim there is as safe as any (create-only, the request read first);
+// one that another worker took since fails or finds the request gone. ok
+// is false when it claimed nothing: the pass lists as usual.
+func (w *Watcher) claimLeftover(ctx context.Context, now time.Time) (int, bool) {
+	if len(w.leftover) == 0 || now.Sub(w.leftoverAt) >= w.cfg.Poll || w.free() == 0 {
+		return 0, false
+	}
+	started, tries := 0, 0
+	for len(w.leftover) > 0 && tries < leftoverTries && w.free() > 0 {
+		c := w.leftover[0]
+		w.leftover = w.leftover[1:]
+		if !w.reserve(c.id) {
+			continue
+		}
+		tries++
+		ok, err := w.tryClaim(ctx, c.id, c.size, true, w.leftoverCancels)
+		w.unreserve(c.id)
+		if err != nil {
+			w.log.WithError(err).WithField("request_id", c.id).Warn("claim failed")
+		}
+		if ok {
+			started++
+		}
+	}
+	return started, started > 0
+}
+
+// keepLeftover keeps the unleased requests of rest for claimLeftover,
+// in this worker's own order (rank): the oldest few, which every
+// worker's pass tries first, are not among them, and workers that claim
+// from their leftovers at once rarely pick the same request.
+func (w *Watcher) keepLeftover(rest []candidate) {
+	for _, c := range rest {
+		if c.fresh {
+			w.leftover = append(w.leftover, c)
+		}
+	}
+	slices.SortFunc(w.leftover, func(a, b candidate) int { return cmp.Compare(w.rank(a.id), w.rank(b.id)) })
 }
 
 // candidate is a listed request a pass may try to claim.
@@ -221,7 +308,7 @@ func (w *Watcher) ClaimHint(ctx context.Context, id string) (bool, error) {
 	} else if err != nil {
 		return false, fmt.Errorf("claim hint %s: %w", id, err)
 	}
-	return w.tryClaim(ctx, id, info.Size, false)
+	return w.tryClaim(ctx, id, info.Size, false, nil)
 }
 
 // reserve marks id as being claimed if this worker may claim it now.
@@ -266,15 +353,18 @@ func (w *Watcher) isRunning(id string) bool {
 // with the limit, before its body is read; a request over the limit is
 // rejected without being read. A lease over the limit counts as damaged.
 func (w *Watcher) TryClaim(ctx context.Context, id string) (bool, error) {
-	return w.tryClaim(ctx, id, -1, false)
+	return w.tryClaim(ctx, id, -1, false, nil)
 }
 
 // tryClaim is TryClaim of a request whose size a listing gave (size -1:
 // unknown) and, when fresh, whose listing showed no lease: the lease is
 // then written create-only without being read first, and the request's
 // body is read before its result is looked for (a request finished since
-// the listing is gone: its lease was deleted after it).
-func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh bool) (bool, error) {
+// the listing is gone: its lease was deleted after it). cancels, when
+// set, are the ids with a cancel object as a listing of cancel/ made in
+// the same pass showed them (a cancel written since is seen at the first
+// renewal, as a cancel of a running request is); nil: a HEAD looks.
+func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh bool, cancels map[string]bool) (bool, error) {
 	log := w.log.WithField("request_id", id)
 	c := w.leaseClaim(id)
 	c.Fresh = fresh
@@ -308,12 +398,10 @@ func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh boo
 			return false, nil
 		}
 	}
-	if _, herr := w.cfg.Bucket.Head(ctx, requests.ResultKey(id)); herr == nil {
-		// Finished by an earlier holder that died while cleaning up.
-		w.cleanup(ctx, id, true)
-		return false, nil
-	} else if !errors.Is(herr, bucket.ErrNotFound) {
-		return false, lh.release(ctx, fmt.Errorf("check result %s: %w", id, herr))
+	if !fresh {
+		if done, err := w.finishedBefore(ctx, id, lh); done || err != nil {
+			return false, err
+		}
 	}
 	if !fresh {
 		// Before reading the request's body: is it still there, has it
@@ -362,7 +450,18 @@ func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh boo
 		log.WithError(perr).Warn("rejecting malformed request")
 		return false, w.writeResult(ctx, id, w.result(id, requests.StatusRejected, "invalid request: "+perr.Error(), attempt, req), "")
 	}
-	if _, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(id)); err == nil {
+	if fresh && req.Kind != requests.KindBackup {
+		// A fresh claim of a backup does not look for a result: one can
+		// exist only if a finished id was submitted again (client.Submit
+		// refuses that except in a race), and then the backup's
+		// create-only writes stop it (its first attempt's artifacts, its
+		// index) and the create-only result keeps the first. Any other
+		// kind acts outside the bucket (a restore): it looks.
+		if done, err := w.finishedBefore(ctx, id, lh); done || err != nil {
+			return false, err
+		}
+	}
+	if w.hasCancel(ctx, id, cancels) {
 		w.sawCancel(id)
 		log.Info("request canceled before it started")
 		return false, w.writeResult(ctx, id, w.result(id, requests.StatusCanceled, "canceled by request before it started", attempt, req), "")
@@ -377,6 +476,31 @@ func (w *Watcher) tryClaim(ctx context.Context, id string, size int64, fresh boo
 	}
 	w.start(req, lh)
 	return true, nil
+}
+
+// hasCancel says whether request id has a cancel object: in cancels
+// when a listing gave them, else by a HEAD.
+func (w *Watcher) hasCancel(ctx context.Context, id string, cancels map[string]bool) bool {
+	if cancels != nil {
+		return cancels[id]
+	}
+	_, err := w.cfg.Bucket.Head(ctx, requests.CancelKey(id))
+	return err == nil
+}
+
+// finishedBefore looks for request id's result: there, it was finished
+// by an earlier holder that died while cleaning up (or an earlier life
+// of the id), and the rest of the cleanup is done.
+func (w *Watcher) finishedBefore(ctx context.Context, id string, lh *leaseHolder) (bool, error) {
+	_, err := w.cfg.Bucket.Head(ctx, requests.ResultKey(id))
+	switch {
+	case err == nil:
+		w.cleanup(ctx, id, true)
+		return true, nil
+	case errors.Is(err, bucket.ErrNotFound):
+		return false, nil
+	}
+	return true, lh.release(ctx, fmt.Errorf("check result %s: %w", id, err))
 }
 
 // answerMisnamed answers an object under requests/ whose name is not

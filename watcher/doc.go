@@ -6,8 +6,8 @@
 // requests.Lease, and adds what a request needs:
 //
 //   - RunOnce lists requests/ (oldest first: ids are time-ordered) and,
-//     when it could claim one, leases/ once, and claims what it can
-//     (lease.Acquire). A request with no listed lease is claimed
+//     when it could claim one, leases/ and cancel/ once each, and claims
+//     what it can (lease.Acquire). A request with no listed lease is claimed
 //     create-only without reading a lease first (lease.Claim.Fresh: one
 //     call; a 412 means another worker holds it now); the oldest few are
 //     tried in an order of each worker's own (a hash of worker and id)
@@ -16,6 +16,13 @@
 //     lease found held is not read again until it is written again or
 //     due to expire. Past MaxAttempts (hand-backs at shutdown not
 //     counted) a request ends failed ("abandoned after n attempts").
+//   - A pass less than a poll interval after the last listing (a job
+//     finished and freed a slot) first claims from what that listing
+//     showed unleased and its pass did not try, without listing again:
+//     the oldest few (every worker's first tries) left out, in this
+//     worker's own order, at most two tries (a request another worker
+//     claimed since costs a failed create, one it finished since three
+//     calls); only when none is claimed does it list.
 //   - Once every lease length a pass sweeps, by turns, expired leases
 //     whose request is gone (a holder that died between deleting the
 //     request and the lease) and cancel objects older than a lease whose
@@ -25,10 +32,19 @@
 //   - A fresh claim (attempt 1) reads the request's body first (its size
 //     is the listing's): gone means it finished since the listing, and
 //     the lease just made is deleted, nothing more. Then it looks for a
-//     result (a finished id submitted again, or an earlier holder that
-//     died while cleaning up) and for a cancel object. A takeover looks
-//     for the result first, then at the request's size (a HEAD when no
-//     listing gave it) and the attempt limit, and only then reads it.
+//     cancel object (in the pass's one listing of cancel/, made when the
+//     pass may claim, not with a HEAD per claim: a cancel written after
+//     that listing is seen at the first renewal, like any other) and,
+//     unless the request is a backup, for a result (a finished id
+//     submitted again: client.Submit refuses one except in a race). A backup does not look: its first attempt writes its
+//     artifacts create-only, so a backup this id committed before stops
+//     the run and is found (the executor's doc), its index is create-only,
+//     and so is the result, which keeps the first. An id whose earlier
+//     life made no backup (failed, canceled) and was submitted again in
+//     that race is backed up again, and its first result stays. A
+//     takeover looks for the result first, then at the request's size (a
+//     HEAD when no listing gave it) and the attempt limit, and only then
+//     reads it.
 //   - Each renewal (every third of the lease) also looks for
 //     cancel/<id>.json and publishes the run's progress in the lease. A
 //     lost lease cancels the run with ErrLeaseLost and nothing more is

@@ -213,7 +213,14 @@ type Watcher struct {
 	sweeps    int
 	// quiet: the last listing of requests/ was empty.
 	quiet bool
-	wg    sync.WaitGroup
+	// leftover are the unleased requests the last listing showed that its
+	// pass did not try, listed at leftoverAt: a pass within a poll
+	// interval of it, after a job finished, claims from them first.
+	leftover   []candidate
+	leftoverAt time.Time
+	// leftoverCancels are the cancel objects that listing's pass saw.
+	leftoverCancels map[string]bool
+	wg              sync.WaitGroup
 	// stopClaiming is closed when shutdown begins.
 	stopClaiming chan struct{}
 	stopOnce     sync.Once
