@@ -456,7 +456,9 @@ func TestKilledRestoreLeavesTargetIntact(t *testing.T) {
 			// briefly (schema, then indexes and constraints once every
 			// row is in): it kills the second as it starts, midway
 			// through the restore; the other modes run one pg_restore for
-			// everything, killed 300ms in.
+			// everything, killed once the server shows it loading rows
+			// (a fixed delay lost the race on a quiet machine, where the
+			// whole restore takes half a second).
 			killed := make(chan error, 1)
 			var runs atomic.Int32
 			e.started = func(tool string, pid int) {
@@ -468,10 +470,7 @@ func TestKilledRestoreLeavesTargetIntact(t *testing.T) {
 				case m.name == "parallel" && n == 2:
 					killed <- syscall.Kill(pid, syscall.SIGKILL)
 				case m.name != "parallel":
-					go func() {
-						time.Sleep(300 * time.Millisecond)
-						killed <- syscall.Kill(pid, syscall.SIGKILL)
-					}()
+					go func() { killed <- killWhenCopying(ctx, pid, db.name) }()
 				}
 			}
 			defer func() { e.started = nil }()
@@ -491,6 +490,34 @@ func TestKilledRestoreLeavesTargetIntact(t *testing.T) {
 			}
 			emptyDir(t, staging)
 		})
+	}
+}
+
+// killWhenCopying SIGKILLs process pid once a session of a database whose
+// name starts with prefix (the restore's side database) is in a COPY, so
+// rows are going in, polling the server's activity; an error if pid exits
+// first or no COPY is seen in 30 s.
+func killWhenCopying(ctx context.Context, pid int, prefix string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, adminDSN("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	for {
+		var copying bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE starts_with(datname, $1) AND state = 'active' AND query ILIKE 'COPY %')`, prefix).Scan(&copying)
+		if err != nil {
+			return err
+		}
+		if copying {
+			return syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if err := syscall.Kill(pid, 0); err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

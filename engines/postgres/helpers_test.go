@@ -18,9 +18,15 @@ import (
 // trust authentication, superuser postgres.
 const testHost, testPort = "127.0.0.1", "5432"
 
+// adminDSN is the test server's connection string for database db, as
+// the superuser postgres.
+func adminDSN(db string) string {
+	return fmt.Sprintf("host=%s port=%s user=postgres dbname=%s sslmode=disable", testHost, testPort, quoteConnValue(db))
+}
+
 func adminConnect(ctx context.Context, t testing.TB, db string) *pgx.Conn {
 	t.Helper()
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%s user=postgres dbname=%s sslmode=disable", testHost, testPort, quoteConnValue(db)))
+	conn, err := pgx.Connect(ctx, adminDSN(db))
 	if err != nil {
 		t.Fatalf("connect to the test server's database %s as postgres: %v", db, err)
 	}
