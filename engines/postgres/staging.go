@@ -25,7 +25,11 @@ import (
 
 const (
 	stagingPrefix = "capsule-pg-restore-"
-	stagingLock   = ".lock"
+	// stagingNewPrefix names a directory being created: its lock is made
+	// and taken there, and only then is it renamed to stagingPrefix, so
+	// that a sweep never sees a directory whose lock is not yet held.
+	stagingNewPrefix = ".capsule-pg-restore-new-"
+	stagingLock      = ".lock"
 	// stagingMargin is the free space a staging copy leaves on its
 	// filesystem.
 	stagingMargin = 256 << 20
@@ -56,23 +60,43 @@ func roomFor(dir string, size int64) error {
 	return nil
 }
 
-// newStaging creates a private staging directory in parent, locked.
+// newStaging creates a private staging directory in parent, locked. It is
+// made under a name the sweep does not look at, locked there, and renamed
+// into view: a sweep running beside it (another worker's restore) sees
+// only directories whose lock is held or abandoned.
 func newStaging(parent string) (*stagedArchive, error) {
-	dir, err := os.MkdirTemp(parent, stagingPrefix+"*")
+	tmp, err := os.MkdirTemp(parent, stagingNewPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, stagingLock), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(filepath.Join(tmp, stagingLock), os.O_CREATE|os.O_RDWR, 0o600)
 	if err == nil {
 		if err = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			_ = lock.Close()
 		}
 	}
 	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("lock staging directory %s: %w", dir, err)
+		_ = os.RemoveAll(tmp)
+		return nil, fmt.Errorf("lock staging directory %s: %w", tmp, err)
 	}
-	return &stagedArchive{dir: dir, lock: lock}, nil
+	// The random part is unique among directories being created; a
+	// finished directory of the same name (its creator renamed it) makes
+	// the rename fail, and the next name is tried.
+	for try := 0; ; try++ {
+		dir := filepath.Join(parent, stagingPrefix+strings.TrimPrefix(filepath.Base(tmp), stagingNewPrefix))
+		if try > 0 {
+			dir += fmt.Sprintf("-%d", try)
+		}
+		err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_NOREPLACE)
+		if err == nil {
+			return &stagedArchive{dir: dir, lock: lock}, nil
+		}
+		if !errors.Is(err, unix.EEXIST) || try == 9 {
+			_ = os.RemoveAll(tmp)
+			_ = lock.Close()
+			return nil, fmt.Errorf("create staging directory %s: %w", dir, err)
+		}
+	}
 }
 
 // copyIn copies r into the staging directory as file name, reading r to
@@ -121,11 +145,17 @@ func sweepStaging(parent string, log logrus.FieldLogger) {
 		return
 	}
 	for _, e := range entries {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), stagingPrefix) {
-			continue
-		}
 		dir := filepath.Join(parent, e.Name())
-		if !abandoned(dir) {
+		switch {
+		case !e.IsDir():
+			continue
+		case strings.HasPrefix(e.Name(), stagingNewPrefix):
+			// Its worker died between creating and renaming it: gone
+			// when an hour old (a live creation takes microseconds).
+			if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) <= time.Hour {
+				continue
+			}
+		case !strings.HasPrefix(e.Name(), stagingPrefix) || !abandoned(dir):
 			continue
 		}
 		if err := os.RemoveAll(dir); err != nil {

@@ -245,17 +245,19 @@ func TestStagingSweep(t *testing.T) {
 	young := filepath.Join(parent, stagingPrefix+"young")
 	old := filepath.Join(parent, stagingPrefix+"old")
 	other := filepath.Join(parent, "not-ours")
-	for _, d := range []string{young, old, other} {
+	// Died between creating its directory and renaming it into view.
+	youngNew := filepath.Join(parent, stagingNewPrefix+"young")
+	oldNew := filepath.Join(parent, stagingNewPrefix+"old")
+	for _, d := range []string{young, old, other, youngNew, oldNew} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
 	long := time.Now().Add(-2 * time.Hour)
-	if err := os.Chtimes(old, long, long); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(other, long, long); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{old, other, oldNew} {
+		if err := os.Chtimes(d, long, long); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	log, _ := captureLog(t)
@@ -264,7 +266,7 @@ func TestStagingSweep(t *testing.T) {
 	for _, c := range []struct {
 		dir  string
 		want bool
-	}{{live.dir, true}, {dead.dir, false}, {young, true}, {old, false}, {other, true}} {
+	}{{live.dir, true}, {dead.dir, false}, {young, true}, {old, false}, {other, true}, {youngNew, true}, {oldNew, false}} {
 		if got := exists(c.dir); got != c.want {
 			t.Errorf("%s: exists %v after the sweep, want %v", filepath.Base(c.dir), got, c.want)
 		}
@@ -299,5 +301,64 @@ func TestRestoreJobsSetting(t *testing.T) {
 		case c.err == "" && ci.restoreJobs != c.jobs:
 			t.Errorf("%v: %d jobs, want %d", c.settings, ci.restoreJobs, c.jobs)
 		}
+	}
+}
+
+// TestStagingSweepRacesNoNewDirectory: a restore's sweep of dead workers'
+// staging directories runs while other restores create theirs (in
+// TestFaultMix four workers share one stagingDir). A directory is never
+// removed, nor its lock refused, while it is being created: before, a
+// sweep could take the lock of a directory whose creator had made the
+// lock file but not yet locked it, and remove the directory under it
+// ("create staging file: … toc.dump: no such file or directory").
+func TestStagingSweepRacesNoNewDirectory(t *testing.T) {
+	parent := t.TempDir()
+	log, _ := captureLog(t)
+	stop := make(chan struct{})
+	var sweeps sync.WaitGroup
+	for range 2 {
+		sweeps.Add(1)
+		go func() {
+			defer sweeps.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					sweepStaging(parent, log)
+				}
+			}
+		}()
+	}
+	var failures []string
+	var mu sync.Mutex
+	var makers sync.WaitGroup
+	for range 4 {
+		makers.Add(1)
+		go func() {
+			defer makers.Done()
+			for range 300 {
+				s, err := newStaging(parent)
+				if err == nil {
+					_, err = s.copyIn(strings.NewReader("toc"), "toc.dump", nil, nil)
+					_ = s.remove()
+				}
+				if err != nil {
+					mu.Lock()
+					failures = append(failures, err.Error())
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	makers.Wait()
+	close(stop)
+	sweeps.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d of 1200 staging directories failed beside a sweep, e.g. %s", len(failures), failures[0])
+	}
+	left, _ := os.ReadDir(parent)
+	if len(left) != 0 {
+		t.Errorf("left in the staging directory: %v", left)
 	}
 }
