@@ -293,14 +293,7 @@ func TestFinishedIDSubmittedAgainChangesNothing(t *testing.T) {
 	}
 	e.putRaw(requests.RequestKey(id), raw)
 	c.take()
-	for range 50 {
-		w.RunOnce(ctx)
-		w.Wait()
-		if _, err := e.b.Head(ctx, requests.RequestKey(id)); errors.Is(err, bucket.ErrNotFound) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	passUntilGone(ctx, w, e.b, requests.RequestKey(id))
 	got := c.take()
 	if got["HEAD results"] != 0 || got["PUT leases"] != 1 {
 		t.Errorf("the claim made %v; want one lease and no look for the result", got)
@@ -329,14 +322,7 @@ func TestFinishedIDSubmittedAgainChangesNothing(t *testing.T) {
 	}
 	e.putRaw(requests.RequestKey(rid), raw)
 	c.take()
-	for range 50 {
-		w.RunOnce(ctx)
-		w.Wait()
-		if _, err := e.b.Head(ctx, requests.RequestKey(rid)); errors.Is(err, bucket.ErrNotFound) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	passUntilGone(ctx, w, e.b, requests.RequestKey(rid))
 	got = c.take()
 	if got["HEAD results"] != 1 || got["GET backups"] != 0 {
 		t.Errorf("a restore submitted again made %v; want a look for its result and no read of the backup", got)
@@ -407,4 +393,17 @@ func TestBusyWorkerListsNothing(t *testing.T) {
 	}
 	close(e.gate.release)
 	w.Wait()
+}
+
+// passUntilGone runs passes of w (waiting for their jobs) until key is
+// gone from b, for about a second at the most.
+func passUntilGone(ctx context.Context, w *watcher.Watcher, b bucket.Bucket, key string) {
+	for range 50 {
+		w.RunOnce(ctx)
+		w.Wait()
+		if _, err := b.Head(ctx, key); errors.Is(err, bucket.ErrNotFound) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
