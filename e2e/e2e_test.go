@@ -351,9 +351,18 @@ func killedWorkerIsTakenOver(t *testing.T, c *cluster, n int) {
 				return nil
 			}
 			var l requests.Lease
-			if json.Unmarshal(data, &l) == nil && l.Holder == "victim" {
+			if json.Unmarshal(data, &l) != nil || l.Holder != "victim" {
+				return nil
+			}
+			// Freeze it, then make sure the lease is still there: the
+			// job may have finished since the read (a run takes 0.2 s
+			// on a quiet machine), and a kill then proves nothing.
+			_ = victim.cmd.Process.Signal(syscall.SIGSTOP)
+			if again, _, err := bucket.GetBytes(ctx, c.b, o.Key); err == nil && json.Unmarshal(again, &l) == nil && l.Holder == "victim" {
 				_ = victim.cmd.Process.Signal(syscall.SIGKILL)
 				killed = true
+			} else {
+				_ = victim.cmd.Process.Signal(syscall.SIGCONT)
 			}
 			return nil
 		})
