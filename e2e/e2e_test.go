@@ -340,37 +340,7 @@ func killedWorkerIsTakenOver(t *testing.T, c *cluster, n int) {
 	c.startWorker("w2")
 	c.startWorker("w3")
 	ids := c.submitBackups(n)
-	// Kill the victim once it is running something.
-	ctx := context.Background()
-	deadline := time.Now().Add(time.Minute)
-	killed := false
-	for !killed && time.Now().Before(deadline) {
-		_ = bucket.Walk(ctx, c.b, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
-			data, _, err := bucket.GetBytes(ctx, c.b, o.Key)
-			if err != nil || killed {
-				return nil
-			}
-			var l requests.Lease
-			if json.Unmarshal(data, &l) != nil || l.Holder != "victim" {
-				return nil
-			}
-			// Freeze it, then make sure the lease is still there: the
-			// job may have finished since the read (a run takes 0.2 s
-			// on a quiet machine), and a kill then proves nothing.
-			_ = victim.cmd.Process.Signal(syscall.SIGSTOP)
-			if again, _, err := bucket.GetBytes(ctx, c.b, o.Key); err == nil && json.Unmarshal(again, &l) == nil && l.Holder == "victim" {
-				_ = victim.cmd.Process.Signal(syscall.SIGKILL)
-				killed = true
-			} else {
-				_ = victim.cmd.Process.Signal(syscall.SIGCONT)
-			}
-			return nil
-		})
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !killed {
-		t.Fatal("the victim never held a lease")
-	}
+	c.killWhileHolding(t, victim)
 	<-victim.done
 	results := c.waitResults(ids, 4*time.Minute)
 	c.checkBackups(ids, results, true)
@@ -385,6 +355,42 @@ func killedWorkerIsTakenOver(t *testing.T, c *cluster, n int) {
 		t.Errorf("no request needed a second attempt: the kill proved nothing")
 	}
 	t.Logf("%d requests were taken over from the killed worker", retried)
+}
+
+// killWhileHolding SIGKILLs victim while it holds a lease: it waits (up
+// to a minute) for a lease of the victim's, freezes the victim, and kills
+// it only if the lease is still there (the job may have finished since the
+// read: a run takes 0.2 s on a quiet machine, and a kill then proves
+// nothing); otherwise it resumes the victim and looks again.
+func (c *cluster) killWhileHolding(t *testing.T, victim *workerProc) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(time.Minute)
+	killed := false
+	for !killed && time.Now().Before(deadline) {
+		_ = bucket.Walk(ctx, c.b, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
+			data, _, err := bucket.GetBytes(ctx, c.b, o.Key)
+			if err != nil || killed {
+				return nil
+			}
+			var l requests.Lease
+			if json.Unmarshal(data, &l) != nil || l.Holder != "victim" {
+				return nil
+			}
+			_ = victim.cmd.Process.Signal(syscall.SIGSTOP)
+			if again, _, err := bucket.GetBytes(ctx, c.b, o.Key); err == nil && json.Unmarshal(again, &l) == nil && l.Holder == "victim" {
+				_ = victim.cmd.Process.Signal(syscall.SIGKILL)
+				killed = true
+			} else {
+				_ = victim.cmd.Process.Signal(syscall.SIGCONT)
+			}
+			return nil
+		})
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !killed {
+		t.Fatal("the victim never held a lease")
+	}
 }
 
 func TestMalformedRequestsAndTheCLI(t *testing.T) {

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -72,26 +70,7 @@ func TestGCSKilledWorkerIsTakenOver(t *testing.T) {
 	c.startWorker("w3")
 	ids := c.submitBackups(30)
 	ctx := context.Background()
-	deadline := time.Now().Add(time.Minute)
-	killed := false
-	for !killed && time.Now().Before(deadline) {
-		_ = bucket.Walk(ctx, c.b, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
-			data, _, err := bucket.GetBytes(ctx, c.b, o.Key)
-			if err != nil || killed {
-				return nil
-			}
-			var l requests.Lease
-			if json.Unmarshal(data, &l) == nil && l.Holder == "victim" {
-				_ = victim.cmd.Process.Signal(syscall.SIGKILL)
-				killed = true
-			}
-			return nil
-		})
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !killed {
-		t.Fatal("the victim never held a lease")
-	}
+	c.killWhileHolding(t, victim)
 	<-victim.done
 	results := c.waitResults(ids, 4*time.Minute)
 	c.checkBackups(ids, results, true)
