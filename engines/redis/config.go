@@ -42,8 +42,9 @@ type Config struct {
 	// Databases selects the logical databases: a list of numbers, or
 	// "all" (the default).
 	Databases Databases `json:"databases,omitempty"`
-	// Mode is "logical" (default: SCAN + DUMP) or "rdb" (the server's
-	// snapshot over the replication protocol).
+	// Mode is "logical" (default: every key's DUMP payload and expiry,
+	// read as LogicalRead says) or "rdb" (the server's snapshot over the
+	// replication protocol, stored as it came).
 	Mode string `json:"mode,omitempty"`
 	// LogicalRead is how logical mode reads the keyspace: "auto" (the
 	// default: the replication stream, SYNC, falling back to SCAN and
