@@ -334,18 +334,18 @@ func TestKilledWorkerIsTakenOver(t *testing.T) {
 
 // killedWorkerIsTakenOver starts three workers on c, submits n backups,
 // SIGKILLs one worker while it holds a lease, and checks that every
-// request succeeded once, some of them in a second attempt.
-func killedWorkerIsTakenOver(t *testing.T, c *cluster, n int) {
+// request succeeded once, some of them in a second attempt. It returns
+// the ids and how many were taken over.
+func killedWorkerIsTakenOver(t *testing.T, c *cluster, n int) (ids []string, retried int) {
 	victim := c.startWorker("victim")
 	c.startWorker("w2")
 	c.startWorker("w3")
-	ids := c.submitBackups(n)
+	ids = c.submitBackups(n)
 	c.killWhileHolding(t, victim)
 	<-victim.done
 	results := c.waitResults(ids, 4*time.Minute)
 	c.checkBackups(ids, results, true)
 	// The victim's leases were taken over: some request needed a 2nd attempt.
-	retried := 0
 	for _, r := range results {
 		if r.Attempts > 1 {
 			retried++
@@ -355,6 +355,7 @@ func killedWorkerIsTakenOver(t *testing.T, c *cluster, n int) {
 		t.Errorf("no request needed a second attempt: the kill proved nothing")
 	}
 	t.Logf("%d requests were taken over from the killed worker", retried)
+	return ids, retried
 }
 
 // killWhileHolding SIGKILLs victim while it holds a lease: it waits (up

@@ -65,24 +65,8 @@ func newGCSCluster(t *testing.T, dataSize int, sources string) *cluster {
 func TestGCSKilledWorkerIsTakenOver(t *testing.T) {
 	start := time.Now()
 	c := newGCSCluster(t, 4<<20, "")
-	victim := c.startWorker("victim")
-	c.startWorker("w2")
-	c.startWorker("w3")
-	ids := c.submitBackups(30)
+	ids, retried := killedWorkerIsTakenOver(t, c, 30)
 	ctx := context.Background()
-	c.killWhileHolding(t, victim)
-	<-victim.done
-	results := c.waitResults(ids, 4*time.Minute)
-	c.checkBackups(ids, results, true)
-	retried := 0
-	for _, r := range results {
-		if r.Attempts > 1 {
-			retried++
-		}
-	}
-	if retried == 0 {
-		t.Errorf("no request needed a second attempt: the kill proved nothing")
-	}
 	page, err := c.b.List(ctx, requests.LeasesPrefix, bucket.ListOptions{})
 	if err != nil || len(page.Objects) != 0 {
 		t.Errorf("leases left after every request ended: %d, %v", len(page.Objects), err)
