@@ -206,14 +206,7 @@ func TestRestoreLatestToDataDirAfterCrash(t *testing.T) {
 	f.srv.Kill()
 	f.r.stop()
 
-	dir, err := os.MkdirTemp("", "capsule-pitr-out-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := outDir(t)
 	data := filepath.Join(dir, "data")
 	// Scratch space too deep for a Unix socket's path: the temporary
 	// server's socket goes elsewhere, and the restore still reaches it.
@@ -350,4 +343,20 @@ func attackTempServer(t *testing.T, sock string, port int) {
 	if err == nil {
 		t.Errorf("user nobody connected to the temporary server over TCP: %s", out)
 	}
+}
+
+// outDir is a directory for a restore's output outside the test's own
+// temporary directory, readable by the PostgreSQL server it starts
+// (mode 0755), removed when the test ends.
+func outDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "capsule-pitr-out-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

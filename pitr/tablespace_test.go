@@ -77,14 +77,7 @@ func TestRestoreWithTablespace(t *testing.T) {
 	}
 
 	// Into a data directory: the tablespace inside it, linked.
-	dir, err := os.MkdirTemp("", "capsule-pitr-out-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := outDir(t)
 	data := filepath.Join(dir, "data")
 	res, err := pitr.Restore(context.Background(), pitr.RestoreConfig{
 		Bucket: b, Cluster: cluster, Source: "pg", Target: pitr.Target{Time: target},
