@@ -135,7 +135,8 @@ type Worker struct {
 	MaxAttempts int           `yaml:"maxAttempts"`
 	Grace       time.Duration `yaml:"grace"`
 	Timeout     time.Duration `yaml:"timeout"`
-	// Compression: zstd (default), zstd-fastest, zstd-better, none.
+	// Compression: zstd-fastest (default, executor.DefaultCompression),
+	// zstd (smaller, more CPU), zstd-better, none.
 	Compression string `yaml:"compression"`
 	// RetainFor sets an Object Lock retain-until date this far ahead on
 	// everything written under backups/ and on every WAL object under wal/
@@ -333,7 +334,7 @@ func Default() Config {
 		Cluster: requests.DefaultCluster,
 		Worker: Worker{
 			Concurrency: watcher.DefaultConcurrency, Poll: watcher.DefaultPoll, Lease: watcher.DefaultLease,
-			MaxAttempts: watcher.DefaultMaxAttempts, Grace: watcher.DefaultGrace, Timeout: 24 * time.Hour, Compression: "zstd",
+			MaxAttempts: watcher.DefaultMaxAttempts, Grace: watcher.DefaultGrace, Timeout: 24 * time.Hour, Compression: executor.DefaultCompression,
 			MaxControlObject: requests.DefaultMaxControlObject,
 			Maintenance:      Maintenance{Every: maintenance.DefaultEvery, GCAfter: maintenance.DefaultGCAfter},
 		},

@@ -1,7 +1,7 @@
 // Command pgbench measures capsule's PostgreSQL backup and restore against
 // pg_dump and pg_restore on the same database, in one run:
 //
-//	go run ./bench/pgbench [-size 2.4GB | -sizes 0.5GB,2.4GB] [-compression zstd,zstd-fastest] [-rebuild] [-runs N]
+//	go run ./bench/pgbench [-size 2.4GB | -sizes 0.5GB,2.4GB] [-compression zstd-fastest,zstd] [-rebuild] [-runs N]
 //
 // It builds a database of the given size on disk (server-side, with
 // INSERT … SELECT generate_series: pgbench's four tables, which compress

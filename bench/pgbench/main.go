@@ -54,7 +54,7 @@ func run() error {
 		size     = flag.String("size", "2.4GB", "database size on disk (pg_database_size)")
 		sizes    = flag.String("sizes", "", "comma-separated sizes to measure in turn, e.g. 0.5GB,2.4GB (overrides -size); the worker's peak RSS is compared between them")
 		rebuild  = flag.Bool("rebuild", false, "rebuild the database even when one of this size exists")
-		levels   = flag.String("compression", "zstd", "comma-separated worker.compression settings to back up with (zstd, zstd-fastest, zstd-better, none); the first is restored and judged")
+		levels   = flag.String("compression", "zstd-fastest", "comma-separated worker.compression settings to back up with (zstd, zstd-fastest, zstd-better, none); the first is restored and judged")
 		pgFlag   = flag.String("pg", "postgres://postgres@127.0.0.1:5432/postgres", "PostgreSQL server (a superuser, no password: trust or ~/.pgpass)")
 		workFlag = flag.String("work", filepath.Join(os.TempDir(), "capsule-pgbench"), "directory for dump files, the S3 server's data and the workers' logs (emptied first)")
 		bin      = flag.String("capsule", "", "capsule binary to run as the worker (default: build ./cmd/capsule)")
