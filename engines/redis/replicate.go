@@ -355,7 +355,8 @@ func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.
 	}
 	defer rc.Close()
 	seen := newKeySeen()
-	_, err = parseRDB(io.TeeReader(rc, w), func(rec *record) error {
+	tee := &teeReader{r: rc, w: w}
+	_, err = parseRDB(tee, func(rec *record) error {
 		if rec.kind != tagKey {
 			return nil
 		}
@@ -368,8 +369,38 @@ func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.
 		}
 		return nil
 	}, false)
+	if tee.werr != nil {
+		return 0, 0, tee.werr
+	}
 	if err != nil {
+		var ce *engines.ChecksumError
+		var nl *notLoadableError
+		if !errors.As(err, &ce) && !errors.As(err, &nl) && ctx.Err() == nil {
+			// Read on: a corrupt artifact is better named as such.
+			if _, derr := io.Copy(io.Discard, rc); errors.As(derr, &ce) {
+				return 0, 0, ce
+			}
+		}
 		return 0, 0, fmt.Errorf("artifact %s: %w", artifact, err)
 	}
 	return keys - expired, expired, nil
+}
+
+// teeReader writes what it reads to w, and keeps a write's error (the
+// walker would name it a truncated file).
+type teeReader struct {
+	r    io.Reader
+	w    io.Writer
+	werr error
+}
+
+func (t *teeReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		if _, werr := t.w.Write(p[:n]); werr != nil {
+			t.werr = werr
+			return n, werr
+		}
+	}
+	return n, err
 }

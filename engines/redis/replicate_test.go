@@ -1,0 +1,393 @@
+package redis
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cnvrg/capsule/engines"
+	"github.com/cnvrg/capsule/engines/enginetest"
+)
+
+// targetState is what a full sync must put back: the role, masterauth
+// and masteruser.
+func targetState(ctx context.Context, t testing.TB, srv *testServer) string {
+	t.Helper()
+	adm := srv.admin()
+	defer adm.Close()
+	conn := newDBConn(adm)
+	defer conn.Close()
+	repl, err := infoFields(ctx, conn, "replication")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := configGet(ctx, conn, "masterauth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, _ := configGet(ctx, conn, "masteruser")
+	return fmt.Sprintf("role:%s masterauth:%q masteruser:%q", repl["role"], auth, user)
+}
+
+// oldData gives a target data of its own, different from the seed, in a
+// database the backup holds, and a masterauth and masteruser to keep.
+func oldData(ctx context.Context, t testing.TB, srv *testServer) {
+	t.Helper()
+	c := rawClient(srv, 3)
+	defer c.Close()
+	for i := range 100 {
+		if err := c.Set(ctx, fmt.Sprint("old:", i), "old value", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adm := srv.admin()
+	defer adm.Close()
+	if err := adm.Do(ctx, "CONFIG", "SET", "masterauth", "the-old-masterauth").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.Do(ctx, "CONFIG", "SET", "masteruser", "old-user").Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReplicateRoundTrip restores logical and RDB backups of every type,
+// expiries, several databases and functions by a full sync into a
+// server with data of its own: the target ends equal to the source, a
+// master, with its masterauth and masteruser back.
+func TestReplicateRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t)
+	seed(ctx, t, src)
+	want := takeSnapshot(ctx, t, src)
+	for _, mode := range []string{ModeLogical, ModeRDB} {
+		t.Run(mode, func(t *testing.T) {
+			dst := startServer(t)
+			oldData(ctx, t, dst)
+			before := targetState(ctx, t, dst)
+			store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, map[string]any{"mode": mode}))
+			target := dst.source("", dst.password, map[string]any{"restoreLoad": "replicate"})
+			rinfo, err := New().Restore(ctx, store.RestoreJob(t, "repl", target, info, engines.RestoreOptions{Extra: map[string]string{OptFunctions: "flush"}}))
+			if err != nil {
+				t.Fatalf("restore: %v", err)
+			}
+			if rinfo.Details["load"] != "replicate" {
+				t.Errorf("details %v: want load replicate", rinfo.Details)
+			}
+			if rinfo.Downtime <= 0 {
+				t.Errorf("downtime %v", rinfo.Downtime)
+			}
+			if diff := enginetest.DeepCompare(want, takeSnapshot(ctx, t, dst)); diff != "" {
+				t.Fatalf("restored data differs: %s", diff)
+			}
+			if got := targetState(ctx, t, dst); got != before {
+				t.Errorf("target after the restore: %s, want %s", got, before)
+			}
+		})
+	}
+}
+
+// TestReplicateCutTransfer cuts the transfer in the middle (the worker
+// failing as it writes), and damages the artifact between the checking
+// pass and the transfer: the restore fails, and the target keeps its old
+// data and is a master again with its masterauth back.
+func TestReplicateCutTransfer(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t)
+	seed(ctx, t, src)
+	c := rawClient(src, 0)
+	for i := range 3000 { // a transfer of several buffers
+		c.Set(ctx, fmt.Sprint("filler:", i), strings.Repeat("x", 200), 0)
+	}
+	c.Close()
+	for _, mode := range []string{ModeLogical, ModeRDB} {
+		store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, map[string]any{"mode": mode}))
+		for _, cut := range []string{"worker fails", "artifact damaged", "worker fails, swapdb"} {
+			t.Run(mode+"/"+cut, func(t *testing.T) {
+				var dst *testServer
+				if strings.HasSuffix(cut, "swapdb") {
+					dst = startServer(t, "repl-diskless-load swapdb")
+				} else {
+					dst = startServer(t)
+				}
+				oldData(ctx, t, dst)
+				before, beforeState := takeSnapshot(ctx, t, dst), targetState(ctx, t, dst)
+				job := store.RestoreJob(t, "cut", dst.source("", dst.password, map[string]any{"restoreLoad": "replicate"}), info, engines.RestoreOptions{Extra: map[string]string{OptFunctions: "flush"}})
+				cutAt := int64(-1)
+				switch cut {
+				case "worker fails", "worker fails, swapdb":
+					testHooks.transfer = func(w io.Writer) io.Writer { return &failingWriter{w: w, left: 20 << 10, at: &cutAt} }
+				default:
+					corrupt := store.Clone()
+					job.Artifacts = corrupt
+					testHooks.beforeTransfer = func() { corrupt.Flip(t, corrupt.Names()[0]) }
+				}
+				defer func() { testHooks.transfer, testHooks.beforeTransfer = nil, nil }()
+				_, err := New().Restore(ctx, job)
+				if err == nil || !strings.Contains(err.Error(), "keeps its old data") || !strings.Contains(err.Error(), "master again") {
+					t.Fatalf("restore with the transfer cut: err = %v, want it to say the target keeps its old data and is a master again", err)
+				}
+				var ce *engines.ChecksumError
+				if cut == "artifact damaged" && !errors.As(err, &ce) {
+					t.Errorf("err = %v, want a *engines.ChecksumError", err)
+				}
+				if cut != "artifact damaged" && cutAt != 0 {
+					t.Errorf("the transfer was not cut (left %d)", cutAt)
+				}
+				t.Logf("the error: %v", err)
+				if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
+					t.Fatalf("a cut transfer changed the target: %s", diff)
+				}
+				if got := targetState(ctx, t, dst); got != beforeState {
+					t.Errorf("target after the cut: %s, want %s", got, beforeState)
+				}
+			})
+		}
+	}
+}
+
+// failingWriter fails after left bytes.
+type failingWriter struct {
+	w    io.Writer
+	left int64
+	at   *int64
+}
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > f.left {
+		*f.at = 0
+		return 0, errors.New("the worker fails mid-stream")
+	}
+	f.left -= int64(len(p))
+	return f.w.Write(p)
+}
+
+// TestReplicateStranger has strangers connect to the worker's
+// replication port before the target: without the token they are
+// refused (a huge forged array among them), and the restore works.
+func TestReplicateStranger(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t)
+	dst := startServer(t)
+	seed(ctx, t, src)
+	want := takeSnapshot(ctx, t, src)
+	store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, nil))
+	var replies []string
+	called := false
+	testHooks.listening = func(addr string) {
+		called = true
+		talk := func(send string) string {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				return "dial: " + err.Error()
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Write([]byte(send))
+			b, _ := io.ReadAll(bufio.NewReader(c)) // until the worker closes
+			return string(b)
+		}
+		// A silent connection held open must not stop the target.
+		silent, err := net.Dial("tcp", addr)
+		if err == nil {
+			t.Cleanup(func() { silent.Close() })
+		}
+		replies = append(replies,
+			talk("*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nAUTH\r\n$5\r\nguess\r\n*1\r\n$4\r\nSYNC\r\n"),
+			talk("*2\r\n$8\r\nREPLCONF\r\n$4\r\ncapa\r\n*1\r\n$4\r\nSYNC\r\n"),
+			talk("*999999999\r\n"),
+			talk("*2\r\n$4\r\nAUTH\r\n$999999999\r\n"),
+		)
+	}
+	defer func() { testHooks.listening = nil }()
+	rinfo, err := New().Restore(ctx, store.RestoreJob(t, "stranger", dst.source("", dst.password, map[string]any{"restoreLoad": "replicate"}), info, engines.RestoreOptions{Extra: map[string]string{OptFunctions: "flush"}}))
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if !called {
+		t.Fatalf("no replication port to connect to")
+	}
+	wantReplies := []string{"-NOAUTH Authentication required.\r\n-WRONGPASS invalid password\r\n", "", "", ""}
+	if fmt.Sprintf("%q", replies) != fmt.Sprintf("%q", wantReplies) {
+		t.Errorf("strangers got %q, want %q (refused, nothing of the snapshot)", replies, wantReplies)
+	}
+	if rinfo.Details["load"] != "replicate" {
+		t.Errorf("details %v: want load replicate", rinfo.Details)
+	}
+	if diff := enginetest.DeepCompare(want, takeSnapshot(ctx, t, dst)); diff != "" {
+		t.Fatalf("restored data differs: %s", diff)
+	}
+}
+
+// TestReplicateUnreachable tells the target to connect where nothing
+// listens (as a NetworkPolicy would stop it): auto replays after the
+// timeout, replicate fails; both leave the target a master with its
+// masterauth back.
+func TestReplicateUnreachable(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t)
+	seed(ctx, t, src)
+	want := takeSnapshot(ctx, t, src)
+	store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, nil))
+	dead := freePort(t)
+	testHooks.announce = func(ip string, _ int) (string, int) { return ip, dead }
+	old := connectTimeout
+	connectTimeout = 1500 * time.Millisecond
+	defer func() { testHooks.announce, connectTimeout = nil, old }()
+	for _, load := range []string{LoadAuto, LoadReplicate} {
+		t.Run(load, func(t *testing.T) {
+			dst := startServer(t)
+			oldData(ctx, t, dst)
+			before, beforeState := takeSnapshot(ctx, t, dst), targetState(ctx, t, dst)
+			rinfo, err := New().Restore(ctx, store.RestoreJob(t, "unreach", dst.source("", dst.password, map[string]any{"restoreLoad": load}), info, engines.RestoreOptions{Extra: map[string]string{OptFunctions: "flush"}}))
+			if got := targetState(ctx, t, dst); got != beforeState {
+				t.Errorf("target after the restore: %s, want %s", got, beforeState)
+			}
+			if load == LoadReplicate {
+				if err == nil || !strings.Contains(err.Error(), "did not connect") || !strings.Contains(err.Error(), "as it was") {
+					t.Fatalf("err = %v, want the target said unable to connect and left as it was", err)
+				}
+				if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
+					t.Fatalf("the target changed: %s", diff)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("restore: %v", err)
+			}
+			if rinfo.Details["load"] != "replay" {
+				t.Errorf("details %v: want load replay", rinfo.Details)
+			}
+			if diff := enginetest.DeepCompare(want, takeSnapshot(ctx, t, dst)); diff != "" {
+				t.Fatalf("restored data differs: %s", diff)
+			}
+		})
+	}
+}
+
+// TestReplicateConditions: a full sync is used only when it means what
+// the restore means. A target database the backup does not hold with
+// keys in it, function libraries that functions: replace would keep, a
+// target that is itself a replica: auto replays (database 9 and the
+// libraries stay), replicate refuses before it changes anything.
+func TestReplicateConditions(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t)
+	seed(ctx, t, src)
+	for _, mode := range []string{ModeLogical, ModeRDB} {
+		store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, map[string]any{"mode": mode, "databases": seedDBs}))
+		for _, cond := range []string{"database 9", "functions", "replica"} {
+			t.Run(mode+"/"+cond, func(t *testing.T) {
+				dst := startServer(t)
+				adm := dst.admin()
+				defer adm.Close()
+				opts := engines.RestoreOptions{Extra: map[string]string{OptFunctions: "flush"}}
+				var why string
+				switch cond {
+				case "database 9":
+					c := rawClient(dst, 9)
+					c.Set(ctx, "stay", "here", 0)
+					c.Close()
+					why = "database 9"
+				case "functions":
+					if err := adm.FunctionLoad(ctx, strings.NewReplacer("capsulelib", "otherlib", "capsule_hello", "other_hello").Replace(functionLib)).Err(); err != nil {
+						t.Fatal(err)
+					}
+					opts.Extra[OptFunctions] = "replace"
+					why = "functions: replace"
+				case "replica":
+					other := startServer(t)
+					adm.Do(ctx, "CONFIG", "SET", "masterauth", other.password)
+					adm.Do(ctx, "REPLICAOF", "127.0.0.1", strconv.Itoa(other.port))
+					for i := 0; i < 200 && !strings.Contains(adm.Info(ctx, "replication").Val(), "master_link_status:up"); i++ {
+						time.Sleep(50 * time.Millisecond)
+					}
+					why = "the target is a replica"
+				}
+				before := takeSnapshot(ctx, t, dst)
+				_, err := New().Restore(ctx, store.RestoreJob(t, "cond", dst.source("", dst.password, map[string]any{"restoreLoad": "replicate"}), info, opts))
+				if err == nil || !strings.Contains(err.Error(), why) {
+					t.Fatalf("restoreLoad replicate: err = %v, want a refusal naming %q", err, why)
+				}
+				if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
+					t.Fatalf("a refused full sync changed the target: %s", diff)
+				}
+				if cond == "replica" {
+					return // a replica refuses writes: no replay either
+				}
+				rinfo, err := New().Restore(ctx, store.RestoreJob(t, "cond", dst.source("", dst.password, nil), info, opts))
+				if err != nil {
+					t.Fatalf("restore: %v", err)
+				}
+				if rinfo.Details["load"] != "replay" {
+					t.Errorf("details %v: want load replay", rinfo.Details)
+				}
+				got := takeSnapshot(ctx, t, dst)
+				if cond == "database 9" && got.Keys["9"] == nil {
+					t.Errorf("database 9 of the target was emptied")
+				}
+				if cond == "functions" && !strings.Contains(got.Functions, "otherlib") {
+					t.Errorf("the target's other library was dropped: %s", got.Functions)
+				}
+			})
+		}
+	}
+}
+
+// TestFakeMasterLengthPrefixed syncs as a replica without capa eof: the
+// snapshot comes length-prefixed, exactly as long as announced, and is
+// the same RDB as the diskless transfer's.
+func TestFakeMasterLengthPrefixed(t *testing.T) {
+	ctx := context.Background()
+	rdb := []byte("REDIS0010" + strings.Repeat("\xfe\x00", 1000) + "\xff")
+	rdb = append(rdb, make([]byte, 8)...)
+	for _, eof := range []bool{false, true} {
+		m, err := listenMaster("127.0.0.1", "tok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial("tcp", m.addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		capa := "psync2"
+		if eof {
+			capa = "eof"
+		}
+		fmt.Fprintf(c, "*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nAUTH\r\n$3\r\ntok\r\n*3\r\n$8\r\nREPLCONF\r\n$4\r\ncapa\r\n$%d\r\n%s\r\n*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n", len(capa), capa)
+		rc, err := m.waitReplica(ctx, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizeCalls := 0
+		go func() {
+			err := m.send(rc, func(w io.Writer) error { _, err := w.Write(rdb); return err },
+				func() (int64, error) { sizeCalls++; return int64(len(rdb)), nil })
+			if err != nil {
+				t.Error(err)
+			}
+			rc.conn.Close()
+		}()
+		got, _ := io.ReadAll(c)
+		c.Close()
+		m.close()
+		head := fmt.Sprintf("-NOAUTH Authentication required.\r\n+OK\r\n+OK\r\n+FULLRESYNC %s 0\r\n", m.replid)
+		wantBody := fmt.Sprintf("$%d\r\n%s", len(rdb), rdb)
+		if eof {
+			wantBody = fmt.Sprintf("$EOF:%s\r\n%s%s", m.mark, rdb, m.mark)
+		}
+		if !bytes.Equal(got, []byte(head+wantBody)) {
+			t.Errorf("eof %v: got %q…, want %q…", eof, clip(string(got)), clip(head+wantBody))
+		}
+		if !eof && sizeCalls != 1 {
+			t.Errorf("size computed %d times", sizeCalls)
+		}
+	}
+}
