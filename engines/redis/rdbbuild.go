@@ -30,21 +30,52 @@ func notLoadable(format string, a ...any) error {
 
 // keySeen tells a key listed twice in a database, by a 64-bit hash of
 // the database and the key: a collision of two distinct keys is taken
-// for a duplicate too, which only makes auto replay.
+// for a duplicate too, which only makes auto replay. An open-addressing
+// table of hashes sized once from the checking pass's key count (8 to
+// 16 bytes a key; it grows if the count was short).
 type keySeen struct {
-	set  hashSet
-	seed maphash.Seed
+	slots []uint64 // 0: empty
+	n     int
+	seed  maphash.Seed
 }
 
-func newKeySeen() *keySeen { return &keySeen{seed: maphash.MakeSeed()} }
+func newKeySeen(keys int64) *keySeen {
+	size := 1024
+	for int64(size)*3 < keys*4 {
+		size *= 2
+	}
+	return &keySeen{slots: make([]uint64, size), seed: maphash.MakeSeed()}
+}
 
 func (k *keySeen) add(db int, key []byte) bool {
 	h := maphash.Bytes(k.seed, key) ^ uint64(db+1)*0x9E3779B97F4A7C15
-	if k.set.has(h) {
-		return false
+	if h == 0 {
+		h = 1
 	}
-	k.set.add(h)
-	return true
+	if 4*(k.n+1) > 3*len(k.slots) {
+		old := k.slots
+		k.slots, k.n = make([]uint64, 2*len(old)), 0
+		for _, v := range old {
+			if v != 0 {
+				k.insert(v)
+			}
+		}
+	}
+	return k.insert(h)
+}
+
+func (k *keySeen) insert(h uint64) bool {
+	mask := uint64(len(k.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch k.slots[i] {
+		case 0:
+			k.slots[i] = h
+			k.n++
+			return true
+		case h:
+			return false
+		}
+	}
 }
 
 // valueChecker walks a DUMP payload's value encoding as the RDB walker
@@ -106,8 +137,12 @@ type rdbBuilder struct {
 }
 
 func newRDBBuilder(w io.Writer, version int, dbs []int, sizes, expires map[int]int64, functions bool, cutoff int64) *rdbBuilder {
+	var keys int64
+	for _, db := range dbs {
+		keys += sizes[db]
+	}
 	return &rdbBuilder{w: w, version: version, dbs: dbs, sizes: sizes, expires: expires, functions: functions,
-		cutoff: cutoff, seen: newKeySeen(), buf: make([]byte, 0, 1<<18)}
+		cutoff: cutoff, seen: newKeySeen(keys), buf: make([]byte, 0, 1<<18)}
 }
 
 // appendRDBLen appends an RDB length.

@@ -269,7 +269,7 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 	switch job.Backup.Format {
 	case formatRDB:
 		build = func(w io.Writer) error {
-			n, x, err := teeRDB(ctx, job, artifact, w, cutoff)
+			n, x, err := teeRDB(ctx, job, artifact, w, cutoff, sum)
 			keys, expired = n, x
 			return err
 		}
@@ -348,13 +348,17 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 // find keys listed twice (which a loading server stops on) and counting
 // the keys and those already expired at cutoff (loaded with their
 // expiry, they are gone on the first access).
-func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.Writer, cutoff int64) (keys, expired int64, err error) {
+func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.Writer, cutoff int64, sum *summary) (keys, expired int64, err error) {
 	rc, err := job.Artifacts.Open(ctx, artifact)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer rc.Close()
-	seen := newKeySeen()
+	var total int64
+	for _, n := range sum.keys {
+		total += n
+	}
+	seen := newKeySeen(total)
 	tee := &teeReader{r: rc, w: w}
 	_, err = parseRDB(tee, func(rec *record) error {
 		if rec.kind != tagKey {

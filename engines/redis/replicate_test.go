@@ -391,3 +391,36 @@ func TestFakeMasterLengthPrefixed(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicateDuplicateKey restores an artifact that lists a key twice
+// (a server loading an RDB stops on that) with restoreLoad: replicate:
+// the transfer is cut before its end, the restore fails naming the key,
+// and the target is alive with its old data.
+func TestReplicateDuplicateKey(t *testing.T) {
+	ctx := context.Background()
+	dst := startServer(t)
+	oldData(ctx, t, dst)
+	before, beforeState := takeSnapshot(ctx, t, dst), targetState(ctx, t, dst)
+	str := func(v string) []byte { return dumpPayload(append([]byte{0, byte(len(v))}, v...), 10) }
+	store := enginetest.NewStore()
+	w, _ := store.Create(artifactKeys)
+	kw, _ := newKeyWriter(w)
+	kw.database(3)
+	for i := range 5000 {
+		kw.key(fmt.Appendf(nil, "k:%d", i), 0, str("v"))
+	}
+	kw.key([]byte("k:17"), 0, str("again"))
+	kw.finish()
+	w.Close()
+	info := engines.BackupInfo{Format: formatLogical, ServerVersion: "7.0.15", SourceInfo: map[string]string{"mode": "logical", "databases": "3"}}
+	_, err := New().Restore(ctx, store.RestoreJob(t, "dup", dst.source("", dst.password, map[string]any{"restoreLoad": "replicate"}), info, engines.RestoreOptions{}))
+	if err == nil || !strings.Contains(err.Error(), `"k:17" is listed twice`) {
+		t.Fatalf("err = %v, want the duplicate key named", err)
+	}
+	if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
+		t.Fatalf("the target changed: %s", diff)
+	}
+	if got := targetState(ctx, t, dst); got != beforeState {
+		t.Errorf("target after the restore: %s, want %s", got, beforeState)
+	}
+}
