@@ -128,7 +128,9 @@ type rdbBuilder struct {
 	started   bool
 	inDB      bool
 	skipDB    bool
+	selected  bool // SELECTDB written for db
 	db        int
+	maxDB     int // the target's databases
 	seen      *keySeen
 	check     valueChecker
 
@@ -136,13 +138,13 @@ type rdbBuilder struct {
 	wroteFuncs    bool
 }
 
-func newRDBBuilder(w io.Writer, version int, dbs []int, sizes, expires map[int]int64, functions bool, cutoff int64) *rdbBuilder {
+func newRDBBuilder(w io.Writer, version int, dbs []int, sizes, expires map[int]int64, functions bool, cutoff int64, maxDB int) *rdbBuilder {
 	var keys int64
 	for _, db := range dbs {
 		keys += sizes[db]
 	}
 	return &rdbBuilder{w: w, version: version, dbs: dbs, sizes: sizes, expires: expires, functions: functions,
-		cutoff: cutoff, seen: newKeySeen(keys), buf: make([]byte, 0, 1<<18)}
+		cutoff: cutoff, seen: newKeySeen(keys), buf: make([]byte, 0, 1<<18), maxDB: maxDB}
 }
 
 // appendRDBLen appends an RDB length.
@@ -206,10 +208,10 @@ func (b *rdbBuilder) add(rec *record) error {
 		if b.skipDB {
 			return nil
 		}
-		b.db = rec.db
-		b.buf = appendRDBLen(append(b.buf, 0xFE), uint64(rec.db))
-		b.buf = appendRDBLen(append(b.buf, 0xFB), uint64(b.sizes[rec.db]))
-		b.buf = appendRDBLen(b.buf, uint64(b.expires[rec.db]))
+		// SELECTDB comes with the database's first key: a database
+		// without keys needs none (and one the target lacks must get
+		// none: a loading server exits on it).
+		b.db, b.selected = rec.db, false
 	case tagKey:
 		if b.skipDB {
 			return nil
@@ -228,6 +230,15 @@ func (b *rdbBuilder) add(rec *record) error {
 		}
 		if !b.seen.add(b.db, rec.key) {
 			return notLoadable("key %s is listed twice in database %d", strconv.Quote(clip(string(rec.key))), b.db)
+		}
+		if !b.selected {
+			if b.db >= b.maxDB {
+				return notLoadable("database %d has keys, but the target has %d databases", b.db, b.maxDB)
+			}
+			b.selected = true
+			b.buf = appendRDBLen(append(b.buf, 0xFE), uint64(b.db))
+			b.buf = appendRDBLen(append(b.buf, 0xFB), uint64(b.sizes[b.db]))
+			b.buf = appendRDBLen(b.buf, uint64(b.expires[b.db]))
 		}
 		if rec.expireAt > 0 {
 			b.buf = binary.LittleEndian.AppendUint64(append(b.buf, 0xFC), uint64(rec.expireAt))

@@ -137,6 +137,8 @@ func replicateCheck(ctx context.Context, job *engines.RestoreJob, ep *endpoint, 
 		return nil, fallback("functions: replace keeps the target's other %d function libraries, which a full sync would drop (functions: flush allows it)", libs)
 	case functionsPolicy == "skip" && libs > 0:
 		return nil, fallback("functions: skip keeps the target's %d function libraries, which a full sync would drop", libs)
+	case libs > 0 && !sum.functions:
+		return nil, fallback("the backup holds no function libraries and the target's %d would stay with a replay, where a full sync drops them", libs)
 	case functionsPolicy == "skip" && job.Backup.Format == formatRDB && sum.functions:
 		return nil, fallback("functions: skip, but the snapshot holds function libraries that a full sync would load")
 	}
@@ -192,7 +194,7 @@ func (s *replicaSetup) state(undoErr error) string {
 
 // replicateInto loads the backup into the target by one full sync from
 // the worker. A *fallbackError means the target is as it was.
-func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s *replicaSetup, sum *summary, dbs []int, artifact, functionsPolicy string, log logrus.FieldLogger) (*engines.RestoreInfo, error) {
+func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s *replicaSetup, sum *summary, dbs []int, targetDBs int, artifact, functionsPolicy string, log logrus.FieldLogger) (*engines.RestoreInfo, error) {
 	conn := s.conn
 	// The worker's own address as the target sees it: the local end
 	// of a connection to the target.
@@ -269,7 +271,7 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 	switch job.Backup.Format {
 	case formatRDB:
 		build = func(w io.Writer) error {
-			n, x, err := teeRDB(ctx, job, artifact, w, cutoff, sum)
+			n, x, err := teeRDB(ctx, job, artifact, w, cutoff, sum, targetDBs)
 			keys, expired = n, x
 			return err
 		}
@@ -279,7 +281,7 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 			version = 9
 		}
 		build = func(w io.Writer) error {
-			b := newRDBBuilder(w, version, dbs, sum.keys, sum.expires, functionsPolicy != "skip", cutoff)
+			b := newRDBBuilder(w, version, dbs, sum.keys, sum.expires, functionsPolicy != "skip", cutoff, targetDBs)
 			if _, err := readArtifact(ctx, job, artifact, true, b.add); err != nil {
 				return err
 			}
@@ -348,7 +350,7 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 // find keys listed twice (which a loading server stops on) and counting
 // the keys and those already expired at cutoff (loaded with their
 // expiry, they are gone on the first access).
-func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.Writer, cutoff int64, sum *summary) (keys, expired int64, err error) {
+func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.Writer, cutoff int64, sum *summary, maxDB int) (keys, expired int64, err error) {
 	rc, err := job.Artifacts.Open(ctx, artifact)
 	if err != nil {
 		return 0, 0, err
@@ -359,8 +361,8 @@ func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.
 		total += n
 	}
 	seen := newKeySeen(total)
-	tee := &teeReader{r: rc, w: w}
-	_, err = parseRDB(tee, func(rec *record) error {
+	tee := &teeWriter{w: w}
+	_, err = parseRDBTo(rc, func(rec *record) error {
 		if rec.kind != tagKey {
 			return nil
 		}
@@ -372,7 +374,7 @@ func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.
 			expired++
 		}
 		return nil
-	}, false)
+	}, false, tee, maxDB)
 	if tee.werr != nil {
 		return 0, 0, tee.werr
 	}
@@ -390,21 +392,17 @@ func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.
 	return keys - expired, expired, nil
 }
 
-// teeReader writes what it reads to w, and keeps a write's error (the
-// walker would name it a truncated file).
-type teeReader struct {
-	r    io.Reader
+// teeWriter keeps a write's error, to name it rather than what the
+// walker makes of it.
+type teeWriter struct {
 	w    io.Writer
 	werr error
 }
 
-func (t *teeReader) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if n > 0 {
-		if _, werr := t.w.Write(p[:n]); werr != nil {
-			t.werr = werr
-			return n, werr
-		}
+func (t *teeWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	if err != nil && t.werr == nil {
+		t.werr = err
 	}
 	return n, err
 }

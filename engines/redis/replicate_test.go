@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -422,5 +423,53 @@ func TestReplicateDuplicateKey(t *testing.T) {
 	}
 	if got := targetState(ctx, t, dst); got != beforeState {
 		t.Errorf("target after the restore: %s, want %s", got, beforeState)
+	}
+}
+
+// TestReplicateForgedRDB restores RDB files that a loading server would
+// stop on (a key listed twice; a SELECTDB past the target's databases)
+// into a target that loads from the socket as the transfer streams
+// (repl-diskless-load swapdb): nothing unchecked reaches it, the
+// restore fails naming the problem, and the target is alive with its
+// old data.
+func TestReplicateForgedRDB(t *testing.T) {
+	ctx := context.Background()
+	str := func(s string) []byte { return append([]byte{byte(len(s))}, s...) }
+	file := func(body ...[]byte) []byte {
+		f := []byte("REDIS0010")
+		for _, b := range body {
+			f = append(f, b...)
+		}
+		f = append(f, 0xFF)
+		return binary.LittleEndian.AppendUint64(f, crcJones(0, f))
+	}
+	key := func(k, v string) []byte { return append(append([]byte{0}, str(k)...), str(v)...) }
+	for name, tc := range map[string]struct {
+		rdb  []byte
+		want string
+	}{
+		"duplicate key": {file([]byte{0xFE, 0, 0xFB, 2, 0}, key("a", "1"), key("b", "2"), key("a", "3")), `"a" is listed twice`},
+		"database 20":   {file([]byte{0xFE, 0, 0xFB, 1, 0}, key("a", "1"), []byte{0xFE, 20}), "selects database 20"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dst := startServer(t, "repl-diskless-load swapdb")
+			oldData(ctx, t, dst)
+			before, beforeState := takeSnapshot(ctx, t, dst), targetState(ctx, t, dst)
+			store := enginetest.NewStore()
+			w, _ := store.Create(artifactRDB)
+			w.Write(tc.rdb)
+			w.Close()
+			info := engines.BackupInfo{Format: formatRDB, ServerVersion: "7.0.15", SourceInfo: map[string]string{"mode": "rdb", "databases": "all"}}
+			_, err := New().Restore(ctx, store.RestoreJob(t, "forged", dst.source("", dst.password, map[string]any{"restoreLoad": "replicate"}), info, engines.RestoreOptions{}))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to name %q", err, tc.want)
+			}
+			if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
+				t.Fatalf("the target changed: %s", diff)
+			}
+			if got := targetState(ctx, t, dst); got != beforeState {
+				t.Errorf("target after the restore: %s, want %s", got, beforeState)
+			}
+		})
 	}
 }

@@ -163,7 +163,7 @@ func restoreInto(ctx context.Context, job *engines.RestoreJob, cfg *Config, ep *
 			if err != nil {
 				return nil, err
 			}
-			return replicateInto(ctx, job, ep, setup, sum, dbs, artifact, functionsPolicy, log)
+			return replicateInto(ctx, job, ep, setup, sum, dbs, len(targetDBs), artifact, functionsPolicy, log)
 		}()
 		var fb *fallbackError
 		switch {
