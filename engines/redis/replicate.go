@@ -366,8 +366,8 @@ func teeRDB(ctx context.Context, job *engines.RestoreJob, artifact string, w io.
 		if rec.kind != tagKey {
 			return nil
 		}
-		if !seen.add(rec.db, rec.key) {
-			return notLoadable("key %s is listed twice in database %d", strconv.Quote(clip(string(rec.key))), rec.db)
+		if err := seen.add(rec.db, rec.key); err != nil {
+			return err
 		}
 		keys++
 		if rec.expireAt > 0 && rec.expireAt <= cutoff {
