@@ -298,6 +298,7 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 		inner := build
 		build = func(w io.Writer) error { return inner(testHooks.transfer(w)) }
 	}
+	connected := time.Now()
 	if err := m.send(rc, build, size); err != nil {
 		rc.conn.Close()
 		uerr := s.undo()
@@ -307,6 +308,7 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 		}
 		return nil, fmt.Errorf("restore by full sync: the transfer was cut before its end, so the target discarded it and keeps its old data; %s: %w", s.state(uerr), ctxErr(ctx, err))
 	}
+	sent := time.Now()
 	job.Progress.Report("load", 0, 0)
 	if err := rc.awaitLoad(ctx); err != nil {
 		uerr := s.undo()
@@ -324,11 +326,19 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	loaded := time.Now()
 	if uerr := s.undo(); uerr != nil {
 		return nil, fmt.Errorf("the target loaded the backup, but %s", s.state(uerr))
 	}
 	downtime := time.Since(start)
-	log.WithFields(logrus.Fields{"keys": keys, "expired_skipped": expired, "downtime": downtime}).Info("redis restore by full sync done")
+	// Where the downtime went: the target connecting, the transfer (the
+	// second pass), the target's load after it.
+	phases := map[string]string{
+		"connect":  connected.Sub(start).Round(time.Millisecond).String(),
+		"transfer": sent.Sub(connected).Round(time.Millisecond).String(),
+		"load":     loaded.Sub(sent).Round(time.Millisecond).String(),
+	}
+	log.WithFields(logrus.Fields{"keys": keys, "expired_skipped": expired, "downtime": downtime, "phases": phases}).Info("redis restore by full sync done")
 	functions := "replaced by the backup's (full sync)"
 	if functionsPolicy == "skip" {
 		functions = "skipped"
@@ -342,6 +352,7 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 			"databases":        dbs,
 			"functions":        functions,
 			"replDisklessLoad": s.diskless,
+			"phases":           phases,
 		},
 	}, nil
 }
