@@ -81,11 +81,17 @@ func listenMaster(ip string, token string) (*fakeMaster, error) {
 
 func (m *fakeMaster) addr() *net.TCPAddr { return m.ln.Addr().(*net.TCPAddr) }
 
-// close stops listening and closes every connection not handed over.
+// close stops listening and closes every connection not handed over
+// (and one that authenticated after waitReplica gave up).
 func (m *fakeMaster) close() {
 	m.once.Do(func() { close(m.done) })
 	m.ln.Close()
 	m.wg.Wait()
+	select {
+	case rc := <-m.replica:
+		rc.conn.Close()
+	default:
+	}
 }
 
 func (m *fakeMaster) accept() {
@@ -270,8 +276,19 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 	_ = w.c.SetWriteDeadline(time.Now().Add(2 * time.Minute))
 	n, err := w.c.Write(p)
 	w.n += int64(n)
+	if err != nil {
+		err = &replicaGoneError{err: err}
+	}
 	return n, err
 }
+
+// replicaGoneError is a write to the replica that failed: it dropped
+// the transfer (its log says why: no room or no permission in its dir,
+// its repl-timeout) or the network between them failed.
+type replicaGoneError struct{ err error }
+
+func (e *replicaGoneError) Error() string { return "the target dropped the transfer: " + e.err.Error() }
+func (e *replicaGoneError) Unwrap() error { return e.err }
 
 // limitWriter fails a write past its length: a length-prefixed transfer
 // must be exactly as long as announced.

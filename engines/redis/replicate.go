@@ -306,6 +306,10 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 		if errors.As(err, &nl) && uerr == nil {
 			return nil, fallback("the backup cannot be loaded by a full sync (%v); the transfer was cut before its end and the target kept its data", err)
 		}
+		var gone *replicaGoneError
+		if errors.As(err, &gone) && uerr == nil && ctx.Err() == nil {
+			return nil, fallback("%v (see its log); it kept its data", err)
+		}
 		return nil, fmt.Errorf("restore by full sync: the transfer was cut before its end, so the target discarded it and keeps its old data; %s: %w", s.state(uerr), ctxErr(ctx, err))
 	}
 	sent := time.Now()

@@ -473,3 +473,62 @@ func TestReplicateForgedRDB(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicateTargetDropsTransfer has the target drop the transfer
+// midway (its repl-timeout passes while the worker stalls): the target
+// keeps its data, and auto replays instead.
+func TestReplicateTargetDropsTransfer(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t)
+	seed(ctx, t, src)
+	c := rawClient(src, 0)
+	for i := range 3000 { // incompressible: a transfer of several buffers
+		c.Set(ctx, fmt.Sprint("filler:", i), randHex(200), 0)
+	}
+	c.Close()
+	want := takeSnapshot(ctx, t, src)
+	store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, nil))
+	dst := startServer(t, "repl-timeout 1")
+	oldData(ctx, t, dst)
+	beforeState := targetState(ctx, t, dst)
+	stalled := false
+	testHooks.transfer = func(w io.Writer) io.Writer {
+		return writerFunc(func(p []byte) (int, error) {
+			if !stalled {
+				stalled = true
+				n, err := w.Write(p[:len(p)/2])
+				if f, ok := w.(interface{ Flush() error }); ok && err == nil {
+					err = f.Flush()
+				}
+				time.Sleep(3 * time.Second) // the target gives up after 1 s
+				if err != nil {
+					return n, err
+				}
+				m, err := w.Write(p[len(p)/2:])
+				return n + m, err
+			}
+			return w.Write(p)
+		})
+	}
+	defer func() { testHooks.transfer = nil }()
+	rinfo, err := New().Restore(ctx, store.RestoreJob(t, "drop", dst.source("", dst.password, nil), info, engines.RestoreOptions{Extra: map[string]string{OptFunctions: "flush"}}))
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if !stalled {
+		t.Fatalf("the transfer never stalled")
+	}
+	if rinfo.Details["load"] != "replay" {
+		t.Errorf("details %v: want load replay after the target dropped the transfer", rinfo.Details)
+	}
+	if diff := enginetest.DeepCompare(want, takeSnapshot(ctx, t, dst)); diff != "" {
+		t.Fatalf("restored data differs: %s", diff)
+	}
+	if got := targetState(ctx, t, dst); got != beforeState {
+		t.Errorf("target after the restore: %s, want %s", got, beforeState)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
