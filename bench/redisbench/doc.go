@@ -1,7 +1,7 @@
 // Command redisbench measures capsule's Redis backup and restore in keys/s
 // next to redis-cli --rdb on the same data:
 //
-//	go run ./bench/redisbench [-keys 1000000] [-value 32] [-rdb=false] [-scan=false] [-runs N] [-cpuprofile FILE]
+//	go run ./bench/redisbench [-keys 1000000] [-value 32] [-rdb=false] [-scan=false] [-runs N] [-diskless-load on-empty-db|swapdb] [-cpuprofile FILE]
 //
 // It starts two redis-servers of its own on free ports (no persistence,
 // repl-diskless-sync-delay 0), loads -keys small string keys into the

@@ -38,6 +38,7 @@ func run() error {
 		runs     = flag.Int("runs", 1, "measure every step this many times and keep the fastest")
 		rdb      = flag.Bool("rdb", true, "also back up and restore in RDB mode")
 		scan     = flag.Bool("scan", true, "also back up in logical mode with logicalRead: scan (the SCAN+DUMP read, the fallback when the server refuses SYNC)")
+		diskless = flag.String("diskless-load", "", "the target's repl-diskless-load (default: the server's, disabled): on-empty-db or swapdb load a full sync's transfer as it streams")
 		profile  = flag.String("cpuprofile", "", "instead of the table: back up and restore once per mode in this process under the CPU profiler, writing FILE.<mode>.backup and FILE.<mode>.restore")
 	)
 	flag.Parse()
@@ -75,7 +76,11 @@ func run() error {
 		return err
 	}
 	defer src.stop()
-	dst, err := startRedis(ctx, filepath.Join(work, "target"))
+	var targetConf []string
+	if *diskless != "" {
+		targetConf = append(targetConf, "repl-diskless-load "+*diskless)
+	}
+	dst, err := startRedis(ctx, filepath.Join(work, "target"), targetConf...)
 	if err != nil {
 		return err
 	}
@@ -98,6 +103,9 @@ func run() error {
 
 	fmt.Printf("machine: %s\n", benchkit.Machine())
 	fmt.Printf("%s; no persistence, repl-diskless-sync-delay 0; S3: versitygw on loopback, same disk\n", version)
+	if *diskless != "" {
+		fmt.Printf("target: repl-diskless-load %s\n", *diskless)
+	}
 	fmt.Printf("load average at start: %s\n", benchkit.LoadAvg())
 
 	n := int64(*keys)
