@@ -532,3 +532,58 @@ func TestReplicateTargetDropsTransfer(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestSnapshotSent checks what a full sync sends, without a target: in
+// rdb mode exactly the stored file, byte for byte (its length is what a
+// length-prefixed transfer announces); in logical mode an RDB file that
+// walks with every key of the backup, its functions and a good CRC-64.
+func TestSnapshotSent(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t)
+	seed(ctx, t, src)
+	for _, mode := range []string{ModeLogical, ModeRDB} {
+		store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, map[string]any{"mode": mode}))
+		job := store.RestoreJob(t, "sent", src.source("", src.password, nil), info, engines.RestoreOptions{})
+		artifact := artifactKeys
+		if mode == ModeRDB {
+			artifact = artifactRDB
+		}
+		sum, err := readArtifact(ctx, job, artifact, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sent bytes.Buffer
+		if mode == ModeRDB {
+			keys, _, err := teeRDB(ctx, job, artifact, &sent, time.Now().UnixMilli(), sum, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(sent.Bytes(), store.Bytes(artifactRDB)) || int64(sent.Len()) != sum.size || keys != 84 {
+				t.Errorf("rdb mode sent %d bytes and %d keys, want the stored file's %d (%d counted) and 84", sent.Len(), keys, len(store.Bytes(artifactRDB)), sum.size)
+			}
+			continue
+		}
+		all := []int{}
+		for db := range 16 {
+			all = append(all, db)
+		}
+		b := newRDBBuilder(&sent, sum.rdbVersion, all, sum.keys, sum.expires, true, time.Now().UnixMilli(), 16)
+		if _, err := readArtifact(ctx, job, artifact, true, b.add); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.finish(); err != nil {
+			t.Fatal(err)
+		}
+		rinfo, err := parseRDB(bytes.NewReader(sent.Bytes()), nil, false)
+		if err != nil {
+			t.Fatalf("the built RDB does not walk: %v", err)
+		}
+		n := int64(0)
+		for _, k := range rinfo.keys {
+			n += k
+		}
+		if n != 84 || b.keys != 84 || rinfo.functions != 1 || len(rinfo.keys) != len(seedDBs) {
+			t.Errorf("built RDB: %d keys (%d written) in %d databases, %d function libraries; want 84 in %d, 1", n, b.keys, len(rinfo.keys), rinfo.functions, len(seedDBs))
+		}
+	}
+}
