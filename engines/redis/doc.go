@@ -91,7 +91,8 @@
 // takes it only when that is what the restore means (every target
 // database with keys is restored, the functions option flush or the
 // target without libraries, the target a master, the rights to CONFIG
-// and REPLICAOF, no tls-replication, not a SCAN-read backup) and replays
+// and REPLICAOF, no tls-replication, not a SCAN-read backup, at most
+// maxFullSyncKeys keys for the duplicate check's 64 MB) and replays
 // otherwise, logging why, as it does when the target does not connect
 // or the transfer is cut for content it must not send; replicate fails
 // instead. Verification always replays.

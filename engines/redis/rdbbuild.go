@@ -40,6 +40,10 @@ type keySeen struct {
 	seed  maphash.Seed
 }
 
+// maxFullSyncKeys bounds the keys a full sync checks for duplicates: a
+// table of 2^24 slots, 64 MB. A larger backup is replayed.
+var maxFullSyncKeys int64 = 3<<22 - 1
+
 func newKeySeen(keys int64) *keySeen {
 	size := 1024
 	for int64(size)*3 < (keys+1)*4 {
@@ -57,7 +61,7 @@ func (k *keySeen) add(db int, key []byte) error {
 	}
 	h := maphash.Bytes(k.seed, key) ^ uint64(db+1)*0x9E3779B97F4A7C15
 	if !k.insert(h) {
-		return notLoadable("key %s is listed twice in database %d", strconv.Quote(clip(string(key))), db)
+		return notLoadable("key %s is listed twice in database %d (or its 64-bit hash shares slot and fingerprint with another key's, about once in a thousand restores of a million keys)", strconv.Quote(clip(string(key))), db)
 	}
 	return nil
 }

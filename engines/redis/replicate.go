@@ -99,6 +99,13 @@ func replicateCheck(ctx context.Context, job *engines.RestoreJob, ep *endpoint, 
 	if job.Backup.Format == formatLogical && fmt.Sprint(job.Backup.Details["read"]) == "scan" {
 		return nil, fallback("the backup was read with SCAN, which may list a key twice (a loading server stops on that)")
 	}
+	var total int64
+	for _, n := range sum.keys {
+		total += n
+	}
+	if total > maxFullSyncKeys {
+		return nil, fallback("the backup holds %d keys: checking more than %d for duplicates (a loading server stops on one) would take more than 64 MB of the worker's memory", total, maxFullSyncKeys)
+	}
 	repl, err := infoFields(ctx, conn, "replication")
 	if err != nil {
 		return nil, fallback("INFO replication: %v", err)

@@ -275,8 +275,9 @@ func TestReplicateUnreachable(t *testing.T) {
 
 // TestReplicateConditions: a full sync is used only when it means what
 // the restore means. A target database the backup does not hold with
-// keys in it, function libraries that functions: replace would keep, a
-// target that is itself a replica: auto replays (database 9 and the
+// keys in it, function libraries that functions: replace would keep,
+// more keys than the duplicate check takes, a target that is itself a
+// replica: auto replays (database 9 and the
 // libraries stay), replicate refuses before it changes anything.
 func TestReplicateConditions(t *testing.T) {
 	ctx := context.Background()
@@ -284,7 +285,7 @@ func TestReplicateConditions(t *testing.T) {
 	seed(ctx, t, src)
 	for _, mode := range []string{ModeLogical, ModeRDB} {
 		store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, map[string]any{"mode": mode, "databases": seedDBs}))
-		for _, cond := range []string{"database 9", "functions", "replica"} {
+		for _, cond := range []string{"database 9", "functions", "keys", "replica"} {
 			t.Run(mode+"/"+cond, func(t *testing.T) {
 				dst := startServer(t)
 				adm := dst.admin()
@@ -303,6 +304,11 @@ func TestReplicateConditions(t *testing.T) {
 					}
 					opts.Extra[OptFunctions] = "replace"
 					why = "functions: replace"
+				case "keys":
+					old := maxFullSyncKeys
+					maxFullSyncKeys = 50
+					defer func() { maxFullSyncKeys = old }()
+					why = "checking more than 50"
 				case "replica":
 					other := startServer(t)
 					adm.Do(ctx, "CONFIG", "SET", "masterauth", other.password)
