@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
 	"github.com/cnvrg/capsule/engines"
@@ -248,6 +249,10 @@ func replicateInto(ctx context.Context, job *engines.RestoreJob, ep *endpoint, s
 	start := time.Now()
 	s.replicaOf = true
 	if err := conn.Do(ctx, "REPLICAOF", ip, strconv.Itoa(port)).Err(); err != nil {
+		var refused goredis.Error
+		if errors.As(err, &refused) {
+			s.replicaOf = false // the server refused it (NOPERM, cluster mode): nothing to undo
+		}
 		if uerr := s.undo(); uerr != nil {
 			return nil, fmt.Errorf("REPLICAOF: %w; %s", err, s.state(uerr))
 		}

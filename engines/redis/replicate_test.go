@@ -285,7 +285,7 @@ func TestReplicateConditions(t *testing.T) {
 	seed(ctx, t, src)
 	for _, mode := range []string{ModeLogical, ModeRDB} {
 		store, info := enginetest.Backup(ctx, t, New(), src.source("", src.password, map[string]any{"mode": mode, "databases": seedDBs}))
-		for _, cond := range []string{"database 9", "functions", "keys", "replica"} {
+		for _, cond := range []string{"database 9", "functions", "keys", "replica", "no REPLICAOF"} {
 			t.Run(mode+"/"+cond, func(t *testing.T) {
 				dst := startServer(t)
 				adm := dst.admin()
@@ -309,6 +309,9 @@ func TestReplicateConditions(t *testing.T) {
 					maxFullSyncKeys = 50
 					defer func() { maxFullSyncKeys = old }()
 					why = "checking more than 50"
+				case "no REPLICAOF":
+					adm.Do(ctx, "ACL", "SETUSER", "default", "-replicaof")
+					why = "REPLICAOF: NOPERM"
 				case "replica":
 					other := startServer(t)
 					adm.Do(ctx, "CONFIG", "SET", "masterauth", other.password)
@@ -318,13 +321,16 @@ func TestReplicateConditions(t *testing.T) {
 					}
 					why = "the target is a replica"
 				}
-				before := takeSnapshot(ctx, t, dst)
+				before, beforeState := takeSnapshot(ctx, t, dst), targetState(ctx, t, dst)
 				_, err := New().Restore(ctx, store.RestoreJob(t, "cond", dst.source("", dst.password, map[string]any{"restoreLoad": "replicate"}), info, opts))
 				if err == nil || !strings.Contains(err.Error(), why) {
 					t.Fatalf("restoreLoad replicate: err = %v, want a refusal naming %q", err, why)
 				}
 				if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
 					t.Fatalf("a refused full sync changed the target: %s", diff)
+				}
+				if got := targetState(ctx, t, dst); got != beforeState {
+					t.Errorf("target after the refusal: %s, want %s", got, beforeState)
 				}
 				if cond == "replica" {
 					return // a replica refuses writes: no replay either
