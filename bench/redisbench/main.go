@@ -38,6 +38,7 @@ func run() error {
 		runs     = flag.Int("runs", 1, "measure every step this many times and keep the fastest")
 		rdb      = flag.Bool("rdb", true, "also back up and restore in RDB mode")
 		scan     = flag.Bool("scan", true, "also back up in logical mode with logicalRead: scan (the SCAN+DUMP read, the fallback when the server refuses SYNC)")
+		diskless = flag.String("diskless-load", "", "the target's repl-diskless-load (default: the server's, disabled): on-empty-db or swapdb load a full sync's transfer as it streams")
 		profile  = flag.String("cpuprofile", "", "instead of the table: back up and restore once per mode in this process under the CPU profiler, writing FILE.<mode>.backup and FILE.<mode>.restore")
 	)
 	flag.Parse()
@@ -75,7 +76,11 @@ func run() error {
 		return err
 	}
 	defer src.stop()
-	dst, err := startRedis(ctx, filepath.Join(work, "target"))
+	var targetConf []string
+	if *diskless != "" {
+		targetConf = append(targetConf, "repl-diskless-load "+*diskless)
+	}
+	dst, err := startRedis(ctx, filepath.Join(work, "target"), targetConf...)
 	if err != nil {
 		return err
 	}
@@ -85,16 +90,22 @@ func run() error {
 	}
 	scanSource := source(src.port, "logical")
 	scanSource["logicalRead"] = "scan"
+	replaySource := source(dst.port, "logical")
+	replaySource["restoreLoad"] = "replay"
 	c := &benchkit.Capsule{Bin: capsuleBin, Dir: work, S3: s3, BucketName: bucketName, Bucket: bkt,
 		Sources: map[string]map[string]any{
-			"redis":        source(src.port, "logical"),
-			"redis-rdb":    source(src.port, "rdb"),
-			"redis-scan":   scanSource,
-			"redis-target": source(dst.port, "logical"),
+			"redis":               source(src.port, "logical"),
+			"redis-rdb":           source(src.port, "rdb"),
+			"redis-scan":          scanSource,
+			"redis-target":        source(dst.port, "logical"),
+			"redis-target-replay": replaySource,
 		}}
 
 	fmt.Printf("machine: %s\n", benchkit.Machine())
 	fmt.Printf("%s; no persistence, repl-diskless-sync-delay 0; S3: versitygw on loopback, same disk\n", version)
+	if *diskless != "" {
+		fmt.Printf("target: repl-diskless-load %s\n", *diskless)
+	}
 	fmt.Printf("load average at start: %s\n", benchkit.LoadAvg())
 
 	n := int64(*keys)
@@ -170,24 +181,36 @@ func run() error {
 			t.record(row{name: "capsule backup (" + mode + ")", wall: out.Wall, work: out.Work(), output: out.Result.StoredBytes, rss: out.PeakRSS,
 				cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
 
-			fmt.Fprintf(os.Stderr, "capsule restore (%s)\n", mode)
-			if err := dst.do(ctx, "FLUSHALL"); err != nil {
-				return err
-			}
-			rreq := &requests.Request{Kind: requests.KindRestore, BackupID: req.ID, Target: "redis-target"}
-			before = servers()
-			out, err = c.Run(ctx, rreq, "zstd")
-			if err != nil {
-				return err
-			}
-			t.record(row{name: "capsule restore (" + mode + ")", wall: out.Wall, work: out.Work(), rss: out.PeakRSS,
-				cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
-			got, err := dst.dbsize(ctx)
-			if err != nil {
-				return err
-			}
-			if got != n {
-				return fmt.Errorf("capsule restore (%s): the target holds %d keys, want %d", mode, got, n)
+			// The same backup restored both ways, back to back: by a
+			// full sync (restoreLoad: auto, which takes it here) and by
+			// the replay (restoreLoad: replay).
+			for _, load := range []string{"replicate", "replay"} {
+				target, rowName := "redis-target", "capsule restore ("+mode+")"
+				if load == "replay" {
+					target, rowName = "redis-target-replay", "capsule restore ("+mode+", replay)"
+				}
+				fmt.Fprintf(os.Stderr, "%s\n", rowName)
+				if err := dst.do(ctx, "FLUSHALL"); err != nil {
+					return err
+				}
+				rreq := &requests.Request{Kind: requests.KindRestore, BackupID: req.ID, Target: target}
+				before = servers()
+				out, err = c.Run(ctx, rreq, "zstd")
+				if err != nil {
+					return err
+				}
+				t.record(row{name: rowName, wall: out.Wall, work: out.Work(), rss: out.PeakRSS,
+					cpu: out.CPU, server: servers() - before, s3: out.S3CPU})
+				got, err := dst.dbsize(ctx)
+				if err != nil {
+					return err
+				}
+				if got != n {
+					return fmt.Errorf("%s: the target holds %d keys, want %d", rowName, got, n)
+				}
+				if v, err := dst.reply(ctx, "INFO", "replication"); err != nil || !strings.Contains(v, "role:master") {
+					return fmt.Errorf("%s: the target is not a master after the restore (%v)", rowName, err)
+				}
 			}
 		}
 	}
@@ -207,6 +230,8 @@ const (
 	rowRestoreLogical = "capsule restore (logical)"
 	rowBackupRDB      = "capsule backup (rdb)"
 	rowRestoreRDB     = "capsule restore (rdb)"
+	rowReplayLogical  = "capsule restore (logical, replay)"
+	rowReplayRDB      = "capsule restore (rdb, replay)"
 )
 
 // row is one step: the fastest of its runs.
@@ -276,7 +301,8 @@ func (t *table) print(w io.Writer, keys int64) {
 	fmt.Fprintln(w, "capsule rows: a `capsule worker --once` process from start to exit (start-up, claim, the work, commit;")
 	fmt.Fprintln(w, "work: the executor's time on the request, from its result),")
 	fmt.Fprintln(w, "zstd to versitygw; restores go into a second, emptied redis-server and read the artifact twice (check,")
-	fmt.Fprintln(w, "then replay). CPU s: client is the tool's or the worker's; redis is both servers' with their forks;")
+	fmt.Fprintln(w, "then load): \"capsule restore (MODE)\" by one full sync from the worker (restoreLoad: auto), \", replay\"")
+	fmt.Fprintln(w, "with commands (restoreLoad: replay), the same backup back to back. CPU s: client is the tool's or the worker's; redis is both servers' with their forks;")
 	fmt.Fprintln(w, "S3 is versitygw's. Peak RSS: the worker's own VmHWM. Logical backup: the keyspace read over replication")
 	fmt.Fprintln(w, "(logicalRead: auto); \"logical, scan\": logicalRead: scan, SCAN + PEXPIRETIME + DUMP (the fallback).")
 	if t.runs > 1 {
@@ -309,6 +335,10 @@ func (t *table) targets(w io.Writer, keys int64) {
 	check("logical restore ≤ redis-server loading the RDB", rowRestoreLogical, rowLoad)
 	check("rdb backup ≤ logical backup", rowBackupRDB, rowBackupLogical)
 	check("rdb restore ≤ logical restore", rowRestoreRDB, rowRestoreLogical)
+	check("(replay) logical restore ≤ redis-server loading the RDB", rowReplayLogical, rowLoad)
+	check("(replay) rdb restore ≤ logical restore", rowReplayRDB, rowReplayLogical)
+	check("full sync against replay, logical", rowRestoreLogical, rowReplayLogical)
+	check("full sync against replay, rdb", rowRestoreRDB, rowReplayRDB)
 	tab.Print(w)
 	fmt.Fprintf(w, "ratio: capsule's wall over the anchor's for the same %d keys (≤ 1.00× meets the target)\n", keys)
 }

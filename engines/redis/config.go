@@ -28,6 +28,13 @@ const (
 	ReadScan = "scan"
 )
 
+// How a restore loads the keys (setting restoreLoad).
+const (
+	LoadAuto      = "auto"
+	LoadReplicate = "replicate"
+	LoadReplay    = "replay"
+)
+
 const defaultBatchSize = 2000
 
 // Config is a redis source's settings.
@@ -52,6 +59,13 @@ type Config struct {
 	// only: a refusal fails the backup) or "scan" (SCAN and DUMP only,
 	// for servers that must not fork).
 	LogicalRead string `json:"logicalRead,omitempty"`
+	// RestoreLoad is how a restore into this source loads the backup:
+	// "auto" (the default: a full sync with the worker as the target's
+	// master when that means the same as the replay and the target can
+	// reach the worker, else the replay, logging why), "replicate" (the
+	// full sync only: fail instead of replaying) or "replay" (flush the
+	// backed-up databases and replay the keys with commands).
+	RestoreLoad string `json:"restoreLoad,omitempty"`
 	// BatchSize is how many keys go in one pipelined round trip (default
 	// 2000): SCAN's COUNT, and as many DUMPs or RESTOREs.
 	BatchSize int `json:"batchSize,omitempty"`
@@ -189,6 +203,11 @@ func (c *Config) validate() error {
 	if c.LogicalRead != "" && c.mode() != ModeLogical {
 		return fmt.Errorf("setting logicalRead is for mode %q only", ModeLogical)
 	}
+	switch c.RestoreLoad {
+	case "", LoadAuto, LoadReplicate, LoadReplay:
+	default:
+		return fmt.Errorf("setting restoreLoad: %q is not %q, %q or %q", c.RestoreLoad, LoadAuto, LoadReplicate, LoadReplay)
+	}
 	if c.BatchSize < 0 || c.BatchSize > 100000 {
 		return fmt.Errorf("setting batchSize: %d is outside 1..100000", c.BatchSize)
 	}
@@ -237,6 +256,13 @@ func (c *Config) logicalRead() string {
 		return ReadAuto
 	}
 	return c.LogicalRead
+}
+
+func (c *Config) restoreLoad() string {
+	if c.RestoreLoad == "" {
+		return LoadAuto
+	}
+	return c.RestoreLoad
 }
 
 func (c *Config) batchSize() int {

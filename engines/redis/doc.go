@@ -60,8 +60,44 @@
 // format than the target reads is refused with a clear error), and
 // RestoreJob.CheckFence confirms that this attempt still holds the
 // request's lease (a worker paused past its lease must not flush what its
-// successor restored). Only then
-// are the databases the backup holds flushed (FLUSHDB each, never
+// successor restored). Only then is the target changed, by one of two
+// loads (source setting restoreLoad: auto, the default; replicate;
+// replay).
+//
+// Full sync (replicate.go, master.go, rdbbuild.go): the target becomes a
+// replica of the worker for one full sync and loads the backup as a
+// server loads an RDB (tables sized once, no per-key lookup). The worker
+// listens on its own address towards the target (port 0), sets the
+// target's masterauth to a random one-time token (masteruser cleared;
+// both CONFIG GET first and put back), CheckFence, REPLICAOF; the only
+// connection it serves is one that AUTHs with the token first (every
+// read bounded, one connection, 5 s to connect); it answers PSYNC with
+// +FULLRESYNC and a diskless EOF-marked transfer (length-prefixed for a
+// replica without capa eof) of the stored dump.rdb (rdb mode) or of an
+// RDB built from keys.bin as it streams (SELECTDB, RESIZEDB from the
+// first pass's counts, EXPIRETIME_MS, type byte, key, value encoding;
+// FUNCTION2 records; CRC-64). The end mark is written only after the
+// artifact was read to its end and checked, so a cut transfer is one the
+// replica discards: the target keeps its data (repl-diskless-load
+// disabled writes the transfer to a file and flushes only when it is
+// whole; swapdb keeps the old data until the load succeeded; on-empty-db
+// loads from the socket only into an empty server). A key listed twice
+// (a loading server panics) or a value encoding the walker does not know
+// cuts the transfer. After the replica's first REPLCONF ACK and INFO
+// saying it loaded, REPLICAOF NO ONE (Downtime is REPLICAOF to NO ONE);
+// after any failure past REPLICAOF the worker still sends REPLICAOF NO
+// ONE and puts masterauth back, and the error says what state the target
+// is in. A full sync replaces every database and the functions, so auto
+// takes it only when that is what the restore means (every target
+// database with keys is restored, the functions option flush or the
+// target without libraries, the target a master, the rights to CONFIG
+// and REPLICAOF, no tls-replication, not a SCAN-read backup, at most
+// maxFullSyncKeys keys for the duplicate check's 64 MB) and replays
+// otherwise, logging why, as it does when the target does not connect
+// or the transfer is cut for content it must not send; replicate fails
+// instead. Verification always replays.
+//
+// Replay: the databases the backup holds are flushed (FLUSHDB each, never
 // FLUSHALL; databases the target's own databases setting excludes are
 // left alone) and the second pass replays the keys (replay.go), pipelined
 // with the replies read by a goroutine: strings in one MSET per batch (SET

@@ -474,7 +474,24 @@ func (w *rdbWalker) stream(typ byte) error {
 // the server wrote). With extract the functions record holds its
 // payload (a checking pass needs none).
 func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, error) {
+	return parseRDBTo(r, fn, extract, nil, 0)
+}
+
+// parseRDBTo is parseRDB that also writes the file to out element by
+// element, each only once it was walked and fn returned nil for it:
+// nothing reaches out that the walk did not check (a full sync's replica
+// that loads from the socket as it streams would stop the server on a
+// malformed element or a duplicate key). With maxDB > 0 a SELECTDB of a
+// database from maxDB up fails the walk (a loading server exits on one).
+func parseRDBTo(r io.Reader, fn func(*record) error, extract bool, out io.Writer, maxDB int) (*rdbInfo, error) {
 	w := &rdbWalker{br: bufio.NewReaderSize(r, 1<<20)}
+	emit := func() error {
+		if out == nil || len(w.seg) == 0 {
+			return nil
+		}
+		_, err := out.Write(w.seg)
+		return err
+	}
 	info := &rdbInfo{aux: map[string]string{}, keys: map[int]int64{}}
 	if err := w.take(9); err != nil {
 		return nil, formatErr("rdb file is truncated")
@@ -508,6 +525,9 @@ func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, erro
 	var expireAt int64
 	rec := &record{kind: tagKey}
 	for {
+		if err := emit(); err != nil {
+			return nil, err
+		}
 		w.crc = crcJones(w.crc, w.seg)
 		w.seg = w.seg[:0]
 		op, err := w.byte()
@@ -542,6 +562,9 @@ func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, erro
 			if n > 1<<20 {
 				return nil, formatErr("rdb: database %d", n)
 			}
+			if maxDB > 0 && n >= uint64(maxDB) {
+				return nil, notLoadable("the snapshot selects database %d, but the target has %d", n, maxDB)
+			}
 			db = int(n)
 		case 0xFD: // expire time, seconds
 			if err := w.take(4); err != nil {
@@ -570,6 +593,9 @@ func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, erro
 				funcs = append(funcs, w.seg...)
 			}
 		case 0xFF: // end
+			if err := emit(); err != nil {
+				return nil, err
+			}
 			w.crc = crcJones(w.crc, w.seg)
 			w.seg = w.seg[:0]
 			if err := emitFunctions(); err != nil {
@@ -582,6 +608,9 @@ func parseRDB(r io.Reader, fn func(*record) error, extract bool) (*rdbInfo, erro
 				}
 				if sum := binary.LittleEndian.Uint64(w.seg); sum != 0 && sum != want {
 					return nil, formatErr("rdb file checksum mismatch")
+				}
+				if err := emit(); err != nil {
+					return nil, err
 				}
 			}
 			if _, err := w.br.ReadByte(); err == nil {

@@ -30,7 +30,9 @@ type summary struct {
 	keys       map[int]int64 // keys per database
 	functions  bool
 	rdbVersion int
-	expired    int64 // keys already expired at check time
+	expired    int64         // keys already expired at check time
+	expires    map[int]int64 // keys with an expiry per database
+	size       int64         // bytes of an RDB file
 }
 
 // Restore implements engines.Engine. It reads the artifact twice: the
@@ -153,6 +155,30 @@ func restoreInto(ctx context.Context, job *engines.RestoreJob, cfg *Config, ep *
 		total += sum.keys[db]
 	}
 
+	// Load as the server loads, by a full sync, when that means the
+	// same as the replay (restoreLoad).
+	if load := cfg.restoreLoad(); observe == nil && load != LoadReplay {
+		info, err := func() (*engines.RestoreInfo, error) {
+			setup, err := replicateCheck(ctx, job, ep, conn, sum, dbs, functionsPolicy)
+			if err != nil {
+				return nil, err
+			}
+			return replicateInto(ctx, job, ep, setup, sum, dbs, len(targetDBs), artifact, functionsPolicy, log)
+		}()
+		var fb *fallbackError
+		switch {
+		case err == nil:
+			info.Details["targetVersion"], info.Details["targetRDBVersion"] = version, targetRDB
+			return info, nil
+		case errors.As(err, &fb) && load == LoadAuto:
+			log.WithField("reason", fb.reason).Info("redis restore replays the keys instead of a full sync")
+		case errors.As(err, &fb):
+			return nil, fmt.Errorf("setting restoreLoad is %q but %s; the target is as it was", LoadReplicate, fb.reason)
+		default:
+			return nil, err
+		}
+	}
+
 	// Only the holder of the lease may change the target: confirm it
 	// now, the last thing before the first flush.
 	if err := job.CheckFence(ctx); err != nil {
@@ -190,6 +216,7 @@ func restoreInto(ctx context.Context, job *engines.RestoreJob, cfg *Config, ep *
 	return &engines.RestoreInfo{
 		Downtime: downtime,
 		Details: map[string]any{
+			"load":             "replay",
 			"keys":             rs.restored,
 			"expiredSkipped":   rs.expired,
 			"databases":        dbs,
@@ -232,7 +259,7 @@ func readArtifact(ctx context.Context, job *engines.RestoreJob, artifact string,
 		return nil, err
 	}
 	defer rc.Close()
-	sum := &summary{keys: map[int]int64{}}
+	sum := &summary{keys: map[int]int64{}, expires: map[int]int64{}}
 	var cbErr error
 	now := time.Now().UnixMilli()
 	onRecord := func(rec *record) error {
@@ -248,6 +275,9 @@ func readArtifact(ctx context.Context, job *engines.RestoreJob, artifact string,
 			if rec.expireAt > 0 && rec.expireAt <= now {
 				sum.expired++
 			}
+			if rec.expireAt > 0 {
+				sum.expires[rec.db]++
+			}
 			sum.keys[rec.db]++
 		}
 		if fn != nil {
@@ -262,7 +292,8 @@ func readArtifact(ctx context.Context, job *engines.RestoreJob, artifact string,
 	case formatRDB:
 		var info *rdbInfo
 		cur := -1
-		info, err = parseRDB(rc, func(rec *record) error {
+		cr := &countReader{r: rc}
+		info, err = parseRDB(cr, func(rec *record) error {
 			if rec.kind == tagKey && rec.db != cur {
 				cur = rec.db
 				if err := onRecord(&record{kind: tagDatabase, db: cur}); err != nil {
@@ -273,6 +304,7 @@ func readArtifact(ctx context.Context, job *engines.RestoreJob, artifact string,
 		}, load)
 		if err == nil {
 			sum.rdbVersion = max(sum.rdbVersion, info.version)
+			sum.size = cr.n
 		}
 	default:
 		err = readKeys(rc, load, onRecord)
@@ -340,4 +372,16 @@ func parseDBList(s string) ([]int, error) {
 		dbs = append(dbs, n)
 	}
 	return dbs, nil
+}
+
+// countReader counts the bytes read through it.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
