@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cnvrg/capsule/bench/internal/benchkit"
+	"github.com/cnvrg/capsule/executor"
 	"github.com/cnvrg/capsule/requests"
 )
 
@@ -155,7 +156,7 @@ func run() error {
 			fmt.Fprintf(os.Stderr, "capsule backup (logical, scan)\n")
 			req := &requests.Request{Kind: requests.KindBackup, Source: "redis-scan"}
 			before := servers()
-			out, err := c.Run(ctx, req, "zstd")
+			out, err := c.Run(ctx, req, executor.DefaultCompression)
 			if err != nil {
 				return err
 			}
@@ -170,7 +171,7 @@ func run() error {
 			fmt.Fprintf(os.Stderr, "capsule backup (%s)\n", mode)
 			req := &requests.Request{Kind: requests.KindBackup, Source: name}
 			before := servers()
-			out, err := c.Run(ctx, req, "zstd")
+			out, err := c.Run(ctx, req, executor.DefaultCompression)
 			if err != nil {
 				return err
 			}
@@ -195,7 +196,7 @@ func run() error {
 				}
 				rreq := &requests.Request{Kind: requests.KindRestore, BackupID: req.ID, Target: target}
 				before = servers()
-				out, err = c.Run(ctx, rreq, "zstd")
+				out, err = c.Run(ctx, rreq, executor.DefaultCompression)
 				if err != nil {
 					return err
 				}

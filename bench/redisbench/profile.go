@@ -27,7 +27,7 @@ func profileModes(ctx context.Context, c *benchkit.Capsule, dst *redisServer, mo
 	}
 	x, err := executor.New(executor.Config{
 		Bucket: c.Bucket, Engines: engines.NewRegistry(redis.New()), Worker: "redisbench-profile",
-		Compression: "zstd", Sources: srcs,
+		Compression: executor.DefaultCompression, Sources: srcs,
 	})
 	if err != nil {
 		return err
