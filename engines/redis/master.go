@@ -101,7 +101,12 @@ func (m *fakeMaster) accept() {
 		if err != nil {
 			return
 		}
-		if m.claimed.Load() || m.pending.Add(1) > maxPendingHandshakes {
+		if m.claimed.Load() {
+			m.refused.Add(1)
+			c.Close()
+			continue
+		}
+		if m.pending.Add(1) > maxPendingHandshakes {
 			m.pending.Add(-1)
 			m.refused.Add(1)
 			c.Close()
