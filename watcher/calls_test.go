@@ -81,6 +81,16 @@ func (c *counting) Delete(ctx context.Context, key string) error {
 	return c.Bucket.Delete(ctx, key)
 }
 
+// DeleteBatch counts one DELETES call, by the kind of its first key, and
+// each key it names as BATCHED by its kind (not a call).
+func (c *counting) DeleteBatch(ctx context.Context, keys []string) ([]error, error) {
+	c.add("DELETES", keys[0])
+	for _, k := range keys {
+		c.add("BATCHED", k)
+	}
+	return c.Bucket.(bucket.BatchDeleter).DeleteBatch(ctx, keys)
+}
+
 // countingEnv is an env on a fresh bucket of the S3 test server whose
 // calls are counted.
 func countingEnv(t *testing.T) (*env, *counting) {
@@ -96,8 +106,9 @@ func countingEnv(t *testing.T) (*env, *counting) {
 // A claim of a request nobody holds reads no lease and no request
 // metadata, a backup's looks for no result (its create-only writes are
 // the guard) and finds cancel objects in the pass's listing of cancel/,
-// not with a HEAD, and a short run writes its lease once and deletes no cancel
-// object that was never there; the request still runs once and leaves no
+// not with a HEAD, and a short run writes its lease once, deletes no cancel
+// object that was never there, and deletes its request and lease in one
+// call (S3 DeleteObjects); the request still runs once and leaves no
 // control object behind.
 func TestClaimMakesNoNeedlessCalls(t *testing.T) {
 	e, c := countingEnv(t)
@@ -112,7 +123,8 @@ func TestClaimMakesNoNeedlessCalls(t *testing.T) {
 	}
 	for call, want := range map[string]int{
 		"GET leases": 0, "HEAD requests": 0, "DELETE cancel": 0, "PUT leases": 1,
-		"GET requests": 1, "HEAD results": 0, "DELETE requests": 1, "DELETE leases": 1,
+		"GET requests": 1, "HEAD results": 0, "DELETE requests": 0, "DELETE leases": 0,
+		"DELETES requests": 1, "BATCHED requests": 1, "BATCHED leases": 1, "BATCHED cancel": 0,
 		"HEAD cancel": 0, "LIST cancel": 1,
 	} {
 		if got[call] != want {

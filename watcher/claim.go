@@ -646,10 +646,16 @@ func redactResult(r *requests.Result) *requests.Result {
 	return &c
 }
 
-// cleanup removes a finished request's control objects, the lease last:
-// the request, its cancel object when one was seen (all: whenever this
-// worker cannot know, as after an earlier holder's finish), then the
-// lease. A cancel object written after the last look is a sweep's.
+// cleanup removes a finished request's control objects: the request,
+// its cancel object when one was seen (all: whenever this worker cannot
+// know, as after an earlier holder's finish), and the lease, in one call
+// where the bucket deletes in batches (S3 DeleteObjects), else one by one
+// with the lease last. A batch promises no order, and a key can fail
+// alone: a request left behind while its lease went (deleted once more
+// by itself, and failed again) is claimed afresh by a later pass, which
+// finds it finished (a restore or verification looks for the result; a
+// backup's create-only artifacts, index and result stop a second run's
+// commit). A cancel object written after the last look is a sweep's.
 func (w *Watcher) cleanup(ctx context.Context, id string, all bool) {
 	w.mu.Lock()
 	seen := w.canceled[id]
@@ -659,10 +665,8 @@ func (w *Watcher) cleanup(ctx context.Context, id string, all bool) {
 	if all || seen {
 		keys = append(keys, requests.CancelKey(id))
 	}
-	for _, key := range append(keys, requests.LeaseKey(id)) {
-		if err := w.cfg.Bucket.Delete(ctx, key); err != nil {
-			w.log.WithError(err).WithField("key", key).Warn("cleanup failed; the next pass finishes it")
-		}
+	if err := bucket.DeleteKeys(ctx, w.cfg.Bucket, append(keys, requests.LeaseKey(id))...); err != nil {
+		w.log.WithError(err).WithField("request_id", id).Warn("cleanup failed; the next pass finishes it")
 	}
 }
 
