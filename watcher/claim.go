@@ -57,6 +57,32 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 		}
 		return 0, nil
 	}
+	// leases/ is listed before requests/ when the last listing of
+	// requests/ showed some (a busy queue; the sweep's pass too): a
+	// request finished between the two listings then shows in neither,
+	// its lease being deleted with or after it. Listed after, it would
+	// show unleased, and its claim would cost a lease, a GET and a delete
+	// for nothing. An idle worker lists requests/ alone, and leases/ only
+	// once it sees one.
+	var leases map[string]bucket.ObjectInfo
+	listLeases := func() error {
+		leases = map[string]bucket.ObjectInfo{}
+		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
+			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
+				leases[id] = o
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list leases: %w", err)
+		}
+		return nil
+	}
+	if !w.quiet || sweepDue {
+		if err := listLeases(); err != nil {
+			return 0, err
+		}
+	}
 	pending := map[string]bool{}
 	var listed []bucket.ObjectInfo
 	err := bucket.Walk(ctx, w.cfg.Bucket, requests.RequestsPrefix, func(o bucket.ObjectInfo) error {
@@ -80,17 +106,9 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	// frees meanwhile (a job finished; it wakes the next pass) knows
 	// neither the leases nor the cancel objects.
 	canClaim := len(listed) > 0 && w.free() > 0
-	var leases map[string]bucket.ObjectInfo
-	if canClaim || sweepDue {
-		leases = map[string]bucket.ObjectInfo{}
-		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
-			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
-				leases[id] = o
-			}
-			return nil
-		})
-		if err != nil {
-			return 0, fmt.Errorf("list leases: %w", err)
+	if canClaim && leases == nil {
+		if err := listLeases(); err != nil {
+			return 0, err
 		}
 	}
 	// The cancel objects, when this pass may claim: a claim looks them up
