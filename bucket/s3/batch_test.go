@@ -33,3 +33,40 @@ func TestDeleteKeysIsOneCall(t *testing.T) {
 		}
 	}
 }
+
+// A server that refuses DeleteObjects as sent (here: one that refuses
+// the CRC32 checksum the SDK must send with it, as several S3-compatible
+// servers do) costs one refused call: DeleteKeys deletes every key by
+// itself, and later DeleteKeys of that Bucket make no DeleteObjects call.
+func TestDeleteKeysWhereTheServerRefusesTheBatch(t *testing.T) {
+	t.Setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "")
+	t.Setenv("AWS_RESPONSE_CHECKSUM_VALIDATION", "")
+	srv, p := quirky(t, faultproxy.RejectChecksums)
+	name := srv.NewBucket(t)
+	b := bucketAt(t, srv, p.URL(), name)
+	clean := newBucket(t, srv, name)
+	ctx := t.Context()
+	for round := range 2 {
+		keys := []string{"requests/a.json", "leases/a.json"}
+		for _, k := range keys {
+			if _, err := bucket.PutBytes(ctx, clean, k, []byte("x"), bucket.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := p.Stats()
+		if err := bucket.DeleteKeys(ctx, b, keys...); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		after := p.Stats()
+		batches := after.Requests[faultproxy.DeleteObjects] - before.Requests[faultproxy.DeleteObjects]
+		singles := after.Requests[faultproxy.DeleteObject] - before.Requests[faultproxy.DeleteObject]
+		if want := 1 - round; batches != want || singles != len(keys) {
+			t.Errorf("round %d: %d DeleteObjects and %d DeleteObject calls, want %d and %d", round, batches, singles, want, len(keys))
+		}
+		for _, k := range keys {
+			if _, err := clean.Head(ctx, k); !errors.Is(err, bucket.ErrNotFound) {
+				t.Errorf("round %d: %s is still there: %v", round, k, err)
+			}
+		}
+	}
+}
