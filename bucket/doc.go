@@ -15,6 +15,13 @@
 // up; RetryPolicy (DefaultRetry) is the one backoff that the backends, the
 // workers and the client use.
 //
+// Deletes of many keys go through DeleteKeys: one call per 1000 keys
+// where the bucket is a BatchDeleter (S3 DeleteObjects; Prefixed views
+// and decorators pass it through), one DELETE per key in order elsewhere
+// (GCS, Azure, the directory bucket). A batch promises no order: a key
+// it failed alone is deleted once more by itself, and a call that failed
+// as a whole falls back to one DELETE per key in order.
+//
 // Objects that another party may have written are read whole only through
 // GetBytesLimit: one larger than its limit is refused as a *TooLargeError
 // (ErrTooLarge) from the size the store reports, without reading its body.

@@ -122,3 +122,17 @@ func (p *prefixedLister) ListUploads(ctx context.Context, prefix string) ([]Pend
 func (p *prefixedLister) AbortUpload(ctx context.Context, key, uploadID string) error {
 	return p.ul.AbortUpload(ctx, p.p+key, uploadID)
 }
+
+// DeleteBatch is the underlying bucket's batch delete of the keys under
+// the prefix; errors.ErrUnsupported when it has none.
+func (p *prefixed) DeleteBatch(ctx context.Context, keys []string) ([]error, error) {
+	bd, ok := p.b.(BatchDeleter)
+	if !ok {
+		return nil, errNoBatch
+	}
+	full := make([]string, len(keys))
+	for i, k := range keys {
+		full[i] = p.p + k
+	}
+	return bd.DeleteBatch(ctx, full)
+}

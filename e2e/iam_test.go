@@ -27,6 +27,7 @@ var s3CallActions = map[string]string{
 	"UploadPart":              "s3:PutObject",
 	"CompleteMultipartUpload": "s3:PutObject",
 	"DeleteObject":            "s3:DeleteObject",
+	"DeleteObjects":           "s3:DeleteObject", // AWS authorizes each key of the batch as a DeleteObject
 	"AbortMultipartUpload":    "s3:AbortMultipartUpload",
 	"ListMultipartUploads":    "s3:ListBucketMultipartUploads",
 }

@@ -383,11 +383,73 @@ func record(ctx context.Context, b bucket.Bucket, x *BackupIndex, data []byte, s
 		return err
 	}
 	key := requests.CatalogEventDir(x.Cluster, x.BackupID) + eventIndex
-	if err := putOnce(ctx, b, key, data, x.RetainUntil); err != nil {
-		return err
+	info, err := bucket.PutBytes(ctx, b, key, data, bucket.PutOptions{IfNoneMatch: true, ContentType: "application/json", RetainUntil: x.RetainUntil})
+	switch {
+	case err == nil:
+		rememberEvent(b, key, info.ETag, data)
+	case !errors.Is(err, bucket.ErrPreconditionFailed):
+		return fmt.Errorf("write catalog %s: %w", key, err)
 	}
 	settle(ctx, b, x.Cluster, s)
 	return nil
+}
+
+// ownEvents are the bytes of the commit events this process wrote, by
+// bucket and key, with the ETag their write returned: a compaction by
+// this process (settle) copies them without reading them back. One is
+// used only while the listing shows the object at its key with that same
+// ETag, the version this process wrote (an object written over since,
+// by anyone, is read as any other), and is judged as a read one is, with
+// the listing's LastModified. At most maxOwnEvents are kept, the oldest
+// forgotten first: forgetting only costs a GET.
+var ownEvents = struct {
+	sync.Mutex
+	m     map[settleKey]ownEvent
+	order []settleKey
+}{m: map[settleKey]ownEvent{}}
+
+type ownEvent struct {
+	etag string
+	data []byte
+}
+
+// maxOwnEvents bounds ownEvents: a few compactions' worth of one writer.
+const maxOwnEvents = 4 * CompactAfter
+
+// rememberEvent keeps the bytes of the event this process wrote at key
+// (see ownEvents). A bucket that is not a pointer (no identity), or a
+// write that returned no ETag, is not remembered.
+func rememberEvent(b bucket.Bucket, key, etag string, data []byte) {
+	if etag == "" || reflect.TypeOf(b).Kind() != reflect.Pointer {
+		return
+	}
+	k := settleKey{b, key}
+	ownEvents.Lock()
+	defer ownEvents.Unlock()
+	if _, ok := ownEvents.m[k]; !ok {
+		ownEvents.order = append(ownEvents.order, k)
+	}
+	ownEvents.m[k] = ownEvent{etag: etag, data: data}
+	for len(ownEvents.order) > maxOwnEvents {
+		delete(ownEvents.m, ownEvents.order[0])
+		ownEvents.order = ownEvents.order[1:]
+	}
+}
+
+// recalledEvent returns the bytes this process wrote at ev's key, when the
+// listing shows that same version (its ETag); nil otherwise.
+func recalledEvent(b bucket.Reader, ev bucket.ObjectInfo) []byte {
+	wb, ok := b.(bucket.Bucket)
+	if !ok || ev.ETag == "" || reflect.TypeOf(wb).Kind() != reflect.Pointer {
+		return nil
+	}
+	ownEvents.Lock()
+	defer ownEvents.Unlock()
+	e, ok := ownEvents.m[settleKey{wb, ev.Key}]
+	if !ok || e.etag != ev.ETag {
+		return nil
+	}
+	return e.data
 }
 
 func writePointer(ctx context.Context, b bucket.Bucket, cluster, source, id string) error {
@@ -925,6 +987,10 @@ func (c Catalog) apply(ctx context.Context, cluster string, s *snapshot, o *clus
 		if path.Base(todo[i].Key) == eventIndex {
 			limit = MaxIndexSize
 		}
+		if own := recalledEvent(c.Bucket, todo[i]); own != nil && int64(len(own)) <= limit {
+			got[i].data, got[i].info = own, todo[i]
+			return nil
+		}
 		got[i].data, got[i].info, got[i].err = bucket.GetBytesLimit(ctx, c.Bucket, todo[i].Key, limit)
 		return nil
 	})
@@ -1149,12 +1215,9 @@ func (c Catalog) compact(ctx context.Context, cluster string, s *snapshot, o *cl
 			}
 		}
 	}
-	for _, k := range gone {
-		if err := c.Writer.Delete(ctx, k); err != nil {
-			return err
-		}
-	}
-	return nil
+	// In one call where the bucket deletes in batches: no order among
+	// them matters (the snapshot just written holds every event folded).
+	return bucket.DeleteKeys(ctx, c.Writer, gone...)
 }
 
 // Compact rewrites cluster's catalog from a walk of its indexes (every

@@ -115,7 +115,12 @@
 // compactions by commits; listings still compact). A compaction deletes
 // folded events, markers and older snapshots only CatalogGrace after they
 // were written, so a concurrent compaction that missed an event never
-// outlives it.
+// outlives it; it deletes them in one call where the bucket deletes in
+// batches (bucket.DeleteKeys: S3 DeleteObjects, 1000 keys a call).
+// A process remembers the bytes and ETag of the last 4×CompactAfter
+// commit events it wrote, and its compactions (and listings through the
+// same bucket) copy those without a GET while the listing shows the same
+// ETag: an event written over since is read and judged as any other.
 //
 // The catalog is a copy, believed no more than the indexes it copies:
 //

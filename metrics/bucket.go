@@ -102,6 +102,21 @@ func (i *instrumented) Delete(ctx context.Context, key string) error {
 	return err
 }
 
+// DeleteBatch counts one delete_batch call, when the bucket has a batch
+// delete (bucket.DeleteKeys deletes one key at a time otherwise).
+func (i *instrumented) DeleteBatch(ctx context.Context, keys []string) ([]error, error) {
+	bd, ok := i.b.(bucket.BatchDeleter)
+	if !ok {
+		return nil, bucket.NoBatch()
+	}
+	start := time.Now()
+	perKey, err := bd.DeleteBatch(ctx, keys)
+	if !errors.Is(err, errors.ErrUnsupported) {
+		i.done("delete_batch", start, err)
+	}
+	return perKey, err
+}
+
 func (i *instrumented) Upload(ctx context.Context, key string, opts bucket.PutOptions) (bucket.Upload, error) {
 	start := time.Now()
 	u, err := i.b.Upload(ctx, key, opts)

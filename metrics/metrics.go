@@ -128,7 +128,7 @@ func New(opts Options) *Registry {
 	r.releases = counter(r, LeaseReleases, "Leases handed back at shutdown (or after a failed commit) for another worker to take over at once.")
 	r.takeovers = counterVec(r, LeaseTakeovers, "Claims that took over an expired or handed-back lease (attempt 2 or later), by kind.", "kind")
 	r.abandoned = counter(r, RequestsAbandoned, "Requests ended failed after their last allowed attempt.")
-	r.bucketOps = counterVec(r, BucketOperations, "Calls to the bucket by operation (get, head, list, put, delete, upload) and outcome (ok, not_found, precondition_failed, canceled, error).", "operation", "outcome")
+	r.bucketOps = counterVec(r, BucketOperations, "Calls to the bucket by operation (get, head, list, put, delete, delete_batch: one call deleting many keys, upload) and outcome (ok, not_found, precondition_failed, canceled, error).", "operation", "outcome")
 	r.bucketTime = histogramVec(r, BucketOperationDuration, "Latency of bucket calls by operation (an upload from its start to its commit).",
 		prometheus.ExponentialBuckets(0.001, 2, 16), "operation")
 	r.sqsMessages = counterVec(r, SQSMessages, "SQS notifications handled, by outcome (claimed, unclaimed, ignored, invalid). Every one was deleted.", "outcome")

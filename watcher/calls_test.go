@@ -29,6 +29,8 @@ type counting struct {
 	mu     sync.Mutex
 	counts map[string]int
 	stale  []string
+	// listed, when set, is called after each listing with its prefix.
+	listed func(prefix string)
 }
 
 func (c *counting) add(op, key string) {
@@ -68,6 +70,12 @@ func (c *counting) List(ctx context.Context, prefix string, opts bucket.ListOpti
 		}
 		c.mu.Unlock()
 	}
+	c.mu.Lock()
+	listed := c.listed
+	c.mu.Unlock()
+	if listed != nil {
+		listed(prefix)
+	}
 	return p, err
 }
 
@@ -79,6 +87,16 @@ func (c *counting) Put(ctx context.Context, key string, body io.Reader, size int
 func (c *counting) Delete(ctx context.Context, key string) error {
 	c.add("DELETE", key)
 	return c.Bucket.Delete(ctx, key)
+}
+
+// DeleteBatch counts one DELETES call, by the kind of its first key, and
+// each key it names as BATCHED by its kind (not a call).
+func (c *counting) DeleteBatch(ctx context.Context, keys []string) ([]error, error) {
+	c.add("DELETES", keys[0])
+	for _, k := range keys {
+		c.add("BATCHED", k)
+	}
+	return c.Bucket.(bucket.BatchDeleter).DeleteBatch(ctx, keys)
 }
 
 // countingEnv is an env on a fresh bucket of the S3 test server whose
@@ -96,8 +114,9 @@ func countingEnv(t *testing.T) (*env, *counting) {
 // A claim of a request nobody holds reads no lease and no request
 // metadata, a backup's looks for no result (its create-only writes are
 // the guard) and finds cancel objects in the pass's listing of cancel/,
-// not with a HEAD, and a short run writes its lease once and deletes no cancel
-// object that was never there; the request still runs once and leaves no
+// not with a HEAD, and a short run writes its lease once, deletes no cancel
+// object that was never there, and deletes its request and lease in one
+// call (S3 DeleteObjects); the request still runs once and leaves no
 // control object behind.
 func TestClaimMakesNoNeedlessCalls(t *testing.T) {
 	e, c := countingEnv(t)
@@ -112,7 +131,8 @@ func TestClaimMakesNoNeedlessCalls(t *testing.T) {
 	}
 	for call, want := range map[string]int{
 		"GET leases": 0, "HEAD requests": 0, "DELETE cancel": 0, "PUT leases": 1,
-		"GET requests": 1, "HEAD results": 0, "DELETE requests": 1, "DELETE leases": 1,
+		"GET requests": 1, "HEAD results": 0, "DELETE requests": 0, "DELETE leases": 0,
+		"DELETES requests": 1, "BATCHED requests": 1, "BATCHED leases": 1, "BATCHED cancel": 0,
 		"HEAD cancel": 0, "LIST cancel": 1,
 	} {
 		if got[call] != want {
@@ -156,6 +176,57 @@ func TestStaleListingCostsThreeCallsAndRunsNothing(t *testing.T) {
 	}
 	if again := e.result(id); again == nil || again.Worker != r.Worker || again.FinishedAt != r.FinishedAt {
 		t.Errorf("result changed: %+v, was %+v", again, r)
+	}
+	if _, err := e.b.Head(ctx, requests.LeaseKey(id)); !errors.Is(err, bucket.ErrNotFound) {
+		t.Errorf("lease left behind: %v", err)
+	}
+}
+
+// A request another worker finishes between a pass's listings of
+// requests/ and leases/ is not claimed: the pass lists leases/ first (the
+// queue was busy), so the finished request shows in neither listing,
+// instead of showing unleased and costing a lease, a GET of the request
+// and the lease's removal.
+func TestRequestFinishedBetweenListingsIsNotClaimed(t *testing.T) {
+	e, c := countingEnv(t)
+	ctx := context.Background()
+	id := e.submit(backupReq("data"))
+	e.writeLease(id, 1, time.Minute) // another worker runs it
+	w := e.watcher("w2", nil)
+	if n, err := w.RunOnce(ctx); n != 0 || err != nil { // the start-up pass, which sweeps
+		t.Fatalf("RunOnce = %d, %v while the lease is held", n, err)
+	}
+	other := bucket.Prefixed(c.Bucket, "capsule/") // the other worker's calls are not counted
+	var once sync.Once
+	finish := func(prefix string) {
+		if !strings.HasSuffix(prefix, requests.RequestsPrefix) && !strings.HasSuffix(prefix, requests.LeasesPrefix) {
+			return
+		}
+		once.Do(func() { // the other worker finishes, after this pass's first listing
+			res := []byte(`{"apiVersion":"capsule/v1","kind":"Result","id":"` + id + `","status":"succeeded"}`)
+			if _, err := bucket.PutBytes(ctx, other, requests.ResultKey(id), res, bucket.PutOptions{}); err != nil {
+				t.Error(err)
+			}
+			for _, key := range []string{requests.RequestKey(id), requests.LeaseKey(id)} {
+				if err := other.Delete(ctx, key); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	c.mu.Lock()
+	c.listed = finish
+	c.mu.Unlock()
+	c.take()
+	if n, err := w.RunOnce(ctx); n != 0 || err != nil {
+		t.Fatalf("RunOnce = %d, %v: want nothing started", n, err)
+	}
+	w.Wait()
+	got := c.take()
+	for call, want := range map[string]int{"PUT leases": 0, "GET requests": 0, "DELETE leases": 0, "LIST leases": 1, "LIST requests": 1} {
+		if got[call] != want {
+			t.Errorf("%s: %d calls, want %d (all: %v)", call, got[call], want, got)
+		}
 	}
 	if _, err := e.b.Head(ctx, requests.LeaseKey(id)); !errors.Is(err, bucket.ErrNotFound) {
 		t.Errorf("lease left behind: %v", err)

@@ -57,6 +57,32 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 		}
 		return 0, nil
 	}
+	// leases/ is listed before requests/ when the last listing of
+	// requests/ showed some (a busy queue; the sweep's pass too): a
+	// request finished between the two listings then shows in neither,
+	// its lease being deleted with or after it. Listed after, it would
+	// show unleased, and its claim would cost a lease, a GET and a delete
+	// for nothing. An idle worker lists requests/ alone, and leases/ only
+	// once it sees one.
+	var leases map[string]bucket.ObjectInfo
+	listLeases := func() error {
+		leases = map[string]bucket.ObjectInfo{}
+		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
+			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
+				leases[id] = o
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list leases: %w", err)
+		}
+		return nil
+	}
+	if !w.quiet || sweepDue {
+		if err := listLeases(); err != nil {
+			return 0, err
+		}
+	}
 	pending := map[string]bool{}
 	var listed []bucket.ObjectInfo
 	err := bucket.Walk(ctx, w.cfg.Bucket, requests.RequestsPrefix, func(o bucket.ObjectInfo) error {
@@ -80,17 +106,9 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	// frees meanwhile (a job finished; it wakes the next pass) knows
 	// neither the leases nor the cancel objects.
 	canClaim := len(listed) > 0 && w.free() > 0
-	var leases map[string]bucket.ObjectInfo
-	if canClaim || sweepDue {
-		leases = map[string]bucket.ObjectInfo{}
-		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
-			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
-				leases[id] = o
-			}
-			return nil
-		})
-		if err != nil {
-			return 0, fmt.Errorf("list leases: %w", err)
+	if canClaim && leases == nil {
+		if err := listLeases(); err != nil {
+			return 0, err
 		}
 	}
 	// The cancel objects, when this pass may claim: a claim looks them up
@@ -646,10 +664,16 @@ func redactResult(r *requests.Result) *requests.Result {
 	return &c
 }
 
-// cleanup removes a finished request's control objects, the lease last:
-// the request, its cancel object when one was seen (all: whenever this
-// worker cannot know, as after an earlier holder's finish), then the
-// lease. A cancel object written after the last look is a sweep's.
+// cleanup removes a finished request's control objects: the request,
+// its cancel object when one was seen (all: whenever this worker cannot
+// know, as after an earlier holder's finish), and the lease, in one call
+// where the bucket deletes in batches (S3 DeleteObjects), else one by one
+// with the lease last. A batch promises no order, and a key can fail
+// alone: a request left behind while its lease went (deleted once more
+// by itself, and failed again) is claimed afresh by a later pass, which
+// finds it finished (a restore or verification looks for the result; a
+// backup's create-only artifacts, index and result stop a second run's
+// commit). A cancel object written after the last look is a sweep's.
 func (w *Watcher) cleanup(ctx context.Context, id string, all bool) {
 	w.mu.Lock()
 	seen := w.canceled[id]
@@ -659,10 +683,8 @@ func (w *Watcher) cleanup(ctx context.Context, id string, all bool) {
 	if all || seen {
 		keys = append(keys, requests.CancelKey(id))
 	}
-	for _, key := range append(keys, requests.LeaseKey(id)) {
-		if err := w.cfg.Bucket.Delete(ctx, key); err != nil {
-			w.log.WithError(err).WithField("key", key).Warn("cleanup failed; the next pass finishes it")
-		}
+	if err := bucket.DeleteKeys(ctx, w.cfg.Bucket, append(keys, requests.LeaseKey(id))...); err != nil {
+		w.log.WithError(err).WithField("request_id", id).Warn("cleanup failed; the next pass finishes it")
 	}
 }
 

@@ -7,7 +7,11 @@
 //
 //   - RunOnce lists requests/ (oldest first: ids are time-ordered) and,
 //     when it could claim one, leases/ and cancel/ once each, and claims
-//     what it can (lease.Acquire). A request with no listed lease is claimed
+//     what it can (lease.Acquire). While the queue is busy (the last
+//     listing of requests/ showed some) it lists leases/ before
+//     requests/: a request finished between the two listings then shows
+//     in neither, where listed the other way it would show unleased and
+//     be claimed in vain (three calls). A request with no listed lease is claimed
 //     create-only without reading a lease first (lease.Claim.Fresh: one
 //     call; a 412 means another worker holds it now); the oldest few are
 //     tried in an order of each worker's own (a hash of worker and id)
@@ -60,9 +64,18 @@
 //     short run: the lease is surely still its own while the writes run,
 //     the fence of lease.Valid), commits the index (create-only), writes
 //     results/<id>.json create-only, then deletes the request, its cancel
-//     object when one was seen, and the lease. Every step is idempotent;
-//     a takeover checks for a result before it runs anything, so a crash
-//     between any two steps is finished by the next attempt.
+//     object when one was seen, and the lease: in one call where the
+//     bucket deletes in batches (S3 DeleteObjects, bucket.DeleteKeys),
+//     else one by one, the lease last. Every step is idempotent; a
+//     takeover checks for a result before it runs anything, so a crash
+//     between any two steps is finished by the next attempt. A batch
+//     promises no order and a key can fail alone (it is then deleted once
+//     more by itself): a request left behind without its lease is claimed
+//     afresh by a later pass and changes nothing, as a finished id
+//     submitted again does (a restore or verification finds its result; a
+//     backup's create-only artifacts, index and result keep the first
+//     commit, at worst after running again into a free attempt-1 folder
+//     when a takeover made the backup).
 //   - Notifications only hurry things: ClaimHint claims the request a
 //     notification names at once (within the concurrency limit), Wake
 //     asks for a pass; the periodic LIST is the backstop that

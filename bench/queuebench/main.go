@@ -80,6 +80,11 @@ func (c *counter) reset() map[string]int {
 func (c *counter) add(r *http.Request) {
 	op := operation(r)
 	kind := objectKind(r.URL.Path, r.URL.Query().Get("prefix"))
+	if op == "DELETE-BATCH" {
+		// DeleteObjects names its keys in the body: a finish's request,
+		// lease (and cancel object, when one was seen).
+		kind = "request+lease"
+	}
 	c.mu.Lock()
 	c.counts[op+" "+kind]++
 	c.mu.Unlock()
@@ -107,6 +112,9 @@ func operation(r *http.Request) string {
 		}
 		if q.Has("uploadId") {
 			return "MPU-COMPLETE"
+		}
+		if q.Has("delete") {
+			return "DELETE-BATCH"
 		}
 		return "POST"
 	case http.MethodDelete:

@@ -57,6 +57,16 @@
 // fails and the write is reported lost: safe, as a lost claim only waits for
 // its lease to expire.
 //
+// # Batch deletes
+//
+// DeleteBatch (bucket.BatchDeleter, used through bucket.DeleteKeys) is one
+// quiet DeleteObjects call, retried like a Delete while it fails
+// transiently; the keys its answer names failed alone (DeleteKeys deletes
+// each once more with Delete, which tells Object Lock apart). A server
+// that refuses the call as a whole for good (no DeleteObjects, as on GCS's
+// S3 interface, or a checksum it will not take) is not asked again by
+// that Bucket: DeleteKeys then deletes one key at a time.
+//
 // # Uploads
 //
 // Upload buffers the first part (in a buffer that starts at 64 KiB and

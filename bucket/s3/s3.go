@@ -97,6 +97,9 @@ type Bucket struct {
 	// for a whole key (see ListUploads). A pointer: copies of a Bucket
 	// talk to the same server.
 	listAll *atomic.Bool
+	// noBatch is set once the server refused DeleteObjects for good
+	// (see DeleteBatch); shared by copies like listAll.
+	noBatch *atomic.Bool
 }
 
 var _ bucket.Bucket = (*Bucket)(nil)
@@ -153,7 +156,7 @@ func New(ctx context.Context, o Options) (*Bucket, error) {
 		so.UsePathStyle = o.PathStyle || (o.Endpoint != "" && !o.VirtualHosted)
 		so.RequestChecksumCalculation, so.ResponseChecksumValidation = reqSums, respSums
 	})
-	return &Bucket{client: client, name: o.Bucket, opts: o, log: o.Log.WithField("bucket", o.Bucket), sums: reqSums, listAll: new(atomic.Bool)}, nil
+	return &Bucket{client: client, name: o.Bucket, opts: o, log: o.Log.WithField("bucket", o.Bucket), sums: reqSums, listAll: new(atomic.Bool), noBatch: new(atomic.Bool)}, nil
 }
 
 // Client is the SDK client, for what the bucket interface does not cover.
