@@ -66,14 +66,8 @@ func (w *Watcher) RunOnce(ctx context.Context) (int, error) {
 	// once it sees one.
 	var leases map[string]bucket.ObjectInfo
 	listLeases := func() error {
-		leases = map[string]bucket.ObjectInfo{}
-		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
-			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
-				leases[id] = o
-			}
-			return nil
-		})
-		if err != nil {
+		var err error
+		if leases, err = w.listLeases(ctx); err != nil {
 			return fmt.Errorf("list leases: %w", err)
 		}
 		return nil
@@ -695,6 +689,18 @@ func (w *Watcher) sawCancel(id string) {
 	w.canceled[id] = true
 }
 
+// listLeases lists leases/: the lease objects by request id.
+func (w *Watcher) listLeases(ctx context.Context) (map[string]bucket.ObjectInfo, error) {
+	leases := map[string]bucket.ObjectInfo{}
+	err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
+		if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
+			leases[id] = o
+		}
+		return nil
+	})
+	return leases, err
+}
+
 // sweep removes what a crash or a late client left behind, by turns:
 // expired leases whose request is gone (a holder that died after
 // deleting the request and before deleting the lease), and cancel
@@ -707,14 +713,8 @@ func (w *Watcher) sweep(ctx context.Context, pending map[string]bool, leases map
 		return w.sweepCancels(ctx, pending)
 	}
 	if leases == nil {
-		leases = map[string]bucket.ObjectInfo{}
-		err := bucket.Walk(ctx, w.cfg.Bucket, requests.LeasesPrefix, func(o bucket.ObjectInfo) error {
-			if id, ok := requests.IDFromKey(requests.LeasesPrefix, o.Key); ok {
-				leases[id] = o
-			}
-			return nil
-		})
-		if err != nil {
+		var err error
+		if leases, err = w.listLeases(ctx); err != nil {
 			return err
 		}
 	}
