@@ -341,7 +341,9 @@ func (x *Executor) compression() string {
 // uncompressed) 16.38 % of its size against 16.36 % (zstd -3) and 16.25 %
 // ("zstd"), Redis key records (1 M keys of 32 random characters) 54.9 %
 // against 55.3 % and 55.3 %, at 55–75 % of "zstd"'s CPU time
-// (2026-12-07, bench/README.md). A worker's CPU is what a backup's wall
+// (2026-12-07, measured with getrusage on a synthetic keys.bin of that
+// shape and the archive; bench/README.md's pgbench tables show both
+// levels end to end). A worker's CPU is what a backup's wall
 // time is made of on a busy node: "zstd" and "zstd-better" stay for
 // smaller artifacts at more CPU.
 const DefaultCompression = "zstd-fastest"
