@@ -38,6 +38,19 @@ func targetState(ctx context.Context, t testing.TB, srv *testServer) string {
 	return fmt.Sprintf("role:%s masterauth:%q masteruser:%q", repl["role"], auth, user)
 }
 
+// checkTarget fails t unless dst holds data and is in state (a master,
+// masterauth and masteruser as they were): what, the data's failure, and
+// after, the moment the state is judged, name them in the messages.
+func checkTarget(ctx context.Context, t testing.TB, dst *testServer, data snapshot, state, what, after string) {
+	t.Helper()
+	if diff := enginetest.DeepCompare(data, takeSnapshot(ctx, t, dst)); diff != "" {
+		t.Fatalf("%s: %s", what, diff)
+	}
+	if got := targetState(ctx, t, dst); got != state {
+		t.Errorf("target after %s: %s, want %s", after, got, state)
+	}
+}
+
 // oldData gives a target data of its own, different from the seed, in a
 // database the backup holds, and a masterauth and masteruser to keep.
 func oldData(ctx context.Context, t testing.TB, srv *testServer) {
@@ -85,12 +98,7 @@ func TestReplicateRoundTrip(t *testing.T) {
 			if rinfo.Downtime <= 0 {
 				t.Errorf("downtime %v", rinfo.Downtime)
 			}
-			if diff := enginetest.DeepCompare(want, takeSnapshot(ctx, t, dst)); diff != "" {
-				t.Fatalf("restored data differs: %s", diff)
-			}
-			if got := targetState(ctx, t, dst); got != before {
-				t.Errorf("target after the restore: %s, want %s", got, before)
-			}
+			checkTarget(ctx, t, dst, want, before, "restored data differs", "the restore")
 		})
 	}
 }
@@ -143,12 +151,7 @@ func TestReplicateCutTransfer(t *testing.T) {
 					t.Errorf("the transfer was not cut (left %d)", cutAt)
 				}
 				t.Logf("the error: %v", err)
-				if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
-					t.Fatalf("a cut transfer changed the target: %s", diff)
-				}
-				if got := targetState(ctx, t, dst); got != beforeState {
-					t.Errorf("target after the cut: %s, want %s", got, beforeState)
-				}
+				checkTarget(ctx, t, dst, before, beforeState, "a cut transfer changed the target", "the cut")
 			})
 		}
 	}
@@ -326,12 +329,7 @@ func TestReplicateConditions(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), why) {
 					t.Fatalf("restoreLoad replicate: err = %v, want a refusal naming %q", err, why)
 				}
-				if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
-					t.Fatalf("a refused full sync changed the target: %s", diff)
-				}
-				if got := targetState(ctx, t, dst); got != beforeState {
-					t.Errorf("target after the refusal: %s, want %s", got, beforeState)
-				}
+				checkTarget(ctx, t, dst, before, beforeState, "a refused full sync changed the target", "the refusal")
 				if cond == "replica" {
 					return // a replica refuses writes: no replay either
 				}
@@ -430,12 +428,7 @@ func TestReplicateDuplicateKey(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `"k:17" is listed twice`) {
 		t.Fatalf("err = %v, want the duplicate key named", err)
 	}
-	if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
-		t.Fatalf("the target changed: %s", diff)
-	}
-	if got := targetState(ctx, t, dst); got != beforeState {
-		t.Errorf("target after the restore: %s, want %s", got, beforeState)
-	}
+	checkTarget(ctx, t, dst, before, beforeState, "the target changed", "the restore")
 }
 
 // TestReplicateForgedRDB restores RDB files that a loading server would
@@ -476,12 +469,7 @@ func TestReplicateForgedRDB(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to name %q", err, tc.want)
 			}
-			if diff := enginetest.DeepCompare(before, takeSnapshot(ctx, t, dst)); diff != "" {
-				t.Fatalf("the target changed: %s", diff)
-			}
-			if got := targetState(ctx, t, dst); got != beforeState {
-				t.Errorf("target after the restore: %s, want %s", got, beforeState)
-			}
+			checkTarget(ctx, t, dst, before, beforeState, "the target changed", "the restore")
 		})
 	}
 }
@@ -533,12 +521,7 @@ func TestReplicateTargetDropsTransfer(t *testing.T) {
 	if rinfo.Details["load"] != "replay" {
 		t.Errorf("details %v: want load replay after the target dropped the transfer", rinfo.Details)
 	}
-	if diff := enginetest.DeepCompare(want, takeSnapshot(ctx, t, dst)); diff != "" {
-		t.Fatalf("restored data differs: %s", diff)
-	}
-	if got := targetState(ctx, t, dst); got != beforeState {
-		t.Errorf("target after the restore: %s, want %s", got, beforeState)
-	}
+	checkTarget(ctx, t, dst, want, beforeState, "restored data differs", "the restore")
 }
 
 type writerFunc func([]byte) (int, error)
