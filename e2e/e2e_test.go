@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -360,9 +361,10 @@ func killedWorkerIsTakenOver(t *testing.T, c *cluster, n int) (ids []string, ret
 
 // killWhileHolding SIGKILLs victim while it holds a lease: it waits (up
 // to a minute) for a lease of the victim's, freezes the victim, and kills
-// it only if the lease is still there (the job may have finished since the
-// read: a run takes 0.2 s on a quiet machine, and a kill then proves
-// nothing); otherwise it resumes the victim and looks again.
+// it only if the lease is still there and its request has no result yet
+// (the job may have finished since the read: a run takes 0.2 s on a quiet
+// machine, and a kill then proves nothing); otherwise it resumes the
+// victim and looks again.
 func (c *cluster) killWhileHolding(t *testing.T, victim *workerProc) {
 	t.Helper()
 	ctx := context.Background()
@@ -379,7 +381,14 @@ func (c *cluster) killWhileHolding(t *testing.T, victim *workerProc) {
 				return nil
 			}
 			_ = victim.cmd.Process.Signal(syscall.SIGSTOP)
-			if again, _, err := bucket.GetBytes(ctx, c.b, o.Key); err == nil && json.Unmarshal(again, &l) == nil && l.Holder == "victim" {
+			// Frozen, it must still hold the lease of a request it has
+			// not finished: a lease whose result is written is one the
+			// victim was about to delete, and its successor has nothing
+			// left to take over.
+			id, _ := requests.IDFromKey(requests.LeasesPrefix, o.Key)
+			_, resErr := c.b.Head(ctx, requests.ResultKey(id))
+			unfinished := errors.Is(resErr, bucket.ErrNotFound)
+			if again, _, err := bucket.GetBytes(ctx, c.b, o.Key); unfinished && err == nil && json.Unmarshal(again, &l) == nil && l.Holder == "victim" {
 				_ = victim.cmd.Process.Signal(syscall.SIGKILL)
 				killed = true
 			} else {
